@@ -1,0 +1,257 @@
+import CSQLite
+import ChatBatchCore
+import Foundation
+
+/// Where a prompt stands in the checkpoint.
+public enum RequestState: String, Sendable {
+    /// Not sent, or sent and known not to have been answered (it will be sent by this run or the next).
+    case pending
+    /// Committed as about to be sent; still so after a crash means "possibly billed".
+    case inflight
+    /// Answered; its result line is in the checkpoint and in the results file.
+    case done
+    /// Finished without an answer (invalid line, 400, attempts exhausted); its line is in the errors file.
+    case failed
+}
+
+/// Which output file a finished prompt's line belongs to.
+public enum OutputKind: Int, Sendable, CaseIterable {
+    case results = 0
+    case errors = 1
+    var name: String { self == .results ? "results" : "errors" }
+}
+
+/// The SQLite checkpoint of one run: a row per custom_id, a row per HTTP attempt, a row per run.
+///
+/// Opening it checks that it is a chatbatch checkpoint of a known schema and takes an exclusive lock,
+/// so two runs on one checkpoint never overlap.
+public final class CheckpointStore: @unchecked Sendable {
+    // @unchecked Sendable: `db` is used only on the writer's serial queue once the run starts;
+    // before that, only by the thread that opened the store.
+    public static let schemaVersion = 1
+    static let applicationID: Int32 = 0x4342_4348  // "CBCH"
+
+    let db: SQLiteDatabase
+    let path: String
+    let lockFD: Int32
+
+    /// Opens (creating if needed) the checkpoint at `path`, owner-only, locked for this process.
+    public init(path: String, create: Bool = true, lock: Bool = true) throws(CheckpointError) {
+        self.path = path
+        let fm = FileManager.default
+        var isDir: ObjCBool = false
+        let exists = fm.fileExists(atPath: path, isDirectory: &isDir)
+        if isDir.boolValue {
+            throw CheckpointError(code: "not_a_file", message: "checkpoint \(path) is a directory")
+        }
+        if exists {
+            try Self.checkHeader(path)
+        } else if !create {
+            throw CheckpointError(code: "missing", message: "no checkpoint at \(path)")
+        }
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else {
+            throw CheckpointError(code: "open_failed", message: "cannot open checkpoint \(path): \(String(cString: strerror(errno)))")
+        }
+        if lock && flock(fd, LOCK_EX | LOCK_NB) != 0 {
+            close(fd)
+            throw CheckpointError(
+                code: "busy",
+                message: "checkpoint \(path) is held by another chatbatch run; wait for it to finish (or stop it) and run again")
+        }
+        lockFD = fd
+        do {
+            db = try SQLiteDatabase(path: path)
+            try prepareSchema(fresh: !exists || Self.fileSize(path) == 0)
+        } catch {
+            close(fd)
+            throw error
+        }
+    }
+
+    deinit { close(lockFD) }
+
+    /// True when another process holds the checkpoint's lock right now.
+    public static func isHeld(path: String) -> Bool {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        if flock(fd, LOCK_SH | LOCK_NB) != 0 { return true }
+        flock(fd, LOCK_UN)
+        return false
+    }
+
+    static func fileSize(_ path: String) -> Int {
+        (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
+    }
+
+    /// Refuses files that are not SQLite databases before SQLite gets a chance to touch them.
+    static func checkHeader(_ path: String) throws(CheckpointError) {
+        guard let handle = FileHandle(forReadingAtPath: path) else {
+            throw CheckpointError(code: "unreadable", message: "cannot read checkpoint \(path)")
+        }
+        defer { try? handle.close() }
+        let head = (try? handle.read(upToCount: 100)) ?? Data()
+        if head.isEmpty { return }
+        let magic = Array("SQLite format 3\0".utf8)
+        guard head.count >= 100, Array(head.prefix(16)) == magic else {
+            throw CheckpointError(
+                code: "not_a_checkpoint",
+                message: "\(path) is not a chatbatch checkpoint (not an SQLite file, or truncated); refusing to overwrite it. Move it away or pass another --checkpoint")
+        }
+    }
+
+    func prepareSchema(fresh: Bool) throws(CheckpointError) {
+        let appID: Int32
+        do {
+            appID = Int32(truncatingIfNeeded: try db.query("PRAGMA application_id").first?.first?.int ?? 0)
+        } catch {
+            throw CheckpointError(code: "damaged", message: "checkpoint \(path) cannot be read (\(error.message)); it is damaged. Rebuilding is not possible; move it away to start over")
+        }
+        let tables = try db.query("SELECT count(*) FROM sqlite_master").first?.first?.int ?? 0
+        if tables == 0 && appID == 0 {
+            try db.execute("PRAGMA journal_mode=WAL")
+            try db.execute("PRAGMA synchronous=NORMAL")
+            try db.execute("PRAGMA application_id=\(Self.applicationID)")
+            try db.execute("""
+                BEGIN;
+                CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                CREATE TABLE requests(
+                    custom_id TEXT PRIMARY KEY,
+                    line INTEGER NOT NULL,
+                    state TEXT NOT NULL,
+                    attempts INTEGER NOT NULL DEFAULT 0,
+                    body_hash TEXT NOT NULL,
+                    model TEXT,
+                    status_code INTEGER,
+                    request_id TEXT,
+                    prompt_tokens INTEGER NOT NULL DEFAULT 0,
+                    completion_tokens INTEGER NOT NULL DEFAULT 0,
+                    cost REAL NOT NULL DEFAULT 0,
+                    error_code TEXT,
+                    error_message TEXT,
+                    ambiguous INTEGER NOT NULL DEFAULT 0,
+                    crash_resend INTEGER NOT NULL DEFAULT 0,
+                    latency_ms REAL,
+                    output TEXT,
+                    out_kind INTEGER,
+                    out_seq INTEGER,
+                    updated_at REAL NOT NULL);
+                CREATE INDEX requests_out ON requests(out_kind, out_seq) WHERE out_seq IS NOT NULL;
+                CREATE INDEX requests_state ON requests(state);
+                CREATE TABLE attempts(
+                    id INTEGER PRIMARY KEY,
+                    custom_id TEXT NOT NULL,
+                    run_id INTEGER NOT NULL,
+                    attempt INTEGER NOT NULL,
+                    started_at REAL NOT NULL,
+                    status INTEGER,
+                    latency_ms REAL,
+                    request_id TEXT,
+                    error TEXT,
+                    ambiguous INTEGER NOT NULL DEFAULT 0);
+                CREATE TABLE runs(
+                    id INTEGER PRIMARY KEY,
+                    started_at REAL NOT NULL,
+                    ended_at REAL,
+                    exit_code INTEGER,
+                    summary TEXT);
+                INSERT INTO meta VALUES('schema_version', '\(Self.schemaVersion)');
+                INSERT INTO meta VALUES('created_by', 'chatbatch');
+                COMMIT;
+                """)
+            return
+        }
+        guard appID == Self.applicationID else {
+            throw CheckpointError(
+                code: "foreign",
+                message: "\(path) is an SQLite file of another program, not a chatbatch checkpoint; refusing to touch it. Pass another --checkpoint")
+        }
+        let version = Int(try db.query("SELECT value FROM meta WHERE key='schema_version'").first?.first?.text ?? "") ?? 0
+        guard version == Self.schemaVersion else {
+            let newer = version > Self.schemaVersion
+            throw CheckpointError(
+                code: newer ? "newer_schema" : "unknown_schema",
+                message: "checkpoint \(path) has schema version \(version), this chatbatch reads version \(Self.schemaVersion)"
+                    + (newer ? "; it was written by a newer chatbatch: upgrade to resume it" : ""))
+        }
+        try db.execute("PRAGMA synchronous=NORMAL")
+    }
+
+    // MARK: meta
+
+    func meta(_ key: String) throws(CheckpointError) -> String? {
+        try db.query("SELECT value FROM meta WHERE key=?", [.text(key)]).first?.first?.text
+    }
+
+    func setMeta(_ key: String, _ value: String) throws(CheckpointError) {
+        try db.query("INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                     [.text(key), .text(value)])
+    }
+
+    // MARK: runs
+
+    /// Records a run's start and returns its id.
+    func beginRun() throws(CheckpointError) -> Int {
+        try db.query("INSERT INTO runs(started_at) VALUES(?)", [.double(Date().timeIntervalSince1970)])
+        return Int(sqlite3_last_insert_rowid(db.handle))
+    }
+
+    func endRun(id: Int, exitCode: Int32, summary: JSON) throws(CheckpointError) {
+        try db.query("UPDATE runs SET ended_at=?, exit_code=?, summary=? WHERE id=?",
+                     [.double(Date().timeIntervalSince1970), .int(Int(exitCode)), .text(summary.serialized()), .int(id)])
+    }
+
+    /// Rows a previous run left in flight: it died while they were (possibly) on the wire.
+    /// They become pending, marked so their next send is counted as a resend after a crash.
+    func recoverInflight() throws(CheckpointError) -> Int {
+        let n = try db.query("SELECT count(*) FROM requests WHERE state='inflight'").first?.first?.int ?? 0
+        if n > 0 {
+            try db.query("UPDATE requests SET state='pending', crash_resend=1 WHERE state='inflight'")
+        }
+        return n
+    }
+
+    /// Counts of rows by state.
+    public func stateCounts() throws(CheckpointError) -> [RequestState: Int] {
+        var out: [RequestState: Int] = [:]
+        for row in try db.query("SELECT state, count(*) FROM requests GROUP BY state") {
+            if let s = row[0].text.flatMap(RequestState.init(rawValue:)) { out[s] = row[1].int ?? 0 }
+        }
+        return out
+    }
+
+    /// Total spend and tokens over every run on this checkpoint.
+    func totals() throws(CheckpointError) -> (prompt: Int, completion: Int, cost: Double) {
+        let row = try db.query("SELECT coalesce(sum(prompt_tokens),0), coalesce(sum(completion_tokens),0), coalesce(sum(cost),0) FROM requests").first ?? []
+        return (row.first?.int ?? 0, row.count > 1 ? row[1].int ?? 0 : 0, row.count > 2 ? row[2].double ?? 0 : 0)
+    }
+}
+
+/// What the input reader learns about a custom_id from the checkpoint before sending it.
+struct PriorState: Sendable {
+    var state: RequestState
+    var bodyHash: String
+    var line: Int
+    var crashResend: Bool
+}
+
+/// A read-only view of the checkpoint for the input reader, on its own connection (WAL lets it read alongside the writer).
+final class CheckpointReader {
+    let db: SQLiteDatabase
+    let lookup: SQLiteStatement
+
+    init(path: String) throws(CheckpointError) {
+        db = try SQLiteDatabase(path: path, readOnly: true)
+        lookup = try db.prepare("SELECT state, body_hash, line, crash_resend FROM requests WHERE custom_id=?")
+    }
+
+    func prior(_ customID: String) throws(CheckpointError) -> PriorState? {
+        try lookup.bind([.text(customID)])
+        defer { sqlite3_reset(lookup.stmt) }
+        guard try lookup.step() else { return nil }
+        return PriorState(
+            state: RequestState(rawValue: lookup.value(0).text ?? "") ?? .pending,
+            bodyHash: lookup.value(1).text ?? "", line: lookup.value(2).int ?? 0, crashResend: lookup.value(3).int == 1)
+    }
+}

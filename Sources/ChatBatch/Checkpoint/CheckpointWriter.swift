@@ -1,0 +1,216 @@
+import CSQLite
+import ChatBatchCore
+import Dispatch
+import Foundation
+import Synchronization
+
+/// A prompt's outcome as the checkpoint stores it.
+struct FinishedRecord: Sendable {
+    var customID: String
+    var line: Int
+    var bodyHash: String
+    var model: String?
+    var state: RequestState  // done or failed
+    var statusCode: Int?
+    var requestID: String?
+    var promptTokens = 0
+    var completionTokens = 0
+    var cost = 0.0
+    var errorCode: String?
+    var errorMessage: String?
+    var latencyMs: Double?
+    /// HTTP attempts this run made for it (for the flat output's `attempts`).
+    var attempts = 0
+    /// The canonical (batch-shaped) output line, without its newline.
+    var output: String
+    var kind: OutputKind
+}
+
+/// One HTTP attempt, for the audit table.
+struct AttemptRecord: Sendable {
+    var customID: String
+    var attempt: Int
+    var startedAt: Double
+    var status: Int?
+    var latencyMs: Double
+    var requestID: String?
+    var error: String?
+    var ambiguous: Bool
+}
+
+/// A change the writer commits.
+enum CheckpointOp: Sendable {
+    /// About to send: committed before the request leaves, so a crash leaves it visibly in flight.
+    case claim(customID: String, line: Int, bodyHash: String, model: String?, done: @Sendable () -> Void)
+    /// Finished, with its output line.
+    case finish(FinishedRecord, attempt: AttemptRecord?)
+    /// Back to pending (a retry will claim it again, or a later run will send it).
+    case requeue(customID: String, line: Int, bodyHash: String, model: String?, attempt: AttemptRecord?, note: String?)
+    /// Forget a finished row's output (a forced resend of a changed line); outputs are rebuilt at the end.
+    case supersede(customID: String)
+}
+
+/// Commits checkpoint changes in groups on one serial queue, then appends the finished lines to the output files.
+///
+/// Every op handed in while a commit is running joins the next commit, so commits stay few under load
+/// and immediate when idle. A line reaches an output file only after its row is committed; the files'
+/// committed lengths are recorded in the checkpoint, so a resume cuts off any torn or unrecorded tail
+/// and writes those lines again from the checkpoint: each line ends up in its file exactly once.
+final class CheckpointWriter: Sendable {
+    struct Pending {
+        var ops: [CheckpointOp] = []
+        var scheduled = false
+        var failure: (any Error)? = nil
+        /// An output file could not be written: keep committing to the checkpoint, stop writing files.
+        var outputFailed = false
+    }
+
+    let queue = DispatchQueue(label: "chatbatch.checkpoint")
+    let state: Mutex<Pending> = Mutex(Pending())
+    // Only touched on `queue`.
+    nonisolated(unsafe) let store: CheckpointStore
+    nonisolated(unsafe) let outputs: OutputFiles
+    nonisolated(unsafe) var statements: Statements?
+    let runID: Int
+    let onFailure: @Sendable (any Error) -> Void
+
+    struct Statements {
+        let claim, finish, requeue, attempt, supersede: SQLiteStatement
+        let nextSeq: SQLiteStatement
+    }
+
+    init(store: CheckpointStore, outputs: OutputFiles, runID: Int, onFailure: @escaping @Sendable (any Error) -> Void) {
+        self.store = store
+        self.outputs = outputs
+        self.runID = runID
+        self.onFailure = onFailure
+    }
+
+    func prepareStatements() throws(CheckpointError) -> Statements {
+        if let statements { return statements }
+        let db = store.db
+        let s = Statements(
+            claim: try db.prepare("""
+                INSERT INTO requests(custom_id, line, state, attempts, body_hash, model, updated_at)
+                VALUES(?1, ?2, 'inflight', 1, ?3, ?4, ?5)
+                ON CONFLICT(custom_id) DO UPDATE SET state='inflight', attempts=attempts+1, line=?2, body_hash=?3, model=?4,
+                    updated_at=?5, ambiguous=ambiguous+crash_resend, crash_resend=0
+                """),
+            finish: try db.prepare("""
+                INSERT INTO requests(custom_id, line, state, attempts, body_hash, model, status_code, request_id, prompt_tokens,
+                    completion_tokens, cost, error_code, error_message, latency_ms, output, out_kind, out_seq, updated_at)
+                VALUES(?1, ?2, ?3, 0, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
+                ON CONFLICT(custom_id) DO UPDATE SET line=?2, state=?3, body_hash=?4, model=?5, status_code=?6, request_id=?7,
+                    prompt_tokens=prompt_tokens+?8, completion_tokens=completion_tokens+?9, cost=cost+?10, error_code=?11,
+                    error_message=?12, latency_ms=?13, output=?14, out_kind=?15, out_seq=?16, updated_at=?17,
+                    ambiguous=ambiguous+?18
+                """),
+            requeue: try db.prepare("""
+                INSERT INTO requests(custom_id, line, state, attempts, body_hash, model, error_message, updated_at)
+                VALUES(?1, ?2, 'pending', 0, ?3, ?4, ?5, ?6)
+                ON CONFLICT(custom_id) DO UPDATE SET state='pending', error_message=coalesce(?5, error_message), updated_at=?6,
+                    ambiguous=ambiguous+?7
+                """),
+            attempt: try db.prepare("""
+                INSERT INTO attempts(custom_id, run_id, attempt, started_at, status, latency_ms, request_id, error, ambiguous)
+                VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """),
+            supersede: try db.prepare("UPDATE requests SET out_seq=NULL, out_kind=NULL, state='pending' WHERE custom_id=?"),
+            nextSeq: try db.prepare("SELECT coalesce(max(out_seq), 0) FROM requests"))
+        statements = s
+        return s
+    }
+
+    /// Hands in one change; it is committed with whatever else is waiting.
+    func submit(_ op: CheckpointOp) {
+        let schedule = state.withLock { p -> Bool in
+            p.ops.append(op)
+            if p.scheduled { return false }
+            p.scheduled = true
+            return true
+        }
+        if schedule { queue.async { self.flush() } }
+    }
+
+    /// Commits everything handed in so far and waits for it, output lines included.
+    func drain() {
+        queue.sync { self.flush() }
+        queue.sync { self.flush() }
+    }
+
+    /// The first failure, if a commit or an output write failed (the run must stop).
+    var failure: (any Error)? { state.withLock { $0.failure } }
+
+    private func flush() {
+        let ops = state.withLock { p -> [CheckpointOp] in
+            let ops = p.ops
+            p.ops = []
+            p.scheduled = false
+            return ops
+        }
+        if state.withLock({ $0.failure != nil && !$0.outputFailed }) { return }
+        do {
+            let s = try prepareStatements()
+            let db = store.db
+            try db.execute("BEGIN IMMEDIATE")
+            var seq = try { () throws(CheckpointError) -> Int in
+                try s.nextSeq.bind([])
+                defer { sqlite3_reset(s.nextSeq.stmt) }
+                return try s.nextSeq.step() ? s.nextSeq.value(0).int ?? 0 : 0
+            }()
+            var written: [(seq: Int, record: FinishedRecord)] = []
+            var claimed: [@Sendable () -> Void] = []
+            let now = Date().timeIntervalSince1970
+            for op in ops {
+                switch op {
+                case .claim(let id, let line, let hash, let model, let done):
+                    try s.claim.run([.text(id), .int(line), .text(hash), model.map(SQLiteValue.text) ?? .null, .double(now)])
+                    claimed.append(done)
+                case .finish(let r, let attempt):
+                    seq += 1
+                    try s.finish.run([
+                        .text(r.customID), .int(r.line), .text(r.state.rawValue), .text(r.bodyHash), r.model.map(SQLiteValue.text) ?? .null,
+                        r.statusCode.map(SQLiteValue.int) ?? .null, r.requestID.map(SQLiteValue.text) ?? .null,
+                        .int(r.promptTokens), .int(r.completionTokens), .double(r.cost),
+                        r.errorCode.map(SQLiteValue.text) ?? .null, r.errorMessage.map(SQLiteValue.text) ?? .null,
+                        r.latencyMs.map(SQLiteValue.double) ?? .null, .text(r.output), .int(r.kind.rawValue), .int(seq), .double(now),
+                        .int(attempt?.ambiguous == true ? 1 : 0),
+                    ])
+                    if let attempt { try insert(attempt, s) }
+                    written.append((seq, r))
+                case .requeue(let id, let line, let hash, let model, let attempt, let note):
+                    try s.requeue.run([.text(id), .int(line), .text(hash), model.map(SQLiteValue.text) ?? .null,
+                                       note.map(SQLiteValue.text) ?? .null, .double(now), .int(attempt?.ambiguous == true ? 1 : 0)])
+                    if let attempt { try insert(attempt, s) }
+                case .supersede(let id):
+                    try s.supersede.run([.text(id)])
+                    outputs.needsRebuild = true
+                }
+            }
+            let outputFailed = state.withLock { $0.outputFailed }
+            if !outputFailed { try outputs.recordLengths(in: store) }
+            try db.execute("COMMIT")
+            for done in claimed { done() }
+            if !written.isEmpty && !outputFailed {
+                do {
+                    try outputs.append(written, store: store)
+                } catch {
+                    state.withLock { $0.outputFailed = true; if $0.failure == nil { $0.failure = error } }
+                    onFailure(error)
+                }
+            }
+        } catch {
+            try? store.db.execute("ROLLBACK")
+            state.withLock { if $0.failure == nil { $0.failure = error } }
+            onFailure(error)
+        }
+    }
+
+    private func insert(_ a: AttemptRecord, _ s: Statements) throws(CheckpointError) {
+        try s.attempt.run([
+            .text(a.customID), .int(runID), .int(a.attempt), .double(a.startedAt), a.status.map(SQLiteValue.int) ?? .null,
+            .double(a.latencyMs), a.requestID.map(SQLiteValue.text) ?? .null, a.error.map(SQLiteValue.text) ?? .null,
+            .int(a.ambiguous ? 1 : 0),
+        ])
+    }
+}

@@ -1,0 +1,147 @@
+import CSQLite
+import Foundation
+
+/// A checkpoint that cannot be opened, read or written, with a stable code and a message a user can act on.
+public struct CheckpointError: Error, Sendable, CustomStringConvertible {
+    public let code: String
+    public let message: String
+    public var description: String { message }
+}
+
+/// A small SQLite connection: open, execute, prepare. One owner at a time.
+///
+/// `@unchecked Sendable`: a connection is only ever used from one serial queue (the checkpoint writer)
+/// or from the one thread that opened it (the input reader); it is handed over, never shared.
+final class SQLiteDatabase: @unchecked Sendable {
+    let handle: OpaquePointer
+    let path: String
+
+    init(path: String, readOnly: Bool = false) throws(CheckpointError) {
+        var db: OpaquePointer?
+        let flags = readOnly ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE)
+        let rc = sqlite3_open_v2(path, &db, flags | SQLITE_OPEN_NOMUTEX, nil)
+        guard rc == SQLITE_OK, let db else {
+            let message = db.map { String(cString: sqlite3_errmsg($0)) } ?? "out of memory"
+            if let db { sqlite3_close_v2(db) }
+            throw CheckpointError(code: "open_failed", message: "cannot open checkpoint \(path): \(message)")
+        }
+        handle = db
+        self.path = path
+        sqlite3_busy_timeout(db, 5000)
+    }
+
+    deinit { sqlite3_close_v2(handle) }
+
+    var lastError: String { String(cString: sqlite3_errmsg(handle)) }
+
+    func error(_ what: String) -> CheckpointError {
+        let rc = sqlite3_errcode(handle)
+        let code: String
+        switch rc & 0xFF {
+        case SQLITE_CORRUPT, SQLITE_NOTADB: code = "damaged"
+        case SQLITE_FULL: code = "disk_full"
+        case SQLITE_BUSY, SQLITE_LOCKED: code = "busy"
+        default: code = "sqlite_error"
+        }
+        return CheckpointError(code: code, message: "checkpoint \(path): \(what): \(lastError)")
+    }
+
+    func execute(_ sql: String) throws(CheckpointError) {
+        var message: UnsafeMutablePointer<CChar>?
+        if sqlite3_exec(handle, sql, nil, nil, &message) != SQLITE_OK {
+            let text = message.map { String(cString: $0) } ?? lastError
+            sqlite3_free(message)
+            throw CheckpointError(code: "sqlite_error", message: "checkpoint \(path): \(text) (in: \(sql.prefix(60)))")
+        }
+    }
+
+    func prepare(_ sql: String) throws(CheckpointError) -> SQLiteStatement {
+        var stmt: OpaquePointer?
+        guard sqlite3_prepare_v3(handle, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &stmt, nil) == SQLITE_OK, let stmt else {
+            throw error("cannot prepare '\(sql.prefix(60))'")
+        }
+        return SQLiteStatement(db: self, stmt: stmt)
+    }
+
+    /// Runs one statement with bindings and returns the rows it produced, each as column values.
+    @discardableResult
+    func query(_ sql: String, _ values: [SQLiteValue] = []) throws(CheckpointError) -> [[SQLiteValue]] {
+        let stmt = try prepare(sql)
+        try stmt.bind(values)
+        var rows: [[SQLiteValue]] = []
+        while try stmt.step() { rows.append((0..<stmt.columnCount).map { stmt.value($0) }) }
+        return rows
+    }
+}
+
+/// A value in or out of SQLite.
+enum SQLiteValue: Sendable, Equatable {
+    case null
+    case int(Int)
+    case double(Double)
+    case text(String)
+
+    var int: Int? { if case .int(let v) = self { return v }; if case .double(let d) = self { return Int(d) }; return nil }
+    var double: Double? { if case .double(let v) = self { return v }; if case .int(let i) = self { return Double(i) }; return nil }
+    var text: String? { if case .text(let v) = self { return v }; return nil }
+}
+
+/// A prepared statement, reset and reused.
+final class SQLiteStatement {
+    let db: SQLiteDatabase
+    let stmt: OpaquePointer
+    static let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
+
+    init(db: SQLiteDatabase, stmt: OpaquePointer) {
+        self.db = db
+        self.stmt = stmt
+    }
+
+    deinit { sqlite3_finalize(stmt) }
+
+    var columnCount: Int { Int(sqlite3_column_count(stmt)) }
+
+    func bind(_ values: [SQLiteValue]) throws(CheckpointError) {
+        sqlite3_reset(stmt)
+        sqlite3_clear_bindings(stmt)
+        for (i, v) in values.enumerated() {
+            let idx = Int32(i + 1)
+            let rc: Int32
+            switch v {
+            case .null: rc = sqlite3_bind_null(stmt, idx)
+            case .int(let x): rc = sqlite3_bind_int64(stmt, idx, Int64(x))
+            case .double(let x): rc = sqlite3_bind_double(stmt, idx, x)
+            case .text(let s): rc = sqlite3_bind_text(stmt, idx, s, -1, Self.transient)
+            }
+            if rc != SQLITE_OK { throw db.error("cannot bind value \(i + 1)") }
+        }
+    }
+
+    /// Steps once; true when a row is ready.
+    func step() throws(CheckpointError) -> Bool {
+        switch sqlite3_step(stmt) {
+        case SQLITE_ROW: return true
+        case SQLITE_DONE: return false
+        default: throw db.error("statement failed")
+        }
+    }
+
+    /// Binds, runs to completion, and resets.
+    func run(_ values: [SQLiteValue]) throws(CheckpointError) {
+        try bind(values)
+        while try step() {}
+        sqlite3_reset(stmt)
+    }
+
+    func value(_ i: Int) -> SQLiteValue {
+        let c = Int32(i)
+        switch sqlite3_column_type(stmt, c) {
+        case SQLITE_INTEGER: return .int(Int(sqlite3_column_int64(stmt, c)))
+        case SQLITE_FLOAT: return .double(sqlite3_column_double(stmt, c))
+        case SQLITE_NULL: return .null
+        default:
+            guard let p = sqlite3_column_text(stmt, c) else { return .null }
+            return .text(String(cString: p))
+        }
+    }
+}

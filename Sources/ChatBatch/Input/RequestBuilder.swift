@@ -1,0 +1,171 @@
+import ChatBatchCore
+import Mustache
+
+/// A line turned into the exact request body chatbatch will send.
+struct PreparedRequest: Sendable {
+    var customID: String
+    var line: Int
+    var body: [UInt8]
+    var bodyHash: String
+    var model: String?
+    var maxTokens: Int?
+    var promptTokens: Int
+    var stream: Bool
+    /// A previous run died while this prompt was in flight: sending it now may bill it twice.
+    var resentAfterCrash = false
+}
+
+/// What one input line became.
+enum ParsedLine: Sendable {
+    case request(PreparedRequest)
+    /// Not sendable; `key` is the checkpoint row (`line-N`), `customID` what the errors file shows.
+    case invalid(key: String, customID: String, line: Int, reason: String)
+}
+
+/// Turns input lines into request bodies: the OpenAI Batch shape, `messages` or `prompt` lines, or records
+/// rendered through the job's template; then merges the job's request defaults, system prompt and model,
+/// and checks the result against the model's limits.
+struct RequestBuilder: Sendable {
+    let config: RunConfiguration
+    let template: MustacheTemplate?
+
+    init(config: RunConfiguration) throws(InputError) {
+        self.config = config
+        if let text = config.template {
+            do {
+                template = try MustacheTemplate(string: "{{% CONTENT_TYPE: TEXT}}" + text)
+            } catch {
+                throw InputError(code: "bad_template", message: "template does not parse: \(error)")
+            }
+        } else {
+            template = nil
+        }
+    }
+
+    static let chatPaths: Set<String> = ["/v1/chat/completions", "/chat/completions"]
+
+    func parse(_ raw: RawLine, file: String) -> ParsedLine {
+        let key = "line-\(raw.number)"
+        func invalid(_ reason: String, id: String? = nil) -> ParsedLine {
+            .invalid(key: key, customID: id ?? key, line: raw.number, reason: "\(file):\(raw.number): \(reason)")
+        }
+        if let size = raw.oversize {
+            return invalid("line is \(size) bytes, more than the \(LineReader.defaultMaxLineBytes >> 20) MiB a line may hold")
+        }
+        let json: JSON
+        do {
+            json = try JSON.parse(raw.bytes)
+        } catch {
+            return invalid("not valid JSON: \(error)")
+        }
+        guard let object = json.objectValue else { return invalid("a line must be a JSON object, not \(json.typeName)") }
+
+        var id: String? = nil
+        if let c = object["custom_id"] {
+            switch c {
+            case .string(let s) where !s.isEmpty: id = s
+            case .int(let i): id = String(i)
+            case .null: break
+            default: return invalid("custom_id must be a non-empty string, not \(c.typeName)")
+            }
+        }
+        var body: JSON
+        if object["body"] != nil || object["url"] != nil || object["method"] != nil {
+            // OpenAI Batch API input shape.
+            let method = object["method"]?.stringValue ?? "POST"
+            guard method.uppercased() == "POST" else { return invalid("unsupported method '\(method)': only POST", id: id) }
+            let url = object["url"]?.stringValue ?? "/v1/chat/completions"
+            guard Self.chatPaths.contains(url) else {
+                return invalid("unsupported url '\(url)': only /v1/chat/completions", id: id)
+            }
+            guard let b = object["body"], b.objectValue != nil else { return invalid("`body` must be a JSON object", id: id) }
+            body = b
+        } else if let template {
+            let idValue = object[config.idField]
+            if id == nil, let v = idValue { id = v.stringValue ?? v.intValue.map(String.init) }
+            let text = template.render(Self.mustacheValue(json))
+            body = ["messages": [["role": "user", "content": .string(text)]]]
+        } else if let messages = object["messages"] {
+            body = .object(object)
+            body["custom_id"] = nil
+            body["messages"] = messages
+        } else if let prompt = object["prompt"] {
+            guard let text = prompt.stringValue else { return invalid("`prompt` must be a string, not \(prompt.typeName)", id: id) }
+            body = .object(object)
+            body["custom_id"] = nil
+            body["prompt"] = nil
+            body["messages"] = [["role": "user", "content": .string(text)]]
+        } else {
+            return invalid("expected `body` (OpenAI Batch shape), `messages` or `prompt`, or a record with a template set in the job", id: id)
+        }
+        let customID = id ?? key
+
+        // Messages must make sense before anything is merged into them.
+        guard let messages = body["messages"]?.arrayValue else {
+            return invalid("`messages` must be an array of messages", id: customID)
+        }
+        if messages.isEmpty { return invalid("`messages` is empty", id: customID) }
+        for (i, m) in messages.enumerated() {
+            guard m.objectValue != nil else { return invalid("messages[\(i)] must be an object", id: customID) }
+            guard m["role"]?.stringValue != nil else { return invalid("messages[\(i)].role must be a string", id: customID) }
+            if let c = m["content"], c.stringValue == nil, c.arrayValue == nil, !c.isNull {
+                return invalid("messages[\(i)].content must be a string or an array of parts", id: customID)
+            }
+        }
+
+        // Defaults fill what the line leaves out; the job's model, when set, replaces the line's.
+        for (k, v) in config.requestDefaults where body[k] == nil { body[k] = v }
+        if let system = config.system, messages.first?["role"]?.stringValue != "system" {
+            body["messages"] = .array([["role": "system", "content": .string(system)]] + messages)
+        }
+        if let model = config.model {
+            body["model"] = .string(model)
+        } else if body["model"] == nil, let model = config.defaultModel {
+            body["model"] = .string(model)
+        }
+        if let m = body["model"], m.stringValue == nil { return invalid("`model` must be a string", id: customID) }
+        if config.stream { body["stream"] = true }
+        let stream = body["stream"]?.boolValue == true
+        if stream {
+            var options = body["stream_options"]?.objectValue ?? JSONObject()
+            options["include_usage"] = true
+            body["stream_options"] = .object(options)
+        }
+
+        // Pre-flight checks against the model's limits: such a line would only earn a 400.
+        var maxTokens: Int? = nil
+        for k in ["max_tokens", "max_completion_tokens"] {
+            guard let v = body[k], !v.isNull else { continue }
+            guard let n = v.intValue, n >= 1 else { return invalid("`\(k)` must be a positive whole number", id: customID) }
+            if n > config.limits.maxOutputTokens {
+                return invalid("`\(k)` is \(n), more than the model's maximum output of \(config.limits.maxOutputTokens) tokens", id: customID)
+            }
+            maxTokens = n
+        }
+        let promptTokens = TokenEstimate.promptTokens(body: body)
+        if promptTokens + (maxTokens ?? 0) > config.limits.contextTokens {
+            return invalid("about \(promptTokens) prompt tokens plus max_tokens \(maxTokens ?? 0) exceed the model's context of \(config.limits.contextTokens) tokens", id: customID)
+        }
+        var bytes = [UInt8]()
+        body.write(to: &bytes)
+        return .request(PreparedRequest(
+            customID: customID, line: raw.number, body: bytes, bodyHash: StableHash.hex(StableHash.of(bytes)),
+            model: body["model"]?.stringValue, maxTokens: maxTokens, promptTokens: promptTokens, stream: stream))
+    }
+
+    /// A JSON value as the nested dictionaries and arrays Mustache renders.
+    static func mustacheValue(_ json: JSON) -> Any {
+        switch json {
+        case .null: return ""
+        case .bool(let b): return b
+        case .int(let i): return i
+        case .double(let d): return d
+        case .string(let s): return s
+        case .array(let a): return a.map(mustacheValue)
+        case .object(let o):
+            var d: [String: Any] = [:]
+            for (k, v) in o { d[k] = mustacheValue(v) }
+            return d
+        }
+    }
+}

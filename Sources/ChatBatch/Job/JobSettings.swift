@@ -1,0 +1,134 @@
+import ChatBatchCore
+import Foundation
+
+/// Everything a job can set. Every field is optional: a job file fills some, flags override any,
+/// and `resolve()` supplies the defaults and checks the result.
+public struct JobSettings: Sendable {
+    public var input: String?
+    public var output: String?
+    public var errors: String?
+    public var checkpoint: String?
+    public var format: OutputFormat?
+    public var provider: Provider.Kind?
+    public var baseURL: String?
+    public var model: String?
+    public var projectID: String?
+    public var apiKeyEnv: String?
+    public var apiKeyFile: String?
+    public var headers: [String: String]?
+    public var concurrency: Int?
+    public var maxAttempts: Int?
+    public var timeout: Double?
+    public var connectTimeout: Double?
+    public var retryBaseDelay: Double?
+    public var retryMaxDelay: Double?
+    public var grace: Double?
+    /// Request defaults merged into every body (a line's own values win).
+    public var request: JSONObject?
+    public var system: String?
+    public var template: String?
+    public var idField: String?
+    public var prices: Prices?
+    public var limits: ModelLimits?
+    public var strict: Bool?
+    public var force: Bool?
+    public var retryFailed: Bool?
+    public var stream: Bool?
+    public var summaryJSON: String?
+
+    public init() {}
+
+    /// This job with every field `other` sets taken from `other`.
+    public func overridden(by other: JobSettings) -> JobSettings {
+        var out = self
+        func take<T>(_ kp: WritableKeyPath<JobSettings, T?>) { if let v = other[keyPath: kp] { out[keyPath: kp] = v } }
+        take(\.input); take(\.output); take(\.errors); take(\.checkpoint); take(\.format); take(\.provider)
+        take(\.baseURL); take(\.model); take(\.projectID); take(\.apiKeyEnv); take(\.apiKeyFile); take(\.headers)
+        take(\.concurrency); take(\.maxAttempts); take(\.timeout); take(\.connectTimeout); take(\.retryBaseDelay)
+        take(\.retryMaxDelay); take(\.grace); take(\.request); take(\.system); take(\.template); take(\.idField)
+        take(\.prices); take(\.limits); take(\.strict); take(\.force); take(\.retryFailed); take(\.stream); take(\.summaryJSON)
+        return out
+    }
+
+    /// Supplies defaults, resolves the provider and endpoint, and checks the values.
+    public func resolve() throws(InputError) -> RunConfiguration {
+        guard let input else {
+            throw InputError(code: "missing_input", message: "no input: give a JSONL file or a job file with `input:`")
+        }
+        let provider = Provider.named(self.provider ?? .tera)
+        let output = self.output ?? Self.defaultOutput(for: input)
+        let concurrency = self.concurrency ?? 64
+        guard concurrency >= 1 && concurrency <= 10_000 else {
+            throw InputError(code: "bad_concurrency", message: "concurrency must be from 1 to 10000, not \(concurrency)")
+        }
+        let maxAttempts = self.maxAttempts ?? 6
+        guard maxAttempts >= 1 else { throw InputError(code: "bad_max_attempts", message: "max_attempts must be at least 1") }
+        let timeout = self.timeout ?? 300
+        guard timeout > 0 else { throw InputError(code: "bad_timeout", message: "timeout must be more than 0 seconds") }
+        if let t = template, idField == nil, t.isEmpty {
+            throw InputError(code: "bad_template", message: "template is empty")
+        }
+        return RunConfiguration(
+            input: input, output: output, errors: errors ?? Self.defaultErrors(for: output),
+            checkpoint: checkpoint ?? output + ".checkpoint",
+            format: format ?? .batch, provider: provider,
+            endpoint: try provider.endpoint(baseURL: baseURL, projectID: projectID),
+            model: model, defaultModel: provider.defaultModel,
+            apiKeyEnv: apiKeyEnv ?? provider.keyEnvironmentVariable, apiKeyFile: apiKeyFile,
+            headers: headers ?? [:], concurrency: concurrency, maxAttempts: maxAttempts, timeout: timeout,
+            connectTimeout: connectTimeout ?? 10, retryBaseDelay: retryBaseDelay ?? 0.5, retryMaxDelay: retryMaxDelay ?? 60,
+            grace: grace ?? 30, requestDefaults: request ?? JSONObject(), system: system, template: template,
+            idField: idField ?? "id", prices: prices ?? provider.prices, limits: limits ?? provider.limits,
+            strict: strict ?? false, force: force ?? false, retryFailed: retryFailed ?? false, stream: stream ?? false,
+            summaryJSON: summaryJSON)
+    }
+
+    /// `prompts.jsonl` → `prompts.results.jsonl`.
+    static func defaultOutput(for input: String) -> String {
+        let base = input.hasSuffix(".jsonl") ? String(input.dropLast(6)) : input
+        return base + ".results.jsonl"
+    }
+
+    /// `results.jsonl` → `results.errors.jsonl`.
+    static func defaultErrors(for output: String) -> String {
+        let base = output.hasSuffix(".jsonl") ? String(output.dropLast(6)) : output
+        return base + ".errors.jsonl"
+    }
+}
+
+/// A job ready to run: every value decided.
+public struct RunConfiguration: Sendable {
+    public var input: String
+    public var output: String
+    public var errors: String
+    public var checkpoint: String
+    public var format: OutputFormat
+    public var provider: Provider
+    /// The full chat-completions URL requests go to.
+    public var endpoint: String
+    /// A model set by the job or a flag: it replaces every line's model.
+    public var model: String?
+    /// The provider's model, used for lines that name none.
+    public var defaultModel: String?
+    public var apiKeyEnv: String
+    public var apiKeyFile: String?
+    public var headers: [String: String]
+    public var concurrency: Int
+    public var maxAttempts: Int
+    public var timeout: Double
+    public var connectTimeout: Double
+    public var retryBaseDelay: Double
+    public var retryMaxDelay: Double
+    public var grace: Double
+    public var requestDefaults: JSONObject
+    public var system: String?
+    public var template: String?
+    public var idField: String
+    public var prices: Prices
+    public var limits: ModelLimits
+    public var strict: Bool
+    public var force: Bool
+    public var retryFailed: Bool
+    public var stream: Bool
+    public var summaryJSON: String?
+}

@@ -1,0 +1,155 @@
+import ChatBatchCore
+import Foundation
+
+/// An output file that cannot be written, with a stable code and a message a user can act on.
+public struct OutputError: Error, Sendable, CustomStringConvertible {
+    public let code: String
+    public let message: String
+    public var description: String { message }
+}
+
+/// The results and errors files of a run, kept in step with the checkpoint.
+///
+/// The checkpoint records, for each file, its path, format, the bytes written and the last line's
+/// sequence number, in the same transaction as later changes. On open, a file longer than recorded
+/// loses its unrecorded tail (a torn line from a crash, or lines whose record did not commit), a file
+/// shorter than recorded, missing, moved or of another format is rebuilt from the checkpoint, and the
+/// lines committed since are appended. Not thread-safe: used only on the checkpoint writer's queue.
+final class OutputFiles {
+    struct File {
+        var path: String
+        var fd: Int32 = -1
+        var bytes = 0
+        var seq = 0
+        var recordedBytes = -1
+        var recordedSeq = -1
+    }
+
+    let format: OutputFormat
+    var files: [File]
+    var needsRebuild = false
+
+    init(resultsPath: String, errorsPath: String, format: OutputFormat) {
+        self.format = format
+        files = [File(path: resultsPath), File(path: errorsPath)]
+    }
+
+    deinit { for f in files where f.fd >= 0 { close(f.fd) } }
+
+    static func openForWriting(_ path: String, truncate: Bool) throws(OutputError) -> Int32 {
+        let fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | (truncate ? O_TRUNC : 0), 0o600)
+        guard fd >= 0 else {
+            throw OutputError(code: "unwritable", message: "cannot open \(path) for writing: \(String(cString: strerror(errno)))")
+        }
+        return fd
+    }
+
+    static func writeAll(_ fd: Int32, _ bytes: [UInt8], path: String) throws(OutputError) {
+        var offset = 0
+        while offset < bytes.count {
+            let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + offset, bytes.count - offset) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                let reason = errno == EFBIG || errno == ENOSPC ? "the disk is full or the file size limit was reached" : String(cString: strerror(errno))
+                throw OutputError(
+                    code: "write_failed",
+                    message: "cannot write to \(path): \(reason). Every answer received so far is in the checkpoint; free space and run the same command again to resume (nothing is paid twice)")
+            }
+            offset += n
+        }
+    }
+
+    /// Brings both files in line with the checkpoint before a run appends to them.
+    func reconcile(store: CheckpointStore) throws {
+        for kind in OutputKind.allCases {
+            var f = files[kind.rawValue]
+            let prefix = "output.\(kind.name)."
+            let recordedPath = try store.meta(prefix + "path")
+            let recordedFormat = try store.meta(prefix + "format")
+            let recordedBytes = Int(try store.meta(prefix + "bytes") ?? "") ?? 0
+            let recordedSeq = Int(try store.meta(prefix + "seq") ?? "") ?? 0
+            let size = Self.size(f.path)
+            let sameFile = recordedPath == f.path && (kind == .errors || recordedFormat == format.rawValue)
+            if sameFile && size != nil && size! >= recordedBytes {
+                f.fd = try Self.openForWriting(f.path, truncate: false)
+                if size! > recordedBytes { ftruncate(f.fd, off_t(recordedBytes)) }
+                lseek(f.fd, off_t(recordedBytes), SEEK_SET)
+                f.bytes = recordedBytes
+                f.seq = recordedSeq
+                files[kind.rawValue] = f
+                try catchUp(kind, store: store)
+            } else {
+                if recordedPath != nil && recordedBytes > 0 {
+                    FileHandle.standardError.write(Data("chatbatch: \(f.path) is missing, shorter than recorded or of another format; rebuilding it from the checkpoint\n".utf8))
+                }
+                try rebuild(kind, store: store)
+            }
+        }
+    }
+
+    static func size(_ path: String) -> Int? {
+        var st = stat()
+        return stat(path, &st) == 0 ? Int(st.st_size) : nil
+    }
+
+    /// Appends every line committed after the file's last recorded line.
+    func catchUp(_ kind: OutputKind, store: CheckpointStore) throws {
+        let rows = try store.db.query(
+            "SELECT output, attempts, latency_ms, cost, out_seq FROM requests WHERE out_kind=? AND out_seq>? ORDER BY out_seq",
+            [.int(kind.rawValue), .int(files[kind.rawValue].seq)])
+        for row in rows { try appendLine(kind, row: row) }
+    }
+
+    func appendLine(_ kind: OutputKind, row: [SQLiteValue]) throws(OutputError) {
+        let bytes = OutputLines.render(
+            kind: kind, format: format, canonical: row[0].text ?? "{}", attempts: row[1].int ?? 0,
+            latencyMs: row[2].double, cost: row[3].double ?? 0)
+        try Self.writeAll(files[kind.rawValue].fd, bytes, path: files[kind.rawValue].path)
+        files[kind.rawValue].bytes += bytes.count
+        files[kind.rawValue].seq = max(files[kind.rawValue].seq, row[4].int ?? 0)
+    }
+
+    /// Rewrites a file from the checkpoint alone, in commit order.
+    func rebuild(_ kind: OutputKind, store: CheckpointStore) throws {
+        if files[kind.rawValue].fd >= 0 { close(files[kind.rawValue].fd) }
+        files[kind.rawValue].fd = try Self.openForWriting(files[kind.rawValue].path, truncate: true)
+        files[kind.rawValue].bytes = 0
+        files[kind.rawValue].seq = 0
+        try catchUp(kind, store: store)
+    }
+
+    /// Appends lines just committed (called right after their commit).
+    func append(_ items: [(seq: Int, record: FinishedRecord)], store: CheckpointStore) throws {
+        var buffers: [[UInt8]] = [[], []]
+        for item in items {
+            let r = item.record
+            buffers[r.kind.rawValue].append(contentsOf: OutputLines.render(
+                kind: r.kind, format: format, canonical: r.output, attempts: r.attempts, latencyMs: r.latencyMs, cost: r.cost))
+        }
+        for kind in OutputKind.allCases where !buffers[kind.rawValue].isEmpty {
+            try Self.writeAll(files[kind.rawValue].fd, buffers[kind.rawValue], path: files[kind.rawValue].path)
+            files[kind.rawValue].bytes += buffers[kind.rawValue].count
+            files[kind.rawValue].seq = items.filter { $0.record.kind == kind }.map(\.seq).max() ?? files[kind.rawValue].seq
+        }
+    }
+
+    /// Records what has been written so far; part of the caller's transaction.
+    func recordLengths(in store: CheckpointStore) throws {
+        for kind in OutputKind.allCases {
+            let f = files[kind.rawValue]
+            guard f.fd >= 0, f.bytes != f.recordedBytes || f.seq != f.recordedSeq else { continue }
+            let prefix = "output.\(kind.name)."
+            try store.setMeta(prefix + "path", f.path)
+            try store.setMeta(prefix + "format", format.rawValue)
+            try store.setMeta(prefix + "bytes", String(f.bytes))
+            try store.setMeta(prefix + "seq", String(f.seq))
+            files[kind.rawValue].recordedBytes = f.bytes
+            files[kind.rawValue].recordedSeq = f.seq
+        }
+    }
+
+    /// Flushes both files to disk.
+    func sync() {
+        for f in files where f.fd >= 0 { fsync(f.fd) }
+    }
+}

@@ -1,0 +1,67 @@
+import ChatBatchCore
+
+/// How results are written: the OpenAI Batch output shape, or one flat object per prompt.
+public enum OutputFormat: String, Sendable, CaseIterable {
+    case batch
+    case flat
+}
+
+/// Builds the lines chatbatch writes: OpenAI Batch output shape, errors with `error {code, message}`, and the flat shape.
+enum OutputLines {
+    static func batchID(_ customID: String) -> String { "batch_req_" + StableHash.hex(StableHash.of(customID)) }
+
+    /// A result line: `{"id","custom_id","response":{"status_code","request_id","body"},"error":null}`.
+    static func result(customID: String, status: Int, requestID: String?, body: JSON) -> JSON {
+        [
+            "id": .string(batchID(customID)), "custom_id": .string(customID),
+            "response": ["status_code": .int(status), "request_id": requestID.map(JSON.string) ?? .null, "body": body],
+            "error": nil,
+        ]
+    }
+
+    /// An errors-file line; `response` is kept when the server answered (its body carries the server's message).
+    static func error(customID: String, code: String, message: String, status: Int? = nil, requestID: String? = nil, body: JSON? = nil) -> JSON {
+        var response = JSON.null
+        if let status {
+            response = ["status_code": .int(status), "request_id": requestID.map(JSON.string) ?? .null, "body": body ?? .null]
+        }
+        return [
+            "id": .string(batchID(customID)), "custom_id": .string(customID), "response": response,
+            "error": ["code": .string(code), "message": .string(message)],
+        ]
+    }
+
+    /// The flat shape of a result line: custom_id, content, reasoning, tool_calls, finish_reason, usage, cost,
+    /// attempts, latency_ms, request_id.
+    static func flat(canonical: JSON, attempts: Int, latencyMs: Double?, cost: Double) -> JSON {
+        let response = canonical["response"] ?? .null
+        let body = response["body"] ?? .null
+        let choice = body["choices"]?.arrayValue?.first ?? .null
+        let message = choice["message"] ?? .null
+        var out: JSON = ["custom_id": canonical["custom_id"] ?? .null]
+        out["content"] = message["content"] ?? .null
+        out["reasoning"] = message["reasoning"] ?? message["reasoning_content"] ?? .null
+        out["tool_calls"] = message["tool_calls"] ?? .null
+        out["finish_reason"] = choice["finish_reason"] ?? .null
+        out["usage"] = body["usage"] ?? .null
+        out["cost"] = .double(cost)
+        out["attempts"] = .int(attempts)
+        out["latency_ms"] = latencyMs.map { .double(($0 * 10).rounded() / 10) } ?? .null
+        out["request_id"] = response["request_id"] ?? .null
+        if let error = canonical["error"], !error.isNull { out["error"] = error }
+        return out
+    }
+
+    /// The bytes written for one finished row, newline included.
+    static func render(kind: OutputKind, format: OutputFormat, canonical: String, attempts: Int, latencyMs: Double?, cost: Double) -> [UInt8] {
+        var bytes: [UInt8]
+        if kind == .results && format == .flat, let parsed = try? JSON.parse(canonical) {
+            bytes = []
+            flat(canonical: parsed, attempts: attempts, latencyMs: latencyMs, cost: cost).write(to: &bytes)
+        } else {
+            bytes = Array(canonical.utf8)
+        }
+        bytes.append(0x0A)
+        return bytes
+    }
+}

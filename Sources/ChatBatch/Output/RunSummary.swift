@@ -1,0 +1,105 @@
+import ChatBatchCore
+import Foundation
+
+/// How a run ended, and the exit code that says so.
+public enum RunExit: Int32, Sendable, CaseIterable {
+    /// Every line is done.
+    case allDone = 0
+    /// Finished; some lines failed and are in the errors file.
+    case doneWithFailures = 1
+    /// Bad flags, job file, input (`--strict`, a changed line without `--force`) or checkpoint.
+    case usageOrInput = 2
+    /// Stopped early: the key was refused (401), or no line's model could be used (403/404). Resumable.
+    case stoppedEarly = 3
+    /// Interrupted (SIGINT/SIGTERM) or an output could not be written. Resumable: run the same command again.
+    case interrupted = 4
+    /// Another run holds the checkpoint (an overlapping cron job).
+    case checkpointBusy = 5
+
+    public var meaning: String {
+        switch self {
+        case .allDone: return "all lines done"
+        case .doneWithFailures: return "done; some lines failed (see the errors file)"
+        case .usageOrInput: return "usage or input error; nothing sent for the lines at fault"
+        case .stoppedEarly: return "stopped early (key refused, or model not available); resumable"
+        case .interrupted: return "interrupted or output unwritable; resumable"
+        case .checkpointBusy: return "another run holds the checkpoint"
+        }
+    }
+}
+
+/// What a run did: outcomes, tokens, money, retries, time.
+public struct RunSummary: Sendable {
+    public var inputLines = 0
+    public var sent = 0
+    public var done = 0
+    public var failed = 0
+    public var invalid = 0
+    public var alreadyDone = 0
+    public var alreadyFailed = 0
+    public var changed = 0
+    public var leftPending = 0
+    public var blocked = 0
+    public var promptTokens = 0
+    public var completionTokens = 0
+    public var cost = 0.0
+    public var attempts = 0
+    public var retries = 0
+    /// Requests retried after being sent without an answer (timeout, reset, cut stream): possibly billed twice.
+    public var possiblyBilledTwice = 0
+    /// Prompts a previous run left in flight when it died, and this run sent again.
+    public var resentAfterCrash = 0
+    public var failuresByCode: [String: Int] = [:]
+    public var statusCounts: [Int: Int] = [:]
+    public var blockedModels: [String: String] = [:]
+    public var wallSeconds = 0.0
+    public var exit: RunExit = .allDone
+    public var stopReason: String? = nil
+    /// Spend over every run on this checkpoint.
+    public var checkpointCost = 0.0
+
+    public var totalTokens: Int { promptTokens + completionTokens }
+    public var requestsPerSecond: Double { wallSeconds > 0 ? Double(attempts) / wallSeconds : 0 }
+
+    public var json: JSON {
+        var failures = JSONObject()
+        for k in failuresByCode.keys.sorted() { failures[k] = .int(failuresByCode[k]!) }
+        var statuses = JSONObject()
+        for k in statusCounts.keys.sorted() { statuses[String(k)] = .int(statusCounts[k]!) }
+        var blockedJSON = JSONObject()
+        for k in blockedModels.keys.sorted() { blockedJSON[k] = .string(blockedModels[k]!) }
+        return [
+            "exit_code": .int(Int(exit.rawValue)), "exit": .string(exit.meaning), "stop_reason": stopReason.map(JSON.string) ?? .null,
+            "input_lines": .int(inputLines), "sent": .int(sent), "done": .int(done), "failed": .int(failed),
+            "invalid": .int(invalid), "already_done": .int(alreadyDone), "already_failed": .int(alreadyFailed),
+            "changed": .int(changed), "left_pending": .int(leftPending), "blocked": .int(blocked),
+            "prompt_tokens": .int(promptTokens), "completion_tokens": .int(completionTokens), "total_tokens": .int(totalTokens),
+            "cost_usd": .double(cost), "checkpoint_cost_usd": .double(checkpointCost),
+            "attempts": .int(attempts), "retries": .int(retries),
+            "possibly_billed_twice": .int(possiblyBilledTwice), "resent_after_crash": .int(resentAfterCrash),
+            "failures_by_code": .object(failures), "status_counts": .object(statuses), "blocked_models": .object(blockedJSON),
+            "wall_seconds": .double((wallSeconds * 1000).rounded() / 1000),
+            "requests_per_second": .double((requestsPerSecond * 10).rounded() / 10),
+        ]
+    }
+
+    /// The summary printed at the end of a run.
+    public var text: String {
+        var lines: [String] = []
+        lines.append("chatbatch: \(exit.meaning)" + (stopReason.map { " — \($0)" } ?? ""))
+        lines.append("  lines      \(inputLines) read: \(done) done, \(failed) failed, \(invalid) invalid, \(alreadyDone) already done"
+            + (alreadyFailed > 0 ? ", \(alreadyFailed) already failed" : "")
+            + (leftPending > 0 ? ", \(leftPending) left pending" : "") + (changed > 0 ? ", \(changed) changed (not resent)" : ""))
+        if !failuresByCode.isEmpty {
+            lines.append("  failures   " + failuresByCode.keys.sorted().map { "\($0) \(failuresByCode[$0]!)" }.joined(separator: ", "))
+        }
+        for (model, reason) in blockedModels.sorted(by: { $0.key < $1.key }) {
+            lines.append("  blocked    \(model): \(reason) (\(blocked) lines left pending)")
+        }
+        lines.append("  tokens     \(promptTokens) prompt + \(completionTokens) completion = \(totalTokens)")
+        lines.append(String(format: "  cost       $%.6f this run, $%.6f on this checkpoint", cost, checkpointCost))
+        lines.append("  requests   \(attempts) attempts, \(retries) retries, \(possiblyBilledTwice) possibly billed twice, \(resentAfterCrash) resent after a crash")
+        lines.append(String(format: "  time       %.2f s, %.1f requests/s", wallSeconds, requestsPerSecond))
+        return lines.joined(separator: "\n")
+    }
+}

@@ -1,0 +1,409 @@
+import ChatBatchCore
+import Dispatch
+import Foundation
+import Synchronization
+
+/// Runs one job: reads the input, sends what is not done yet with at most `concurrency` requests in flight,
+/// retries by the seed's rules, commits every step to the checkpoint, and writes the output files.
+///
+/// All scheduling state lives on one serial queue; the input is read on a second, the checkpoint written
+/// on a third, and HTTP happens on the transport's own thread. A request is committed as in flight
+/// before it is sent, and its outcome is committed before its line is written.
+public final class BatchRunner: @unchecked Sendable {
+    // @unchecked Sendable: every `var` below is read and written only on `queue`.
+    struct Job {
+        var request: PreparedRequest
+        var attempt = 0
+    }
+
+    enum Stop {
+        case auth(String)
+        case interrupted
+        case failed(String)
+    }
+
+    let config: RunConfiguration
+    let store: CheckpointStore
+    let writer: CheckpointWriter
+    let feed: InputFeed
+    let transport: CurlTransport
+    let headers: [String]
+    let policy: RetryPolicy
+    let log: @Sendable (String) -> Void
+    let runID: Int
+    let queue = DispatchQueue(label: "chatbatch.run")
+    let inputQueue = DispatchQueue(label: "chatbatch.input")
+    let finished = DispatchSemaphore(value: 0)
+    let abortNow = Atomic<Bool>(false)
+
+    var summary = RunSummary()
+    var ready: [PreparedRequest] = []
+    var readyHead = 0
+    var retryReady: [Job] = []
+    var attempts: [String: Int] = [:]
+    var inflight = 0
+    var waitingRetries = 0
+    var inputDone = false
+    var inputRequested = false
+    var pausedUntil = DispatchTime(uptimeNanoseconds: 0)
+    var pauseWakeArmed = false
+    var stop: Stop? = nil
+    var blockedModels: [String: String] = [:]
+    var crashRecovered = 0
+    var messagesShown = 0
+    var ended = false
+    var started = DispatchTime.now()
+    var random = SystemRandomNumberGenerator()
+    var signalSources: [any DispatchSourceSignal] = []
+
+    /// Opens the checkpoint (refusing a busy, foreign or damaged one), reconciles the output files with it,
+    /// and gets ready to run. Nothing is sent until `run()`.
+    public init(config: RunConfiguration, apiKey: String?, log: @escaping @Sendable (String) -> Void) throws {
+        self.config = config
+        self.log = log
+        for path in [config.checkpoint, config.output, config.errors] {
+            let folder = (path as NSString).deletingLastPathComponent
+            if !folder.isEmpty {
+                try? FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            }
+        }
+        store = try CheckpointStore(path: config.checkpoint)
+        let outputs = OutputFiles(resultsPath: config.output, errorsPath: config.errors, format: config.format)
+        try outputs.reconcile(store: store)
+        crashRecovered = try store.recoverInflight()
+        runID = try store.beginRun()
+        let hasInvalid = (try store.db.query("SELECT count(*) FROM requests WHERE error_code='invalid_line'").first?.first?.int ?? 0) > 0
+        let failureBox = Mutex<(@Sendable (any Error) -> Void)?>(nil)
+        writer = CheckpointWriter(store: store, outputs: outputs, runID: runID) { error in
+            failureBox.withLock { $0 }?(error)
+        }
+        feed = try InputFeed(config: config, checkpoint: try CheckpointReader(path: config.checkpoint), writer: writer, hasInvalidRows: hasInvalid)
+        transport = CurlTransport(maxConnections: config.concurrency + 8)
+        policy = RetryPolicy(baseDelay: config.retryBaseDelay, maxDelay: config.retryMaxDelay)
+        var h = ["Content-Type: application/json", "Accept: application/json, text/event-stream", "User-Agent: chatbatch/0.1"]
+        if let apiKey, !apiKey.isEmpty { h.append("Authorization: Bearer \(apiKey)") }
+        for (name, value) in config.headers.sorted(by: { $0.key < $1.key }) { h.append("\(name): \(value)") }
+        headers = h
+        failureBox.withLock {
+            $0 = { [weak self] error in
+                guard let runner = self else { return }
+                runner.queue.async { runner.stopRun(.failed("\(error)")) }
+            }
+        }
+        if crashRecovered > 0 {
+            log("chatbatch: \(crashRecovered) prompts were in flight when a previous run stopped; they will be sent again and counted as possibly billed twice")
+        }
+    }
+
+    /// Runs to the end (or to a stop) and returns the summary; its `exit` is the process exit code.
+    public func run(handleSignals: Bool = true) -> RunSummary {
+        started = .now()
+        if handleSignals { installSignalHandlers() }
+        queue.async { self.requestInput() }
+        finished.wait()
+        return summary
+    }
+
+    // MARK: input
+
+    func requestInput() {
+        guard !inputDone, !inputRequested, stop == nil else { return }
+        inputRequested = true
+        let limit = max(256, config.concurrency * 2)
+        inputQueue.async {
+            let batch: FeedBatch
+            do {
+                batch = try self.feed.next(limit: limit)
+            } catch {
+                self.queue.async { self.stopRun(.failed("\(error)")) }
+                return
+            }
+            self.queue.async { self.accept(batch) }
+        }
+    }
+
+    func accept(_ batch: FeedBatch) {
+        inputRequested = false
+        inputDone = batch.endOfInput
+        summary.inputLines += batch.linesRead
+        summary.invalid += batch.invalid
+        summary.alreadyDone += batch.alreadyDone
+        summary.alreadyFailed += batch.alreadyFailed
+        summary.changed += batch.changed
+        for m in batch.messages {
+            messagesShown += 1
+            if messagesShown <= 50 { log(m) } else if messagesShown == 51 { log("chatbatch: more input problems; see the errors file") }
+        }
+        if readyHead > 4096 { ready.removeFirst(readyHead); readyHead = 0 }
+        ready.append(contentsOf: batch.requests)
+        pump()
+    }
+
+    // MARK: sending
+
+    /// Sends while there is room, work, and no pause or stop.
+    func pump() {
+        defer { checkFinished() }
+        guard stop == nil else { return }
+        let now = DispatchTime.now()
+        if now < pausedUntil {
+            armPauseWake()
+            return
+        }
+        while inflight < config.concurrency {
+            var job: Job
+            if !retryReady.isEmpty {
+                job = retryReady.removeFirst()
+            } else if readyHead < ready.count {
+                job = Job(request: ready[readyHead])
+                readyHead += 1
+            } else {
+                break
+            }
+            if let model = job.request.model, let reason = blockedModels[model] {
+                summary.blocked += 1
+                writer.submit(.requeue(customID: job.request.customID, line: job.request.line, bodyHash: job.request.bodyHash,
+                                       model: model, attempt: nil, note: "not sent: \(reason)"))
+                continue
+            }
+            send(job)
+        }
+        if ready.count - readyHead < config.concurrency { requestInput() }
+    }
+
+    func send(_ next: Job) {
+        var next = next
+        next.attempt += 1
+        let job = next
+        inflight += 1
+        summary.attempts += 1
+        if job.attempt == 1 {
+            summary.sent += 1
+            if job.request.resentAfterCrash { summary.resentAfterCrash += 1 }
+        }
+        let r = job.request
+        let request = HTTPRequest(
+            url: config.endpoint, headers: headers + ["X-Client-Request-Id: \(r.customID)"], body: r.body,
+            connectTimeout: config.connectTimeout, timeout: config.timeout)
+        let startedAt = Date().timeIntervalSince1970
+        writer.submit(.claim(customID: r.customID, line: r.line, bodyHash: r.bodyHash, model: r.model) { [self] in
+            if abortNow.load(ordering: .relaxed) {
+                queue.async { self.handle(job, CurlTransportLoopCancelled.response, startedAt: startedAt) }
+                return
+            }
+            transport.submit(request) { response in
+                self.queue.async { self.handle(job, response, startedAt: startedAt) }
+            }
+        })
+    }
+
+    func armPauseWake() {
+        guard !pauseWakeArmed else { return }
+        pauseWakeArmed = true
+        queue.asyncAfter(deadline: pausedUntil) {
+            self.pauseWakeArmed = false
+            self.pump()
+        }
+    }
+
+    // MARK: answers
+
+    func handle(_ job: Job, _ response: HTTPResponse, startedAt: Double) {
+        inflight -= 1
+        defer { pump() }
+        let r = job.request
+        let latencyMs = response.totalSeconds * 1000
+        let requestID = response.headers["x-tera-request-id"] ?? response.headers["x-request-id"]
+        if response.status > 0 { summary.statusCounts[response.status, default: 0] += 1 }
+        var attempt = AttemptRecord(
+            customID: r.customID, attempt: job.attempt, startedAt: startedAt, status: response.status > 0 ? response.status : nil,
+            latencyMs: latencyMs, requestID: requestID, error: response.failure?.description, ambiguous: false)
+        if let failure = response.failure, failure.kind == .cancelled {
+            // Stopped by us: it may have been on the wire, so a resend counts as possibly billed twice.
+            attempt.ambiguous = true
+            summary.possiblyBilledTwice += 1
+            writer.submit(.requeue(customID: r.customID, line: r.line, bodyHash: r.bodyHash, model: r.model, attempt: attempt, note: "cancelled at shutdown"))
+            return
+        }
+        var verdict = policy.verdict(for: response, attempt: job.attempt, random: &random)
+        var parsed: JSON? = nil
+        if verdict == .success {
+            if r.stream {
+                let assembled = StreamAssembler.assemble(response.body)
+                if assembled.complete { parsed = assembled.body } else {
+                    verdict = .retry(after: policy.backoff(job.attempt, &random), pauseAll: false, ambiguous: true)
+                    attempt.error = "stream cut off before [DONE]"
+                }
+            } else {
+                parsed = try? JSON.parse(response.body)
+                if parsed?.objectValue == nil { parsed = nil }
+            }
+        }
+        switch verdict {
+        case .success:
+            guard let body = parsed else {
+                finishFailed(job, attempt, code: "bad_response", message: "HTTP \(response.status) with a body that is not a JSON object", response: response)
+                return
+            }
+            let usage = body["usage"]
+            let prompt = usage?["prompt_tokens"]?.intValue ?? 0
+            let completion = usage?["completion_tokens"]?.intValue ?? 0
+            let cost = config.prices.cost(prompt: prompt, completion: completion)
+            summary.done += 1
+            summary.promptTokens += prompt
+            summary.completionTokens += completion
+            summary.cost += cost
+            let output = OutputLines.result(customID: r.customID, status: response.status, requestID: requestID, body: body)
+            writer.submit(.finish(FinishedRecord(
+                customID: r.customID, line: r.line, bodyHash: r.bodyHash, model: r.model, state: .done, statusCode: response.status,
+                requestID: requestID, promptTokens: prompt, completionTokens: completion, cost: cost, latencyMs: latencyMs,
+                attempts: job.attempt, output: output.serialized(), kind: .results), attempt: attempt))
+        case .retry(let after, let pauseAll, let ambiguous):
+            attempt.ambiguous = ambiguous
+            if ambiguous { summary.possiblyBilledTwice += 1 }
+            if job.attempt >= config.maxAttempts {
+                let code = response.failure != nil ? "transport_error" : Self.errorCode(response)
+                let message = response.failure?.description ?? ServerError(status: response.status, body: response.body).message
+                finishFailed(job, attempt, code: code, message: "gave up after \(job.attempt) attempts; last: \(message)", response: response)
+                return
+            }
+            summary.retries += 1
+            writer.submit(.requeue(customID: r.customID, line: r.line, bodyHash: r.bodyHash, model: r.model, attempt: attempt, note: nil))
+            let deadline = DispatchTime.now() + after
+            if pauseAll && deadline > pausedUntil { pausedUntil = deadline }
+            waitingRetries += 1
+            queue.asyncAfter(deadline: deadline) {
+                self.waitingRetries -= 1
+                if self.stop == nil { self.retryReady.append(job) }
+                self.pump()
+            }
+        case .fail:
+            let server = ServerError(status: response.status, body: response.body)
+            finishFailed(job, attempt, code: Self.errorCode(response), message: server.message, response: response)
+        case .stopRun:
+            let server = ServerError(status: response.status, body: response.body)
+            writer.submit(.requeue(customID: r.customID, line: r.line, bodyHash: r.bodyHash, model: r.model, attempt: attempt, note: server.message))
+            stopRun(.auth("the API key was refused (HTTP 401: \(server.message)); check \(config.apiKeyEnv) or --api-key-file, then run the same command again"))
+        case .blockModel:
+            let server = ServerError(status: response.status, body: response.body)
+            let model = r.model ?? "(none)"
+            if blockedModels[model] == nil {
+                blockedModels[model] = "HTTP \(response.status) \(server.message)"
+                log("chatbatch: model \(model) refused (HTTP \(response.status): \(server.message)); no more lines for it are sent; they stay pending for a later run")
+            }
+            summary.blocked += 1
+            writer.submit(.requeue(customID: r.customID, line: r.line, bodyHash: r.bodyHash, model: r.model, attempt: attempt, note: server.message))
+        }
+    }
+
+    static func errorCode(_ response: HTTPResponse) -> String {
+        let server = ServerError(status: response.status, body: response.body)
+        return server.type ?? server.code ?? "http_\(response.status)"
+    }
+
+    func finishFailed(_ job: Job, _ attempt: AttemptRecord, code: String, message: String, response: HTTPResponse) {
+        let r = job.request
+        summary.failed += 1
+        summary.failuresByCode[code, default: 0] += 1
+        let requestID = response.headers["x-tera-request-id"] ?? response.headers["x-request-id"]
+        let body = response.status > 0 ? (try? JSON.parse(response.body)) : nil
+        let output = OutputLines.error(
+            customID: r.customID, code: code, message: message, status: response.status > 0 ? response.status : nil,
+            requestID: requestID, body: body)
+        writer.submit(.finish(FinishedRecord(
+            customID: r.customID, line: r.line, bodyHash: r.bodyHash, model: r.model, state: .failed,
+            statusCode: response.status > 0 ? response.status : nil, requestID: requestID, errorCode: code, errorMessage: message,
+            latencyMs: response.totalSeconds * 1000, attempts: job.attempt, output: output.serialized(), kind: .errors), attempt: attempt))
+    }
+
+    // MARK: stopping and finishing
+
+    func stopRun(_ reason: Stop) {
+        if stop == nil {
+            stop = reason
+            switch reason {
+            case .auth(let m): log("chatbatch: stopping: \(m)")
+            case .interrupted: log("chatbatch: stopping: letting \(inflight) requests in flight finish (up to \(Int(config.grace)) s); interrupt again to stop at once")
+            case .failed(let m): log("chatbatch: stopping: \(m)")
+            }
+            if case .interrupted = reason {
+                queue.asyncAfter(deadline: .now() + config.grace) { self.transport.cancelAll() }
+            } else if case .failed = reason {
+                transport.cancelAll()
+            }
+        }
+        checkFinished()
+    }
+
+    func installSignalHandlers() {
+        for sig in [SIGINT, SIGTERM] {
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: queue)
+            source.setEventHandler { [self] in
+                if stop == nil {
+                    stopRun(.interrupted)
+                } else {
+                    log("chatbatch: stopping now")
+                    abortNow.store(true, ordering: .relaxed)
+                    transport.cancelAll()
+                }
+            }
+            source.resume()
+            signalSources.append(source)
+        }
+    }
+
+    func checkFinished() {
+        guard !ended, inflight == 0 else { return }
+        if stop == nil {
+            guard inputDone, readyHead >= ready.count, retryReady.isEmpty, waitingRetries == 0 else { return }
+        }
+        ended = true
+        for s in signalSources { s.cancel() }
+        queue.async { self.finish() }
+    }
+
+    func finish() {
+        writer.drain()
+        transport.shutdown()
+        let writeFailure = writer.failure
+        writer.queue.sync {
+            if writeFailure == nil && writer.outputs.needsRebuild {
+                for kind in OutputKind.allCases { try? writer.outputs.rebuild(kind, store: store) }
+                writer.outputs.needsRebuild = false
+            }
+            writer.outputs.sync()
+        }
+        writer.drain()
+        summary.wallSeconds = Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e9
+        summary.possiblyBilledTwice += summary.resentAfterCrash
+        summary.leftPending = ((try? store.stateCounts()) ?? [:])[.pending] ?? 0
+        summary.checkpointCost = (try? store.totals().cost) ?? summary.cost
+        summary.blockedModels = blockedModels
+        if let writeFailure, stop == nil { stop = .failed("\(writeFailure)") }
+        switch stop {
+        case .auth(let m): summary.exit = .stoppedEarly; summary.stopReason = m
+        case .interrupted: summary.exit = .interrupted; summary.stopReason = "interrupted; run the same command again to resume"
+        case .failed(let m): summary.exit = .interrupted; summary.stopReason = m
+        case nil:
+            if !blockedModels.isEmpty && summary.done == 0 && summary.blocked > 0 {
+                summary.exit = .stoppedEarly
+                summary.stopReason = "no line could be sent: every model was refused"
+            } else if summary.changed > 0 {
+                summary.exit = .usageOrInput
+                summary.stopReason = "\(summary.changed) lines changed since they were answered; pass --force to send them again"
+            } else if summary.failed + summary.invalid + summary.alreadyFailed > 0 || !blockedModels.isEmpty {
+                summary.exit = .doneWithFailures
+            } else {
+                summary.exit = .allDone
+            }
+        }
+        if writeFailure == nil { try? writer.queue.sync { try store.endRun(id: runID, exitCode: summary.exit.rawValue, summary: summary.json) } }
+        finished.signal()
+    }
+}
+
+/// The response a claimed request gets when the run is stopping at once and it was never handed to libcurl.
+enum CurlTransportLoopCancelled {
+    static let response = TransportLoop.cancelled()
+}

@@ -1,0 +1,258 @@
+import CCurl
+import Foundation
+import Synchronization
+
+/// Sends HTTP requests over one libcurl multi handle, driven by one dedicated thread.
+///
+/// Dispatch's global queues run only about two blocking jobs per core on Linux, so blocking calls
+/// there cannot keep hundreds of requests in flight; one thread polling a multi handle can, with
+/// keep-alive and HTTP/2 multiplexing. `submit` may be called from any thread: it queues the request
+/// and wakes the thread with `curl_multi_wakeup`. Completions run on the transport thread and must be quick.
+///
+/// Bodies go through a read callback without a seek callback, on purpose: when a reused connection dies
+/// after the body was sent, libcurl would silently send the POST again on a new connection (up to five
+/// times), and the server may bill every copy. Without a way to rewind, libcurl fails the transfer
+/// instead (`CURLE_SEND_FAIL_REWIND`), and chatbatch retries it itself, counting it as possibly billed.
+public final class CurlTransport: Sendable {
+    typealias Completion = @Sendable (HTTPResponse) -> Void
+
+    struct Inbox {
+        var items: [(HTTPRequest, Completion)] = []
+        var cancelAll = false
+        var stop = false
+    }
+
+    /// The multi handle. Only the transport thread uses it, except `curl_multi_wakeup`, which libcurl allows from any thread.
+    struct MultiHandle: @unchecked Sendable { let pointer: UnsafeMutableRawPointer }
+
+    /// The queue of work handed to the transport thread.
+    final class Shared: Sendable {
+        let inbox = Mutex(Inbox())
+        let inflight = Atomic<Int>(0)
+    }
+
+    private let shared = Shared()
+    private let multi: MultiHandle
+    private let finished = DispatchSemaphore(value: 0)
+
+    static let globalInit: Bool = {
+        signal(SIGPIPE, SIG_IGN)
+        return curl_global_init(Int(CURL_GLOBAL_DEFAULT)) == CURLE_OK
+    }()
+
+    /// Starts the transport thread. `maxConnections` sizes libcurl's connection cache (keep-alive).
+    public init(maxConnections: Int = 64) {
+        _ = Self.globalInit
+        let m = curl_multi_init()!
+        cb_curl_multi_setopt_long(m, CURLMOPT_MAXCONNECTS, max(8, maxConnections))
+        cb_curl_multi_setopt_long(m, CURLMOPT_PIPELINING, Int(CURLPIPE_MULTIPLEX))
+        multi = MultiHandle(pointer: m)
+        let thread = Thread { [shared, multi, finished] in
+            var loop = TransportLoop(multi: multi.pointer, shared: shared)
+            loop.run()
+            finished.signal()
+        }
+        thread.name = "chatbatch.transport"
+        thread.start()
+    }
+
+    /// Queues a request; `completion` runs once, on the transport thread, with the answer or the failure.
+    public func submit(_ request: HTTPRequest, completion: @escaping @Sendable (HTTPResponse) -> Void) {
+        shared.inflight.add(1, ordering: .relaxed)
+        let counted: Completion = { [shared] r in
+            shared.inflight.subtract(1, ordering: .relaxed)
+            completion(r)
+        }
+        shared.inbox.withLock { $0.items.append((request, counted)) }
+        curl_multi_wakeup(multi.pointer)
+    }
+
+    /// Requests submitted and not yet completed.
+    public var inflight: Int { shared.inflight.load(ordering: .relaxed) }
+
+    /// Aborts every transfer under way; each completes with a `cancelled` failure.
+    public func cancelAll() {
+        shared.inbox.withLock { $0.cancelAll = true }
+        curl_multi_wakeup(multi.pointer)
+    }
+
+    /// Cancels what is under way and stops the thread; returns when it has stopped.
+    public func shutdown() {
+        shared.inbox.withLock { $0.stop = true; $0.cancelAll = true }
+        curl_multi_wakeup(multi.pointer)
+        finished.wait()
+        curl_multi_cleanup(multi.pointer)
+    }
+
+    /// Sends one request and waits for its answer (tools and tests).
+    public func send(_ request: HTTPRequest) -> HTTPResponse {
+        let box = Mutex<HTTPResponse?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        submit(request) { r in box.withLock { $0 = r }; done.signal() }
+        done.wait()
+        return box.withLock { $0! }
+    }
+}
+
+/// One transfer's state, owned by the transport thread.
+final class Transfer {
+    let easy: UnsafeMutableRawPointer
+    let body: [UInt8]
+    var sent = 0
+    var response: [UInt8] = []
+    var headers: [String: String] = [:]
+    var headerList: UnsafeMutablePointer<curl_slist>?
+    let completion: CurlTransport.Completion
+
+    init(easy: UnsafeMutableRawPointer, body: [UInt8], completion: @escaping CurlTransport.Completion) {
+        self.easy = easy
+        self.body = body
+        self.completion = completion
+    }
+}
+
+/// The loop the transport thread runs.
+struct TransportLoop {
+    let multi: UnsafeMutableRawPointer
+    let shared: CurlTransport.Shared
+    var active: [UnsafeMutableRawPointer: Transfer] = [:]
+    var spare: [UnsafeMutableRawPointer] = []
+
+    init(multi: UnsafeMutableRawPointer, shared: CurlTransport.Shared) {
+        self.multi = multi
+        self.shared = shared
+    }
+
+    mutating func run() {
+        while true {
+            let (items, cancel, stop) = shared.inbox.withLock { box in
+                let taken = (box.items, box.cancelAll, box.stop)
+                box.items = []
+                box.cancelAll = false
+                return taken
+            }
+            for (request, completion) in items {
+                if stop { completion(Self.cancelled()) } else { start(request, completion) }
+            }
+            if cancel {
+                for (easy, transfer) in active {
+                    curl_multi_remove_handle(multi, easy)
+                    recycle(easy)
+                    if let list = transfer.headerList { curl_slist_free_all(list) }
+                    transfer.completion(Self.cancelled())
+                }
+                active.removeAll()
+            }
+            if stop && active.isEmpty { break }
+            var running: Int32 = 0
+            curl_multi_perform(multi, &running)
+            var left: Int32 = 0
+            while let message = curl_multi_info_read(multi, &left) {
+                guard message.pointee.msg == CURLMSG_DONE, let easy = message.pointee.easy_handle else { continue }
+                finish(easy, code: message.pointee.data.result)
+            }
+            curl_multi_poll(multi, nil, 0, 1000, nil)
+        }
+        for easy in spare { curl_easy_cleanup(easy) }
+    }
+
+    static func cancelled() -> HTTPResponse {
+        HTTPResponse(status: 0, headers: [:], body: [], failure: TransportFailure(kind: .cancelled, curlCode: 0, message: "cancelled"),
+                     firstByteSeconds: 0, totalSeconds: 0)
+    }
+
+    mutating func recycle(_ easy: UnsafeMutableRawPointer) {
+        curl_easy_reset(easy)
+        spare.append(easy)
+    }
+
+    mutating func start(_ request: HTTPRequest, _ completion: @escaping CurlTransport.Completion) {
+        let easy = spare.popLast() ?? curl_easy_init()!
+        let transfer = Transfer(easy: easy, body: request.body, completion: completion)
+        let context = Unmanaged.passUnretained(transfer).toOpaque()
+        cb_curl_easy_setopt_string(easy, CURLOPT_URL, request.url)
+        cb_curl_easy_setopt_long(easy, CURLOPT_NOSIGNAL, 1)
+        cb_curl_easy_setopt_long(easy, CURLOPT_POST, 1)
+        cb_curl_easy_setopt_off(easy, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(request.body.count))
+        cb_curl_easy_setopt_callback(easy, CURLOPT_READFUNCTION, readBody)
+        cb_curl_easy_setopt_pointer(easy, CURLOPT_READDATA, context)
+        cb_curl_easy_setopt_callback(easy, CURLOPT_WRITEFUNCTION, writeBody)
+        cb_curl_easy_setopt_pointer(easy, CURLOPT_WRITEDATA, context)
+        cb_curl_easy_setopt_callback(easy, CURLOPT_HEADERFUNCTION, writeHeader)
+        cb_curl_easy_setopt_pointer(easy, CURLOPT_HEADERDATA, context)
+        cb_curl_easy_setopt_pointer(easy, CURLOPT_PRIVATE, context)
+        cb_curl_easy_setopt_long(easy, CURLOPT_CONNECTTIMEOUT_MS, Int(request.connectTimeout * 1000))
+        cb_curl_easy_setopt_long(easy, CURLOPT_TIMEOUT_MS, Int(request.timeout * 1000))
+        cb_curl_easy_setopt_long(easy, CURLOPT_HTTP_VERSION, Int(CURL_HTTP_VERSION_2TLS))
+        if request.url.hasPrefix("https:") { cb_curl_easy_setopt_long(easy, CURLOPT_PIPEWAIT, 1) }
+        cb_curl_easy_setopt_long(easy, CURLOPT_TCP_KEEPALIVE, 1)
+        var list: UnsafeMutablePointer<curl_slist>? = nil
+        for header in request.headers + ["Expect:"] { list = curl_slist_append(list, header) }
+        transfer.headerList = list
+        cb_curl_easy_setopt_slist(easy, CURLOPT_HTTPHEADER, list)
+        active[easy] = transfer
+        curl_multi_add_handle(multi, easy)
+    }
+
+    mutating func finish(_ easy: UnsafeMutableRawPointer, code: CURLcode) {
+        curl_multi_remove_handle(multi, easy)
+        guard let transfer = active.removeValue(forKey: easy) else { return }
+        var status = 0
+        var requestSize = 0
+        var firstByte: curl_off_t = 0
+        var total: curl_off_t = 0
+        cb_curl_easy_getinfo_long(easy, CURLINFO_RESPONSE_CODE, &status)
+        cb_curl_easy_getinfo_long(easy, CURLINFO_REQUEST_SIZE, &requestSize)
+        cb_curl_easy_getinfo_off(easy, CURLINFO_STARTTRANSFER_TIME_T, &firstByte)
+        cb_curl_easy_getinfo_off(easy, CURLINFO_TOTAL_TIME_T, &total)
+        var failure: TransportFailure? = nil
+        if code != CURLE_OK {
+            let message = String(cString: curl_easy_strerror(code))
+            let reached = requestSize > 0 || transfer.sent > 0
+            let neverSent = code == CURLE_COULDNT_CONNECT || code == CURLE_COULDNT_RESOLVE_HOST || code == CURLE_COULDNT_RESOLVE_PROXY
+            failure = TransportFailure(kind: neverSent || !reached ? .notSent : .sentNoAnswer, curlCode: Int(code.rawValue), message: message)
+            status = 0
+        }
+        if let list = transfer.headerList { curl_slist_free_all(list) }
+        recycle(easy)
+        transfer.completion(HTTPResponse(
+            status: status, headers: transfer.headers, body: transfer.response, failure: failure,
+            firstByteSeconds: Double(firstByte) / 1e6, totalSeconds: Double(total) / 1e6))
+    }
+}
+
+private func transfer(_ userdata: UnsafeMutableRawPointer?) -> Transfer {
+    Unmanaged<Transfer>.fromOpaque(userdata!).takeUnretainedValue()
+}
+
+private let readBody: cb_curl_data_callback = { buffer, size, count, userdata in
+    let t = transfer(userdata)
+    let n = min(size * count, t.body.count - t.sent)
+    if n > 0 {
+        t.body.withUnsafeBytes { raw in
+            UnsafeMutableRawPointer(buffer!).copyMemory(from: raw.baseAddress! + t.sent, byteCount: n)
+        }
+        t.sent += n
+    }
+    return n
+}
+
+private let writeBody: cb_curl_data_callback = { buffer, size, count, userdata in
+    let n = size * count
+    transfer(userdata).response.append(contentsOf: UnsafeRawBufferPointer(start: buffer, count: n))
+    return n
+}
+
+private let writeHeader: cb_curl_data_callback = { buffer, size, count, userdata in
+    let n = size * count
+    let t = transfer(userdata)
+    let line = String(decoding: UnsafeRawBufferPointer(start: buffer, count: n), as: UTF8.self)
+    if line.hasPrefix("HTTP/") {
+        t.headers = [:]  // a new response (after 100 Continue or a redirect)
+    } else if let colon = line.firstIndex(of: ":") {
+        let name = line[..<colon].lowercased()
+        let value = line[line.index(after: colon)...].trimmingCharacters(in: .whitespacesAndNewlines)
+        t.headers[name] = value
+    }
+    return n
+}

@@ -1,0 +1,48 @@
+/// One HTTP POST to send.
+public struct HTTPRequest: Sendable {
+    public var url: String
+    /// Header lines, `Name: value`.
+    public var headers: [String]
+    public var body: [UInt8]
+    /// Seconds allowed to connect, and for the whole exchange.
+    public var connectTimeout: Double
+    public var timeout: Double
+
+    public init(url: String, headers: [String], body: [UInt8], connectTimeout: Double = 10, timeout: Double = 300) {
+        self.url = url
+        self.headers = headers
+        self.body = body
+        self.connectTimeout = connectTimeout
+        self.timeout = timeout
+    }
+}
+
+/// What came back: a status with headers and body, or a transport failure.
+public struct HTTPResponse: Sendable {
+    /// HTTP status, or 0 when no response arrived.
+    public var status: Int
+    /// Response headers, names in lower case (the last value wins).
+    public var headers: [String: String]
+    public var body: [UInt8]
+    public var failure: TransportFailure?
+    /// Seconds from start to the first response byte, and to the end.
+    public var firstByteSeconds: Double
+    public var totalSeconds: Double
+}
+
+/// A request that got no complete HTTP answer, and whether it may have reached the server.
+public struct TransportFailure: Error, Sendable, CustomStringConvertible {
+    public enum Kind: String, Sendable {
+        /// Nothing was sent (name lookup or connect failed): safe to send again.
+        case notSent = "not_sent"
+        /// The request was (at least partly) sent, then the connection broke or timed out: it may have been billed.
+        case sentNoAnswer = "sent_no_answer"
+        /// Stopped by chatbatch (shutdown).
+        case cancelled
+    }
+    public var kind: Kind
+    /// libcurl's error code and message.
+    public var curlCode: Int
+    public var message: String
+    public var description: String { "\(message) (curl \(curlCode))" }
+}

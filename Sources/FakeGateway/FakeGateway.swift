@@ -1,0 +1,76 @@
+import ChatBatchCore
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// What every connection handler shares: the state and the ledger.
+final class GatewayCore: Sendable {
+    let state: GatewayState
+    let ledger: Ledger
+    init(config: FakeGatewayConfiguration) throws(FakeGatewayError) {
+        state = GatewayState(config: config)
+        ledger = try Ledger(path: config.ledgerPath)
+    }
+}
+
+/// A local HTTP server that answers like the Tera gateway and E2E TIR, failures included.
+///
+/// Start it, point a client at `baseURL`, and read `ledger` afterwards to see what was received and billed.
+public final class FakeGateway: Sendable {
+    public let configuration: FakeGatewayConfiguration
+    /// The port it listens on (the real one when 0 was asked for).
+    public let port: Int
+    /// What it received, answered and billed.
+    public var ledger: Ledger { core.ledger }
+
+    let core: GatewayCore
+    let group: MultiThreadedEventLoopGroup
+    let channel: any Channel
+
+    /// Binds and starts serving; returns once the port is open.
+    public init(_ configuration: FakeGatewayConfiguration) throws(FakeGatewayError) {
+        self.configuration = configuration
+        let core = try GatewayCore(config: configuration)
+        self.core = core
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.threads))
+        self.group = group
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 1024)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                    try channel.pipeline.syncOperations.addHandler(GatewayHandler(core: core))
+                }
+            }
+        do {
+            channel = try bootstrap.bind(host: configuration.host, port: configuration.port).wait()
+        } catch {
+            try? group.syncShutdownGracefully()
+            throw FakeGatewayError(code: "bind_failed", message: "cannot listen on \(configuration.host):\(configuration.port): \(error)")
+        }
+        port = channel.localAddress?.port ?? configuration.port
+    }
+
+    /// `http://127.0.0.1:PORT`, the root both routes hang from.
+    public var rootURL: String { "http://\(configuration.host):\(port)" }
+    /// The Tera-shaped base URL, `http://127.0.0.1:PORT/v1`.
+    public var baseURL: String { rootURL + "/v1" }
+    /// The full TIR-shaped endpoint for this gateway's project.
+    public var tirEndpoint: String {
+        let id = configuration.projectID
+        return rootURL + "/project/p-\(id)/genai/gpt_oss_120b/v1/chat/completions?project_id=\(id)"
+    }
+
+    /// Stops listening and closes every connection.
+    public func shutdown() {
+        try? channel.close().wait()
+        try? group.syncShutdownGracefully()
+    }
+
+    /// Blocks until the server channel closes (for the standalone command).
+    public func waitUntilClosed() {
+        try? channel.closeFuture.wait()
+    }
+}

@@ -1,0 +1,99 @@
+/// Everything the fake gateway can be told to do: who may call it, how fast it answers, and how it fails.
+public struct FakeGatewayConfiguration: Sendable {
+    /// Where it listens; port 0 picks a free port.
+    public var host = "127.0.0.1"
+    public var port = 0
+    /// Event-loop threads serving connections.
+    public var threads = 1
+
+    /// Keys that are accepted and scoped to every model.
+    public var apiKeys: [String] = ["sk-fake"]
+    /// Keys that are valid but not scoped to the models (answered with 403 permission_error).
+    public var unscopedKeys: [String] = []
+    /// Models in the catalog; any other model is 404 model_not_found.
+    public var models: [String] = ["openai/gpt-oss-120b", "gpt_oss_120b"]
+    /// The TIR project id this gateway serves on its `/project/p-{id}/...` route.
+    public var projectID = "1234"
+    /// Largest `max_tokens` accepted (the seed's max output).
+    public var maxOutputTokens = 4096
+    /// Name of the reasoning field in answers: `reasoning` (the seed) or `reasoning_content` (older vLLM).
+    public var reasoningField = "reasoning"
+
+    /// Fixed latency before an answer, plus up to `jitterMilliseconds` more, plus this much per completion token.
+    public var latencyMilliseconds = 0.0
+    public var jitterMilliseconds = 0.0
+    public var perTokenMicroseconds = 0.0
+    /// Delay between streamed chunks.
+    public var streamChunkDelayMilliseconds = 0.0
+
+    /// Failure rates, each a probability per request in [0, 1].
+    public var fail429Rate = 0.0
+    public var fail500Rate = 0.0
+    public var fail503Rate = 0.0
+    /// Close the connection after reading the request (the request is billed, no answer is sent).
+    public var resetRate = 0.0
+    /// Never answer; the connection stays open until the client gives up (billed).
+    public var stallRate = 0.0
+    /// The Retry-After value, in seconds, sent with 429s; nil sends none.
+    public var retryAfterSeconds: Int? = 1
+    /// Every request is 503 for this many seconds after the gateway was idle `idleSeconds` or more.
+    public var coldStartSeconds = 0.0
+    public var idleSeconds = 60.0
+    /// More than this many requests in flight for one key → 429 with Retry-After.
+    public var maxInflightPerKey: Int? = nil
+    /// Tokens per second allowed per key (prompt + completion); past it → 429 with Retry-After.
+    public var tokensPerSecondPerKey: Double? = nil
+
+    /// Scripted answers per client request id (the `X-Client-Request-Id` header), attempt by attempt.
+    public var script: [String: [ScriptedAction]] = [:]
+    /// Seed for the failure dice, so a failure mix is repeatable.
+    public var randomSeed: UInt64 = 42
+    /// Where the ledger is also appended as JSONL (standalone use); nil keeps it in memory only.
+    public var ledgerPath: String? = nil
+
+    public init() {}
+}
+
+/// What the gateway does with one scripted attempt.
+public enum ScriptedAction: String, Sendable, CaseIterable {
+    case ok
+    case rateLimited = "429"
+    case serverError = "500"
+    case unavailable = "503"
+    case badRequest = "400"
+    case reset
+    case stall
+
+    /// Parses a script such as `a=429,429,ok;b=reset` (custom id, then one action per attempt).
+    public static func parseScript(_ text: String) throws(FakeGatewayError) -> [String: [ScriptedAction]] {
+        var script: [String: [ScriptedAction]] = [:]
+        for entry in text.split(separator: ";") where !entry.trimmingCharacters(in: .whitespaces).isEmpty {
+            let parts = entry.split(separator: "=", maxSplits: 1)
+            guard parts.count == 2 else {
+                throw FakeGatewayError(code: "bad_script", message: "script entry '\(entry)' is not ID=ACTION,ACTION,...")
+            }
+            var actions: [ScriptedAction] = []
+            for word in parts[1].split(separator: ",") {
+                let name = word.trimmingCharacters(in: .whitespaces)
+                guard let action = ScriptedAction(rawValue: name) else {
+                    let known = ScriptedAction.allCases.map(\.rawValue).joined(separator: ", ")
+                    throw FakeGatewayError(code: "bad_script", message: "unknown action '\(name)' in script (known: \(known))")
+                }
+                actions.append(action)
+            }
+            script[parts[0].trimmingCharacters(in: .whitespaces)] = actions
+        }
+        return script
+    }
+}
+
+/// A fake-gateway failure to start or a bad setting, with a stable code.
+public struct FakeGatewayError: Error, Sendable, CustomStringConvertible {
+    public let code: String
+    public let message: String
+    public var description: String { message }
+}
+
+#if canImport(Foundation)
+import Foundation
+#endif

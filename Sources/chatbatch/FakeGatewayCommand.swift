@@ -1,0 +1,88 @@
+import ArgumentParser
+import FakeGateway
+import Foundation
+
+/// `chatbatch fake-gateway`: the fake gateway as a standalone server.
+struct FakeGatewayCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "fake-gateway",
+        abstract: "Serve a local fake of the Tera gateway and E2E TIR (failures included) until stopped.",
+        discussion: """
+            Prints its base URL (http://127.0.0.1:PORT/v1) as its first line. Routes: POST /v1/chat/completions,
+            POST /project/p-{id}/genai/gpt_oss_120b/v1/chat/completions?project_id={id}, GET /v1/models.
+            Failure rates are probabilities per request (0.05 = 5%). A script fixes what given custom_ids
+            (sent as X-Client-Request-Id) get, attempt by attempt: --script 'a=429,429,ok;b=reset'.
+            Actions: ok, 429, 500, 503, 400, reset, stall.
+            """)
+
+    @Option(help: "Port to listen on; 0 picks a free one.") var port = 0
+    @Option(help: "Address to listen on.") var host = "127.0.0.1"
+    @Option(help: "Event-loop threads.") var threads = 1
+    @Option(name: .customLong("api-key"), help: "An accepted API key (repeatable). Default: sk-fake.") var apiKeys: [String] = []
+    @Option(name: .customLong("unscoped-key"), help: "A valid key not scoped to the models: answered 403 (repeatable).")
+    var unscopedKeys: [String] = []
+    @Option(name: .customLong("model"), help: "A model in the catalog (repeatable). Default: openai/gpt-oss-120b and gpt_oss_120b.")
+    var models: [String] = []
+    @Option(name: .customLong("project-id"), help: "The TIR project id served.") var projectID = "1234"
+    @Option(help: "Largest max_tokens accepted.") var maxOutputTokens = 4096
+    @Option(help: "Reasoning field name: reasoning or reasoning_content.") var reasoningField = "reasoning"
+    @Option(help: "Fixed latency before each answer, in ms.") var latencyMs = 0.0
+    @Option(help: "Extra random latency up to this many ms.") var jitterMs = 0.0
+    @Option(help: "Extra latency per completion token, in µs.") var perTokenUs = 0.0
+    @Option(help: "Delay between streamed chunks, in ms.") var streamDelayMs = 0.0
+    @Option(name: .customLong("fail-429"), help: "Rate of 429 rate_limit_error answers.") var fail429 = 0.0
+    @Option(name: .customLong("fail-500"), help: "Rate of 500 server_error answers.") var fail500 = 0.0
+    @Option(name: .customLong("fail-503"), help: "Rate of 503 service_unavailable answers.") var fail503 = 0.0
+    @Option(help: "Rate of connections closed after the request was read (billed, no answer).") var reset = 0.0
+    @Option(help: "Rate of requests never answered (billed).") var stall = 0.0
+    @Option(help: "Retry-After seconds sent with 429s; -1 sends none.") var retryAfter = 1
+    @Option(help: "Seconds of 503s after an idle spell (cold start).") var coldStart = 0.0
+    @Option(help: "Idle seconds after which the backend is cold again.") var idleAfter = 60.0
+    @Option(help: "Per-key limit of requests in flight; more get 429.") var maxInflight: Int?
+    @Option(help: "Per-key tokens per second; more get 429.") var tokensPerSecond: Double?
+    @Option(help: "Scripted answers: 'ID=ACTION,ACTION;ID2=...'.") var script: String?
+    @Option(help: "Seed for the failure dice.") var seed: UInt64 = 42
+    @Option(help: "Append every request received to this JSONL file.") var ledger: String?
+
+    func run() throws {
+        var c = FakeGatewayConfiguration()
+        c.host = host
+        c.port = port
+        c.threads = threads
+        if !apiKeys.isEmpty { c.apiKeys = apiKeys }
+        c.unscopedKeys = unscopedKeys
+        if !models.isEmpty { c.models = models }
+        c.projectID = projectID
+        c.maxOutputTokens = maxOutputTokens
+        c.reasoningField = reasoningField
+        c.latencyMilliseconds = latencyMs
+        c.jitterMilliseconds = jitterMs
+        c.perTokenMicroseconds = perTokenUs
+        c.streamChunkDelayMilliseconds = streamDelayMs
+        c.fail429Rate = fail429
+        c.fail500Rate = fail500
+        c.fail503Rate = fail503
+        c.resetRate = reset
+        c.stallRate = stall
+        c.retryAfterSeconds = retryAfter < 0 ? nil : retryAfter
+        c.coldStartSeconds = coldStart
+        c.idleSeconds = idleAfter
+        c.maxInflightPerKey = maxInflight
+        c.tokensPerSecondPerKey = tokensPerSecond
+        if let script { c.script = try ScriptedAction.parseScript(script) }
+        c.randomSeed = seed
+        c.ledgerPath = ledger
+        let gateway = try FakeGateway(c)
+        print(gateway.baseURL)
+        fflush(nil)
+        let signals = [SIGINT, SIGTERM].map { sig -> any DispatchSourceSignal in
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler { gateway.shutdown(); Foundation.exit(0) }
+            source.resume()
+            return source
+        }
+        gateway.waitUntilClosed()
+        _ = signals
+    }
+}

@@ -1,0 +1,129 @@
+import ArgumentParser
+import ChatBatch
+import ChatBatchCore
+import FakeGateway
+import Foundation
+
+/// `chatbatch run`: maps flags onto job settings and hands them to the library.
+struct RunCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Send every prompt of a JSONL file (or job file) once, checkpointed, and write the results.",
+        discussion: """
+            SOURCE is a YAML job file (.yaml/.yml) or a JSONL input. Flags override the job file.
+            Input lines: the OpenAI Batch shape {"custom_id","method":"POST","url":"/v1/chat/completions","body":{...}},
+            {"custom_id"?, "messages":[...]} or {"custom_id"?, "prompt":"..."} (other keys are body fields), or records
+            rendered through the job's `template`. A line without an id gets line-N. Blank lines are skipped.
+
+            The API key comes from the environment (TERA_API_KEY, TIR_API_KEY, OPENAI_API_KEY, or --api-key-env NAME)
+            or from --api-key-file; never from a flag's value. Resume an interrupted run by running the same command again.
+
+            Exit codes:
+              0  all lines done
+              1  done; some lines failed (see the errors file)
+              2  usage or input error (bad flags or job file, --strict with invalid lines, a changed line without --force,
+                 a missing key, a foreign or damaged checkpoint)
+              3  stopped early: key refused (401) or no usable model (403/404); resumable
+              4  interrupted (SIGINT/SIGTERM) or an output file could not be written; resumable
+              5  another run holds the checkpoint
+            """)
+
+    @Argument(help: "A job file (.yaml) or a JSONL input file.") var source: String
+    @Option(help: "Results file (default: INPUT.results.jsonl).") var output: String?
+    @Option(help: "Errors file (default: results file with .errors.jsonl).") var errors: String?
+    @Option(help: "Checkpoint file (default: results file + .checkpoint).") var checkpoint: String?
+    @Option(help: "Provider: tera, tir or openai-compatible.") var provider: String?
+    @Option(help: "Base URL (or a full chat-completions URL).") var baseURL: String?
+    @Option(help: "Model; replaces the model of every line.") var model: String?
+    @Option(help: "TIR project id.") var projectID: String?
+    @Option(help: "Environment variable holding the API key.") var apiKeyEnv: String?
+    @Option(help: "File holding the API key.") var apiKeyFile: String?
+    @Option(name: .customLong("header"), help: "Extra request header 'Name: value' (repeatable).") var headers: [String] = []
+    @Option(help: "Requests in flight at most.") var concurrency: Int?
+    @Option(help: "HTTP attempts per prompt at most.") var maxAttempts: Int?
+    @Option(help: "Seconds allowed for one request.") var timeout: Double?
+    @Option(help: "Seconds allowed to connect.") var connectTimeout: Double?
+    @Option(help: "Seconds in-flight requests may finish after SIGINT/SIGTERM.") var grace: Double?
+    @Option(help: "Output format: batch (OpenAI Batch output) or flat.") var format: String?
+    @Option(help: "System prompt added to lines that have none.") var system: String?
+    @Option(help: "Mustache template that turns record lines into the user message.") var template: String?
+    @Option(help: "Record field holding the id (with --template).") var idField: String?
+    @Option(help: "Write the run summary as JSON to this file.") var summaryJSON: String?
+    @Flag(help: "Refuse the whole run, before sending anything, if any line is invalid.") var strict = false
+    @Flag(help: "Send again lines answered before whose request body changed, replacing their answers.") var force = false
+    @Flag(help: "Send again lines that failed in an earlier run.") var retryFailed = false
+    @Flag(help: "Stream every request (stream: true) and reassemble the answers.") var stream = false
+    @Flag(help: "Run against a fake gateway started in-process on loopback (no key, no network, no cost).") var fakeGateway = false
+    @Option(help: "With --fake-gateway: its latency in ms.") var fakeLatencyMs = 20.0
+
+    func run() throws {
+        var settings = JobSettings()
+        if source.hasSuffix(".yaml") || source.hasSuffix(".yml") {
+            settings = try JobFile.load(path: source)
+        } else {
+            settings.input = source
+        }
+        var flags = JobSettings()
+        flags.output = output
+        flags.errors = errors
+        flags.checkpoint = checkpoint
+        if let provider {
+            guard let kind = Provider.Kind(rawValue: provider) else {
+                throw ValidationError("--provider must be tera, tir or openai-compatible")
+            }
+            flags.provider = kind
+        }
+        if let format {
+            guard let f = OutputFormat(rawValue: format) else { throw ValidationError("--format must be batch or flat") }
+            flags.format = f
+        }
+        flags.baseURL = baseURL
+        flags.model = model
+        flags.projectID = projectID
+        flags.apiKeyEnv = apiKeyEnv
+        flags.apiKeyFile = apiKeyFile
+        if !headers.isEmpty {
+            var h: [String: String] = [:]
+            for line in headers {
+                guard let colon = line.firstIndex(of: ":") else { throw ValidationError("--header takes 'Name: value', not '\(line)'") }
+                h[String(line[..<colon])] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+            }
+            flags.headers = (settings.headers ?? [:]).merging(h) { $1 }
+        }
+        flags.concurrency = concurrency
+        flags.maxAttempts = maxAttempts
+        flags.timeout = timeout
+        flags.connectTimeout = connectTimeout
+        flags.grace = grace
+        flags.system = system
+        flags.template = template
+        flags.idField = idField
+        flags.summaryJSON = summaryJSON
+        if strict { flags.strict = true }
+        if force { flags.force = true }
+        if retryFailed { flags.retryFailed = true }
+        if stream { flags.stream = true }
+        settings = settings.overridden(by: flags)
+
+        var gateway: FakeGateway? = nil
+        var keyOverride: String? = nil
+        if fakeGateway {
+            var c = FakeGatewayConfiguration()
+            c.latencyMilliseconds = fakeLatencyMs
+            c.projectID = settings.projectID ?? "1234"
+            settings.projectID = c.projectID
+            let g = try FakeGateway(c)
+            settings.baseURL = settings.provider == .tir ? g.rootURL : g.baseURL
+            keyOverride = c.apiKeys[0]
+            gateway = g
+            FileHandle.standardError.write(Data("chatbatch: fake gateway on \(g.baseURL)\n".utf8))
+        }
+        let config = try settings.resolve()
+        let summary = RunSession.execute(config, apiKeyOverride: keyOverride) { message in
+            FileHandle.standardError.write(Data((message + "\n").utf8))
+        }
+        gateway?.shutdown()
+        FileHandle.standardError.write(Data((summary.text + "\n").utf8))
+        throw ExitCode(summary.exit.rawValue)
+    }
+}
