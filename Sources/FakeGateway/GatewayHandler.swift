@@ -63,13 +63,14 @@ final class GatewayHandler: ChannelInboundHandler {
             billed: false, promptTokens: 0, completionTokens: 0, stream: false)
         let keepAlive = head.isKeepAlive
 
+        // The ledger entry is written before the answer leaves, so a client that has its answer finds it there.
         func fail(_ answer: GatewayErrorAnswer, retryAfter: Int? = nil) {
             entry.status = answer.status
-            sendJSON(context: context, status: answer.status, body: answer.body, requestID: requestID,
-                     keepAlive: keepAlive, retryAfter: retryAfter)
             entry.respondedAt = GatewayState.now()
             let e = entry
             core.ledger.record { seq in var x = e; x.sequence = seq; return x }
+            sendJSON(context: context, status: answer.status, body: answer.body, requestID: requestID,
+                     keepAlive: keepAlive, retryAfter: retryAfter)
         }
 
         let (path, query) = splitURI(head.uri)
@@ -81,10 +82,10 @@ final class GatewayHandler: ChannelInboundHandler {
             let data = JSON.array(config.models.map { ["id": .string($0), "object": "model", "owned_by": "openai"] })
             entry.status = 200
             entry.outcome = "ok"
-            sendJSON(context: context, status: 200, body: ["object": "list", "data": data], requestID: requestID, keepAlive: keepAlive)
             entry.respondedAt = GatewayState.now()
             let e = entry
             core.ledger.record { seq in var x = e; x.sequence = seq; return x }
+            sendJSON(context: context, status: 200, body: ["object": "list", "data": data], requestID: requestID, keepAlive: keepAlive)
             return
         }
         if path == "/v1/chat/completions" {
@@ -152,8 +153,8 @@ final class GatewayHandler: ChannelInboundHandler {
                     startStream(context: context, events: shapes.chunks(answer, includeUsage: includeUsage),
                                 requestID: requestID, keepAlive: keepAlive)
                 } else {
-                    sendJSON(context: context, status: 200, body: shapes.completion(answer), requestID: requestID, keepAlive: keepAlive)
                     finishOpen()
+                    sendJSON(context: context, status: 200, body: shapes.completion(answer), requestID: requestID, keepAlive: keepAlive)
                 }
             }
             if delay > 0 {
@@ -242,9 +243,9 @@ final class GatewayHandler: ChannelInboundHandler {
                     return
                 }
             }
+            finishOpen()
             let done = context.writeAndFlushPromise(wrapOutboundOut(.end(nil)))
             if !keepAlive { done.whenComplete { [channel = context.channel] _ in channel.close(promise: nil) } }
-            finishOpen()
         }
         next()
     }

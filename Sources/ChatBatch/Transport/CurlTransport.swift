@@ -172,10 +172,14 @@ struct TransportLoop {
         let context = Unmanaged.passUnretained(transfer).toOpaque()
         cb_curl_easy_setopt_string(easy, CURLOPT_URL, request.url)
         cb_curl_easy_setopt_long(easy, CURLOPT_NOSIGNAL, 1)
-        cb_curl_easy_setopt_long(easy, CURLOPT_POST, 1)
-        cb_curl_easy_setopt_off(easy, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(request.body.count))
-        cb_curl_easy_setopt_callback(easy, CURLOPT_READFUNCTION, readBody)
-        cb_curl_easy_setopt_pointer(easy, CURLOPT_READDATA, context)
+        if request.method == "GET" {
+            cb_curl_easy_setopt_long(easy, CURLOPT_HTTPGET, 1)
+        } else {
+            cb_curl_easy_setopt_long(easy, CURLOPT_POST, 1)
+            cb_curl_easy_setopt_off(easy, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(request.body.count))
+            cb_curl_easy_setopt_callback(easy, CURLOPT_READFUNCTION, readBody)
+            cb_curl_easy_setopt_pointer(easy, CURLOPT_READDATA, context)
+        }
         cb_curl_easy_setopt_callback(easy, CURLOPT_WRITEFUNCTION, writeBody)
         cb_curl_easy_setopt_pointer(easy, CURLOPT_WRITEDATA, context)
         cb_curl_easy_setopt_callback(easy, CURLOPT_HEADERFUNCTION, writeHeader)

@@ -1,6 +1,8 @@
-/// One HTTP POST to send.
+/// One HTTP request to send: a POST with a body, or a GET.
 public struct HTTPRequest: Sendable {
     public var url: String
+    /// `POST` (the default) or `GET`.
+    public var method = "POST"
     /// Header lines, `Name: value`.
     public var headers: [String]
     public var body: [UInt8]
