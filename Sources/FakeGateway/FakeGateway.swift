@@ -53,6 +53,13 @@ public final class FakeGateway: Sendable {
         port = channel.localAddress?.port ?? configuration.port
     }
 
+    /// Starts a gateway with the default configuration changed by `change`.
+    public static func start(_ change: (inout FakeGatewayConfiguration) -> Void = { _ in }) throws(FakeGatewayError) -> FakeGateway {
+        var c = FakeGatewayConfiguration()
+        change(&c)
+        return try FakeGateway(c)
+    }
+
     /// `http://127.0.0.1:PORT`, the root both routes hang from.
     public var rootURL: String { "http://\(configuration.host):\(port)" }
     /// The Tera-shaped base URL, `http://127.0.0.1:PORT/v1`.

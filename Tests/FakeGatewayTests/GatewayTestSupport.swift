@@ -6,15 +6,6 @@ import Foundation
 /// One libcurl transport for every gateway test: tests talk to the gateway over real HTTP.
 let client = CurlTransport(maxConnections: 64)
 
-extension FakeGateway {
-    /// Starts a gateway configured by `change`.
-    static func start(_ change: (inout FakeGatewayConfiguration) -> Void = { _ in }) throws -> FakeGateway {
-        var c = FakeGatewayConfiguration()
-        change(&c)
-        return try FakeGateway(c)
-    }
-}
-
 /// POSTs `body` to `path` on the gateway.
 func post(
     _ gateway: FakeGateway, path: String = "/v1/chat/completions", key: String? = "sk-fake", body: JSON,

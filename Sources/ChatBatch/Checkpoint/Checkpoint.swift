@@ -1,6 +1,7 @@
 import CSQLite
 import ChatBatchCore
 import Foundation
+import Synchronization
 
 /// Where a prompt stands in the checkpoint.
 public enum RequestState: String, Sendable {
@@ -33,7 +34,7 @@ public final class CheckpointStore: @unchecked Sendable {
 
     let db: SQLiteDatabase
     let path: String
-    let lockFD: Int32
+    private let lockFD: Mutex<Int32>
 
     /// Opens (creating if needed) the checkpoint at `path`, owner-only, locked for this process.
     public init(path: String, create: Bool = true, lock: Bool = true) throws(CheckpointError) {
@@ -59,7 +60,7 @@ public final class CheckpointStore: @unchecked Sendable {
                 code: "busy",
                 message: "checkpoint \(path) is held by another chatbatch run; wait for it to finish (or stop it) and run again")
         }
-        lockFD = fd
+        lockFD = Mutex(fd)
         do {
             db = try SQLiteDatabase(path: path)
             try prepareSchema(fresh: !exists || Self.fileSize(path) == 0)
@@ -69,7 +70,15 @@ public final class CheckpointStore: @unchecked Sendable {
         }
     }
 
-    deinit { close(lockFD) }
+    deinit { releaseLock() }
+
+    /// Lets another run take the checkpoint; called when a run ends, not left to deinit.
+    public func releaseLock() {
+        lockFD.withLock { fd in
+            if fd >= 0 { close(fd) }
+            fd = -1
+        }
+    }
 
     /// True when another process holds the checkpoint's lock right now.
     public static func isHeld(path: String) -> Bool {

@@ -63,6 +63,8 @@ final class CheckpointWriter: Sendable {
         var failure: (any Error)? = nil
         /// An output file could not be written: keep committing to the checkpoint, stop writing files.
         var outputFailed = false
+        /// The run ended and gave up the checkpoint: later changes are dropped.
+        var closed = false
     }
 
     let queue = DispatchQueue(label: "chatbatch.checkpoint")
@@ -124,6 +126,7 @@ final class CheckpointWriter: Sendable {
     /// Hands in one change; it is committed with whatever else is waiting.
     func submit(_ op: CheckpointOp) {
         let schedule = state.withLock { p -> Bool in
+            if p.closed { return false }
             p.ops.append(op)
             if p.scheduled { return false }
             p.scheduled = true
@@ -136,6 +139,12 @@ final class CheckpointWriter: Sendable {
     func drain() {
         queue.sync { self.flush() }
         queue.sync { self.flush() }
+    }
+
+    /// Commits what is waiting, then refuses further changes (the run is giving up the checkpoint).
+    func close() {
+        drain()
+        state.withLock { $0.closed = true }
     }
 
     /// The first failure, if a commit or an output write failed (the run must stop).

@@ -399,6 +399,8 @@ public final class BatchRunner: @unchecked Sendable {
             }
         }
         if writeFailure == nil { try? writer.queue.sync { try store.endRun(id: runID, exitCode: summary.exit.rawValue, summary: summary.json) } }
+        writer.close()
+        store.releaseLock()
         finished.signal()
     }
 }

@@ -1,0 +1,114 @@
+@testable import ChatBatch
+import ChatBatchCore
+import FakeGateway
+import Foundation
+import Synchronization
+import Testing
+
+/// A scratch folder for one test, removed when the test ends.
+final class Scratch {
+    let path: String
+    init() {
+        path = FileManager.default.temporaryDirectory.appendingPathComponent("chatbatch-test-\(UUID().uuidString)").path
+        try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    }
+    deinit { try? FileManager.default.removeItem(atPath: path) }
+
+    func file(_ name: String) -> String { path + "/" + name }
+
+    /// Writes JSON lines (or raw strings) as a JSONL file and returns its path.
+    @discardableResult
+    func write(_ name: String, lines: [String]) -> String {
+        let p = file(name)
+        FileManager.default.createFile(atPath: p, contents: Data(lines.map { $0 + "\n" }.joined().utf8))
+        return p
+    }
+
+    func lines(_ name: String) -> [JSON] {
+        guard let text = try? String(contentsOfFile: file(name), encoding: .utf8) else { return [] }
+        return text.split(separator: "\n").map { (try? JSON.parse(String($0))) ?? .string("UNPARSEABLE: \($0)") }
+    }
+}
+
+/// `n` prompt lines with ids p0001....
+func promptLines(_ n: Int, prefix: String = "p") -> [String] {
+    (1...n).map { i in JSON.object(JSONObject([("custom_id", .string(String(format: "%@%04d", prefix, i))), ("prompt", .string("Question number \(i)?"))])).serialized() }
+}
+
+/// Settings pointing at the gateway with the files in `scratch`.
+func settings(_ scratch: Scratch, _ gateway: FakeGateway, input: String = "in.jsonl") -> JobSettings {
+    var s = JobSettings()
+    s.input = scratch.file(input)
+    s.output = scratch.file("out.jsonl")
+    s.provider = .tera
+    s.baseURL = gateway.baseURL
+    s.concurrency = 8
+    s.retryBaseDelay = 0.01
+    s.retryMaxDelay = 0.2
+    s.timeout = 10
+    return s
+}
+
+/// Runs a job in-process against the gateway with its key.
+func runJob(_ s: JobSettings, key: String? = "sk-fake", log: (@Sendable (String) -> Void)? = nil) throws -> (RunSummary, [String]) {
+    let messages = Mutex<[String]>([])
+    let config = try s.resolve()
+    let summary = RunSession.execute(config, apiKeyOverride: key, handleSignals: false) { m in
+        messages.withLock { $0.append(m) }
+        log?(m)
+    }
+    return (summary, messages.withLock { $0 })
+}
+
+/// Every input id ends in exactly one output file, exactly once; and the gateway billed no id more than
+/// once beyond the sends the checkpoint counted as possibly billed twice.
+func expectExactlyOnce(_ scratch: Scratch, ids: [String], gateway: FakeGateway, sourceLocation: SourceLocation = #_sourceLocation) throws {
+    let results = scratch.lines("out.jsonl").compactMap { $0["custom_id"]?.stringValue }
+    let errors = scratch.lines("out.errors.jsonl").compactMap { $0["custom_id"]?.stringValue }
+    var counts: [String: Int] = [:]
+    for id in results + errors { counts[id, default: 0] += 1 }
+    let missing = ids.filter { counts[$0] == nil }
+    let repeated = counts.filter { $0.value > 1 }
+    #expect(missing.isEmpty, "missing from both files: \(missing.prefix(10))", sourceLocation: sourceLocation)
+    #expect(repeated.isEmpty, "written more than once: \(repeated.prefix(10))", sourceLocation: sourceLocation)
+    #expect(results.count + errors.count == ids.count, sourceLocation: sourceLocation)
+    let ambiguous = try ambiguousCounts(scratch.file("out.jsonl.checkpoint"))
+    for (id, billed) in gateway.ledger.billedCounts() where billed > 1 + (ambiguous[id] ?? 0) {
+        Issue.record("\(id) billed \(billed) times, only \(ambiguous[id] ?? 0) resends counted as ambiguous", sourceLocation: sourceLocation)
+    }
+}
+
+/// Per custom_id, the sends the checkpoint counted as possibly billed twice.
+func ambiguousCounts(_ checkpoint: String) throws -> [String: Int] {
+    let db = try SQLiteDatabase(path: checkpoint, readOnly: true)
+    var out: [String: Int] = [:]
+    for row in try db.query("SELECT custom_id, ambiguous FROM requests WHERE ambiguous > 0") {
+        out[row[0].text ?? ""] = row[1].int ?? 0
+    }
+    return out
+}
+
+func checkpointRows(_ checkpoint: String, where condition: String = "1=1") throws -> [[SQLiteValue]] {
+    try SQLiteDatabase(path: checkpoint, readOnly: true).query("SELECT custom_id, state, attempts, error_code FROM requests WHERE \(condition) ORDER BY custom_id")
+}
+
+/// The chatbatch executable built beside the tests.
+func chatbatchBinary() -> String {
+    if let p = ProcessInfo.processInfo.environment["CHATBATCH_BIN"] { return p }
+    let dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+    var candidate = dir.appendingPathComponent("chatbatch").path
+    if !FileManager.default.fileExists(atPath: candidate) {
+        candidate = dir.deletingLastPathComponent().appendingPathComponent("chatbatch").path
+    }
+    return candidate
+}
+
+/// Waits (bounded) until `condition` holds.
+func eventually(timeout: Double = 10, _ condition: () -> Bool) -> Bool {
+    let end = Date().addingTimeInterval(timeout)
+    while Date() < end {
+        if condition() { return true }
+        usleep(5_000)
+    }
+    return condition()
+}
