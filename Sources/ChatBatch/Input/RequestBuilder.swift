@@ -123,7 +123,10 @@ struct RequestBuilder: Sendable {
         } else if body["model"] == nil, let model = config.defaultModel {
             body["model"] = .string(model)
         }
-        if let m = body["model"], m.stringValue == nil { return invalid("`model` must be a string", id: customID) }
+        guard let m = body["model"] else {
+            return invalid("no model: the line names none and the job sets none (set `model` in the job or pass --model)", id: customID)
+        }
+        if m.stringValue == nil { return invalid("`model` must be a string", id: customID) }
         if config.stream { body["stream"] = true }
         let stream = body["stream"]?.boolValue == true
         if stream {
