@@ -8,7 +8,7 @@ struct ChatBatchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "chatbatch",
         abstract: "Run a JSONL batch of chat completions: bounded fan-out, correct retries, exactly-once checkpoint.",
-        subcommands: [RunCommand.self, FakeGatewayCommand.self])
+        subcommands: [RunCommand.self, ExportCommand.self, FakeGatewayCommand.self])
 }
 
 func fail(_ message: String, code: Int32) -> Never {
@@ -24,6 +24,8 @@ do {
     fail(error.message, code: 2)
 } catch let error as CheckpointError {
     fail(error.message, code: error.code == "busy" ? 5 : 2)
+} catch let error as OutputError {
+    fail(error.message, code: 4)
 } catch let error as FakeGatewayError {
     fail(error.message, code: 2)
 } catch {

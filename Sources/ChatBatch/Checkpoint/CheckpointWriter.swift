@@ -41,7 +41,8 @@ struct AttemptRecord: Sendable {
 /// A change the writer commits.
 enum CheckpointOp: Sendable {
     /// About to send: committed before the request leaves, so a crash leaves it visibly in flight.
-    case claim(customID: String, line: Int, bodyHash: String, model: String?, done: @Sendable () -> Void)
+    /// `done(true)` runs once committed; `done(false)` when it could not be (the request must not be sent).
+    case claim(customID: String, line: Int, bodyHash: String, model: String?, done: @Sendable (Bool) -> Void)
     /// Finished, with its output line.
     case finish(FinishedRecord, attempt: AttemptRecord?)
     /// Back to pending (a retry will claim it again, or a later run will send it).
@@ -157,7 +158,10 @@ final class CheckpointWriter: Sendable {
             p.scheduled = false
             return ops
         }
-        if state.withLock({ $0.failure != nil && !$0.outputFailed }) { return }
+        if state.withLock({ $0.failure != nil && !$0.outputFailed }) {
+            refuseClaims(ops)
+            return
+        }
         do {
             let s = try prepareStatements()
             let db = store.db
@@ -168,7 +172,7 @@ final class CheckpointWriter: Sendable {
                 return try s.nextSeq.step() ? s.nextSeq.value(0).int ?? 0 : 0
             }()
             var written: [(seq: Int, record: FinishedRecord)] = []
-            var claimed: [@Sendable () -> Void] = []
+            var claimed: [@Sendable (Bool) -> Void] = []
             let now = Date().timeIntervalSince1970
             for op in ops {
                 switch op {
@@ -199,7 +203,7 @@ final class CheckpointWriter: Sendable {
             let outputFailed = state.withLock { $0.outputFailed }
             if !outputFailed { try outputs.recordLengths(in: store) }
             try db.execute("COMMIT")
-            for done in claimed { done() }
+            for done in claimed { done(true) }
             if !written.isEmpty && !outputFailed {
                 do {
                     try outputs.append(written, store: store)
@@ -211,7 +215,15 @@ final class CheckpointWriter: Sendable {
         } catch {
             try? store.db.execute("ROLLBACK")
             state.withLock { if $0.failure == nil { $0.failure = error } }
+            refuseClaims(ops)
             onFailure(error)
+        }
+    }
+
+    /// Tells every claim in `ops` that it was not recorded, so its request is never sent.
+    private func refuseClaims(_ ops: [CheckpointOp]) {
+        for op in ops {
+            if case .claim(_, _, _, _, let done) = op { done(false) }
         }
     }
 

@@ -37,21 +37,23 @@ final class SQLiteDatabase: @unchecked Sendable {
     func error(_ what: String) -> CheckpointError {
         let rc = sqlite3_errcode(handle)
         let code: String
+        var advice = ""
         switch rc & 0xFF {
         case SQLITE_CORRUPT, SQLITE_NOTADB: code = "damaged"
-        case SQLITE_FULL: code = "disk_full"
+        case SQLITE_FULL, SQLITE_IOERR:
+            code = "write_failed"
+            advice = " (the disk may be full or a file size limit reached). Everything committed before this is safe; free space and run the same command again to resume"
         case SQLITE_BUSY, SQLITE_LOCKED: code = "busy"
         default: code = "sqlite_error"
         }
-        return CheckpointError(code: code, message: "checkpoint \(path): \(what): \(lastError)")
+        return CheckpointError(code: code, message: "checkpoint \(path): \(what): \(lastError)\(advice)")
     }
 
     func execute(_ sql: String) throws(CheckpointError) {
         var message: UnsafeMutablePointer<CChar>?
         if sqlite3_exec(handle, sql, nil, nil, &message) != SQLITE_OK {
-            let text = message.map { String(cString: $0) } ?? lastError
             sqlite3_free(message)
-            throw CheckpointError(code: "sqlite_error", message: "checkpoint \(path): \(text) (in: \(sql.prefix(60)))")
+            throw error("cannot run \(sql.prefix(40))")
         }
     }
 

@@ -31,7 +31,12 @@ final class OutputFiles {
 
     init(resultsPath: String, errorsPath: String, format: OutputFormat) {
         self.format = format
-        files = [File(path: resultsPath), File(path: errorsPath)]
+        files = [File(path: Self.absolute(resultsPath)), File(path: Self.absolute(errorsPath))]
+    }
+
+    /// Paths are recorded absolute, so `export` and `status` find them from any folder.
+    static func absolute(_ path: String) -> String {
+        path.hasPrefix("/") ? path : (FileManager.default.currentDirectoryPath as NSString).appendingPathComponent(path)
     }
 
     deinit { for f in files where f.fd >= 0 { close(f.fd) } }
@@ -60,7 +65,7 @@ final class OutputFiles {
     }
 
     /// Brings both files in line with the checkpoint before a run appends to them.
-    func reconcile(store: CheckpointStore) throws {
+    func reconcile(store: CheckpointStore, log: (String) -> Void) throws {
         for kind in OutputKind.allCases {
             var f = files[kind.rawValue]
             let prefix = "output.\(kind.name)."
@@ -80,7 +85,7 @@ final class OutputFiles {
                 try catchUp(kind, store: store)
             } else {
                 if recordedPath != nil && recordedBytes > 0 {
-                    FileHandle.standardError.write(Data("chatbatch: \(f.path) is missing, shorter than recorded or of another format; rebuilding it from the checkpoint\n".utf8))
+                    log("chatbatch: \(f.path) is missing, shorter than recorded or of another format; rebuilding it from the checkpoint")
                 }
                 try rebuild(kind, store: store)
             }

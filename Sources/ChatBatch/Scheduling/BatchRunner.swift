@@ -61,6 +61,7 @@ public final class BatchRunner: @unchecked Sendable {
     public init(config: RunConfiguration, apiKey: String?, log: @escaping @Sendable (String) -> Void) throws {
         self.config = config
         self.log = log
+        signal(SIGXFSZ, SIG_IGN)  // a file-size limit must fail a write, not kill the run
         for path in [config.checkpoint, config.output, config.errors] {
             let folder = (path as NSString).deletingLastPathComponent
             if !folder.isEmpty {
@@ -69,7 +70,7 @@ public final class BatchRunner: @unchecked Sendable {
         }
         store = try CheckpointStore(path: config.checkpoint)
         let outputs = OutputFiles(resultsPath: config.output, errorsPath: config.errors, format: config.format)
-        try outputs.reconcile(store: store)
+        try outputs.reconcile(store: store, log: log)
         crashRecovered = try store.recoverInflight()
         runID = try store.beginRun()
         let hasInvalid = (try store.db.query("SELECT count(*) FROM requests WHERE error_code='invalid_line'").first?.first?.int ?? 0) > 0
@@ -186,9 +187,9 @@ public final class BatchRunner: @unchecked Sendable {
             url: config.endpoint, headers: headers + ["X-Client-Request-Id: \(r.customID)"], body: r.body,
             connectTimeout: config.connectTimeout, timeout: config.timeout)
         let startedAt = Date().timeIntervalSince1970
-        writer.submit(.claim(customID: r.customID, line: r.line, bodyHash: r.bodyHash, model: r.model) { [self] in
-            if abortNow.load(ordering: .relaxed) {
-                queue.async { self.handle(job, CurlTransportLoopCancelled.response, startedAt: startedAt) }
+        writer.submit(.claim(customID: r.customID, line: r.line, bodyHash: r.bodyHash, model: r.model) { [self] committed in
+            if !committed || abortNow.load(ordering: .relaxed) {
+                queue.async { self.handle(job, Self.withheld, startedAt: startedAt) }
                 return
             }
             transport.submit(request) { response in
@@ -218,6 +219,12 @@ public final class BatchRunner: @unchecked Sendable {
         var attempt = AttemptRecord(
             customID: r.customID, attempt: job.attempt, startedAt: startedAt, status: response.status > 0 ? response.status : nil,
             latencyMs: latencyMs, requestID: requestID, error: response.failure?.description, ambiguous: false)
+        if let failure = response.failure, failure.kind == .withheld {
+            summary.attempts -= 1
+            if job.attempt == 1 { summary.sent -= 1 }
+            writer.submit(.requeue(customID: r.customID, line: r.line, bodyHash: r.bodyHash, model: r.model, attempt: nil, note: nil))
+            return
+        }
         if let failure = response.failure, failure.kind == .cancelled {
             // Stopped by us: it may have been on the wire, so a resend counts as possibly billed twice.
             attempt.ambiguous = true
@@ -405,7 +412,9 @@ public final class BatchRunner: @unchecked Sendable {
     }
 }
 
-/// The response a claimed request gets when the run is stopping at once and it was never handed to libcurl.
-enum CurlTransportLoopCancelled {
-    static let response = TransportLoop.cancelled()
+extension BatchRunner {
+    /// The answer a claimed request gets when it was never handed to libcurl.
+    static let withheld = HTTPResponse(
+        status: 0, headers: [:], body: [], failure: TransportFailure(kind: .withheld, curlCode: 0, message: "not sent"),
+        firstByteSeconds: 0, totalSeconds: 0)
 }

@@ -39,8 +39,10 @@ public struct TransportFailure: Error, Sendable, CustomStringConvertible {
         case notSent = "not_sent"
         /// The request was (at least partly) sent, then the connection broke or timed out: it may have been billed.
         case sentNoAnswer = "sent_no_answer"
-        /// Stopped by chatbatch (shutdown).
+        /// Stopped by chatbatch (shutdown) while it may have been on the wire.
         case cancelled
+        /// Never handed to libcurl: the run was stopping, or the checkpoint could not record the send.
+        case withheld
     }
     public var kind: Kind
     /// libcurl's error code and message.

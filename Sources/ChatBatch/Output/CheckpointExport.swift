@@ -1,0 +1,73 @@
+import ChatBatchCore
+import Foundation
+
+/// Rebuilds the results and errors files from a checkpoint alone (`chatbatch export`).
+public enum CheckpointExport {
+    /// Line order in the rebuilt files.
+    public enum Order: String, Sendable, CaseIterable {
+        /// The order of the input file.
+        case input
+        /// The order answers were committed in (what a run writes).
+        case completion
+    }
+
+    /// What an export wrote.
+    public struct Report: Sendable {
+        public var results: Int
+        public var errors: Int
+        public var resultsPath: String
+        public var errorsPath: String
+    }
+
+    /// Writes every finished row to `results` and `errors` (default: the paths the last run used).
+    public static func export(
+        checkpoint: String, results: String?, errors: String?, order: Order, format: OutputFormat
+    ) throws -> Report {
+        let probe = try CheckpointStore(path: checkpoint, create: false, lock: false)
+        let recorded = [try probe.meta("output.results.path"), try probe.meta("output.errors.path")]
+        let targets = [results ?? recorded[0], errors ?? recorded[1]]
+        guard let resultsPath = targets[0], let errorsPath = targets[1] else {
+            throw OutputError(code: "no_output_path", message: "checkpoint \(checkpoint) records no output paths; pass --output and --errors")
+        }
+        // Replacing the files a run appends to needs the run's lock, and the recorded lengths must follow.
+        let replacesRunFiles = targets[0] == recorded[0] || targets[1] == recorded[1]
+        let store = replacesRunFiles ? try CheckpointStore(path: checkpoint, create: false, lock: true) : probe
+        defer { if replacesRunFiles { store.releaseLock() } }
+        var counts = [0, 0]
+        for kind in OutputKind.allCases {
+            let path = kind == .results ? resultsPath : errorsPath
+            let tmp = path + ".export-tmp"
+            let fd = try OutputFiles.openForWriting(tmp, truncate: true)
+            var bytes = 0
+            var maxSeq = 0
+            do {
+                defer { close(fd) }
+                let orderBy = order == .input ? "line, out_seq" : "out_seq"
+                let rows = try store.db.query(
+                    "SELECT output, attempts, latency_ms, cost, out_seq FROM requests WHERE out_kind=? AND out_seq IS NOT NULL ORDER BY \(orderBy)",
+                    [.int(kind.rawValue)])
+                var buffer: [UInt8] = []
+                for row in rows {
+                    buffer += OutputLines.render(kind: kind, format: format, canonical: row[0].text ?? "{}", attempts: row[1].int ?? 0,
+                                                 latencyMs: row[2].double, cost: row[3].double ?? 0)
+                    maxSeq = max(maxSeq, row[4].int ?? 0)
+                    if buffer.count > 1 << 20 { try OutputFiles.writeAll(fd, buffer, path: tmp); bytes += buffer.count; buffer = [] }
+                }
+                try OutputFiles.writeAll(fd, buffer, path: tmp)
+                bytes += buffer.count
+                counts[kind.rawValue] = rows.count
+                fsync(fd)
+            }
+            guard rename(tmp, path) == 0 else {
+                throw OutputError(code: "rename_failed", message: "cannot replace \(path): \(String(cString: strerror(errno)))")
+            }
+            if path == recorded[kind.rawValue] {
+                let prefix = "output.\(kind.name)."
+                try store.setMeta(prefix + "bytes", String(bytes))
+                try store.setMeta(prefix + "seq", String(maxSeq))
+                try store.setMeta(prefix + "format", format.rawValue)
+            }
+        }
+        return Report(results: counts[0], errors: counts[1], resultsPath: resultsPath, errorsPath: errorsPath)
+    }
+}

@@ -1,0 +1,24 @@
+import ArgumentParser
+import ChatBatch
+import Foundation
+
+/// `chatbatch export`: rebuild the output files from a checkpoint alone.
+struct ExportCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "export",
+        abstract: "Rebuild the results and errors files from a checkpoint alone (nothing is sent).",
+        discussion: "By default the files are written where the last run wrote them; a lost or damaged output never means paying again.")
+
+    @Argument(help: "The checkpoint file.") var checkpoint: String
+    @Option(help: "Results file (default: the one the last run wrote).") var output: String?
+    @Option(help: "Errors file (default: the one the last run wrote).") var errors: String?
+    @Option(help: "Line order: input or completion.") var order = "completion"
+    @Option(help: "Results format: batch or flat.") var format = "batch"
+
+    func run() throws {
+        guard let order = CheckpointExport.Order(rawValue: order) else { throw ValidationError("--order must be input or completion") }
+        guard let format = OutputFormat(rawValue: format) else { throw ValidationError("--format must be batch or flat") }
+        let report = try CheckpointExport.export(checkpoint: checkpoint, results: output, errors: errors, order: order, format: format)
+        print("wrote \(report.results) results to \(report.resultsPath) and \(report.errors) errors to \(report.errorsPath)")
+    }
+}
