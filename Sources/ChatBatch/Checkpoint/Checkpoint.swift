@@ -221,6 +221,11 @@ public final class CheckpointStore: @unchecked Sendable {
         return n
     }
 
+    /// True when no prompt has a row yet (a fresh checkpoint: nothing to look up).
+    func isEmpty() throws(CheckpointError) -> Bool {
+        try db.query("SELECT 1 FROM requests LIMIT 1").isEmpty
+    }
+
     /// Counts of rows by state.
     public func stateCounts() throws(CheckpointError) -> [RequestState: Int] {
         var out: [RequestState: Int] = [:]
@@ -252,7 +257,16 @@ final class CheckpointReader {
 
     init(path: String) throws(CheckpointError) {
         db = try SQLiteDatabase(path: path, readOnly: true)
+        try db.execute("PRAGMA mmap_size=268435456")
         lookup = try db.prepare("SELECT state, body_hash, line, crash_resend FROM requests WHERE custom_id=?")
+    }
+
+    /// Runs `body` inside one read transaction, so its lookups share one snapshot and a warm page cache
+    /// (outside one, every lookup after a write by the run starts cold).
+    func batch<T>(_ body: () throws -> T) throws -> T {
+        try db.execute("BEGIN")
+        defer { try? db.execute("COMMIT") }
+        return try body()
     }
 
     func prior(_ customID: String) throws(CheckpointError) -> PriorState? {

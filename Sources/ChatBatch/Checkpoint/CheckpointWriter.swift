@@ -74,6 +74,8 @@ final class CheckpointWriter: Sendable {
     nonisolated(unsafe) let store: CheckpointStore
     nonisolated(unsafe) let outputs: OutputFiles
     nonisolated(unsafe) var statements: Statements?
+    /// The last output sequence number committed (-1 until read once from the checkpoint).
+    nonisolated(unsafe) var lastSeq = -1
     let runID: Int
     let onFailure: @Sendable (any Error) -> Void
 
@@ -166,11 +168,12 @@ final class CheckpointWriter: Sendable {
             let s = try prepareStatements()
             let db = store.db
             try db.execute("BEGIN IMMEDIATE")
-            var seq = try { () throws(CheckpointError) -> Int in
+            if lastSeq < 0 {
                 try s.nextSeq.bind([])
-                defer { sqlite3_reset(s.nextSeq.stmt) }
-                return try s.nextSeq.step() ? s.nextSeq.value(0).int ?? 0 : 0
-            }()
+                lastSeq = try s.nextSeq.step() ? s.nextSeq.value(0).int ?? 0 : 0
+                sqlite3_reset(s.nextSeq.stmt)
+            }
+            var seq = lastSeq
             var written: [(seq: Int, record: FinishedRecord)] = []
             var claimed: [@Sendable (Bool) -> Void] = []
             let now = Date().timeIntervalSince1970
@@ -203,6 +206,7 @@ final class CheckpointWriter: Sendable {
             let outputFailed = state.withLock { $0.outputFailed }
             if !outputFailed { try outputs.recordLengths(in: store) }
             try db.execute("COMMIT")
+            lastSeq = seq
             for done in claimed { done(true) }
             if !written.isEmpty && !outputFailed {
                 do {

@@ -41,6 +41,11 @@ final class InputFeed {
 
     /// Reads on until `limit` requests are ready to send or the input ends.
     func next(limit: Int) throws -> FeedBatch {
+        if let checkpoint { return try checkpoint.batch { try read(limit: limit) } }
+        return try read(limit: limit)
+    }
+
+    private func read(limit: Int) throws -> FeedBatch {
         var batch = FeedBatch()
         while batch.requests.count < limit {
             guard let raw = try reader.next() else {

@@ -78,7 +78,9 @@ public final class BatchRunner: @unchecked Sendable {
         writer = CheckpointWriter(store: store, outputs: outputs, runID: runID) { error in
             failureBox.withLock { $0 }?(error)
         }
-        feed = try InputFeed(config: config, checkpoint: try CheckpointReader(path: config.checkpoint), writer: writer, hasInvalidRows: hasInvalid)
+        // A fresh checkpoint holds nothing to look up: the feed then skips the per-line lookups.
+        let reader = try store.isEmpty() ? nil : try CheckpointReader(path: config.checkpoint)
+        feed = try InputFeed(config: config, checkpoint: reader, writer: writer, hasInvalidRows: hasInvalid)
         transport = CurlTransport(maxConnections: config.concurrency + 8)
         policy = RetryPolicy(baseDelay: config.retryBaseDelay, maxDelay: config.retryMaxDelay)
         var h = ["Content-Type: application/json", "Accept: application/json, text/event-stream", "User-Agent: chatbatch/0.1"]
