@@ -39,6 +39,7 @@ struct CheckpointTests {
         try? FileManager.default.removeItem(atPath: checkpoint + "-wal")
         let (c, _) = try runJob(settings(scratch, g))
         #expect(c.exit == .usageOrInput, "\(c.stopReason ?? "")")
+        #expect(c.stopReason?.contains("damaged") == true)
 
         // A newer schema version.
         try FileManager.default.removeItem(atPath: checkpoint)

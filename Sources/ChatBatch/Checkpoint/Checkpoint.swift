@@ -108,6 +108,16 @@ public final class CheckpointStore: @unchecked Sendable {
                 code: "not_a_checkpoint",
                 message: "\(path) is not a chatbatch checkpoint (not an SQLite file, or truncated); refusing to overwrite it. Move it away or pass another --checkpoint")
         }
+        // The header records the database size (valid when its two change counters agree): a shorter file was cut off.
+        let b = Array(head)
+        func u32(_ at: Int) -> Int { Int(b[at]) << 24 | Int(b[at + 1]) << 16 | Int(b[at + 2]) << 8 | Int(b[at + 3]) }
+        let rawPageSize = Int(b[16]) << 8 | Int(b[17])
+        let pageSize = rawPageSize == 1 ? 65536 : rawPageSize
+        if u32(24) == u32(92), u32(28) > 0, fileSize(path) < u32(28) * pageSize {
+            throw CheckpointError(
+                code: "damaged",
+                message: "checkpoint \(path) is damaged: it is \(fileSize(path)) bytes but records \(u32(28) * pageSize); refusing to use it, since a damaged checkpoint could send answered prompts again. Restore it from a copy, or move it away to start over")
+        }
     }
 
     func prepareSchema(fresh: Bool) throws(CheckpointError) {
