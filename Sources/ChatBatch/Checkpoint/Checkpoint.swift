@@ -157,7 +157,6 @@ public final class CheckpointStore: @unchecked Sendable {
                     out_seq INTEGER,
                     updated_at REAL NOT NULL);
                 CREATE INDEX requests_out ON requests(out_kind, out_seq) WHERE out_seq IS NOT NULL;
-                CREATE INDEX requests_state ON requests(state);
                 CREATE TABLE attempts(
                     id INTEGER PRIMARY KEY,
                     custom_id TEXT NOT NULL,
@@ -267,7 +266,6 @@ final class CheckpointReader {
 
     init(path: String) throws(CheckpointError) {
         db = try SQLiteDatabase(path: path, readOnly: true)
-        try db.execute("PRAGMA mmap_size=268435456")
         lookup = try db.prepare("SELECT state, body_hash, line, crash_resend FROM requests WHERE custom_id=?")
     }
 

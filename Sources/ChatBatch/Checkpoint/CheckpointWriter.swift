@@ -41,8 +41,9 @@ struct AttemptRecord: Sendable {
 /// A change the writer commits.
 enum CheckpointOp: Sendable {
     /// About to send: committed before the request leaves, so a crash leaves it visibly in flight.
-    /// `done(true)` runs once committed; `done(false)` when it could not be (the request must not be sent).
-    case claim(customID: String, line: Int, bodyHash: String, model: String?, done: @Sendable (Bool) -> Void)
+    /// Once committed, the claims of one commit are handed to the writer's `onClaimed` together;
+    /// when they could not be, `refused` runs for each (the request must not be sent).
+    case claim(customID: String, line: Int, bodyHash: String, model: String?, token: Int)
     /// Finished, with its output line.
     case finish(FinishedRecord, attempt: AttemptRecord?)
     /// Back to pending (a retry will claim it again, or a later run will send it).
@@ -76,15 +77,23 @@ final class CheckpointWriter: Sendable {
     nonisolated(unsafe) var statements: Statements?
     /// The last output sequence number committed (-1 until read once from the checkpoint).
     nonisolated(unsafe) var lastSeq = -1
+    /// When output lengths were last recorded (uptime nanoseconds).
+    nonisolated(unsafe) var lastRecorded: UInt64 = 0
     let runID: Int
     let onFailure: @Sendable (any Error) -> Void
+    /// Receives the tokens of claims just committed (their requests may now be sent), or refused.
+    let onClaims: @Sendable (_ tokens: [Int], _ committed: Bool) -> Void
 
     struct Statements {
         let claim, finish, requeue, attempt, supersede: SQLiteStatement
         let nextSeq: SQLiteStatement
     }
 
-    init(store: CheckpointStore, outputs: OutputFiles, runID: Int, onFailure: @escaping @Sendable (any Error) -> Void) {
+    init(
+        store: CheckpointStore, outputs: OutputFiles, runID: Int, onFailure: @escaping @Sendable (any Error) -> Void,
+        onClaims: @escaping @Sendable ([Int], Bool) -> Void
+    ) {
+        self.onClaims = onClaims
         self.store = store
         self.outputs = outputs
         self.runID = runID
@@ -141,7 +150,7 @@ final class CheckpointWriter: Sendable {
     /// Commits everything handed in so far and waits for it, output lines included.
     func drain() {
         queue.sync { self.flush() }
-        queue.sync { self.flush() }
+        queue.sync { self.flush(forceRecord: true) }
     }
 
     /// Commits what is waiting, then refuses further changes (the run is giving up the checkpoint).
@@ -153,7 +162,7 @@ final class CheckpointWriter: Sendable {
     /// The first failure, if a commit or an output write failed (the run must stop).
     var failure: (any Error)? { state.withLock { $0.failure } }
 
-    private func flush() {
+    private func flush(forceRecord: Bool = false) {
         let ops = state.withLock { p -> [CheckpointOp] in
             let ops = p.ops
             p.ops = []
@@ -175,13 +184,13 @@ final class CheckpointWriter: Sendable {
             }
             var seq = lastSeq
             var written: [(seq: Int, record: FinishedRecord)] = []
-            var claimed: [@Sendable (Bool) -> Void] = []
+            var claimed: [Int] = []
             let now = Date().timeIntervalSince1970
             for op in ops {
                 switch op {
-                case .claim(let id, let line, let hash, let model, let done):
+                case .claim(let id, let line, let hash, let model, let token):
                     try s.claim.run([.text(id), .int(line), .text(hash), model.map(SQLiteValue.text) ?? .null, .double(now)])
-                    claimed.append(done)
+                    claimed.append(token)
                 case .finish(let r, let attempt):
                     seq += 1
                     try s.finish.run([
@@ -203,11 +212,17 @@ final class CheckpointWriter: Sendable {
                     outputs.needsRebuild = true
                 }
             }
+            // Output lengths are recorded at most every 200 ms (and when the run ends): lines written but not yet
+            // recorded are cut off and written again on resume, so recording less often loses nothing.
             let outputFailed = state.withLock { $0.outputFailed }
-            if !outputFailed { try outputs.recordLengths(in: store) }
+            let uptime = DispatchTime.now().uptimeNanoseconds
+            if !outputFailed && (forceRecord || uptime - lastRecorded >= 200_000_000) {
+                try outputs.recordLengths(in: store)
+                lastRecorded = uptime
+            }
             try db.execute("COMMIT")
             lastSeq = seq
-            for done in claimed { done(true) }
+            if !claimed.isEmpty { onClaims(claimed, true) }
             if !written.isEmpty && !outputFailed {
                 do {
                     try outputs.append(written, store: store)
@@ -226,9 +241,11 @@ final class CheckpointWriter: Sendable {
 
     /// Tells every claim in `ops` that it was not recorded, so its request is never sent.
     private func refuseClaims(_ ops: [CheckpointOp]) {
-        for op in ops {
-            if case .claim(_, _, _, _, let done) = op { done(false) }
+        let tokens = ops.compactMap { op -> Int? in
+            if case .claim(_, _, _, _, let token) = op { return token }
+            return nil
         }
+        if !tokens.isEmpty { onClaims(tokens, false) }
     }
 
     private func insert(_ a: AttemptRecord, _ s: Statements) throws(CheckpointError) {

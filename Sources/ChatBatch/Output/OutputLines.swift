@@ -19,6 +19,32 @@ enum OutputLines {
         ]
     }
 
+    /// The same line as `result`, with the server's body bytes spliced in unchanged when they are
+    /// single-line JSON (they were parsed already): no second serialisation on the hot path.
+    static func result(customID: String, status: Int, requestID: String?, rawBody: [UInt8], parsed: JSON) -> String {
+        guard !rawBody.contains(0x0A), !rawBody.contains(0x0D) else {
+            return result(customID: customID, status: status, requestID: requestID, body: parsed).serialized()
+        }
+        var out = [UInt8]()
+        out.reserveCapacity(rawBody.count + 160)
+        out += Array(#"{"id":"#.utf8)
+        JSON.string(batchID(customID)).write(to: &out)
+        out += Array(#","custom_id":"#.utf8)
+        JSON.string(customID).write(to: &out)
+        out += Array(#","response":{"status_code":"#.utf8)
+        out += Array(String(status).utf8)
+        out += Array(#","request_id":"#.utf8)
+        (requestID.map(JSON.string) ?? .null).write(to: &out)
+        out += Array(#","body":"#.utf8)
+        var end = rawBody.count
+        while end > 0, rawBody[end - 1] == 0x20 || rawBody[end - 1] == 0x09 { end -= 1 }
+        var start = 0
+        while start < end, rawBody[start] == 0x20 || rawBody[start] == 0x09 { start += 1 }
+        out += rawBody[start..<end]
+        out += Array(#"},"error":null}"#.utf8)
+        return String(decoding: out, as: UTF8.self)
+    }
+
     /// An errors-file line; `response` is kept when the server answered (its body carries the server's message).
     static func error(customID: String, code: String, message: String, status: Int? = nil, requestID: String? = nil, body: JSON? = nil) -> JSON {
         var response = JSON.null

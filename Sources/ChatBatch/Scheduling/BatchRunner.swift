@@ -55,6 +55,11 @@ public final class BatchRunner: @unchecked Sendable {
     var started = DispatchTime.now()
     var random = SystemRandomNumberGenerator()
     var signalSources: [any DispatchSourceSignal] = []
+    var nextToken = 0
+    /// Jobs whose claims are being committed, by token (the writer's queue takes them out).
+    let pendingClaims = Mutex<[Int: Job]>([:])
+    /// Answers waiting for the run queue.
+    let completions = Mutex<(items: [(Job, HTTPResponse, Double)], scheduled: Bool)>(([], false))
 
     /// Opens the checkpoint (refusing a busy, foreign or damaged one), reconciles the output files with it,
     /// and gets ready to run. Nothing is sent until `run()`.
@@ -75,9 +80,11 @@ public final class BatchRunner: @unchecked Sendable {
         runID = try store.beginRun()
         let hasInvalid = (try store.db.query("SELECT count(*) FROM requests WHERE error_code='invalid_line'").first?.first?.int ?? 0) > 0
         let failureBox = Mutex<(@Sendable (any Error) -> Void)?>(nil)
-        writer = CheckpointWriter(store: store, outputs: outputs, runID: runID) { error in
-            failureBox.withLock { $0 }?(error)
-        }
+        let claimsBox = Mutex<(@Sendable ([Int], Bool) -> Void)?>(nil)
+        writer = CheckpointWriter(
+            store: store, outputs: outputs, runID: runID,
+            onFailure: { error in failureBox.withLock { $0 }?(error) },
+            onClaims: { tokens, committed in claimsBox.withLock { $0 }?(tokens, committed) })
         // A fresh checkpoint holds nothing to look up: the feed then skips the per-line lookups.
         let reader = try store.isEmpty() ? nil : try CheckpointReader(path: config.checkpoint)
         feed = try InputFeed(config: config, checkpoint: reader, writer: writer, hasInvalidRows: hasInvalid)
@@ -92,6 +99,9 @@ public final class BatchRunner: @unchecked Sendable {
                 guard let runner = self else { return }
                 runner.queue.async { runner.stopRun(.failed("\(error)")) }
             }
+        }
+        claimsBox.withLock {
+            $0 = { [weak self] tokens, committed in self?.claimed(tokens, committed: committed) }
         }
         if crashRecovered > 0 {
             log("chatbatch: \(crashRecovered) prompts were in flight when a previous run stopped; they will be sent again and counted as possibly billed twice")
@@ -175,9 +185,8 @@ public final class BatchRunner: @unchecked Sendable {
     }
 
     func send(_ next: Job) {
-        var next = next
-        next.attempt += 1
-        let job = next
+        var job = next
+        job.attempt += 1
         inflight += 1
         summary.attempts += 1
         if job.attempt == 1 {
@@ -185,19 +194,49 @@ public final class BatchRunner: @unchecked Sendable {
             if job.request.resentAfterCrash { summary.resentAfterCrash += 1 }
         }
         let r = job.request
-        let request = HTTPRequest(
-            url: config.endpoint, headers: headers + ["X-Client-Request-Id: \(r.customID)"], body: r.body,
-            connectTimeout: config.connectTimeout, timeout: config.timeout)
+        nextToken += 1
+        let token = nextToken
+        pendingClaims.withLock { $0[token] = job }
+        writer.submit(.claim(customID: r.customID, line: r.line, bodyHash: r.bodyHash, model: r.model, token: token))
+    }
+
+    /// Called by the writer once claims are committed (or refused): sends the committed ones in one batch.
+    /// Runs on the writer's queue.
+    func claimed(_ tokens: [Int], committed: Bool) {
+        let jobs = pendingClaims.withLock { p in tokens.compactMap { p.removeValue(forKey: $0) } }
+        if !committed || abortNow.load(ordering: .relaxed) {
+            for job in jobs { completed(job, Self.withheld, startedAt: 0) }
+            return
+        }
         let startedAt = Date().timeIntervalSince1970
-        writer.submit(.claim(customID: r.customID, line: r.line, bodyHash: r.bodyHash, model: r.model) { [self] committed in
-            if !committed || abortNow.load(ordering: .relaxed) {
-                queue.async { self.handle(job, Self.withheld, startedAt: startedAt) }
-                return
-            }
-            transport.submit(request) { response in
-                self.queue.async { self.handle(job, response, startedAt: startedAt) }
-            }
+        transport.submit(jobs.map { job in
+            let r = job.request
+            let request = HTTPRequest(
+                url: config.endpoint, headers: headers + ["X-Client-Request-Id: \(r.customID)"], body: r.body,
+                connectTimeout: config.connectTimeout, timeout: config.timeout)
+            return (request, { [self] response in completed(job, response, startedAt: startedAt) })
         })
+    }
+
+    /// Queues an answer for the run queue; answers that arrive together are handled in one hop.
+    func completed(_ job: Job, _ response: HTTPResponse, startedAt: Double) {
+        let schedule = completions.withLock { c -> Bool in
+            c.items.append((job, response, startedAt))
+            if c.scheduled { return false }
+            c.scheduled = true
+            return true
+        }
+        if schedule {
+            queue.async {
+                let items = self.completions.withLock { c -> [(Job, HTTPResponse, Double)] in
+                    c.scheduled = false
+                    defer { c.items = [] }
+                    return c.items
+                }
+                for (job, response, startedAt) in items { self.handle(job, response, startedAt: startedAt) }
+                self.pump()
+            }
+        }
     }
 
     func armPauseWake() {
@@ -213,7 +252,6 @@ public final class BatchRunner: @unchecked Sendable {
 
     func handle(_ job: Job, _ response: HTTPResponse, startedAt: Double) {
         inflight -= 1
-        defer { pump() }
         let r = job.request
         let latencyMs = response.totalSeconds * 1000
         let requestID = response.headers["x-tera-request-id"] ?? response.headers["x-request-id"]
@@ -262,11 +300,13 @@ public final class BatchRunner: @unchecked Sendable {
             summary.promptTokens += prompt
             summary.completionTokens += completion
             summary.cost += cost
-            let output = OutputLines.result(customID: r.customID, status: response.status, requestID: requestID, body: body)
+            let output = r.stream
+                ? OutputLines.result(customID: r.customID, status: response.status, requestID: requestID, body: body).serialized()
+                : OutputLines.result(customID: r.customID, status: response.status, requestID: requestID, rawBody: response.body, parsed: body)
             writer.submit(.finish(FinishedRecord(
                 customID: r.customID, line: r.line, bodyHash: r.bodyHash, model: r.model, state: .done, statusCode: response.status,
                 requestID: requestID, promptTokens: prompt, completionTokens: completion, cost: cost, latencyMs: latencyMs,
-                attempts: job.attempt, output: output.serialized(), kind: .results), attempt: attempt))
+                attempts: job.attempt, output: output, kind: .results), attempt: attempt))
         case .retry(let after, let pauseAll, let ambiguous):
             attempt.ambiguous = ambiguous
             if ambiguous { summary.possiblyBilledTwice += 1 }

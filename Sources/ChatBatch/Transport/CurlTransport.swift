@@ -5,9 +5,12 @@ import Synchronization
 /// Sends HTTP requests over one libcurl multi handle, driven by one dedicated thread.
 ///
 /// Dispatch's global queues run only about two blocking jobs per core on Linux, so blocking calls
-/// there cannot keep hundreds of requests in flight; one thread polling a multi handle can, with
-/// keep-alive and HTTP/2 multiplexing. `submit` may be called from any thread: it queues the request
-/// and wakes the thread with `curl_multi_wakeup`. Completions run on the transport thread and must be quick.
+/// there cannot keep hundreds of requests in flight; one thread driving a multi handle can, with
+/// keep-alive and HTTP/2 multiplexing. The thread waits in `epoll_wait` and hands libcurl only the
+/// sockets that are ready (`curl_multi_socket_action`): `curl_multi_perform`/`curl_multi_poll` look at
+/// every transfer on every wake-up, which measured 25 `poll` calls per request at concurrency 64.
+/// `submit` may be called from any thread: it queues the request and wakes the thread through a pipe.
+/// Completions run on the transport thread and must be quick.
 ///
 /// Bodies go through a read callback without a seek callback, on purpose: when a reused connection dies
 /// after the body was sent, libcurl would silently send the POST again on a new connection (up to five
@@ -22,17 +25,36 @@ public final class CurlTransport: Sendable {
         var stop = false
     }
 
-    /// The multi handle. Only the transport thread uses it, except `curl_multi_wakeup`, which libcurl allows from any thread.
-    struct MultiHandle: @unchecked Sendable { let pointer: UnsafeMutableRawPointer }
-
-    /// The queue of work handed to the transport thread.
+    /// The queue of work handed to the transport thread, and the pipe that wakes it.
     final class Shared: Sendable {
         let inbox = Mutex(Inbox())
         let inflight = Atomic<Int>(0)
+        let wakeRead: Int32
+        let wakeWrite: Int32
+
+        init() {
+            var fds: [Int32] = [0, 0]
+            pipe(&fds)
+            for fd in fds {
+                _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+                _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+            }
+            wakeRead = fds[0]
+            wakeWrite = fds[1]
+        }
+
+        deinit {
+            close(wakeRead)
+            close(wakeWrite)
+        }
+
+        func wake() {
+            var byte: UInt8 = 1
+            _ = write(wakeWrite, &byte, 1)  // a full pipe already means "wake up"
+        }
     }
 
     private let shared = Shared()
-    private let multi: MultiHandle
     private let finished = DispatchSemaphore(value: 0)
 
     static let globalInit: Bool = {
@@ -43,12 +65,8 @@ public final class CurlTransport: Sendable {
     /// Starts the transport thread. `maxConnections` sizes libcurl's connection cache (keep-alive).
     public init(maxConnections: Int = 64) {
         _ = Self.globalInit
-        let m = curl_multi_init()!
-        cb_curl_multi_setopt_long(m, CURLMOPT_MAXCONNECTS, max(8, maxConnections))
-        cb_curl_multi_setopt_long(m, CURLMOPT_PIPELINING, Int(CURLPIPE_MULTIPLEX))
-        multi = MultiHandle(pointer: m)
-        let thread = Thread { [shared, multi, finished] in
-            var loop = TransportLoop(multi: multi.pointer, shared: shared)
+        let thread = Thread { [shared, finished] in
+            let loop = TransportLoop(shared: shared, maxConnections: maxConnections)
             loop.run()
             finished.signal()
         }
@@ -58,13 +76,21 @@ public final class CurlTransport: Sendable {
 
     /// Queues a request; `completion` runs once, on the transport thread, with the answer or the failure.
     public func submit(_ request: HTTPRequest, completion: @escaping @Sendable (HTTPResponse) -> Void) {
-        shared.inflight.add(1, ordering: .relaxed)
-        let counted: Completion = { [shared] r in
-            shared.inflight.subtract(1, ordering: .relaxed)
-            completion(r)
+        submit([(request, completion)])
+    }
+
+    /// Queues several requests with one wake-up of the transport thread.
+    public func submit(_ batch: [(HTTPRequest, @Sendable (HTTPResponse) -> Void)]) {
+        guard !batch.isEmpty else { return }
+        shared.inflight.add(batch.count, ordering: .relaxed)
+        let counted = batch.map { request, completion -> (HTTPRequest, Completion) in
+            (request, { [shared] r in
+                shared.inflight.subtract(1, ordering: .relaxed)
+                completion(r)
+            })
         }
-        shared.inbox.withLock { $0.items.append((request, counted)) }
-        curl_multi_wakeup(multi.pointer)
+        shared.inbox.withLock { $0.items.append(contentsOf: counted) }
+        shared.wake()
     }
 
     /// Requests submitted and not yet completed.
@@ -73,15 +99,14 @@ public final class CurlTransport: Sendable {
     /// Aborts every transfer under way; each completes with a `cancelled` failure.
     public func cancelAll() {
         shared.inbox.withLock { $0.cancelAll = true }
-        curl_multi_wakeup(multi.pointer)
+        shared.wake()
     }
 
     /// Cancels what is under way and stops the thread; returns when it has stopped.
     public func shutdown() {
         shared.inbox.withLock { $0.stop = true; $0.cancelAll = true }
-        curl_multi_wakeup(multi.pointer)
+        shared.wake()
         finished.wait()
-        curl_multi_cleanup(multi.pointer)
     }
 
     /// Sends one request and waits for its answer (tools and tests).
@@ -111,19 +136,36 @@ final class Transfer {
     }
 }
 
-/// The loop the transport thread runs.
-struct TransportLoop {
+/// The loop the transport thread runs: epoll over libcurl's sockets and the wake-up pipe.
+final class TransportLoop {
     let multi: UnsafeMutableRawPointer
     let shared: CurlTransport.Shared
+    let epoll: Int32
     var active: [UnsafeMutableRawPointer: Transfer] = [:]
     var spare: [UnsafeMutableRawPointer] = []
+    /// When libcurl next wants `CURL_SOCKET_TIMEOUT`, in uptime nanoseconds; nil when it wants none.
+    var timerDeadline: UInt64? = nil
 
-    init(multi: UnsafeMutableRawPointer, shared: CurlTransport.Shared) {
-        self.multi = multi
+    init(shared: CurlTransport.Shared, maxConnections: Int) {
         self.shared = shared
+        multi = curl_multi_init()!
+        epoll = cb_epoll_create()
+        cb_epoll_add(epoll, shared.wakeRead, cb_EPOLLIN)
+        let context = Unmanaged.passUnretained(self).toOpaque()
+        cb_curl_multi_setopt_long(multi, CURLMOPT_MAXCONNECTS, max(8, maxConnections))
+        cb_curl_multi_setopt_long(multi, CURLMOPT_PIPELINING, Int(CURLPIPE_MULTIPLEX))
+        cb_curl_multi_setopt_socketfunction(multi, socketCallback)
+        cb_curl_multi_setopt_pointer(multi, CURLMOPT_SOCKETDATA, context)
+        cb_curl_multi_setopt_timerfunction(multi, timerCallback)
+        cb_curl_multi_setopt_pointer(multi, CURLMOPT_TIMERDATA, context)
     }
 
-    mutating func run() {
+    static func now() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
+
+    func run() {
+        var fds = [Int32](repeating: 0, count: 256)
+        var events = [UInt32](repeating: 0, count: 256)
+        var running: Int32 = 0
         while true {
             let (items, cancel, stop) = shared.inbox.withLock { box in
                 let taken = (box.items, box.cancelAll, box.stop)
@@ -144,16 +186,58 @@ struct TransportLoop {
                 active.removeAll()
             }
             if stop && active.isEmpty { break }
-            var running: Int32 = 0
-            curl_multi_perform(multi, &running)
+            var wait: Int32 = 1000
+            if let deadline = timerDeadline {
+                let now = Self.now()
+                wait = deadline <= now ? 0 : Int32(min(1000, (deadline - now + 999_999) / 1_000_000))
+            }
+            let n = cb_epoll_wait(epoll, &fds, &events, Int32(fds.count), wait)
+            for k in 0..<max(0, Int(n)) {
+                let fd = fds[k]
+                if fd == shared.wakeRead {
+                    var sink = [UInt8](repeating: 0, count: 256)
+                    while read(fd, &sink, sink.count) > 0 {}
+                    continue
+                }
+                let e = events[k]
+                var flags: Int32 = 0
+                if e & cb_EPOLLIN != 0 { flags |= CURL_CSELECT_IN }
+                if e & cb_EPOLLOUT != 0 { flags |= CURL_CSELECT_OUT }
+                if e & (cb_EPOLLERR | cb_EPOLLHUP) != 0 { flags |= CURL_CSELECT_ERR }
+                curl_multi_socket_action(multi, fd, flags, &running)
+            }
+            if let deadline = timerDeadline, deadline <= Self.now() {
+                timerDeadline = nil
+                curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running)
+            }
             var left: Int32 = 0
             while let message = curl_multi_info_read(multi, &left) {
                 guard message.pointee.msg == CURLMSG_DONE, let easy = message.pointee.easy_handle else { continue }
                 finish(easy, code: message.pointee.data.result)
             }
-            curl_multi_poll(multi, nil, 0, 1000, nil)
         }
         for easy in spare { curl_easy_cleanup(easy) }
+        curl_multi_cleanup(multi)
+        close(epoll)
+    }
+
+    /// libcurl tells which events it wants on a socket.
+    func watch(_ fd: Int32, what: Int32) {
+        if what == CURL_POLL_REMOVE {
+            cb_epoll_del(epoll, fd)
+            return
+        }
+        var events: UInt32 = 0
+        if what & CURL_POLL_IN != 0 { events |= cb_EPOLLIN }
+        if what & CURL_POLL_OUT != 0 { events |= cb_EPOLLOUT }
+        if cb_epoll_mod(epoll, fd, events) != 0 && errno == ENOENT {
+            cb_epoll_add(epoll, fd, events)
+        }
+    }
+
+    /// libcurl asks to be called back in `ms` milliseconds (-1: never).
+    func setTimer(_ ms: Int) {
+        timerDeadline = ms < 0 ? nil : Self.now() + UInt64(ms) * 1_000_000
     }
 
     static func cancelled() -> HTTPResponse {
@@ -161,12 +245,12 @@ struct TransportLoop {
                      firstByteSeconds: 0, totalSeconds: 0)
     }
 
-    mutating func recycle(_ easy: UnsafeMutableRawPointer) {
+    func recycle(_ easy: UnsafeMutableRawPointer) {
         curl_easy_reset(easy)
         spare.append(easy)
     }
 
-    mutating func start(_ request: HTTPRequest, _ completion: @escaping CurlTransport.Completion) {
+    func start(_ request: HTTPRequest, _ completion: @escaping CurlTransport.Completion) {
         let easy = spare.popLast() ?? curl_easy_init()!
         let transfer = Transfer(easy: easy, body: request.body, completion: completion)
         let context = Unmanaged.passUnretained(transfer).toOpaque()
@@ -198,7 +282,7 @@ struct TransportLoop {
         curl_multi_add_handle(multi, easy)
     }
 
-    mutating func finish(_ easy: UnsafeMutableRawPointer, code: CURLcode) {
+    func finish(_ easy: UnsafeMutableRawPointer, code: CURLcode) {
         curl_multi_remove_handle(multi, easy)
         guard let transfer = active.removeValue(forKey: easy) else { return }
         var status = 0
@@ -223,6 +307,16 @@ struct TransportLoop {
             status: status, headers: transfer.headers, body: transfer.response, failure: failure,
             firstByteSeconds: Double(firstByte) / 1e6, totalSeconds: Double(total) / 1e6))
     }
+}
+
+private let socketCallback: curl_socket_callback = { _, fd, what, userp, _ in
+    Unmanaged<TransportLoop>.fromOpaque(userp!).takeUnretainedValue().watch(fd, what: what)
+    return 0
+}
+
+private let timerCallback: curl_multi_timer_callback = { _, ms, userp in
+    Unmanaged<TransportLoop>.fromOpaque(userp!).takeUnretainedValue().setTimer(ms)
+    return 0
 }
 
 private func transfer(_ userdata: UnsafeMutableRawPointer?) -> Transfer {
