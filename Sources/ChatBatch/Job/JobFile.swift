@@ -46,6 +46,7 @@ public enum JobFile {
         }
         func path(_ key: String) throws(InputError) -> String? {
             guard let p = try string(key) else { return nil }
+            if p.hasPrefix("~/") { return (p as NSString).expandingTildeInPath }
             return p.hasPrefix("/") ? p : (folder as NSString).appendingPathComponent(p)
         }
         func number(_ v: JSON?, _ key: String) throws(InputError) -> Double? {

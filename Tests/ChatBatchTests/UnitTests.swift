@@ -1,0 +1,121 @@
+@testable import ChatBatch
+import ChatBatchCore
+import FakeGateway
+import Foundation
+import Testing
+
+@Suite("Small parts: JSON, retry rules, keys, providers")
+struct UnitTests {
+    @Test func jsonKeepsKeyOrderIntegersAndEscapes() throws {
+        let text = #"{"b":1,"a":[true,null,2.5,-0.0001,1e3],"s":"x\"\\\n\u00e9\ud83d\ude00","n":-12}"#
+        let v = try JSON.parse(text)
+        #expect(v.objectValue?.keys == ["b", "a", "s", "n"])
+        #expect(v["b"] == .int(1))
+        #expect(v["s"]?.stringValue == "x\"\\\né😀")
+        #expect(try JSON.parse(v.serialized()) == v)
+        #expect(v.serialized().hasPrefix(#"{"b":1,"a":[true,null,2.5,"#))
+        for bad in ["{", "[1,]", "{\"a\" 1}", "01", "\"\\x\"", "nul", "{} {}", "\"\u{01}\""] {
+            #expect(throws: JSONParseError.self, "\(bad)") { try JSON.parse(bad) }
+        }
+        #expect(throws: JSONParseError.self) { try JSON.parse([0x22, 0xC3, 0x28, 0x22]) }  // invalid UTF-8
+    }
+
+    @Test func retryAfterTakesSecondsOrAnHTTPDate() {
+        let now = Date(timeIntervalSince1970: 1_800_000_000)
+        #expect(RetryPolicy.retryAfter("7", now: now) == 7)
+        #expect(RetryPolicy.retryAfter(" 1.5 ", now: now) == 1.5)
+        #expect(RetryPolicy.retryAfter("-3", now: now) == nil)
+        #expect(RetryPolicy.retryAfter("soon", now: now) == nil)
+        let date = "Fri, 15 Jan 2027 08:00:30 GMT"  // 1_800_000_030
+        #expect(RetryPolicy.retryAfter(date, now: now) == 30)
+        #expect(RetryPolicy.retryAfter("Fri, 15 Jan 2027 07:00:00 GMT", now: now) == 0)
+    }
+
+    @Test func verdictsFollowTheErrorTable() {
+        let policy = RetryPolicy(baseDelay: 0.5, maxDelay: 8)
+        var rng = SystemRandomNumberGenerator()
+        func response(_ status: Int, _ headers: [String: String] = [:]) -> HTTPResponse {
+            HTTPResponse(status: status, headers: headers, body: [], failure: nil, firstByteSeconds: 0, totalSeconds: 0)
+        }
+        #expect(policy.verdict(for: response(200), attempt: 1, random: &rng) == .success)
+        #expect(policy.verdict(for: response(429, ["retry-after": "4"]), attempt: 1, random: &rng) == .retry(after: 4, pauseAll: true, ambiguous: false))
+        #expect(policy.verdict(for: response(503, ["retry-after": "2"]), attempt: 1, random: &rng) == .retry(after: 2, pauseAll: false, ambiguous: false))
+        #expect(policy.verdict(for: response(400), attempt: 1, random: &rng) == .fail)
+        #expect(policy.verdict(for: response(401), attempt: 1, random: &rng) == .stopRun)
+        #expect(policy.verdict(for: response(403), attempt: 1, random: &rng) == .blockModel)
+        #expect(policy.verdict(for: response(404), attempt: 1, random: &rng) == .blockModel)
+        let reset = HTTPResponse(status: 0, headers: [:], body: [], failure: TransportFailure(kind: .sentNoAnswer, curlCode: 52, message: "Empty reply"),
+                                 firstByteSeconds: 0, totalSeconds: 0)
+        guard case .retry(let after, false, true) = policy.verdict(for: reset, attempt: 3, random: &rng) else {
+            Issue.record("a reset is a retry counted as possibly billed twice"); return
+        }
+        #expect(after >= 0 && after <= 2)  // full jitter: [0, 0.5·2²]
+        for attempt in 1...20 { #expect(policy.backoff(attempt, &rng) <= 8) }
+    }
+
+    @Test func serverErrorsReadStringAndIntegerCodes() {
+        let openAI = ServerError(status: 400, body: Array(#"{"error":{"message":"bad","type":"invalid_request_error","code":"invalid_value"}}"#.utf8))
+        #expect(openAI.message == "bad" && openAI.code == "invalid_value" && openAI.type == "invalid_request_error")
+        let vllm = ServerError(status: 400, body: Array(#"{"error":{"message":"too long","type":"BadRequestError","code":400}}"#.utf8))
+        #expect(vllm.code == "400" && vllm.message == "too long")
+        let plain = ServerError(status: 502, body: Array("<html>bad gateway</html>".utf8))
+        #expect(plain.message.contains("HTTP 502") && plain.message.contains("bad gateway"))
+    }
+
+    @Test func keysComeFromTheEnvironmentOrAFileAndPlainHTTPIsFlagged() throws {
+        let scratch = Scratch()
+        var s = JobSettings()
+        s.input = "x.jsonl"
+        s.apiKeyEnv = "CHATBATCH_TEST_SURELY_UNSET"
+        #expect { try APIKeySource.resolve(try s.resolve()) } throws: { ($0 as? InputError)?.message.contains("CHATBATCH_TEST_SURELY_UNSET") == true }
+        FileManager.default.createFile(atPath: scratch.file("key"), contents: Data("sk-from-file\n".utf8))
+        s.apiKeyFile = scratch.file("key")
+        #expect(try APIKeySource.resolve(try s.resolve()) == "sk-from-file")
+        #expect(APIKeySource.plainTextWarning(endpoint: "http://127.0.0.1:8000/v1/chat/completions") == nil)
+        #expect(APIKeySource.plainTextWarning(endpoint: "https://api.tera.gw/v1/chat/completions") == nil)
+        #expect(APIKeySource.plainTextWarning(endpoint: "http://gpu-box.internal:8000/v1/chat/completions")?.contains("unencrypted") == true)
+    }
+
+    @Test func providersBuildTheirEndpoints() throws {
+        #expect(try Provider.named(.tera).endpoint(baseURL: nil, projectID: nil) == "https://api.tera.gw/v1/chat/completions")
+        #expect(try Provider.named(.tir).endpoint(baseURL: nil, projectID: "42")
+                == "https://infer.e2enetworks.net/project/p-42/genai/gpt_oss_120b/v1/chat/completions?project_id=42")
+        #expect(throws: InputError.self) { try Provider.named(.tir).endpoint(baseURL: nil, projectID: nil) }
+        #expect(throws: InputError.self) { try Provider.named(.openAICompatible).endpoint(baseURL: nil, projectID: nil) }
+        #expect(try Provider.named(.openAICompatible).endpoint(baseURL: "http://h/v1/", projectID: nil) == "http://h/v1/chat/completions")
+    }
+
+    @Test func tirProviderRunsAgainstTheTIRRoute() throws {
+        let scratch = Scratch()
+        let g = try FakeGateway.start { $0.projectID = "4242" }
+        defer { g.shutdown() }
+        scratch.write("in.jsonl", lines: promptLines(5))
+        var s = settings(scratch, g)
+        s.provider = .tir
+        s.baseURL = g.rootURL
+        s.projectID = "4242"
+        let (summary, _) = try runJob(s)
+        #expect(summary.exit == .allDone && summary.done == 5)
+        #expect(g.ledger.snapshot().allSatisfy { $0.route == "tir" && $0.path.hasSuffix("?project_id=4242") })
+        #expect(scratch.lines("out.jsonl").first?["response"]?["body"]?["model"] == "gpt_oss_120b")
+    }
+
+    @Test func soakOfTenThousandRequestsUnderFailuresLosesNothing() throws {
+        let scratch = Scratch()
+        let g = try FakeGateway.start {
+            $0.fail429Rate = 0.02; $0.fail500Rate = 0.02; $0.fail503Rate = 0.02; $0.resetRate = 0.02
+            $0.retryAfterSeconds = nil; $0.randomSeed = 99; $0.threads = 1
+        }
+        defer { g.shutdown() }
+        let n = 10_000
+        scratch.write("in.jsonl", lines: promptLines(n))
+        var s = settings(scratch, g)
+        s.concurrency = 128
+        s.maxAttempts = 30
+        s.retryMaxDelay = 0.05
+        let (summary, _) = try runJob(s)
+        #expect(summary.exit == .allDone && summary.done == n)
+        #expect(summary.retries > 0)
+        try expectExactlyOnce(scratch, ids: (1...n).map { String(format: "p%04d", $0) }, gateway: g)
+    }
+}
