@@ -23,11 +23,42 @@ struct RunCommand: ParsableCommand {
               1  done; some lines failed (see the errors file)
               2  usage or input error (bad flags or job file, --strict with invalid lines, a changed line without --force,
                  a missing key, a foreign or damaged checkpoint)
-              3  stopped early: key refused (401) or no usable model (403/404); resumable
+              3  stopped early: key refused (401), no usable model (403/404), or the --max-cost budget; resumable
               4  interrupted (SIGINT/SIGTERM) or an output file could not be written; resumable
               5  another run holds the checkpoint
             """)
 
+    @OptionGroup var job: JobOptions
+    @Flag(help: "Run against a fake gateway started in-process on loopback (no key, no network, no cost).") var fakeGateway = false
+    @Option(help: "With --fake-gateway: its latency in ms.") var fakeLatencyMs = 20.0
+
+    func run() throws {
+        var settings = try job.jobSettings()
+        var gateway: FakeGateway? = nil
+        var keyOverride: String? = nil
+        if fakeGateway {
+            var c = FakeGatewayConfiguration()
+            c.latencyMilliseconds = fakeLatencyMs
+            c.projectID = settings.projectID ?? "1234"
+            settings.projectID = c.projectID
+            let g = try FakeGateway(c)
+            settings.baseURL = settings.provider == .tir ? g.rootURL : g.baseURL
+            keyOverride = c.apiKeys[0]
+            gateway = g
+            FileHandle.standardError.write(Data("chatbatch: fake gateway on \(g.baseURL)\n".utf8))
+        }
+        let config = try settings.resolve()
+        let summary = RunSession.execute(config, apiKeyOverride: keyOverride) { message in
+            FileHandle.standardError.write(Data((message + "\n").utf8))
+        }
+        gateway?.shutdown()
+        FileHandle.standardError.write(Data((summary.text + "\n").utf8))
+        throw ExitCode(summary.exit.rawValue)
+    }
+}
+
+/// The flags `run` and `validate` share: the job, and every setting that can override it.
+struct JobOptions: ParsableArguments {
     @Argument(help: "A job file (.yaml) or a JSONL input file.") var source: String
     @Option(help: "Results file (default: INPUT.results.jsonl).") var output: String?
     @Option(help: "Errors file (default: results file with .errors.jsonl).") var errors: String?
@@ -49,14 +80,18 @@ struct RunCommand: ParsableCommand {
     @Option(help: "Mustache template that turns record lines into the user message.") var template: String?
     @Option(help: "Record field holding the id (with --template).") var idField: String?
     @Option(help: "Write the run summary as JSON to this file.") var summaryJSON: String?
+    @Option(help: "Stop sending before the total spent on this checkpoint could pass this many USD.") var maxCost: Double?
+    @Option(name: .customLong("rpm"), help: "Client-side limit: requests per minute.") var requestsPerMinute: Double?
+    @Option(name: .customLong("tpm"), help: "Client-side limit: tokens per minute (estimated, corrected from usage).") var tokensPerMinute: Double?
+    @Flag(help: "Keep concurrency fixed instead of halving it on 429 and growing it back.") var noAdaptive = false
+    @Flag(help: "Fan out at once instead of waiting for a first request to succeed.") var noWarmup = false
     @Flag(help: "Refuse the whole run, before sending anything, if any line is invalid.") var strict = false
     @Flag(help: "Send again lines answered before whose request body changed, replacing their answers.") var force = false
     @Flag(help: "Send again lines that failed in an earlier run.") var retryFailed = false
     @Flag(help: "Stream every request (stream: true) and reassemble the answers.") var stream = false
-    @Flag(help: "Run against a fake gateway started in-process on loopback (no key, no network, no cost).") var fakeGateway = false
-    @Option(help: "With --fake-gateway: its latency in ms.") var fakeLatencyMs = 20.0
 
-    func run() throws {
+    /// The job file (if SOURCE is one) overridden by the flags.
+    func jobSettings() throws -> JobSettings {
         var settings = JobSettings()
         if source.hasSuffix(".yaml") || source.hasSuffix(".yml") {
             settings = try JobFile.load(path: source)
@@ -103,27 +138,13 @@ struct RunCommand: ParsableCommand {
         if force { flags.force = true }
         if retryFailed { flags.retryFailed = true }
         if stream { flags.stream = true }
+        flags.maxCost = maxCost
+        flags.requestsPerMinute = requestsPerMinute
+        flags.tokensPerMinute = tokensPerMinute
+        if noAdaptive { flags.adaptiveConcurrency = false }
+        if noWarmup { flags.warmup = false }
         settings = settings.overridden(by: flags)
 
-        var gateway: FakeGateway? = nil
-        var keyOverride: String? = nil
-        if fakeGateway {
-            var c = FakeGatewayConfiguration()
-            c.latencyMilliseconds = fakeLatencyMs
-            c.projectID = settings.projectID ?? "1234"
-            settings.projectID = c.projectID
-            let g = try FakeGateway(c)
-            settings.baseURL = settings.provider == .tir ? g.rootURL : g.baseURL
-            keyOverride = c.apiKeys[0]
-            gateway = g
-            FileHandle.standardError.write(Data("chatbatch: fake gateway on \(g.baseURL)\n".utf8))
-        }
-        let config = try settings.resolve()
-        let summary = RunSession.execute(config, apiKeyOverride: keyOverride) { message in
-            FileHandle.standardError.write(Data((message + "\n").utf8))
-        }
-        gateway?.shutdown()
-        FileHandle.standardError.write(Data((summary.text + "\n").utf8))
-        throw ExitCode(summary.exit.rawValue)
+        return settings
     }
 }

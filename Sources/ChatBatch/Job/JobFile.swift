@@ -8,7 +8,7 @@ public enum JobFile {
         "input", "output", "errors", "checkpoint", "format", "provider", "base_url", "model", "project_id",
         "api_key_env", "api_key_file", "headers", "concurrency", "max_attempts", "timeout", "connect_timeout",
         "retry", "grace", "request", "system", "template", "id_field", "prices", "limits", "strict", "stream",
-        "summary_json",
+        "summary_json", "max_cost", "requests_per_minute", "tokens_per_minute", "adaptive_concurrency", "warmup",
     ]
 
     /// Loads and checks a job file.
@@ -127,6 +127,11 @@ public enum JobFile {
         }
         s.strict = try flag("strict")
         s.stream = try flag("stream")
+        s.maxCost = try number(fields["max_cost"], "max_cost")
+        s.requestsPerMinute = try number(fields["requests_per_minute"], "requests_per_minute")
+        s.tokensPerMinute = try number(fields["tokens_per_minute"], "tokens_per_minute")
+        s.adaptiveConcurrency = try flag("adaptive_concurrency")
+        s.warmup = try flag("warmup")
         return s
     }
 

@@ -35,6 +35,12 @@ public struct JobSettings: Sendable {
     public var retryFailed: Bool?
     public var stream: Bool?
     public var summaryJSON: String?
+    /// Stop sending before the total spent on this checkpoint could pass this many US dollars.
+    public var maxCost: Double?
+    public var requestsPerMinute: Double?
+    public var tokensPerMinute: Double?
+    public var adaptiveConcurrency: Bool?
+    public var warmup: Bool?
 
     public init() {}
 
@@ -47,6 +53,7 @@ public struct JobSettings: Sendable {
         take(\.concurrency); take(\.maxAttempts); take(\.timeout); take(\.connectTimeout); take(\.retryBaseDelay)
         take(\.retryMaxDelay); take(\.grace); take(\.request); take(\.system); take(\.template); take(\.idField)
         take(\.prices); take(\.limits); take(\.strict); take(\.force); take(\.retryFailed); take(\.stream); take(\.summaryJSON)
+        take(\.maxCost); take(\.requestsPerMinute); take(\.tokensPerMinute); take(\.adaptiveConcurrency); take(\.warmup)
         return out
     }
 
@@ -65,6 +72,10 @@ public struct JobSettings: Sendable {
         guard maxAttempts >= 1 else { throw InputError(code: "bad_max_attempts", message: "max_attempts must be at least 1") }
         let timeout = self.timeout ?? 300
         guard timeout > 0 else { throw InputError(code: "bad_timeout", message: "timeout must be more than 0 seconds") }
+        if let c = maxCost, c < 0 { throw InputError(code: "bad_max_cost", message: "max_cost must not be negative") }
+        for (name, v) in [("requests_per_minute", requestsPerMinute), ("tokens_per_minute", tokensPerMinute)] {
+            if let v, v <= 0 { throw InputError(code: "bad_rate", message: "\(name) must be more than 0") }
+        }
         if let t = template, idField == nil, t.isEmpty {
             throw InputError(code: "bad_template", message: "template is empty")
         }
@@ -80,7 +91,8 @@ public struct JobSettings: Sendable {
             grace: grace ?? 30, requestDefaults: request ?? JSONObject(), system: system, template: template,
             idField: idField ?? "id", prices: prices ?? provider.prices, limits: limits ?? provider.limits,
             strict: strict ?? false, force: force ?? false, retryFailed: retryFailed ?? false, stream: stream ?? false,
-            summaryJSON: summaryJSON)
+            summaryJSON: summaryJSON, maxCost: maxCost, requestsPerMinute: requestsPerMinute, tokensPerMinute: tokensPerMinute,
+            adaptiveConcurrency: adaptiveConcurrency ?? true, warmup: warmup ?? true)
     }
 
     /// `prompts.jsonl` → `prompts.results.jsonl`.
@@ -131,4 +143,14 @@ public struct RunConfiguration: Sendable {
     public var retryFailed: Bool
     public var stream: Bool
     public var summaryJSON: String?
+    public var maxCost: Double?
+    public var requestsPerMinute: Double?
+    public var tokensPerMinute: Double?
+    public var adaptiveConcurrency: Bool
+    public var warmup: Bool
+
+    /// The most a request can cost: its estimated prompt, and `max_tokens` (or the model's maximum output) of answer.
+    func worstCost(promptTokens: Int, maxTokens: Int?) -> Double {
+        prices.cost(prompt: promptTokens, completion: maxTokens ?? limits.maxOutputTokens)
+    }
 }

@@ -52,6 +52,11 @@ public struct RunSummary: Sendable {
     public var failuresByCode: [String: Int] = [:]
     public var statusCounts: [Int: Int] = [:]
     public var blockedModels: [String: String] = [:]
+    /// The adaptive in-flight limit at the end, and its lowest value.
+    public var concurrencyLimit = 0
+    public var lowestConcurrency = 0
+    /// Retries of the warm-up probe while the backend was cold.
+    public var warmupRetries = 0
     public var wallSeconds = 0.0
     public var exit: RunExit = .allDone
     public var stopReason: String? = nil
@@ -78,6 +83,8 @@ public struct RunSummary: Sendable {
             "attempts": .int(attempts), "retries": .int(retries),
             "possibly_billed_twice": .int(possiblyBilledTwice), "resent_after_crash": .int(resentAfterCrash),
             "failures_by_code": .object(failures), "status_counts": .object(statuses), "blocked_models": .object(blockedJSON),
+            "concurrency_limit": .int(concurrencyLimit), "lowest_concurrency": .int(lowestConcurrency),
+            "warmup_retries": .int(warmupRetries),
             "wall_seconds": .double((wallSeconds * 1000).rounded() / 1000),
             "requests_per_second": .double((requestsPerSecond * 10).rounded() / 10),
         ]
@@ -99,6 +106,7 @@ public struct RunSummary: Sendable {
         lines.append("  tokens     \(promptTokens) prompt + \(completionTokens) completion = \(totalTokens)")
         lines.append(String(format: "  cost       $%.6f this run, $%.6f on this checkpoint", cost, checkpointCost))
         lines.append("  requests   \(attempts) attempts, \(retries) retries, \(possiblyBilledTwice) possibly billed twice, \(resentAfterCrash) resent after a crash")
+        lines.append("  in flight  limit \(concurrencyLimit) at the end, lowest \(lowestConcurrency)" + (warmupRetries > 0 ? ", warm-up waited through \(warmupRetries) failures" : ""))
         lines.append(String(format: "  time       %.2f s, %.1f requests/s", wallSeconds, requestsPerSecond))
         return lines.joined(separator: "\n")
     }

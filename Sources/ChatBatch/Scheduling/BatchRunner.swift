@@ -14,10 +14,17 @@ public final class BatchRunner: @unchecked Sendable {
     struct Job {
         var request: PreparedRequest
         var attempt = 0
+        /// The most this request can cost (budget), and the tokens it is expected to use (tokens per minute).
+        var worst = 0.0
+        var estimate = 0.0
+        /// The adaptive limit's epoch when it was sent, and whether it is the warm-up probe.
+        var sentEpoch = 0
+        var probe = false
     }
 
     enum Stop {
         case auth(String)
+        case budget(String)
         case interrupted
         case failed(String)
     }
@@ -46,7 +53,6 @@ public final class BatchRunner: @unchecked Sendable {
     var inputDone = false
     var inputRequested = false
     var pausedUntil = DispatchTime(uptimeNanoseconds: 0)
-    var pauseWakeArmed = false
     var stop: Stop? = nil
     var blockedModels: [String: String] = [:]
     var crashRecovered = 0
@@ -56,6 +62,17 @@ public final class BatchRunner: @unchecked Sendable {
     var random = SystemRandomNumberGenerator()
     var signalSources: [any DispatchSourceSignal] = []
     var nextToken = 0
+    var limiter: AdaptiveLimit
+    var budget: Budget
+    var requestBucket: TokenBucket?
+    var tokenBucket: TokenBucket?
+    /// Real tokens ÷ estimated tokens, smoothed: corrects the tokens-per-minute estimates as answers arrive.
+    var tokenRatio = 1.0
+    var warmedUp: Bool
+    /// The warm-up probe is on the wire, or waiting to be retried (then only it may be sent).
+    var probeInFlight = false
+    var probeWaiting = false
+    var wakeArmedAt: DispatchTime? = nil
     /// Jobs whose claims are being committed, by token (the writer's queue takes them out).
     let pendingClaims = Mutex<[Int: Job]>([:])
     /// Answers waiting for the run queue.
@@ -89,6 +106,12 @@ public final class BatchRunner: @unchecked Sendable {
         let reader = try store.isEmpty() ? nil : try CheckpointReader(path: config.checkpoint)
         feed = try InputFeed(config: config, checkpoint: reader, writer: writer, hasInvalidRows: hasInvalid)
         transport = CurlTransport(maxConnections: config.concurrency + 8)
+        limiter = AdaptiveLimit(maximum: config.concurrency, adaptive: config.adaptiveConcurrency)
+        budget = Budget(cap: config.maxCost, spent: try store.totals().cost)
+        let now = DispatchTime.now().uptimeNanoseconds
+        requestBucket = config.requestsPerMinute.map { TokenBucket(perMinute: $0, now: now) }
+        tokenBucket = config.tokensPerMinute.map { TokenBucket(perMinute: $0, now: now) }
+        warmedUp = !config.warmup
         policy = RetryPolicy(baseDelay: config.retryBaseDelay, maxDelay: config.retryMaxDelay)
         var h = ["Content-Type: application/json", "Accept: application/json, text/event-stream", "User-Agent: chatbatch/0.1"]
         if let apiKey, !apiKey.isEmpty { h.append("Authorization: Bearer \(apiKey)") }
@@ -154,34 +177,78 @@ public final class BatchRunner: @unchecked Sendable {
 
     // MARK: sending
 
-    /// Sends while there is room, work, and no pause or stop.
+    /// Sends while there is room, work, and no pause, limit, budget or stop in the way.
     func pump() {
         defer { checkFinished() }
         guard stop == nil else { return }
-        let now = DispatchTime.now()
-        if now < pausedUntil {
-            armPauseWake()
+        if DispatchTime.now() < pausedUntil {
+            armWake(at: pausedUntil)
             return
         }
-        while inflight < config.concurrency {
+        var room = limiter.limit
+        if !warmedUp {
+            if probeInFlight { room = 0 } else if probeWaiting { room = retryReady.first?.probe == true ? 1 : 0 } else { room = 1 }
+        }
+        while inflight < room {
             var job: Job
-            if !retryReady.isEmpty {
-                job = retryReady.removeFirst()
+            let fromRetry = !retryReady.isEmpty
+            if fromRetry {
+                job = retryReady[0]
             } else if readyHead < ready.count {
                 job = Job(request: ready[readyHead])
-                readyHead += 1
             } else {
                 break
             }
-            if let model = job.request.model, let reason = blockedModels[model] {
+            let r = job.request
+            if let model = r.model, let reason = blockedModels[model] {
+                take(fromRetry)
                 summary.blocked += 1
-                writer.submit(.requeue(customID: job.request.customID, line: job.request.line, bodyHash: job.request.bodyHash,
-                                       model: model, attempt: nil, note: "not sent: \(reason)"))
+                writer.submit(.requeue(customID: r.customID, line: r.line, bodyHash: r.bodyHash, model: model, attempt: nil, note: "not sent: \(reason)"))
                 continue
             }
+            job.worst = config.worstCost(promptTokens: r.promptTokens, maxTokens: r.maxTokens)
+            if !budget.allows(job.worst) {
+                let cap = budget.cap ?? 0
+                stopRun(.budget(String(format: "budget: $%.6f spent and $%.6f at most in flight; one more request could pass the $%.6f cap. Run again with a larger --max-cost to carry on", budget.spent, budget.inflightWorst, cap)))
+                return
+            }
+            job.estimate = Double(r.promptTokens + (r.maxTokens ?? config.limits.maxOutputTokens)) * tokenRatio
+            let now = DispatchTime.now().uptimeNanoseconds
+            var wait = requestBucket?.wait(for: 1, now: now) ?? 0
+            wait = max(wait, tokenBucket?.wait(for: job.estimate, now: now) ?? 0)
+            if wait > 0 {
+                armWake(at: .now() + wait)
+                break
+            }
+            take(fromRetry)
+            requestBucket?.take(1)
+            tokenBucket?.take(job.estimate)
+            budget.inflightWorst += job.worst
+            job.sentEpoch = limiter.epoch
+            if !warmedUp {
+                job.probe = true
+                probeInFlight = true
+                probeWaiting = false
+            }
             send(job)
+            if !warmedUp { break }
         }
         if ready.count - readyHead < config.concurrency { requestInput() }
+    }
+
+    /// Removes the job `pump` just looked at from its queue.
+    private func take(_ fromRetry: Bool) {
+        if fromRetry { retryReady.removeFirst() } else { readyHead += 1 }
+    }
+
+    /// Calls `pump` again at `deadline` (a pause, or a rate bucket refilling).
+    func armWake(at deadline: DispatchTime) {
+        if let armed = wakeArmedAt, armed <= deadline { return }
+        wakeArmedAt = deadline
+        queue.asyncAfter(deadline: deadline) {
+            if self.wakeArmedAt == deadline { self.wakeArmedAt = nil }
+            self.pump()
+        }
     }
 
     func send(_ next: Job) {
@@ -239,19 +306,11 @@ public final class BatchRunner: @unchecked Sendable {
         }
     }
 
-    func armPauseWake() {
-        guard !pauseWakeArmed else { return }
-        pauseWakeArmed = true
-        queue.asyncAfter(deadline: pausedUntil) {
-            self.pauseWakeArmed = false
-            self.pump()
-        }
-    }
-
     // MARK: answers
 
     func handle(_ job: Job, _ response: HTTPResponse, startedAt: Double) {
         inflight -= 1
+        budget.inflightWorst -= job.worst
         let r = job.request
         let latencyMs = response.totalSeconds * 1000
         let requestID = response.headers["x-tera-request-id"] ?? response.headers["x-request-id"]
@@ -259,6 +318,7 @@ public final class BatchRunner: @unchecked Sendable {
         var attempt = AttemptRecord(
             customID: r.customID, attempt: job.attempt, startedAt: startedAt, status: response.status > 0 ? response.status : nil,
             latencyMs: latencyMs, requestID: requestID, error: response.failure?.description, ambiguous: false)
+        if job.probe { probeInFlight = false }  // unless it is retried below, the next request becomes the probe
         if let failure = response.failure, failure.kind == .withheld {
             summary.attempts -= 1
             if job.attempt == 1 { summary.sent -= 1 }
@@ -296,6 +356,14 @@ public final class BatchRunner: @unchecked Sendable {
             let prompt = usage?["prompt_tokens"]?.intValue ?? 0
             let completion = usage?["completion_tokens"]?.intValue ?? 0
             let cost = config.prices.cost(prompt: prompt, completion: completion)
+            budget.spent += cost
+            limiter.succeeded()
+            if job.probe { warmedUp = true }
+            if prompt + completion > 0 {
+                tokenBucket?.adjust(job.estimate - Double(prompt + completion))
+                let raw = Double(r.promptTokens + (r.maxTokens ?? config.limits.maxOutputTokens))
+                tokenRatio = 0.9 * tokenRatio + 0.1 * min(1, Double(prompt + completion) / max(1, raw))
+            }
             summary.done += 1
             summary.promptTokens += prompt
             summary.completionTokens += completion
@@ -307,23 +375,33 @@ public final class BatchRunner: @unchecked Sendable {
                 customID: r.customID, line: r.line, bodyHash: r.bodyHash, model: r.model, state: .done, statusCode: response.status,
                 requestID: requestID, promptTokens: prompt, completionTokens: completion, cost: cost, latencyMs: latencyMs,
                 attempts: job.attempt, output: output, kind: .results), attempt: attempt))
-        case .retry(let after, let pauseAll, let ambiguous):
+        case .retry(var after, let pauseAll, let ambiguous):
             attempt.ambiguous = ambiguous
             if ambiguous { summary.possiblyBilledTwice += 1 }
-            if job.attempt >= config.maxAttempts {
+            if response.status == 429 { limiter.rateLimited(sentEpoch: job.sentEpoch) }
+            // The warm-up probe waits out a cold backend: 503s and failed connects do not use up its attempts.
+            let warming = job.probe && !warmedUp && (response.status >= 500 || response.failure?.kind == .notSent)
+                && Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e9 < 120
+            if warming {
+                summary.warmupRetries += 1
+                after = max(after, min(8, config.retryBaseDelay * pow(2, Double(summary.warmupRetries - 1))))
+            }
+            if job.attempt >= config.maxAttempts && !warming {
                 let code = response.failure != nil ? "transport_error" : Self.errorCode(response)
                 let message = response.failure?.description ?? ServerError(status: response.status, body: response.body).message
                 finishFailed(job, attempt, code: code, message: "gave up after \(job.attempt) attempts; last: \(message)", response: response)
                 return
             }
             summary.retries += 1
+            if job.probe && !warmedUp { probeWaiting = true }  // only this retry may go out until it succeeds
             writer.submit(.requeue(customID: r.customID, line: r.line, bodyHash: r.bodyHash, model: r.model, attempt: attempt, note: nil))
             let deadline = DispatchTime.now() + after
             if pauseAll && deadline > pausedUntil { pausedUntil = deadline }
             waitingRetries += 1
+            let again = job
             queue.asyncAfter(deadline: deadline) {
                 self.waitingRetries -= 1
-                if self.stop == nil { self.retryReady.append(job) }
+                if self.stop == nil { self.retryReady.append(again) }
                 self.pump()
             }
         case .fail:
@@ -371,7 +449,7 @@ public final class BatchRunner: @unchecked Sendable {
         if stop == nil {
             stop = reason
             switch reason {
-            case .auth(let m): log("chatbatch: stopping: \(m)")
+            case .auth(let m), .budget(let m): log("chatbatch: stopping: \(m)")
             case .interrupted: log("chatbatch: stopping: letting \(inflight) requests in flight finish (up to \(Int(config.grace)) s); interrupt again to stop at once")
             case .failed(let m): log("chatbatch: stopping: \(m)")
             }
@@ -429,9 +507,11 @@ public final class BatchRunner: @unchecked Sendable {
         summary.leftPending = ((try? store.stateCounts()) ?? [:])[.pending] ?? 0
         summary.checkpointCost = (try? store.totals().cost) ?? summary.cost
         summary.blockedModels = blockedModels
+        summary.concurrencyLimit = limiter.limit
+        summary.lowestConcurrency = limiter.lowest
         if let writeFailure, stop == nil { stop = .failed("\(writeFailure)") }
         switch stop {
-        case .auth(let m): summary.exit = .stoppedEarly; summary.stopReason = m
+        case .auth(let m), .budget(let m): summary.exit = .stoppedEarly; summary.stopReason = m
         case .interrupted: summary.exit = .interrupted; summary.stopReason = "interrupted; run the same command again to resume"
         case .failed(let m): summary.exit = .interrupted; summary.stopReason = m
         case nil:

@@ -1,0 +1,74 @@
+import ChatBatchCore
+import Foundation
+
+/// What a run would do, found without sending anything (`chatbatch validate`).
+public struct ValidationReport: Sendable {
+    public var lines = 0
+    public var valid = 0
+    public var invalid = 0
+    public var alreadyDone = 0
+    public var alreadyFailed = 0
+    public var changed = 0
+    /// Lines a run (or a resume) would still send.
+    public var toSend = 0
+    public var promptTokens = 0
+    /// `max_tokens` summed over the lines to send (the model's maximum output where a line sets none).
+    public var maxCompletionTokens = 0
+    /// Least: prompts only. Most: prompts plus every answer at `max_tokens`.
+    public var costLeast = 0.0
+    public var costMost = 0.0
+    public var problems: [String] = []
+
+    public var json: JSON {
+        [
+            "lines": .int(lines), "valid": .int(valid), "invalid": .int(invalid), "already_done": .int(alreadyDone),
+            "already_failed": .int(alreadyFailed), "changed": .int(changed), "to_send": .int(toSend),
+            "estimated_prompt_tokens": .int(promptTokens), "max_completion_tokens": .int(maxCompletionTokens),
+            "cost_usd_least": .double(costLeast), "cost_usd_most": .double(costMost),
+            "problems": .array(problems.prefix(100).map(JSON.string)),
+        ]
+    }
+
+    public var text: String {
+        var out = problems.prefix(50).map { $0 }
+        if problems.count > 50 { out.append("… and \(problems.count - 50) more") }
+        out.append("lines      \(lines): \(valid) valid, \(invalid) invalid")
+        out.append("to send    \(toSend)" + (alreadyDone + alreadyFailed > 0 ? " (\(alreadyDone) already done, \(alreadyFailed) already failed)" : "")
+            + (changed > 0 ? ", \(changed) changed since answered (sent only with --force)" : ""))
+        out.append("tokens     about \(promptTokens) prompt, at most \(maxCompletionTokens) completion")
+        out.append(String(format: "cost       $%.6f (prompts only) to $%.6f (every answer at max_tokens)", costLeast, costMost))
+        return out.joined(separator: "\n")
+    }
+}
+
+/// Reads a whole job without sending anything: invalid lines, counts, estimated tokens, cost range, and
+/// what a resume would still send (from the checkpoint, when there is one; it is only read, never locked).
+public enum BatchValidator {
+    public static func validate(_ config: RunConfiguration) throws -> ValidationReport {
+        var reader: CheckpointReader? = nil
+        if FileManager.default.fileExists(atPath: config.checkpoint) {
+            _ = try CheckpointStore(path: config.checkpoint, create: false, lock: false)  // refuses foreign or damaged files
+            reader = try CheckpointReader(path: config.checkpoint)
+        }
+        let feed = try InputFeed(config: config, checkpoint: reader, writer: nil, hasInvalidRows: false)
+        var report = ValidationReport()
+        while !feed.done {
+            let batch = try feed.next(limit: 4096)
+            report.lines += batch.linesRead
+            report.invalid += batch.invalid
+            report.alreadyDone += batch.alreadyDone
+            report.alreadyFailed += batch.alreadyFailed
+            report.changed += batch.changed
+            report.problems += batch.messages
+            for r in batch.requests {
+                report.toSend += 1
+                report.promptTokens += r.promptTokens
+                report.maxCompletionTokens += r.maxTokens ?? config.limits.maxOutputTokens
+            }
+        }
+        report.valid = report.lines - report.invalid
+        report.costLeast = config.prices.cost(prompt: report.promptTokens, completion: 0)
+        report.costMost = config.prices.cost(prompt: report.promptTokens, completion: report.maxCompletionTokens)
+        return report
+    }
+}
