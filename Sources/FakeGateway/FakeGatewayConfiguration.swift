@@ -63,6 +63,10 @@ public enum ScriptedAction: String, Sendable, CaseIterable {
     case badRequest = "400"
     case reset
     case stall
+    /// A 200 whose content is cut-off JSON.
+    case badJSON = "badjson"
+    /// A 200 whose content is valid JSON that does not satisfy the requested schema (`{}`).
+    case mismatch
 
     /// Parses a script such as `a=429,429,ok;b=reset` (custom id, then one action per attempt).
     public static func parseScript(_ text: String) throws(FakeGatewayError) -> [String: [ScriptedAction]] {

@@ -118,7 +118,7 @@ final class GatewayHandler: ChannelInboundHandler {
         }
         if let invalid = RequestValidation.check(request, maxOutputTokens: config.maxOutputTokens) { return fail(invalid) }
 
-        let answer = AnswerGenerator.generate(body: request)
+        var answer = AnswerGenerator.generate(body: request)
         let stream = request["stream"]?.boolValue == true
         entry.stream = stream
         switch core.state.admit(key: key, clientID: clientID, estimatedTokens: answer.totalTokens, at: receivedAt) {
@@ -137,7 +137,9 @@ final class GatewayHandler: ChannelInboundHandler {
             entry.promptTokens = answer.promptTokens
             entry.completionTokens = answer.completionTokens
             open = Open(key: key, entry: entry, scheduled: nil)
-        case .answer:
+        case .answer(let corrupt):
+            if corrupt == .badJSON { answer.content = String((answer.content ?? "{}").prefix(9)) }
+            if corrupt == .mismatch { answer.content = "{}" }
             entry.outcome = "ok"
             entry.status = 200
             entry.billed = true

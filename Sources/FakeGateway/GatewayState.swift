@@ -4,7 +4,8 @@ import Synchronization
 
 /// How the gateway will treat one admitted request.
 enum Admission: Sendable, Equatable {
-    case answer
+    /// Answer; `corrupt` is badjson or mismatch when a script asks for a bad structured answer.
+    case answer(corrupt: ScriptedAction?)
     case fail(status: Int, retryAfter: Int?)
     case reset
     case stall
@@ -71,6 +72,7 @@ final class GatewayState: Sendable {
                 case .badRequest: return .fail(status: 400, retryAfter: nil)
                 case .reset: s.keys[key, default: KeyState()].inflight += 1; return .reset
                 case .stall: s.keys[key, default: KeyState()].inflight += 1; return .stall
+                case .badJSON, .mismatch: s.keys[key, default: KeyState()].inflight += 1; return .answer(corrupt: action)
                 }
             } else {
                 if now < s.coldUntil { return .fail(status: 503, retryAfter: nil) }
@@ -103,7 +105,7 @@ final class GatewayState: Sendable {
                 if roll < edge { k.inflight += 1; return .stall }
             }
             k.inflight += 1
-            return .answer
+            return .answer(corrupt: nil)
         }
     }
 

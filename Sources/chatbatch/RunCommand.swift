@@ -85,6 +85,9 @@ struct JobOptions: ParsableArguments {
     @Option(name: .customLong("tpm"), help: "Client-side limit: tokens per minute (estimated, corrected from usage).") var tokensPerMinute: Double?
     @Flag(help: "Keep concurrency fixed instead of halving it on 429 and growing it back.") var noAdaptive = false
     @Flag(help: "Fan out at once instead of waiting for a first request to succeed.") var noWarmup = false
+    @Option(help: "Ask again up to N times when a structured answer is not valid JSON or does not fit its schema (extra spend).")
+    var retryInvalid: Int?
+    @Flag(help: "Leave reasoning out of the output files.") var dropReasoning = false
     @Flag(help: "Refuse the whole run, before sending anything, if any line is invalid.") var strict = false
     @Flag(help: "Send again lines answered before whose request body changed, replacing their answers.") var force = false
     @Flag(help: "Send again lines that failed in an earlier run.") var retryFailed = false
@@ -143,6 +146,8 @@ struct JobOptions: ParsableArguments {
         flags.tokensPerMinute = tokensPerMinute
         if noAdaptive { flags.adaptiveConcurrency = false }
         if noWarmup { flags.warmup = false }
+        flags.retryInvalid = retryInvalid
+        if dropReasoning { flags.dropReasoning = true }
         settings = settings.overridden(by: flags)
 
         return settings

@@ -152,6 +152,7 @@ public final class CheckpointStore: @unchecked Sendable {
                     ambiguous INTEGER NOT NULL DEFAULT 0,
                     crash_resend INTEGER NOT NULL DEFAULT 0,
                     latency_ms REAL,
+                    ttft_ms REAL,
                     output TEXT,
                     out_kind INTEGER,
                     out_seq INTEGER,

@@ -19,6 +19,8 @@ struct FinishedRecord: Sendable {
     var errorCode: String?
     var errorMessage: String?
     var latencyMs: Double?
+    /// Time to the first byte of a streamed answer.
+    var ttftMs: Double? = nil
     /// HTTP attempts this run made for it (for the flat output's `attempts`).
     var attempts = 0
     /// The canonical (batch-shaped) output line, without its newline.
@@ -112,12 +114,12 @@ final class CheckpointWriter: Sendable {
                 """),
             finish: try db.prepare("""
                 INSERT INTO requests(custom_id, line, state, attempts, body_hash, model, status_code, request_id, prompt_tokens,
-                    completion_tokens, cost, error_code, error_message, latency_ms, output, out_kind, out_seq, updated_at)
-                VALUES(?1, ?2, ?3, 0, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
+                    completion_tokens, cost, error_code, error_message, latency_ms, output, out_kind, out_seq, updated_at, ttft_ms)
+                VALUES(?1, ?2, ?3, 0, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?19)
                 ON CONFLICT(custom_id) DO UPDATE SET line=?2, state=?3, body_hash=?4, model=?5, status_code=?6, request_id=?7,
                     prompt_tokens=prompt_tokens+?8, completion_tokens=completion_tokens+?9, cost=cost+?10, error_code=?11,
                     error_message=?12, latency_ms=?13, output=?14, out_kind=?15, out_seq=?16, updated_at=?17,
-                    ambiguous=ambiguous+?18
+                    ambiguous=ambiguous+?18, ttft_ms=?19
                 """),
             requeue: try db.prepare("""
                 INSERT INTO requests(custom_id, line, state, attempts, body_hash, model, error_message, updated_at)
@@ -199,7 +201,7 @@ final class CheckpointWriter: Sendable {
                         .int(r.promptTokens), .int(r.completionTokens), .double(r.cost),
                         r.errorCode.map(SQLiteValue.text) ?? .null, r.errorMessage.map(SQLiteValue.text) ?? .null,
                         r.latencyMs.map(SQLiteValue.double) ?? .null, .text(r.output), .int(r.kind.rawValue), .int(seq), .double(now),
-                        .int(attempt?.ambiguous == true ? 1 : 0),
+                        .int(attempt?.ambiguous == true ? 1 : 0), r.ttftMs.map(SQLiteValue.double) ?? .null,
                     ])
                     if let attempt { try insert(attempt, s) }
                     written.append((seq, r))

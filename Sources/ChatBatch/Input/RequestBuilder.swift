@@ -11,6 +11,8 @@ struct PreparedRequest: Sendable {
     var maxTokens: Int?
     var promptTokens: Int
     var stream: Bool
+    /// The body's `response_format`, when it asks for JSON: answers are checked against it.
+    var responseFormat: JSON? = nil
     /// A previous run died while this prompt was in flight: sending it now may bill it twice.
     var resentAfterCrash = false
 }
@@ -153,7 +155,8 @@ struct RequestBuilder: Sendable {
         body.write(to: &bytes)
         return .request(PreparedRequest(
             customID: customID, line: raw.number, body: bytes, bodyHash: StableHash.hex(StableHash.of(bytes)),
-            model: body["model"]?.stringValue, maxTokens: maxTokens, promptTokens: promptTokens, stream: stream))
+            model: body["model"]?.stringValue, maxTokens: maxTokens, promptTokens: promptTokens, stream: stream,
+            responseFormat: body["response_format"]))
     }
 
     /// A JSON value as the nested dictionaries and arrays Mustache renders.

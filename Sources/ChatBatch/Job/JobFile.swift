@@ -8,7 +8,7 @@ public enum JobFile {
         "input", "output", "errors", "checkpoint", "format", "provider", "base_url", "model", "project_id",
         "api_key_env", "api_key_file", "headers", "concurrency", "max_attempts", "timeout", "connect_timeout",
         "retry", "grace", "request", "system", "template", "id_field", "prices", "limits", "strict", "stream",
-        "summary_json", "max_cost", "requests_per_minute", "tokens_per_minute", "adaptive_concurrency", "warmup",
+        "summary_json", "retry_invalid", "drop_reasoning", "max_cost", "requests_per_minute", "tokens_per_minute", "adaptive_concurrency", "warmup",
     ]
 
     /// Loads and checks a job file.
@@ -132,6 +132,8 @@ public enum JobFile {
         s.tokensPerMinute = try number(fields["tokens_per_minute"], "tokens_per_minute")
         s.adaptiveConcurrency = try flag("adaptive_concurrency")
         s.warmup = try flag("warmup")
+        s.retryInvalid = try integer(fields["retry_invalid"], "retry_invalid")
+        s.dropReasoning = try flag("drop_reasoning")
         return s
     }
 

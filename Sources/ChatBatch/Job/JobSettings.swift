@@ -41,6 +41,9 @@ public struct JobSettings: Sendable {
     public var tokensPerMinute: Double?
     public var adaptiveConcurrency: Bool?
     public var warmup: Bool?
+    /// Ask again this many times when a structured answer does not parse or does not fit its schema.
+    public var retryInvalid: Int?
+    public var dropReasoning: Bool?
 
     public init() {}
 
@@ -54,6 +57,7 @@ public struct JobSettings: Sendable {
         take(\.retryMaxDelay); take(\.grace); take(\.request); take(\.system); take(\.template); take(\.idField)
         take(\.prices); take(\.limits); take(\.strict); take(\.force); take(\.retryFailed); take(\.stream); take(\.summaryJSON)
         take(\.maxCost); take(\.requestsPerMinute); take(\.tokensPerMinute); take(\.adaptiveConcurrency); take(\.warmup)
+        take(\.retryInvalid); take(\.dropReasoning)
         return out
     }
 
@@ -92,7 +96,8 @@ public struct JobSettings: Sendable {
             idField: idField ?? "id", prices: prices ?? provider.prices, limits: limits ?? provider.limits,
             strict: strict ?? false, force: force ?? false, retryFailed: retryFailed ?? false, stream: stream ?? false,
             summaryJSON: summaryJSON, maxCost: maxCost, requestsPerMinute: requestsPerMinute, tokensPerMinute: tokensPerMinute,
-            adaptiveConcurrency: adaptiveConcurrency ?? true, warmup: warmup ?? true)
+            adaptiveConcurrency: adaptiveConcurrency ?? true, warmup: warmup ?? true,
+            retryInvalid: max(0, retryInvalid ?? 0), dropReasoning: dropReasoning ?? false)
     }
 
     /// `prompts.jsonl` → `prompts.results.jsonl`.
@@ -148,6 +153,8 @@ public struct RunConfiguration: Sendable {
     public var tokensPerMinute: Double?
     public var adaptiveConcurrency: Bool
     public var warmup: Bool
+    public var retryInvalid: Int
+    public var dropReasoning: Bool
 
     /// The most a request can cost: its estimated prompt, and `max_tokens` (or the model's maximum output) of answer.
     func worstCost(promptTokens: Int, maxTokens: Int?) -> Double {

@@ -44,12 +44,12 @@ public enum CheckpointExport {
                 defer { close(fd) }
                 let orderBy = order == .input ? "line, out_seq" : "out_seq"
                 let rows = try store.db.query(
-                    "SELECT output, attempts, latency_ms, cost, out_seq FROM requests WHERE out_kind=? AND out_seq IS NOT NULL ORDER BY \(orderBy)",
+                    "SELECT output, attempts, latency_ms, cost, out_seq, ttft_ms FROM requests WHERE out_kind=? AND out_seq IS NOT NULL ORDER BY \(orderBy)",
                     [.int(kind.rawValue)])
                 var buffer: [UInt8] = []
                 for row in rows {
                     buffer += OutputLines.render(kind: kind, format: format, canonical: row[0].text ?? "{}", attempts: row[1].int ?? 0,
-                                                 latencyMs: row[2].double, cost: row[3].double ?? 0)
+                                                 latencyMs: row[2].double, cost: row[3].double ?? 0, ttftMs: row[5].double)
                     maxSeq = max(maxSeq, row[4].int ?? 0)
                     if buffer.count > 1 << 20 { try OutputFiles.writeAll(fd, buffer, path: tmp); bytes += buffer.count; buffer = [] }
                 }

@@ -100,7 +100,7 @@ final class OutputFiles {
     /// Appends every line committed after the file's last recorded line.
     func catchUp(_ kind: OutputKind, store: CheckpointStore) throws {
         let rows = try store.db.query(
-            "SELECT output, attempts, latency_ms, cost, out_seq FROM requests WHERE out_kind=? AND out_seq>? ORDER BY out_seq",
+            "SELECT output, attempts, latency_ms, cost, out_seq, ttft_ms FROM requests WHERE out_kind=? AND out_seq>? ORDER BY out_seq",
             [.int(kind.rawValue), .int(files[kind.rawValue].seq)])
         for row in rows { try appendLine(kind, row: row) }
     }
@@ -108,7 +108,7 @@ final class OutputFiles {
     func appendLine(_ kind: OutputKind, row: [SQLiteValue]) throws(OutputError) {
         let bytes = OutputLines.render(
             kind: kind, format: format, canonical: row[0].text ?? "{}", attempts: row[1].int ?? 0,
-            latencyMs: row[2].double, cost: row[3].double ?? 0)
+            latencyMs: row[2].double, cost: row[3].double ?? 0, ttftMs: row[5].double)
         try Self.writeAll(files[kind.rawValue].fd, bytes, path: files[kind.rawValue].path)
         files[kind.rawValue].bytes += bytes.count
         files[kind.rawValue].seq = max(files[kind.rawValue].seq, row[4].int ?? 0)
@@ -129,7 +129,8 @@ final class OutputFiles {
         for item in items {
             let r = item.record
             buffers[r.kind.rawValue].append(contentsOf: OutputLines.render(
-                kind: r.kind, format: format, canonical: r.output, attempts: r.attempts, latencyMs: r.latencyMs, cost: r.cost))
+                kind: r.kind, format: format, canonical: r.output, attempts: r.attempts, latencyMs: r.latencyMs, cost: r.cost,
+                ttftMs: r.ttftMs))
         }
         for kind in OutputKind.allCases where !buffers[kind.rawValue].isEmpty {
             try Self.writeAll(files[kind.rawValue].fd, buffers[kind.rawValue], path: files[kind.rawValue].path)

@@ -59,31 +59,43 @@ enum OutputLines {
 
     /// The flat shape of a result line: custom_id, content, reasoning, tool_calls, finish_reason, usage, cost,
     /// attempts, latency_ms, request_id.
-    static func flat(canonical: JSON, attempts: Int, latencyMs: Double?, cost: Double) -> JSON {
+    static func flat(canonical: JSON, attempts: Int, latencyMs: Double?, cost: Double, ttftMs: Double? = nil) -> JSON {
         let response = canonical["response"] ?? .null
         let body = response["body"] ?? .null
         let choice = body["choices"]?.arrayValue?.first ?? .null
         let message = choice["message"] ?? .null
         var out: JSON = ["custom_id": canonical["custom_id"] ?? .null]
         out["content"] = message["content"] ?? .null
+        if let text = message["content"]?.stringValue, let value = try? JSON.parse(text), value.objectValue != nil || value.arrayValue != nil {
+            out["parsed"] = value
+        }
         out["reasoning"] = message["reasoning"] ?? message["reasoning_content"] ?? .null
-        out["tool_calls"] = message["tool_calls"] ?? .null
+        out["tool_calls"] = message["tool_calls"]?.arrayValue.map { calls in
+            JSON.array(calls.map { call -> JSON in
+                let arguments = call["function"]?["arguments"]?.stringValue ?? ""
+                return ["id": call["id"] ?? .null, "name": call["function"]?["name"] ?? .null,
+                        "arguments": (try? JSON.parse(arguments)) ?? .string(arguments)]
+            })
+        } ?? .null
         out["finish_reason"] = choice["finish_reason"] ?? .null
         out["usage"] = body["usage"] ?? .null
         out["cost"] = .double(cost)
         out["attempts"] = .int(attempts)
         out["latency_ms"] = latencyMs.map { .double(($0 * 10).rounded() / 10) } ?? .null
+        if let ttftMs { out["ttft_ms"] = .double((ttftMs * 10).rounded() / 10) }
         out["request_id"] = response["request_id"] ?? .null
         if let error = canonical["error"], !error.isNull { out["error"] = error }
         return out
     }
 
     /// The bytes written for one finished row, newline included.
-    static func render(kind: OutputKind, format: OutputFormat, canonical: String, attempts: Int, latencyMs: Double?, cost: Double) -> [UInt8] {
+    static func render(
+        kind: OutputKind, format: OutputFormat, canonical: String, attempts: Int, latencyMs: Double?, cost: Double, ttftMs: Double? = nil
+    ) -> [UInt8] {
         var bytes: [UInt8]
         if kind == .results && format == .flat, let parsed = try? JSON.parse(canonical) {
             bytes = []
-            flat(canonical: parsed, attempts: attempts, latencyMs: latencyMs, cost: cost).write(to: &bytes)
+            flat(canonical: parsed, attempts: attempts, latencyMs: latencyMs, cost: cost, ttftMs: ttftMs).write(to: &bytes)
         } else {
             bytes = Array(canonical.utf8)
         }

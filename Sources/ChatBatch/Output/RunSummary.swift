@@ -57,6 +57,8 @@ public struct RunSummary: Sendable {
     public var lowestConcurrency = 0
     /// Retries of the warm-up probe while the backend was cold.
     public var warmupRetries = 0
+    /// Structured answers asked again because they did not parse or fit their schema (`--retry-invalid`).
+    public var invalidRetries = 0
     public var wallSeconds = 0.0
     public var exit: RunExit = .allDone
     public var stopReason: String? = nil
@@ -84,7 +86,7 @@ public struct RunSummary: Sendable {
             "possibly_billed_twice": .int(possiblyBilledTwice), "resent_after_crash": .int(resentAfterCrash),
             "failures_by_code": .object(failures), "status_counts": .object(statuses), "blocked_models": .object(blockedJSON),
             "concurrency_limit": .int(concurrencyLimit), "lowest_concurrency": .int(lowestConcurrency),
-            "warmup_retries": .int(warmupRetries),
+            "warmup_retries": .int(warmupRetries), "invalid_retries": .int(invalidRetries),
             "wall_seconds": .double((wallSeconds * 1000).rounded() / 1000),
             "requests_per_second": .double((requestsPerSecond * 10).rounded() / 10),
         ]

@@ -20,6 +20,11 @@ public final class BatchRunner: @unchecked Sendable {
         /// The adaptive limit's epoch when it was sent, and whether it is the warm-up probe.
         var sentEpoch = 0
         var probe = false
+        /// Tokens and dollars already billed for this prompt (answers that failed their check), and how often it was asked again.
+        var paidPrompt = 0
+        var paidCompletion = 0
+        var paidCost = 0.0
+        var invalidRetries = 0
     }
 
     enum Stop {
@@ -364,17 +369,37 @@ public final class BatchRunner: @unchecked Sendable {
                 let raw = Double(r.promptTokens + (r.maxTokens ?? config.limits.maxOutputTokens))
                 tokenRatio = 0.9 * tokenRatio + 0.1 * min(1, Double(prompt + completion) / max(1, raw))
             }
-            summary.done += 1
             summary.promptTokens += prompt
             summary.completionTokens += completion
             summary.cost += cost
-            let output = r.stream
-                ? OutputLines.result(customID: r.customID, status: response.status, requestID: requestID, body: body).serialized()
+            // Everything this prompt was billed for, earlier invalid answers included.
+            var paid = job
+            paid.paidPrompt += prompt
+            paid.paidCompletion += completion
+            paid.paidCost += cost
+            let ttft = r.stream ? response.firstByteSeconds * 1000 : nil
+            let kept = config.dropReasoning ? AnswerCheck.droppingReasoning(body) : body
+            if let format = r.responseFormat, let problem = AnswerCheck.problem(request: ["response_format": format], body: body) {
+                if problem.code != "truncated" && paid.invalidRetries < config.retryInvalid {
+                    paid.invalidRetries += 1
+                    summary.retries += 1
+                    summary.invalidRetries += 1
+                    attempt.error = problem.code
+                    writer.submit(.requeue(customID: r.customID, line: r.line, bodyHash: r.bodyHash, model: r.model, attempt: attempt, note: problem.message))
+                    retryReady.append(paid)
+                    return
+                }
+                finishFailed(paid, attempt, code: problem.code, message: problem.message, response: response, body: kept, ttftMs: ttft)
+                return
+            }
+            summary.done += 1
+            let output = r.stream || config.dropReasoning
+                ? OutputLines.result(customID: r.customID, status: response.status, requestID: requestID, body: kept).serialized()
                 : OutputLines.result(customID: r.customID, status: response.status, requestID: requestID, rawBody: response.body, parsed: body)
             writer.submit(.finish(FinishedRecord(
                 customID: r.customID, line: r.line, bodyHash: r.bodyHash, model: r.model, state: .done, statusCode: response.status,
-                requestID: requestID, promptTokens: prompt, completionTokens: completion, cost: cost, latencyMs: latencyMs,
-                attempts: job.attempt, output: output, kind: .results), attempt: attempt))
+                requestID: requestID, promptTokens: paid.paidPrompt, completionTokens: paid.paidCompletion, cost: paid.paidCost,
+                latencyMs: latencyMs, ttftMs: ttft, attempts: job.attempt, output: output, kind: .results), attempt: attempt))
         case .retry(var after, let pauseAll, let ambiguous):
             attempt.ambiguous = ambiguous
             if ambiguous { summary.possiblyBilledTwice += 1 }
@@ -428,19 +453,22 @@ public final class BatchRunner: @unchecked Sendable {
         return server.type ?? server.code ?? "http_\(response.status)"
     }
 
-    func finishFailed(_ job: Job, _ attempt: AttemptRecord, code: String, message: String, response: HTTPResponse) {
+    func finishFailed(
+        _ job: Job, _ attempt: AttemptRecord, code: String, message: String, response: HTTPResponse, body: JSON? = nil, ttftMs: Double? = nil
+    ) {
         let r = job.request
         summary.failed += 1
         summary.failuresByCode[code, default: 0] += 1
         let requestID = response.headers["x-tera-request-id"] ?? response.headers["x-request-id"]
-        let body = response.status > 0 ? (try? JSON.parse(response.body)) : nil
+        let kept = body ?? (response.status > 0 ? (try? JSON.parse(response.body)) : nil)
         let output = OutputLines.error(
             customID: r.customID, code: code, message: message, status: response.status > 0 ? response.status : nil,
-            requestID: requestID, body: body)
+            requestID: requestID, body: kept)
         writer.submit(.finish(FinishedRecord(
             customID: r.customID, line: r.line, bodyHash: r.bodyHash, model: r.model, state: .failed,
-            statusCode: response.status > 0 ? response.status : nil, requestID: requestID, errorCode: code, errorMessage: message,
-            latencyMs: response.totalSeconds * 1000, attempts: job.attempt, output: output.serialized(), kind: .errors), attempt: attempt))
+            statusCode: response.status > 0 ? response.status : nil, requestID: requestID,
+            promptTokens: job.paidPrompt, completionTokens: job.paidCompletion, cost: job.paidCost, errorCode: code, errorMessage: message,
+            latencyMs: response.totalSeconds * 1000, ttftMs: ttftMs, attempts: job.attempt, output: output.serialized(), kind: .errors), attempt: attempt))
     }
 
     // MARK: stopping and finishing
