@@ -244,6 +244,7 @@ struct RunTests {
             var l = line
             l["latency_ms"] = nil
             l["request_id"] = nil
+            l["ttft_ms"] = nil
             return l
         }
         #expect(plain.count == 12)
