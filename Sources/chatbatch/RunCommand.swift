@@ -31,6 +31,10 @@ struct RunCommand: ParsableCommand {
     @OptionGroup var job: JobOptions
     @Flag(help: "Run against a fake gateway started in-process on loopback (no key, no network, no cost).") var fakeGateway = false
     @Option(help: "With --fake-gateway: its latency in ms.") var fakeLatencyMs = 20.0
+    @Flag(help: "No progress output.") var quiet = false
+    @Option(help: "Write messages and progress through swift-log to this file instead of stderr.") var logFile: String?
+    @Option(help: "Seconds between progress reports (default: 0.25 redrawn on a terminal, 30 as log lines otherwise).")
+    var progressInterval: Double?
 
     func run() throws {
         var settings = try job.jobSettings()
@@ -45,14 +49,15 @@ struct RunCommand: ParsableCommand {
             settings.baseURL = settings.provider == .tir ? g.rootURL : g.baseURL
             keyOverride = c.apiKeys[0]
             gateway = g
-            FileHandle.standardError.write(Data("chatbatch: fake gateway on \(g.baseURL)\n".utf8))
+            if !quiet { FileHandle.standardError.write(Data("chatbatch: fake gateway on \(g.baseURL)\n".utf8)) }
         }
         let config = try settings.resolve()
-        let summary = RunSession.execute(config, apiKeyOverride: keyOverride) { message in
-            FileHandle.standardError.write(Data((message + "\n").utf8))
+        let output = try RunOutput(quiet: quiet, logFile: logFile)
+        let summary = RunSession.execute(config, apiKeyOverride: keyOverride, progress: output.progress(interval: progressInterval)) { message in
+            output.message(message)
         }
         gateway?.shutdown()
-        FileHandle.standardError.write(Data((summary.text + "\n").utf8))
+        output.summary(summary.text, logFile: logFile)
         throw ExitCode(summary.exit.rawValue)
     }
 }
@@ -80,6 +85,8 @@ struct JobOptions: ParsableArguments {
     @Option(help: "Mustache template that turns record lines into the user message.") var template: String?
     @Option(help: "Record field holding the id (with --template).") var idField: String?
     @Option(help: "Write the run summary as JSON to this file.") var summaryJSON: String?
+    @Option(help: "What {date} in the job file's paths becomes (default: today, YYYY-MM-DD).") var date: String?
+    @Option(help: "Take only shard i of n (0-based): lines whose custom_id's FNV-1a 64 hash mod n is i.") var shard: String?
     @Option(help: "Stop sending before the total spent on this checkpoint could pass this many USD.") var maxCost: Double?
     @Option(name: .customLong("rpm"), help: "Client-side limit: requests per minute.") var requestsPerMinute: Double?
     @Option(name: .customLong("tpm"), help: "Client-side limit: tokens per minute (estimated, corrected from usage).") var tokensPerMinute: Double?
@@ -97,7 +104,7 @@ struct JobOptions: ParsableArguments {
     func jobSettings() throws -> JobSettings {
         var settings = JobSettings()
         if source.hasSuffix(".yaml") || source.hasSuffix(".yml") {
-            settings = try JobFile.load(path: source)
+            settings = try JobFile.load(path: source, date: date)
         } else {
             settings.input = source
         }
@@ -137,6 +144,7 @@ struct JobOptions: ParsableArguments {
         flags.template = template
         flags.idField = idField
         flags.summaryJSON = summaryJSON
+        flags.shard = try shard.map { try Shard(parsing: $0) }
         if strict { flags.strict = true }
         if force { flags.force = true }
         if retryFailed { flags.retryFailed = true }

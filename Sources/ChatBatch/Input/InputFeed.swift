@@ -54,8 +54,15 @@ final class InputFeed {
                 break
             }
             if raw.oversize == nil && raw.bytes.allSatisfy({ $0 == 0x20 || $0 == 0x09 }) { continue }  // blank line
+            let parsed = builder.parse(raw, file: path)
+            if let shard = config.shard {
+                switch parsed {
+                case .invalid(let key, _, _, _): if !shard.contains(key) { continue }
+                case .request(let r): if !shard.contains(r.customID) { continue }
+                }
+            }
             batch.linesRead += 1
-            switch builder.parse(raw, file: path) {
+            switch parsed {
             case .invalid(let key, let customID, let line, let reason):
                 try recordInvalid(key: key, customID: customID, line: line, reason: reason, into: &batch)
             case .request(let request):

@@ -11,8 +11,16 @@ public enum JobFile {
         "summary_json", "retry_invalid", "drop_reasoning", "max_cost", "requests_per_minute", "tokens_per_minute", "adaptive_concurrency", "warmup",
     ]
 
-    /// Loads and checks a job file.
-    public static func load(path: String) throws(InputError) -> JobSettings {
+    /// Today as `YYYY-MM-DD` (local time): what `{date}` in a job's paths becomes by default.
+    public static func today() -> String {
+        let f = DateFormatter()
+        f.dateFormat = "yyyy-MM-dd"
+        f.locale = Locale(identifier: "en_US_POSIX")
+        return f.string(from: Date())
+    }
+
+    /// Loads and checks a job file; `{date}` in its paths becomes `date` (default: today).
+    public static func load(path: String, date: String? = nil) throws(InputError) -> JobSettings {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw InputError(code: "missing_job", message: "\(path): cannot read job file")
         }
@@ -31,10 +39,10 @@ public enum JobFile {
             throw InputError(code: "bad_job", message: "\(path): a job file is a YAML mapping of settings")
         }
         let folder = (path as NSString).deletingLastPathComponent
-        return try settings(from: fields, relativeTo: folder.isEmpty ? "." : folder, source: path)
+        return try settings(from: fields, relativeTo: folder.isEmpty ? "." : folder, source: path, date: date ?? today())
     }
 
-    static func settings(from fields: JSONObject, relativeTo folder: String, source: String) throws(InputError) -> JobSettings {
+    static func settings(from fields: JSONObject, relativeTo folder: String, source: String, date: String) throws(InputError) -> JobSettings {
         func bad(_ key: String, _ what: String) -> InputError {
             InputError(code: "bad_job", message: "\(source): `\(key)` \(what)")
         }
@@ -45,7 +53,8 @@ public enum JobFile {
             throw bad(key, "must be a string")
         }
         func path(_ key: String) throws(InputError) -> String? {
-            guard let p = try string(key) else { return nil }
+            guard var p = try string(key) else { return nil }
+            p = p.replacingOccurrences(of: "{date}", with: date)
             if p.hasPrefix("~/") { return (p as NSString).expandingTildeInPath }
             return p.hasPrefix("/") ? p : (folder as NSString).appendingPathComponent(p)
         }

@@ -44,6 +44,8 @@ public struct JobSettings: Sendable {
     /// Ask again this many times when a structured answer does not parse or does not fit its schema.
     public var retryInvalid: Int?
     public var dropReasoning: Bool?
+    /// Take only the lines of shard `index` of `count` (0-based): those whose custom_id's FNV-1a 64 hash mod `count` is `index`.
+    public var shard: Shard?
 
     public init() {}
 
@@ -57,7 +59,7 @@ public struct JobSettings: Sendable {
         take(\.retryMaxDelay); take(\.grace); take(\.request); take(\.system); take(\.template); take(\.idField)
         take(\.prices); take(\.limits); take(\.strict); take(\.force); take(\.retryFailed); take(\.stream); take(\.summaryJSON)
         take(\.maxCost); take(\.requestsPerMinute); take(\.tokensPerMinute); take(\.adaptiveConcurrency); take(\.warmup)
-        take(\.retryInvalid); take(\.dropReasoning)
+        take(\.retryInvalid); take(\.dropReasoning); take(\.shard)
         return out
     }
 
@@ -67,7 +69,10 @@ public struct JobSettings: Sendable {
             throw InputError(code: "missing_input", message: "no input: give a JSONL file or a job file with `input:`")
         }
         let provider = Provider.named(self.provider ?? .tera)
-        let output = self.output ?? Self.defaultOutput(for: input)
+        var output = self.output ?? Self.defaultOutput(for: input)
+        if let shard, self.output == nil {
+            output = String(output.dropLast(".results.jsonl".count)) + ".shard-\(shard.index)-of-\(shard.count).results.jsonl"
+        }
         let concurrency = self.concurrency ?? 64
         guard concurrency >= 1 && concurrency <= 10_000 else {
             throw InputError(code: "bad_concurrency", message: "concurrency must be from 1 to 10000, not \(concurrency)")
@@ -97,7 +102,7 @@ public struct JobSettings: Sendable {
             strict: strict ?? false, force: force ?? false, retryFailed: retryFailed ?? false, stream: stream ?? false,
             summaryJSON: summaryJSON, maxCost: maxCost, requestsPerMinute: requestsPerMinute, tokensPerMinute: tokensPerMinute,
             adaptiveConcurrency: adaptiveConcurrency ?? true, warmup: warmup ?? true,
-            retryInvalid: max(0, retryInvalid ?? 0), dropReasoning: dropReasoning ?? false)
+            retryInvalid: max(0, retryInvalid ?? 0), dropReasoning: dropReasoning ?? false, shard: shard)
     }
 
     /// `prompts.jsonl` → `prompts.results.jsonl`.
@@ -155,9 +160,31 @@ public struct RunConfiguration: Sendable {
     public var warmup: Bool
     public var retryInvalid: Int
     public var dropReasoning: Bool
+    public var shard: Shard?
 
     /// The most a request can cost: its estimated prompt, and `max_tokens` (or the model's maximum output) of answer.
     func worstCost(promptTokens: Int, maxTokens: Int?) -> Double {
         prices.cost(prompt: promptTokens, completion: maxTokens ?? limits.maxOutputTokens)
+    }
+}
+
+/// One of `count` slices of an input, picked by a stable hash of each line's custom_id.
+public struct Shard: Sendable, Equatable {
+    public let index: Int
+    public let count: Int
+
+    /// Parses `i/n`, with 0 ≤ i < n.
+    public init(parsing text: String) throws(InputError) {
+        let parts = text.split(separator: "/")
+        guard parts.count == 2, let i = Int(parts[0]), let n = Int(parts[1]), n >= 1, i >= 0, i < n else {
+            throw InputError(code: "bad_shard", message: "--shard takes i/n with 0 <= i < n (for example 0/4), not '\(text)'")
+        }
+        index = i
+        count = n
+    }
+
+    /// True when the line with this id belongs to this shard: FNV-1a 64 of the id's UTF-8 bytes, mod `count`.
+    public func contains(_ id: String) -> Bool {
+        Int(StableHash.of(id) % UInt64(count)) == index
     }
 }

@@ -85,9 +85,14 @@ public final class BatchRunner: @unchecked Sendable {
 
     /// Opens the checkpoint (refusing a busy, foreign or damaged one), reconciles the output files with it,
     /// and gets ready to run. Nothing is sent until `run()`.
-    public init(config: RunConfiguration, apiKey: String?, log: @escaping @Sendable (String) -> Void) throws {
+    let progress: ProgressOptions?
+    var progressTotal: Int? = nil
+    var recentFinishes: [(UInt64, Int)] = []
+
+    public init(config: RunConfiguration, apiKey: String?, progress: ProgressOptions? = nil, log: @escaping @Sendable (String) -> Void) throws {
         self.config = config
         self.log = log
+        self.progress = progress
         signal(SIGXFSZ, SIG_IGN)  // a file-size limit must fail a write, not kill the run
         for path in [config.checkpoint, config.output, config.errors] {
             let folder = (path as NSString).deletingLastPathComponent
@@ -140,6 +145,10 @@ public final class BatchRunner: @unchecked Sendable {
     public func run(handleSignals: Bool = true) -> RunSummary {
         started = .now()
         if handleSignals { installSignalHandlers() }
+        if let progress {
+            if config.shard == nil { inputQueue.async { let n = countLines(self.config.input); self.queue.async { self.progressTotal = n } } }
+            scheduleProgress(progress.interval)
+        }
         queue.async { self.requestInput() }
         finished.wait()
         return summary
@@ -471,6 +480,31 @@ public final class BatchRunner: @unchecked Sendable {
             latencyMs: response.totalSeconds * 1000, ttftMs: ttftMs, attempts: job.attempt, output: output.serialized(), kind: .errors), attempt: attempt))
     }
 
+    // MARK: progress
+
+    func snapshot() -> ProgressSnapshot {
+        let finished = summary.done + summary.failed + summary.invalid + summary.alreadyDone + summary.alreadyFailed + summary.changed
+        let now = DispatchTime.now().uptimeNanoseconds
+        recentFinishes.append((now, summary.attempts))
+        recentFinishes.removeAll { now - $0.0 > 10_000_000_000 }
+        var rate = 0.0
+        if let first = recentFinishes.first, now > first.0 {
+            rate = Double(summary.attempts - first.1) / (Double(now - first.0) / 1e9)
+        }
+        return ProgressSnapshot(
+            finished: finished, total: progressTotal, inflight: inflight, limit: limiter.limit, requestsPerSecond: rate,
+            tokens: summary.totalTokens, cost: summary.cost, retries: summary.retries, failures: summary.failed + summary.invalid,
+            elapsed: Double(now - started.uptimeNanoseconds) / 1e9)
+    }
+
+    func scheduleProgress(_ interval: Double) {
+        queue.asyncAfter(deadline: .now() + interval) {
+            guard !self.ended, let progress = self.progress else { return }
+            progress.sink(self.snapshot(), false)
+            self.scheduleProgress(interval)
+        }
+    }
+
     // MARK: stopping and finishing
 
     func stopRun(_ reason: Stop) {
@@ -558,6 +592,7 @@ public final class BatchRunner: @unchecked Sendable {
         if writeFailure == nil { try? writer.queue.sync { try store.endRun(id: runID, exitCode: summary.exit.rawValue, summary: summary.json) } }
         writer.close()
         store.releaseLock()
+        progress?.sink(snapshot(), true)
         finished.signal()
     }
 }

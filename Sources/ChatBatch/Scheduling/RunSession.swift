@@ -7,7 +7,7 @@ public enum RunSession {
     /// a busy or foreign checkpoint) come back as a summary with the matching exit code and a reason.
     public static func execute(
         _ config: RunConfiguration, apiKeyOverride: String? = nil, handleSignals: Bool = true,
-        log: @escaping @Sendable (String) -> Void
+        progress: ProgressOptions? = nil, log: @escaping @Sendable (String) -> Void
     ) -> RunSummary {
         var refused = RunSummary()
         do {
@@ -23,7 +23,7 @@ public enum RunSession {
                     return refused
                 }
             }
-            let runner = try BatchRunner(config: config, apiKey: key, log: log)
+            let runner = try BatchRunner(config: config, apiKey: key, progress: progress, log: log)
             let summary = runner.run(handleSignals: handleSignals)
             if let path = config.summaryJSON { try writeSummary(summary, to: path) }
             return summary

@@ -1,0 +1,113 @@
+import ChatBatchCore
+import Foundation
+
+/// What a checkpoint says about its job: `chatbatch status` and `chatbatch report`. Reads only; takes no lock.
+public enum CheckpointReport {
+    /// Counts by state, spend so far, the last run, and whether a run holds the checkpoint now.
+    public static func status(checkpoint: String) throws -> JSON {
+        let store = try CheckpointStore(path: checkpoint, create: false, lock: false)
+        let counts = try store.stateCounts()
+        let totals = try store.totals()
+        let last = try store.db.query("SELECT id, started_at, ended_at, exit_code FROM runs ORDER BY id DESC LIMIT 1").first
+        let runs = try store.db.query("SELECT count(*) FROM runs").first?.first?.int ?? 0
+        var byState = JSONObject()
+        for state in [RequestState.pending, .inflight, .done, .failed] { byState[state.rawValue] = .int(counts[state] ?? 0) }
+        var lastRun = JSON.null
+        if let last {
+            lastRun = [
+                "id": .int(last[0].int ?? 0), "started_at": isoDate(last[1].double), "ended_at": isoDate(last[2].double),
+                "exit_code": last[3].int.map(JSON.int) ?? .null,
+            ]
+        }
+        return [
+            "checkpoint": .string(checkpoint), "held_by_a_run": .bool(CheckpointStore.isHeld(path: checkpoint)),
+            "prompts": .object(byState), "prompt_tokens": .int(totals.prompt), "completion_tokens": .int(totals.completion),
+            "cost_usd": .double(totals.cost), "runs": .int(runs), "last_run": lastRun,
+        ]
+    }
+
+    public static func statusText(_ s: JSON) -> String {
+        let p = s["prompts"] ?? .null
+        let held = s["held_by_a_run"]?.boolValue == true
+        var lines = ["\(s["checkpoint"]?.stringValue ?? ""): " + (held ? "a run holds it now" : "no run holds it")]
+        lines.append("  prompts    \(p["done"]?.intValue ?? 0) done, \(p["failed"]?.intValue ?? 0) failed, \(p["pending"]?.intValue ?? 0) pending, \(p["inflight"]?.intValue ?? 0) in flight")
+        lines.append("  tokens     \(s["prompt_tokens"]?.intValue ?? 0) prompt + \(s["completion_tokens"]?.intValue ?? 0) completion")
+        lines.append(String(format: "  spent      $%.6f", s["cost_usd"]?.doubleValue ?? 0))
+        if let last = s["last_run"], !last.isNull {
+            let ended = last["ended_at"]?.stringValue ?? "not ended (running, or killed)"
+            let code = last["exit_code"]?.intValue.map { " with exit code \($0)" } ?? ""
+            lines.append("  last run   #\(last["id"]?.intValue ?? 0) started \(last["started_at"]?.stringValue ?? "?"), ended \(ended)\(code); \(s["runs"]?.intValue ?? 0) runs in all")
+        }
+        return lines.joined(separator: "\n")
+    }
+
+    /// Latency percentiles, answers by status, retries, ambiguous sends, tokens, cost, throughput over time.
+    public static func report(checkpoint: String, buckets: Int = 40) throws -> JSON {
+        let store = try CheckpointStore(path: checkpoint, create: false, lock: false)
+        let db = store.db
+        let latencies = try db.query("SELECT latency_ms FROM attempts WHERE status IS NOT NULL ORDER BY latency_ms").compactMap { $0[0].double }
+        func percentile(_ p: Double) -> JSON {
+            guard !latencies.isEmpty else { return .null }
+            let i = min(latencies.count - 1, Int((p / 100 * Double(latencies.count)).rounded(.up)) - 1)
+            return .double((latencies[max(0, i)] * 10).rounded() / 10)
+        }
+        var statuses = JSONObject()
+        for row in try db.query("SELECT coalesce(status, 0), count(*) FROM attempts GROUP BY 1 ORDER BY 1") {
+            statuses[row[0].int == 0 ? "no_answer" : String(row[0].int ?? 0)] = .int(row[1].int ?? 0)
+        }
+        let attempts = try db.query("SELECT count(*), count(DISTINCT custom_id) FROM attempts").first ?? []
+        let ambiguous = try db.query("SELECT coalesce(sum(ambiguous), 0) FROM requests").first?.first?.int ?? 0
+        let totals = try store.totals()
+        var failures = JSONObject()
+        for row in try db.query("SELECT error_code, count(*) FROM requests WHERE state='failed' GROUP BY 1 ORDER BY 2 DESC") {
+            failures[row[0].text ?? "unknown"] = .int(row[1].int ?? 0)
+        }
+        // Throughput: answers finished per time slice.
+        let ends = try db.query("SELECT started_at + coalesce(latency_ms, 0) / 1000.0 FROM attempts WHERE status BETWEEN 200 AND 299 ORDER BY 1")
+            .compactMap { $0[0].double }
+        var series: [Int] = []
+        var sliceSeconds = 0.0
+        if let first = ends.first, let last = ends.last {
+            sliceSeconds = max(0.001, (last - first) / Double(buckets))
+            series = [Int](repeating: 0, count: buckets)
+            for t in ends { series[min(buckets - 1, Int((t - first) / sliceSeconds))] += 1 }
+        }
+        return [
+            "checkpoint": .string(checkpoint),
+            "latency_ms": ["p50": percentile(50), "p90": percentile(90), "p99": percentile(99), "max": latencies.last.map(JSON.double) ?? .null],
+            "answers_by_status": .object(statuses), "attempts": .int(attempts.first?.int ?? 0),
+            "retries": .int((attempts.first?.int ?? 0) - (attempts.count > 1 ? attempts[1].int ?? 0 : 0)),
+            "possibly_billed_twice": .int(ambiguous), "failures_by_code": .object(failures),
+            "prompt_tokens": .int(totals.prompt), "completion_tokens": .int(totals.completion), "cost_usd": .double(totals.cost),
+            "throughput": ["slice_seconds": .double((sliceSeconds * 1000).rounded() / 1000), "answers_per_slice": .array(series.map(JSON.int))],
+        ]
+    }
+
+    public static func reportText(_ r: JSON) -> String {
+        let l = r["latency_ms"] ?? .null
+        func ms(_ v: JSON?) -> String { v?.doubleValue.map { String(format: "%.1f", $0) } ?? "-" }
+        var lines = ["\(r["checkpoint"]?.stringValue ?? "")"]
+        lines.append("  latency ms   p50 \(ms(l["p50"]))  p90 \(ms(l["p90"]))  p99 \(ms(l["p99"]))  max \(ms(l["max"]))")
+        let statuses = (r["answers_by_status"]?.objectValue ?? JSONObject()).map { "\($0.key): \($0.value.intValue ?? 0)" }
+        lines.append("  answers      " + statuses.joined(separator: ", "))
+        lines.append("  attempts     \(r["attempts"]?.intValue ?? 0), \(r["retries"]?.intValue ?? 0) retries, \(r["possibly_billed_twice"]?.intValue ?? 0) possibly billed twice")
+        let failures = (r["failures_by_code"]?.objectValue ?? JSONObject()).map { "\($0.key) \($0.value.intValue ?? 0)" }
+        if !failures.isEmpty { lines.append("  failures     " + failures.joined(separator: ", ")) }
+        lines.append("  tokens       \(r["prompt_tokens"]?.intValue ?? 0) prompt + \(r["completion_tokens"]?.intValue ?? 0) completion")
+        lines.append(String(format: "  cost         $%.6f", r["cost_usd"]?.doubleValue ?? 0))
+        let series = r["throughput"]?["answers_per_slice"]?.arrayValue?.compactMap(\.intValue) ?? []
+        if let peak = series.max(), peak > 0 {
+            let blocks = Array("▁▂▃▄▅▆▇█")
+            let chart = String(series.map { $0 == 0 ? " " : blocks[min(7, $0 * 8 / (peak + 1))] })
+            let slice = r["throughput"]?["slice_seconds"]?.doubleValue ?? 0
+            lines.append(String(format: "  throughput   |%@| peak %.0f answers/s (%.2f s a column)", chart, Double(peak) / max(slice, 0.001), slice))
+        }
+        return lines.joined(separator: "\n")
+    }
+
+    static func isoDate(_ t: Double?) -> JSON {
+        guard let t else { return .null }
+        let f = ISO8601DateFormatter()
+        return .string(f.string(from: Date(timeIntervalSince1970: t)))
+    }
+}

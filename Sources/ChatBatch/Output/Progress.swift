@@ -1,0 +1,67 @@
+import Foundation
+
+/// Where a run stands, taken on the run's queue for progress output.
+public struct ProgressSnapshot: Sendable {
+    /// Lines finished (this run and earlier ones) and lines in the input (nil while unknown).
+    public var finished: Int
+    public var total: Int?
+    public var inflight: Int
+    public var limit: Int
+    public var requestsPerSecond: Double
+    public var tokens: Int
+    public var cost: Double
+    public var retries: Int
+    public var failures: Int
+    public var elapsed: Double
+
+    /// One line: done/total, percent, requests per second, ETA, in flight, tokens, dollars, retries, failures.
+    public var line: String {
+        var parts: [String] = []
+        if let total, total > 0 {
+            let pct = Double(finished) / Double(total) * 100
+            parts.append(String(format: "%d/%d (%.1f%%)", finished, total, pct))
+        } else {
+            parts.append("\(finished) done")
+        }
+        parts.append(String(format: "%.1f req/s", requestsPerSecond))
+        if let total, requestsPerSecond > 0, total > finished {
+            parts.append("ETA " + Self.duration(Double(total - finished) / requestsPerSecond))
+        }
+        parts.append("in flight \(inflight)/\(limit)")
+        parts.append("\(tokens) tokens")
+        parts.append(String(format: "$%.4f", cost))
+        parts.append("\(retries) retries")
+        parts.append("\(failures) failed")
+        return parts.joined(separator: " · ")
+    }
+
+    static func duration(_ s: Double) -> String {
+        let t = Int(s.rounded())
+        return t >= 3600 ? "\(t / 3600)h\(String(format: "%02d", t % 3600 / 60))m" : t >= 60 ? "\(t / 60)m\(String(format: "%02d", t % 60))s" : "\(t)s"
+    }
+}
+
+/// How a run reports progress: how often, and to whom.
+public struct ProgressOptions: Sendable {
+    public var interval: Double
+    public var sink: @Sendable (ProgressSnapshot, _ final: Bool) -> Void
+    public init(interval: Double, sink: @escaping @Sendable (ProgressSnapshot, Bool) -> Void) {
+        self.interval = interval
+        self.sink = sink
+    }
+}
+
+/// Counts the lines of a file quickly (for progress totals): newline bytes, plus a last line without one.
+func countLines(_ path: String) -> Int? {
+    guard let handle = FileHandle(forReadingAtPath: path) else { return nil }
+    defer { try? handle.close() }
+    var count = 0
+    var last: UInt8 = 0x0A
+    while let chunk = try? handle.read(upToCount: 1 << 20), !chunk.isEmpty {
+        chunk.withUnsafeBytes { raw in
+            for b in raw where b == 0x0A { count += 1 }
+        }
+        last = chunk.last ?? last
+    }
+    return count + (last == 0x0A ? 0 : 1)
+}
