@@ -121,30 +121,26 @@ final class GatewayHandler: ChannelInboundHandler {
         var answer = AnswerGenerator.generate(body: request)
         let stream = request["stream"]?.boolValue == true
         entry.stream = stream
-        switch core.state.admit(key: key, clientID: clientID, estimatedTokens: answer.totalTokens, at: receivedAt) {
-        case .fail(let status, let retryAfter):
+        let admission = core.state.admit(key: key, clientID: clientID, estimatedTokens: answer.totalTokens, at: receivedAt)
+        if case .fail(let status, let retryAfter) = admission {
             return fail(GatewayErrorAnswer.forStatus(status), retryAfter: retryAfter)
-        case .reset:
-            entry.outcome = "reset"
-            entry.billed = true
-            entry.promptTokens = answer.promptTokens
-            entry.completionTokens = answer.completionTokens
+        }
+        // Admitted: the request was read and a generation started, so it is billed whatever follows.
+        entry.billed = true
+        entry.promptTokens = answer.promptTokens
+        entry.completionTokens = answer.completionTokens
+        switch admission {
+        case .fail:
+            return
+        case .reset, .stall:
+            entry.outcome = admission == .reset ? "reset" : "stall"
             open = Open(key: key, entry: entry, scheduled: nil)
-            context.close(promise: nil)
-        case .stall:
-            entry.outcome = "stall"
-            entry.billed = true
-            entry.promptTokens = answer.promptTokens
-            entry.completionTokens = answer.completionTokens
-            open = Open(key: key, entry: entry, scheduled: nil)
+            if admission == .reset { context.close(promise: nil) }  // a stall waits for the client to give up
         case .answer(let corrupt):
             if corrupt == .badJSON { answer.content = String((answer.content ?? "{}").prefix(9)) }
             if corrupt == .mismatch { answer.content = "{}" }
             entry.outcome = "ok"
             entry.status = 200
-            entry.billed = true
-            entry.promptTokens = answer.promptTokens
-            entry.completionTokens = answer.completionTokens
             open = Open(key: key, entry: entry, scheduled: nil)
             let shapes = ResponseShapes(
                 id: "chatcmpl-" + requestID, model: model, created: Int(receivedAt), reasoningField: config.reasoningField)

@@ -97,19 +97,8 @@ struct CheckpointTests {
         // ulimit -f caps every file the process writes, so the results file or the checkpoint, whichever grows
         // past 60 KiB first, fails its write; either way the run must stop clearly and resume without paying twice.
         func run(limitKiB: Int?) throws -> (Int32, String) {
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: "/bin/sh")
-            let limit = limitKiB.map { "ulimit -f \($0 * 2); " } ?? ""
-            p.arguments = ["-c", "\(limit)exec \"$0\" run \"$1\"", chatbatchBinary(), scratch.file("job.yaml")]
-            var env = ProcessInfo.processInfo.environment
-            env["CB_TEST_KEY"] = "sk-fake"
-            p.environment = env
-            let err = Pipe()
-            p.standardError = err
-            try p.run()
-            let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            p.waitUntilExit()
-            return (p.terminationStatus, text)
+            let limit = limitKiB.map { "ulimit -f \($0 * 2); " } ?? ""  // dash counts 512-byte blocks
+            return try runToEnd("/bin/sh", ["-c", "\(limit)exec \"$0\" run \"$1\"", chatbatchBinary(), scratch.file("job.yaml")])
         }
         let (status, stderr) = try run(limitKiB: 60)
         #expect(status == 4, "\(stderr)")

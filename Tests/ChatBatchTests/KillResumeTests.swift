@@ -31,15 +31,7 @@ struct KillResumeTests {
     }
 
     func start(_ scratch: Scratch) throws -> Process {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: chatbatchBinary())
-        p.arguments = ["run", scratch.file("job.yaml"), "--summary-json", scratch.file("summary.json")]
-        var env = ProcessInfo.processInfo.environment
-        env["CB_TEST_KEY"] = "sk-fake"
-        p.environment = env
-        p.standardError = FileHandle(forWritingAtPath: "/dev/null")
-        try p.run()
-        return p
+        try launch(chatbatchBinary(), ["run", scratch.file("job.yaml"), "--summary-json", scratch.file("summary.json")])
     }
 
     @Test func sigkillAtSeveralPointsThenResumeSendsEveryPromptOnceAndCountsEveryResend() throws {

@@ -21,16 +21,7 @@ struct OperatingTests {
     }
 
     func binary(_ arguments: [String], stderr: Any? = nil) throws -> Process {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: chatbatchBinary())
-        p.arguments = arguments
-        var env = ProcessInfo.processInfo.environment
-        env["CB_TEST_KEY"] = "sk-fake"
-        p.environment = env
-        if let stderr { p.standardError = stderr }
-        p.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
-        try p.run()
-        return p
+        try launch(chatbatchBinary(), arguments, stderr: stderr)
     }
 
     @Test func progressIsRedrawnOnATerminal() throws {
@@ -184,18 +175,9 @@ struct OperatingTests {
         defer { close(fd) }
         #expect(flock(fd, LOCK_EX | LOCK_NB) == 0)
         func wrapper() throws -> (Int32, String) {
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: scripts)
-            var env = ProcessInfo.processInfo.environment
-            env["JOB"] = scratch.file("nightly.yaml"); env["DATE"] = "2026-11-21"; env["LOCK"] = lockPath
-            env["CHATBATCH"] = chatbatchBinary(); env["CB_TEST_KEY"] = "sk-fake"
-            p.environment = env
-            let err = Pipe()
-            p.standardError = err
-            try p.run()
-            let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            p.waitUntilExit()
-            return (p.terminationStatus, text)
+            try runToEnd(scripts, [], environment: [
+                "JOB": scratch.file("nightly.yaml"), "DATE": "2026-11-21", "LOCK": lockPath, "CHATBATCH": chatbatchBinary(),
+            ])
         }
         let (busy, message) = try wrapper()
         #expect(busy == 5)

@@ -103,6 +103,30 @@ func chatbatchBinary() -> String {
     return candidate
 }
 
+/// Starts a program with the fake gateway's key in `CB_TEST_KEY` and `environment` added; output to /dev/null unless given.
+func launch(_ executable: String, _ arguments: [String], environment: [String: String] = [:], stderr: Any? = nil) throws -> Process {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: executable)
+    p.arguments = arguments
+    var env = ProcessInfo.processInfo.environment
+    env["CB_TEST_KEY"] = "sk-fake"
+    for (k, v) in environment { env[k] = v }
+    p.environment = env
+    p.standardError = stderr ?? FileHandle(forWritingAtPath: "/dev/null")
+    p.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
+    try p.run()
+    return p
+}
+
+/// Runs a program to its end and returns its exit status and what it wrote to stderr.
+func runToEnd(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws -> (Int32, String) {
+    let err = Pipe()
+    let p = try launch(executable, arguments, environment: environment, stderr: err)
+    let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    p.waitUntilExit()
+    return (p.terminationStatus, text)
+}
+
 /// Waits (bounded) until `condition` holds.
 func eventually(timeout: Double = 10, _ condition: () -> Bool) -> Bool {
     let end = Date().addingTimeInterval(timeout)
