@@ -81,6 +81,14 @@ struct JobOptions: ParsableArguments {
     @Option(help: "Seconds allowed to connect.") var connectTimeout: Double?
     @Option(help: "Seconds in-flight requests may finish after SIGINT/SIGTERM.") var grace: Double?
     @Option(help: "Output format: batch (OpenAI Batch output) or flat.") var format: String?
+    @Option(name: .customLong("set"), help: "A request default, KEY=JSON (repeatable), e.g. --set max_tokens=512 --set 'response_format={\"type\":\"json_object\"}'.")
+    var requestDefaults: [String] = []
+    @Option(help: "Input price, USD per million tokens.") var priceInput: Double?
+    @Option(help: "Output price, USD per million tokens (reasoning is output).") var priceOutput: Double?
+    @Option(help: "The model's maximum output tokens (pre-flight check).") var maxOutputTokens: Int?
+    @Option(help: "The model's context in tokens (pre-flight check).") var contextTokens: Int?
+    @Option(help: "Backoff base in seconds (full jitter, doubling per attempt).") var retryBaseDelay: Double?
+    @Option(help: "Backoff cap in seconds.") var retryMaxDelay: Double?
     @Option(help: "System prompt added to lines that have none.") var system: String?
     @Option(help: "Mustache template that turns record lines into the user message.") var template: String?
     @Option(help: "Record field holding the id (with --template).") var idField: String?
@@ -141,6 +149,25 @@ struct JobOptions: ParsableArguments {
         flags.connectTimeout = connectTimeout
         flags.grace = grace
         flags.system = system
+        if !requestDefaults.isEmpty {
+            var request = settings.request ?? JSONObject()
+            for pair in requestDefaults {
+                guard let eq = pair.firstIndex(of: "=") else { throw ValidationError("--set takes KEY=JSON, not '\(pair)'") }
+                let text = String(pair[pair.index(after: eq)...])
+                request[String(pair[..<eq])] = (try? JSON.parse(text)) ?? .string(text)  // a bare word is a string
+            }
+            flags.request = request
+        }
+        if priceInput != nil || priceOutput != nil {
+            let base = settings.prices ?? Provider.named(settings.provider ?? .tera).prices
+            flags.prices = Prices(inputPerMillion: priceInput ?? base.inputPerMillion, outputPerMillion: priceOutput ?? base.outputPerMillion)
+        }
+        if maxOutputTokens != nil || contextTokens != nil {
+            let base = settings.limits ?? Provider.named(settings.provider ?? .tera).limits
+            flags.limits = ModelLimits(maxOutputTokens: maxOutputTokens ?? base.maxOutputTokens, contextTokens: contextTokens ?? base.contextTokens)
+        }
+        flags.retryBaseDelay = retryBaseDelay
+        flags.retryMaxDelay = retryMaxDelay
         flags.template = template
         flags.idField = idField
         flags.summaryJSON = summaryJSON

@@ -52,7 +52,6 @@ public final class BatchRunner: @unchecked Sendable {
     var ready: [PreparedRequest] = []
     var readyHead = 0
     var retryReady: [Job] = []
-    var attempts: [String: Int] = [:]
     var inflight = 0
     var waitingRetries = 0
     var inputDone = false
