@@ -8,11 +8,9 @@ struct FakeGatewayCommand: ParsableCommand {
         commandName: "fake-gateway",
         abstract: "Serve a local fake of the Tera gateway and E2E TIR (failures included) until stopped.",
         discussion: """
-            Prints its base URL (http://127.0.0.1:PORT/v1) as its first line. Routes: POST /v1/chat/completions,
-            POST /project/p-{id}/genai/gpt_oss_120b/v1/chat/completions?project_id={id}, GET /v1/models.
-            Failure rates are probabilities per request (0.05 = 5%). A script fixes what given custom_ids
-            (sent as X-Client-Request-Id) get, attempt by attempt: --script 'a=429,429,ok;b=reset'.
-            Actions: ok, 429, 500, 503, 400, reset, stall.
+            Prints its base URL (http://127.0.0.1:PORT/v1) as its first line. Routes: POST /v1/chat/completions, POST /project/p-{id}/genai/gpt_oss_120b/v1/chat/completions?project_id={id}, GET /v1/models.
+
+            Failure rates are probabilities per request (0.05 = 5%). A script fixes what given custom_ids (sent as X-Client-Request-Id) get, attempt by attempt: --script 'a=429,429,ok;b=reset'. Actions: ok, 429, 500, 503, 400, reset, stall, badjson, mismatch.
             """)
 
     @Option(help: "Port to listen on; 0 picks a free one.") var port = 0

@@ -11,20 +11,17 @@ struct RunCommand: ParsableCommand {
         abstract: "Send every prompt of a JSONL file (or job file) once, checkpointed, and write the results.",
         discussion: """
             SOURCE is a YAML job file (.yaml/.yml) or a JSONL input. Flags override the job file.
-            Input lines: the OpenAI Batch shape {"custom_id","method":"POST","url":"/v1/chat/completions","body":{...}},
-            {"custom_id"?, "messages":[...]} or {"custom_id"?, "prompt":"..."} (other keys are body fields), or records
-            rendered through the job's `template`. A line without an id gets line-N. Blank lines are skipped.
 
-            The API key comes from the environment (TERA_API_KEY, TIR_API_KEY, OPENAI_API_KEY, or --api-key-env NAME)
-            or from --api-key-file; never from a flag's value. Resume an interrupted run by running the same command again.
+            Input lines: the OpenAI Batch shape {"custom_id","method":"POST","url":"/v1/chat/completions","body":{...}}, {"custom_id"?, "messages":[...]} or {"custom_id"?, "prompt":"..."} (other keys are body fields), or records rendered through the job's `template`. A line without an id gets line-N. Blank lines are skipped.
+
+            The API key comes from the environment (TERA_API_KEY, TIR_API_KEY, OPENAI_API_KEY, or --api-key-env NAME) or from --api-key-file, never from a flag's value. Resume an interrupted run by running the same command again.
 
             Exit codes:
               0  all lines done
               1  done; some lines failed (see the errors file)
-              2  usage or input error (bad flags or job file, --strict with invalid lines, a changed line without --force,
-                 a missing key, a foreign or damaged checkpoint)
-              3  stopped early: key refused (401), no usable model (403/404), or the --max-cost budget; resumable
-              4  interrupted (SIGINT/SIGTERM) or an output file could not be written; resumable
+              2  usage or input error; a changed line without --force
+              3  stopped early: key refused, model refused, or --max-cost
+              4  interrupted, or an output could not be written; resumable
               5  another run holds the checkpoint
             """)
 
