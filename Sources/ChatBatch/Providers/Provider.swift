@@ -23,6 +23,7 @@ public struct ModelLimits: Sendable, Equatable {
 
 /// A provider chatbatch knows: where it lives, which model it serves, where the key comes from, what it costs.
 public struct Provider: Sendable {
+    /// The providers chatbatch knows by name.
     public enum Kind: String, Sendable, CaseIterable {
         case tera
         case tir

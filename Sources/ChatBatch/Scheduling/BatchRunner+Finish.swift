@@ -90,8 +90,10 @@ extension BatchRunner {
         writer.drain()
         summary.wallSeconds = Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e9
         summary.possiblyBilledTwice += summary.resentAfterCrash
-        summary.leftPending = ((try? store.stateCounts()) ?? [:])[.pending] ?? 0
-        summary.checkpointCost = (try? store.totals().cost) ?? summary.cost
+        // The writer's queue owns the checkpoint connection: read it there.
+        let (pending, spent) = writer.queue.sync { (((try? store.stateCounts()) ?? [:])[.pending] ?? 0, try? store.totals().cost) }
+        summary.leftPending = pending
+        summary.checkpointCost = spent ?? summary.cost
         summary.blockedModels = blockedModels
         summary.concurrencyLimit = limiter.limit
         summary.lowestConcurrency = limiter.lowest

@@ -34,6 +34,7 @@ public struct HTTPResponse: Sendable {
 
 /// A request that got no complete HTTP answer, and whether it may have reached the server.
 public struct TransportFailure: Error, Sendable, CustomStringConvertible {
+    /// Whether the request may have reached the server.
     public enum Kind: String, Sendable {
         /// Nothing was sent (name lookup or connect failed): safe to send again.
         case notSent = "not_sent"
