@@ -9,7 +9,7 @@ final class GatewayCore: Sendable {
     let ledger: Ledger
     init(config: FakeGatewayConfiguration) throws(FakeGatewayError) {
         state = GatewayState(config: config)
-        ledger = try Ledger(path: config.ledgerPath)
+        ledger = try Ledger(path: config.ledgerPath, inMemory: config.ledgerInMemory)
     }
 }
 

@@ -50,6 +50,8 @@ public struct FakeGatewayConfiguration: Sendable {
     public var randomSeed: UInt64 = 42
     /// Where the ledger is also appended as JSONL (standalone use); nil keeps it in memory only.
     public var ledgerPath: String? = nil
+    /// Keep every ledger entry in memory for `ledger.snapshot()` (tests); the standalone command keeps only a count.
+    public var ledgerInMemory = true
 
     public init() {}
 }

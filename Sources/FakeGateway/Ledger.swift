@@ -42,11 +42,13 @@ public struct LedgerEntry: Sendable {
 
 /// Every request the gateway received, kept in memory and, when a path is set, appended as JSONL.
 public final class Ledger: Sendable {
-    private let entries = Mutex<[LedgerEntry]>([])
+    private let entries = Mutex<(list: [LedgerEntry], count: Int)>(([], 0))
     /// Written only while `entries`' lock is held, so ledger lines never interleave.
     private let file: FileHandle?
+    private let inMemory: Bool
 
-    init(path: String?) throws(FakeGatewayError) {
+    init(path: String?, inMemory: Bool) throws(FakeGatewayError) {
+        self.inMemory = inMemory
         guard let path else { file = nil; return }
         guard FileManager.default.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600]),
             let handle = FileHandle(forWritingAtPath: path)
@@ -57,9 +59,10 @@ public final class Ledger: Sendable {
     }
 
     func record(_ make: (Int) -> LedgerEntry) {
-        entries.withLock { list in
-            let entry = make(list.count + 1)
-            list.append(entry)
+        entries.withLock { state in
+            state.count += 1
+            let entry = make(state.count)
+            if inMemory { state.list.append(entry) }
             if let file {
                 var bytes = [UInt8]()
                 entry.json.write(to: &bytes)
@@ -70,7 +73,10 @@ public final class Ledger: Sendable {
     }
 
     /// A copy of every entry so far, in the order the requests finished.
-    public func snapshot() -> [LedgerEntry] { entries.withLock { $0 } }
+    public func snapshot() -> [LedgerEntry] { entries.withLock { $0.list } }
+
+    /// Requests recorded so far (kept even when entries are not).
+    public var count: Int { entries.withLock { $0.count } }
 
     /// Billed requests per client request id (the custom_id): the double-billing proof counts these.
     public func billedCounts() -> [String: Int] {

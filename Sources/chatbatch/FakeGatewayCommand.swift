@@ -70,6 +70,7 @@ struct FakeGatewayCommand: ParsableCommand {
         if let script { c.script = try ScriptedAction.parseScript(script) }
         c.randomSeed = seed
         c.ledgerPath = ledger
+        c.ledgerInMemory = false  // standalone, the ledger is the JSONL file
         let gateway = try FakeGateway(c)
         print(gateway.baseURL)
         fflush(nil)

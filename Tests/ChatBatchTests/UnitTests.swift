@@ -13,6 +13,9 @@ struct UnitTests {
         #expect(v["b"] == .int(1))
         #expect(v["s"]?.stringValue == "x\"\\\né😀")
         #expect(try JSON.parse(v.serialized()) == v)
+        let control = JSON.string("a\u{01}b\tc\r\n\"\\d")
+        #expect(control.serialized() == #""a\u0001b\tc\r\n\"\\d""#)
+        #expect(try JSON.parse(control.serialized()) == control)
         #expect(v.serialized().hasPrefix(#"{"b":1,"a":[true,null,2.5,"#))
         for bad in ["{", "[1,]", "{\"a\" 1}", "01", "\"\\x\"", "nul", "{} {}", "\"\u{01}\""] {
             #expect(throws: JSONParseError.self, "\(bad)") { try JSON.parse(bad) }
