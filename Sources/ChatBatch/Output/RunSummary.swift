@@ -64,6 +64,8 @@ public struct RunSummary: Sendable {
     public var stopReason: String? = nil
     /// Spend over every run on this checkpoint.
     public var checkpointCost = 0.0
+    /// The run was refused before it started (no key, a busy or foreign checkpoint, `--strict`): nothing was sent.
+    public var refused = false
 
     public var totalTokens: Int { promptTokens + completionTokens }
     public var requestsPerSecond: Double { wallSeconds > 0 ? Double(attempts) / wallSeconds : 0 }
@@ -94,6 +96,7 @@ public struct RunSummary: Sendable {
 
     /// The summary printed at the end of a run.
     public var text: String {
+        if refused { return "chatbatch: \(stopReason ?? exit.meaning) (nothing was sent)" }
         var lines: [String] = []
         lines.append("chatbatch: \(exit.meaning)" + (stopReason.map { " — \($0)" } ?? ""))
         lines.append("  lines      \(inputLines) read: \(done) done, \(failed) failed, \(invalid) invalid, \(alreadyDone) already done"

@@ -10,6 +10,7 @@ public enum RunSession {
         progress: ProgressOptions? = nil, log: @escaping @Sendable (String) -> Void
     ) -> RunSummary {
         var refused = RunSummary()
+        refused.refused = true
         do {
             let key = try apiKeyOverride ?? APIKeySource.resolve(config)
             if let key, !key.isEmpty, let warning = APIKeySource.plainTextWarning(endpoint: config.endpoint) { log(warning) }
@@ -19,7 +20,7 @@ public enum RunSession {
                     for p in problems.prefix(50) { log(p) }
                     refused.exit = .usageOrInput
                     refused.invalid = problems.count
-                    refused.stopReason = "--strict: \(problems.count) invalid lines; nothing was sent"
+                    refused.stopReason = "--strict: \(problems.count) invalid lines"
                     return refused
                 }
             }
