@@ -257,4 +257,23 @@ struct RunTests {
         #expect(first["attempts"] == 1)
         #expect((first["cost"]?.doubleValue ?? 0) > 0)
     }
+
+    @Test func aForcedRunThatDiesBeforeRebuildingLeavesTheNextRunToRebuild() throws {
+        let scratch = Scratch()
+        let g = try FakeGateway.start()
+        defer { g.shutdown() }
+        scratch.write("in.jsonl", lines: promptLines(6))
+        _ = try runJob(settings(scratch, g))
+        // What a --force run leaves when it dies right after superseding p0003's answer: the row pending,
+        // its old line still in the results file, and the rebuild flag set.
+        let writer = try SQLiteDatabase(path: scratch.file("out.jsonl.checkpoint"))
+        try writer.execute("UPDATE requests SET out_seq=NULL, out_kind=NULL, state='pending' WHERE custom_id='p0003'")
+        try writer.execute("UPDATE meta SET value='1' WHERE key='output.needs_rebuild'")
+        try writer.execute("INSERT OR REPLACE INTO meta VALUES('output.needs_rebuild', '1')")
+        let (resumed, _) = try runJob(settings(scratch, g))
+        #expect(resumed.attempts == 1)
+        let ids = scratch.lines("out.jsonl").compactMap { $0["custom_id"]?.stringValue }
+        #expect(ids.sorted() == (1...6).map { String(format: "p%04d", $0) })
+        #expect(try writer.query("SELECT value FROM meta WHERE key='output.needs_rebuild'").first?.first?.text == "0")
+    }
 }

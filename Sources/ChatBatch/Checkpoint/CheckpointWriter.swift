@@ -211,6 +211,8 @@ final class CheckpointWriter: Sendable {
                     if let attempt { try insert(attempt, s) }
                 case .supersede(let id):
                     try s.supersede.run([.text(id)])
+                    // Persisted with the change: a run that dies before rebuilding leaves the next one to do it.
+                    if !outputs.needsRebuild { try store.setMeta("output.needs_rebuild", "1") }
                     outputs.needsRebuild = true
                 }
             }

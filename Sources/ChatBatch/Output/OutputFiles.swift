@@ -66,6 +66,8 @@ final class OutputFiles {
 
     /// Brings both files in line with the checkpoint before a run appends to them.
     func reconcile(store: CheckpointStore, log: (String) -> Void) throws {
+        // A forced resend replaced answers whose old lines are still in the files: rebuild them (again) at the end.
+        if try store.meta("output.needs_rebuild") == "1" { needsRebuild = true }
         for kind in OutputKind.allCases {
             var f = files[kind.rawValue]
             let prefix = "output.\(kind.name)."

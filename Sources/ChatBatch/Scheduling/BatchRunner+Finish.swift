@@ -82,8 +82,13 @@ extension BatchRunner {
         let writeFailure = writer.failure
         writer.queue.sync {
             if writeFailure == nil && writer.outputs.needsRebuild {
-                for kind in OutputKind.allCases { try? writer.outputs.rebuild(kind, store: store) }
-                writer.outputs.needsRebuild = false
+                do {
+                    for kind in OutputKind.allCases { try writer.outputs.rebuild(kind, store: store) }
+                    try store.setMeta("output.needs_rebuild", "0")
+                    writer.outputs.needsRebuild = false
+                } catch {
+                    log("chatbatch: could not rebuild the output files (\(error)); the next run or `chatbatch export` will")
+                }
             }
             writer.outputs.sync()
         }
