@@ -276,4 +276,23 @@ struct RunTests {
         #expect(ids.sorted() == (1...6).map { String(format: "p%04d", $0) })
         #expect(try writer.query("SELECT value FROM meta WHERE key='output.needs_rebuild'").first?.first?.text == "0")
     }
+
+    @Test func aGrownInputRunsOnlyItsNewLinesAndRetryFailedResendsFailures() throws {
+        let scratch = Scratch()
+        let g = try FakeGateway.start { $0.script = ["p0002": [.badRequest]] }
+        defer { g.shutdown() }
+        scratch.write("in.jsonl", lines: promptLines(5))
+        let (first, _) = try runJob(settings(scratch, g))
+        #expect(first.done == 4 && first.failed == 1)
+        scratch.write("in.jsonl", lines: promptLines(8))
+        let (grown, _) = try runJob(settings(scratch, g))
+        #expect(grown.attempts == 3 && grown.done == 3 && grown.alreadyDone == 4 && grown.alreadyFailed == 1)
+        var retry = settings(scratch, g)
+        retry.retryFailed = true
+        let (again, _) = try runJob(retry)
+        #expect(again.attempts == 1 && again.done == 1 && again.exit == .allDone)
+        // The failure's line left the errors file when its answer arrived: still exactly one line per prompt.
+        #expect(scratch.lines("out.errors.jsonl").isEmpty)
+        try expectExactlyOnce(scratch, ids: (1...8).map { String(format: "p%04d", $0) }, gateway: g)
+    }
 }
