@@ -7,27 +7,12 @@ import Testing
 /// Runs the real `chatbatch` binary, kills it, and resumes it: money is only safe if this holds.
 @Suite("Crash safety: SIGKILL, SIGINT and resume", .serialized)
 struct KillResumeTests {
-    /// A job file for the binary, pointing at the gateway; the key comes from the environment.
+    /// A job file for the binary: short timeouts and backoff, many attempts.
     func writeJob(_ scratch: Scratch, _ g: FakeGateway, concurrency: Int = 16) {
-        let yaml = """
-            input: in.jsonl
-            output: out.jsonl
-            provider: openai-compatible
-            model: openai/gpt-oss-120b
-            base_url: \(g.baseURL)
-            api_key_env: CB_TEST_KEY
-            concurrency: \(concurrency)
-            timeout: 5
-            grace: 5
-            retry:
-              max_attempts: 40
-              base_delay: 0.01
-              max_delay: 0.2
-            prices:
-              input: 0.09
-              output: 0.36
-            """
-        FileManager.default.createFile(atPath: scratch.file("job.yaml"), contents: Data(yaml.utf8))
+        ChatBatchTests.writeJob(scratch, g, concurrency: concurrency, extra: [
+            "timeout: 5", "grace: 5", "retry: {max_attempts: 40, base_delay: 0.01, max_delay: 0.2}",
+            "prices: {input: 0.09, output: 0.36}",
+        ])
     }
 
     func start(_ scratch: Scratch) throws -> Process {

@@ -6,20 +6,6 @@ import Testing
 
 @Suite("Operating it: progress, status, report, shards, nightly")
 struct OperatingTests {
-    func job(_ scratch: Scratch, _ g: FakeGateway, extra: String = "") {
-        let yaml = """
-            input: in.jsonl
-            output: out.jsonl
-            provider: openai-compatible
-            model: openai/gpt-oss-120b
-            base_url: \(g.baseURL)
-            api_key_env: CB_TEST_KEY
-            concurrency: 8
-            \(extra)
-            """
-        FileManager.default.createFile(atPath: scratch.file("job.yaml"), contents: Data(yaml.utf8))
-    }
-
     func binary(_ arguments: [String], stderr: Any? = nil) throws -> Process {
         try launch(chatbatchBinary(), arguments, stderr: stderr)
     }
@@ -29,7 +15,7 @@ struct OperatingTests {
         let g = try FakeGateway.start { $0.latencyMilliseconds = 40 }
         defer { g.shutdown() }
         scratch.write("in.jsonl", lines: promptLines(150))
-        job(scratch, g)
+        writeJob(scratch, g)
         // A pseudo-terminal as stderr: Python's pty.spawn runs the binary on one and copies what it shows.
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
@@ -57,7 +43,7 @@ struct OperatingTests {
         let g = try FakeGateway.start { $0.latencyMilliseconds = 40 }
         defer { g.shutdown() }
         scratch.write("in.jsonl", lines: promptLines(150))
-        job(scratch, g)
+        writeJob(scratch, g)
         let pipe = Pipe()
         let p = try binary(["run", scratch.file("job.yaml"), "--progress-interval", "0.2"], stderr: pipe)
         let text = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
@@ -69,7 +55,7 @@ struct OperatingTests {
         // --quiet and --log-file.
         let again = Scratch()
         again.write("in.jsonl", lines: promptLines(20) + ["{broken"])
-        job(again, g)
+        writeJob(again, g)
         let quietPipe = Pipe()
         let q = try binary(["run", again.file("job.yaml"), "--quiet", "--log-file", again.file("run.log"), "--progress-interval", "0.05"], stderr: quietPipe)
         let quietText = String(decoding: quietPipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)

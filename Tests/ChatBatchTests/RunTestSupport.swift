@@ -103,6 +103,15 @@ func chatbatchBinary() -> String {
     return candidate
 }
 
+/// Writes `job.yaml` for the binary: in.jsonl → out.jsonl on the gateway, key from `CB_TEST_KEY`, plus `extra` YAML lines.
+func writeJob(_ scratch: Scratch, _ gateway: FakeGateway, concurrency: Int = 8, extra: [String] = []) {
+    let yaml = [
+        "input: in.jsonl", "output: out.jsonl", "provider: openai-compatible", "model: openai/gpt-oss-120b",
+        "base_url: \(gateway.baseURL)", "api_key_env: CB_TEST_KEY", "concurrency: \(concurrency)",
+    ] + extra
+    FileManager.default.createFile(atPath: scratch.file("job.yaml"), contents: Data(yaml.joined(separator: "\n").utf8))
+}
+
 /// Starts a program with the fake gateway's key in `CB_TEST_KEY` and `environment` added; output to /dev/null unless given.
 func launch(_ executable: String, _ arguments: [String], environment: [String: String] = [:], stderr: Any? = nil) throws -> Process {
     let p = Process()
