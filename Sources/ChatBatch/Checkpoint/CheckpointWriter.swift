@@ -74,7 +74,7 @@ final class CheckpointWriter: Sendable {
     let queue = DispatchQueue(label: "chatbatch.checkpoint")
     let state: Mutex<Pending> = Mutex(Pending())
     // Only touched on `queue`.
-    nonisolated(unsafe) let store: CheckpointStore
+    let store: CheckpointStore
     nonisolated(unsafe) let outputs: OutputFiles
     nonisolated(unsafe) var statements: Statements?
     /// The last output sequence number committed (-1 until read once from the checkpoint).
