@@ -26,7 +26,7 @@ struct CheckpointTests {
         #expect(try Data(contentsOf: URL(fileURLWithPath: checkpoint)) == foreign)
 
         // Not SQLite at all.
-        FileManager.default.createFile(atPath: checkpoint, contents: Data("{\"hello\": 1}\n".utf8))
+        _ = FileManager.default.createFile(atPath: checkpoint, contents: Data("{\"hello\": 1}\n".utf8))
         let (b, _) = try runJob(settings(scratch, g))
         #expect(b.exit == .usageOrInput)
         #expect(b.stopReason?.contains("not a chatbatch checkpoint") == true)
@@ -91,7 +91,7 @@ struct CheckpointTests {
             api_key_env: CB_TEST_KEY
             concurrency: 8
             """
-        FileManager.default.createFile(atPath: scratch.file("job.yaml"), contents: Data(yaml.utf8))
+        _ = FileManager.default.createFile(atPath: scratch.file("job.yaml"), contents: Data(yaml.utf8))
         let checkpoint = yaml.split(separator: "\n").first { $0.hasPrefix("checkpoint:") }!.dropFirst(12).trimmingCharacters(in: .whitespaces)
         defer { for s in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: checkpoint + s) } }
         // ulimit -f caps every file the process writes, so the results file or the checkpoint, whichever grows

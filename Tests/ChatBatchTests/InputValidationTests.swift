@@ -42,7 +42,7 @@ struct InputValidationTests {
         var data = Data(lines.map { $0 + "\n" }.joined().utf8)
         data.append(contentsOf: [0x7B, 0x22, 0x70, 0x22, 0x3A, 0x22, 0xFF, 0xFE, 0x22, 0x7D, 0x0A])  // invalid UTF-8
         data.append(Data(("{\"custom_id\":\"big\",\"prompt\":\"" + String(repeating: "x", count: 10 << 20) + "\"}\n").utf8))
-        FileManager.default.createFile(atPath: scratch.file("in.jsonl"), contents: data)
+        _ = FileManager.default.createFile(atPath: scratch.file("in.jsonl"), contents: data)
         let (summary, messages) = try runJob(settings(scratch, g))
         #expect(summary.done == 4)
         #expect(summary.invalid == Self.corpus.count + 2)
@@ -84,7 +84,7 @@ struct InputValidationTests {
         let g = try FakeGateway.start()
         defer { g.shutdown() }
         let text = "\u{FEFF}{\"custom_id\":\"a\",\"prompt\":\"x\"}\r\n\r\n   \n{\"custom_id\":\"b\",\"prompt\":\"y\"}\r\n{\"custom_id\":\"c\",\"prompt\":\"no newline at the end\"}"
-        FileManager.default.createFile(atPath: scratch.file("in.jsonl"), contents: Data(text.utf8))
+        _ = FileManager.default.createFile(atPath: scratch.file("in.jsonl"), contents: Data(text.utf8))
         let (summary, _) = try runJob(settings(scratch, g))
         #expect(summary.exit == .allDone && summary.done == 3 && summary.invalid == 0)
     }
@@ -121,7 +121,7 @@ struct InputValidationTests {
               max_tokens: 300
               temperature: 0
             """
-        FileManager.default.createFile(atPath: scratch.file("job.yaml"), contents: Data(yaml.utf8))
+        _ = FileManager.default.createFile(atPath: scratch.file("job.yaml"), contents: Data(yaml.utf8))
         let s = try JobFile.load(path: scratch.file("job.yaml"))
         #expect(s.input == scratch.file("records.jsonl"))
         let (summary, _) = try runJob(s)
@@ -133,9 +133,9 @@ struct InputValidationTests {
 
     @Test func jobFileMistakesAreNamed() throws {
         let scratch = Scratch()
-        FileManager.default.createFile(atPath: scratch.file("job.yaml"), contents: Data("input: x.jsonl\nconcurency: 8\n".utf8))
+        _ = FileManager.default.createFile(atPath: scratch.file("job.yaml"), contents: Data("input: x.jsonl\nconcurency: 8\n".utf8))
         #expect { try JobFile.load(path: scratch.file("job.yaml")) } throws: { ($0 as? InputError)?.message.contains("unknown setting `concurency`") == true }
-        FileManager.default.createFile(atPath: scratch.file("bad.yaml"), contents: Data("input: [unclosed\n".utf8))
+        _ = FileManager.default.createFile(atPath: scratch.file("bad.yaml"), contents: Data("input: [unclosed\n".utf8))
         #expect { try JobFile.load(path: scratch.file("bad.yaml")) } throws: { ($0 as? InputError)?.message.contains("not valid YAML") == true }
     }
 }

@@ -150,7 +150,7 @@ struct OperatingTests {
             base_url: \(g.baseURL)
             api_key_env: CB_TEST_KEY
             """
-        FileManager.default.createFile(atPath: scratch.file("nightly.yaml"), contents: Data(yaml.utf8))
+        _ = FileManager.default.createFile(atPath: scratch.file("nightly.yaml"), contents: Data(yaml.utf8))
         let s = try JobFile.load(path: scratch.file("nightly.yaml"), date: "2026-11-21")
         #expect(s.input == scratch.file("data/2026-11-21.jsonl") && s.output == scratch.file("out/2026-11-21/results.jsonl"))
         // The wrapper: a run still holding the lock makes tonight's exit 5 with one line.

@@ -20,7 +20,7 @@ final class Scratch {
     @discardableResult
     func write(_ name: String, lines: [String]) -> String {
         let p = file(name)
-        FileManager.default.createFile(atPath: p, contents: Data(lines.map { $0 + "\n" }.joined().utf8))
+        _ = FileManager.default.createFile(atPath: p, contents: Data(lines.map { $0 + "\n" }.joined().utf8))
         return p
     }
 
@@ -109,7 +109,7 @@ func writeJob(_ scratch: Scratch, _ gateway: FakeGateway, concurrency: Int = 8, 
         "input: in.jsonl", "output: out.jsonl", "provider: openai-compatible", "model: openai/gpt-oss-120b",
         "base_url: \(gateway.baseURL)", "api_key_env: CB_TEST_KEY", "concurrency: \(concurrency)",
     ] + extra
-    FileManager.default.createFile(atPath: scratch.file("job.yaml"), contents: Data(yaml.joined(separator: "\n").utf8))
+    _ = FileManager.default.createFile(atPath: scratch.file("job.yaml"), contents: Data(yaml.joined(separator: "\n").utf8))
 }
 
 /// Starts a program with the fake gateway's key in `CB_TEST_KEY` and `environment` added; output to /dev/null unless given.

@@ -71,7 +71,7 @@ struct UnitTests {
         s.input = "x.jsonl"
         s.apiKeyEnv = "CHATBATCH_TEST_SURELY_UNSET"
         #expect { try APIKeySource.resolve(try s.resolve()) } throws: { ($0 as? InputError)?.message.contains("CHATBATCH_TEST_SURELY_UNSET") == true }
-        FileManager.default.createFile(atPath: scratch.file("key"), contents: Data("sk-from-file\n".utf8))
+        _ = FileManager.default.createFile(atPath: scratch.file("key"), contents: Data("sk-from-file\n".utf8))
         s.apiKeyFile = scratch.file("key")
         #expect(try APIKeySource.resolve(try s.resolve()) == "sk-from-file")
         #expect(APIKeySource.plainTextWarning(endpoint: "http://127.0.0.1:8000/v1/chat/completions") == nil)

@@ -256,7 +256,6 @@ public final class CheckpointStore: @unchecked Sendable {
 struct PriorState: Sendable {
     var state: RequestState
     var bodyHash: String
-    var line: Int
     var crashResend: Bool
 }
 
@@ -267,7 +266,7 @@ final class CheckpointReader {
 
     init(path: String) throws(CheckpointError) {
         db = try SQLiteDatabase(path: path, readOnly: true)
-        lookup = try db.prepare("SELECT state, body_hash, line, crash_resend FROM requests WHERE custom_id=?")
+        lookup = try db.prepare("SELECT state, body_hash, crash_resend FROM requests WHERE custom_id=?")
     }
 
     /// Runs `body` inside one read transaction, so its lookups share one snapshot and a warm page cache
@@ -284,6 +283,6 @@ final class CheckpointReader {
         guard try lookup.step() else { return nil }
         return PriorState(
             state: RequestState(rawValue: lookup.value(0).text ?? "") ?? .pending,
-            bodyHash: lookup.value(1).text ?? "", line: lookup.value(2).int ?? 0, crashResend: lookup.value(3).int == 1)
+            bodyHash: lookup.value(1).text ?? "", crashResend: lookup.value(2).int == 1)
     }
 }

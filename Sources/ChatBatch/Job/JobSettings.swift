@@ -85,7 +85,7 @@ public struct JobSettings: Sendable {
         for (name, v) in [("requests_per_minute", requestsPerMinute), ("tokens_per_minute", tokensPerMinute)] {
             if let v, v <= 0 { throw InputError(code: "bad_rate", message: "\(name) must be more than 0") }
         }
-        if let t = template, idField == nil, t.isEmpty {
+        if template?.isEmpty == true {
             throw InputError(code: "bad_template", message: "template is empty")
         }
         return RunConfiguration(
@@ -162,9 +162,12 @@ public struct RunConfiguration: Sendable {
     public var dropReasoning: Bool
     public var shard: Shard?
 
-    /// The most a request can cost: its estimated prompt, and `max_tokens` (or the model's maximum output) of answer.
+    /// The most a request can answer: its `max_tokens`, or the model's maximum output when it sets none.
+    func completionBound(_ maxTokens: Int?) -> Int { maxTokens ?? limits.maxOutputTokens }
+
+    /// The most a request can cost: its estimated prompt, and `completionBound` tokens of answer.
     func worstCost(promptTokens: Int, maxTokens: Int?) -> Double {
-        prices.cost(prompt: promptTokens, completion: maxTokens ?? limits.maxOutputTokens)
+        prices.cost(prompt: promptTokens, completion: completionBound(maxTokens))
     }
 }
 

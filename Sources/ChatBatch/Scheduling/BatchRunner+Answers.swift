@@ -59,7 +59,7 @@ extension BatchRunner {
             if job.probe { warmedUp = true }
             if prompt + completion > 0 {
                 tokenBucket?.adjust(job.estimate - Double(prompt + completion))
-                let raw = Double(r.promptTokens + (r.maxTokens ?? config.limits.maxOutputTokens))
+                let raw = Double(r.promptTokens + config.completionBound(r.maxTokens))
                 tokenRatio = 0.9 * tokenRatio + 0.1 * min(1, Double(prompt + completion) / max(1, raw))
             }
             summary.promptTokens += prompt

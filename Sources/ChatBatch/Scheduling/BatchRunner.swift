@@ -225,7 +225,7 @@ public final class BatchRunner: @unchecked Sendable {
                 stopRun(.budget(String(format: "budget: $%.6f spent and $%.6f at most in flight; one more request could pass the $%.6f cap. Run again with a larger --max-cost to carry on", budget.spent, budget.inflightWorst, cap)))
                 return
             }
-            job.estimate = Double(r.promptTokens + (r.maxTokens ?? config.limits.maxOutputTokens)) * tokenRatio
+            job.estimate = Double(r.promptTokens + config.completionBound(r.maxTokens)) * tokenRatio
             let now = DispatchTime.now().uptimeNanoseconds
             var wait = requestBucket?.wait(for: 1, now: now) ?? 0
             wait = max(wait, tokenBucket?.wait(for: job.estimate, now: now) ?? 0)

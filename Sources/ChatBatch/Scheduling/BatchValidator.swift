@@ -44,9 +44,10 @@ public struct ValidationReport: Sendable {
 /// Reads a whole job without sending anything: invalid lines, counts, estimated tokens, cost range, and
 /// what a resume would still send (from the checkpoint, when there is one; it is only read, never locked).
 public enum BatchValidator {
-    public static func validate(_ config: RunConfiguration) throws -> ValidationReport {
+    /// `useCheckpoint: false` judges every line on its own, as `--strict` does before a run.
+    public static func validate(_ config: RunConfiguration, useCheckpoint: Bool = true) throws -> ValidationReport {
         var reader: CheckpointReader? = nil
-        if FileManager.default.fileExists(atPath: config.checkpoint) {
+        if useCheckpoint && FileManager.default.fileExists(atPath: config.checkpoint) {
             _ = try CheckpointStore(path: config.checkpoint, create: false, lock: false)  // refuses foreign or damaged files
             reader = try CheckpointReader(path: config.checkpoint)
         }
@@ -63,7 +64,7 @@ public enum BatchValidator {
             for r in batch.requests {
                 report.toSend += 1
                 report.promptTokens += r.promptTokens
-                report.maxCompletionTokens += r.maxTokens ?? config.limits.maxOutputTokens
+                report.maxCompletionTokens += config.completionBound(r.maxTokens)
             }
         }
         report.valid = report.lines - report.invalid

@@ -15,7 +15,7 @@ public enum RunSession {
             let key = try apiKeyOverride ?? APIKeySource.resolve(config)
             if let key, !key.isEmpty, let warning = APIKeySource.plainTextWarning(endpoint: config.endpoint) { log(warning) }
             if config.strict {
-                let problems = try InputValidator.scan(config)
+                let problems = try BatchValidator.validate(config, useCheckpoint: false).problems
                 if !problems.isEmpty {
                     for p in problems.prefix(50) { log(p) }
                     refused.exit = .usageOrInput
@@ -81,18 +81,5 @@ public enum APIKeySource {
         let host = URLComponents(string: endpoint)?.host ?? ""
         if host == "localhost" || host == "::1" || host == "[::1]" || host.hasPrefix("127.") { return nil }
         return "chatbatch: warning: the API key will travel unencrypted over plain http to \(host); use https"
-    }
-}
-
-/// Reads a whole input without sending anything and lists every invalid line (`--strict`).
-public enum InputValidator {
-    public static func scan(_ config: RunConfiguration) throws -> [String] {
-        let feed = try InputFeed(config: config, checkpoint: nil, writer: nil, hasInvalidRows: false)
-        var problems: [String] = []
-        while !feed.done {
-            let batch = try feed.next(limit: 4096)
-            problems.append(contentsOf: batch.messages)
-        }
-        return problems
     }
 }

@@ -28,7 +28,6 @@ public final class CurlTransport: Sendable {
     /// The queue of work handed to the transport thread, and the pipe that wakes it.
     final class Shared: Sendable {
         let inbox = Mutex(Inbox())
-        let inflight = Atomic<Int>(0)
         let wakeRead: Int32
         let wakeWrite: Int32
 
@@ -82,19 +81,9 @@ public final class CurlTransport: Sendable {
     /// Queues several requests with one wake-up of the transport thread.
     public func submit(_ batch: [(HTTPRequest, @Sendable (HTTPResponse) -> Void)]) {
         guard !batch.isEmpty else { return }
-        shared.inflight.add(batch.count, ordering: .relaxed)
-        let counted = batch.map { request, completion -> (HTTPRequest, Completion) in
-            (request, { [shared] r in
-                shared.inflight.subtract(1, ordering: .relaxed)
-                completion(r)
-            })
-        }
-        shared.inbox.withLock { $0.items.append(contentsOf: counted) }
+        shared.inbox.withLock { $0.items.append(contentsOf: batch) }
         shared.wake()
     }
-
-    /// Requests submitted and not yet completed.
-    public var inflight: Int { shared.inflight.load(ordering: .relaxed) }
 
     /// Aborts every transfer under way; each completes with a `cancelled` failure.
     public func cancelAll() {
