@@ -2,6 +2,8 @@ import ChatBatchCore
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import Dispatch
+import Foundation
 
 /// What every connection handler shares: the state and the ledger.
 final class GatewayCore: Sendable {
@@ -76,8 +78,13 @@ public final class FakeGateway: Sendable {
         try? group.syncShutdownGracefully()
     }
 
-    /// Blocks until the server channel closes (for the standalone command).
-    public func waitUntilClosed() {
-        try? channel.closeFuture.wait()
+    /// Stops gracefully: closes the listener, gives requests in flight up to `grace` seconds to be answered,
+    /// then drops the rest (they are recorded as billed, since they were read), and flushes the ledger file.
+    public func stop(grace: Double) {
+        try? channel.close().wait()
+        let deadline = DispatchTime.now() + grace
+        while core.state.inflight > 0 && DispatchTime.now() < deadline { usleep(5_000) }
+        try? group.syncShutdownGracefully()
+        core.ledger.flush()
     }
 }

@@ -75,6 +75,12 @@ final class GatewayHandler: ChannelInboundHandler {
 
         let (path, query) = splitURI(head.uri)
         let config = core.state.config
+        if path == "/fake/stats" && head.method == .GET {
+            // For harnesses: what is in flight now, and how many requests arrived; not recorded in the ledger.
+            let stats: JSON = ["in_flight": .int(core.state.inflight), "ledger_entries": .int(core.ledger.count)]
+            sendJSON(context: context, status: 200, body: stats, requestID: requestID, keepAlive: keepAlive)
+            return
+        }
         if path == "/v1/models" {
             entry.route = "models"
             guard head.method == .GET else { return fail(.notFound) }

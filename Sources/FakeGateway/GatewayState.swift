@@ -114,6 +114,9 @@ final class GatewayState: Sendable {
         state.withLock { s in s.keys[key]?.inflight -= 1 }
     }
 
+    /// Admitted requests not yet answered, over every key.
+    var inflight: Int { state.withLock { s in s.keys.values.reduce(0) { $0 + $1.inflight } } }
+
     /// Latency for an answer of `completionTokens` tokens: fixed, plus jitter, plus per token.
     func latencyNanoseconds(completionTokens: Int) -> Int64 {
         var ms = config.latencyMilliseconds + config.perTokenMicroseconds * Double(completionTokens) / 1000

@@ -72,6 +72,11 @@ public final class Ledger: Sendable {
         }
     }
 
+    /// Forces the ledger file to disk (entries are written as they happen; this makes them durable).
+    public func flush() {
+        entries.withLock { _ in try? file?.synchronize() }
+    }
+
     /// A copy of every entry so far, in the order the requests finished.
     public func snapshot() -> [LedgerEntry] { entries.withLock { $0.list } }
 

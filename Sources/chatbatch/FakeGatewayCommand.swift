@@ -8,7 +8,9 @@ struct FakeGatewayCommand: ParsableCommand {
         commandName: "fake-gateway",
         abstract: "Serve a local fake of the Tera gateway and E2E TIR (failures included) until stopped.",
         discussion: """
-            Prints its base URL (http://127.0.0.1:PORT/v1) as its first line. Routes: POST /v1/chat/completions, POST /project/p-{id}/genai/gpt_oss_120b/v1/chat/completions?project_id={id}, GET /v1/models.
+            Prints its base URL (http://127.0.0.1:PORT/v1) as its first line. Routes: POST /v1/chat/completions, POST /project/p-{id}/genai/gpt_oss_120b/v1/chat/completions?project_id={id}, GET /v1/models, and GET /fake/stats (requests in flight and ledger entries, for harnesses; not in the ledger).
+
+            SIGTERM or SIGINT stops it: the listener closes, requests in flight get up to 1 s to be answered (the rest are dropped and recorded as billed), the --ledger file is flushed, and it exits 0. A second signal exits at once (128 + the signal).
 
             Failure rates are probabilities per request (0.05 = 5%). A script fixes what given custom_ids (sent as X-Client-Request-Id) get, attempt by attempt: --script 'a=429,429,ok;b=reset'. Actions: ok, 429, 500, 503, 400, reset, stall, badjson, mismatch.
             """)
@@ -71,17 +73,28 @@ struct FakeGatewayCommand: ParsableCommand {
         c.randomSeed = seed
         c.ledgerPath = ledger
         c.ledgerInMemory = false  // standalone, the ledger is the JSONL file
+        // Block the stop signals before NIO starts its threads (they inherit the mask), so that only
+        // `sigwait` below receives them: a signal can then never land on a thread that ignores it.
+        var stopSignals = sigset_t()
+        sigemptyset(&stopSignals)
+        sigaddset(&stopSignals, SIGINT)
+        sigaddset(&stopSignals, SIGTERM)
+        pthread_sigmask(SIG_BLOCK, &stopSignals, nil)
         let gateway = try FakeGateway(c)
         print(gateway.baseURL)
         fflush(nil)
-        let signals = [SIGINT, SIGTERM].map { sig -> any DispatchSourceSignal in
-            signal(sig, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            source.setEventHandler { gateway.shutdown(); Foundation.exit(0) }
-            source.resume()
-            return source
+        var received: Int32 = 0
+        sigwait(&stopSignals, &received)
+        FileHandle.standardError.write(Data("fake-gateway: stopping: no new connections, up to 1 s for answers in flight; signal again to exit at once\n".utf8))
+        let mask = stopSignals
+        let second = Thread {
+            var waitFor = mask
+            var again: Int32 = 0
+            sigwait(&waitFor, &again)
+            _exit(128 + again)
         }
-        gateway.waitUntilClosed()
-        _ = signals
+        second.start()
+        gateway.stop(grace: 1)
+        Foundation.exit(0)
     }
 }

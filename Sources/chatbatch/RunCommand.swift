@@ -18,9 +18,9 @@ struct RunCommand: ParsableCommand {
 
             Exit codes:
               0  all lines done
-              1  done; some lines failed (see the errors file)
+              1  done; some lines failed, or their model was refused (403/404): see the errors file
               2  usage or input error; a changed line without --force
-              3  stopped early: key refused, model refused, or --max-cost
+              3  stopped early: key refused (401) or --max-cost reached
               4  interrupted, or an output could not be written; resumable
               5  another run holds the checkpoint
             """)
@@ -102,7 +102,7 @@ struct JobOptions: ParsableArguments {
     @Flag(help: "Leave reasoning out of the output files.") var dropReasoning = false
     @Flag(help: "Refuse the whole run, before sending anything, if any line is invalid.") var strict = false
     @Flag(help: "Send again lines answered before whose request body changed, replacing their answers.") var force = false
-    @Flag(help: "Send again lines that failed in an earlier run.") var retryFailed = false
+    @Flag(help: "Send again lines that failed in an earlier run, those of a refused model (403/404) included.") var retryFailed = false
     @Flag(help: "Stream every request (stream: true) and reassemble the answers.") var stream = false
 
     /// The job file (if SOURCE is one) overridden by the flags.

@@ -62,7 +62,9 @@ func runJob(_ s: JobSettings, key: String? = "sk-fake", log: (@Sendable (String)
 
 /// Every input id ends in exactly one output file, exactly once; and the gateway billed no id more than
 /// once beyond the sends the checkpoint counted as possibly billed twice.
-func expectExactlyOnce(_ scratch: Scratch, ids: [String], gateway: FakeGateway, sourceLocation: SourceLocation = #_sourceLocation) throws {
+func expectExactlyOnce(
+    _ scratch: Scratch, ids: [String], gateway: FakeGateway, checkpoints: [String]? = nil, sourceLocation: SourceLocation = #_sourceLocation
+) throws {
     let results = scratch.lines("out.jsonl").compactMap { $0["custom_id"]?.stringValue }
     let errors = scratch.lines("out.errors.jsonl").compactMap { $0["custom_id"]?.stringValue }
     var counts: [String: Int] = [:]
@@ -72,7 +74,10 @@ func expectExactlyOnce(_ scratch: Scratch, ids: [String], gateway: FakeGateway, 
     #expect(missing.isEmpty, "missing from both files: \(missing.prefix(10))", sourceLocation: sourceLocation)
     #expect(repeated.isEmpty, "written more than once: \(repeated.prefix(10))", sourceLocation: sourceLocation)
     #expect(results.count + errors.count == ids.count, sourceLocation: sourceLocation)
-    let ambiguous = try ambiguousCounts(scratch.file("out.jsonl.checkpoint"))
+    var ambiguous: [String: Int] = [:]
+    for checkpoint in checkpoints ?? [scratch.file("out.jsonl.checkpoint")] {
+        ambiguous.merge(try ambiguousCounts(checkpoint)) { $0 + $1 }
+    }
     for (id, billed) in gateway.ledger.billedCounts() where billed > 1 + (ambiguous[id] ?? 0) {
         Issue.record("\(id) billed \(billed) times, only \(ambiguous[id] ?? 0) resends counted as ambiguous", sourceLocation: sourceLocation)
     }

@@ -106,28 +106,6 @@ struct RunTests {
         try expectExactlyOnce(scratch, ids: (1...200).map { String(format: "p%04d", $0) }, gateway: g)
     }
 
-    @Test func refusedModelIsBlockedWhileOtherModelsCarryOn() throws {
-        let scratch = Scratch()
-        let g = try FakeGateway.start()
-        defer { g.shutdown() }
-        var lines: [String] = []
-        for i in 1...30 {
-            let model = i % 3 == 0 ? "gpt-4o" : "openai/gpt-oss-120b"
-            lines.append(#"{"custom_id":"m\#(i)","body":{"model":"\#(model)","messages":[{"role":"user","content":"hi \#(i)"}]},"url":"/v1/chat/completions","method":"POST"}"#)
-        }
-        scratch.write("in.jsonl", lines: lines)
-        var s = settings(scratch, g)
-        s.concurrency = 1
-        let (summary, _) = try runJob(s)
-        #expect(summary.done == 20)
-        #expect(summary.blockedModels.keys.sorted() == ["gpt-4o"])
-        #expect(summary.exit == .doneWithFailures)
-        // One 404 was enough: no further line for that model was sent.
-        #expect(g.ledger.snapshot().filter { $0.status == 404 }.count == 1)
-        let pending = try checkpointRows(scratch.file("out.jsonl.checkpoint"), where: "state='pending'")
-        #expect(pending.count == 10)
-    }
-
     @Test func badRequestIsNotRetriedAndExhaustedAttemptsGoToErrors() throws {
         let scratch = Scratch()
         let g = try FakeGateway.start { $0.script = ["p0002": [.badRequest], "p0004": [.serverError, .serverError, .serverError]] }

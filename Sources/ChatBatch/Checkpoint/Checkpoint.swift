@@ -236,6 +236,25 @@ public final class CheckpointStore: @unchecked Sendable {
         try db.query("SELECT 1 FROM requests LIMIT 1").isEmpty
     }
 
+    /// Models the provider refused (403/404) in an earlier run of this checkpoint: nothing more is sent for them.
+    func refusedModels() throws(CheckpointError) -> [String: ModelRefusal] {
+        var out: [String: ModelRefusal] = [:]
+        for row in try db.query("SELECT key, value FROM meta WHERE key LIKE 'refused_model.%'") {
+            guard let text = row[1].text, let refusal = ModelRefusal(json: try? JSON.parse(text)) else { continue }
+            out[refusal.model] = refusal
+        }
+        return out
+    }
+
+    /// Forgets every refused model (`--retry-failed`: the key may have been given the scope since).
+    func clearRefusedModels() throws(CheckpointError) {
+        try db.query("DELETE FROM meta WHERE key LIKE 'refused_model.%'")
+    }
+
+    func recordRefusedModel(_ refusal: ModelRefusal) throws(CheckpointError) {
+        try setMeta("refused_model." + refusal.model, refusal.json.serialized())
+    }
+
     /// Counts of rows by state.
     public func stateCounts() throws(CheckpointError) -> [RequestState: Int] {
         var out: [RequestState: Int] = [:]
@@ -250,6 +269,33 @@ public final class CheckpointStore: @unchecked Sendable {
         let row = try db.query("SELECT coalesce(sum(prompt_tokens),0), coalesce(sum(completion_tokens),0), coalesce(sum(cost),0) FROM requests").first ?? []
         return (row.first?.int ?? 0, row.count > 1 ? row[1].int ?? 0 : 0, row.count > 2 ? row[2].double ?? 0 : 0)
     }
+}
+
+/// A model the provider refused for this key (403 `permission_error` or 404 `model_not_found`), kept in the
+/// checkpoint so that neither this run nor a resume spends another request on it.
+struct ModelRefusal: Sendable, Equatable {
+    var model: String
+    var status: Int
+    /// The answer's error type (or code): `model_not_found`, `permission_error`.
+    var code: String
+    /// The server's message.
+    var message: String
+
+    init(model: String, status: Int, code: String, message: String) {
+        self.model = model
+        self.status = status
+        self.code = code
+        self.message = message
+    }
+
+    init?(json: JSON?) {
+        guard let json, let model = json["model"]?.stringValue, let status = json["status"]?.intValue,
+            let code = json["code"]?.stringValue, let message = json["message"]?.stringValue
+        else { return nil }
+        self.init(model: model, status: status, code: code, message: message)
+    }
+
+    var json: JSON { ["model": .string(model), "status": .int(status), "code": .string(code), "message": .string(message)] }
 }
 
 /// What the input reader learns about a custom_id from the checkpoint before sending it.

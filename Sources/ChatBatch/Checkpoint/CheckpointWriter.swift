@@ -50,6 +50,8 @@ enum CheckpointOp: Sendable {
     case finish(FinishedRecord, attempt: AttemptRecord?)
     /// Back to pending (a retry will claim it again, or a later run will send it).
     case requeue(customID: String, line: Int, bodyHash: String, model: String?, attempt: AttemptRecord?, note: String?)
+    /// The provider refused a model: remembered, so a resume sends nothing for it either.
+    case refuseModel(ModelRefusal)
     /// Forget a finished row's output (a forced resend of a changed line); outputs are rebuilt at the end.
     case supersede(customID: String)
 }
@@ -209,6 +211,8 @@ final class CheckpointWriter: Sendable {
                     try s.requeue.run([.text(id), .int(line), .text(hash), model.map(SQLiteValue.text) ?? .null,
                                        note.map(SQLiteValue.text) ?? .null, .double(now), .int(attempt?.ambiguous == true ? 1 : 0)])
                     if let attempt { try insert(attempt, s) }
+                case .refuseModel(let refusal):
+                    try store.recordRefusedModel(refusal)
                 case .supersede(let id):
                     try s.supersede.run([.text(id)])
                     // Persisted with the change: a run that dies before rebuilding leaves the next one to do it.

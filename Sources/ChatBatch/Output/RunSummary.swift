@@ -9,7 +9,7 @@ public enum RunExit: Int32, Sendable, CaseIterable {
     case doneWithFailures = 1
     /// Bad flags, job file, input (`--strict`, a changed line without `--force`) or checkpoint.
     case usageOrInput = 2
-    /// Stopped early: the key was refused (401), or no line's model could be used (403/404). Resumable.
+    /// Stopped early: the key was refused (401) or the budget cap was reached. Resumable.
     case stoppedEarly = 3
     /// Interrupted (SIGINT/SIGTERM) or an output could not be written. Resumable: run the same command again.
     case interrupted = 4
@@ -21,7 +21,7 @@ public enum RunExit: Int32, Sendable, CaseIterable {
         case .allDone: return "all lines done"
         case .doneWithFailures: return "done; some lines failed (see the errors file)"
         case .usageOrInput: return "usage or input error; nothing sent for the lines at fault"
-        case .stoppedEarly: return "stopped early (key refused, or model not available); resumable"
+        case .stoppedEarly: return "stopped early (key refused, or --max-cost reached); resumable"
         case .interrupted: return "interrupted or output unwritable; resumable"
         case .checkpointBusy: return "another run holds the checkpoint"
         }
@@ -39,6 +39,7 @@ public struct RunSummary: Sendable {
     public var alreadyFailed = 0
     public var changed = 0
     public var leftPending = 0
+    /// Lines not sent because the provider refused their model (403/404); they are in the errors file.
     public var blocked = 0
     public var promptTokens = 0
     public var completionTokens = 0
@@ -51,6 +52,7 @@ public struct RunSummary: Sendable {
     public var resentAfterCrash = 0
     public var failuresByCode: [String: Int] = [:]
     public var statusCounts: [Int: Int] = [:]
+    /// Models the provider refused for this key, with the refusal.
     public var blockedModels: [String: String] = [:]
     /// The adaptive in-flight limit at the end, and its lowest value.
     public var concurrencyLimit = 0
@@ -106,8 +108,9 @@ public struct RunSummary: Sendable {
             lines.append("  failures   " + failuresByCode.keys.sorted().map { "\($0) \(failuresByCode[$0]!)" }.joined(separator: ", "))
         }
         for (model, reason) in blockedModels.sorted(by: { $0.key < $1.key }) {
-            lines.append("  blocked    \(model): \(reason) (\(blocked) lines left pending)")
+            lines.append("  refused    \(model): \(reason)")
         }
+        if blocked > 0 { lines.append("  not sent   \(blocked) lines for a refused model (in the errors file; --retry-failed sends them again)") }
         lines.append("  tokens     \(promptTokens) prompt + \(completionTokens) completion = \(totalTokens)")
         lines.append(String(format: "  cost       $%.6f this run, $%.6f on this checkpoint", cost, checkpointCost))
         lines.append("  requests   \(attempts) attempts, \(retries) retries, \(possiblyBilledTwice) possibly billed twice, \(resentAfterCrash) resent after a crash")

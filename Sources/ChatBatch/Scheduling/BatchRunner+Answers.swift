@@ -18,6 +18,7 @@ extension BatchRunner {
             latencyMs: latencyMs, requestID: requestID, error: response.failure?.description, ambiguous: false)
         if job.probe { probeInFlight = false }  // unless it is retried below, the next request becomes the probe
         if let failure = response.failure, failure.kind == .withheld {
+            modelProbeSettled(job, .unknown)
             summary.attempts -= 1
             if job.attempt == 1 { summary.sent -= 1 }
             writer.submit(.requeue(customID: r.customID, line: r.line, bodyHash: r.bodyHash, model: r.model, attempt: nil, note: nil))
@@ -27,6 +28,7 @@ extension BatchRunner {
             // Stopped by us: it may have been on the wire, so a resend counts as possibly billed twice.
             attempt.ambiguous = true
             summary.possiblyBilledTwice += 1
+            modelProbeSettled(job, .unknown)
             writer.submit(.requeue(customID: r.customID, line: r.line, bodyHash: r.bodyHash, model: r.model, attempt: attempt, note: "cancelled at shutdown"))
             return
         }
@@ -46,6 +48,7 @@ extension BatchRunner {
         }
         switch verdict {
         case .success:
+            modelProbeSettled(job, .answered)
             guard let body = parsed else {
                 finishFailed(job, attempt, code: "bad_response", message: "HTTP \(response.status) with a body that is not a JSON object", response: response)
                 return
@@ -105,6 +108,7 @@ extension BatchRunner {
                 after = max(after, min(8, config.retryBaseDelay * pow(2, Double(summary.warmupRetries - 1))))
             }
             if job.attempt >= config.maxAttempts && !warming {
+                modelProbeSettled(job, .answered)
                 let code = response.failure != nil ? "transport_error" : Self.errorCode(response)
                 let message = response.failure?.description ?? ServerError(status: response.status, body: response.body).message
                 finishFailed(job, attempt, code: code, message: "gave up after \(job.attempt) attempts; last: \(message)", response: response)
@@ -123,22 +127,66 @@ extension BatchRunner {
                 self.pump()
             }
         case .fail:
+            modelProbeSettled(job, .answered)
             let server = ServerError(status: response.status, body: response.body)
             finishFailed(job, attempt, code: Self.errorCode(response), message: server.message, response: response)
         case .stopRun:
+            modelProbeSettled(job, .unknown)
             let server = ServerError(status: response.status, body: response.body)
             writer.submit(.requeue(customID: r.customID, line: r.line, bodyHash: r.bodyHash, model: r.model, attempt: attempt, note: server.message))
             stopRun(.auth("the API key was refused (HTTP 401: \(server.message)); check \(config.apiKeyEnv) or --api-key-file, then run the same command again"))
         case .blockModel:
             let server = ServerError(status: response.status, body: response.body)
             let model = r.model ?? "(none)"
-            if blockedModels[model] == nil {
-                blockedModels[model] = "HTTP \(response.status) \(server.message)"
-                log("chatbatch: model \(model) refused (HTTP \(response.status): \(server.message)); no more lines for it are sent; they stay pending for a later run")
+            let refusal = refusedModels[model] ?? ModelRefusal(model: model, status: response.status, code: Self.errorCode(response), message: server.message)
+            if refusedModels[model] == nil {
+                refusedModels[model] = refusal
+                writer.submit(.refuseModel(refusal))
+                log("chatbatch: model \(model) refused (HTTP \(response.status) \(refusal.code): \(server.message)); its other lines are not sent and go to the errors file (run again with --retry-failed once the key may use it)")
             }
-            summary.blocked += 1
-            writer.submit(.requeue(customID: r.customID, line: r.line, bodyHash: r.bodyHash, model: r.model, attempt: attempt, note: server.message))
+            finishFailed(job, attempt, code: refusal.code, message: "\(config.input):\(r.line): model '\(model)' refused: \(server.message)", response: response)
+            modelProbeSettled(job, .refused(refusal))
         }
+    }
+
+    /// What the first request for a model learnt about it.
+    enum ModelProbeOutcome {
+        /// Answered (not refused): the model is usable; its held lines go out.
+        case answered
+        /// Refused (403/404): its held lines go to the errors file unsent.
+        case refused(ModelRefusal)
+        /// Not known (withheld, cancelled, 401): its held lines go back to the queue; the next one probes.
+        case unknown
+    }
+
+    /// Settles a model's first request: releases, or refuses, the lines of that model held behind it.
+    func modelProbeSettled(_ job: Job, _ outcome: ModelProbeOutcome) {
+        guard job.modelProbe, let model = job.request.model else { return }
+        probingModels.remove(model)
+        let held = heldForModel.removeValue(forKey: model) ?? []
+        heldCount -= held.count
+        switch outcome {
+        case .answered:
+            provenModels.insert(model)
+            retryReady.append(contentsOf: held)
+        case .refused(let refusal):
+            for j in held { refuseUnsent(j, refusal) }
+        case .unknown:
+            retryReady.append(contentsOf: held)
+        }
+    }
+
+    /// A line for a refused model: not sent, written to the errors file with the refusal's code and message.
+    func refuseUnsent(_ job: Job, _ refusal: ModelRefusal) {
+        let r = job.request
+        summary.blocked += 1
+        summary.failed += 1
+        summary.failuresByCode[refusal.code, default: 0] += 1
+        let message = "\(config.input):\(r.line): not sent: model '\(refusal.model)' was refused (HTTP \(refusal.status) \(refusal.code): \(refusal.message))"
+        let output = OutputLines.error(customID: r.customID, code: refusal.code, message: message)
+        writer.submit(.finish(FinishedRecord(
+            customID: r.customID, line: r.line, bodyHash: r.bodyHash, model: r.model, state: .failed, errorCode: refusal.code,
+            errorMessage: message, output: output.serialized(), kind: .errors), attempt: nil))
     }
 
     static func errorCode(_ response: HTTPResponse) -> String {

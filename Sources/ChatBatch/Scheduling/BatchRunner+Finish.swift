@@ -69,7 +69,7 @@ extension BatchRunner {
     func checkFinished() {
         guard !ended, inflight == 0 else { return }
         if stop == nil {
-            guard inputDone, readyHead >= ready.count, retryReady.isEmpty, waitingRetries == 0 else { return }
+            guard inputDone, readyHead >= ready.count, retryReady.isEmpty, waitingRetries == 0, heldCount == 0 else { return }
         }
         ended = true
         for s in signalSources { s.cancel() }
@@ -99,7 +99,7 @@ extension BatchRunner {
         let (pending, spent) = writer.queue.sync { (((try? store.stateCounts()) ?? [:])[.pending] ?? 0, try? store.totals().cost) }
         summary.leftPending = pending
         summary.checkpointCost = spent ?? summary.cost
-        summary.blockedModels = blockedModels
+        summary.blockedModels = refusedModels.mapValues { "HTTP \($0.status) \($0.code): \($0.message)" }
         summary.concurrencyLimit = limiter.limit
         summary.lowestConcurrency = limiter.lowest
         if let writeFailure, stop == nil { stop = .failed("\(writeFailure)") }
@@ -108,13 +108,10 @@ extension BatchRunner {
         case .interrupted: summary.exit = .interrupted; summary.stopReason = "interrupted; run the same command again to resume"
         case .failed(let m): summary.exit = .interrupted; summary.stopReason = m
         case nil:
-            if !blockedModels.isEmpty && summary.done == 0 && summary.blocked > 0 {
-                summary.exit = .stoppedEarly
-                summary.stopReason = "no line could be sent: every model was refused"
-            } else if summary.changed > 0 {
+            if summary.changed > 0 {
                 summary.exit = .usageOrInput
                 summary.stopReason = "\(summary.changed) lines changed since they were answered; pass --force to send them again"
-            } else if summary.failed + summary.invalid + summary.alreadyFailed > 0 || !blockedModels.isEmpty {
+            } else if summary.failed + summary.invalid + summary.alreadyFailed > 0 {
                 summary.exit = .doneWithFailures
             } else {
                 summary.exit = .allDone

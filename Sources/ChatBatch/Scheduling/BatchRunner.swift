@@ -20,6 +20,8 @@ public final class BatchRunner: @unchecked Sendable {
         /// The adaptive limit's epoch when it was sent, and whether it is the warm-up probe.
         var sentEpoch = 0
         var probe = false
+        /// The first request for its model: until it is answered, the model's other lines wait (one request per refused model).
+        var modelProbe = false
         /// Tokens and dollars already billed for this prompt (answers that failed their check), and how often it was asked again.
         var paidPrompt = 0
         var paidCompletion = 0
@@ -58,7 +60,14 @@ public final class BatchRunner: @unchecked Sendable {
     var inputRequested = false
     var pausedUntil = DispatchTime(uptimeNanoseconds: 0)
     var stop: Stop? = nil
-    var blockedModels: [String: String] = [:]
+    /// Models the provider refused (this run or an earlier one): their lines go to the errors file unsent.
+    var refusedModels: [String: ModelRefusal]
+    /// Models a request has been answered for (not refused); a model not in here is probed by one request first.
+    var provenModels = Set<String>()
+    /// Models whose first request is out; their other lines wait in `heldForModel`.
+    var probingModels = Set<String>()
+    var heldForModel: [String: [Job]] = [:]
+    var heldCount = 0
     var crashRecovered = 0
     var messagesShown = 0
     var ended = false
@@ -104,6 +113,8 @@ public final class BatchRunner: @unchecked Sendable {
         try outputs.reconcile(store: store, log: log)
         crashRecovered = try store.recoverInflight()
         runID = try store.beginRun()
+        if config.retryFailed { try store.clearRefusedModels() }
+        refusedModels = try store.refusedModels()
         let hasInvalid = (try store.db.query("SELECT count(*) FROM requests WHERE error_code='invalid_line'").first?.first?.int ?? 0) > 0
         let failureBox = Mutex<(@Sendable (any Error) -> Void)?>(nil)
         let claimsBox = Mutex<(@Sendable ([Int], Bool) -> Void)?>(nil)
@@ -213,10 +224,16 @@ public final class BatchRunner: @unchecked Sendable {
                 break
             }
             let r = job.request
-            if let model = r.model, let reason = blockedModels[model] {
+            if let model = r.model, let refusal = refusedModels[model] {
                 take(fromRetry)
-                summary.blocked += 1
-                writer.submit(.requeue(customID: r.customID, line: r.line, bodyHash: r.bodyHash, model: model, attempt: nil, note: "not sent: \(reason)"))
+                refuseUnsent(job, refusal)
+                continue
+            }
+            let probesModel = config.warmup && r.model.map { !provenModels.contains($0) } == true
+            if probesModel && !job.modelProbe && probingModels.contains(r.model!) {
+                take(fromRetry)
+                heldForModel[r.model!, default: []].append(job)
+                heldCount += 1
                 continue
             }
             job.worst = config.worstCost(promptTokens: r.promptTokens, maxTokens: r.maxTokens)
@@ -238,6 +255,10 @@ public final class BatchRunner: @unchecked Sendable {
             tokenBucket?.take(job.estimate)
             budget.inflightWorst += job.worst
             job.sentEpoch = limiter.epoch
+            if probesModel {
+                job.modelProbe = true
+                probingModels.insert(r.model!)
+            }
             if !warmedUp {
                 job.probe = true
                 probeInFlight = true
