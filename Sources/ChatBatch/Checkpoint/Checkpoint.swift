@@ -72,6 +72,12 @@ public final class CheckpointStore: @unchecked Sendable {
 
     deinit { releaseLock() }
 
+    /// Closes the connection (SQLite folds the WAL back and removes it) and releases the lock.
+    func closeAndUnlock() {
+        db.close()
+        releaseLock()
+    }
+
     /// Lets another run take the checkpoint; called when a run ends, not left to deinit.
     public func releaseLock() {
         lockFD.withLock { fd in
@@ -210,6 +216,33 @@ public final class CheckpointStore: @unchecked Sendable {
 
     // MARK: runs
 
+    /// What a run learns from the checkpoint as it starts.
+    struct OpenedRun: Sendable {
+        var runID: Int
+        /// Prompts a previous run left in flight (possibly billed); now pending, marked as resends after a crash.
+        var crashRecovered: Int
+        /// No prompt has a row yet: nothing to look up per line.
+        var isEmpty: Bool
+        /// Some line was recorded as invalid (a fixed line then replaces its `line-N` row).
+        var hasInvalidRows: Bool
+        /// Spend over every earlier run.
+        var spent: Double
+        var refusedModels: [String: ModelRefusal]
+    }
+
+    /// Starts a run: reconciles the output files, recovers prompts left in flight, records the run, and reads
+    /// what the scheduler needs. `forgetRefusedModels` (`--retry-failed`) lets refused models be tried again.
+    func openRun(sink: any OutputSink, forgetRefusedModels: Bool, log: (String) -> Void) throws -> OpenedRun {
+        try sink.reconcile(with: self, log: log)
+        let recovered = try recoverInflight()
+        let id = try beginRun()
+        if forgetRefusedModels { try clearRefusedModels() }
+        return OpenedRun(
+            runID: id, crashRecovered: recovered, isEmpty: try isEmpty(),
+            hasInvalidRows: (try db.query("SELECT count(*) FROM requests WHERE error_code='invalid_line'").first?.first?.int ?? 0) > 0,
+            spent: try totals().cost, refusedModels: try refusedModels())
+    }
+
     /// Records a run's start and returns its id.
     func beginRun() throws(CheckpointError) -> Int {
         try db.query("INSERT INTO runs(started_at) VALUES(?)", [.double(Date().timeIntervalSince1970)])
@@ -308,11 +341,17 @@ struct PriorState: Sendable {
 /// A read-only view of the checkpoint for the input reader, on its own connection (WAL lets it read alongside the writer).
 final class CheckpointReader {
     let db: SQLiteDatabase
-    let lookup: SQLiteStatement
+    private var statement: SQLiteStatement?
 
     init(path: String) throws(CheckpointError) {
         db = try SQLiteDatabase(path: path, readOnly: true)
-        lookup = try db.prepare("SELECT state, body_hash, crash_resend FROM requests WHERE custom_id=?")
+        statement = try db.prepare("SELECT state, body_hash, crash_resend FROM requests WHERE custom_id=?")
+    }
+
+    /// Closes the connection: the run is over.
+    func close() {
+        statement = nil
+        db.close()
     }
 
     /// Runs `body` inside one read transaction, so its lookups share one snapshot and a warm page cache
@@ -324,6 +363,7 @@ final class CheckpointReader {
     }
 
     func prior(_ customID: String) throws(CheckpointError) -> PriorState? {
+        guard let lookup = statement else { return nil }
         try lookup.bind([.text(customID)])
         defer { sqlite3_reset(lookup.stmt) }
         guard try lookup.step() else { return nil }

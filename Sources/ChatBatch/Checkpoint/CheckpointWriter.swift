@@ -77,8 +77,10 @@ final class CheckpointWriter: Sendable {
     let state: Mutex<Pending> = Mutex(Pending())
     // Only touched on `queue`.
     let store: CheckpointStore
-    nonisolated(unsafe) let outputs: OutputFiles
+    nonisolated(unsafe) let sink: any OutputSink
     nonisolated(unsafe) var statements: Statements?
+    /// A forced resend replaced answers whose old lines are in the files: rebuild them when the run ends.
+    nonisolated(unsafe) var needsRebuild: Bool
     /// The last output sequence number committed (-1 until read once from the checkpoint).
     nonisolated(unsafe) var lastSeq = -1
     /// When output lengths were last recorded (uptime nanoseconds).
@@ -94,12 +96,13 @@ final class CheckpointWriter: Sendable {
     }
 
     init(
-        store: CheckpointStore, outputs: OutputFiles, runID: Int, onFailure: @escaping @Sendable (any Error) -> Void,
+        store: CheckpointStore, sink: any OutputSink, runID: Int, onFailure: @escaping @Sendable (any Error) -> Void,
         onClaims: @escaping @Sendable ([Int], Bool) -> Void
     ) {
         self.onClaims = onClaims
         self.store = store
-        self.outputs = outputs
+        self.sink = sink
+        needsRebuild = (try? store.outputNeedsRebuild()) ?? false
         self.runID = runID
         self.onFailure = onFailure
     }
@@ -157,10 +160,42 @@ final class CheckpointWriter: Sendable {
         queue.sync { self.flush(forceRecord: true) }
     }
 
-    /// Commits what is waiting, then refuses further changes (the run is giving up the checkpoint).
-    func close() {
+    /// What the checkpoint says as a run ends.
+    struct RunEnding {
+        /// A commit or an output write failed during the run.
+        var writeFailure: (any Error)?
+        /// Prompts left pending, and the spend over every run (nil if it could not be read).
+        var pending: Int
+        var spent: Double?
+    }
+
+    /// Ends the run: commits what is waiting, rebuilds the output files if a forced resend asked for it, flushes
+    /// them, records the run's end with the summary `conclude` makes, then closes the checkpoint and its lock.
+    func endRun(log: (String) -> Void, _ conclude: (RunEnding) -> RunSummary) -> RunSummary {
         drain()
-        state.withLock { $0.closed = true }
+        let writeFailure = failure
+        let summary = queue.sync { () -> RunSummary in
+            if writeFailure == nil && needsRebuild {
+                do {
+                    try sink.rebuildAll(from: store)
+                    try store.setOutputNeedsRebuild(false)
+                    needsRebuild = false
+                } catch {
+                    log("chatbatch: could not rebuild the output files (\(error)); the next run or `chatbatch export` will")
+                }
+            }
+            sink.sync()
+            flush(forceRecord: true)
+            let ending = RunEnding(
+                writeFailure: writeFailure, pending: ((try? store.stateCounts()) ?? [:])[.pending] ?? 0, spent: try? store.totals().cost)
+            let summary = conclude(ending)
+            if writeFailure == nil { try? store.endRun(id: runID, exitCode: summary.exit.rawValue, summary: summary.json) }
+            state.withLock { $0.closed = true }
+            statements = nil
+            store.closeAndUnlock()
+            return summary
+        }
+        return summary
     }
 
     /// The first failure, if a commit or an output write failed (the run must stop).
@@ -216,24 +251,27 @@ final class CheckpointWriter: Sendable {
                 case .supersede(let id):
                     try s.supersede.run([.text(id)])
                     // Persisted with the change: a run that dies before rebuilding leaves the next one to do it.
-                    if !outputs.needsRebuild { try store.setMeta("output.needs_rebuild", "1") }
-                    outputs.needsRebuild = true
+                    if !needsRebuild { try store.setOutputNeedsRebuild(true) }
+                    needsRebuild = true
                 }
             }
             // Output lengths are recorded at most every 200 ms (and when the run ends): lines written but not yet
             // recorded are cut off and written again on resume, so recording less often loses nothing.
             let outputFailed = state.withLock { $0.outputFailed }
             let uptime = DispatchTime.now().uptimeNanoseconds
+            var positions: [OutputPosition] = []
             if !outputFailed && (forceRecord || uptime - lastRecorded >= 200_000_000) {
-                try outputs.recordLengths(in: store)
+                positions = sink.positionsToRecord()
+                for p in positions { try store.recordOutputPosition(p) }
                 lastRecorded = uptime
             }
             try db.execute("COMMIT")
+            sink.markRecorded(positions)
             lastSeq = seq
             if !claimed.isEmpty { onClaims(claimed, true) }
             if !written.isEmpty && !outputFailed {
                 do {
-                    try outputs.append(written, store: store)
+                    try sink.append(written)
                 } catch {
                     state.withLock { $0.outputFailed = true; if $0.failure == nil { $0.failure = error } }
                     onFailure(error)

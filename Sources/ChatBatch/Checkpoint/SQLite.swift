@@ -30,7 +30,15 @@ final class SQLiteDatabase: @unchecked Sendable {
         sqlite3_busy_timeout(db, 5000)
     }
 
-    deinit { sqlite3_close_v2(handle) }
+    private var isOpen = true
+
+    deinit { close() }
+
+    /// Closes the connection; statements still alive finalize it when they go (`sqlite3_close_v2`).
+    func close() {
+        if isOpen { sqlite3_close_v2(handle) }
+        isOpen = false
+    }
 
     var lastError: String { String(cString: sqlite3_errmsg(handle)) }
 

@@ -39,6 +39,9 @@ final class InputFeed {
         self.checkInvalidRows = hasInvalidRows
     }
 
+    /// Closes the checkpoint connection; the feed reads no more.
+    func close() { checkpoint?.close() }
+
     /// Reads on until `limit` requests are ready to send or the input ends.
     func next(limit: Int) throws -> FeedBatch {
         if let checkpoint { return try checkpoint.batch { try read(limit: limit) } }

@@ -24,7 +24,7 @@ public enum CheckpointExport {
         checkpoint: String, results: String?, errors: String?, order: Order, format: OutputFormat
     ) throws -> Report {
         let probe = try CheckpointStore(path: checkpoint, create: false, lock: false)
-        let recorded = [try probe.meta("output.results.path"), try probe.meta("output.errors.path")]
+        let recorded = [try probe.outputPosition(.results)?.path, try probe.outputPosition(.errors)?.path]
         let targets = [results ?? recorded[0], errors ?? recorded[1]]
         guard let resultsPath = targets[0], let errorsPath = targets[1] else {
             throw OutputError(code: "no_output_path", message: "checkpoint \(checkpoint) records no output paths; pass --output and --errors")
@@ -42,30 +42,23 @@ public enum CheckpointExport {
             var maxSeq = 0
             do {
                 defer { close(fd) }
-                let orderBy = order == .input ? "line, out_seq" : "out_seq"
-                let rows = try store.db.query(
-                    "SELECT output, attempts, latency_ms, cost, out_seq, ttft_ms FROM requests WHERE out_kind=? AND out_seq IS NOT NULL ORDER BY \(orderBy)",
-                    [.int(kind.rawValue)])
+                let lines = try store.storedLines(kind, inputOrder: order == .input)
                 var buffer: [UInt8] = []
-                for row in rows {
-                    buffer += OutputLines.render(kind: kind, format: format, canonical: row[0].text ?? "{}", attempts: row[1].int ?? 0,
-                                                 latencyMs: row[2].double, cost: row[3].double ?? 0, ttftMs: row[5].double)
-                    maxSeq = max(maxSeq, row[4].int ?? 0)
+                for line in lines {
+                    buffer += OutputLines.render(kind: kind, format: format, line)
+                    maxSeq = max(maxSeq, line.seq)
                     if buffer.count > 1 << 20 { try OutputFiles.writeAll(fd, buffer, path: tmp); bytes += buffer.count; buffer = [] }
                 }
                 try OutputFiles.writeAll(fd, buffer, path: tmp)
                 bytes += buffer.count
-                counts[kind.rawValue] = rows.count
+                counts[kind.rawValue] = lines.count
                 fsync(fd)
             }
             guard rename(tmp, path) == 0 else {
                 throw OutputError(code: "rename_failed", message: "cannot replace \(path): \(String(cString: strerror(errno)))")
             }
             if path == recorded[kind.rawValue] {
-                let prefix = "output.\(kind.name)."
-                try store.setMeta(prefix + "bytes", String(bytes))
-                try store.setMeta(prefix + "seq", String(maxSeq))
-                try store.setMeta(prefix + "format", format.rawValue)
+                try store.recordOutputPosition(OutputPosition(kind: kind, path: path, format: format.rawValue, bytes: bytes, seq: maxSeq))
             }
         }
         return Report(results: counts[0], errors: counts[1], resultsPath: resultsPath, errorsPath: errorsPath)

@@ -15,7 +15,7 @@ public struct OutputError: Error, Sendable, CustomStringConvertible {
 /// loses its unrecorded tail (a torn line from a crash, or lines whose record did not commit), a file
 /// shorter than recorded, missing, moved or of another format is rebuilt from the checkpoint, and the
 /// lines committed since are appended. Not thread-safe: used only on the checkpoint writer's queue.
-final class OutputFiles {
+final class OutputFiles: OutputSink {
     struct File {
         var path: String
         var fd: Int32 = -1
@@ -27,7 +27,6 @@ final class OutputFiles {
 
     let format: OutputFormat
     var files: [File]
-    var needsRebuild = false
 
     init(resultsPath: String, errorsPath: String, format: OutputFormat) {
         self.format = format
@@ -65,28 +64,23 @@ final class OutputFiles {
     }
 
     /// Brings both files in line with the checkpoint before a run appends to them.
-    func reconcile(store: CheckpointStore, log: (String) -> Void) throws {
-        // A forced resend replaced answers whose old lines are still in the files: rebuild them (again) at the end.
-        if try store.meta("output.needs_rebuild") == "1" { needsRebuild = true }
+    func reconcile(with store: CheckpointStore, log: (String) -> Void) throws {
         for kind in OutputKind.allCases {
             var f = files[kind.rawValue]
-            let prefix = "output.\(kind.name)."
-            let recordedPath = try store.meta(prefix + "path")
-            let recordedFormat = try store.meta(prefix + "format")
-            let recordedBytes = Int(try store.meta(prefix + "bytes") ?? "") ?? 0
-            let recordedSeq = Int(try store.meta(prefix + "seq") ?? "") ?? 0
+            let recorded = try store.outputPosition(kind)
+            let recordedBytes = recorded?.bytes ?? 0
             let size = Self.size(f.path)
-            let sameFile = recordedPath == f.path && (kind == .errors || recordedFormat == format.rawValue)
-            if sameFile && size != nil && size! >= recordedBytes {
+            let sameFile = recorded?.path == f.path && (kind == .errors || recorded?.format == format.rawValue)
+            if sameFile, let size, size >= recordedBytes {
                 f.fd = try Self.openForWriting(f.path, truncate: false)
-                if size! > recordedBytes { ftruncate(f.fd, off_t(recordedBytes)) }
+                if size > recordedBytes { ftruncate(f.fd, off_t(recordedBytes)) }
                 lseek(f.fd, off_t(recordedBytes), SEEK_SET)
                 f.bytes = recordedBytes
-                f.seq = recordedSeq
+                f.seq = recorded?.seq ?? 0
                 files[kind.rawValue] = f
                 try catchUp(kind, store: store)
             } else {
-                if recordedPath != nil && recordedBytes > 0 {
+                if recorded != nil && recordedBytes > 0 {
                     log("chatbatch: \(f.path) is missing, shorter than recorded or of another format; rebuilding it from the checkpoint")
                 }
                 try rebuild(kind, store: store)
@@ -100,24 +94,17 @@ final class OutputFiles {
     }
 
     /// Appends every line committed after the file's last recorded line.
-    func catchUp(_ kind: OutputKind, store: CheckpointStore) throws {
-        let rows = try store.db.query(
-            "SELECT output, attempts, latency_ms, cost, out_seq, ttft_ms FROM requests WHERE out_kind=? AND out_seq>? ORDER BY out_seq",
-            [.int(kind.rawValue), .int(files[kind.rawValue].seq)])
-        for row in rows { try appendLine(kind, row: row) }
-    }
-
-    func appendLine(_ kind: OutputKind, row: [SQLiteValue]) throws(OutputError) {
-        let bytes = OutputLines.render(
-            kind: kind, format: format, canonical: row[0].text ?? "{}", attempts: row[1].int ?? 0,
-            latencyMs: row[2].double, cost: row[3].double ?? 0, ttftMs: row[5].double)
-        try Self.writeAll(files[kind.rawValue].fd, bytes, path: files[kind.rawValue].path)
-        files[kind.rawValue].bytes += bytes.count
-        files[kind.rawValue].seq = max(files[kind.rawValue].seq, row[4].int ?? 0)
+    private func catchUp(_ kind: OutputKind, store: CheckpointStore) throws {
+        for line in try store.storedLines(kind, after: files[kind.rawValue].seq) {
+            let bytes = OutputLines.render(kind: kind, format: format, line)
+            try Self.writeAll(files[kind.rawValue].fd, bytes, path: files[kind.rawValue].path)
+            files[kind.rawValue].bytes += bytes.count
+            files[kind.rawValue].seq = max(files[kind.rawValue].seq, line.seq)
+        }
     }
 
     /// Rewrites a file from the checkpoint alone, in commit order.
-    func rebuild(_ kind: OutputKind, store: CheckpointStore) throws {
+    private func rebuild(_ kind: OutputKind, store: CheckpointStore) throws {
         if files[kind.rawValue].fd >= 0 { close(files[kind.rawValue].fd) }
         files[kind.rawValue].fd = try Self.openForWriting(files[kind.rawValue].path, truncate: true)
         files[kind.rawValue].bytes = 0
@@ -125,8 +112,12 @@ final class OutputFiles {
         try catchUp(kind, store: store)
     }
 
+    func rebuildAll(from store: CheckpointStore) throws {
+        for kind in OutputKind.allCases { try rebuild(kind, store: store) }
+    }
+
     /// Appends lines just committed (called right after their commit).
-    func append(_ items: [(seq: Int, record: FinishedRecord)], store: CheckpointStore) throws {
+    func append(_ items: [(seq: Int, record: FinishedRecord)]) throws {
         var buffers: [[UInt8]] = [[], []]
         for item in items {
             let r = item.record
@@ -141,18 +132,18 @@ final class OutputFiles {
         }
     }
 
-    /// Records what has been written so far; part of the caller's transaction.
-    func recordLengths(in store: CheckpointStore) throws {
-        for kind in OutputKind.allCases {
+    func positionsToRecord() -> [OutputPosition] {
+        OutputKind.allCases.compactMap { kind in
             let f = files[kind.rawValue]
-            guard f.fd >= 0, f.bytes != f.recordedBytes || f.seq != f.recordedSeq else { continue }
-            let prefix = "output.\(kind.name)."
-            try store.setMeta(prefix + "path", f.path)
-            try store.setMeta(prefix + "format", format.rawValue)
-            try store.setMeta(prefix + "bytes", String(f.bytes))
-            try store.setMeta(prefix + "seq", String(f.seq))
-            files[kind.rawValue].recordedBytes = f.bytes
-            files[kind.rawValue].recordedSeq = f.seq
+            guard f.fd >= 0, f.bytes != f.recordedBytes || f.seq != f.recordedSeq else { return nil }
+            return OutputPosition(kind: kind, path: f.path, format: format.rawValue, bytes: f.bytes, seq: f.seq)
+        }
+    }
+
+    func markRecorded(_ positions: [OutputPosition]) {
+        for p in positions {
+            files[p.kind.rawValue].recordedBytes = p.bytes
+            files[p.kind.rawValue].recordedSeq = p.seq
         }
     }
 

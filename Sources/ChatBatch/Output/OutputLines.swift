@@ -88,6 +88,11 @@ enum OutputLines {
         return out
     }
 
+    /// The bytes written for a row read back from the checkpoint, newline included.
+    static func render(kind: OutputKind, format: OutputFormat, _ line: StoredLine) -> [UInt8] {
+        render(kind: kind, format: format, canonical: line.output, attempts: line.attempts, latencyMs: line.latencyMs, cost: line.cost, ttftMs: line.ttftMs)
+    }
+
     /// The bytes written for one finished row, newline included.
     static func render(
         kind: OutputKind, format: OutputFormat, canonical: String, attempts: Int, latencyMs: Double?, cost: Double, ttftMs: Double? = nil

@@ -24,7 +24,7 @@ public enum RunSession {
                     return refused
                 }
             }
-            let runner = try BatchRunner(config: config, apiKey: key, progress: progress, log: log)
+            let runner = try RunDriver(config: config, apiKey: key, progress: progress, log: log)
             let summary = runner.run(handleSignals: handleSignals)
             if let path = config.summaryJSON { try writeSummary(summary, to: path) }
             return summary

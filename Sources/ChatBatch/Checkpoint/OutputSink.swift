@@ -1,0 +1,80 @@
+import CSQLite
+import ChatBatchCore
+
+/// Where an output file stands, as the checkpoint records it in the same transaction as the lines it covers.
+struct OutputPosition: Sendable, Equatable {
+    var kind: OutputKind
+    var path: String
+    var format: String
+    /// Bytes written, and the sequence number of the last line written.
+    var bytes: Int
+    var seq: Int
+}
+
+/// A finished row as the output files need it.
+struct StoredLine: Sendable {
+    /// The canonical (batch-shaped) output line, without its newline.
+    var output: String
+    var attempts: Int
+    var latencyMs: Double?
+    var cost: Double
+    var seq: Int
+    var ttftMs: Double?
+}
+
+/// Where committed lines go: the output files. The checkpoint writer calls it on its own queue only,
+/// after each commit, so data flows one way: checkpoint → output.
+protocol OutputSink: AnyObject {
+    /// Brings the files in line with the checkpoint before a run appends to them.
+    func reconcile(with store: CheckpointStore, log: (String) -> Void) throws
+    /// Appends lines just committed, in commit order.
+    func append(_ lines: [(seq: Int, record: FinishedRecord)]) throws
+    /// Positions that changed since they were last recorded (the writer records them in its commit).
+    func positionsToRecord() -> [OutputPosition]
+    /// The positions were committed.
+    func markRecorded(_ positions: [OutputPosition])
+    /// Rewrites every file from the checkpoint alone.
+    func rebuildAll(from store: CheckpointStore) throws
+    /// Flushes the files to disk.
+    func sync()
+}
+
+/// Named reads and writes for the output files' side of the checkpoint.
+extension CheckpointStore {
+    private static func prefix(_ kind: OutputKind) -> String { "output.\(kind.name)." }
+
+    /// What the checkpoint records about an output file, or nil if nothing was ever written to it.
+    func outputPosition(_ kind: OutputKind) throws(CheckpointError) -> OutputPosition? {
+        let p = Self.prefix(kind)
+        guard let path = try meta(p + "path") else { return nil }
+        return OutputPosition(
+            kind: kind, path: path, format: try meta(p + "format") ?? "", bytes: Int(try meta(p + "bytes") ?? "") ?? 0,
+            seq: Int(try meta(p + "seq") ?? "") ?? 0)
+    }
+
+    func recordOutputPosition(_ position: OutputPosition) throws(CheckpointError) {
+        let p = Self.prefix(position.kind)
+        try setMeta(p + "path", position.path)
+        try setMeta(p + "format", position.format)
+        try setMeta(p + "bytes", String(position.bytes))
+        try setMeta(p + "seq", String(position.seq))
+    }
+
+    /// True when a forced resend replaced answers whose old lines may still be in the files.
+    func outputNeedsRebuild() throws(CheckpointError) -> Bool { try meta("output.needs_rebuild") == "1" }
+
+    func setOutputNeedsRebuild(_ needed: Bool) throws(CheckpointError) { try setMeta("output.needs_rebuild", needed ? "1" : "0") }
+
+    /// The finished rows of one output file committed after `seq`, in commit order (or input order).
+    func storedLines(_ kind: OutputKind, after seq: Int = 0, inputOrder: Bool = false) throws(CheckpointError) -> [StoredLine] {
+        let orderBy = inputOrder ? "line, out_seq" : "out_seq"
+        return try db.query(
+            "SELECT output, attempts, latency_ms, cost, out_seq, ttft_ms FROM requests WHERE out_kind=? AND out_seq>? ORDER BY \(orderBy)",
+            [.int(kind.rawValue), .int(seq)]
+        ).map { row in
+            StoredLine(
+                output: row[0].text ?? "{}", attempts: row[1].int ?? 0, latencyMs: row[2].double, cost: row[3].double ?? 0,
+                seq: row[4].int ?? 0, ttftMs: row[5].double)
+        }
+    }
+}

@@ -1,0 +1,78 @@
+import ChatBatchCore
+import Dispatch
+import Foundation
+
+/// Carrying out what `AnswerPolicy` decided: the summary, the scheduler, and the checkpoint.
+extension RunDriver {
+    func handle(_ job: ScheduledJob, _ response: HTTPResponse, startedAt: Double, _ s: inout RunState) {
+        s.scheduler.returned(job)
+        let r = job.request
+        if response.status > 0 { s.summary.statusCounts[response.status, default: 0] += 1 }
+        let warmingUp = job.probe && !s.scheduler.warmedUp && Double(Self.uptime() - started) / 1e9 < 120
+        let context = AnswerPolicy.Context(config: config, retry: policy, warmingUp: warmingUp, warmupRetries: s.summary.warmupRetries)
+        let effect = AnswerPolicy.effect(of: response, for: job, startedAt: startedAt, context: context, random: &s.random)
+        if let usage = effect.usage {
+            s.scheduler.succeeded(job, promptTokens: usage.promptTokens, completionTokens: usage.completionTokens, cost: usage.cost)
+            s.summary.promptTokens += usage.promptTokens
+            s.summary.completionTokens += usage.completionTokens
+            s.summary.cost += usage.cost
+        }
+        // A send that may have been billed and is not the prompt's answer (a reset, a cut stream, a cancel).
+        if effect.attempt.ambiguous { s.summary.possiblyBilledTwice += 1 }
+        if response.status == 429 { s.scheduler.rateLimited(job) }
+        func requeue(_ attempt: AttemptRecord?, note: String?) {
+            writer.submit(.requeue(customID: r.customID, line: r.line, bodyHash: r.bodyHash, model: r.model, attempt: attempt, note: note))
+        }
+        switch effect.outcome {
+        case .withheld:
+            s.summary.attempts -= 1
+            if job.attempt == 1 { s.summary.sent -= 1 }
+            requeue(nil, note: nil)
+        case .cancelled:
+            requeue(effect.attempt, note: "cancelled at shutdown")
+        case .done(let record):
+            s.summary.done += 1
+            writer.submit(.finish(record, attempt: effect.attempt))
+        case .askAgain(let again, _, let note):
+            s.summary.retries += 1
+            s.summary.invalidRetries += 1
+            requeue(effect.attempt, note: note)
+            s.scheduler.retryNow(again)
+        case .retry(let after, let pauseKey, _, let warming):
+            if warming { s.summary.warmupRetries += 1 }
+            s.summary.retries += 1
+            requeue(effect.attempt, note: nil)
+            let at = Self.uptime() + UInt64(max(0, after) * 1e9)
+            s.scheduler.retry(job, at: at, pauseUntil: pauseKey ? at : nil)
+        case .failed(let record):
+            finishFailed(record, effect.attempt, &s)
+        case .refuseModel(let refusal, let record):
+            let (kept, isNew) = s.scheduler.refuse(model: refusal.model, refusal)
+            if isNew {
+                writer.submit(.refuseModel(kept))
+                log("chatbatch: model \(kept.model) refused (HTTP \(kept.status) \(kept.code): \(kept.message)); its other lines are not sent and go to the errors file (run again with --retry-failed once the key may use it)")
+            }
+            finishFailed(record, effect.attempt, &s)
+        case .stopRun(let reason, let note):
+            requeue(effect.attempt, note: note)
+            stopRun(.auth(reason), &s)
+        }
+        if let outcome = effect.probeOutcome {
+            for held in s.scheduler.settleModelProbe(job, outcome) {
+                if case .refused(let refusal) = outcome { refuseUnsent(held, refusal, &s) }
+            }
+        }
+    }
+
+    func finishFailed(_ record: FinishedRecord, _ attempt: AttemptRecord?, _ s: inout RunState) {
+        s.summary.failed += 1
+        s.summary.failuresByCode[record.errorCode ?? "unknown", default: 0] += 1
+        writer.submit(.finish(record, attempt: attempt))
+    }
+
+    /// A line for a refused model: not sent, written to the errors file with the refusal's code and message.
+    func refuseUnsent(_ job: ScheduledJob, _ refusal: ModelRefusal, _ s: inout RunState) {
+        s.summary.blocked += 1
+        finishFailed(AnswerPolicy.refusedUnsentRecord(job, refusal, input: config.input), nil, &s)
+    }
+}
