@@ -17,12 +17,7 @@ struct RunCommand: ParsableCommand {
             The API key comes from the environment (TERA_API_KEY, TIR_API_KEY, OPENAI_API_KEY, or --api-key-env NAME) or from --api-key-file, never from a flag's value. Resume an interrupted run by running the same command again.
 
             Exit codes:
-              0  all lines done
-              1  done; some lines failed, or their model was refused (403/404): see the errors file
-              2  usage or input error; a changed line without --force
-              3  stopped early: key refused (401) or --max-cost reached
-              4  interrupted, or an output could not be written; resumable
-              5  another run holds the checkpoint
+            \(RunExit.helpTable)
             """)
 
     @OptionGroup var job: JobOptions

@@ -68,7 +68,7 @@ struct FileLogHandler: LogHandler {
             _ = FileManager.default.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600])
         }
         guard let handle = FileHandle(forWritingAtPath: path) else {
-            throw InputError(code: "unwritable_log", message: "cannot write the log file \(path)")
+            throw ChatBatchError(.unwritableLog, "cannot write the log file \(path)")
         }
         handle.seekToEndOfFile()
         sink = Sink(handle)

@@ -17,6 +17,6 @@ struct ValidateCommand: ParsableCommand {
         let config = try job.jobSettings().resolve()
         let report = try BatchValidator.validate(config)
         print(json ? report.json.serialized() : report.text)
-        if report.invalid > 0 { throw ExitCode(2) }
+        if report.invalid > 0 { throw ExitCode(RunExit.usageOrInput.rawValue) }
     }
 }

@@ -20,19 +20,15 @@ func fail(_ message: String, code: Int32) -> Never {
 do {
     var command = try ChatBatchCommand.parseAsRoot()
     try command.run()
-} catch let error as InputError {
-    fail(error.message, code: 2)
-} catch let error as CheckpointError {
-    fail(error.message, code: error.code == "busy" ? 5 : 2)
-} catch let error as OutputError {
-    fail(error.message, code: 4)
+} catch let error as ChatBatchError {
+    fail(error.message, code: error.code.exit.rawValue)
 } catch let error as FakeGatewayError {
-    fail(error.message, code: 2)
+    fail(error.message, code: RunExit.usageOrInput.rawValue)
 } catch {
     let code = ChatBatchCommand.exitCode(for: error)
     if code == .validationFailure {
         FileHandle.standardError.write(Data((ChatBatchCommand.fullMessage(for: error) + "\n").utf8))
-        exit(2)
+        exit(RunExit.usageOrInput.rawValue)
     }
     ChatBatchCommand.exit(withError: error)
 }

@@ -134,8 +134,8 @@ struct InputValidationTests {
     @Test func jobFileMistakesAreNamed() throws {
         let scratch = Scratch()
         _ = FileManager.default.createFile(atPath: scratch.file("job.yaml"), contents: Data("input: x.jsonl\nconcurency: 8\n".utf8))
-        #expect { try JobFile.load(path: scratch.file("job.yaml")) } throws: { ($0 as? InputError)?.message.contains("unknown setting `concurency`") == true }
+        #expect { try JobFile.load(path: scratch.file("job.yaml")) } throws: { ($0 as? ChatBatchError)?.message.contains("unknown setting `concurency`") == true }
         _ = FileManager.default.createFile(atPath: scratch.file("bad.yaml"), contents: Data("input: [unclosed\n".utf8))
-        #expect { try JobFile.load(path: scratch.file("bad.yaml")) } throws: { ($0 as? InputError)?.message.contains("not valid YAML") == true }
+        #expect { try JobFile.load(path: scratch.file("bad.yaml")) } throws: { ($0 as? ChatBatchError)?.message.contains("not valid YAML") == true }
     }
 }

@@ -101,7 +101,7 @@ struct OperatingTests {
         let merged = try JSON.parse(String(contentsOfFile: sharded.file("summary.json"), encoding: .utf8))
         #expect(merged["done"] == 119 && merged["input_lines"] == 121 && merged["shards"] == 3)
         // A custom_id in two shards' outputs is refused.
-        #expect(throws: InputError.self) {
+        #expect(throws: ChatBatchError.self) {
             try OutputMerge.merge(results: [outputs[0], outputs[0]], output: sharded.file("dup.jsonl"), errors: nil, summaries: [], summaryOutput: nil)
         }
     }

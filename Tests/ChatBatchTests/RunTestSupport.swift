@@ -118,7 +118,7 @@ func writeJob(_ scratch: Scratch, _ gateway: FakeGateway, concurrency: Int = 8, 
 }
 
 /// Starts a program with the fake gateway's key in `CB_TEST_KEY` and `environment` added; output to /dev/null unless given.
-func launch(_ executable: String, _ arguments: [String], environment: [String: String] = [:], stderr: Any? = nil) throws -> Process {
+func launch(_ executable: String, _ arguments: [String], environment: [String: String] = [:], stderr: Any? = nil, stdout: Any? = nil) throws -> Process {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: executable)
     p.arguments = arguments
@@ -127,15 +127,15 @@ func launch(_ executable: String, _ arguments: [String], environment: [String: S
     for (k, v) in environment { env[k] = v }
     p.environment = env
     p.standardError = stderr ?? FileHandle(forWritingAtPath: "/dev/null")
-    p.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
+    p.standardOutput = stdout ?? FileHandle(forWritingAtPath: "/dev/null")
     try p.run()
     return p
 }
 
-/// Runs a program to its end and returns its exit status and what it wrote to stderr.
-func runToEnd(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws -> (Int32, String) {
+/// Runs a program to its end and returns its exit status and what it wrote to stderr (or to stdout, with `captureStdout`).
+func runToEnd(_ executable: String, _ arguments: [String], environment: [String: String] = [:], captureStdout: Bool = false) throws -> (Int32, String) {
     let err = Pipe()
-    let p = try launch(executable, arguments, environment: environment, stderr: err)
+    let p = try launch(executable, arguments, environment: environment, stderr: err, stdout: captureStdout ? err : nil)
     let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
     p.waitUntilExit()
     return (p.terminationStatus, text)

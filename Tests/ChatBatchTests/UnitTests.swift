@@ -70,7 +70,7 @@ struct UnitTests {
         var s = JobSettings()
         s.input = "x.jsonl"
         s.apiKeyEnv = "CHATBATCH_TEST_SURELY_UNSET"
-        #expect { try APIKeySource.resolve(try s.resolve()) } throws: { ($0 as? InputError)?.message.contains("CHATBATCH_TEST_SURELY_UNSET") == true }
+        #expect { try APIKeySource.resolve(try s.resolve()) } throws: { ($0 as? ChatBatchError)?.message.contains("CHATBATCH_TEST_SURELY_UNSET") == true }
         _ = FileManager.default.createFile(atPath: scratch.file("key"), contents: Data("sk-from-file\n".utf8))
         s.apiKeyFile = scratch.file("key")
         #expect(try APIKeySource.resolve(try s.resolve()) == "sk-from-file")
@@ -83,8 +83,8 @@ struct UnitTests {
         #expect(try Provider.named(.tera).endpoint(baseURL: nil, projectID: nil) == "https://api.tera.gw/v1/chat/completions")
         #expect(try Provider.named(.tir).endpoint(baseURL: nil, projectID: "42")
                 == "https://infer.e2enetworks.net/project/p-42/genai/gpt_oss_120b/v1/chat/completions?project_id=42")
-        #expect(throws: InputError.self) { try Provider.named(.tir).endpoint(baseURL: nil, projectID: nil) }
-        #expect(throws: InputError.self) { try Provider.named(.openAICompatible).endpoint(baseURL: nil, projectID: nil) }
+        #expect(throws: ChatBatchError.self) { try Provider.named(.tir).endpoint(baseURL: nil, projectID: nil) }
+        #expect(throws: ChatBatchError.self) { try Provider.named(.openAICompatible).endpoint(baseURL: nil, projectID: nil) }
         #expect(try Provider.named(.openAICompatible).endpoint(baseURL: "http://h/v1/", projectID: nil) == "http://h/v1/chat/completions")
     }
 

@@ -3,25 +3,6 @@ import ChatBatchCore
 import Foundation
 import Synchronization
 
-/// Where a prompt stands in the checkpoint.
-public enum RequestState: String, Sendable {
-    /// Not sent, or sent and known not to have been answered (it will be sent by this run or the next).
-    case pending
-    /// Committed as about to be sent; still so after a crash means "possibly billed".
-    case inflight
-    /// Answered; its result line is in the checkpoint and in the results file.
-    case done
-    /// Finished without an answer (invalid line, 400, attempts exhausted); its line is in the errors file.
-    case failed
-}
-
-/// Which output file a finished prompt's line belongs to.
-public enum OutputKind: Int, Sendable, CaseIterable {
-    case results = 0
-    case errors = 1
-    var name: String { self == .results ? "results" : "errors" }
-}
-
 /// The SQLite checkpoint of one run: a row per custom_id, a row per HTTP attempt, a row per run.
 ///
 /// Opening it checks that it is a chatbatch checkpoint of a known schema and takes an exclusive lock,
@@ -37,28 +18,28 @@ public final class CheckpointStore: @unchecked Sendable {
     private let lockFD: Mutex<Int32>
 
     /// Opens (creating if needed) the checkpoint at `path`, owner-only, locked for this process.
-    public init(path: String, create: Bool = true, lock: Bool = true) throws(CheckpointError) {
+    public init(path: String, create: Bool = true, lock: Bool = true) throws(ChatBatchError) {
         self.path = path
         let fm = FileManager.default
         var isDir: ObjCBool = false
         let exists = fm.fileExists(atPath: path, isDirectory: &isDir)
         if isDir.boolValue {
-            throw CheckpointError(code: "not_a_file", message: "checkpoint \(path) is a directory")
+            throw ChatBatchError(.notAFile, "checkpoint \(path) is a directory")
         }
         if exists {
             try Self.checkHeader(path)
         } else if !create {
-            throw CheckpointError(code: "missing", message: "no checkpoint at \(path)")
+            throw ChatBatchError(.missingCheckpoint, "no checkpoint at \(path)")
         }
         let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
         guard fd >= 0 else {
-            throw CheckpointError(code: "open_failed", message: "cannot open checkpoint \(path): \(String(cString: strerror(errno)))")
+            throw ChatBatchError(.openFailed, "cannot open checkpoint \(path): \(String(cString: strerror(errno)))")
         }
         if lock && flock(fd, LOCK_EX | LOCK_NB) != 0 {
             close(fd)
-            throw CheckpointError(
-                code: "busy",
-                message: "checkpoint \(path) is held by another chatbatch run; wait for it to finish (or stop it) and run again")
+            throw ChatBatchError(
+                .checkpointBusy,
+                "checkpoint \(path) is held by another chatbatch run; wait for it to finish (or stop it) and run again")
         }
         lockFD = Mutex(fd)
         do {
@@ -101,18 +82,18 @@ public final class CheckpointStore: @unchecked Sendable {
     }
 
     /// Refuses files that are not SQLite databases before SQLite gets a chance to touch them.
-    static func checkHeader(_ path: String) throws(CheckpointError) {
+    static func checkHeader(_ path: String) throws(ChatBatchError) {
         guard let handle = FileHandle(forReadingAtPath: path) else {
-            throw CheckpointError(code: "unreadable", message: "cannot read checkpoint \(path)")
+            throw ChatBatchError(.unreadableCheckpoint, "cannot read checkpoint \(path)")
         }
         defer { try? handle.close() }
         let head = (try? handle.read(upToCount: 100)) ?? Data()
         if head.isEmpty { return }
         let magic = Array("SQLite format 3\0".utf8)
         guard head.count >= 100, Array(head.prefix(16)) == magic else {
-            throw CheckpointError(
-                code: "not_a_checkpoint",
-                message: "\(path) is not a chatbatch checkpoint (not an SQLite file, or truncated); refusing to overwrite it. Move it away or pass another --checkpoint")
+            throw ChatBatchError(
+                .notACheckpoint,
+                "\(path) is not a chatbatch checkpoint (not an SQLite file, or truncated); refusing to overwrite it. Move it away or pass another --checkpoint")
         }
         // The header records the database size (valid when its two change counters agree): a shorter file was cut off.
         let b = Array(head)
@@ -120,18 +101,18 @@ public final class CheckpointStore: @unchecked Sendable {
         let rawPageSize = Int(b[16]) << 8 | Int(b[17])
         let pageSize = rawPageSize == 1 ? 65536 : rawPageSize
         if u32(24) == u32(92), u32(28) > 0, fileSize(path) < u32(28) * pageSize {
-            throw CheckpointError(
-                code: "damaged",
-                message: "checkpoint \(path) is damaged: it is \(fileSize(path)) bytes but records \(u32(28) * pageSize); refusing to use it, since a damaged checkpoint could send answered prompts again. Restore it from a copy, or move it away to start over")
+            throw ChatBatchError(
+                .damaged,
+                "checkpoint \(path) is damaged: it is \(fileSize(path)) bytes but records \(u32(28) * pageSize); refusing to use it, since a damaged checkpoint could send answered prompts again. Restore it from a copy, or move it away to start over")
         }
     }
 
-    func prepareSchema(fresh: Bool) throws(CheckpointError) {
+    func prepareSchema(fresh: Bool) throws(ChatBatchError) {
         let appID: Int32
         do {
             appID = Int32(truncatingIfNeeded: try db.query("PRAGMA application_id").first?.first?.int ?? 0)
         } catch {
-            throw CheckpointError(code: "damaged", message: "checkpoint \(path) cannot be read (\(error.message)); it is damaged. Rebuilding is not possible; move it away to start over")
+            throw ChatBatchError(.damaged, "checkpoint \(path) cannot be read (\(error.message)); it is damaged. Rebuilding is not possible; move it away to start over")
         }
         let tables = try db.query("SELECT count(*) FROM sqlite_master").first?.first?.int ?? 0
         if tables == 0 && appID == 0 {
@@ -188,16 +169,16 @@ public final class CheckpointStore: @unchecked Sendable {
             return
         }
         guard appID == Self.applicationID else {
-            throw CheckpointError(
-                code: "foreign",
-                message: "\(path) is an SQLite file of another program, not a chatbatch checkpoint; refusing to touch it. Pass another --checkpoint")
+            throw ChatBatchError(
+                .foreign,
+                "\(path) is an SQLite file of another program, not a chatbatch checkpoint; refusing to touch it. Pass another --checkpoint")
         }
         let version = Int(try db.query("SELECT value FROM meta WHERE key='schema_version'").first?.first?.text ?? "") ?? 0
         guard version == Self.schemaVersion else {
             let newer = version > Self.schemaVersion
-            throw CheckpointError(
-                code: newer ? "newer_schema" : "unknown_schema",
-                message: "checkpoint \(path) has schema version \(version), this chatbatch reads version \(Self.schemaVersion)"
+            throw ChatBatchError(
+                newer ? .newerSchema : .unknownSchema,
+                "checkpoint \(path) has schema version \(version), this chatbatch reads version \(Self.schemaVersion)"
                     + (newer ? "; it was written by a newer chatbatch: upgrade to resume it" : ""))
         }
         try db.execute("PRAGMA synchronous=NORMAL")
@@ -205,11 +186,11 @@ public final class CheckpointStore: @unchecked Sendable {
 
     // MARK: meta
 
-    func meta(_ key: String) throws(CheckpointError) -> String? {
+    func meta(_ key: String) throws(ChatBatchError) -> String? {
         try db.query("SELECT value FROM meta WHERE key=?", [.text(key)]).first?.first?.text
     }
 
-    func setMeta(_ key: String, _ value: String) throws(CheckpointError) {
+    func setMeta(_ key: String, _ value: String) throws(ChatBatchError) {
         try db.query("INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
                      [.text(key), .text(value)])
     }
@@ -244,19 +225,19 @@ public final class CheckpointStore: @unchecked Sendable {
     }
 
     /// Records a run's start and returns its id.
-    func beginRun() throws(CheckpointError) -> Int {
+    func beginRun() throws(ChatBatchError) -> Int {
         try db.query("INSERT INTO runs(started_at) VALUES(?)", [.double(Date().timeIntervalSince1970)])
         return Int(sqlite3_last_insert_rowid(db.handle))
     }
 
-    func endRun(id: Int, exitCode: Int32, summary: JSON) throws(CheckpointError) {
+    func endRun(id: Int, exitCode: Int32, summary: JSON) throws(ChatBatchError) {
         try db.query("UPDATE runs SET ended_at=?, exit_code=?, summary=? WHERE id=?",
                      [.double(Date().timeIntervalSince1970), .int(Int(exitCode)), .text(summary.serialized()), .int(id)])
     }
 
     /// Rows a previous run left in flight: it died while they were (possibly) on the wire.
     /// They become pending, marked so their next send is counted as a resend after a crash.
-    func recoverInflight() throws(CheckpointError) -> Int {
+    func recoverInflight() throws(ChatBatchError) -> Int {
         let n = try db.query("SELECT count(*) FROM requests WHERE state='inflight'").first?.first?.int ?? 0
         if n > 0 {
             try db.query("UPDATE requests SET state='pending', crash_resend=1 WHERE state='inflight'")
@@ -265,12 +246,12 @@ public final class CheckpointStore: @unchecked Sendable {
     }
 
     /// True when no prompt has a row yet (a fresh checkpoint: nothing to look up).
-    func isEmpty() throws(CheckpointError) -> Bool {
+    func isEmpty() throws(ChatBatchError) -> Bool {
         try db.query("SELECT 1 FROM requests LIMIT 1").isEmpty
     }
 
     /// Models the provider refused (403/404) in an earlier run of this checkpoint: nothing more is sent for them.
-    func refusedModels() throws(CheckpointError) -> [String: ModelRefusal] {
+    func refusedModels() throws(ChatBatchError) -> [String: ModelRefusal] {
         var out: [String: ModelRefusal] = [:]
         for row in try db.query("SELECT key, value FROM meta WHERE key LIKE 'refused_model.%'") {
             guard let text = row[1].text, let refusal = ModelRefusal(json: try? JSON.parse(text)) else { continue }
@@ -280,16 +261,16 @@ public final class CheckpointStore: @unchecked Sendable {
     }
 
     /// Forgets every refused model (`--retry-failed`: the key may have been given the scope since).
-    func clearRefusedModels() throws(CheckpointError) {
+    func clearRefusedModels() throws(ChatBatchError) {
         try db.query("DELETE FROM meta WHERE key LIKE 'refused_model.%'")
     }
 
-    func recordRefusedModel(_ refusal: ModelRefusal) throws(CheckpointError) {
+    func recordRefusedModel(_ refusal: ModelRefusal) throws(ChatBatchError) {
         try setMeta("refused_model." + refusal.model, refusal.json.serialized())
     }
 
     /// Counts of rows by state.
-    public func stateCounts() throws(CheckpointError) -> [RequestState: Int] {
+    public func stateCounts() throws(ChatBatchError) -> [RequestState: Int] {
         var out: [RequestState: Int] = [:]
         for row in try db.query("SELECT state, count(*) FROM requests GROUP BY state") {
             if let s = row[0].text.flatMap(RequestState.init(rawValue:)) { out[s] = row[1].int ?? 0 }
@@ -298,37 +279,10 @@ public final class CheckpointStore: @unchecked Sendable {
     }
 
     /// Total spend and tokens over every run on this checkpoint.
-    func totals() throws(CheckpointError) -> (prompt: Int, completion: Int, cost: Double) {
+    func totals() throws(ChatBatchError) -> (prompt: Int, completion: Int, cost: Double) {
         let row = try db.query("SELECT coalesce(sum(prompt_tokens),0), coalesce(sum(completion_tokens),0), coalesce(sum(cost),0) FROM requests").first ?? []
         return (row.first?.int ?? 0, row.count > 1 ? row[1].int ?? 0 : 0, row.count > 2 ? row[2].double ?? 0 : 0)
     }
-}
-
-/// A model the provider refused for this key (403 `permission_error` or 404 `model_not_found`), kept in the
-/// checkpoint so that neither this run nor a resume spends another request on it.
-struct ModelRefusal: Sendable, Equatable {
-    var model: String
-    var status: Int
-    /// The answer's error type (or code): `model_not_found`, `permission_error`.
-    var code: String
-    /// The server's message.
-    var message: String
-
-    init(model: String, status: Int, code: String, message: String) {
-        self.model = model
-        self.status = status
-        self.code = code
-        self.message = message
-    }
-
-    init?(json: JSON?) {
-        guard let json, let model = json["model"]?.stringValue, let status = json["status"]?.intValue,
-            let code = json["code"]?.stringValue, let message = json["message"]?.stringValue
-        else { return nil }
-        self.init(model: model, status: status, code: code, message: message)
-    }
-
-    var json: JSON { ["model": .string(model), "status": .int(status), "code": .string(code), "message": .string(message)] }
 }
 
 /// What the input reader learns about a custom_id from the checkpoint before sending it.
@@ -343,7 +297,7 @@ final class CheckpointReader {
     let db: SQLiteDatabase
     private var statement: SQLiteStatement?
 
-    init(path: String) throws(CheckpointError) {
+    init(path: String) throws(ChatBatchError) {
         db = try SQLiteDatabase(path: path, readOnly: true)
         statement = try db.prepare("SELECT state, body_hash, crash_resend FROM requests WHERE custom_id=?")
     }
@@ -362,7 +316,7 @@ final class CheckpointReader {
         return try body()
     }
 
-    func prior(_ customID: String) throws(CheckpointError) -> PriorState? {
+    func prior(_ customID: String) throws(ChatBatchError) -> PriorState? {
         guard let lookup = statement else { return nil }
         try lookup.bind([.text(customID)])
         defer { sqlite3_reset(lookup.stmt) }

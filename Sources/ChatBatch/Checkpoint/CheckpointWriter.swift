@@ -4,42 +4,6 @@ import Dispatch
 import Foundation
 import Synchronization
 
-/// A prompt's outcome as the checkpoint stores it.
-struct FinishedRecord: Sendable {
-    var customID: String
-    var line: Int
-    var bodyHash: String
-    var model: String?
-    var state: RequestState  // done or failed
-    var statusCode: Int?
-    var requestID: String?
-    var promptTokens = 0
-    var completionTokens = 0
-    var cost = 0.0
-    var errorCode: String?
-    var errorMessage: String?
-    var latencyMs: Double?
-    /// Time to the first byte of a streamed answer.
-    var ttftMs: Double? = nil
-    /// HTTP attempts this run made for it (for the flat output's `attempts`).
-    var attempts = 0
-    /// The canonical (batch-shaped) output line, without its newline.
-    var output: String
-    var kind: OutputKind
-}
-
-/// One HTTP attempt, for the audit table.
-struct AttemptRecord: Sendable {
-    var customID: String
-    var attempt: Int
-    var startedAt: Double
-    var status: Int?
-    var latencyMs: Double
-    var requestID: String?
-    var error: String?
-    var ambiguous: Bool
-}
-
 /// A change the writer commits.
 enum CheckpointOp: Sendable {
     /// About to send: committed before the request leaves, so a crash leaves it visibly in flight.
@@ -107,7 +71,7 @@ final class CheckpointWriter: Sendable {
         self.onFailure = onFailure
     }
 
-    func prepareStatements() throws(CheckpointError) -> Statements {
+    func prepareStatements() throws(ChatBatchError) -> Statements {
         if let statements { return statements }
         let db = store.db
         let s = Statements(
@@ -171,10 +135,11 @@ final class CheckpointWriter: Sendable {
 
     /// Ends the run: commits what is waiting, rebuilds the output files if a forced resend asked for it, flushes
     /// them, records the run's end with the summary `conclude` makes, then closes the checkpoint and its lock.
-    func endRun(log: (String) -> Void, _ conclude: (RunEnding) -> RunSummary) -> RunSummary {
+    /// `conclude` returns the run's result with its exit code and JSON summary, which are recorded with the run.
+    func endRun<Result>(log: (String) -> Void, _ conclude: (RunEnding) -> (Result, exitCode: Int32, summary: JSON)) -> Result {
         drain()
         let writeFailure = failure
-        let summary = queue.sync { () -> RunSummary in
+        let result = queue.sync { () -> Result in
             if writeFailure == nil && needsRebuild {
                 do {
                     try sink.rebuildAll(from: store)
@@ -188,14 +153,14 @@ final class CheckpointWriter: Sendable {
             flush(forceRecord: true)
             let ending = RunEnding(
                 writeFailure: writeFailure, pending: ((try? store.stateCounts()) ?? [:])[.pending] ?? 0, spent: try? store.totals().cost)
-            let summary = conclude(ending)
-            if writeFailure == nil { try? store.endRun(id: runID, exitCode: summary.exit.rawValue, summary: summary.json) }
+            let (result, exitCode, summary) = conclude(ending)
+            if writeFailure == nil { try? store.endRun(id: runID, exitCode: exitCode, summary: summary) }
             state.withLock { $0.closed = true }
             statements = nil
             store.closeAndUnlock()
-            return summary
+            return result
         }
-        return summary
+        return result
     }
 
     /// The first failure, if a commit or an output write failed (the run must stop).
@@ -294,7 +259,7 @@ final class CheckpointWriter: Sendable {
         if !tokens.isEmpty { onClaims(tokens, false) }
     }
 
-    private func insert(_ a: AttemptRecord, _ s: Statements) throws(CheckpointError) {
+    private func insert(_ a: AttemptRecord, _ s: Statements) throws(ChatBatchError) {
         try s.attempt.run([
             .text(a.customID), .int(runID), .int(a.attempt), .double(a.startedAt), a.status.map(SQLiteValue.int) ?? .null,
             .double(a.latencyMs), a.requestID.map(SQLiteValue.text) ?? .null, a.error.map(SQLiteValue.text) ?? .null,

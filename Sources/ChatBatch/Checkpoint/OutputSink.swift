@@ -44,7 +44,7 @@ extension CheckpointStore {
     private static func prefix(_ kind: OutputKind) -> String { "output.\(kind.name)." }
 
     /// What the checkpoint records about an output file, or nil if nothing was ever written to it.
-    func outputPosition(_ kind: OutputKind) throws(CheckpointError) -> OutputPosition? {
+    func outputPosition(_ kind: OutputKind) throws(ChatBatchError) -> OutputPosition? {
         let p = Self.prefix(kind)
         guard let path = try meta(p + "path") else { return nil }
         return OutputPosition(
@@ -52,7 +52,7 @@ extension CheckpointStore {
             seq: Int(try meta(p + "seq") ?? "") ?? 0)
     }
 
-    func recordOutputPosition(_ position: OutputPosition) throws(CheckpointError) {
+    func recordOutputPosition(_ position: OutputPosition) throws(ChatBatchError) {
         let p = Self.prefix(position.kind)
         try setMeta(p + "path", position.path)
         try setMeta(p + "format", position.format)
@@ -61,12 +61,12 @@ extension CheckpointStore {
     }
 
     /// True when a forced resend replaced answers whose old lines may still be in the files.
-    func outputNeedsRebuild() throws(CheckpointError) -> Bool { try meta("output.needs_rebuild") == "1" }
+    func outputNeedsRebuild() throws(ChatBatchError) -> Bool { try meta("output.needs_rebuild") == "1" }
 
-    func setOutputNeedsRebuild(_ needed: Bool) throws(CheckpointError) { try setMeta("output.needs_rebuild", needed ? "1" : "0") }
+    func setOutputNeedsRebuild(_ needed: Bool) throws(ChatBatchError) { try setMeta("output.needs_rebuild", needed ? "1" : "0") }
 
     /// The finished rows of one output file committed after `seq`, in commit order (or input order).
-    func storedLines(_ kind: OutputKind, after seq: Int = 0, inputOrder: Bool = false) throws(CheckpointError) -> [StoredLine] {
+    func storedLines(_ kind: OutputKind, after seq: Int = 0, inputOrder: Bool = false) throws(ChatBatchError) -> [StoredLine] {
         let orderBy = inputOrder ? "line, out_seq" : "out_seq"
         return try db.query(
             "SELECT output, attempts, latency_ms, cost, out_seq, ttft_ms FROM requests WHERE out_kind=? AND out_seq>? ORDER BY \(orderBy)",

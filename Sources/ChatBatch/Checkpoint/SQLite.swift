@@ -1,13 +1,6 @@
 import CSQLite
 import Foundation
 
-/// A checkpoint that cannot be opened, read or written, with a stable code and a message a user can act on.
-public struct CheckpointError: Error, Sendable, CustomStringConvertible {
-    public let code: String
-    public let message: String
-    public var description: String { message }
-}
-
 /// A small SQLite connection: open, execute, prepare. One owner at a time.
 ///
 /// `@unchecked Sendable`: a connection is only ever used from one serial queue (the checkpoint writer)
@@ -16,14 +9,14 @@ final class SQLiteDatabase: @unchecked Sendable {
     let handle: OpaquePointer
     let path: String
 
-    init(path: String, readOnly: Bool = false) throws(CheckpointError) {
+    init(path: String, readOnly: Bool = false) throws(ChatBatchError) {
         var db: OpaquePointer?
         let flags = readOnly ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE)
         let rc = sqlite3_open_v2(path, &db, flags | SQLITE_OPEN_NOMUTEX, nil)
         guard rc == SQLITE_OK, let db else {
             let message = db.map { String(cString: sqlite3_errmsg($0)) } ?? "out of memory"
             if let db { sqlite3_close_v2(db) }
-            throw CheckpointError(code: "open_failed", message: "cannot open checkpoint \(path): \(message)")
+            throw ChatBatchError(.openFailed, "cannot open checkpoint \(path): \(message)")
         }
         handle = db
         self.path = path
@@ -42,22 +35,22 @@ final class SQLiteDatabase: @unchecked Sendable {
 
     var lastError: String { String(cString: sqlite3_errmsg(handle)) }
 
-    func error(_ what: String) -> CheckpointError {
+    func error(_ what: String) -> ChatBatchError {
         let rc = sqlite3_errcode(handle)
-        let code: String
+        let code: ChatBatchError.Code
         var advice = ""
         switch rc & 0xFF {
-        case SQLITE_CORRUPT, SQLITE_NOTADB: code = "damaged"
+        case SQLITE_CORRUPT, SQLITE_NOTADB: code = .damaged
         case SQLITE_FULL, SQLITE_IOERR:
-            code = "write_failed"
+            code = .writeFailed
             advice = " (the disk may be full or a file size limit reached). Everything committed before this is safe; free space and run the same command again to resume"
-        case SQLITE_BUSY, SQLITE_LOCKED: code = "busy"
-        default: code = "sqlite_error"
+        case SQLITE_BUSY, SQLITE_LOCKED: code = .checkpointBusy
+        default: code = .sqliteError
         }
-        return CheckpointError(code: code, message: "checkpoint \(path): \(what): \(lastError)\(advice)")
+        return ChatBatchError(code, "checkpoint \(path): \(what): \(lastError)\(advice)")
     }
 
-    func execute(_ sql: String) throws(CheckpointError) {
+    func execute(_ sql: String) throws(ChatBatchError) {
         var message: UnsafeMutablePointer<CChar>?
         if sqlite3_exec(handle, sql, nil, nil, &message) != SQLITE_OK {
             sqlite3_free(message)
@@ -65,7 +58,7 @@ final class SQLiteDatabase: @unchecked Sendable {
         }
     }
 
-    func prepare(_ sql: String) throws(CheckpointError) -> SQLiteStatement {
+    func prepare(_ sql: String) throws(ChatBatchError) -> SQLiteStatement {
         var stmt: OpaquePointer?
         guard sqlite3_prepare_v3(handle, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &stmt, nil) == SQLITE_OK, let stmt else {
             throw error("cannot prepare '\(sql.prefix(60))'")
@@ -75,7 +68,7 @@ final class SQLiteDatabase: @unchecked Sendable {
 
     /// Runs one statement with bindings and returns the rows it produced, each as column values.
     @discardableResult
-    func query(_ sql: String, _ values: [SQLiteValue] = []) throws(CheckpointError) -> [[SQLiteValue]] {
+    func query(_ sql: String, _ values: [SQLiteValue] = []) throws(ChatBatchError) -> [[SQLiteValue]] {
         let stmt = try prepare(sql)
         try stmt.bind(values)
         var rows: [[SQLiteValue]] = []
@@ -111,7 +104,7 @@ final class SQLiteStatement {
 
     var columnCount: Int { Int(sqlite3_column_count(stmt)) }
 
-    func bind(_ values: [SQLiteValue]) throws(CheckpointError) {
+    func bind(_ values: [SQLiteValue]) throws(ChatBatchError) {
         sqlite3_reset(stmt)
         sqlite3_clear_bindings(stmt)
         for (i, v) in values.enumerated() {
@@ -128,7 +121,7 @@ final class SQLiteStatement {
     }
 
     /// Steps once; true when a row is ready.
-    func step() throws(CheckpointError) -> Bool {
+    func step() throws(ChatBatchError) -> Bool {
         switch sqlite3_step(stmt) {
         case SQLITE_ROW: return true
         case SQLITE_DONE: return false
@@ -137,7 +130,7 @@ final class SQLiteStatement {
     }
 
     /// Binds, runs to completion, and resets.
-    func run(_ values: [SQLiteValue]) throws(CheckpointError) {
+    func run(_ values: [SQLiteValue]) throws(ChatBatchError) {
         try bind(values)
         while try step() {}
         sqlite3_reset(stmt)

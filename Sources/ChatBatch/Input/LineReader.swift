@@ -1,16 +1,5 @@
 import Foundation
 
-/// An input that cannot be read, or a job that cannot be used, with a stable code and a message naming the file.
-public struct InputError: Error, Sendable, CustomStringConvertible {
-    public let code: String
-    public let message: String
-    public init(code: String, message: String) {
-        self.code = code
-        self.message = message
-    }
-    public var description: String { message }
-}
-
 /// One physical line of a JSONL file: its 1-based number and its bytes (no line end).
 struct RawLine {
     var number: Int
@@ -37,25 +26,25 @@ final class LineReader {
     private var partial: [UInt8] = []
     private var partialOversize = 0
 
-    init(path: String, maxLineBytes: Int = LineReader.defaultMaxLineBytes) throws(InputError) {
+    init(path: String, maxLineBytes: Int = LineReader.defaultMaxLineBytes) throws(ChatBatchError) {
         self.path = path
         self.maxLineBytes = maxLineBytes
         var st = stat()
         guard stat(path, &st) == 0 else {
-            throw InputError(code: "missing_input", message: "\(path): no such input file")
+            throw ChatBatchError(.missingInput, "\(path): no such input file")
         }
         if (st.st_mode & S_IFMT) == S_IFDIR {
-            throw InputError(code: "input_is_directory", message: "\(path) is a directory; give a JSONL file")
+            throw ChatBatchError(.inputIsDirectory, "\(path) is a directory; give a JSONL file")
         }
         fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else {
-            throw InputError(code: "unreadable_input", message: "\(path): cannot read: \(String(cString: strerror(errno)))")
+            throw ChatBatchError(.unreadableInput, "\(path): cannot read: \(String(cString: strerror(errno)))")
         }
     }
 
     deinit { close(fd) }
 
-    private func fill() throws(InputError) {
+    private func fill() throws(ChatBatchError) {
         if start > 0 && start == end { start = 0; end = 0 }
         if end == buffer.count {
             if start > 0 {
@@ -69,14 +58,14 @@ final class LineReader {
         let n = buffer.withUnsafeMutableBytes { raw in read(fd, raw.baseAddress! + end, raw.count - end) }
         if n < 0 {
             if errno == EINTR { return }
-            throw InputError(code: "unreadable_input", message: "\(path): read failed: \(String(cString: strerror(errno)))")
+            throw ChatBatchError(.unreadableInput, "\(path): read failed: \(String(cString: strerror(errno)))")
         }
         if n == 0 { eof = true }
         end += n
     }
 
     /// The next line, or nil at the end of the file.
-    func next() throws(InputError) -> RawLine? {
+    func next() throws(ChatBatchError) -> RawLine? {
         while true {
             if let nl = buffer[start..<end].firstIndex(of: 0x0A) {
                 var line: [UInt8]

@@ -31,13 +31,13 @@ struct RequestBuilder: Sendable {
     let config: RunConfiguration
     let template: MustacheTemplate?
 
-    init(config: RunConfiguration) throws(InputError) {
+    init(config: RunConfiguration) throws(ChatBatchError) {
         self.config = config
         if let text = config.template {
             do {
                 template = try MustacheTemplate(string: "{{% CONTENT_TYPE: TEXT}}" + text)
             } catch {
-                throw InputError(code: "bad_template", message: "template does not parse: \(error)")
+                throw ChatBatchError(.badTemplate, "template does not parse: \(error)")
             }
         } else {
             template = nil

@@ -20,61 +20,61 @@ public enum JobFile {
     }
 
     /// Loads and checks a job file; `{date}` in its paths becomes `date` (default: today).
-    public static func load(path: String, date: String? = nil) throws(InputError) -> JobSettings {
+    public static func load(path: String, date: String? = nil) throws(ChatBatchError) -> JobSettings {
         guard let data = FileManager.default.contents(atPath: path) else {
-            throw InputError(code: "missing_job", message: "\(path): cannot read job file")
+            throw ChatBatchError(.missingJob, "\(path): cannot read job file")
         }
         guard let text = String(data: data, encoding: .utf8) else {
-            throw InputError(code: "bad_job", message: "\(path): job file is not UTF-8 text")
+            throw ChatBatchError(.badJob, "\(path): job file is not UTF-8 text")
         }
         let root: JSON
         do {
             root = try Yams.compose(yaml: text).map(toJSON) ?? .object(JSONObject())
         } catch let error as YamlError {
-            throw InputError(code: "bad_job", message: "\(path): not valid YAML: \(error)")
+            throw ChatBatchError(.badJob, "\(path): not valid YAML: \(error)")
         } catch {
-            throw InputError(code: "bad_job", message: "\(path): not valid YAML: \(error)")
+            throw ChatBatchError(.badJob, "\(path): not valid YAML: \(error)")
         }
         guard let fields = root.objectValue else {
-            throw InputError(code: "bad_job", message: "\(path): a job file is a YAML mapping of settings")
+            throw ChatBatchError(.badJob, "\(path): a job file is a YAML mapping of settings")
         }
         let folder = (path as NSString).deletingLastPathComponent
         return try settings(from: fields, relativeTo: folder.isEmpty ? "." : folder, source: path, date: date ?? today())
     }
 
-    static func settings(from fields: JSONObject, relativeTo folder: String, source: String, date: String) throws(InputError) -> JobSettings {
-        func bad(_ key: String, _ what: String) -> InputError {
-            InputError(code: "bad_job", message: "\(source): `\(key)` \(what)")
+    static func settings(from fields: JSONObject, relativeTo folder: String, source: String, date: String) throws(ChatBatchError) -> JobSettings {
+        func bad(_ key: String, _ what: String) -> ChatBatchError {
+            ChatBatchError(.badJob, "\(source): `\(key)` \(what)")
         }
-        func string(_ key: String) throws(InputError) -> String? {
+        func string(_ key: String) throws(ChatBatchError) -> String? {
             guard let v = fields[key], !v.isNull else { return nil }
             if let s = v.stringValue { return s }
             if let i = v.intValue { return String(i) }
             throw bad(key, "must be a string")
         }
-        func path(_ key: String) throws(InputError) -> String? {
+        func path(_ key: String) throws(ChatBatchError) -> String? {
             guard var p = try string(key) else { return nil }
             p = p.replacingOccurrences(of: "{date}", with: date)
             if p.hasPrefix("~/") { return (p as NSString).expandingTildeInPath }
             return p.hasPrefix("/") ? p : (folder as NSString).appendingPathComponent(p)
         }
-        func number(_ v: JSON?, _ key: String) throws(InputError) -> Double? {
+        func number(_ v: JSON?, _ key: String) throws(ChatBatchError) -> Double? {
             guard let v, !v.isNull else { return nil }
             guard let d = v.doubleValue else { throw bad(key, "must be a number") }
             return d
         }
-        func integer(_ v: JSON?, _ key: String) throws(InputError) -> Int? {
+        func integer(_ v: JSON?, _ key: String) throws(ChatBatchError) -> Int? {
             guard let v, !v.isNull else { return nil }
             guard let i = v.intValue else { throw bad(key, "must be a whole number") }
             return i
         }
-        func flag(_ key: String) throws(InputError) -> Bool? {
+        func flag(_ key: String) throws(ChatBatchError) -> Bool? {
             guard let v = fields[key], !v.isNull else { return nil }
             guard let b = v.boolValue else { throw bad(key, "must be true or false") }
             return b
         }
         for key in fields.keys where !knownKeys.contains(key) {
-            throw InputError(code: "bad_job", message: "\(source): unknown setting `\(key)` (known: \(knownKeys.sorted().joined(separator: ", ")))")
+            throw ChatBatchError(.badJob, "\(source): unknown setting `\(key)` (known: \(knownKeys.sorted().joined(separator: ", ")))")
         }
         var s = JobSettings()
         s.input = try path("input")

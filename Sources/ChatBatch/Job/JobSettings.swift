@@ -64,9 +64,9 @@ public struct JobSettings: Sendable {
     }
 
     /// Supplies defaults, resolves the provider and endpoint, and checks the values.
-    public func resolve() throws(InputError) -> RunConfiguration {
+    public func resolve() throws(ChatBatchError) -> RunConfiguration {
         guard let input else {
-            throw InputError(code: "missing_input", message: "no input: give a JSONL file or a job file with `input:`")
+            throw ChatBatchError(.missingInput, "no input: give a JSONL file or a job file with `input:`")
         }
         let provider = Provider.named(self.provider ?? .tera)
         var output = self.output ?? Self.defaultOutput(for: input)
@@ -75,18 +75,18 @@ public struct JobSettings: Sendable {
         }
         let concurrency = self.concurrency ?? 64
         guard concurrency >= 1 && concurrency <= 10_000 else {
-            throw InputError(code: "bad_concurrency", message: "concurrency must be from 1 to 10000, not \(concurrency)")
+            throw ChatBatchError(.badConcurrency, "concurrency must be from 1 to 10000, not \(concurrency)")
         }
         let maxAttempts = self.maxAttempts ?? 6
-        guard maxAttempts >= 1 else { throw InputError(code: "bad_max_attempts", message: "max_attempts must be at least 1") }
+        guard maxAttempts >= 1 else { throw ChatBatchError(.badMaxAttempts, "max_attempts must be at least 1") }
         let timeout = self.timeout ?? 300
-        guard timeout > 0 else { throw InputError(code: "bad_timeout", message: "timeout must be more than 0 seconds") }
-        if let c = maxCost, c < 0 { throw InputError(code: "bad_max_cost", message: "max_cost must not be negative") }
+        guard timeout > 0 else { throw ChatBatchError(.badTimeout, "timeout must be more than 0 seconds") }
+        if let c = maxCost, c < 0 { throw ChatBatchError(.badMaxCost, "max_cost must not be negative") }
         for (name, v) in [("requests_per_minute", requestsPerMinute), ("tokens_per_minute", tokensPerMinute)] {
-            if let v, v <= 0 { throw InputError(code: "bad_rate", message: "\(name) must be more than 0") }
+            if let v, v <= 0 { throw ChatBatchError(.badRate, "\(name) must be more than 0") }
         }
         if template?.isEmpty == true {
-            throw InputError(code: "bad_template", message: "template is empty")
+            throw ChatBatchError(.badTemplate, "template is empty")
         }
         return RunConfiguration(
             input: input, output: output, errors: errors ?? Self.defaultErrors(for: output),
@@ -177,10 +177,10 @@ public struct Shard: Sendable, Equatable {
     public let count: Int
 
     /// Parses `i/n`, with 0 ≤ i < n.
-    public init(parsing text: String) throws(InputError) {
+    public init(parsing text: String) throws(ChatBatchError) {
         let parts = text.split(separator: "/")
         guard parts.count == 2, let i = Int(parts[0]), let n = Int(parts[1]), n >= 1, i >= 0, i < n else {
-            throw InputError(code: "bad_shard", message: "--shard takes i/n with 0 <= i < n (for example 0/4), not '\(text)'")
+            throw ChatBatchError(.badShard, "--shard takes i/n with 0 <= i < n (for example 0/4), not '\(text)'")
         }
         index = i
         count = n
@@ -190,4 +190,10 @@ public struct Shard: Sendable, Equatable {
     public func contains(_ id: String) -> Bool {
         Int(StableHash.of(id) % UInt64(count)) == index
     }
+}
+
+/// How results are written: the OpenAI Batch output shape, or one flat object per prompt.
+public enum OutputFormat: String, Sendable, CaseIterable {
+    case batch
+    case flat
 }

@@ -27,7 +27,7 @@ public enum CheckpointExport {
         let recorded = [try probe.outputPosition(.results)?.path, try probe.outputPosition(.errors)?.path]
         let targets = [results ?? recorded[0], errors ?? recorded[1]]
         guard let resultsPath = targets[0], let errorsPath = targets[1] else {
-            throw OutputError(code: "no_output_path", message: "checkpoint \(checkpoint) records no output paths; pass --output and --errors")
+            throw ChatBatchError(.noOutputPath, "checkpoint \(checkpoint) records no output paths; pass --output and --errors")
         }
         // Replacing the files a run appends to needs the run's lock, and the recorded lengths must follow.
         let replacesRunFiles = targets[0] == recorded[0] || targets[1] == recorded[1]
@@ -55,7 +55,7 @@ public enum CheckpointExport {
                 fsync(fd)
             }
             guard rename(tmp, path) == 0 else {
-                throw OutputError(code: "rename_failed", message: "cannot replace \(path): \(String(cString: strerror(errno)))")
+                throw ChatBatchError(.renameFailed, "cannot replace \(path): \(String(cString: strerror(errno)))")
             }
             if path == recorded[kind.rawValue] {
                 try store.recordOutputPosition(OutputPosition(kind: kind, path: path, format: format.rawValue, bytes: bytes, seq: maxSeq))

@@ -1,13 +1,6 @@
 import ChatBatchCore
 import Foundation
 
-/// An output file that cannot be written, with a stable code and a message a user can act on.
-public struct OutputError: Error, Sendable, CustomStringConvertible {
-    public let code: String
-    public let message: String
-    public var description: String { message }
-}
-
 /// The results and errors files of a run, kept in step with the checkpoint.
 ///
 /// The checkpoint records, for each file, its path, format, the bytes written and the last line's
@@ -40,24 +33,24 @@ final class OutputFiles: OutputSink {
 
     deinit { for f in files where f.fd >= 0 { close(f.fd) } }
 
-    static func openForWriting(_ path: String, truncate: Bool) throws(OutputError) -> Int32 {
+    static func openForWriting(_ path: String, truncate: Bool) throws(ChatBatchError) -> Int32 {
         let fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | (truncate ? O_TRUNC : 0), 0o600)
         guard fd >= 0 else {
-            throw OutputError(code: "unwritable", message: "cannot open \(path) for writing: \(String(cString: strerror(errno)))")
+            throw ChatBatchError(.unwritable, "cannot open \(path) for writing: \(String(cString: strerror(errno)))")
         }
         return fd
     }
 
-    static func writeAll(_ fd: Int32, _ bytes: [UInt8], path: String) throws(OutputError) {
+    static func writeAll(_ fd: Int32, _ bytes: [UInt8], path: String) throws(ChatBatchError) {
         var offset = 0
         while offset < bytes.count {
             let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + offset, bytes.count - offset) }
             if n < 0 {
                 if errno == EINTR { continue }
                 let reason = errno == EFBIG || errno == ENOSPC ? "the disk is full or the file size limit was reached" : String(cString: strerror(errno))
-                throw OutputError(
-                    code: "write_failed",
-                    message: "cannot write to \(path): \(reason). Every answer received so far is in the checkpoint; free space and run the same command again to resume (nothing is paid twice)")
+                throw ChatBatchError(
+                    .writeFailed,
+                    "cannot write to \(path): \(reason). Every answer received so far is in the checkpoint; free space and run the same command again to resume (nothing is paid twice)")
             }
             offset += n
         }
@@ -150,5 +143,12 @@ final class OutputFiles: OutputSink {
     /// Flushes both files to disk.
     func sync() {
         for f in files where f.fd >= 0 { fsync(f.fd) }
+    }
+}
+
+extension OutputLines {
+    /// The bytes written for a row read back from the checkpoint, newline included.
+    static func render(kind: OutputKind, format: OutputFormat, _ line: StoredLine) -> [UInt8] {
+        render(kind: kind, format: format, canonical: line.output, attempts: line.attempts, latencyMs: line.latencyMs, cost: line.cost, ttftMs: line.ttftMs)
     }
 }

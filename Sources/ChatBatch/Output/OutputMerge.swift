@@ -26,17 +26,17 @@ public enum OutputMerge {
                 while let line = try reader.next() {
                     if line.bytes.isEmpty { continue }
                     guard let id = (try? JSON.parse(line.bytes))?["custom_id"]?.stringValue else {
-                        throw InputError(code: "bad_output", message: "\(source):\(line.number): not an output line with a custom_id")
+                        throw ChatBatchError(.badOutput, "\(source):\(line.number): not an output line with a custom_id")
                     }
                     guard seen.insert(StableHash.of(id)).inserted else {
-                        throw InputError(code: "duplicate_across_shards", message: "\(source):\(line.number): custom_id '\(id)' is in more than one shard's output")
+                        throw ChatBatchError(.duplicateAcrossShards, "\(source):\(line.number): custom_id '\(id)' is in more than one shard's output")
                     }
                     try OutputFiles.writeAll(fd, line.bytes + [0x0A], path: target)
                     count += 1
                 }
             }
             guard rename(target + ".merge-tmp", target) == 0 else {
-                throw OutputError(code: "rename_failed", message: "cannot write \(target): \(String(cString: strerror(errno)))")
+                throw ChatBatchError(.renameFailed, "cannot write \(target): \(String(cString: strerror(errno)))")
             }
         }
         try copy(results, to: output, count: &report.results)
@@ -45,7 +45,7 @@ public enum OutputMerge {
             var total = JSONObject()
             for path in summaries {
                 guard let data = FileManager.default.contents(atPath: path), let summary = try? JSON.parse(Array(data)).objectValue else {
-                    throw InputError(code: "bad_summary", message: "\(path): not a chatbatch summary (JSON object)")
+                    throw ChatBatchError(.badSummary, "\(path): not a chatbatch summary (JSON object)")
                 }
                 for (key, value) in summary {
                     switch (key, total[key], value) {

@@ -1,33 +1,6 @@
 import ChatBatchCore
 import Foundation
 
-/// How a run ended, and the exit code that says so.
-public enum RunExit: Int32, Sendable, CaseIterable {
-    /// Every line is done.
-    case allDone = 0
-    /// Finished; some lines failed and are in the errors file.
-    case doneWithFailures = 1
-    /// Bad flags, job file, input (`--strict`, a changed line without `--force`) or checkpoint.
-    case usageOrInput = 2
-    /// Stopped early: the key was refused (401) or the budget cap was reached. Resumable.
-    case stoppedEarly = 3
-    /// Interrupted (SIGINT/SIGTERM) or an output could not be written. Resumable: run the same command again.
-    case interrupted = 4
-    /// Another run holds the checkpoint (an overlapping cron job).
-    case checkpointBusy = 5
-
-    public var meaning: String {
-        switch self {
-        case .allDone: return "all lines done"
-        case .doneWithFailures: return "done; some lines failed (see the errors file)"
-        case .usageOrInput: return "usage or input error; nothing sent for the lines at fault"
-        case .stoppedEarly: return "stopped early (key refused, or --max-cost reached); resumable"
-        case .interrupted: return "interrupted or output unwritable; resumable"
-        case .checkpointBusy: return "another run holds the checkpoint"
-        }
-    }
-}
-
 /// What a run did: outcomes, tokens, money, retries, time.
 public struct RunSummary: Sendable {
     public var inputLines = 0

@@ -61,19 +61,19 @@ public struct Provider: Sendable {
     /// The chat-completions URL for a base URL (and, for TIR, a project id).
     ///
     /// A base that already ends in `/chat/completions` (or holds a query) is used as it is.
-    public func endpoint(baseURL: String?, projectID: String?) throws(InputError) -> String {
+    public func endpoint(baseURL: String?, projectID: String?) throws(ChatBatchError) -> String {
         guard var base = baseURL ?? defaultBaseURL else {
-            throw InputError(code: "missing_base_url", message: "provider \(kind.rawValue) needs a base URL: set base_url in the job or pass --base-url")
+            throw ChatBatchError(.missingBaseURL, "provider \(kind.rawValue) needs a base URL: set base_url in the job or pass --base-url")
         }
         while base.hasSuffix("/") { base.removeLast() }
         if base.contains("/chat/completions") { return base }
         switch kind {
         case .tir:
             guard let id = projectID, !id.isEmpty else {
-                throw InputError(code: "missing_project_id", message: "provider tir needs a project id: set project_id in the job or pass --project-id")
+                throw ChatBatchError(.missingProjectID, "provider tir needs a project id: set project_id in the job or pass --project-id")
             }
             guard id.allSatisfy({ $0.isNumber }) else {
-                throw InputError(code: "bad_project_id", message: "project id '\(id)' must be a number (the p-{id} in your TIR URL)")
+                throw ChatBatchError(.badProjectID, "project id '\(id)' must be a number (the p-{id} in your TIR URL)")
             }
             return "\(base)/project/p-\(id)/genai/gpt_oss_120b/v1/chat/completions?project_id=\(id)"
         case .tera, .openAICompatible:

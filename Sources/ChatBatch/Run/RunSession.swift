@@ -28,14 +28,8 @@ public enum RunSession {
             let summary = runner.run(handleSignals: handleSignals)
             if let path = config.summaryJSON { try writeSummary(summary, to: path) }
             return summary
-        } catch let error as CheckpointError {
-            refused.exit = error.code == "busy" ? .checkpointBusy : .usageOrInput
-            refused.stopReason = error.message
-        } catch let error as InputError {
-            refused.exit = .usageOrInput
-            refused.stopReason = error.message
-        } catch let error as OutputError {
-            refused.exit = .interrupted
+        } catch let error as ChatBatchError {
+            refused.exit = error.code.exit
             refused.stopReason = error.message
         } catch {
             refused.exit = .usageOrInput
@@ -44,7 +38,7 @@ public enum RunSession {
         return refused
     }
 
-    static func writeSummary(_ summary: RunSummary, to path: String) throws(OutputError) {
+    static func writeSummary(_ summary: RunSummary, to path: String) throws(ChatBatchError) {
         let fd = try OutputFiles.openForWriting(path, truncate: true)
         defer { close(fd) }
         var bytes = [UInt8]()
@@ -57,20 +51,20 @@ public enum RunSession {
 /// Where the API key comes from: an environment variable or a file, never a flag's value.
 public enum APIKeySource {
     /// The key, or nil when the provider needs none and none is set.
-    public static func resolve(_ config: RunConfiguration) throws(InputError) -> String? {
+    public static func resolve(_ config: RunConfiguration) throws(ChatBatchError) -> String? {
         if let file = config.apiKeyFile {
             guard let data = FileManager.default.contents(atPath: file), let text = String(data: data, encoding: .utf8) else {
-                throw InputError(code: "unreadable_key_file", message: "cannot read the API key file \(file)")
+                throw ChatBatchError(.unreadableKeyFile, "cannot read the API key file \(file)")
             }
             let key = text.trimmingCharacters(in: .whitespacesAndNewlines)
-            guard !key.isEmpty else { throw InputError(code: "empty_key_file", message: "the API key file \(file) is empty") }
+            guard !key.isEmpty else { throw ChatBatchError(.emptyKeyFile, "the API key file \(file) is empty") }
             return key
         }
         if let key = ProcessInfo.processInfo.environment[config.apiKeyEnv], !key.isEmpty { return key }
         if config.provider.requiresKey {
-            throw InputError(
-                code: "missing_key",
-                message: "no API key: set \(config.apiKeyEnv) in the environment (or name another variable with --api-key-env, or use --api-key-file PATH)")
+            throw ChatBatchError(
+                .missingKey,
+                "no API key: set \(config.apiKeyEnv) in the environment (or name another variable with --api-key-env, or use --api-key-file PATH)")
         }
         return nil
     }

@@ -1,11 +1,5 @@
 import ChatBatchCore
 
-/// How results are written: the OpenAI Batch output shape, or one flat object per prompt.
-public enum OutputFormat: String, Sendable, CaseIterable {
-    case batch
-    case flat
-}
-
 /// Builds the lines chatbatch writes: OpenAI Batch output shape, errors with `error {code, message}`, and the flat shape.
 enum OutputLines {
     static func batchID(_ customID: String) -> String { "batch_req_" + StableHash.hex(StableHash.of(customID)) }
@@ -86,11 +80,6 @@ enum OutputLines {
         out["request_id"] = response["request_id"] ?? .null
         if let error = canonical["error"], !error.isNull { out["error"] = error }
         return out
-    }
-
-    /// The bytes written for a row read back from the checkpoint, newline included.
-    static func render(kind: OutputKind, format: OutputFormat, _ line: StoredLine) -> [UInt8] {
-        render(kind: kind, format: format, canonical: line.output, attempts: line.attempts, latencyMs: line.latencyMs, cost: line.cost, ttftMs: line.ttftMs)
     }
 
     /// The bytes written for one finished row, newline included.

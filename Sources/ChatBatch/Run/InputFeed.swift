@@ -29,7 +29,7 @@ final class InputFeed {
     var seen = Set<UInt64>()
     var done = false
 
-    init(config: RunConfiguration, checkpoint: CheckpointReader?, writer: CheckpointWriter?, hasInvalidRows: Bool) throws(InputError) {
+    init(config: RunConfiguration, checkpoint: CheckpointReader?, writer: CheckpointWriter?, hasInvalidRows: Bool) throws(ChatBatchError) {
         self.config = config
         self.path = config.input
         self.reader = try LineReader(path: config.input)

@@ -114,7 +114,7 @@ extension RunDriver {
                     summary.exit = .allDone
                 }
             }
-            return summary
+            return (summary, summary.exit.rawValue, summary.json)
         }
         s.summary = summary
         withState { $0.summary = summary }

@@ -1,0 +1,101 @@
+/// How a command ended, and the exit code that says so. The README's table and `run --help` are checked against it.
+public enum RunExit: Int32, Sendable, CaseIterable {
+    /// Every line is done.
+    case allDone = 0
+    /// Finished; some lines failed (or their model was refused) and are in the errors file.
+    case doneWithFailures = 1
+    /// Bad flags, job file, input (`--strict`, a changed line without `--force`), key or checkpoint.
+    case usageOrInput = 2
+    /// Stopped early: the key was refused (401) or the budget cap was reached. Resumable.
+    case stoppedEarly = 3
+    /// Interrupted (SIGINT/SIGTERM) or an output or checkpoint write failed. Resumable: run the same command again.
+    case interrupted = 4
+    /// Another run holds the checkpoint (an overlapping cron job).
+    case checkpointBusy = 5
+
+    /// One line for `--help`, the README and the summary.
+    public var meaning: String {
+        switch self {
+        case .allDone: return "all lines done"
+        case .doneWithFailures: return "done; some lines failed, or their model was refused (403/404): see the errors file"
+        case .usageOrInput: return "usage or input error: bad flags, job file, input (--strict), a changed line without --force, no key, a foreign or damaged checkpoint"
+        case .stoppedEarly: return "stopped early: the key was refused (401) or --max-cost would be passed; resumable"
+        case .interrupted: return "interrupted (SIGINT/SIGTERM), or an output or checkpoint write failed (disk full); resumable"
+        case .checkpointBusy: return "another run holds the checkpoint"
+        }
+    }
+
+    /// The exit codes as `--help` lists them.
+    public static var helpTable: String {
+        allCases.map { "  \($0.rawValue)  \($0.meaning)" }.joined(separator: "\n")
+    }
+}
+
+/// Every error chatbatch reports: a stable code, a message a user can act on, and the exit code it means.
+///
+/// Messages name the file (and line) at fault and say what to do; codes are stable and never matched as text.
+public struct ChatBatchError: Error, Sendable, CustomStringConvertible {
+    /// What went wrong, as a stable identifier (the raw value appears in logs and JSON).
+    public enum Code: String, Sendable, CaseIterable {
+        // The job: flags, job file, input, key.
+        case missingInput = "missing_input"
+        case unreadableInput = "unreadable_input"
+        case inputIsDirectory = "input_is_directory"
+        case missingJob = "missing_job"
+        case badJob = "bad_job"
+        case badTemplate = "bad_template"
+        case badConcurrency = "bad_concurrency"
+        case badMaxAttempts = "bad_max_attempts"
+        case badTimeout = "bad_timeout"
+        case badRate = "bad_rate"
+        case badMaxCost = "bad_max_cost"
+        case badShard = "bad_shard"
+        case missingBaseURL = "missing_base_url"
+        case missingProjectID = "missing_project_id"
+        case badProjectID = "bad_project_id"
+        case missingKey = "missing_key"
+        case unreadableKeyFile = "unreadable_key_file"
+        case emptyKeyFile = "empty_key_file"
+        case unwritableLog = "unwritable_log"
+        // Merging shards.
+        case badOutput = "bad_output"
+        case badSummary = "bad_summary"
+        case duplicateAcrossShards = "duplicate_across_shards"
+        case noOutputPath = "no_output_path"
+        // The checkpoint.
+        case checkpointBusy = "busy"
+        case missingCheckpoint = "missing"
+        case notAFile = "not_a_file"
+        case unreadableCheckpoint = "unreadable"
+        case notACheckpoint = "not_a_checkpoint"
+        case damaged = "damaged"
+        case foreign = "foreign"
+        case newerSchema = "newer_schema"
+        case unknownSchema = "unknown_schema"
+        case openFailed = "open_failed"
+        case sqliteError = "sqlite_error"
+        // Files being written.
+        case unwritable = "unwritable"
+        case writeFailed = "write_failed"
+        case renameFailed = "rename_failed"
+
+        /// The exit code a command ends with when this stops it.
+        public var exit: RunExit {
+            switch self {
+            case .checkpointBusy: return .checkpointBusy
+            case .unwritable, .writeFailed, .renameFailed: return .interrupted
+            default: return .usageOrInput
+            }
+        }
+    }
+
+    public let code: Code
+    public let message: String
+
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { message }
+}
