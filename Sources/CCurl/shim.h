@@ -2,8 +2,10 @@
 #ifndef CHATBATCH_CCURL_SHIM_H
 #define CHATBATCH_CCURL_SHIM_H
 #include <curl/curl.h>
-#include <sys/epoll.h>
 #include <stdint.h>
+#ifdef __linux__
+#include <sys/epoll.h>
+#endif
 
 typedef size_t (*cb_curl_data_callback)(char *buffer, size_t size, size_t nitems, void *userdata);
 
@@ -47,7 +49,9 @@ static inline CURLMcode cb_curl_multi_setopt_timerfunction(CURLM *handle, curl_m
     return curl_multi_setopt(handle, CURLMOPT_TIMERFUNCTION, value);
 }
 
-// epoll, for the transport loop (epoll_event is packed, so Swift gets plain ints).
+#ifdef __linux__
+// epoll, for the transport loop on Linux (epoll_event is packed, so Swift gets plain ints).
+// Elsewhere the loop uses curl_multi_poll, which needs nothing from here.
 static const uint32_t cb_EPOLLIN = EPOLLIN;
 static const uint32_t cb_EPOLLOUT = EPOLLOUT;
 static const uint32_t cb_EPOLLERR = EPOLLERR;
@@ -73,4 +77,5 @@ static inline int cb_epoll_wait(int ep, int *fds, uint32_t *events, int max, int
     for (int i = 0; i < n; i++) { fds[i] = evs[i].data.fd; events[i] = evs[i].events; }
     return n;
 }
+#endif /* __linux__ */
 #endif

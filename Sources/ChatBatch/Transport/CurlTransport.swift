@@ -2,13 +2,31 @@ import CCurl
 import Foundation
 import Synchronization
 
+/// How the transport thread waits for its sockets.
+public enum TransportEventLoop: String, Sendable, CaseIterable {
+    /// `epoll_wait`, handing libcurl only the sockets that are ready (`curl_multi_socket_action`). Linux only.
+    case epoll
+    /// `curl_multi_poll` plus `curl_multi_perform`: portable (macOS, BSD), but libcurl looks at every transfer
+    /// on every wake-up (25 `poll` calls per request measured at concurrency 64).
+    case poll
+
+    /// epoll on Linux, poll elsewhere; `CHATBATCH_EVENT_LOOP=poll` (or `epoll`) picks one on Linux.
+    public static var selected: TransportEventLoop {
+        #if os(Linux)
+        return ProcessInfo.processInfo.environment["CHATBATCH_EVENT_LOOP"].flatMap(Self.init(rawValue:)) ?? .epoll
+        #else
+        return .poll
+        #endif
+    }
+}
+
 /// Sends HTTP requests over one libcurl multi handle, driven by one dedicated thread.
 ///
 /// Dispatch's global queues run only about two blocking jobs per core on Linux, so blocking calls
 /// there cannot keep hundreds of requests in flight; one thread driving a multi handle can, with
-/// keep-alive and HTTP/2 multiplexing. The thread waits in `epoll_wait` and hands libcurl only the
-/// sockets that are ready (`curl_multi_socket_action`): `curl_multi_perform`/`curl_multi_poll` look at
-/// every transfer on every wake-up, which measured 25 `poll` calls per request at concurrency 64.
+/// keep-alive and HTTP/2 multiplexing. On Linux the thread waits in `epoll_wait` and hands libcurl only
+/// the sockets that are ready (`curl_multi_socket_action`); elsewhere it uses `curl_multi_poll` (see
+/// `TransportEventLoop`).
 /// `submit` may be called from any thread: it queues the request and wakes the thread through a pipe.
 /// Completions run on the transport thread and must be quick.
 ///
@@ -62,10 +80,10 @@ public final class CurlTransport: Sendable {
     }()
 
     /// Starts the transport thread. `maxConnections` sizes libcurl's connection cache (keep-alive).
-    public init(maxConnections: Int = 64) {
+    public init(maxConnections: Int = 64, eventLoop: TransportEventLoop = .selected) {
         _ = Self.globalInit
         let thread = Thread { [shared, finished] in
-            let loop = TransportLoop(shared: shared, maxConnections: maxConnections)
+            let loop = TransportLoop(shared: shared, maxConnections: maxConnections, eventLoop: eventLoop)
             loop.run()
             finished.signal()
         }
@@ -125,36 +143,44 @@ final class Transfer {
     }
 }
 
-/// The loop the transport thread runs: epoll over libcurl's sockets and the wake-up pipe.
+/// The loop the transport thread runs: libcurl's sockets and the wake-up pipe, waited on by epoll or curl_multi_poll.
 final class TransportLoop {
     let multi: UnsafeMutableRawPointer
     let shared: CurlTransport.Shared
-    let epoll: Int32
+    let eventLoop: TransportEventLoop
+    /// The epoll descriptor (-1 with the poll loop).
+    var epoll: Int32 = -1
     var active: [UnsafeMutableRawPointer: Transfer] = [:]
     var spare: [UnsafeMutableRawPointer] = []
     /// When libcurl next wants `CURL_SOCKET_TIMEOUT`, in uptime nanoseconds; nil when it wants none.
     var timerDeadline: UInt64? = nil
 
-    init(shared: CurlTransport.Shared, maxConnections: Int) {
+    init(shared: CurlTransport.Shared, maxConnections: Int, eventLoop: TransportEventLoop) {
         self.shared = shared
+        self.eventLoop = eventLoop
         multi = curl_multi_init()!
-        epoll = cb_epoll_create()
-        cb_epoll_add(epoll, shared.wakeRead, cb_EPOLLIN)
-        let context = Unmanaged.passUnretained(self).toOpaque()
         cb_curl_multi_setopt_long(multi, CURLMOPT_MAXCONNECTS, max(8, maxConnections))
         cb_curl_multi_setopt_long(multi, CURLMOPT_PIPELINING, Int(CURLPIPE_MULTIPLEX))
-        cb_curl_multi_setopt_socketfunction(multi, socketCallback)
-        cb_curl_multi_setopt_pointer(multi, CURLMOPT_SOCKETDATA, context)
-        cb_curl_multi_setopt_timerfunction(multi, timerCallback)
-        cb_curl_multi_setopt_pointer(multi, CURLMOPT_TIMERDATA, context)
+        #if os(Linux)
+        if eventLoop == .epoll {
+            epoll = cb_epoll_create()
+            cb_epoll_add(epoll, shared.wakeRead, cb_EPOLLIN)
+            let context = Unmanaged.passUnretained(self).toOpaque()
+            cb_curl_multi_setopt_socketfunction(multi, socketCallback)
+            cb_curl_multi_setopt_pointer(multi, CURLMOPT_SOCKETDATA, context)
+            cb_curl_multi_setopt_timerfunction(multi, timerCallback)
+            cb_curl_multi_setopt_pointer(multi, CURLMOPT_TIMERDATA, context)
+        }
+        #endif
     }
 
     static func now() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
 
     func run() {
+        #if os(Linux)
         var fds = [Int32](repeating: 0, count: 256)
         var events = [UInt32](repeating: 0, count: 256)
-        var running: Int32 = 0
+        #endif
         while true {
             let (items, cancel, stop) = shared.inbox.withLock { box in
                 let taken = (box.items, box.cancelAll, box.stop)
@@ -175,41 +201,75 @@ final class TransportLoop {
                 active.removeAll()
             }
             if stop && active.isEmpty { break }
-            var wait: Int32 = 1000
-            if let deadline = timerDeadline {
-                let now = Self.now()
-                wait = deadline <= now ? 0 : Int32(min(1000, (deadline - now + 999_999) / 1_000_000))
-            }
-            let n = cb_epoll_wait(epoll, &fds, &events, Int32(fds.count), wait)
-            for k in 0..<max(0, Int(n)) {
-                let fd = fds[k]
-                if fd == shared.wakeRead {
-                    var sink = [UInt8](repeating: 0, count: 256)
-                    while read(fd, &sink, sink.count) > 0 {}
-                    continue
-                }
-                let e = events[k]
-                var flags: Int32 = 0
-                if e & cb_EPOLLIN != 0 { flags |= CURL_CSELECT_IN }
-                if e & cb_EPOLLOUT != 0 { flags |= CURL_CSELECT_OUT }
-                if e & (cb_EPOLLERR | cb_EPOLLHUP) != 0 { flags |= CURL_CSELECT_ERR }
-                curl_multi_socket_action(multi, fd, flags, &running)
-            }
-            if let deadline = timerDeadline, deadline <= Self.now() {
-                timerDeadline = nil
-                curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running)
-            }
-            var left: Int32 = 0
-            while let message = curl_multi_info_read(multi, &left) {
-                guard message.pointee.msg == CURLMSG_DONE, let easy = message.pointee.easy_handle else { continue }
-                finish(easy, code: message.pointee.data.result)
-            }
+            #if os(Linux)
+            if eventLoop == .epoll { waitEpoll(&fds, &events) } else { waitPoll() }
+            #else
+            waitPoll()
+            #endif
+            finishCompleted()
         }
         for easy in spare { curl_easy_cleanup(easy) }
         curl_multi_cleanup(multi)
-        close(epoll)
+        if epoll >= 0 { close(epoll) }
     }
 
+    /// Hands every transfer libcurl reports done to its completion.
+    func finishCompleted() {
+        var left: Int32 = 0
+        while let message = curl_multi_info_read(multi, &left) {
+            guard message.pointee.msg == CURLMSG_DONE, let easy = message.pointee.easy_handle else { continue }
+            finish(easy, code: message.pointee.data.result)
+        }
+    }
+
+    /// The portable wait: `curl_multi_poll` over libcurl's sockets and the wake-up pipe, then `curl_multi_perform`.
+    func waitPoll() {
+        var running: Int32 = 0
+        curl_multi_perform(multi, &running)
+        finishCompleted()  // before waiting: a transfer that just ended must not wait for the next wake-up
+        var wake = curl_waitfd(fd: shared.wakeRead, events: Int16(CURL_WAIT_POLLIN), revents: 0)
+        curl_multi_poll(multi, &wake, 1, 1000, nil)
+        if wake.revents != 0 { drainWakePipe() }
+        curl_multi_perform(multi, &running)
+    }
+
+    func drainWakePipe() {
+        var sink = [UInt8](repeating: 0, count: 256)
+        while read(shared.wakeRead, &sink, sink.count) > 0 {}
+    }
+
+    #if os(Linux)
+    /// The Linux wait: epoll over the sockets libcurl asked for, then `curl_multi_socket_action` on the ready ones.
+    func waitEpoll(_ fds: inout [Int32], _ events: inout [UInt32]) {
+        var running: Int32 = 0
+        var wait: Int32 = 1000
+        if let deadline = timerDeadline {
+            let now = Self.now()
+            wait = deadline <= now ? 0 : Int32(min(1000, (deadline - now + 999_999) / 1_000_000))
+        }
+        let n = cb_epoll_wait(epoll, &fds, &events, Int32(fds.count), wait)
+        for k in 0..<max(0, Int(n)) {
+            let fd = fds[k]
+            if fd == shared.wakeRead {
+                drainWakePipe()
+                continue
+            }
+            let e = events[k]
+            var flags: Int32 = 0
+            if e & cb_EPOLLIN != 0 { flags |= CURL_CSELECT_IN }
+            if e & cb_EPOLLOUT != 0 { flags |= CURL_CSELECT_OUT }
+            if e & (cb_EPOLLERR | cb_EPOLLHUP) != 0 { flags |= CURL_CSELECT_ERR }
+            curl_multi_socket_action(multi, fd, flags, &running)
+        }
+        if let deadline = timerDeadline, deadline <= Self.now() {
+            timerDeadline = nil
+            curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running)
+        }
+    }
+
+    #endif
+
+    #if os(Linux)
     /// libcurl tells which events it wants on a socket.
     func watch(_ fd: Int32, what: Int32) {
         if what == CURL_POLL_REMOVE {
@@ -228,6 +288,7 @@ final class TransportLoop {
     func setTimer(_ ms: Int) {
         timerDeadline = ms < 0 ? nil : Self.now() + UInt64(ms) * 1_000_000
     }
+    #endif
 
     static func cancelled() -> HTTPResponse {
         HTTPResponse(status: 0, headers: [:], body: [], failure: TransportFailure(kind: .cancelled, curlCode: 0, message: "cancelled"),
@@ -298,6 +359,7 @@ final class TransportLoop {
     }
 }
 
+#if os(Linux)
 private let socketCallback: curl_socket_callback = { _, fd, what, userp, _ in
     Unmanaged<TransportLoop>.fromOpaque(userp!).takeUnretainedValue().watch(fd, what: what)
     return 0
@@ -307,6 +369,7 @@ private let timerCallback: curl_multi_timer_callback = { _, ms, userp in
     Unmanaged<TransportLoop>.fromOpaque(userp!).takeUnretainedValue().setTimer(ms)
     return 0
 }
+#endif
 
 private func transfer(_ userdata: UnsafeMutableRawPointer?) -> Transfer {
     Unmanaged<Transfer>.fromOpaque(userdata!).takeUnretainedValue()
