@@ -1,4 +1,4 @@
-import ChatBatch
+@testable import ChatBatch
 import ChatBatchCore
 import FakeGateway
 import Foundation

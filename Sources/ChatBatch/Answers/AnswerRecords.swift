@@ -1,7 +1,7 @@
 import ChatBatchCore
 
 /// Where a prompt stands in the checkpoint.
-public enum RequestState: String, Sendable {
+enum RequestState: String, Sendable {
     /// Not sent, or sent and known not to have been answered (it will be sent by this run or the next).
     case pending
     /// Committed as about to be sent; still so after a crash means "possibly billed".
@@ -13,7 +13,7 @@ public enum RequestState: String, Sendable {
 }
 
 /// Which output file a finished prompt's line belongs to.
-public enum OutputKind: Int, Sendable, CaseIterable {
+enum OutputKind: Int, Sendable, CaseIterable {
     case results = 0
     case errors = 1
     var name: String { self == .results ? "results" : "errors" }

@@ -3,9 +3,9 @@ import ChatBatchCore
 /// Checks a value against a JSON Schema: type, properties, required, enum, const, items,
 /// additionalProperties, anyOf/oneOf, and the simple bounds (minimum, maximum, exclusive ones,
 /// minLength, maxLength, minItems, maxItems). Unknown keywords are ignored.
-public enum SchemaValidator {
+enum SchemaValidator {
     /// The first violation found, as `path: what`, or nil when the value satisfies the schema.
-    public static func firstViolation(_ value: JSON, _ schema: JSON, path: String = "$") -> String? {
+    static func firstViolation(_ value: JSON, _ schema: JSON, path: String = "$") -> String? {
         if let c = schema["const"], c != value { return "\(path): must be \(c.serialized())" }
         if let options = schema["enum"]?.arrayValue, !options.contains(value) {
             return "\(path): \(value.serialized().prefix(40)) is not one of \(JSON.array(options).serialized().prefix(80))"

@@ -7,10 +7,10 @@ import Synchronization
 ///
 /// Opening it checks that it is a chatbatch checkpoint of a known schema and takes an exclusive lock,
 /// so two runs on one checkpoint never overlap.
-public final class CheckpointStore: @unchecked Sendable {
+final class CheckpointStore: @unchecked Sendable {
     // @unchecked Sendable: `db` is used only on the writer's serial queue once the run starts;
     // before that, only by the thread that opened the store.
-    public static let schemaVersion = 1
+    static let schemaVersion = 1
     static let applicationID: Int32 = 0x4342_4348  // "CBCH"
 
     let db: SQLiteDatabase
@@ -18,7 +18,7 @@ public final class CheckpointStore: @unchecked Sendable {
     private let lockFD: Mutex<Int32>
 
     /// Opens (creating if needed) the checkpoint at `path`, owner-only, locked for this process.
-    public init(path: String, create: Bool = true, lock: Bool = true) throws(ChatBatchError) {
+    init(path: String, create: Bool = true, lock: Bool = true) throws(ChatBatchError) {
         self.path = path
         let fm = FileManager.default
         var isDir: ObjCBool = false
@@ -60,7 +60,7 @@ public final class CheckpointStore: @unchecked Sendable {
     }
 
     /// Lets another run take the checkpoint; called when a run ends, not left to deinit.
-    public func releaseLock() {
+    func releaseLock() {
         lockFD.withLock { fd in
             if fd >= 0 { close(fd) }
             fd = -1
@@ -68,7 +68,7 @@ public final class CheckpointStore: @unchecked Sendable {
     }
 
     /// True when another process holds the checkpoint's lock right now.
-    public static func isHeld(path: String) -> Bool {
+    static func isHeld(path: String) -> Bool {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return false }
         defer { close(fd) }
@@ -270,7 +270,7 @@ public final class CheckpointStore: @unchecked Sendable {
     }
 
     /// Counts of rows by state.
-    public func stateCounts() throws(ChatBatchError) -> [RequestState: Int] {
+    func stateCounts() throws(ChatBatchError) -> [RequestState: Int] {
         var out: [RequestState: Int] = [:]
         for row in try db.query("SELECT state, count(*) FROM requests GROUP BY state") {
             if let s = row[0].text.flatMap(RequestState.init(rawValue:)) { out[s] = row[1].int ?? 0 }

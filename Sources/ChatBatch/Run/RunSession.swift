@@ -49,9 +49,9 @@ public enum RunSession {
 }
 
 /// Where the API key comes from: an environment variable or a file, never a flag's value.
-public enum APIKeySource {
+enum APIKeySource {
     /// The key, or nil when the provider needs none and none is set.
-    public static func resolve(_ config: RunConfiguration) throws(ChatBatchError) -> String? {
+    static func resolve(_ config: RunConfiguration) throws(ChatBatchError) -> String? {
         if let file = config.apiKeyFile {
             guard let data = FileManager.default.contents(atPath: file), let text = String(data: data, encoding: .utf8) else {
                 throw ChatBatchError(.unreadableKeyFile, "cannot read the API key file \(file)")
@@ -70,7 +70,7 @@ public enum APIKeySource {
     }
 
     /// A warning when a key would travel unencrypted to a host that is not this machine.
-    public static func plainTextWarning(endpoint: String) -> String? {
+    static func plainTextWarning(endpoint: String) -> String? {
         guard endpoint.lowercased().hasPrefix("http://") else { return nil }
         let host = URLComponents(string: endpoint)?.host ?? ""
         if host == "localhost" || host == "::1" || host == "[::1]" || host.hasPrefix("127.") { return nil }

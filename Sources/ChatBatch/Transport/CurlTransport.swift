@@ -3,7 +3,7 @@ import Foundation
 import Synchronization
 
 /// How the transport thread waits for its sockets.
-public enum TransportEventLoop: String, Sendable, CaseIterable {
+enum TransportEventLoop: String, Sendable, CaseIterable {
     /// `epoll_wait`, handing libcurl only the sockets that are ready (`curl_multi_socket_action`). Linux only.
     case epoll
     /// `curl_multi_poll` plus `curl_multi_perform`: portable (macOS, BSD), but libcurl looks at every transfer
@@ -11,7 +11,7 @@ public enum TransportEventLoop: String, Sendable, CaseIterable {
     case poll
 
     /// epoll on Linux, poll elsewhere; `CHATBATCH_EVENT_LOOP=poll` (or `epoll`) picks one on Linux.
-    public static var selected: TransportEventLoop {
+    static var selected: TransportEventLoop {
         #if os(Linux)
         return ProcessInfo.processInfo.environment["CHATBATCH_EVENT_LOOP"].flatMap(Self.init(rawValue:)) ?? .epoll
         #else
@@ -34,7 +34,7 @@ public enum TransportEventLoop: String, Sendable, CaseIterable {
 /// after the body was sent, libcurl would silently send the POST again on a new connection (up to five
 /// times), and the server may bill every copy. Without a way to rewind, libcurl fails the transfer
 /// instead (`CURLE_SEND_FAIL_REWIND`), and chatbatch retries it itself, counting it as possibly billed.
-public final class CurlTransport: Sendable {
+final class CurlTransport: Sendable {
     typealias Completion = @Sendable (HTTPResponse) -> Void
 
     struct Inbox {
@@ -80,7 +80,7 @@ public final class CurlTransport: Sendable {
     }()
 
     /// Starts the transport thread. `maxConnections` sizes libcurl's connection cache (keep-alive).
-    public init(maxConnections: Int = 64, eventLoop: TransportEventLoop = .selected) {
+    init(maxConnections: Int = 64, eventLoop: TransportEventLoop = .selected) {
         _ = Self.globalInit
         let thread = Thread { [shared, finished] in
             let loop = TransportLoop(shared: shared, maxConnections: maxConnections, eventLoop: eventLoop)
@@ -92,317 +92,36 @@ public final class CurlTransport: Sendable {
     }
 
     /// Queues a request; `completion` runs once, on the transport thread, with the answer or the failure.
-    public func submit(_ request: HTTPRequest, completion: @escaping @Sendable (HTTPResponse) -> Void) {
+    func submit(_ request: HTTPRequest, completion: @escaping @Sendable (HTTPResponse) -> Void) {
         submit([(request, completion)])
     }
 
     /// Queues several requests with one wake-up of the transport thread.
-    public func submit(_ batch: [(HTTPRequest, @Sendable (HTTPResponse) -> Void)]) {
+    func submit(_ batch: [(HTTPRequest, @Sendable (HTTPResponse) -> Void)]) {
         guard !batch.isEmpty else { return }
         shared.inbox.withLock { $0.items.append(contentsOf: batch) }
         shared.wake()
     }
 
     /// Aborts every transfer under way; each completes with a `cancelled` failure.
-    public func cancelAll() {
+    func cancelAll() {
         shared.inbox.withLock { $0.cancelAll = true }
         shared.wake()
     }
 
     /// Cancels what is under way and stops the thread; returns when it has stopped.
-    public func shutdown() {
+    func shutdown() {
         shared.inbox.withLock { $0.stop = true; $0.cancelAll = true }
         shared.wake()
         finished.wait()
     }
 
     /// Sends one request and waits for its answer (tools and tests).
-    public func send(_ request: HTTPRequest) -> HTTPResponse {
+    func send(_ request: HTTPRequest) -> HTTPResponse {
         let box = Mutex<HTTPResponse?>(nil)
         let done = DispatchSemaphore(value: 0)
         submit(request) { r in box.withLock { $0 = r }; done.signal() }
         done.wait()
         return box.withLock { $0! }
     }
-}
-
-/// One transfer's state, owned by the transport thread.
-final class Transfer {
-    let easy: UnsafeMutableRawPointer
-    let body: [UInt8]
-    var sent = 0
-    var response: [UInt8] = []
-    var headers: [String: String] = [:]
-    var headerList: UnsafeMutablePointer<curl_slist>?
-    let completion: CurlTransport.Completion
-
-    init(easy: UnsafeMutableRawPointer, body: [UInt8], completion: @escaping CurlTransport.Completion) {
-        self.easy = easy
-        self.body = body
-        self.completion = completion
-    }
-}
-
-/// The loop the transport thread runs: libcurl's sockets and the wake-up pipe, waited on by epoll or curl_multi_poll.
-final class TransportLoop {
-    let multi: UnsafeMutableRawPointer
-    let shared: CurlTransport.Shared
-    let eventLoop: TransportEventLoop
-    /// The epoll descriptor (-1 with the poll loop).
-    var epoll: Int32 = -1
-    var active: [UnsafeMutableRawPointer: Transfer] = [:]
-    var spare: [UnsafeMutableRawPointer] = []
-    /// When libcurl next wants `CURL_SOCKET_TIMEOUT`, in uptime nanoseconds; nil when it wants none.
-    var timerDeadline: UInt64? = nil
-
-    init(shared: CurlTransport.Shared, maxConnections: Int, eventLoop: TransportEventLoop) {
-        self.shared = shared
-        self.eventLoop = eventLoop
-        multi = curl_multi_init()!
-        cb_curl_multi_setopt_long(multi, CURLMOPT_MAXCONNECTS, max(8, maxConnections))
-        cb_curl_multi_setopt_long(multi, CURLMOPT_PIPELINING, Int(CURLPIPE_MULTIPLEX))
-        #if os(Linux)
-        if eventLoop == .epoll {
-            epoll = cb_epoll_create()
-            cb_epoll_add(epoll, shared.wakeRead, cb_EPOLLIN)
-            let context = Unmanaged.passUnretained(self).toOpaque()
-            cb_curl_multi_setopt_socketfunction(multi, socketCallback)
-            cb_curl_multi_setopt_pointer(multi, CURLMOPT_SOCKETDATA, context)
-            cb_curl_multi_setopt_timerfunction(multi, timerCallback)
-            cb_curl_multi_setopt_pointer(multi, CURLMOPT_TIMERDATA, context)
-        }
-        #endif
-    }
-
-    static func now() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
-
-    func run() {
-        #if os(Linux)
-        var fds = [Int32](repeating: 0, count: 256)
-        var events = [UInt32](repeating: 0, count: 256)
-        #endif
-        while true {
-            let (items, cancel, stop) = shared.inbox.withLock { box in
-                let taken = (box.items, box.cancelAll, box.stop)
-                box.items = []
-                box.cancelAll = false
-                return taken
-            }
-            for (request, completion) in items {
-                if stop { completion(Self.cancelled()) } else { start(request, completion) }
-            }
-            if cancel {
-                for (easy, transfer) in active {
-                    curl_multi_remove_handle(multi, easy)
-                    recycle(easy)
-                    if let list = transfer.headerList { curl_slist_free_all(list) }
-                    transfer.completion(Self.cancelled())
-                }
-                active.removeAll()
-            }
-            if stop && active.isEmpty { break }
-            #if os(Linux)
-            if eventLoop == .epoll { waitEpoll(&fds, &events) } else { waitPoll() }
-            #else
-            waitPoll()
-            #endif
-            finishCompleted()
-        }
-        for easy in spare { curl_easy_cleanup(easy) }
-        curl_multi_cleanup(multi)
-        if epoll >= 0 { close(epoll) }
-    }
-
-    /// Hands every transfer libcurl reports done to its completion.
-    func finishCompleted() {
-        var left: Int32 = 0
-        while let message = curl_multi_info_read(multi, &left) {
-            guard message.pointee.msg == CURLMSG_DONE, let easy = message.pointee.easy_handle else { continue }
-            finish(easy, code: message.pointee.data.result)
-        }
-    }
-
-    /// The portable wait: `curl_multi_poll` over libcurl's sockets and the wake-up pipe, then `curl_multi_perform`.
-    func waitPoll() {
-        var running: Int32 = 0
-        curl_multi_perform(multi, &running)
-        finishCompleted()  // before waiting: a transfer that just ended must not wait for the next wake-up
-        var wake = curl_waitfd(fd: shared.wakeRead, events: Int16(CURL_WAIT_POLLIN), revents: 0)
-        curl_multi_poll(multi, &wake, 1, 1000, nil)
-        if wake.revents != 0 { drainWakePipe() }
-        curl_multi_perform(multi, &running)
-    }
-
-    func drainWakePipe() {
-        var sink = [UInt8](repeating: 0, count: 256)
-        while read(shared.wakeRead, &sink, sink.count) > 0 {}
-    }
-
-    #if os(Linux)
-    /// The Linux wait: epoll over the sockets libcurl asked for, then `curl_multi_socket_action` on the ready ones.
-    func waitEpoll(_ fds: inout [Int32], _ events: inout [UInt32]) {
-        var running: Int32 = 0
-        var wait: Int32 = 1000
-        if let deadline = timerDeadline {
-            let now = Self.now()
-            wait = deadline <= now ? 0 : Int32(min(1000, (deadline - now + 999_999) / 1_000_000))
-        }
-        let n = cb_epoll_wait(epoll, &fds, &events, Int32(fds.count), wait)
-        for k in 0..<max(0, Int(n)) {
-            let fd = fds[k]
-            if fd == shared.wakeRead {
-                drainWakePipe()
-                continue
-            }
-            let e = events[k]
-            var flags: Int32 = 0
-            if e & cb_EPOLLIN != 0 { flags |= CURL_CSELECT_IN }
-            if e & cb_EPOLLOUT != 0 { flags |= CURL_CSELECT_OUT }
-            if e & (cb_EPOLLERR | cb_EPOLLHUP) != 0 { flags |= CURL_CSELECT_ERR }
-            curl_multi_socket_action(multi, fd, flags, &running)
-        }
-        if let deadline = timerDeadline, deadline <= Self.now() {
-            timerDeadline = nil
-            curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running)
-        }
-    }
-
-    #endif
-
-    #if os(Linux)
-    /// libcurl tells which events it wants on a socket.
-    func watch(_ fd: Int32, what: Int32) {
-        if what == CURL_POLL_REMOVE {
-            cb_epoll_del(epoll, fd)
-            return
-        }
-        var events: UInt32 = 0
-        if what & CURL_POLL_IN != 0 { events |= cb_EPOLLIN }
-        if what & CURL_POLL_OUT != 0 { events |= cb_EPOLLOUT }
-        if cb_epoll_mod(epoll, fd, events) != 0 && errno == ENOENT {
-            cb_epoll_add(epoll, fd, events)
-        }
-    }
-
-    /// libcurl asks to be called back in `ms` milliseconds (-1: never).
-    func setTimer(_ ms: Int) {
-        timerDeadline = ms < 0 ? nil : Self.now() + UInt64(ms) * 1_000_000
-    }
-    #endif
-
-    static func cancelled() -> HTTPResponse {
-        HTTPResponse(status: 0, headers: [:], body: [], failure: TransportFailure(kind: .cancelled, curlCode: 0, message: "cancelled"),
-                     firstByteSeconds: 0, totalSeconds: 0)
-    }
-
-    func recycle(_ easy: UnsafeMutableRawPointer) {
-        curl_easy_reset(easy)
-        spare.append(easy)
-    }
-
-    func start(_ request: HTTPRequest, _ completion: @escaping CurlTransport.Completion) {
-        let easy = spare.popLast() ?? curl_easy_init()!
-        let transfer = Transfer(easy: easy, body: request.body, completion: completion)
-        let context = Unmanaged.passUnretained(transfer).toOpaque()
-        cb_curl_easy_setopt_string(easy, CURLOPT_URL, request.url)
-        cb_curl_easy_setopt_long(easy, CURLOPT_NOSIGNAL, 1)
-        if request.method == "GET" {
-            cb_curl_easy_setopt_long(easy, CURLOPT_HTTPGET, 1)
-        } else {
-            cb_curl_easy_setopt_long(easy, CURLOPT_POST, 1)
-            cb_curl_easy_setopt_off(easy, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(request.body.count))
-            cb_curl_easy_setopt_callback(easy, CURLOPT_READFUNCTION, readBody)
-            cb_curl_easy_setopt_pointer(easy, CURLOPT_READDATA, context)
-        }
-        cb_curl_easy_setopt_callback(easy, CURLOPT_WRITEFUNCTION, writeBody)
-        cb_curl_easy_setopt_pointer(easy, CURLOPT_WRITEDATA, context)
-        cb_curl_easy_setopt_callback(easy, CURLOPT_HEADERFUNCTION, writeHeader)
-        cb_curl_easy_setopt_pointer(easy, CURLOPT_HEADERDATA, context)
-        cb_curl_easy_setopt_pointer(easy, CURLOPT_PRIVATE, context)
-        cb_curl_easy_setopt_long(easy, CURLOPT_CONNECTTIMEOUT_MS, Int(request.connectTimeout * 1000))
-        cb_curl_easy_setopt_long(easy, CURLOPT_TIMEOUT_MS, Int(request.timeout * 1000))
-        cb_curl_easy_setopt_long(easy, CURLOPT_HTTP_VERSION, Int(CURL_HTTP_VERSION_2TLS))
-        if request.url.hasPrefix("https:") { cb_curl_easy_setopt_long(easy, CURLOPT_PIPEWAIT, 1) }
-        cb_curl_easy_setopt_long(easy, CURLOPT_TCP_KEEPALIVE, 1)
-        var list: UnsafeMutablePointer<curl_slist>? = nil
-        for header in request.headers + ["Expect:"] { list = curl_slist_append(list, header) }
-        transfer.headerList = list
-        cb_curl_easy_setopt_slist(easy, CURLOPT_HTTPHEADER, list)
-        active[easy] = transfer
-        curl_multi_add_handle(multi, easy)
-    }
-
-    func finish(_ easy: UnsafeMutableRawPointer, code: CURLcode) {
-        curl_multi_remove_handle(multi, easy)
-        guard let transfer = active.removeValue(forKey: easy) else { return }
-        var status = 0
-        var requestSize = 0
-        var firstByte: curl_off_t = 0
-        var total: curl_off_t = 0
-        cb_curl_easy_getinfo_long(easy, CURLINFO_RESPONSE_CODE, &status)
-        cb_curl_easy_getinfo_long(easy, CURLINFO_REQUEST_SIZE, &requestSize)
-        cb_curl_easy_getinfo_off(easy, CURLINFO_STARTTRANSFER_TIME_T, &firstByte)
-        cb_curl_easy_getinfo_off(easy, CURLINFO_TOTAL_TIME_T, &total)
-        var failure: TransportFailure? = nil
-        if code != CURLE_OK {
-            let message = String(cString: curl_easy_strerror(code))
-            let reached = requestSize > 0 || transfer.sent > 0
-            let neverSent = code == CURLE_COULDNT_CONNECT || code == CURLE_COULDNT_RESOLVE_HOST || code == CURLE_COULDNT_RESOLVE_PROXY
-            failure = TransportFailure(kind: neverSent || !reached ? .notSent : .sentNoAnswer, curlCode: Int(code.rawValue), message: message)
-            status = 0
-        }
-        if let list = transfer.headerList { curl_slist_free_all(list) }
-        recycle(easy)
-        transfer.completion(HTTPResponse(
-            status: status, headers: transfer.headers, body: transfer.response, failure: failure,
-            firstByteSeconds: Double(firstByte) / 1e6, totalSeconds: Double(total) / 1e6))
-    }
-}
-
-#if os(Linux)
-private let socketCallback: curl_socket_callback = { _, fd, what, userp, _ in
-    Unmanaged<TransportLoop>.fromOpaque(userp!).takeUnretainedValue().watch(fd, what: what)
-    return 0
-}
-
-private let timerCallback: curl_multi_timer_callback = { _, ms, userp in
-    Unmanaged<TransportLoop>.fromOpaque(userp!).takeUnretainedValue().setTimer(ms)
-    return 0
-}
-#endif
-
-private func transfer(_ userdata: UnsafeMutableRawPointer?) -> Transfer {
-    Unmanaged<Transfer>.fromOpaque(userdata!).takeUnretainedValue()
-}
-
-private let readBody: cb_curl_data_callback = { buffer, size, count, userdata in
-    let t = transfer(userdata)
-    let n = min(size * count, t.body.count - t.sent)
-    if n > 0 {
-        t.body.withUnsafeBytes { raw in
-            UnsafeMutableRawPointer(buffer!).copyMemory(from: raw.baseAddress! + t.sent, byteCount: n)
-        }
-        t.sent += n
-    }
-    return n
-}
-
-private let writeBody: cb_curl_data_callback = { buffer, size, count, userdata in
-    let n = size * count
-    transfer(userdata).response.append(contentsOf: UnsafeRawBufferPointer(start: buffer, count: n))
-    return n
-}
-
-private let writeHeader: cb_curl_data_callback = { buffer, size, count, userdata in
-    let n = size * count
-    let t = transfer(userdata)
-    let line = String(decoding: UnsafeRawBufferPointer(start: buffer, count: n), as: UTF8.self)
-    if line.hasPrefix("HTTP/") {
-        t.headers = [:]  // a new response (after 100 Continue or a redirect)
-    } else if let colon = line.firstIndex(of: ":") {
-        let name = line[..<colon].lowercased()
-        let value = line[line.index(after: colon)...].trimmingCharacters(in: .whitespacesAndNewlines)
-        t.headers[name] = value
-    }
-    return n
 }

@@ -1,16 +1,16 @@
 /// One HTTP request to send: a POST with a body, or a GET.
-public struct HTTPRequest: Sendable {
-    public var url: String
+struct HTTPRequest: Sendable {
+    var url: String
     /// `POST` (the default) or `GET`.
-    public var method = "POST"
+    var method = "POST"
     /// Header lines, `Name: value`.
-    public var headers: [String]
-    public var body: [UInt8]
+    var headers: [String]
+    var body: [UInt8]
     /// Seconds allowed to connect, and for the whole exchange.
-    public var connectTimeout: Double
-    public var timeout: Double
+    var connectTimeout: Double
+    var timeout: Double
 
-    public init(url: String, headers: [String], body: [UInt8], connectTimeout: Double = 10, timeout: Double = 300) {
+    init(url: String, headers: [String], body: [UInt8], connectTimeout: Double = 10, timeout: Double = 300) {
         self.url = url
         self.headers = headers
         self.body = body
@@ -20,22 +20,22 @@ public struct HTTPRequest: Sendable {
 }
 
 /// What came back: a status with headers and body, or a transport failure.
-public struct HTTPResponse: Sendable {
+struct HTTPResponse: Sendable {
     /// HTTP status, or 0 when no response arrived.
-    public var status: Int
+    var status: Int
     /// Response headers, names in lower case (the last value wins).
-    public var headers: [String: String]
-    public var body: [UInt8]
-    public var failure: TransportFailure?
+    var headers: [String: String]
+    var body: [UInt8]
+    var failure: TransportFailure?
     /// Seconds from start to the first response byte, and to the end.
-    public var firstByteSeconds: Double
-    public var totalSeconds: Double
+    var firstByteSeconds: Double
+    var totalSeconds: Double
 }
 
 /// A request that got no complete HTTP answer, and whether it may have reached the server.
-public struct TransportFailure: Error, Sendable, CustomStringConvertible {
+struct TransportFailure: Error, Sendable, CustomStringConvertible {
     /// Whether the request may have reached the server.
-    public enum Kind: String, Sendable {
+    enum Kind: String, Sendable {
         /// Nothing was sent (name lookup or connect failed): safe to send again.
         case notSent = "not_sent"
         /// The request was (at least partly) sent, then the connection broke or timed out: it may have been billed.
@@ -45,9 +45,9 @@ public struct TransportFailure: Error, Sendable, CustomStringConvertible {
         /// Never handed to libcurl: the run was stopping, or the checkpoint could not record the send.
         case withheld
     }
-    public var kind: Kind
+    var kind: Kind
     /// libcurl's error code and message.
-    public var curlCode: Int
-    public var message: String
-    public var description: String { "\(message) (curl \(curlCode))" }
+    var curlCode: Int
+    var message: String
+    var description: String { "\(message) (curl \(curlCode))" }
 }

@@ -1,0 +1,188 @@
+@testable import ChatBatch
+import ChatBatchCore
+import Foundation
+import Testing
+
+/// The scheduling rules with a fake clock and no HTTP: `Scheduler` decides what may go, `AnswerPolicy` what an answer means.
+@Suite("Scheduling rules, driven by a fake clock")
+struct SchedulingTests {
+    static let second: UInt64 = 1_000_000_000
+    static let t0: UInt64 = 1_000 * second
+
+    static func config(_ change: (inout JobSettings) -> Void = { _ in }) throws -> RunConfiguration {
+        var s = JobSettings()
+        s.input = "in.jsonl"
+        s.provider = .tera
+        s.concurrency = 4
+        s.adaptiveConcurrency = false
+        s.warmup = false
+        change(&s)
+        return try s.resolve()
+    }
+
+    static func request(_ id: String, model: String = "openai/gpt-oss-120b", line: Int = 1, format: JSON? = nil) -> PreparedRequest {
+        PreparedRequest(customID: id, line: line, body: [], bodyHash: id, model: model, maxTokens: 100, promptTokens: 50, stream: false,
+                        responseFormat: format)
+    }
+
+    /// Calls `next` until it waits; returns what was sent and refused, and the wait.
+    static func drain(_ s: inout Scheduler, at now: UInt64) -> (sent: [ScheduledJob], refused: [String], wait: UInt64??) {
+        var sent: [ScheduledJob] = [], refused: [String] = []
+        while true {
+            switch s.next(now: now) {
+            case .send(let job): sent.append(job)
+            case .refuse(let job, _): refused.append(job.request.customID)
+            case .overBudget: return (sent, refused, nil)
+            case .wait(let until): return (sent, refused, .some(until))
+            }
+        }
+    }
+
+    @Test func theWindowBoundsWhatIsInFlight() throws {
+        var s = Scheduler(config: try Self.config(), spent: 0, refusedModels: [:], now: Self.t0)
+        s.enqueue((1...10).map { Self.request("p\($0)") })
+        let first = Self.drain(&s, at: Self.t0)
+        #expect(first.sent.map(\.request.customID) == ["p1", "p2", "p3", "p4"])
+        #expect(first.sent.allSatisfy { $0.attempt == 1 } && s.inflight == 4)
+        #expect(first.wait == .some(nil))  // nothing to wait for but an answer
+        s.returned(first.sent[0])
+        #expect(Self.drain(&s, at: Self.t0).sent.map(\.request.customID) == ["p5"])
+    }
+
+    @Test func warmUpSendsOneProbeUntilItSucceeds() throws {
+        var s = Scheduler(config: try Self.config { $0.warmup = true }, spent: 0, refusedModels: [:], now: Self.t0)
+        s.enqueue((1...10).map { Self.request("p\($0)") })
+        let probe = Self.drain(&s, at: Self.t0).sent
+        #expect(probe.count == 1 && probe[0].probe)
+        // A cold backend: the probe is retried, and nothing else goes meanwhile.
+        s.returned(probe[0])
+        s.retry(probe[0], at: Self.t0 + Self.second)
+        #expect(Self.drain(&s, at: Self.t0).sent.isEmpty)
+        let again = Self.drain(&s, at: Self.t0 + Self.second).sent
+        #expect(again.map(\.request.customID) == ["p1"] && again[0].attempt == 2)
+        s.returned(again[0])
+        s.succeeded(again[0], promptTokens: 10, completionTokens: 10, cost: 0)
+        #expect(s.settleModelProbe(again[0], .answered).isEmpty)  // the probe was also its model's first request
+        #expect(Self.drain(&s, at: Self.t0 + Self.second).sent.count == 4)
+    }
+
+    @Test func aRetryAfterPausesTheWholeKeyThenTheRetryGoesFirst() throws {
+        var s = Scheduler(config: try Self.config(), spent: 0, refusedModels: [:], now: Self.t0)
+        s.enqueue((1...10).map { Self.request("p\($0)") })
+        let sent = Self.drain(&s, at: Self.t0).sent
+        s.returned(sent[0])
+        let until = Self.t0 + 3 * Self.second
+        s.retry(sent[0], at: until, pauseUntil: until)
+        // Room in the window and work queued, but the key is paused: nothing goes before Retry-After.
+        let paused = Self.drain(&s, at: Self.t0 + Self.second)
+        #expect(paused.sent.isEmpty && paused.wait == .some(until))
+        let after = Self.drain(&s, at: until).sent
+        #expect(after.map(\.request.customID) == ["p1"] && after[0].attempt == 2)
+    }
+
+    @Test func aNewModelIsProbedByOneRequestAndARefusalRefusesItsHeldLines() throws {
+        var s = Scheduler(config: try Self.config { $0.warmup = true; $0.concurrency = 8 }, spent: 0, refusedModels: [:], now: Self.t0)
+        s.enqueue([Self.request("a1")])
+        let warm = Self.drain(&s, at: Self.t0).sent[0]
+        s.returned(warm)
+        s.succeeded(warm, promptTokens: 1, completionTokens: 1, cost: 0)
+        #expect(s.settleModelProbe(warm, .answered).isEmpty)
+        s.enqueue([Self.request("b1", model: "gpt-4o"), Self.request("a2"), Self.request("b2", model: "gpt-4o"), Self.request("b3", model: "gpt-4o")])
+        let sent = Self.drain(&s, at: Self.t0).sent
+        #expect(sent.map(\.request.customID) == ["b1", "a2"])
+        #expect(s.heldCount == 2)
+        s.returned(sent[0])
+        let refusal = ModelRefusal(model: "gpt-4o", status: 404, code: "model_not_found", message: "no such model")
+        #expect(s.refuse(model: "gpt-4o", refusal).isNew)
+        #expect(s.settleModelProbe(sent[0], .refused(refusal)).map(\.request.customID) == ["b2", "b3"])
+        // Later lines of the refused model are refused without being sent.
+        s.enqueue([Self.request("b4", model: "gpt-4o")])
+        #expect(Self.drain(&s, at: Self.t0).refused == ["b4"])
+        #expect(s.heldCount == 0)
+    }
+
+    @Test func theBudgetStopsBeforeARequestCouldPassTheCap() throws {
+        // Worst case of one request: 50 prompt + 100 completion tokens at Tera's prices = $0.0000405.
+        var s = Scheduler(config: try Self.config { $0.maxCost = 0.0001 }, spent: 0, refusedModels: [:], now: Self.t0)
+        s.enqueue((1...5).map { Self.request("p\($0)") })
+        let run = Self.drain(&s, at: Self.t0)
+        #expect(run.sent.count == 2 && run.wait == nil)  // nil: over budget
+        #expect(s.budgetMessage.contains("--max-cost"))
+    }
+
+    @Test func requestsPerMinutePaceTheSends() throws {
+        var s = Scheduler(config: try Self.config { $0.requestsPerMinute = 60 }, spent: 0, refusedModels: [:], now: Self.t0)
+        s.enqueue((1...5).map { Self.request("p\($0)") })
+        let first = Self.drain(&s, at: Self.t0)
+        #expect(first.sent.count == 1 && first.wait == .some(Self.t0 + Self.second))
+        #expect(Self.drain(&s, at: Self.t0 + Self.second).sent.count == 1)
+    }
+
+    // MARK: answers
+
+    static func response(_ status: Int, _ body: String = "{}", headers: [String: String] = [:]) -> HTTPResponse {
+        HTTPResponse(status: status, headers: headers, body: Array(body.utf8), failure: nil, firstByteSeconds: 0, totalSeconds: 0.05)
+    }
+
+    static func effect(_ response: HTTPResponse, _ job: ScheduledJob, config: RunConfiguration, warmingUp: Bool = false) -> AnswerEffect {
+        var rng = SystemRandomNumberGenerator()
+        let context = AnswerPolicy.Context(
+            config: config, retry: RetryPolicy(baseDelay: 0.5, maxDelay: 8), warmingUp: warmingUp, warmupRetries: 0)
+        return AnswerPolicy.effect(of: response, for: job, startedAt: 0, context: context, random: &rng)
+    }
+
+    static func job(_ request: PreparedRequest, attempt: Int = 1) -> ScheduledJob {
+        var j = ScheduledJob(request: request)
+        j.attempt = attempt
+        return j
+    }
+
+    @Test func answersBecomeTheEffectsTheErrorTableSays() throws {
+        let config = try Self.config { $0.maxAttempts = 3 }
+        let job = Self.job(Self.request("x", line: 7))
+        let ok = Self.effect(Self.response(200, #"{"choices":[],"usage":{"prompt_tokens":1000000,"completion_tokens":1000000}}"#), job, config: config)
+        guard case .done(let record) = ok.outcome else { Issue.record("200 is done"); return }
+        #expect(record.output.contains(#""custom_id":"x""#) && ok.usage == Usage(promptTokens: 1_000_000, completionTokens: 1_000_000, cost: 0.45))
+        guard case .retry(let after, true, false, _) = Self.effect(Self.response(429, headers: ["retry-after": "3"]), job, config: config).outcome else {
+            Issue.record("429 pauses the key"); return
+        }
+        #expect(after == 3)
+        guard case .retry(_, false, false, _) = Self.effect(Self.response(503), job, config: config).outcome else { Issue.record("503 retries"); return }
+        guard case .failed(let gaveUp) = Self.effect(Self.response(500), Self.job(job.request, attempt: 3), config: config).outcome else {
+            Issue.record("attempts run out"); return
+        }
+        #expect(gaveUp.errorMessage?.hasPrefix("gave up after 3 attempts") == true)
+        guard case .failed(let bad) = Self.effect(Self.response(400, #"{"error":{"message":"m","type":"invalid_request_error"}}"#), job, config: config).outcome
+        else { Issue.record("400 fails"); return }
+        #expect(bad.errorCode == "invalid_request_error" && bad.kind == .errors)
+        let notFound = #"{"error":{"message":"The model 'gpt-4o' does not exist","type":"model_not_found","code":404}}"#
+        guard case .refuseModel(let refusal, let line) = Self.effect(Self.response(404, notFound), job, config: config).outcome else {
+            Issue.record("404 refuses the model"); return
+        }
+        #expect(refusal.code == "model_not_found" && line.errorMessage?.hasPrefix("in.jsonl:7: ") == true)
+        guard case .stopRun(let reason, _) = Self.effect(Self.response(401), job, config: config).outcome else { Issue.record("401 stops"); return }
+        #expect(reason.contains("TERA_API_KEY"))
+        let cancelled = HTTPResponse(status: 0, headers: [:], body: [], failure: TransportFailure(kind: .cancelled, curlCode: 0, message: "cancelled"),
+                                     firstByteSeconds: 0, totalSeconds: 0)
+        let stop = Self.effect(cancelled, job, config: config)
+        #expect(stop.attempt.ambiguous)
+        // A cold backend does not use up the warm-up probe's attempts.
+        guard case .retry(_, _, _, true) = Self.effect(Self.response(503), Self.job(job.request, attempt: 3), config: config, warmingUp: true).outcome else {
+            Issue.record("the warm-up probe waits out a cold start"); return
+        }
+    }
+
+    @Test func anAnswerThatMissesItsSchemaIsAskedAgainThenFailedWithItsCostCounted() throws {
+        let config = try Self.config { $0.retryInvalid = 1 }
+        let schema: JSON = ["type": "json_schema", "json_schema": ["name": "n", "schema": ["type": "object", "required": ["name"], "properties": ["name": ["type": "string"]]]]]
+        let job = Self.job(Self.request("x", format: schema))
+        let body = #"{"choices":[{"message":{"content":"{\"age\":3}"},"finish_reason":"stop"}],"usage":{"prompt_tokens":10,"completion_tokens":5}}"#
+        guard case .askAgain(let again, let code, _) = Self.effect(Self.response(200, body), job, config: config).outcome else {
+            Issue.record("asked again"); return
+        }
+        #expect(code == "schema_mismatch" && again.invalidRetries == 1 && again.paidPrompt == 10)
+        let last = Self.effect(Self.response(200, body), again, config: config)
+        guard case .failed(let record) = last.outcome else { Issue.record("then failed"); return }
+        #expect(record.errorCode == "schema_mismatch" && record.promptTokens == 20 && record.completionTokens == 10 && last.usage != nil)
+    }
+}
