@@ -243,8 +243,10 @@ struct RunTests {
         scratch.write("in.jsonl", lines: promptLines(6))
         _ = try runJob(settings(scratch, g))
         // What a --force run leaves when it dies right after superseding p0003's answer: the row pending,
-        // its old line still in the results file, and the rebuild flag set.
+        // its old line still in the results file, the rebuild flag set, and (as every run that reads its
+        // input does before sending) the finished-input record gone.
         let writer = try SQLiteDatabase(path: scratch.file("out.jsonl.checkpoint"))
+        try writer.execute("DELETE FROM meta WHERE key='input.finished'")
         try writer.execute("UPDATE requests SET out_seq=NULL, out_kind=NULL, state='pending' WHERE custom_id='p0003'")
         try writer.execute("UPDATE meta SET value='1' WHERE key='output.needs_rebuild'")
         try writer.execute("INSERT OR REPLACE INTO meta VALUES('output.needs_rebuild', '1')")

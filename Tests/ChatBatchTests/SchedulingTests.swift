@@ -118,6 +118,41 @@ struct SchedulingTests {
         #expect(Self.drain(&s, at: Self.t0 + Self.second).sent.count == 1)
     }
 
+    @Test func oneThrottledRequestCostsAHalvingNotTheRestOfTheRun() {
+        var w = AdaptiveLimit(maximum: 64, adaptive: true)
+        while w.limit < 64 { w.succeeded() }
+        // A sporadic 429 at 64: halve, then straight back up to one below where it came.
+        w.rateLimited(sentEpoch: w.epoch)
+        #expect(w.limit == 32 && w.lowest == 8)  // lowest: where the ramp started
+        for _ in 0..<31 { w.succeeded() }
+        #expect(w.limit == 63)
+        // A 429 for a request sent before the cut does not cut again.
+        w.rateLimited(sentEpoch: w.epoch - 1)
+        #expect(w.limit == 63)
+        // Ten sporadic 429s leave it in the fifties, not at ten.
+        for _ in 0..<10 {
+            w.rateLimited(sentEpoch: w.epoch)
+            for _ in 0..<64 { w.succeeded() }
+        }
+        #expect(w.limit >= 50 && w.limit <= 63, "\(w.limit)")
+    }
+
+    @Test func aKeyAtItsLimitKeepsTheWindowAtThatLimit() {
+        // The key allows 8 in flight: any request beyond 8 at once is a 429.
+        var w = AdaptiveLimit(maximum: 64, adaptive: true)
+        var throttled = 0
+        for _ in 0..<2000 {
+            if w.limit > 8 {
+                throttled += 1
+                w.rateLimited(sentEpoch: w.epoch)
+            } else {
+                w.succeeded()
+            }
+        }
+        #expect(w.limit <= 8 && w.limit >= 4)
+        #expect(throttled <= 12, "\(throttled) windows over the key's limit in 2000 answers")
+    }
+
     // MARK: answers
 
     static func response(_ status: Int, _ body: String = "{}", headers: [String: String] = [:]) -> HTTPResponse {

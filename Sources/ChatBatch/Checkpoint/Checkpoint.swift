@@ -209,12 +209,66 @@ final class CheckpointStore: @unchecked Sendable {
         /// Spend over every earlier run.
         var spent: Double
         var refusedModels: [String: ModelRefusal]
+        /// Set when the input is unchanged since a run that finished every line: nothing needs reading.
+        var finishedInput: FinishedInput?
+    }
+
+    /// What a run that finished every line of its input left behind, so that the next run can skip the input.
+    struct FinishedInput: Sendable, Equatable {
+        var fingerprint: String
+        var done: Int
+        var failed: Int
+        var promptTokens: Int
+        var completionTokens: Int
+        var cost: Double
+
+        var json: JSON {
+            ["fingerprint": .string(fingerprint), "done": .int(done), "failed": .int(failed), "prompt_tokens": .int(promptTokens),
+             "completion_tokens": .int(completionTokens), "cost": .double(cost)]
+        }
+
+        init(fingerprint: String, done: Int, failed: Int, promptTokens: Int, completionTokens: Int, cost: Double) {
+            self.fingerprint = fingerprint
+            self.done = done
+            self.failed = failed
+            self.promptTokens = promptTokens
+            self.completionTokens = completionTokens
+            self.cost = cost
+        }
+
+        init?(json: JSON?) {
+            guard let json, let fingerprint = json["fingerprint"]?.stringValue, let done = json["done"]?.intValue,
+                let failed = json["failed"]?.intValue
+            else { return nil }
+            self.init(
+                fingerprint: fingerprint, done: done, failed: failed, promptTokens: json["prompt_tokens"]?.intValue ?? 0,
+                completionTokens: json["completion_tokens"]?.intValue ?? 0, cost: json["cost"]?.doubleValue ?? 0)
+        }
+    }
+
+    /// The record of the last run that finished every line, if no run has started since.
+    func finishedInput() throws(ChatBatchError) -> FinishedInput? {
+        FinishedInput(json: try meta("input.finished").flatMap { try? JSON.parse($0) })
+    }
+
+    func recordFinishedInput(_ finished: FinishedInput) throws(ChatBatchError) {
+        try setMeta("input.finished", finished.json.serialized())
     }
 
     /// Starts a run: reconciles the output files, recovers prompts left in flight, records the run, and reads
     /// what the scheduler needs. `forgetRefusedModels` (`--retry-failed`) lets refused models be tried again.
-    func openRun(sink: any OutputSink, forgetRefusedModels: Bool, log: (String) -> Void) throws -> OpenedRun {
+    ///
+    /// `fingerprint` (nil with `--force` or `--retry-failed`) is compared with what the last run that finished
+    /// every line recorded; when they agree, nothing is scanned. Any other run forgets that record before it
+    /// sends anything, so a record can only stand while nothing is pending or in flight.
+    func openRun(sink: any OutputSink, forgetRefusedModels: Bool, fingerprint: String?, log: (String) -> Void) throws -> OpenedRun {
         try sink.reconcile(with: self, log: log)
+        if let fingerprint, let finished = try finishedInput(), finished.fingerprint == fingerprint, try !outputNeedsRebuild() {
+            return OpenedRun(
+                runID: try beginRun(), crashRecovered: 0, isEmpty: false, hasInvalidRows: false, spent: finished.cost,
+                refusedModels: try refusedModels(), finishedInput: finished)
+        }
+        try db.query("DELETE FROM meta WHERE key='input.finished'")
         let recovered = try recoverInflight()
         let id = try beginRun()
         if forgetRefusedModels { try clearRefusedModels() }

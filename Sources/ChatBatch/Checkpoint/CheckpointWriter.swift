@@ -37,7 +37,9 @@ final class CheckpointWriter: Sendable {
         var closed = false
     }
 
-    let queue = DispatchQueue(label: "chatbatch.checkpoint")
+    /// Where commits run. A run passes its own serial queue, so that the answers of one hop and the claims
+    /// of their replacements go into one commit with no thread hop between scheduling and committing.
+    let queue: DispatchQueue
     let state: Mutex<Pending> = Mutex(Pending())
     // Only touched on `queue`.
     let store: CheckpointStore
@@ -60,10 +62,11 @@ final class CheckpointWriter: Sendable {
     }
 
     init(
-        store: CheckpointStore, sink: any OutputSink, runID: Int, onFailure: @escaping @Sendable (any Error) -> Void,
+        queue: DispatchQueue = DispatchQueue(label: "chatbatch.checkpoint"), store: CheckpointStore, sink: any OutputSink, runID: Int, onFailure: @escaping @Sendable (any Error) -> Void,
         onClaims: @escaping @Sendable ([Int], Bool) -> Void
     ) {
         self.onClaims = onClaims
+        self.queue = queue
         self.store = store
         self.sink = sink
         needsRebuild = (try? store.outputNeedsRebuild()) ?? false
@@ -136,7 +139,14 @@ final class CheckpointWriter: Sendable {
     /// Ends the run: commits what is waiting, rebuilds the output files if a forced resend asked for it, flushes
     /// them, records the run's end with the summary `conclude` makes, then closes the checkpoint and its lock.
     /// `conclude` returns the run's result with its exit code and JSON summary, which are recorded with the run.
-    func endRun<Result>(log: (String) -> Void, _ conclude: (RunEnding) -> (Result, exitCode: Int32, summary: JSON)) -> Result {
+    ///
+    /// `known` (a run that read no input) gives the counts without scanning the checkpoint; otherwise, when
+    /// `fingerprint` is given (the run finished every line it read) and nothing is left pending or in flight,
+    /// it is recorded so that the next run with the same input can skip it.
+    func endRun<Result>(
+        log: (String) -> Void, fingerprint: String?, known: CheckpointStore.FinishedInput?,
+        _ conclude: (RunEnding) -> (Result, exitCode: Int32, summary: JSON)
+    ) -> Result {
         drain()
         let writeFailure = failure
         let result = queue.sync { () -> Result in
@@ -151,8 +161,19 @@ final class CheckpointWriter: Sendable {
             }
             sink.sync()
             flush(forceRecord: true)
-            let ending = RunEnding(
-                writeFailure: writeFailure, pending: ((try? store.stateCounts()) ?? [:])[.pending] ?? 0, spent: try? store.totals().cost)
+            let ending: RunEnding
+            if let known {
+                ending = RunEnding(writeFailure: writeFailure, pending: 0, spent: known.cost)
+            } else {
+                let counts = (try? store.stateCounts()) ?? [:]
+                let totals = try? store.totals()
+                ending = RunEnding(writeFailure: writeFailure, pending: counts[.pending] ?? 0, spent: totals?.cost)
+                if let fingerprint, let totals, writeFailure == nil, counts[.pending] == nil, counts[.inflight] == nil {
+                    try? store.recordFinishedInput(CheckpointStore.FinishedInput(
+                        fingerprint: fingerprint, done: counts[.done] ?? 0, failed: counts[.failed] ?? 0,
+                        promptTokens: totals.prompt, completionTokens: totals.completion, cost: totals.cost))
+                }
+            }
             let (result, exitCode, summary) = conclude(ending)
             if writeFailure == nil { try? store.endRun(id: runID, exitCode: exitCode, summary: summary) }
             state.withLock { $0.closed = true }

@@ -39,6 +39,8 @@ public struct RunSummary: Sendable {
     public var stopReason: String? = nil
     /// Spend over every run on this checkpoint.
     public var checkpointCost = 0.0
+    /// The input was not read: it is unchanged (size, time, hash, settings) since a run that finished every line.
+    public var inputUnchanged = false
     /// The run was refused before it started (no key, a busy or foreign checkpoint, `--strict`): nothing was sent.
     public var refused = false
 
@@ -64,7 +66,7 @@ public struct RunSummary: Sendable {
             "failures_by_code": .object(failures), "status_counts": .object(statuses), "blocked_models": .object(blockedJSON),
             "concurrency_limit": .int(concurrencyLimit), "lowest_concurrency": .int(lowestConcurrency),
             "warmup_retries": .int(warmupRetries), "invalid_retries": .int(invalidRetries),
-            "wall_seconds": .double((wallSeconds * 1000).rounded() / 1000),
+            "input_unchanged": .bool(inputUnchanged), "wall_seconds": .double((wallSeconds * 1000).rounded() / 1000),
             "requests_per_second": .double((requestsPerSecond * 10).rounded() / 10),
         ]
     }
@@ -77,6 +79,9 @@ public struct RunSummary: Sendable {
         lines.append("  lines      \(inputLines) read: \(done) done, \(failed) failed, \(invalid) invalid, \(alreadyDone) already done"
             + (alreadyFailed > 0 ? ", \(alreadyFailed) already failed" : "")
             + (leftPending > 0 ? ", \(leftPending) left pending" : "") + (changed > 0 ? ", \(changed) changed (not resent)" : ""))
+        if inputUnchanged {
+            lines.append("  input      unchanged since the last run that finished every line (size, time, hash and settings match): not read again")
+        }
         if !failuresByCode.isEmpty {
             lines.append("  failures   " + failuresByCode.keys.sorted().map { "\($0) \(failuresByCode[$0]!)" }.joined(separator: ", "))
         }

@@ -82,20 +82,23 @@ extension RunDriver {
         }
         s.ended = true
         signalSources.withLock { sources in for source in sources { source.cancel() } }
-        queue.async { self.finish() }
+        // Off the run queue: ending the writer waits for commits that run on it.
+        inputQueue.async { self.finish() }
     }
 
     /// Commits what is left, brings the output files up to date, records the run's end and gives up the checkpoint.
+    /// Runs on the input queue (idle by then), since the writer's commits run on the run queue.
     func finish() {
         transport.shutdown()
-        var s = withState { $0 }
+        var s = queue.sync { withState { $0 } }
         s.summary.wallSeconds = Double(Self.uptime() - started) / 1e9
         s.summary.possiblyBilledTwice += s.summary.resentAfterCrash
         s.summary.blockedModels = s.scheduler.refusedModels.mapValues { "HTTP \($0.status) \($0.code): \($0.message)" }
         s.summary.concurrencyLimit = s.scheduler.limiter.limit
         s.summary.lowestConcurrency = s.scheduler.limiter.lowest
-        inputQueue.sync { feed.withLock { $0.close() } }
-        let summary = writer.endRun(log: log) { ending in
+        feed.withLock { $0.close() }
+        let complete = s.stop == nil && s.summary.changed == 0 && s.inputDone
+        let summary = writer.endRun(log: log, fingerprint: complete ? fingerprint : nil, known: finishedInput) { ending in
             var summary = s.summary
             summary.leftPending = ending.pending
             summary.checkpointCost = ending.spent ?? summary.cost
@@ -117,7 +120,7 @@ extension RunDriver {
             return (summary, summary.exit.rawValue, summary.json)
         }
         s.summary = summary
-        withState { $0.summary = summary }
+        queue.sync { withState { $0.summary = summary } }
         progress?.sink(snapshot(&s), true)
         finished.signal()
     }

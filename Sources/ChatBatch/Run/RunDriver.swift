@@ -47,6 +47,10 @@ final class RunDriver: Sendable {
     let log: @Sendable (String) -> Void
     let progress: ProgressOptions?
     let crashRecovered: Int
+    /// The input's fingerprint as the run started (nil if unreadable), and, when it matches the last run that
+    /// finished every line, that run's record: then the input is not read at all.
+    let fingerprint: String?
+    let finishedInput: CheckpointStore.FinishedInput?
     let started = DispatchTime.now().uptimeNanoseconds
     let queue = DispatchQueue(label: "chatbatch.run")
     let inputQueue = DispatchQueue(label: "chatbatch.input")
@@ -73,16 +77,19 @@ final class RunDriver: Sendable {
         }
         let store = try CheckpointStore(path: config.checkpoint)
         let outputs = OutputFiles(resultsPath: config.output, errorsPath: config.errors, format: config.format)
-        let opened = try store.openRun(sink: outputs, forgetRefusedModels: config.retryFailed, log: log)
+        fingerprint = InputFingerprint.of(config)
+        let opened = try store.openRun(
+            sink: outputs, forgetRefusedModels: config.retryFailed, fingerprint: config.force || config.retryFailed ? nil : fingerprint, log: log)
         crashRecovered = opened.crashRecovered
+        finishedInput = opened.finishedInput
         let failureBox = Mutex<(@Sendable (any Error) -> Void)?>(nil)
         let claimsBox = Mutex<(@Sendable ([Int], Bool) -> Void)?>(nil)
         writer = CheckpointWriter(
-            store: store, sink: outputs, runID: opened.runID,
+            queue: queue, store: store, sink: outputs, runID: opened.runID,
             onFailure: { error in failureBox.withLock { $0 }?(error) },
             onClaims: { tokens, committed in claimsBox.withLock { $0 }?(tokens, committed) })
         // A fresh checkpoint holds nothing to look up: the feed then skips the per-line lookups.
-        let reader = opened.isEmpty ? nil : try CheckpointReader(path: config.checkpoint)
+        let reader = opened.isEmpty || opened.finishedInput != nil ? nil : try CheckpointReader(path: config.checkpoint)
         feed = Mutex(try InputFeed(config: config, checkpoint: reader, writer: writer, hasInvalidRows: opened.hasInvalidRows))
         transport = CurlTransport(maxConnections: config.concurrency + 8)
         policy = RetryPolicy(baseDelay: config.retryBaseDelay, maxDelay: config.retryMaxDelay)
@@ -110,7 +117,7 @@ final class RunDriver: Sendable {
     func run(handleSignals: Bool = true) -> RunSummary {
         if handleSignals { installSignalHandlers() }
         if let progress {
-            if config.shard == nil {
+            if config.shard == nil && finishedInput == nil {
                 inputQueue.async {
                     let n = countLines(self.config.input)
                     self.queue.async { self.withState { $0.progressTotal = n } }
@@ -118,7 +125,21 @@ final class RunDriver: Sendable {
             }
             scheduleProgress(progress.interval)
         }
-        queue.async { self.withState { self.requestInput(&$0) } }
+        queue.async {
+            self.withState { s in
+                if let known = self.finishedInput {
+                    // Unchanged since a run that finished every line: every line is done or failed already.
+                    s.inputDone = true
+                    s.summary.inputUnchanged = true
+                    s.summary.inputLines = known.done + known.failed
+                    s.summary.alreadyDone = known.done
+                    s.summary.alreadyFailed = known.failed
+                    self.checkFinished(&s)
+                } else {
+                    self.requestInput(&s)
+                }
+            }
+        }
         finished.wait()
         return state.withLock { $0.summary }
     }

@@ -31,21 +31,20 @@ struct TokenBucket {
     mutating func adjust(_ amount: Double) { level = min(capacity, level + amount) }
 }
 
-/// The in-flight limit: a slow start, then halving on 429 and growing back one step per round of successes.
+/// The in-flight limit: doubling per round trip up to a ceiling, halving on 429, and back up fast.
 ///
-/// After the warm-up it starts at `min(8, maximum)` and grows by one per success (doubling each round trip)
-/// until the first 429; from then on a 429 halves it (at most once per round: a 429 for a request sent
-/// before the last cut does not cut again) and each `limit` successes add one, up to `maximum`.
-/// Every 429 pauses the whole run (Retry-After is per key), so growing past the limit where the last 429
-/// came costs a pause each time: the limit stays one below that ceiling, and the ceiling is raised by one
-/// only after `probeEvery` successes at it.
-struct AdaptiveLimit {
+/// After the warm-up it starts at `min(8, maximum)` and grows by one per success (doubling each round trip).
+/// A 429 halves it (at most once per round: a 429 for a request sent before the last cut does not cut again)
+/// and sets the ceiling one below the level where it came. Below the ceiling the limit grows back by one per
+/// success again, so one throttled request costs a halving and a few round trips, not the rest of the run.
+/// Every 429 pauses the whole run (Retry-After is per key), so growing past the ceiling costs a pause each
+/// time: the ceiling is raised by one only after `probeEvery` successes at it. A key that really is at its
+/// limit keeps answering 429 at the ceiling's level, which keeps the ceiling there.
+struct AdaptiveLimit: Sendable {
     let maximum: Int
     let adaptive: Bool
     private(set) var limit: Int
     private(set) var lowest: Int
-    private var slowStart = true
-    private var successes = 0
     private var ceiling = Int.max
     private var atCeiling = 0
     let probeEvery = 200
@@ -65,22 +64,16 @@ struct AdaptiveLimit {
             if atCeiling >= probeEvery { ceiling += 1; atCeiling = 0 }
             return
         }
-        successes += 1
-        if slowStart || successes >= limit {
-            limit += 1
-            successes = 0
-        }
+        limit += 1
     }
 
     /// A 429 for a request sent in `sentEpoch`.
     mutating func rateLimited(sentEpoch: Int) {
         guard adaptive, sentEpoch == epoch else { return }
-        slowStart = false
         ceiling = max(1, limit - 1)
         atCeiling = 0
         limit = max(1, limit / 2)
         lowest = min(lowest, limit)
-        successes = 0
         epoch += 1
     }
 }

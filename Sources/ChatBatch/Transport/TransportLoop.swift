@@ -200,7 +200,8 @@ final class TransportLoop {
         if request.url.hasPrefix("https:") { cb_curl_easy_setopt_long(easy, CURLOPT_PIPEWAIT, 1) }
         cb_curl_easy_setopt_long(easy, CURLOPT_TCP_KEEPALIVE, 1)
         var list: UnsafeMutablePointer<curl_slist>? = nil
-        for header in request.headers + ["Expect:"] { list = curl_slist_append(list, header) }
+        for header in request.headers { list = curl_slist_append(list, header) }
+        list = curl_slist_append(list, "Expect:")
         transfer.headerList = list
         cb_curl_easy_setopt_slist(easy, CURLOPT_HTTPHEADER, list)
         active[easy] = transfer
@@ -268,16 +269,26 @@ private let writeBody: cb_curl_data_callback = { buffer, size, count, userdata i
     return n
 }
 
+/// The response headers anything reads; the others are skipped without building strings (this callback runs
+/// for every header line of every answer).
+private let keptHeaders: [[UInt8]] = ["retry-after", "x-tera-request-id", "x-request-id", "content-type"].map { Array($0.utf8) }
+
 private let writeHeader: cb_curl_data_callback = { buffer, size, count, userdata in
     let n = size * count
     let t = transfer(userdata)
-    let line = String(decoding: UnsafeRawBufferPointer(start: buffer, count: n), as: UTF8.self)
-    if line.hasPrefix("HTTP/") {
+    let line = UnsafeRawBufferPointer(start: buffer, count: n)
+    if n >= 5 && line[0] == 0x48 && line[1] == 0x54 && line[2] == 0x54 && line[3] == 0x50 && line[4] == 0x2F {  // "HTTP/"
         t.headers = [:]  // a new response (after 100 Continue or a redirect)
-    } else if let colon = line.firstIndex(of: ":") {
-        let name = line[..<colon].lowercased()
-        let value = line[line.index(after: colon)...].trimmingCharacters(in: .whitespacesAndNewlines)
-        t.headers[name] = value
+        return n
+    }
+    guard let colon = line.firstIndex(of: 0x3A) else { return n }
+    wanted: for name in keptHeaders where name.count == colon {
+        for i in 0..<colon where line[i] | 0x20 != name[i] { continue wanted }  // ASCII case-insensitive
+        var start = colon + 1, end = n
+        while start < end, line[start] == 0x20 || line[start] == 0x09 { start += 1 }
+        while end > start, line[end - 1] == 0x0A || line[end - 1] == 0x0D || line[end - 1] == 0x20 || line[end - 1] == 0x09 { end -= 1 }
+        t.headers[String(decoding: name, as: UTF8.self)] = String(decoding: UnsafeRawBufferPointer(rebasing: line[start..<end]), as: UTF8.self)
+        break
     }
     return n
 }
