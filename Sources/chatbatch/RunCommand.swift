@@ -95,6 +95,10 @@ struct JobOptions: ParsableArguments {
     @Option(help: "Ask again up to N times when a structured answer is not valid JSON or does not fit its schema (extra spend).")
     var retryInvalid: Int?
     @Flag(help: "Leave reasoning out of the output files.") var dropReasoning = false
+    @Option(help: "A response cache (SQLite file, shared by runs and shards): a request answered before, in any run, is answered from it without being sent.")
+    var cache: String?
+    @Option(help: "How the cache is used: read-write (default), read-only (store nothing) or refresh (send everything, replace what is stored).")
+    var cacheMode: String?
     @Flag(help: "Refuse the whole run, before sending anything, if any line is invalid.") var strict = false
     @Flag(help: "Send again lines answered before whose request body changed, replacing their answers.") var force = false
     @Flag(help: "Send again lines that failed in an earlier run, those of a refused model (403/404) included.") var retryFailed = false
@@ -175,6 +179,11 @@ struct JobOptions: ParsableArguments {
         if noWarmup { flags.warmup = false }
         flags.retryInvalid = retryInvalid
         if dropReasoning { flags.dropReasoning = true }
+        flags.cache = cache
+        if let cacheMode {
+            guard let m = CacheMode(rawValue: cacheMode) else { throw ValidationError("--cache-mode must be read-write, read-only or refresh") }
+            flags.cacheMode = m
+        }
         settings = settings.overridden(by: flags)
 
         return settings

@@ -8,7 +8,7 @@ struct ChatBatchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "chatbatch",
         abstract: "Run a JSONL batch of chat completions: bounded fan-out, correct retries, exactly-once checkpoint.",
-        subcommands: [RunCommand.self, ValidateCommand.self, ExportCommand.self, StatusCommand.self, ReportCommand.self, MergeCommand.self, FakeGatewayCommand.self])
+        subcommands: [RunCommand.self, ValidateCommand.self, ExportCommand.self, StatusCommand.self, ReportCommand.self, MergeCommand.self, CacheCommand.self, FakeGatewayCommand.self])
 }
 
 func fail(_ message: String, code: Int32) -> Never {

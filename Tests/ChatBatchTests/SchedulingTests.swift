@@ -176,7 +176,7 @@ struct SchedulingTests {
         let config = try Self.config { $0.maxAttempts = 3 }
         let job = Self.job(Self.request("x", line: 7))
         let ok = Self.effect(Self.response(200, #"{"choices":[],"usage":{"prompt_tokens":1000000,"completion_tokens":1000000}}"#), job, config: config)
-        guard case .done(let record) = ok.outcome else { Issue.record("200 is done"); return }
+        guard case .done(let record, _) = ok.outcome else { Issue.record("200 is done"); return }
         #expect(record.output.contains(#""custom_id":"x""#) && ok.usage == Usage(promptTokens: 1_000_000, completionTokens: 1_000_000, cost: 0.45))
         guard case .retry(let after, true, false, _) = Self.effect(Self.response(429, headers: ["retry-after": "3"]), job, config: config).outcome else {
             Issue.record("429 pauses the key"); return

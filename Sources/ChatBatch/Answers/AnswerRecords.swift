@@ -41,6 +41,10 @@ struct FinishedRecord: Sendable {
     /// The canonical (batch-shaped) output line, without its newline.
     var output: String
     var kind: OutputKind
+    /// Answered from the response cache: nothing was sent or billed; `savedTokens`/`savedCost` is what it would have cost.
+    var cached = false
+    var savedTokens = 0
+    var savedCost = 0.0
 }
 
 /// One HTTP attempt, for the audit table.

@@ -53,7 +53,7 @@ enum OutputLines {
 
     /// The flat shape of a result line: custom_id, content, reasoning, tool_calls, finish_reason, usage, cost,
     /// attempts, latency_ms, request_id.
-    static func flat(canonical: JSON, attempts: Int, latencyMs: Double?, cost: Double, ttftMs: Double? = nil) -> JSON {
+    static func flat(canonical: JSON, attempts: Int, latencyMs: Double?, cost: Double, ttftMs: Double? = nil, cached: Bool = false) -> JSON {
         let response = canonical["response"] ?? .null
         let body = response["body"] ?? .null
         let choice = body["choices"]?.arrayValue?.first ?? .null
@@ -78,18 +78,20 @@ enum OutputLines {
         out["latency_ms"] = latencyMs.map { .double(($0 * 10).rounded() / 10) } ?? .null
         if let ttftMs { out["ttft_ms"] = .double((ttftMs * 10).rounded() / 10) }
         out["request_id"] = response["request_id"] ?? .null
+        if cached { out["cached"] = true }
         if let error = canonical["error"], !error.isNull { out["error"] = error }
         return out
     }
 
     /// The bytes written for one finished row, newline included.
     static func render(
-        kind: OutputKind, format: OutputFormat, canonical: String, attempts: Int, latencyMs: Double?, cost: Double, ttftMs: Double? = nil
+        kind: OutputKind, format: OutputFormat, canonical: String, attempts: Int, latencyMs: Double?, cost: Double, ttftMs: Double? = nil,
+        cached: Bool = false
     ) -> [UInt8] {
         var bytes: [UInt8]
         if kind == .results && format == .flat, let parsed = try? JSON.parse(canonical) {
             bytes = []
-            flat(canonical: parsed, attempts: attempts, latencyMs: latencyMs, cost: cost, ttftMs: ttftMs).write(to: &bytes)
+            flat(canonical: parsed, attempts: attempts, latencyMs: latencyMs, cost: cost, ttftMs: ttftMs, cached: cached).write(to: &bytes)
         } else {
             bytes = Array(canonical.utf8)
         }

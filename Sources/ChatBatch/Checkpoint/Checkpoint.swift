@@ -10,12 +10,16 @@ import Synchronization
 final class CheckpointStore: @unchecked Sendable {
     // @unchecked Sendable: `db` is used only on the writer's serial queue once the run starts;
     // before that, only by the thread that opened the store.
-    static let schemaVersion = 1
+    /// 2 added `cached`, `saved_tokens` and `saved_cost` (the response cache); a version 1 checkpoint is
+    /// upgraded in place when a run or an export opens it, and read as it is by `status`, `report` and `validate`.
+    static let schemaVersion = 2
     static let applicationID: Int32 = 0x4342_4348  // "CBCH"
 
     let db: SQLiteDatabase
     let path: String
     private let lockFD: Mutex<Int32>
+    /// False for a version 1 checkpoint read without being upgraded (it has no cache columns).
+    private(set) var hasCacheColumns = true
 
     /// Opens (creating if needed) the checkpoint at `path`, owner-only, locked for this process.
     init(path: String, create: Bool = true, lock: Bool = true) throws(ChatBatchError) {
@@ -44,7 +48,7 @@ final class CheckpointStore: @unchecked Sendable {
         lockFD = Mutex(fd)
         do {
             db = try SQLiteDatabase(path: path)
-            try prepareSchema(fresh: !exists || Self.fileSize(path) == 0)
+            try prepareSchema(fresh: !exists || Self.fileSize(path) == 0, migrate: lock)
         } catch {
             close(fd)
             throw error
@@ -83,31 +87,23 @@ final class CheckpointStore: @unchecked Sendable {
 
     /// Refuses files that are not SQLite databases before SQLite gets a chance to touch them.
     static func checkHeader(_ path: String) throws(ChatBatchError) {
-        guard let handle = FileHandle(forReadingAtPath: path) else {
+        switch SQLiteHeader.read(path) {
+        case nil:
             throw ChatBatchError(.unreadableCheckpoint, "cannot read checkpoint \(path)")
-        }
-        defer { try? handle.close() }
-        let head = (try? handle.read(upToCount: 100)) ?? Data()
-        if head.isEmpty { return }
-        let magic = Array("SQLite format 3\0".utf8)
-        guard head.count >= 100, Array(head.prefix(16)) == magic else {
+        case .notSQLite:
             throw ChatBatchError(
                 .notACheckpoint,
                 "\(path) is not a chatbatch checkpoint (not an SQLite file, or truncated); refusing to overwrite it. Move it away or pass another --checkpoint")
-        }
-        // The header records the database size (valid when its two change counters agree): a shorter file was cut off.
-        let b = Array(head)
-        func u32(_ at: Int) -> Int { Int(b[at]) << 24 | Int(b[at + 1]) << 16 | Int(b[at + 2]) << 8 | Int(b[at + 3]) }
-        let rawPageSize = Int(b[16]) << 8 | Int(b[17])
-        let pageSize = rawPageSize == 1 ? 65536 : rawPageSize
-        if u32(24) == u32(92), u32(28) > 0, fileSize(path) < u32(28) * pageSize {
+        case .truncated(let size, let recorded):
             throw ChatBatchError(
                 .damaged,
-                "checkpoint \(path) is damaged: it is \(fileSize(path)) bytes but records \(u32(28) * pageSize); refusing to use it, since a damaged checkpoint could send answered prompts again. Restore it from a copy, or move it away to start over")
+                "checkpoint \(path) is damaged: it is \(size) bytes but records \(recorded); refusing to use it, since a damaged checkpoint could send answered prompts again. Restore it from a copy, or move it away to start over")
+        case .empty, .valid:
+            return
         }
     }
 
-    func prepareSchema(fresh: Bool) throws(ChatBatchError) {
+    func prepareSchema(fresh: Bool, migrate: Bool) throws(ChatBatchError) {
         let appID: Int32
         do {
             appID = Int32(truncatingIfNeeded: try db.query("PRAGMA application_id").first?.first?.int ?? 0)
@@ -140,6 +136,9 @@ final class CheckpointStore: @unchecked Sendable {
                     crash_resend INTEGER NOT NULL DEFAULT 0,
                     latency_ms REAL,
                     ttft_ms REAL,
+                    cached INTEGER NOT NULL DEFAULT 0,
+                    saved_tokens INTEGER NOT NULL DEFAULT 0,
+                    saved_cost REAL NOT NULL DEFAULT 0,
                     output TEXT,
                     out_kind INTEGER,
                     out_seq INTEGER,
@@ -173,7 +172,23 @@ final class CheckpointStore: @unchecked Sendable {
                 .foreign,
                 "\(path) is an SQLite file of another program, not a chatbatch checkpoint; refusing to touch it. Pass another --checkpoint")
         }
-        let version = Int(try db.query("SELECT value FROM meta WHERE key='schema_version'").first?.first?.text ?? "") ?? 0
+        var version = Int(try db.query("SELECT value FROM meta WHERE key='schema_version'").first?.first?.text ?? "") ?? 0
+        if version == 1 {
+            if migrate {
+                try db.execute("""
+                    BEGIN IMMEDIATE;
+                    ALTER TABLE requests ADD COLUMN cached INTEGER NOT NULL DEFAULT 0;
+                    ALTER TABLE requests ADD COLUMN saved_tokens INTEGER NOT NULL DEFAULT 0;
+                    ALTER TABLE requests ADD COLUMN saved_cost REAL NOT NULL DEFAULT 0;
+                    UPDATE meta SET value='2' WHERE key='schema_version';
+                    COMMIT;
+                    """)
+                version = 2
+            } else {
+                hasCacheColumns = false
+                version = 2
+            }
+        }
         guard version == Self.schemaVersion else {
             let newer = version > Self.schemaVersion
             throw ChatBatchError(
@@ -336,47 +351,5 @@ final class CheckpointStore: @unchecked Sendable {
     func totals() throws(ChatBatchError) -> (prompt: Int, completion: Int, cost: Double) {
         let row = try db.query("SELECT coalesce(sum(prompt_tokens),0), coalesce(sum(completion_tokens),0), coalesce(sum(cost),0) FROM requests").first ?? []
         return (row.first?.int ?? 0, row.count > 1 ? row[1].int ?? 0 : 0, row.count > 2 ? row[2].double ?? 0 : 0)
-    }
-}
-
-/// What the input reader learns about a custom_id from the checkpoint before sending it.
-struct PriorState: Sendable {
-    var state: RequestState
-    var bodyHash: String
-    var crashResend: Bool
-}
-
-/// A read-only view of the checkpoint for the input reader, on its own connection (WAL lets it read alongside the writer).
-final class CheckpointReader {
-    let db: SQLiteDatabase
-    private var statement: SQLiteStatement?
-
-    init(path: String) throws(ChatBatchError) {
-        db = try SQLiteDatabase(path: path, readOnly: true)
-        statement = try db.prepare("SELECT state, body_hash, crash_resend FROM requests WHERE custom_id=?")
-    }
-
-    /// Closes the connection: the run is over.
-    func close() {
-        statement = nil
-        db.close()
-    }
-
-    /// Runs `body` inside one read transaction, so its lookups share one snapshot and a warm page cache
-    /// (outside one, every lookup after a write by the run starts cold).
-    func batch<T>(_ body: () throws -> T) throws -> T {
-        try db.execute("BEGIN")
-        defer { try? db.execute("COMMIT") }
-        return try body()
-    }
-
-    func prior(_ customID: String) throws(ChatBatchError) -> PriorState? {
-        guard let lookup = statement else { return nil }
-        try lookup.bind([.text(customID)])
-        defer { sqlite3_reset(lookup.stmt) }
-        guard try lookup.step() else { return nil }
-        return PriorState(
-            state: RequestState(rawValue: lookup.value(0).text ?? "") ?? .pending,
-            bodyHash: lookup.value(1).text ?? "", crashResend: lookup.value(2).int == 1)
     }
 }

@@ -22,7 +22,7 @@ public enum CheckpointReport {
         return [
             "checkpoint": .string(checkpoint), "held_by_a_run": .bool(CheckpointStore.isHeld(path: checkpoint)),
             "prompts": .object(byState), "prompt_tokens": .int(totals.prompt), "completion_tokens": .int(totals.completion),
-            "cost_usd": .double(totals.cost), "runs": .int(runs), "last_run": lastRun,
+            "cost_usd": .double(totals.cost), "runs": .int(runs), "last_run": lastRun, "cache": try cacheSavings(store),
         ]
     }
 
@@ -33,6 +33,7 @@ public enum CheckpointReport {
         lines.append("  prompts    \(p["done"]?.intValue ?? 0) done, \(p["failed"]?.intValue ?? 0) failed, \(p["pending"]?.intValue ?? 0) pending, \(p["inflight"]?.intValue ?? 0) in flight")
         lines.append("  tokens     \(s["prompt_tokens"]?.intValue ?? 0) prompt + \(s["completion_tokens"]?.intValue ?? 0) completion")
         lines.append(String(format: "  spent      $%.6f", s["cost_usd"]?.doubleValue ?? 0))
+        if let cache = cacheLine(s["cache"]) { lines.append(cache) }
         if let last = s["last_run"], !last.isNull {
             let ended = last["ended_at"]?.stringValue ?? "not ended (running, or killed)"
             let code = last["exit_code"]?.intValue.map { " with exit code \($0)" } ?? ""
@@ -79,6 +80,7 @@ public enum CheckpointReport {
             "retries": .int((attempts.first?.int ?? 0) - (attempts.count > 1 ? attempts[1].int ?? 0 : 0)),
             "possibly_billed_twice": .int(ambiguous), "failures_by_code": .object(failures),
             "prompt_tokens": .int(totals.prompt), "completion_tokens": .int(totals.completion), "cost_usd": .double(totals.cost),
+            "cache": try cacheSavings(store),
             "throughput": ["slice_seconds": .double((sliceSeconds * 1000).rounded() / 1000), "answers_per_slice": .array(series.map(JSON.int))],
         ]
     }
@@ -95,6 +97,7 @@ public enum CheckpointReport {
         if !failures.isEmpty { lines.append("  failures     " + failures.joined(separator: ", ")) }
         lines.append("  tokens       \(r["prompt_tokens"]?.intValue ?? 0) prompt + \(r["completion_tokens"]?.intValue ?? 0) completion")
         lines.append(String(format: "  cost         $%.6f", r["cost_usd"]?.doubleValue ?? 0))
+        if let cache = cacheLine(r["cache"]) { lines.append("  " + cache.dropFirst(2).replacingOccurrences(of: "cache      ", with: "cache        ")) }
         let series = r["throughput"]?["answers_per_slice"]?.arrayValue?.compactMap(\.intValue) ?? []
         if let peak = series.max(), peak > 0 {
             let blocks = Array("▁▂▃▄▅▆▇█")
@@ -103,6 +106,19 @@ public enum CheckpointReport {
             lines.append(String(format: "  throughput   |%@| peak %.0f answers/s (%.2f s a column)", chart, Double(peak) / max(slice, 0.001), slice))
         }
         return lines.joined(separator: "\n")
+    }
+
+    /// Lines answered from the response cache, and the tokens and dollars they would have cost.
+    static func cacheSavings(_ store: CheckpointStore) throws -> JSON {
+        guard store.hasCacheColumns else { return ["hits": 0, "tokens_saved": 0, "cost_saved_usd": 0.0] }
+        let row = try store.db.query("SELECT count(*), coalesce(sum(saved_tokens), 0), coalesce(sum(saved_cost), 0) FROM requests WHERE cached=1").first ?? []
+        return ["hits": .int(row.first?.int ?? 0), "tokens_saved": .int(row.count > 1 ? row[1].int ?? 0 : 0),
+                "cost_saved_usd": .double(row.count > 2 ? row[2].double ?? 0 : 0)]
+    }
+
+    static func cacheLine(_ c: JSON?) -> String? {
+        guard let hits = c?["hits"]?.intValue, hits > 0 else { return nil }
+        return String(format: "  cache      %d answered from the cache; saved %d tokens, $%.6f", hits, c?["tokens_saved"]?.intValue ?? 0, c?["cost_saved_usd"]?.doubleValue ?? 0)
     }
 
     static func isoDate(_ t: Double?) -> JSON {

@@ -37,9 +37,7 @@ final class CheckpointWriter: Sendable {
         var closed = false
     }
 
-    /// Where commits run. A run passes its own serial queue, so that the answers of one hop and the claims
-    /// of their replacements go into one commit with no thread hop between scheduling and committing.
-    let queue: DispatchQueue
+    let queue = DispatchQueue(label: "chatbatch.checkpoint")
     let state: Mutex<Pending> = Mutex(Pending())
     // Only touched on `queue`.
     let store: CheckpointStore
@@ -62,11 +60,10 @@ final class CheckpointWriter: Sendable {
     }
 
     init(
-        queue: DispatchQueue = DispatchQueue(label: "chatbatch.checkpoint"), store: CheckpointStore, sink: any OutputSink, runID: Int, onFailure: @escaping @Sendable (any Error) -> Void,
+        store: CheckpointStore, sink: any OutputSink, runID: Int, onFailure: @escaping @Sendable (any Error) -> Void,
         onClaims: @escaping @Sendable ([Int], Bool) -> Void
     ) {
         self.onClaims = onClaims
-        self.queue = queue
         self.store = store
         self.sink = sink
         needsRebuild = (try? store.outputNeedsRebuild()) ?? false
@@ -86,12 +83,13 @@ final class CheckpointWriter: Sendable {
                 """),
             finish: try db.prepare("""
                 INSERT INTO requests(custom_id, line, state, attempts, body_hash, model, status_code, request_id, prompt_tokens,
-                    completion_tokens, cost, error_code, error_message, latency_ms, output, out_kind, out_seq, updated_at, ttft_ms)
-                VALUES(?1, ?2, ?3, 0, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?19)
+                    completion_tokens, cost, error_code, error_message, latency_ms, output, out_kind, out_seq, updated_at, ttft_ms,
+                    cached, saved_tokens, saved_cost)
+                VALUES(?1, ?2, ?3, 0, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?19, ?20, ?21, ?22)
                 ON CONFLICT(custom_id) DO UPDATE SET line=?2, state=?3, body_hash=?4, model=?5, status_code=?6, request_id=?7,
                     prompt_tokens=prompt_tokens+?8, completion_tokens=completion_tokens+?9, cost=cost+?10, error_code=?11,
                     error_message=?12, latency_ms=?13, output=?14, out_kind=?15, out_seq=?16, updated_at=?17,
-                    ambiguous=ambiguous+?18, ttft_ms=?19
+                    ambiguous=ambiguous+?18, ttft_ms=?19, cached=?20, saved_tokens=saved_tokens+?21, saved_cost=saved_cost+?22
                 """),
             requeue: try db.prepare("""
                 INSERT INTO requests(custom_id, line, state, attempts, body_hash, model, error_message, updated_at)
@@ -225,6 +223,7 @@ final class CheckpointWriter: Sendable {
                         r.errorCode.map(SQLiteValue.text) ?? .null, r.errorMessage.map(SQLiteValue.text) ?? .null,
                         r.latencyMs.map(SQLiteValue.double) ?? .null, .text(r.output), .int(r.kind.rawValue), .int(seq), .double(now),
                         .int(attempt?.ambiguous == true ? 1 : 0), r.ttftMs.map(SQLiteValue.double) ?? .null,
+                        .int(r.cached ? 1 : 0), .int(r.savedTokens), .double(r.savedCost),
                     ])
                     if let attempt { try insert(attempt, s) }
                     written.append((seq, r))

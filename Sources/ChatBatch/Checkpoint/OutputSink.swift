@@ -20,6 +20,8 @@ struct StoredLine: Sendable {
     var cost: Double
     var seq: Int
     var ttftMs: Double?
+    /// Answered from the response cache.
+    var cached = false
 }
 
 /// Where committed lines go: the output files. The checkpoint writer calls it on its own queue only,
@@ -69,12 +71,12 @@ extension CheckpointStore {
     func storedLines(_ kind: OutputKind, after seq: Int = 0, inputOrder: Bool = false) throws(ChatBatchError) -> [StoredLine] {
         let orderBy = inputOrder ? "line, out_seq" : "out_seq"
         return try db.query(
-            "SELECT output, attempts, latency_ms, cost, out_seq, ttft_ms FROM requests WHERE out_kind=? AND out_seq>? ORDER BY \(orderBy)",
+            "SELECT output, attempts, latency_ms, cost, out_seq, ttft_ms, \(hasCacheColumns ? "cached" : "0") FROM requests WHERE out_kind=? AND out_seq>? ORDER BY \(orderBy)",
             [.int(kind.rawValue), .int(seq)]
         ).map { row in
             StoredLine(
                 output: row[0].text ?? "{}", attempts: row[1].int ?? 0, latencyMs: row[2].double, cost: row[3].double ?? 0,
-                seq: row[4].int ?? 0, ttftMs: row[5].double)
+                seq: row[4].int ?? 0, ttftMs: row[5].double, cached: row[6].int == 1)
         }
     }
 }

@@ -74,6 +74,10 @@ public struct ChatBatchError: Error, Sendable, CustomStringConvertible {
         case unknownSchema = "unknown_schema"
         case openFailed = "open_failed"
         case sqliteError = "sqlite_error"
+        // The response cache.
+        case badCache = "bad_cache"
+        case badCacheMode = "bad_cache_mode"
+        case badDuration = "bad_duration"
         // Files being written.
         case unwritable = "unwritable"
         case writeFailed = "write_failed"

@@ -15,6 +15,8 @@ struct PreparedRequest: Sendable {
     var responseFormat: JSON? = nil
     /// A previous run died while this prompt was in flight: sending it now may bill it twice.
     var resentAfterCrash = false
+    /// The response cache's key (only with `--cache`).
+    var cacheKey: String? = nil
 }
 
 /// What one input line became.
@@ -156,7 +158,7 @@ struct RequestBuilder: Sendable {
         return .request(PreparedRequest(
             customID: customID, line: raw.number, body: bytes, bodyHash: StableHash.hex(StableHash.of(bytes)),
             model: body["model"]?.stringValue, maxTokens: maxTokens, promptTokens: promptTokens, stream: stream,
-            responseFormat: body["response_format"]))
+            responseFormat: body["response_format"], cacheKey: config.cache == nil ? nil : CacheKey.of(body)))
     }
 
     /// A JSON value as the nested dictionaries and arrays Mustache renders.

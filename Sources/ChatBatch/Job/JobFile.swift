@@ -9,6 +9,7 @@ public enum JobFile {
         "api_key_env", "api_key_file", "headers", "concurrency", "max_attempts", "timeout", "connect_timeout",
         "retry", "grace", "request", "system", "template", "id_field", "prices", "limits", "strict", "stream",
         "summary_json", "retry_invalid", "drop_reasoning", "max_cost", "requests_per_minute", "tokens_per_minute", "adaptive_concurrency", "warmup",
+        "cache", "cache_mode",
     ]
 
     /// Today as `YYYY-MM-DD` (local time): what `{date}` in a job's paths becomes by default.
@@ -83,6 +84,11 @@ public enum JobFile {
         s.checkpoint = try path("checkpoint")
         s.apiKeyFile = try path("api_key_file")
         s.summaryJSON = try path("summary_json")
+        s.cache = try path("cache")
+        if let mode = try string("cache_mode") {
+            guard let m = CacheMode(rawValue: mode) else { throw bad("cache_mode", "must be read-write, read-only or refresh, not '\(mode)'") }
+            s.cacheMode = m
+        }
         if let f = try string("format") {
             guard let format = OutputFormat(rawValue: f) else { throw bad("format", "must be batch or flat") }
             s.format = format

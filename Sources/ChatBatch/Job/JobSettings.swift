@@ -44,6 +44,9 @@ public struct JobSettings: Sendable {
     /// Ask again this many times when a structured answer does not parse or does not fit its schema.
     public var retryInvalid: Int?
     public var dropReasoning: Bool?
+    /// A response cache shared across runs (a SQLite file), and how it is used.
+    public var cache: String?
+    public var cacheMode: CacheMode?
     /// Take only the lines of shard `index` of `count` (0-based): those whose custom_id's FNV-1a 64 hash mod `count` is `index`.
     public var shard: Shard?
 
@@ -59,7 +62,7 @@ public struct JobSettings: Sendable {
         take(\.retryMaxDelay); take(\.grace); take(\.request); take(\.system); take(\.template); take(\.idField)
         take(\.prices); take(\.limits); take(\.strict); take(\.force); take(\.retryFailed); take(\.stream); take(\.summaryJSON)
         take(\.maxCost); take(\.requestsPerMinute); take(\.tokensPerMinute); take(\.adaptiveConcurrency); take(\.warmup)
-        take(\.retryInvalid); take(\.dropReasoning); take(\.shard)
+        take(\.retryInvalid); take(\.dropReasoning); take(\.shard); take(\.cache); take(\.cacheMode)
         return out
     }
 
@@ -102,7 +105,8 @@ public struct JobSettings: Sendable {
             strict: strict ?? false, force: force ?? false, retryFailed: retryFailed ?? false, stream: stream ?? false,
             summaryJSON: summaryJSON, maxCost: maxCost, requestsPerMinute: requestsPerMinute, tokensPerMinute: tokensPerMinute,
             adaptiveConcurrency: adaptiveConcurrency ?? true, warmup: warmup ?? true,
-            retryInvalid: max(0, retryInvalid ?? 0), dropReasoning: dropReasoning ?? false, shard: shard)
+            retryInvalid: max(0, retryInvalid ?? 0), dropReasoning: dropReasoning ?? false, shard: shard,
+            cache: cache, cacheMode: cacheMode ?? .readWrite)
     }
 
     /// `prompts.jsonl` → `prompts.results.jsonl`.
@@ -161,6 +165,8 @@ public struct RunConfiguration: Sendable {
     public var retryInvalid: Int
     public var dropReasoning: Bool
     public var shard: Shard?
+    public var cache: String?
+    public var cacheMode: CacheMode
 
     /// The most a request can answer: its `max_tokens`, or the model's maximum output when it sets none.
     func completionBound(_ maxTokens: Int?) -> Int { maxTokens ?? limits.maxOutputTokens }
@@ -169,6 +175,21 @@ public struct RunConfiguration: Sendable {
     func worstCost(promptTokens: Int, maxTokens: Int?) -> Double {
         prices.cost(prompt: promptTokens, completion: completionBound(maxTokens))
     }
+}
+
+/// How a run uses the response cache (`--cache-mode`).
+public enum CacheMode: String, Sendable, CaseIterable {
+    /// Answer from the cache when it can; store what is sent and succeeds.
+    case readWrite = "read-write"
+    /// Answer from the cache when it can; store nothing.
+    case readOnly = "read-only"
+    /// Send everything, and replace what the cache holds with the new answers.
+    case refresh
+
+    /// Lookups happen (not with refresh).
+    var reads: Bool { self != .refresh }
+    /// New answers are stored.
+    var writes: Bool { self != .readOnly }
 }
 
 /// One of `count` slices of an input, picked by a stable hash of each line's custom_id.

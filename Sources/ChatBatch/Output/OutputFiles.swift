@@ -116,7 +116,7 @@ final class OutputFiles: OutputSink {
             let r = item.record
             buffers[r.kind.rawValue].append(contentsOf: OutputLines.render(
                 kind: r.kind, format: format, canonical: r.output, attempts: r.attempts, latencyMs: r.latencyMs, cost: r.cost,
-                ttftMs: r.ttftMs))
+                ttftMs: r.ttftMs, cached: r.cached))
         }
         for kind in OutputKind.allCases where !buffers[kind.rawValue].isEmpty {
             try Self.writeAll(files[kind.rawValue].fd, buffers[kind.rawValue], path: files[kind.rawValue].path)
@@ -149,6 +149,6 @@ final class OutputFiles: OutputSink {
 extension OutputLines {
     /// The bytes written for a row read back from the checkpoint, newline included.
     static func render(kind: OutputKind, format: OutputFormat, _ line: StoredLine) -> [UInt8] {
-        render(kind: kind, format: format, canonical: line.output, attempts: line.attempts, latencyMs: line.latencyMs, cost: line.cost, ttftMs: line.ttftMs)
+        render(kind: kind, format: format, canonical: line.output, attempts: line.attempts, latencyMs: line.latencyMs, cost: line.cost, ttftMs: line.ttftMs, cached: line.cached)
     }
 }

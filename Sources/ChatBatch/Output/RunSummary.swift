@@ -39,6 +39,12 @@ public struct RunSummary: Sendable {
     public var stopReason: String? = nil
     /// Spend over every run on this checkpoint.
     public var checkpointCost = 0.0
+    /// Lines answered from the response cache (nothing sent), lines sent while the cache was consulted, and
+    /// what the hits would have cost.
+    public var cacheHits = 0
+    public var cacheMisses = 0
+    public var tokensSaved = 0
+    public var costSaved = 0.0
     /// The input was not read: it is unchanged (size, time, hash, settings) since a run that finished every line.
     public var inputUnchanged = false
     /// The run was refused before it started (no key, a busy or foreign checkpoint, `--strict`): nothing was sent.
@@ -66,7 +72,8 @@ public struct RunSummary: Sendable {
             "failures_by_code": .object(failures), "status_counts": .object(statuses), "blocked_models": .object(blockedJSON),
             "concurrency_limit": .int(concurrencyLimit), "lowest_concurrency": .int(lowestConcurrency),
             "warmup_retries": .int(warmupRetries), "invalid_retries": .int(invalidRetries),
-            "input_unchanged": .bool(inputUnchanged), "wall_seconds": .double((wallSeconds * 1000).rounded() / 1000),
+            "cache_hits": .int(cacheHits), "cache_misses": .int(cacheMisses), "tokens_saved": .int(tokensSaved),
+            "cost_saved_usd": .double(costSaved), "input_unchanged": .bool(inputUnchanged), "wall_seconds": .double((wallSeconds * 1000).rounded() / 1000),
             "requests_per_second": .double((requestsPerSecond * 10).rounded() / 10),
         ]
     }
@@ -89,6 +96,9 @@ public struct RunSummary: Sendable {
             lines.append("  refused    \(model): \(reason)")
         }
         if blocked > 0 { lines.append("  not sent   \(blocked) lines for a refused model (in the errors file; --retry-failed sends them again)") }
+        if cacheHits + cacheMisses > 0 {
+            lines.append(String(format: "  cache      %d answered from the cache, %d sent; saved %d tokens, $%.6f", cacheHits, cacheMisses, tokensSaved, costSaved))
+        }
         lines.append("  tokens     \(promptTokens) prompt + \(completionTokens) completion = \(totalTokens)")
         lines.append(String(format: "  cost       $%.6f this run, $%.6f on this checkpoint", cost, checkpointCost))
         lines.append("  requests   \(attempts) attempts, \(retries) retries, \(possiblyBilledTwice) possibly billed twice, \(resentAfterCrash) resent after a crash")

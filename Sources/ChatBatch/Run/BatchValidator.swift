@@ -11,6 +11,8 @@ public struct ValidationReport: Sendable {
     public var changed = 0
     /// Lines a run (or a resume) would still send.
     public var toSend = 0
+    /// Of the lines a run would answer, those the response cache holds (with `--cache`): not sent, not paid.
+    public var cacheHits = 0
     public var promptTokens = 0
     /// `max_tokens` summed over the lines to send (the model's maximum output where a line sets none).
     public var maxCompletionTokens = 0
@@ -22,7 +24,7 @@ public struct ValidationReport: Sendable {
     public var json: JSON {
         [
             "lines": .int(lines), "valid": .int(valid), "invalid": .int(invalid), "already_done": .int(alreadyDone),
-            "already_failed": .int(alreadyFailed), "changed": .int(changed), "to_send": .int(toSend),
+            "already_failed": .int(alreadyFailed), "changed": .int(changed), "to_send": .int(toSend), "cache_hits": .int(cacheHits),
             "estimated_prompt_tokens": .int(promptTokens), "max_completion_tokens": .int(maxCompletionTokens),
             "cost_usd_least": .double(costLeast), "cost_usd_most": .double(costMost),
             "problems": .array(problems.prefix(100).map(JSON.string)),
@@ -35,6 +37,7 @@ public struct ValidationReport: Sendable {
         out.append("lines      \(lines): \(valid) valid, \(invalid) invalid")
         out.append("to send    \(toSend)" + (alreadyDone + alreadyFailed > 0 ? " (\(alreadyDone) already done, \(alreadyFailed) already failed)" : "")
             + (changed > 0 ? ", \(changed) changed since answered (sent only with --force)" : ""))
+        if cacheHits > 0 { out.append("cache      \(cacheHits) more answered from the cache (not sent; the counts below leave them out)") }
         out.append("tokens     about \(promptTokens) prompt, at most \(maxCompletionTokens) completion")
         out.append(String(format: "cost       $%.6f (prompts only) to $%.6f (every answer at max_tokens)", costLeast, costMost))
         return out.joined(separator: "\n")
@@ -51,7 +54,12 @@ public enum BatchValidator {
             _ = try CheckpointStore(path: config.checkpoint, create: false, lock: false)  // refuses foreign or damaged files
             reader = try CheckpointReader(path: config.checkpoint)
         }
-        let feed = try InputFeed(config: config, checkpoint: reader, writer: nil, hasInvalidRows: false)
+        var cache: ResponseCache? = nil
+        if let path = config.cache, config.cacheMode.reads, FileManager.default.fileExists(atPath: path) {
+            cache = try ResponseCache(path: path, create: false)
+        }
+        let feed = try InputFeed(config: config, checkpoint: reader, writer: nil, hasInvalidRows: false, cache: cache)
+        defer { feed.close() }
         var report = ValidationReport()
         while !feed.done {
             let batch = try feed.next(limit: 4096)
@@ -61,6 +69,7 @@ public enum BatchValidator {
             report.alreadyFailed += batch.alreadyFailed
             report.changed += batch.changed
             report.problems += batch.messages
+            report.cacheHits += batch.cached.count
             for r in batch.requests {
                 report.toSend += 1
                 report.promptTokens += r.promptTokens

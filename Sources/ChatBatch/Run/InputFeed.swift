@@ -10,6 +10,10 @@ struct FeedBatch: Sendable {
     var changed = 0
     var endOfInput = false
     var messages: [String] = []
+    /// Requests the response cache answers: not sent.
+    var cached: [(PreparedRequest, CachedAnswer)] = []
+    /// Answers done in the checkpoint but missing from the cache (a run killed before storing them): to store.
+    var backfill: [CacheWriter.Entry] = []
 }
 
 /// Reads the input and decides, line by line, what the run must send: new and pending lines go out;
@@ -26,10 +30,15 @@ final class InputFeed {
     let writer: CheckpointWriter?
     let config: RunConfiguration
     let checkInvalidRows: Bool
+    /// The response cache (nil without `--cache`): looked up unless refreshing, backfilled unless read-only.
+    let cache: ResponseCache?
     var seen = Set<UInt64>()
     var done = false
 
-    init(config: RunConfiguration, checkpoint: CheckpointReader?, writer: CheckpointWriter?, hasInvalidRows: Bool) throws(ChatBatchError) {
+    init(
+        config: RunConfiguration, checkpoint: CheckpointReader?, writer: CheckpointWriter?, hasInvalidRows: Bool, cache: ResponseCache? = nil
+    ) throws(ChatBatchError) {
+        self.cache = cache
         self.config = config
         self.path = config.input
         self.reader = try LineReader(path: config.input)
@@ -40,7 +49,10 @@ final class InputFeed {
     }
 
     /// Closes the checkpoint connection; the feed reads no more.
-    func close() { checkpoint?.close() }
+    func close() {
+        checkpoint?.close()
+        cache?.close()
+    }
 
     /// Reads on until `limit` requests are ready to send or the input ends.
     func next(limit: Int) throws -> FeedBatch {
@@ -78,7 +90,12 @@ final class InputFeed {
                 }
                 seen.insert(h)
                 var request = request
-                if try admit(&request, into: &batch) { batch.requests.append(request) }
+                guard try admit(&request, into: &batch) else { continue }
+                if let cache, config.cacheMode.reads, let key = request.cacheKey, let answer = try cache.lookup(key) {
+                    batch.cached.append((request, answer))
+                } else {
+                    batch.requests.append(request)
+                }
             }
         }
         return batch
@@ -98,7 +115,15 @@ final class InputFeed {
             request.resentAfterCrash = prior.crashResend
             return true
         case .done:
-            if sameBody { batch.alreadyDone += 1; return false }
+            if sameBody {
+                batch.alreadyDone += 1
+                if let cache, config.cacheMode.writes, let key = request.cacheKey, try !cache.contains(key),
+                    let line = try checkpoint?.output(request.customID), let answer = CachedAnswer(resultLine: line)
+                {
+                    batch.backfill.append((key, request.model, answer))
+                }
+                return false
+            }
             if config.force { writer?.submit(.supersede(customID: request.customID)); return true }
             batch.changed += 1
             batch.messages.append("\(path):\(request.line): custom_id '\(request.customID)' was answered before with a different request body; not sent again (pass --force to send it and replace the answer)")

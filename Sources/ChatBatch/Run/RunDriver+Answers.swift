@@ -30,9 +30,13 @@ extension RunDriver {
             requeue(nil, note: nil)
         case .cancelled:
             requeue(effect.attempt, note: "cancelled at shutdown")
-        case .done(let record):
+        case .done(let record, let answer):
             s.summary.done += 1
             writer.submit(.finish(record, attempt: effect.attempt))
+            if let cacheWriter, let key = r.cacheKey, let usage = effect.usage {
+                cacheWriter.submit((key, r.model, CachedAnswer(
+                    body: answer, requestID: record.requestID, promptTokens: usage.promptTokens, completionTokens: usage.completionTokens)))
+            }
         case .askAgain(let again, _, let note):
             s.summary.retries += 1
             s.summary.invalidRetries += 1
@@ -62,6 +66,34 @@ extension RunDriver {
                 if case .refused(let refusal) = outcome { refuseUnsent(held, refusal, &s) }
             }
         }
+    }
+
+    /// A line the response cache answers: written like an answer, marked cached, nothing sent or billed.
+    /// The stored answer goes through the same checks and output as a live one (a streamed request's answer is
+    /// kept reassembled), so its line is byte for byte the line the paid answer got.
+    func answerFromCache(_ request: PreparedRequest, _ answer: CachedAnswer, _ s: inout RunState) {
+        var plain = request
+        plain.stream = false
+        let response = HTTPResponse(
+            status: 200, headers: answer.requestID.map { ["x-tera-request-id": $0] } ?? [:], body: answer.body, failure: nil,
+            firstByteSeconds: 0, totalSeconds: 0)
+        let context = AnswerPolicy.Context(config: config, retry: policy, warmingUp: false, warmupRetries: 0)
+        let effect = AnswerPolicy.effect(of: response, for: ScheduledJob(request: plain), startedAt: 0, context: context, random: &s.random)
+        guard case .done(var record, _) = effect.outcome, let usage = effect.usage else {
+            s.scheduler.enqueue([request])  // a stored answer that no longer passes its checks: ask the provider
+            return
+        }
+        record.promptTokens = 0
+        record.completionTokens = 0
+        record.cost = 0
+        record.cached = true
+        record.savedTokens = usage.promptTokens + usage.completionTokens
+        record.savedCost = usage.cost
+        s.summary.done += 1
+        s.summary.cacheHits += 1
+        s.summary.tokensSaved += record.savedTokens
+        s.summary.costSaved += usage.cost
+        writer.submit(.finish(record, attempt: nil))
     }
 
     func finishFailed(_ record: FinishedRecord, _ attempt: AttemptRecord?, _ s: inout RunState) {

@@ -82,12 +82,12 @@ extension RunDriver {
         }
         s.ended = true
         signalSources.withLock { sources in for source in sources { source.cancel() } }
-        // Off the run queue: ending the writer waits for commits that run on it.
+        // On the input queue (idle by then), so that closing the feed cannot race a read.
         inputQueue.async { self.finish() }
     }
 
     /// Commits what is left, brings the output files up to date, records the run's end and gives up the checkpoint.
-    /// Runs on the input queue (idle by then), since the writer's commits run on the run queue.
+    /// Runs on the input queue.
     func finish() {
         transport.shutdown()
         var s = queue.sync { withState { $0 } }
@@ -97,6 +97,7 @@ extension RunDriver {
         s.summary.concurrencyLimit = s.scheduler.limiter.limit
         s.summary.lowestConcurrency = s.scheduler.limiter.lowest
         feed.withLock { $0.close() }
+        cacheWriter?.close()
         let complete = s.stop == nil && s.summary.changed == 0 && s.inputDone
         let summary = writer.endRun(log: log, fingerprint: complete ? fingerprint : nil, known: finishedInput) { ending in
             var summary = s.summary

@@ -51,6 +51,8 @@ final class RunDriver: Sendable {
     /// finished every line, that run's record: then the input is not read at all.
     let fingerprint: String?
     let finishedInput: CheckpointStore.FinishedInput?
+    /// Stores new answers in the response cache (with `--cache`, unless read-only).
+    let cacheWriter: CacheWriter?
     let started = DispatchTime.now().uptimeNanoseconds
     let queue = DispatchQueue(label: "chatbatch.run")
     let inputQueue = DispatchQueue(label: "chatbatch.input")
@@ -85,12 +87,21 @@ final class RunDriver: Sendable {
         let failureBox = Mutex<(@Sendable (any Error) -> Void)?>(nil)
         let claimsBox = Mutex<(@Sendable ([Int], Bool) -> Void)?>(nil)
         writer = CheckpointWriter(
-            queue: queue, store: store, sink: outputs, runID: opened.runID,
+            store: store, sink: outputs, runID: opened.runID,
             onFailure: { error in failureBox.withLock { $0 }?(error) },
             onClaims: { tokens, committed in claimsBox.withLock { $0 }?(tokens, committed) })
         // A fresh checkpoint holds nothing to look up: the feed then skips the per-line lookups.
         let reader = opened.isEmpty || opened.finishedInput != nil ? nil : try CheckpointReader(path: config.checkpoint)
-        feed = Mutex(try InputFeed(config: config, checkpoint: reader, writer: writer, hasInvalidRows: opened.hasInvalidRows))
+        var cacheReader: ResponseCache? = nil
+        var cacheWriter: CacheWriter? = nil
+        if let path = config.cache {
+            if config.cacheMode.writes {
+                cacheWriter = CacheWriter(cache: try ResponseCache(path: path, create: true), replace: config.cacheMode == .refresh, log: log)
+            }
+            cacheReader = try ResponseCache(path: path, create: true)
+        }
+        self.cacheWriter = cacheWriter
+        feed = Mutex(try InputFeed(config: config, checkpoint: reader, writer: writer, hasInvalidRows: opened.hasInvalidRows, cache: cacheReader))
         transport = CurlTransport(maxConnections: config.concurrency + 8)
         policy = RetryPolicy(baseDelay: config.retryBaseDelay, maxDelay: config.retryMaxDelay)
         state = Mutex(RunState(scheduler: Scheduler(
@@ -182,6 +193,8 @@ final class RunDriver: Sendable {
             s.messagesShown += 1
             if s.messagesShown <= 50 { log(m) } else if s.messagesShown == 51 { log("chatbatch: more input problems; see the errors file") }
         }
+        for (request, answer) in batch.cached { answerFromCache(request, answer, &s) }
+        for entry in batch.backfill { cacheWriter?.submit(entry) }
         s.scheduler.enqueue(batch.requests)
         pump(&s)
     }
@@ -199,6 +212,7 @@ final class RunDriver: Sendable {
                 s.summary.attempts += 1
                 if job.attempt == 1 {
                     s.summary.sent += 1
+                    if config.cache != nil && config.cacheMode.reads { s.summary.cacheMisses += 1 }
                     if job.request.resentAfterCrash { s.summary.resentAfterCrash += 1 }
                 }
                 claims.append(job)

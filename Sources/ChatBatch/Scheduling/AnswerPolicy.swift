@@ -16,8 +16,8 @@ struct AnswerEffect: Sendable {
         case withheld
         /// Stopped by us at shutdown: it may have been on the wire, so its resend counts as possibly billed twice.
         case cancelled
-        /// Answered: the record holds the output line.
-        case done(FinishedRecord)
+        /// Answered: the record holds the output line; `answer` is the body as one line of JSON (for the cache).
+        case done(FinishedRecord, answer: [UInt8])
         /// A structured answer that did not parse or fit its schema, asked again (`--retry-invalid`).
         case askAgain(ScheduledJob, code: String, note: String)
         /// Retryable: send again after `after` seconds; a 429 pauses the whole key (`pauseKey`).
@@ -118,10 +118,13 @@ enum AnswerPolicy {
             let output = r.stream || c.config.dropReasoning
                 ? OutputLines.result(customID: r.customID, status: response.status, requestID: requestID, body: kept).serialized()
                 : OutputLines.result(customID: r.customID, status: response.status, requestID: requestID, rawBody: response.body, parsed: body)
+            let oneLine = !r.stream && !response.body.contains(0x0A) && !response.body.contains(0x0D)
+            let answer = oneLine ? response.body : Array(body.serialized().utf8)
             return effect(.done(FinishedRecord(
                 customID: r.customID, line: r.line, bodyHash: r.bodyHash, model: r.model, state: .done, statusCode: response.status,
                 requestID: requestID, promptTokens: paid.paidPrompt, completionTokens: paid.paidCompletion, cost: paid.paidCost,
-                latencyMs: response.totalSeconds * 1000, ttftMs: ttft, attempts: job.attempt, output: output, kind: .results)), usage: usage)
+                latencyMs: response.totalSeconds * 1000, ttftMs: ttft, attempts: job.attempt, output: output, kind: .results), answer: answer),
+                usage: usage)
         case .retry(var after, let pauseAll, let ambiguous):
             attempt.ambiguous = ambiguous
             let warming = c.warmingUp && (response.status >= 500 || response.failure?.kind == .notSent)

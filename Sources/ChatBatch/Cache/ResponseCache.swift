@@ -1,0 +1,205 @@
+import CSQLite
+import ChatBatchCore
+import Foundation
+
+/// An answer kept in the response cache.
+struct CachedAnswer: Sendable, Equatable {
+    /// The chat.completion body, as one line of JSON (a streamed answer is kept reassembled).
+    var body: [UInt8]
+    /// The provider's request id of the answer that was paid for.
+    var requestID: String?
+    var promptTokens: Int
+    var completionTokens: Int
+}
+
+extension CachedAnswer {
+    /// The answer inside a results line of the batch shape (`response.body`), as the checkpoint keeps it.
+    init?(resultLine: String) {
+        guard let line = try? JSON.parse(resultLine), let response = line["response"], response["status_code"]?.intValue == 200,
+            let body = response["body"], body.objectValue != nil
+        else { return nil }
+        self.init(
+            body: Array(body.serialized().utf8), requestID: response["request_id"]?.stringValue,
+            promptTokens: body["usage"]?["prompt_tokens"]?.intValue ?? 0, completionTokens: body["usage"]?["completion_tokens"]?.intValue ?? 0)
+    }
+}
+
+/// What `chatbatch cache stats` shows.
+public struct CacheStats: Sendable {
+    public var entries = 0
+    public var bytes = 0
+    public var promptTokens = 0
+    public var completionTokens = 0
+    public var oldest: Double? = nil
+    public var newest: Double? = nil
+    public var byModel: [String: Int] = [:]
+
+    public var json: JSON {
+        var models = JSONObject()
+        for k in byModel.keys.sorted() { models[k] = .int(byModel[k]!) }
+        return [
+            "entries": .int(entries), "bytes": .int(bytes), "prompt_tokens": .int(promptTokens), "completion_tokens": .int(completionTokens),
+            "oldest": oldest.map { .string(Self.iso($0)) } ?? .null, "newest": newest.map { .string(Self.iso($0)) } ?? .null,
+            "by_model": .object(models),
+        ]
+    }
+
+    public var text: String {
+        var lines = ["entries    \(entries) answers, \(bytes) bytes of answer bodies"]
+        lines.append("tokens     \(promptTokens) prompt + \(completionTokens) completion paid for once")
+        if let oldest, let newest { lines.append("stored     \(Self.iso(oldest)) to \(Self.iso(newest))") }
+        for (model, n) in byModel.sorted(by: { $0.key < $1.key }) { lines.append("model      \(model): \(n)") }
+        return lines.joined(separator: "\n")
+    }
+
+    static func iso(_ t: Double) -> String { ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: t)) }
+}
+
+/// A SQLite file of successful answers keyed by a hash of their canonical request body, shared by runs and shards.
+///
+/// Several processes may use one file at once: WAL, a busy timeout, and writes retried until they commit.
+/// A file that is not a chatbatch cache, or is damaged, is refused rather than trusted. Each instance is one
+/// connection, used from one queue at a time.
+final class ResponseCache: @unchecked Sendable {
+    // @unchecked Sendable: `db` and `statements` are used from one serial queue at a time (the input queue
+    // for lookups, the cache writer's queue for stores), never from two at once.
+    static let schemaVersion = 1
+    static let applicationID: Int32 = 0x4342_4341  // "CBCA"
+
+    let path: String
+    let db: SQLiteDatabase
+    private var lookupStatement: SQLiteStatement?
+
+    /// Opens the cache at `path` (creating it, owner-only, when `create`), refusing a foreign or damaged file.
+    init(path: String, create: Bool) throws(ChatBatchError) {
+        self.path = path
+        var isDir: ObjCBool = false
+        let exists = FileManager.default.fileExists(atPath: path, isDirectory: &isDir)
+        if isDir.boolValue { throw ChatBatchError(.badCache, "cache \(path) is a directory; pass a file path to --cache") }
+        if !exists && !create { throw ChatBatchError(.badCache, "no cache at \(path)") }
+        switch SQLiteHeader.read(path) {
+        case .notSQLite:
+            throw ChatBatchError(.badCache, "\(path) is not a chatbatch cache (not an SQLite file); refusing to use or overwrite it. Pass another --cache")
+        case .truncated(let size, let recorded):
+            throw ChatBatchError(.badCache, "cache \(path) is damaged (\(size) bytes, records \(recorded)); refusing to trust its answers. Move it away to start a new cache")
+        case nil where exists:
+            throw ChatBatchError(.badCache, "cannot read cache \(path)")
+        default: break
+        }
+        if !exists {
+            let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+            guard fd >= 0 else { throw ChatBatchError(.badCache, "cannot create cache \(path): \(String(cString: strerror(errno)))") }
+            _ = closeFile(fd)
+        }
+        db = try SQLiteDatabase(path: path)
+        sqlite3_busy_timeout(db.handle, 30_000)
+        try prepareSchema()
+    }
+
+    private func prepareSchema() throws(ChatBatchError) {
+        let appID: Int32
+        do {
+            appID = Int32(truncatingIfNeeded: try db.query("PRAGMA application_id").first?.first?.int ?? 0)
+        } catch {
+            throw ChatBatchError(.badCache, "cache \(path) cannot be read (\(error.message)); it is damaged. Move it away to start a new cache")
+        }
+        let tables = try db.query("SELECT count(*) FROM sqlite_master").first?.first?.int ?? 0
+        if tables == 0 && appID == 0 {
+            try db.execute("PRAGMA journal_mode=WAL")
+            try db.execute("""
+                BEGIN IMMEDIATE;
+                CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                CREATE TABLE IF NOT EXISTS answers(
+                    key TEXT PRIMARY KEY,
+                    model TEXT,
+                    body BLOB NOT NULL,
+                    request_id TEXT,
+                    prompt_tokens INTEGER NOT NULL,
+                    completion_tokens INTEGER NOT NULL,
+                    created_at REAL NOT NULL);
+                INSERT OR IGNORE INTO meta VALUES('schema_version', '\(Self.schemaVersion)');
+                PRAGMA application_id=\(Self.applicationID);
+                COMMIT;
+                """)
+        } else if appID != Self.applicationID {
+            throw ChatBatchError(.badCache, "\(path) is an SQLite file of another program, not a chatbatch cache; refusing to touch it. Pass another --cache")
+        }
+        try db.execute("PRAGMA synchronous=NORMAL")
+        let version = Int(try db.query("SELECT value FROM meta WHERE key='schema_version'").first?.first?.text ?? "") ?? 0
+        guard version == Self.schemaVersion else {
+            throw ChatBatchError(.badCache, "cache \(path) has schema version \(version); this chatbatch reads version \(Self.schemaVersion)")
+        }
+    }
+
+    /// The answer stored for `key`, if any.
+    func lookup(_ key: String) throws(ChatBatchError) -> CachedAnswer? {
+        if lookupStatement == nil {
+            lookupStatement = try db.prepare("SELECT body, request_id, prompt_tokens, completion_tokens FROM answers WHERE key=?")
+        }
+        let s = lookupStatement!
+        try s.bind([.text(key)])
+        defer { sqlite3_reset(s.stmt) }
+        guard try s.step() else { return nil }
+        let n = Int(sqlite3_column_bytes(s.stmt, 0))
+        let body = n > 0 ? Array(UnsafeRawBufferPointer(start: sqlite3_column_blob(s.stmt, 0), count: n)) : []
+        return CachedAnswer(body: body, requestID: s.value(1).text, promptTokens: s.value(2).int ?? 0, completionTokens: s.value(3).int ?? 0)
+    }
+
+    /// True when an answer is stored for `key`.
+    func contains(_ key: String) throws(ChatBatchError) -> Bool {
+        !(try db.query("SELECT 1 FROM answers WHERE key=?", [.text(key)]).isEmpty)
+    }
+
+    /// Stores answers in one transaction; `replace` overwrites (refresh), otherwise the first answer stored wins.
+    func store(_ entries: [(key: String, model: String?, answer: CachedAnswer)], replace: Bool) throws(ChatBatchError) {
+        try db.execute("BEGIN IMMEDIATE")
+        do {
+            let insert = try db.prepare((replace ? "INSERT OR REPLACE" : "INSERT OR IGNORE")
+                + " INTO answers(key, model, body, request_id, prompt_tokens, completion_tokens, created_at) VALUES(?, ?, ?, ?, ?, ?, ?)")
+            let now = Date().timeIntervalSince1970
+            for e in entries {
+                try insert.bind([.text(e.key), e.model.map(SQLiteValue.text) ?? .null, .null, e.answer.requestID.map(SQLiteValue.text) ?? .null,
+                                 .int(e.answer.promptTokens), .int(e.answer.completionTokens), .double(now)])
+                _ = e.answer.body.withUnsafeBytes { sqlite3_bind_blob(insert.stmt, 3, $0.baseAddress, Int32($0.count), SQLiteStatement.transient) }
+                while try insert.step() {}
+                sqlite3_reset(insert.stmt)
+            }
+            try db.execute("COMMIT")
+        } catch {
+            try? db.execute("ROLLBACK")
+            throw error
+        }
+    }
+
+    func stats() throws(ChatBatchError) -> CacheStats {
+        var s = CacheStats()
+        if let row = try db.query(
+            "SELECT count(*), coalesce(sum(length(body)),0), coalesce(sum(prompt_tokens),0), coalesce(sum(completion_tokens),0), min(created_at), max(created_at) FROM answers"
+        ).first {
+            s.entries = row[0].int ?? 0
+            s.bytes = row[1].int ?? 0
+            s.promptTokens = row[2].int ?? 0
+            s.completionTokens = row[3].int ?? 0
+            s.oldest = row[4].double
+            s.newest = row[5].double
+        }
+        for row in try db.query("SELECT coalesce(model, '(none)'), count(*) FROM answers GROUP BY 1") { s.byModel[row[0].text ?? ""] = row[1].int ?? 0 }
+        return s
+    }
+
+    /// Deletes answers stored more than `seconds` ago; returns how many.
+    func prune(olderThan seconds: Double) throws(ChatBatchError) -> Int {
+        let before = try db.query("SELECT count(*) FROM answers").first?.first?.int ?? 0
+        try db.query("DELETE FROM answers WHERE created_at < ?", [.double(Date().timeIntervalSince1970 - seconds)])
+        let after = try db.query("SELECT count(*) FROM answers").first?.first?.int ?? 0
+        return before - after
+    }
+
+    func close() {
+        lookupStatement = nil
+        db.close()
+    }
+}
+
+/// The C library's `close`, under a name that instance methods called `close` do not hide.
+private func closeFile(_ fd: Int32) -> Int32 { close(fd) }

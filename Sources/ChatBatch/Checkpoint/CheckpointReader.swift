@@ -1,0 +1,49 @@
+import CSQLite
+import ChatBatchCore
+
+/// What the input reader learns about a custom_id from the checkpoint before sending it.
+struct PriorState: Sendable {
+    var state: RequestState
+    var bodyHash: String
+    var crashResend: Bool
+}
+
+/// A read-only view of the checkpoint for the input reader, on its own connection (WAL lets it read alongside the writer).
+final class CheckpointReader {
+    let db: SQLiteDatabase
+    private var statement: SQLiteStatement?
+
+    init(path: String) throws(ChatBatchError) {
+        db = try SQLiteDatabase(path: path, readOnly: true)
+        statement = try db.prepare("SELECT state, body_hash, crash_resend FROM requests WHERE custom_id=?")
+    }
+
+    /// Closes the connection: the run is over.
+    func close() {
+        statement = nil
+        db.close()
+    }
+
+    /// Runs `body` inside one read transaction, so its lookups share one snapshot and a warm page cache
+    /// (outside one, every lookup after a write by the run starts cold).
+    func batch<T>(_ body: () throws -> T) throws -> T {
+        try db.execute("BEGIN")
+        defer { try? db.execute("COMMIT") }
+        return try body()
+    }
+
+    /// The output line recorded for a finished prompt.
+    func output(_ customID: String) throws(ChatBatchError) -> String? {
+        try db.query("SELECT output FROM requests WHERE custom_id=? AND out_seq IS NOT NULL", [.text(customID)]).first?.first?.text
+    }
+
+    func prior(_ customID: String) throws(ChatBatchError) -> PriorState? {
+        guard let lookup = statement else { return nil }
+        try lookup.bind([.text(customID)])
+        defer { sqlite3_reset(lookup.stmt) }
+        guard try lookup.step() else { return nil }
+        return PriorState(
+            state: RequestState(rawValue: lookup.value(0).text ?? "") ?? .pending,
+            bodyHash: lookup.value(1).text ?? "", crashResend: lookup.value(2).int == 1)
+    }
+}

@@ -1,0 +1,44 @@
+import ChatBatchCore
+
+/// The response cache's key for a request body: a 128-bit hash of its canonical form.
+///
+/// Canonical: object keys sorted at every level, no whitespace, and without `stream` and `stream_options`
+/// (a streamed and a plain request get the same answer). `custom_id` and headers are not in the body.
+enum CacheKey {
+    static func of(_ body: JSON) -> String {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(512)
+        write(body, topLevel: true, to: &bytes)
+        var a = StableHash()
+        a.combine(bytes)
+        // A second, independent 64-bit FNV-1a (another offset basis, the bytes taken from the end) makes 128 bits.
+        var b: UInt64 = 0x6c62_272e_07bb_0142
+        for byte in bytes.reversed() { b = (b ^ UInt64(byte)) &* 0x0000_0100_0000_01B3 }
+        return StableHash.hex(a.value) + StableHash.hex(b)
+    }
+
+    static func write(_ value: JSON, topLevel: Bool = false, to out: inout [UInt8]) {
+        switch value {
+        case .object(let object):
+            out.append(0x7B)
+            var first = true
+            for key in object.keys.sorted() where !(topLevel && (key == "stream" || key == "stream_options")) {
+                if !first { out.append(0x2C) }
+                first = false
+                JSON.string(key).write(to: &out)
+                out.append(0x3A)
+                write(object[key]!, to: &out)
+            }
+            out.append(0x7D)
+        case .array(let items):
+            out.append(0x5B)
+            for (i, item) in items.enumerated() {
+                if i > 0 { out.append(0x2C) }
+                write(item, to: &out)
+            }
+            out.append(0x5D)
+        default:
+            value.write(to: &out)
+        }
+    }
+}
