@@ -9,12 +9,17 @@ enum CacheKey {
         var bytes: [UInt8] = []
         bytes.reserveCapacity(512)
         write(body, topLevel: true, to: &bytes)
-        var a = StableHash()
-        a.combine(bytes)
+        let a = StableHash.of(bytes)
         // A second, independent 64-bit FNV-1a (another offset basis, the bytes taken from the end) makes 128 bits.
         var b: UInt64 = 0x6c62_272e_07bb_0142
-        for byte in bytes.reversed() { b = (b ^ UInt64(byte)) &* 0x0000_0100_0000_01B3 }
-        return StableHash.hex(a.value) + StableHash.hex(b)
+        bytes.withUnsafeBufferPointer { buffer in
+            var i = buffer.count
+            while i > 0 {
+                i -= 1
+                b = (b ^ UInt64(buffer[i])) &* 0x0000_0100_0000_01B3
+            }
+        }
+        return StableHash.hex(a) + StableHash.hex(b)
     }
 
     static func write(_ value: JSON, topLevel: Bool = false, to out: inout [UInt8]) {
