@@ -99,6 +99,9 @@ struct JobOptions: ParsableArguments {
     var cache: String?
     @Option(help: "How the cache is used: read-write (default), read-only (store nothing) or refresh (send everything, replace what is stored).")
     var cacheMode: String?
+    @Option(help: "A CA bundle (PEM) trusted besides the system's, for a gateway with a private CA. SSL_CERT_FILE and CURL_CA_BUNDLE are honoured too.")
+    var caCert: String?
+    @Option(help: "Proxy URL (http://host:port); without it HTTPS_PROXY, https_proxy and NO_PROXY are honoured.") var proxy: String?
     @Flag(help: "Refuse the whole run, before sending anything, if any line is invalid.") var strict = false
     @Flag(help: "Send again lines answered before whose request body changed, replacing their answers.") var force = false
     @Flag(help: "Send again lines that failed in an earlier run, those of a refused model (403/404) included.") var retryFailed = false
@@ -180,6 +183,8 @@ struct JobOptions: ParsableArguments {
         flags.retryInvalid = retryInvalid
         if dropReasoning { flags.dropReasoning = true }
         flags.cache = cache
+        flags.caCert = caCert
+        flags.proxy = proxy
         if let cacheMode {
             guard let m = CacheMode(rawValue: cacheMode) else { throw ValidationError("--cache-mode must be read-write, read-only or refresh") }
             flags.cacheMode = m

@@ -96,32 +96,53 @@ final class ResponseCache: @unchecked Sendable {
         try prepareSchema()
     }
 
+    /// The application id and the number of tables, read in one snapshot (another process may be creating the file).
+    private func identity() throws(ChatBatchError) -> (appID: Int32, tables: Int) {
+        try db.execute("BEGIN")
+        defer { try? db.execute("COMMIT") }
+        let appID = Int32(truncatingIfNeeded: try db.query("PRAGMA application_id").first?.first?.int ?? 0)
+        return (appID, try db.query("SELECT count(*) FROM sqlite_master").first?.first?.int ?? 0)
+    }
+
     private func prepareSchema() throws(ChatBatchError) {
-        let appID: Int32
+        var id: (appID: Int32, tables: Int)
         do {
-            appID = Int32(truncatingIfNeeded: try db.query("PRAGMA application_id").first?.first?.int ?? 0)
+            id = try identity()
         } catch {
             throw ChatBatchError(.badCache, "cache \(path) cannot be read (\(error.message)); it is damaged. Move it away to start a new cache")
         }
-        let tables = try db.query("SELECT count(*) FROM sqlite_master").first?.first?.int ?? 0
-        if tables == 0 && appID == 0 {
+        if id.tables == 0 && id.appID == 0 {
+            // Empty: create it, unless another run did so meanwhile (the check is repeated under the write lock).
             try db.execute("PRAGMA journal_mode=WAL")
-            try db.execute("""
-                BEGIN IMMEDIATE;
-                CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
-                CREATE TABLE IF NOT EXISTS answers(
-                    key TEXT PRIMARY KEY,
-                    model TEXT,
-                    body BLOB NOT NULL,
-                    request_id TEXT,
-                    prompt_tokens INTEGER NOT NULL,
-                    completion_tokens INTEGER NOT NULL,
-                    created_at REAL NOT NULL);
-                INSERT OR IGNORE INTO meta VALUES('schema_version', '\(Self.schemaVersion)');
-                PRAGMA application_id=\(Self.applicationID);
-                COMMIT;
-                """)
-        } else if appID != Self.applicationID {
+            try db.execute("BEGIN IMMEDIATE")
+            do {
+                let appID = Int32(truncatingIfNeeded: try db.query("PRAGMA application_id").first?.first?.int ?? 0)
+                let tables = try db.query("SELECT count(*) FROM sqlite_master").first?.first?.int ?? 0
+                if tables == 0 && appID == 0 {
+                    try db.execute("""
+                        CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                        CREATE TABLE answers(
+                            key TEXT PRIMARY KEY,
+                            model TEXT,
+                            body BLOB NOT NULL,
+                            request_id TEXT,
+                            prompt_tokens INTEGER NOT NULL,
+                            completion_tokens INTEGER NOT NULL,
+                            created_at REAL NOT NULL);
+                        INSERT INTO meta VALUES('schema_version', '\(Self.schemaVersion)');
+                        PRAGMA application_id=\(Self.applicationID);
+                        """)
+                    id = (Self.applicationID, 2)
+                } else {
+                    id = (appID, tables)
+                }
+                try db.execute("COMMIT")
+            } catch {
+                try? db.execute("ROLLBACK")
+                throw error
+            }
+        }
+        guard id.appID == Self.applicationID else {
             throw ChatBatchError(.badCache, "\(path) is an SQLite file of another program, not a chatbatch cache; refusing to touch it. Pass another --cache")
         }
         try db.execute("PRAGMA synchronous=NORMAL")

@@ -6,7 +6,7 @@ public enum RunExit: Int32, Sendable, CaseIterable {
     case doneWithFailures = 1
     /// Bad flags, job file, input (`--strict`, a changed line without `--force`), key or checkpoint.
     case usageOrInput = 2
-    /// Stopped early: the key was refused (401) or the budget cap was reached. Resumable.
+    /// Stopped early: the key (401) or the server's certificate was refused, or the budget cap was reached. Resumable.
     case stoppedEarly = 3
     /// Interrupted (SIGINT/SIGTERM) or an output or checkpoint write failed. Resumable: run the same command again.
     case interrupted = 4
@@ -19,7 +19,7 @@ public enum RunExit: Int32, Sendable, CaseIterable {
         case .allDone: return "all lines done"
         case .doneWithFailures: return "done; some lines failed, or their model was refused (403/404): see the errors file"
         case .usageOrInput: return "usage or input error: bad flags, job file, input (--strict), a changed line without --force, no key, a foreign or damaged checkpoint"
-        case .stoppedEarly: return "stopped early: the key was refused (401) or --max-cost would be passed; resumable"
+        case .stoppedEarly: return "stopped early: the key (401) or the server's TLS certificate was refused, or --max-cost would be passed; resumable"
         case .interrupted: return "interrupted (SIGINT/SIGTERM), or an output or checkpoint write failed (disk full); resumable"
         case .checkpointBusy: return "another run holds the checkpoint"
         }
@@ -78,6 +78,7 @@ public struct ChatBatchError: Error, Sendable, CustomStringConvertible {
         case badCache = "bad_cache"
         case badCacheMode = "bad_cache_mode"
         case badDuration = "bad_duration"
+        case badCACert = "bad_ca_cert"
         // Files being written.
         case unwritable = "unwritable"
         case writeFailed = "write_failed"

@@ -9,7 +9,7 @@ public enum JobFile {
         "api_key_env", "api_key_file", "headers", "concurrency", "max_attempts", "timeout", "connect_timeout",
         "retry", "grace", "request", "system", "template", "id_field", "prices", "limits", "strict", "stream",
         "summary_json", "retry_invalid", "drop_reasoning", "max_cost", "requests_per_minute", "tokens_per_minute", "adaptive_concurrency", "warmup",
-        "cache", "cache_mode",
+        "cache", "cache_mode", "ca_cert", "proxy",
     ]
 
     /// Today as `YYYY-MM-DD` (local time): what `{date}` in a job's paths becomes by default.
@@ -85,6 +85,8 @@ public enum JobFile {
         s.apiKeyFile = try path("api_key_file")
         s.summaryJSON = try path("summary_json")
         s.cache = try path("cache")
+        s.caCert = try path("ca_cert")
+        s.proxy = try string("proxy")
         if let mode = try string("cache_mode") {
             guard let m = CacheMode(rawValue: mode) else { throw bad("cache_mode", "must be read-write, read-only or refresh, not '\(mode)'") }
             s.cacheMode = m

@@ -47,6 +47,9 @@ public struct JobSettings: Sendable {
     /// A response cache shared across runs (a SQLite file), and how it is used.
     public var cache: String?
     public var cacheMode: CacheMode?
+    /// A CA bundle added to the system's, for a private gateway; a proxy URL (else `HTTPS_PROXY` is honoured).
+    public var caCert: String?
+    public var proxy: String?
     /// Take only the lines of shard `index` of `count` (0-based): those whose custom_id's FNV-1a 64 hash mod `count` is `index`.
     public var shard: Shard?
 
@@ -62,7 +65,7 @@ public struct JobSettings: Sendable {
         take(\.retryMaxDelay); take(\.grace); take(\.request); take(\.system); take(\.template); take(\.idField)
         take(\.prices); take(\.limits); take(\.strict); take(\.force); take(\.retryFailed); take(\.stream); take(\.summaryJSON)
         take(\.maxCost); take(\.requestsPerMinute); take(\.tokensPerMinute); take(\.adaptiveConcurrency); take(\.warmup)
-        take(\.retryInvalid); take(\.dropReasoning); take(\.shard); take(\.cache); take(\.cacheMode)
+        take(\.retryInvalid); take(\.dropReasoning); take(\.shard); take(\.cache); take(\.cacheMode); take(\.caCert); take(\.proxy)
         return out
     }
 
@@ -106,7 +109,7 @@ public struct JobSettings: Sendable {
             summaryJSON: summaryJSON, maxCost: maxCost, requestsPerMinute: requestsPerMinute, tokensPerMinute: tokensPerMinute,
             adaptiveConcurrency: adaptiveConcurrency ?? true, warmup: warmup ?? true,
             retryInvalid: max(0, retryInvalid ?? 0), dropReasoning: dropReasoning ?? false, shard: shard,
-            cache: cache, cacheMode: cacheMode ?? .readWrite)
+            cache: cache, cacheMode: cacheMode ?? .readWrite, caCert: caCert, proxy: proxy)
     }
 
     /// `prompts.jsonl` → `prompts.results.jsonl`.
@@ -167,6 +170,8 @@ public struct RunConfiguration: Sendable {
     public var shard: Shard?
     public var cache: String?
     public var cacheMode: CacheMode
+    public var caCert: String?
+    public var proxy: String?
 
     /// The most a request can answer: its `max_tokens`, or the model's maximum output when it sets none.
     func completionBound(_ maxTokens: Int?) -> Int { maxTokens ?? limits.maxOutputTokens }

@@ -60,6 +60,12 @@ extension RunDriver {
         case .stopRun(let reason, let note):
             requeue(effect.attempt, note: note)
             stopRun(.auth(reason), &s)
+        case .stopUnsent(let reason):
+            s.summary.attempts -= 1
+            if job.attempt == 1 { s.summary.sent -= 1 }
+            if config.cache != nil && config.cacheMode.reads && job.attempt == 1 { s.summary.cacheMisses -= 1 }
+            requeue(nil, note: nil)
+            stopRun(.auth(reason), &s)
         }
         if let outcome = effect.probeOutcome {
             for held in s.scheduler.settleModelProbe(job, outcome) {

@@ -13,6 +13,7 @@ import Synchronization
 final class RunDriver: Sendable {
     /// Why a run stopped before its input was done.
     enum Stop: Sendable {
+        /// The key (401) or the server's certificate was refused: nothing else can succeed.
         case auth(String)
         case budget(String)
         case interrupted
@@ -43,6 +44,8 @@ final class RunDriver: Sendable {
     let signalSources = Mutex<[any DispatchSourceSignal]>([])
     let transport: CurlTransport
     let headers: [String]
+    /// TLS trust and proxy for every request.
+    let connection: ConnectionOptions
     let policy: RetryPolicy
     let log: @Sendable (String) -> Void
     let progress: ProgressOptions?
@@ -70,6 +73,9 @@ final class RunDriver: Sendable {
         self.config = config
         self.log = log
         self.progress = progress
+        if let caCert = config.caCert, !FileManager.default.isReadableFile(atPath: caCert) {
+            throw ChatBatchError(.badCACert, "cannot read the CA bundle \(caCert) given with --ca-cert (job key ca_cert)")
+        }
         signal(SIGXFSZ, SIG_IGN)  // a file-size limit must fail a write, not kill the run
         for path in [config.checkpoint, config.output, config.errors] {
             let folder = (path as NSString).deletingLastPathComponent
@@ -104,6 +110,7 @@ final class RunDriver: Sendable {
         feed = Mutex(try InputFeed(config: config, checkpoint: reader, writer: writer, hasInvalidRows: opened.hasInvalidRows, cache: cacheReader))
         transport = CurlTransport(maxConnections: config.concurrency + 8)
         policy = RetryPolicy(baseDelay: config.retryBaseDelay, maxDelay: config.retryMaxDelay)
+        connection = ConnectionOptions.resolve(caCert: config.caCert, proxy: config.proxy, environment: ProcessInfo.processInfo.environment)
         state = Mutex(RunState(scheduler: Scheduler(
             config: config, spent: opened.spent, refusedModels: opened.refusedModels, now: DispatchTime.now().uptimeNanoseconds)))
         var h = ["Content-Type: application/json", "Accept: application/json, text/event-stream", "User-Agent: chatbatch/0.1"]
@@ -262,9 +269,10 @@ final class RunDriver: Sendable {
         let startedAt = Date().timeIntervalSince1970
         transport.submit(jobs.map { job in
             let r = job.request
-            let request = HTTPRequest(
+            var request = HTTPRequest(
                 url: config.endpoint, headers: headers + ["X-Client-Request-Id: \(r.customID)"], body: r.body,
                 connectTimeout: config.connectTimeout, timeout: config.timeout)
+            request.connection = connection
             return (request, { [self] response in completed(job, response, startedAt: startedAt) })
         })
     }

@@ -28,6 +28,8 @@ struct AnswerEffect: Sendable {
         case refuseModel(ModelRefusal, FinishedRecord)
         /// 401: every other request would fail the same way; the run stops, this line stays pending.
         case stopRun(reason: String, note: String)
+        /// The server's TLS certificate was refused before anything was sent: the run stops, nothing counts as sent.
+        case stopUnsent(reason: String)
     }
 
     var outcome: Outcome
@@ -41,7 +43,7 @@ struct AnswerEffect: Sendable {
         switch outcome {
         case .done, .askAgain, .failed: return .answered
         case .refuseModel(let refusal, _): return .refused(refusal)
-        case .withheld, .cancelled, .stopRun: return .unknown
+        case .withheld, .cancelled, .stopRun, .stopUnsent: return .unknown
         case .retry: return nil  // still probing
         }
     }
@@ -138,6 +140,9 @@ enum AnswerPolicy {
         case .fail:
             let server = ServerError(status: response.status, body: response.body)
             return effect(.failed(failedRecord(job, code: errorCode(response), message: server.message, response: response)))
+        case .stopRun where response.failure?.kind == .tlsRefused:
+            let host = URLComponents(string: c.config.endpoint).map { "\($0.host ?? "?")\($0.port.map { ":\($0)" } ?? "")" } ?? c.config.endpoint
+            return effect(.stopUnsent(reason: "\(host): the server's TLS certificate was refused (\(response.failure?.message ?? "")); nothing was sent. If the gateway uses a private CA, pass --ca-cert PATH (job key ca_cert) or set SSL_CERT_FILE or CURL_CA_BUNDLE, then run the same command again"))
         case .stopRun:
             let server = ServerError(status: response.status, body: response.body)
             return effect(.stopRun(

@@ -10,7 +10,7 @@ enum AttemptVerdict: Equatable {
     case retry(after: Double, pauseAll: Bool, ambiguous: Bool)
     /// Never retried: the line goes to the errors file (400 and other 4xx).
     case fail
-    /// 401: every other request would fail the same way; stop the run, leave the rest pending.
+    /// 401, or a refused TLS certificate: every other request would fail the same way; stop the run, leave the rest pending.
     case stopRun
     /// 403/404: this model cannot be used with this key; send nothing more for it, keep its lines pending.
     case blockModel
@@ -24,6 +24,7 @@ struct RetryPolicy: Sendable {
     /// Decides for an attempt; `attempt` is 1 for the first send.
     func verdict(for response: HTTPResponse, attempt: Int, random: inout some RandomNumberGenerator) -> AttemptVerdict {
         if let failure = response.failure {
+            if failure.kind == .tlsRefused { return .stopRun }  // every request would meet the same certificate
             return .retry(after: backoff(attempt, &random), pauseAll: false, ambiguous: failure.kind == .sentNoAnswer)
         }
         let retryAfter = Self.retryAfter(response.headers["retry-after"], now: Date())

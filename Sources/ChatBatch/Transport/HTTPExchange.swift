@@ -9,6 +9,8 @@ struct HTTPRequest: Sendable {
     /// Seconds allowed to connect, and for the whole exchange.
     var connectTimeout: Double
     var timeout: Double
+    /// Trust and proxy for the connection.
+    var connection = ConnectionOptions()
 
     init(url: String, headers: [String], body: [UInt8], connectTimeout: Double = 10, timeout: Double = 300) {
         self.url = url
@@ -16,6 +18,30 @@ struct HTTPRequest: Sendable {
         self.body = body
         self.connectTimeout = connectTimeout
         self.timeout = timeout
+    }
+}
+
+/// Where a run's TLS trust and proxy come from, decided once for every request.
+struct ConnectionOptions: Sendable, Equatable {
+    /// A CA bundle (`CURLOPT_CAINFO`) and a directory of hashed CA certificates (`CURLOPT_CAPATH`).
+    var caInfo: String? = nil
+    var caPath: String? = nil
+    /// An explicit proxy URL; without one libcurl follows `HTTPS_PROXY`/`https_proxy`/`NO_PROXY`.
+    var proxy: String? = nil
+
+    /// `--ca-cert` adds a bundle to the system's CAs (kept through their hashed directory); without it,
+    /// `CURL_CA_BUNDLE`, then `SSL_CERT_FILE` and `SSL_CERT_DIR`, are honoured as the curl tool does.
+    static func resolve(caCert: String?, proxy: String?, environment: [String: String]) -> ConnectionOptions {
+        let environment = environment.filter { !$0.value.isEmpty }  // an empty variable counts as unset
+        var o = ConnectionOptions(proxy: proxy)
+        if let caCert {
+            o.caInfo = caCert
+            o.caPath = environment["SSL_CERT_DIR"] ?? "/etc/ssl/certs"
+        } else {
+            o.caInfo = environment["CURL_CA_BUNDLE"] ?? environment["SSL_CERT_FILE"]
+            o.caPath = environment["SSL_CERT_DIR"]
+        }
+        return o
     }
 }
 
@@ -44,6 +70,9 @@ struct TransportFailure: Error, Sendable, CustomStringConvertible {
         case cancelled
         /// Never handed to libcurl: the run was stopping, or the checkpoint could not record the send.
         case withheld
+        /// The server's TLS certificate was refused before the request went out: nothing was sent, and every
+        /// other request would be refused the same way.
+        case tlsRefused = "tls_refused"
     }
     var kind: Kind
     /// libcurl's error code and message.

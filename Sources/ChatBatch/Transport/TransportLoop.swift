@@ -9,7 +9,11 @@ final class Transfer {
     var response: [UInt8] = []
     var headers: [String: String] = [:]
     var headerList: UnsafeMutablePointer<curl_slist>?
+    /// libcurl's detailed message for a failure (CURLOPT_ERRORBUFFER), e.g. why a certificate was refused.
+    let errorBuffer = UnsafeMutablePointer<CChar>.allocate(capacity: Int(CURL_ERROR_SIZE) + 1)
     let completion: CurlTransport.Completion
+
+    deinit { errorBuffer.deallocate() }
 
     init(easy: UnsafeMutableRawPointer, body: [UInt8], completion: @escaping CurlTransport.Completion) {
         self.easy = easy
@@ -36,6 +40,8 @@ final class TransportLoop {
         multi = curl_multi_init()!
         cb_curl_multi_setopt_long(multi, CURLMOPT_MAXCONNECTS, max(8, maxConnections))
         cb_curl_multi_setopt_long(multi, CURLMOPT_PIPELINING, Int(CURLPIPE_MULTIPLEX))
+        // HTTP/2: as many streams on one connection as the server allows (libcurl's own cap is 100).
+        cb_curl_multi_setopt_long(multi, CURLMOPT_MAX_CONCURRENT_STREAMS, 1000)
         #if os(Linux)
         if eventLoop == .epoll {
             epoll = cb_epoll_create()
@@ -199,6 +205,11 @@ final class TransportLoop {
         cb_curl_easy_setopt_long(easy, CURLOPT_HTTP_VERSION, Int(CURL_HTTP_VERSION_2TLS))
         if request.url.hasPrefix("https:") { cb_curl_easy_setopt_long(easy, CURLOPT_PIPEWAIT, 1) }
         cb_curl_easy_setopt_long(easy, CURLOPT_TCP_KEEPALIVE, 1)
+        transfer.errorBuffer[0] = 0
+        cb_curl_easy_setopt_pointer(easy, CURLOPT_ERRORBUFFER, transfer.errorBuffer)
+        if let caInfo = request.connection.caInfo { cb_curl_easy_setopt_string(easy, CURLOPT_CAINFO, caInfo) }
+        if let caPath = request.connection.caPath { cb_curl_easy_setopt_string(easy, CURLOPT_CAPATH, caPath) }
+        if let proxy = request.connection.proxy { cb_curl_easy_setopt_string(easy, CURLOPT_PROXY, proxy) }
         var list: UnsafeMutablePointer<curl_slist>? = nil
         for header in request.headers { list = curl_slist_append(list, header) }
         list = curl_slist_append(list, "Expect:")
@@ -221,10 +232,18 @@ final class TransportLoop {
         cb_curl_easy_getinfo_off(easy, CURLINFO_TOTAL_TIME_T, &total)
         var failure: TransportFailure? = nil
         if code != CURLE_OK {
-            let message = String(cString: curl_easy_strerror(code))
-            let reached = requestSize > 0 || transfer.sent > 0
-            let neverSent = code == CURLE_COULDNT_CONNECT || code == CURLE_COULDNT_RESOLVE_HOST || code == CURLE_COULDNT_RESOLVE_PROXY
-            failure = TransportFailure(kind: neverSent || !reached ? .notSent : .sentNoAnswer, curlCode: Int(code.rawValue), message: message)
+            let detail = String(cString: transfer.errorBuffer)
+            let message = detail.isEmpty ? String(cString: curl_easy_strerror(code)) : detail
+            // Possibly billed unless it surely never left: once libcurl has read the body, the request may have reached
+            // the server whatever the error says (over HTTP/2 a multiplexed request on a connection that is reset comes
+            // back as "couldn't connect", curl 7, yet the server had it). A connect or resolve failure's header count
+            // is not trusted, since a proxy's CONNECT is counted there.
+            let connectFailure = code == CURLE_COULDNT_CONNECT || code == CURLE_COULDNT_RESOLVE_HOST || code == CURLE_COULDNT_RESOLVE_PROXY
+            let reached = transfer.sent > 0 || (!connectFailure && requestSize > 0)
+            let certificate = [CURLE_PEER_FAILED_VERIFICATION, CURLE_SSL_CERTPROBLEM, CURLE_SSL_CACERT_BADFILE, CURLE_SSL_ISSUER_ERROR,
+                               CURLE_SSL_PINNEDPUBKEYNOTMATCH, CURLE_SSL_INVALIDCERTSTATUS].contains(code)
+            let kind: TransportFailure.Kind = certificate && !reached ? .tlsRefused : (reached ? .sentNoAnswer : .notSent)
+            failure = TransportFailure(kind: kind, curlCode: Int(code.rawValue), message: message)
             status = 0
         }
         if let list = transfer.headerList { curl_slist_free_all(list) }
