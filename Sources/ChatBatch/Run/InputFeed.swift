@@ -30,7 +30,7 @@ final class InputFeed {
     let writer: CheckpointWriter?
     let config: RunConfiguration
     let checkInvalidRows: Bool
-    /// The response cache (nil without `--cache`): looked up unless refreshing, backfilled unless read-only.
+    /// The response cache (nil without `--cache`): looked up unless refreshing; in a run (with a writer), backfilled unless read-only.
     let cache: ResponseCache?
     var seen = Set<UInt64>()
     var done = false
@@ -117,7 +117,7 @@ final class InputFeed {
         case .done:
             if sameBody {
                 batch.alreadyDone += 1
-                if let cache, config.cacheMode.writes, let key = request.cacheKey, try !cache.contains(key),
+                if writer != nil, let cache, config.cacheMode.writes, let key = request.cacheKey, try !cache.contains(key),
                     let line = try checkpoint?.output(request.customID), let answer = CachedAnswer(resultLine: line)
                 {
                     batch.backfill.append((key, request.model, answer))

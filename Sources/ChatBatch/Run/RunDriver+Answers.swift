@@ -25,8 +25,7 @@ extension RunDriver {
         }
         switch effect.outcome {
         case .withheld:
-            s.summary.attempts -= 1
-            if job.attempt == 1 { s.summary.sent -= 1 }
+            unsend(job, &s)
             requeue(nil, note: nil)
         case .cancelled:
             requeue(effect.attempt, note: "cancelled at shutdown")
@@ -61,9 +60,7 @@ extension RunDriver {
             requeue(effect.attempt, note: note)
             stopRun(.auth(reason), &s)
         case .stopUnsent(let reason):
-            s.summary.attempts -= 1
-            if job.attempt == 1 { s.summary.sent -= 1 }
-            if config.cache != nil && config.cacheMode.reads && job.attempt == 1 { s.summary.cacheMisses -= 1 }
+            unsend(job, &s)
             requeue(nil, note: nil)
             stopRun(.auth(reason), &s)
         }
@@ -74,51 +71,52 @@ extension RunDriver {
         }
     }
 
+    /// Takes back what `pump` counted when it let `job` go: it never left (withheld, or refused before sending).
+    func unsend(_ job: ScheduledJob, _ s: inout RunState) {
+        s.summary.attempts -= 1
+        guard job.attempt == 1 else { return }
+        s.summary.sent -= 1
+        if config.cache != nil && config.cacheMode.reads { s.summary.cacheMisses -= 1 }
+    }
+
     /// A line the response cache answers: written like an answer, marked cached, nothing sent or billed.
     /// The stored answer goes through the same checks and output as a live one (a streamed request's answer is
     /// kept reassembled), so its line is byte for byte the line the paid answer got.
     func answerFromCache(_ request: PreparedRequest, _ answer: CachedAnswer, _ s: inout RunState) {
-        // The stored answer passed its checks for this very body (the key covers response_format), and is one
-        // line: its bytes are spliced into the output line as they are, as for a live answer.
+        var record: FinishedRecord
         if !config.dropReasoning && !answer.body.contains(0x0A) && !answer.body.contains(0x0D) {
+            // It passed its checks for this very body (the key covers response_format) and is one line: its bytes
+            // are spliced into the output line as they are, as for a live answer.
             let r = request
-            let saved = config.prices.cost(prompt: answer.promptTokens, completion: answer.completionTokens)
-            var record = FinishedRecord(
+            record = FinishedRecord(
                 customID: r.customID, line: r.line, bodyHash: r.bodyHash, model: r.model, state: .done, statusCode: 200,
                 requestID: answer.requestID, latencyMs: 0, attempts: 0,
                 output: OutputLines.result(customID: r.customID, status: 200, requestID: answer.requestID, rawBody: answer.body, parsed: .null),
                 kind: .results)
-            record.cached = true
-            record.savedTokens = answer.promptTokens + answer.completionTokens
-            record.savedCost = saved
-            s.summary.done += 1
-            s.summary.cacheHits += 1
-            s.summary.tokensSaved += record.savedTokens
-            s.summary.costSaved += saved
-            writer.submit(.finish(record, attempt: nil))
-            return
+        } else {
+            var plain = request
+            plain.stream = false
+            let response = HTTPResponse(
+                status: 200, headers: answer.requestID.map { ["x-tera-request-id": $0] } ?? [:], body: answer.body, failure: nil,
+                firstByteSeconds: 0, totalSeconds: 0)
+            let context = AnswerPolicy.Context(config: config, retry: policy, warmingUp: false, warmupRetries: 0)
+            let effect = AnswerPolicy.effect(of: response, for: ScheduledJob(request: plain), startedAt: 0, context: context, random: &s.random)
+            guard case .done(let checked, _) = effect.outcome else {
+                s.scheduler.enqueue([request])  // a stored answer that no longer passes its checks: ask the provider
+                return
+            }
+            record = checked
+            record.promptTokens = 0
+            record.completionTokens = 0
+            record.cost = 0
         }
-        var plain = request
-        plain.stream = false
-        let response = HTTPResponse(
-            status: 200, headers: answer.requestID.map { ["x-tera-request-id": $0] } ?? [:], body: answer.body, failure: nil,
-            firstByteSeconds: 0, totalSeconds: 0)
-        let context = AnswerPolicy.Context(config: config, retry: policy, warmingUp: false, warmupRetries: 0)
-        let effect = AnswerPolicy.effect(of: response, for: ScheduledJob(request: plain), startedAt: 0, context: context, random: &s.random)
-        guard case .done(var record, _) = effect.outcome, let usage = effect.usage else {
-            s.scheduler.enqueue([request])  // a stored answer that no longer passes its checks: ask the provider
-            return
-        }
-        record.promptTokens = 0
-        record.completionTokens = 0
-        record.cost = 0
         record.cached = true
-        record.savedTokens = usage.promptTokens + usage.completionTokens
-        record.savedCost = usage.cost
+        record.savedTokens = answer.promptTokens + answer.completionTokens
+        record.savedCost = config.prices.cost(prompt: answer.promptTokens, completion: answer.completionTokens)
         s.summary.done += 1
         s.summary.cacheHits += 1
         s.summary.tokensSaved += record.savedTokens
-        s.summary.costSaved += usage.cost
+        s.summary.costSaved += record.savedCost
         writer.submit(.finish(record, attempt: nil))
     }
 

@@ -40,7 +40,7 @@ enum ModelProbeOutcome: Sendable {
 /// passed in by the caller, so tests drive it with a fake clock.
 struct Scheduler: Sendable {
     /// What `next(now:)` says to do.
-    enum Decision: Sendable, Equatable {
+    enum Decision: Sendable {
         /// Send this job now (it is counted in flight).
         case send(ScheduledJob)
         /// Do not send this job: its model was refused. Write it to the errors file.
@@ -241,11 +241,5 @@ struct Scheduler: Sendable {
             return jobs
         }
         return []
-    }
-}
-
-extension ScheduledJob: Equatable {
-    static func == (a: ScheduledJob, b: ScheduledJob) -> Bool {
-        a.request.customID == b.request.customID && a.attempt == b.attempt
     }
 }
