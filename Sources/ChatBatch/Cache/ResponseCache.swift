@@ -97,9 +97,8 @@ final class ResponseCache: @unchecked Sendable {
     }
 
     /// The application id and the number of tables, read in one snapshot (another process may be creating the file).
+    /// Call inside a transaction.
     private func identity() throws(ChatBatchError) -> (appID: Int32, tables: Int) {
-        try db.execute("BEGIN")
-        defer { try? db.execute("COMMIT") }
         let appID = Int32(truncatingIfNeeded: try db.query("PRAGMA application_id").first?.first?.int ?? 0)
         return (appID, try db.query("SELECT count(*) FROM sqlite_master").first?.first?.int ?? 0)
     }
@@ -107,6 +106,8 @@ final class ResponseCache: @unchecked Sendable {
     private func prepareSchema() throws(ChatBatchError) {
         var id: (appID: Int32, tables: Int)
         do {
+            try db.execute("BEGIN")
+            defer { try? db.execute("COMMIT") }
             id = try identity()
         } catch {
             throw ChatBatchError(.badCache, "cache \(path) cannot be read (\(error.message)); it is damaged. Move it away to start a new cache")
@@ -116,9 +117,8 @@ final class ResponseCache: @unchecked Sendable {
             try db.execute("PRAGMA journal_mode=WAL")
             try db.execute("BEGIN IMMEDIATE")
             do {
-                let appID = Int32(truncatingIfNeeded: try db.query("PRAGMA application_id").first?.first?.int ?? 0)
-                let tables = try db.query("SELECT count(*) FROM sqlite_master").first?.first?.int ?? 0
-                if tables == 0 && appID == 0 {
+                let current = try identity()
+                if current.tables == 0 && current.appID == 0 {
                     try db.execute("""
                         CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
                         CREATE TABLE answers(
@@ -134,7 +134,7 @@ final class ResponseCache: @unchecked Sendable {
                         """)
                     id = (Self.applicationID, 2)
                 } else {
-                    id = (appID, tables)
+                    id = current
                 }
                 try db.execute("COMMIT")
             } catch {
