@@ -93,7 +93,18 @@ final class ResponseCache: @unchecked Sendable {
         }
         db = try SQLiteDatabase(path: path)
         sqlite3_busy_timeout(db.handle, 30_000)
-        try prepareSchema()
+        // Another run may be creating the same file right now: switching an empty file to WAL needs an exclusive
+        // lock that SQLite does not always wait for, so a busy answer is tried again for a few seconds.
+        var attempt = 0
+        while true {
+            do {
+                try prepareSchema()
+                break
+            } catch where error.code == .checkpointBusy && attempt < 100 {
+                attempt += 1
+                usleep(50_000)
+            }
+        }
     }
 
     /// The application id and the number of tables, read in one snapshot (another process may be creating the file).
