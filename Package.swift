@@ -29,6 +29,8 @@ let package = Package(
         ),
         // Shared by the runner and the fake gateway: the JSON value type and small helpers.
         .target(name: "ChatBatchCore"),
+        // POSIX calls Swift cannot make directly (the terminal's width).
+        .target(name: "CTerminal"),
         .target(
             name: "ChatBatch",
             dependencies: [
@@ -49,7 +51,7 @@ let package = Package(
         .executableTarget(
             name: "chatbatch",
             dependencies: [
-                "ChatBatch", "FakeGateway",
+                "ChatBatch", "FakeGateway", "CTerminal",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

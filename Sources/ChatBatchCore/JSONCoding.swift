@@ -15,6 +15,18 @@ extension JSON {
         }
     }
 
+    /// Parses like `parse`, but keeps what cannot be decoded instead of refusing the document: invalid UTF-8
+    /// and unpaired surrogate escapes in strings become U+FFFD. `repaired` says whether anything was replaced.
+    public static func parseRepairing<C: Collection>(_ bytes: C) throws(JSONParseError) -> (value: JSON, repaired: Bool) where C.Element == UInt8 {
+        let array = Array(bytes)
+        return try array.withUnsafeBufferPointer { buffer throws(JSONParseError) -> (value: JSON, repaired: Bool) in
+            var parser = JSONParser(bytes: buffer)
+            parser.repairs = true
+            let value = try parser.parseDocument()
+            return (value, parser.repaired)
+        }
+    }
+
     /// Parses one JSON document from a string.
     public static func parse(_ text: String) throws(JSONParseError) -> JSON {
         try parse(Array(text.utf8))
@@ -98,6 +110,9 @@ struct JSONParser {
     let bytes: UnsafeBufferPointer<UInt8>
     var i = 0
     var depth = 0
+    /// Replace invalid UTF-8 and unpaired surrogates with U+FFFD instead of failing; `repaired` records that it happened.
+    var repairs = false
+    var repaired = false
 
     init(bytes: UnsafeBufferPointer<UInt8>) { self.bytes = bytes }
 
@@ -250,15 +265,16 @@ struct JSONParser {
         let raw = UnsafeBufferPointer(rebasing: bytes[start..<i])
         i += 1
         if hasNonASCII {
-            guard let _ = String(validating: raw, as: UTF8.self) else {
-                throw JSONParseError(offset: start, reason: "invalid UTF-8 in a string")
+            if String(validating: raw, as: UTF8.self) == nil {
+                guard repairs else { throw JSONParseError(offset: start, reason: "invalid UTF-8 in a string") }
+                repaired = true
             }
         }
         if !hasEscape { return String(decoding: raw, as: UTF8.self) }
         return try unescape(raw, base: start)
     }
 
-    func unescape(_ raw: UnsafeBufferPointer<UInt8>, base: Int) throws(JSONParseError) -> String {
+    mutating func unescape(_ raw: UnsafeBufferPointer<UInt8>, base: Int) throws(JSONParseError) -> String {
         var out = [UInt8]()
         out.reserveCapacity(raw.count)
         var k = 0
@@ -299,15 +315,19 @@ struct JSONParser {
                 k += 4
                 if scalar >= 0xD800 && scalar < 0xDC00 {
                     // High surrogate: a low one must follow.
-                    guard k + 6 <= raw.count, raw[k] == UInt8(ascii: "\\"), raw[k + 1] == UInt8(ascii: "u") else {
-                        throw bad("unpaired surrogate in \\u escape")
+                    let low: UInt32? = k + 6 <= raw.count && raw[k] == UInt8(ascii: "\\") && raw[k + 1] == UInt8(ascii: "u") ? try hex4(k + 2) : nil
+                    if let low, low >= 0xDC00 && low < 0xE000 {
+                        scalar = 0x10000 + ((scalar - 0xD800) << 10) + (low - 0xDC00)
+                        k += 6
+                    } else {
+                        guard repairs else { throw bad("unpaired surrogate in \\u escape") }
+                        repaired = true
+                        scalar = 0xFFFD
                     }
-                    let low = try hex4(k + 2)
-                    guard low >= 0xDC00 && low < 0xE000 else { throw bad("unpaired surrogate in \\u escape") }
-                    scalar = 0x10000 + ((scalar - 0xD800) << 10) + (low - 0xDC00)
-                    k += 6
                 } else if scalar >= 0xDC00 && scalar < 0xE000 {
-                    throw bad("unpaired surrogate in \\u escape")
+                    guard repairs else { throw bad("unpaired surrogate in \\u escape") }
+                    repaired = true
+                    scalar = 0xFFFD
                 }
                 guard let u = Unicode.Scalar(scalar) else { throw bad("invalid \\u escape") }
                 out.append(contentsOf: Array(String(Character(u)).utf8))

@@ -36,6 +36,12 @@ public struct FakeGatewayConfiguration: Sendable {
     public var stallRate = 0.0
     /// The Retry-After value, in seconds, sent with 429s; nil sends none.
     public var retryAfterSeconds: Int? = 1
+    /// Sent as the Retry-After header of every 429 instead of `retryAfterSeconds`, as it is (`inf`, `1.5`, an HTTP date).
+    public var retryAfterText: String? = nil
+    /// A 401 quotes the key it was given in its message, as some servers do.
+    public var echoKeyInErrors = false
+    /// Answers carry no `usage` (and streams no usage chunk), as some servers do.
+    public var omitUsage = false
     /// Every request is 503 for this many seconds after the gateway was idle `idleSeconds` or more.
     public var coldStartSeconds = 0.0
     public var idleSeconds = 60.0
@@ -69,6 +75,26 @@ public enum ScriptedAction: String, Sendable, CaseIterable {
     case badJSON = "badjson"
     /// A 200 whose content is valid JSON that does not satisfy the requested schema (`{}`).
     case mismatch
+    case requestTimeout = "408"
+    case overloaded = "529"
+    /// A 200 chat.completion with an empty `choices`.
+    case noChoices = "nochoices"
+    /// A 200 whose body is `{"error": …}`.
+    case errorIn200 = "error200"
+    /// A stream that carries an `error` event, then `[DONE]` (a 200 with an error body when not streamed).
+    case errorInStream = "sseerror"
+    /// A plain chat.completion JSON even when the request asked to stream (a server ignoring `stream`).
+    case plainJSON = "plainjson"
+    /// A 200 whose body is an HTML page.
+    case html
+    /// The answer encoded with `Content-Encoding: gzip`.
+    case gzip
+    /// Content holding bytes that are not UTF-8.
+    case badUTF8 = "badutf8"
+    /// Content holding an unpaired surrogate escape (`\ud800`).
+    case loneSurrogate = "surrogate"
+    /// An answer without `usage`.
+    case noUsage = "nousage"
 
     /// Parses a script such as `a=429,429,ok;b=reset` (custom id, then one action per attempt).
     public static func parseScript(_ text: String) throws(FakeGatewayError) -> [String: [ScriptedAction]] {

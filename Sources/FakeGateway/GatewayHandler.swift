@@ -64,7 +64,7 @@ final class GatewayHandler: ChannelInboundHandler {
         let keepAlive = head.isKeepAlive
 
         // The ledger entry is written before the answer leaves, so a client that has its answer finds it there.
-        func fail(_ answer: GatewayErrorAnswer, retryAfter: Int? = nil) {
+        func fail(_ answer: GatewayErrorAnswer, retryAfter: String? = nil) {
             entry.status = answer.status
             entry.respondedAt = GatewayState.now()
             let e = entry
@@ -109,7 +109,10 @@ final class GatewayHandler: ChannelInboundHandler {
             return fail(.notFound)
         }
         guard head.method == .POST else { return fail(.notFound) }
-        guard let key = authorizedKey(head) else { return fail(.unauthorized) }
+        guard let key = authorizedKey(head) else {
+            let presented = head.headers.first(name: "authorization").map { String($0.dropFirst("Bearer ".count)) } ?? ""
+            return fail(config.echoKeyInErrors ? .unauthorized(echoing: presented) : .unauthorized)
+        }
         let request: JSON
         do {
             request = try JSON.parse(body)
@@ -145,6 +148,7 @@ final class GatewayHandler: ChannelInboundHandler {
         case .answer(let corrupt):
             if corrupt == .badJSON { answer.content = String((answer.content ?? "{}").prefix(9)) }
             if corrupt == .mismatch { answer.content = "{}" }
+            let includeUsage = !config.omitUsage && corrupt != .noUsage && request["stream_options"]?["include_usage"]?.boolValue == true
             entry.outcome = "ok"
             entry.status = 200
             open = Open(key: key, entry: entry, scheduled: nil)
@@ -152,13 +156,20 @@ final class GatewayHandler: ChannelInboundHandler {
                 id: "chatcmpl-" + requestID, model: model, created: Int(receivedAt), reasoningField: config.reasoningField)
             let delay = core.state.latencyNanoseconds(completionTokens: answer.completionTokens)
             let respond = { [self] in
-                if stream {
-                    let includeUsage = request["stream_options"]?["include_usage"]?.boolValue == true
+                if let corrupt, let raw = FaultyAnswer.make(
+                    corrupt, shapes: shapes, answer: answer, stream: stream, includeUsage: includeUsage, omitUsage: config.omitUsage)
+                {
+                    finishOpen()
+                    sendRaw(context: context, status: raw.status, contentType: raw.contentType, extra: raw.headers, body: raw.body,
+                            requestID: requestID, keepAlive: keepAlive)
+                } else if stream {
                     startStream(context: context, events: shapes.chunks(answer, includeUsage: includeUsage),
                                 requestID: requestID, keepAlive: keepAlive)
                 } else {
                     finishOpen()
-                    sendJSON(context: context, status: 200, body: shapes.completion(answer), requestID: requestID, keepAlive: keepAlive)
+                    var body = shapes.completion(answer)
+                    if config.omitUsage || corrupt == .noUsage { body["usage"] = nil }
+                    sendJSON(context: context, status: 200, body: body, requestID: requestID, keepAlive: keepAlive)
                 }
             }
             if delay > 0 {
@@ -215,12 +226,19 @@ final class GatewayHandler: ChannelInboundHandler {
         return h
     }
 
-    func sendJSON(context: ChannelHandlerContext, status: Int, body: JSON, requestID: String, keepAlive: Bool, retryAfter: Int? = nil) {
+    func sendJSON(context: ChannelHandlerContext, status: Int, body: JSON, requestID: String, keepAlive: Bool, retryAfter: String? = nil) {
         var bytes = [UInt8]()
         body.write(to: &bytes)
-        var h = headers(requestID: requestID, contentType: "application/json", keepAlive: keepAlive)
+        sendRaw(context: context, status: status, contentType: "application/json", extra: retryAfter.map { [("retry-after", $0)] } ?? [],
+                body: bytes, requestID: requestID, keepAlive: keepAlive)
+    }
+
+    func sendRaw(
+        context: ChannelHandlerContext, status: Int, contentType: String, extra: [(String, String)], body bytes: [UInt8], requestID: String, keepAlive: Bool
+    ) {
+        var h = headers(requestID: requestID, contentType: contentType, keepAlive: keepAlive)
         h.add(name: "content-length", value: String(bytes.count))
-        if let retryAfter { h.add(name: "retry-after", value: String(retryAfter)) }
+        for (name, value) in extra { h.add(name: name, value: value) }
         let head = HTTPResponseHead(version: .http1_1, status: HTTPResponseStatus(statusCode: status), headers: h)
         context.write(wrapOutboundOut(.head(head)), promise: nil)
         context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: bytes)))), promise: nil)

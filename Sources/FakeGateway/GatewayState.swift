@@ -6,7 +6,7 @@ import Synchronization
 enum Admission: Sendable, Equatable {
     /// Answer; `corrupt` is badjson or mismatch when a script asks for a bad structured answer.
     case answer(corrupt: ScriptedAction?)
-    case fail(status: Int, retryAfter: Int?)
+    case fail(status: Int, retryAfter: String?)
     case reset
     case stall
 }
@@ -66,13 +66,15 @@ final class GatewayState: Sendable {
             if let action = attemptAction {
                 switch action {
                 case .ok: break
-                case .rateLimited: return .fail(status: 429, retryAfter: config.retryAfterSeconds)
+                case .rateLimited: return .fail(status: 429, retryAfter: retryAfter(config.retryAfterSeconds))
                 case .serverError: return .fail(status: 500, retryAfter: nil)
                 case .unavailable: return .fail(status: 503, retryAfter: nil)
                 case .badRequest: return .fail(status: 400, retryAfter: nil)
+                case .requestTimeout: return .fail(status: 408, retryAfter: nil)
+                case .overloaded: return .fail(status: 529, retryAfter: nil)
                 case .reset: s.keys[key, default: KeyState()].inflight += 1; return .reset
                 case .stall: s.keys[key, default: KeyState()].inflight += 1; return .stall
-                case .badJSON, .mismatch: s.keys[key, default: KeyState()].inflight += 1; return .answer(corrupt: action)
+                default: s.keys[key, default: KeyState()].inflight += 1; return .answer(corrupt: action)
                 }
             } else {
                 if now < s.coldUntil { return .fail(status: 503, retryAfter: nil) }
@@ -80,21 +82,21 @@ final class GatewayState: Sendable {
             var k = s.keys[key, default: KeyState(tokens: config.tokensPerSecondPerKey ?? 0, lastRefill: now)]
             defer { s.keys[key] = k }
             if let limit = config.maxInflightPerKey, k.inflight >= limit {
-                return .fail(status: 429, retryAfter: config.retryAfterSeconds ?? 1)
+                return .fail(status: 429, retryAfter: retryAfter(config.retryAfterSeconds ?? 1))
             }
             if let rate = config.tokensPerSecondPerKey {
                 k.tokens = min(rate, k.tokens + (now - k.lastRefill) * rate)
                 k.lastRefill = now
                 if k.tokens < Double(estimatedTokens) && k.tokens < rate {
                     let wait = Int(((Double(estimatedTokens) - k.tokens) / rate).rounded(.up))
-                    return .fail(status: 429, retryAfter: max(1, wait))
+                    return .fail(status: 429, retryAfter: retryAfter(max(1, wait)))
                 }
                 k.tokens -= Double(estimatedTokens)
             }
             if attemptAction == nil {
                 let roll = Double(s.rng.next() % 1_000_000) / 1_000_000
                 var edge = config.fail429Rate
-                if roll < edge { return .fail(status: 429, retryAfter: config.retryAfterSeconds) }
+                if roll < edge { return .fail(status: 429, retryAfter: retryAfter(config.retryAfterSeconds)) }
                 edge += config.fail500Rate
                 if roll < edge { return .fail(status: 500, retryAfter: nil) }
                 edge += config.fail503Rate
@@ -108,6 +110,9 @@ final class GatewayState: Sendable {
             return .answer(corrupt: nil)
         }
     }
+
+    /// The Retry-After header of a 429: the configured text when set, else the seconds.
+    func retryAfter(_ seconds: Int?) -> String? { config.retryAfterText ?? seconds.map(String.init) }
 
     /// Frees the in-flight slot an admitted request held.
     func release(key: String) {

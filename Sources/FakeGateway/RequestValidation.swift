@@ -14,6 +14,10 @@ struct GatewayErrorAnswer: Sendable, Equatable {
     }
     static let unauthorized = Self(
         status: 401, type: "authentication_error", code: "invalid_api_key", message: "Missing or invalid API key.")
+    /// A 401 that quotes the key it was given, as some servers do.
+    static func unauthorized(echoing key: String) -> Self {
+        .init(status: 401, type: "authentication_error", code: "invalid_api_key", message: "Incorrect API key provided: \(key).")
+    }
     static func forbidden(_ message: String) -> Self {
         .init(status: 403, type: "permission_error", code: "model_not_permitted", message: message)
     }
@@ -34,6 +38,8 @@ struct GatewayErrorAnswer: Sendable, Equatable {
         case 429: return .rateLimited
         case 500: return .serverError
         case 503: return .unavailable
+        case 408: return Self(status: 408, type: "timeout_error", code: "request_timeout", message: "The request timed out.")
+        case 529: return Self(status: 529, type: "overloaded_error", code: "overloaded", message: "The service is overloaded.")
         default: return .invalid("Scripted bad request.")
         }
     }

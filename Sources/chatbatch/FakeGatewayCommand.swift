@@ -12,7 +12,7 @@ struct FakeGatewayCommand: ParsableCommand {
 
             SIGTERM or SIGINT stops it: the listener closes, requests in flight get up to 1 s to be answered (the rest are dropped and recorded as billed), the --ledger file is flushed, and it exits 0. A second signal exits at once (128 + the signal).
 
-            Failure rates are probabilities per request (0.05 = 5%). A script fixes what given custom_ids (sent as X-Client-Request-Id) get, attempt by attempt: --script 'a=429,429,ok;b=reset'. Actions: ok, 429, 500, 503, 400, reset, stall, badjson, mismatch.
+            Failure rates are probabilities per request (0.05 = 5%). A script fixes what given custom_ids (sent as X-Client-Request-Id) get, attempt by attempt: --script 'a=429,429,ok;b=reset'. Actions: \(ScriptedAction.allCases.map(\.rawValue).joined(separator: ", ")).
             """)
 
     @Option(help: "Port to listen on; 0 picks a free one.") var port = 0
@@ -36,6 +36,9 @@ struct FakeGatewayCommand: ParsableCommand {
     @Option(help: "Rate of connections closed after the request was read (billed, no answer).") var reset = 0.0
     @Option(help: "Rate of requests never answered (billed).") var stall = 0.0
     @Option(help: "Retry-After seconds sent with 429s; -1 sends none.") var retryAfter = 1
+    @Option(help: "Send this text as the Retry-After of every 429 instead (inf, 1.5, an HTTP date).") var retryAfterText: String?
+    @Flag(help: "A 401 quotes the key it was given in its message.") var echoKey = false
+    @Flag(help: "Answers carry no usage.") var omitUsage = false
     @Option(help: "Seconds of 503s after an idle spell (cold start).") var coldStart = 0.0
     @Option(help: "Idle seconds after which the backend is cold again.") var idleAfter = 60.0
     @Option(help: "Per-key limit of requests in flight; more get 429.") var maxInflight: Int?
@@ -65,6 +68,9 @@ struct FakeGatewayCommand: ParsableCommand {
         c.resetRate = reset
         c.stallRate = stall
         c.retryAfterSeconds = retryAfter < 0 ? nil : retryAfter
+        c.retryAfterText = retryAfterText
+        c.echoKeyInErrors = echoKey
+        c.omitUsage = omitUsage
         c.coldStartSeconds = coldStart
         c.idleSeconds = idleAfter
         c.maxInflightPerKey = maxInflight
@@ -85,7 +91,7 @@ struct FakeGatewayCommand: ParsableCommand {
         fflush(nil)
         var received: Int32 = 0
         sigwait(&stopSignals, &received)
-        FileHandle.standardError.write(Data("fake-gateway: stopping: no new connections, up to 1 s for answers in flight; signal again to exit at once\n".utf8))
+        Stream.write("fake-gateway: stopping: no new connections, up to 1 s for answers in flight; signal again to exit at once\n")
         let mask = stopSignals
         let second = Thread {
             var waitFor = mask

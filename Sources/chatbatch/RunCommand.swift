@@ -41,7 +41,7 @@ struct RunCommand: ParsableCommand {
             settings.baseURL = settings.provider == .tir ? g.rootURL : g.baseURL
             keyOverride = c.apiKeys[0]
             gateway = g
-            if !quiet { FileHandle.standardError.write(Data("chatbatch: fake gateway on \(g.baseURL)\n".utf8)) }
+            if !quiet { Stream.write("chatbatch: fake gateway on \(g.baseURL)\n") }
         }
         let config = try settings.resolve()
         let output = try RunOutput(quiet: quiet, logFile: logFile)
@@ -106,6 +106,12 @@ struct JobOptions: ParsableArguments {
     @Flag(help: "Send again lines answered before whose request body changed, replacing their answers.") var force = false
     @Flag(help: "Send again lines that failed in an earlier run, those of a refused model (403/404) included.") var retryFailed = false
     @Flag(help: "Stream every request (stream: true) and reassemble the answers.") var stream = false
+    @Flag(help: "Allow sending the API key over plain http to a host that is not this machine (refused otherwise).") var allowHttp = false
+    @Flag(help: "Replace existing output files that this checkpoint did not write (refused otherwise).") var overwrite = false
+    @Option(help: "Seconds one pause of the whole key (Retry-After) may last before the run stops, resumable (default 300).")
+    var maxWait: Double?
+    @Option(help: "Seconds the endpoint may stay unreachable (refused connections, failed lookups) before the run stops, resumable (default 600).")
+    var outageBudget: Double?
 
     /// The job file (if SOURCE is one) overridden by the flags.
     func jobSettings() throws -> JobSettings {
@@ -182,6 +188,10 @@ struct JobOptions: ParsableArguments {
         if noWarmup { flags.warmup = false }
         flags.retryInvalid = retryInvalid
         if dropReasoning { flags.dropReasoning = true }
+        if allowHttp { flags.allowHTTP = true }
+        if overwrite { flags.overwrite = true }
+        flags.maxWait = maxWait
+        flags.outageBudget = outageBudget
         flags.cache = cache
         flags.caCert = caCert
         flags.proxy = proxy

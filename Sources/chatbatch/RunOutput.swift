@@ -1,35 +1,49 @@
+import CTerminal
 import ChatBatch
 import Foundation
 import Logging
 import Synchronization
 
-/// Where a run's messages and progress go: a redrawn line on a terminal, or swift-log lines otherwise.
+/// Writes to a file descriptor and ignores failures: a full disk or a closed pipe under a log must never stop
+/// or crash a run (`FileHandle.write` traps on them).
+enum Stream {
+    static func write(_ text: String, to fd: Int32 = 2) {
+        var bytes = Array(text.utf8)
+        var offset = 0
+        while offset < bytes.count {
+            let n = bytes.withUnsafeMutableBytes { Glibc.write(fd, $0.baseAddress! + offset, $0.count - offset) }
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { return }
+            offset += n
+        }
+    }
+}
+
+/// Where a run's messages and progress go: a redrawn line on a terminal, or log lines otherwise.
 struct RunOutput: Sendable {
     let terminal: Bool
     let quiet: Bool
     let logger: Logger
 
-    /// Terminal mode when stderr is a terminal and no log file is set; swift-log to stderr or the log file otherwise.
+    /// Terminal mode when stderr is a terminal and no log file is set; log lines to stderr or the log file otherwise.
     init(quiet: Bool, logFile: String?) throws {
         self.quiet = quiet
         terminal = logFile == nil && isatty(2) == 1
-        var handler: any LogHandler = StreamLogHandler.standardError(label: "chatbatch")
-        if let logFile {
-            handler = try FileLogHandler(path: logFile)
-        }
+        let handler = try LineLogHandler(path: logFile)
         logger = Logger(label: "chatbatch", factory: { _ in handler })
     }
 
     /// A message from the run (an invalid line, a warning, a stop).
     func message(_ text: String) {
         if terminal {
-            FileHandle.standardError.write(Data(("\r\u{1B}[2K" + text + "\n").utf8))
+            Stream.write("\r\u{1B}[2K" + text + "\n")
         } else {
-            logger.notice("\(text)")
+            logger.notice("\(LineLogHandler.unprefixed(text))")
         }
     }
 
-    /// Progress: redrawn in place on a terminal (at most 4 times a second), a plain line per interval otherwise.
+    /// Progress: redrawn in place on a terminal (at most 4 times a second, fitted to its width), a plain line per
+    /// interval otherwise.
     func progress(interval: Double?) -> ProgressOptions? {
         if quiet { return nil }
         let every = interval ?? (terminal ? 0.25 : 30)
@@ -37,7 +51,9 @@ struct RunOutput: Sendable {
         let logger = self.logger
         return ProgressOptions(interval: max(terminal ? 0.25 : 0.05, every)) { snapshot, final in
             if terminal {
-                FileHandle.standardError.write(Data(("\r\u{1B}[2K" + snapshot.line + (final ? "\n" : "")).utf8))
+                // The width is read at every redraw, so a resized window (SIGWINCH) is fitted by the next one.
+                let columns = Int(cb_terminal_columns(2))
+                Stream.write("\r\u{1B}[2K" + snapshot.line(width: columns > 0 ? columns : 80) + (final ? "\n" : ""))
             } else if !final {
                 logger.info("progress: \(snapshot.line)")
             }
@@ -46,32 +62,30 @@ struct RunOutput: Sendable {
 
     /// The summary at the end: on stderr, and in the log file when there is one.
     func summary(_ text: String, logFile: String?) {
-        FileHandle.standardError.write(Data((text + "\n").utf8))
-        if logFile != nil { logger.notice("\(text)") }
+        Stream.write(text + "\n")
+        if logFile != nil { logger.notice("\(LineLogHandler.unprefixed(text))") }
     }
 }
 
-/// A swift-log handler appending lines to a file (created owner-only).
-struct FileLogHandler: LogHandler {
-    final class Sink: Sendable {
-        let handle: Mutex<FileHandle>
-        init(_ handle: FileHandle) { self.handle = Mutex(handle) }
-        func write(_ line: String) { handle.withLock { $0.write(Data(line.utf8)) } }
-    }
-
-    let sink: Sink
+/// A swift-log handler writing `time chatbatch level: message` lines to stderr or appending them to a file
+/// (created owner-only). A failed write is dropped, never raised.
+struct LineLogHandler: LogHandler {
+    let fd: Int32
     var metadata: Logger.Metadata = [:]
     var logLevel: Logger.Level = .info
 
-    init(path: String) throws {
-        if !FileManager.default.fileExists(atPath: path) {
-            _ = FileManager.default.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600])
+    init(path: String?) throws {
+        guard let path else { fd = 2; return }
+        let opened = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
+        guard opened >= 0 else {
+            throw ChatBatchError(.unwritableLog, "cannot write the log file \(path): \(String(cString: strerror(errno)))")
         }
-        guard let handle = FileHandle(forWritingAtPath: path) else {
-            throw ChatBatchError(.unwritableLog, "cannot write the log file \(path)")
-        }
-        handle.seekToEndOfFile()
-        sink = Sink(handle)
+        fd = opened
+    }
+
+    /// Library messages start with "chatbatch: "; the log line names chatbatch once already.
+    static func unprefixed(_ text: String) -> String {
+        text.hasPrefix("chatbatch: ") ? String(text.dropFirst("chatbatch: ".count)) : text
     }
 
     subscript(metadataKey key: String) -> Logger.Metadata.Value? {
@@ -81,6 +95,6 @@ struct FileLogHandler: LogHandler {
 
     func log(event: LogEvent) {
         let time = ISO8601DateFormatter().string(from: Date())
-        sink.write("\(time) \(event.level) \(event.message)\n")
+        Stream.write("\(time) chatbatch \(event.level): \(event.message)\n", to: fd)
     }
 }

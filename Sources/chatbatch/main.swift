@@ -12,7 +12,7 @@ struct ChatBatchCommand: ParsableCommand {
 }
 
 func fail(_ message: String, code: Int32) -> Never {
-    FileHandle.standardError.write(Data("chatbatch: \(message)\n".utf8))
+    Stream.write("chatbatch: \(message)\n")
     exit(code)
 }
 
@@ -27,7 +27,7 @@ do {
 } catch {
     let code = ChatBatchCommand.exitCode(for: error)
     if code == .validationFailure {
-        FileHandle.standardError.write(Data((ChatBatchCommand.fullMessage(for: error) + "\n").utf8))
+        Stream.write((ChatBatchCommand.fullMessage(for: error) + "\n"))
         exit(RunExit.usageOrInput.rawValue)
     }
     ChatBatchCommand.exit(withError: error)

@@ -33,6 +33,7 @@ struct CheckpointTests {
 
         // A real checkpoint, truncated.
         try FileManager.default.removeItem(atPath: checkpoint)
+        try? FileManager.default.removeItem(atPath: scratch.file("out.jsonl"))  // a new checkpoint does not overwrite outputs it did not write
         _ = try runJob(settings(scratch, g))
         let whole = try Data(contentsOf: URL(fileURLWithPath: checkpoint))
         try whole.prefix(whole.count / 2).write(to: URL(fileURLWithPath: checkpoint))
@@ -43,6 +44,7 @@ struct CheckpointTests {
 
         // A newer schema version.
         try FileManager.default.removeItem(atPath: checkpoint)
+        try? FileManager.default.removeItem(atPath: scratch.file("out.jsonl"))
         _ = try runJob(settings(scratch, g))
         sqlite3_open(checkpoint, &db)
         sqlite3_exec(db, "UPDATE meta SET value='99' WHERE key='schema_version'", nil, nil, nil)
@@ -61,7 +63,7 @@ struct CheckpointTests {
         _ = try runJob(settings(scratch, g))
         let results = try String(contentsOfFile: scratch.file("out.jsonl"), encoding: .utf8)
         let errors = try String(contentsOfFile: scratch.file("out.errors.jsonl"), encoding: .utf8)
-        try FileManager.default.removeItem(atPath: scratch.file("out.jsonl"))
+        try? FileManager.default.removeItem(atPath: scratch.file("out.jsonl"))
         try FileManager.default.removeItem(atPath: scratch.file("out.errors.jsonl"))
         let report = try CheckpointExport.export(checkpoint: scratch.file("out.jsonl.checkpoint"), results: nil, errors: nil, order: .completion, format: .batch)
         #expect(report.results == 29 && report.errors == 2)

@@ -50,7 +50,8 @@ struct OperatingTests {
         p.waitUntilExit()
         let progressLines = text.split(separator: "\n").filter { $0.contains("progress: ") }
         #expect(progressLines.count >= 2)
-        #expect(progressLines.allSatisfy { $0.contains(" info ") && $0.contains("req/s") })
+        #expect(progressLines.allSatisfy { $0.contains(" chatbatch info: progress: ") && $0.contains("req/s") })
+        #expect(!text.contains("chatbatch: chatbatch") && !text.contains("[chatbatch]"))  // one prefix per line
         #expect(!text.contains("\u{1B}["))
         // --quiet and --log-file.
         let again = Scratch()
@@ -63,7 +64,7 @@ struct OperatingTests {
         #expect(!quietText.contains("progress:"))
         let log = try String(contentsOfFile: again.file("run.log"), encoding: .utf8)
         #expect(log.contains("in.jsonl:21: not valid JSON"))
-        #expect(log.contains("chatbatch: done; some lines failed"))
+        #expect(log.contains("chatbatch notice: done; some lines failed"))
     }
 
     @Test func shardsCoverEveryLineOnceAndMergeEqualsOneRun() throws {
@@ -129,7 +130,7 @@ struct OperatingTests {
         #expect(report["answers_by_status"]?["200"] == 29 && report["answers_by_status"]?["500"] == 1)
         #expect(report["answers_by_status"]?["400"] == 1 && report["answers_by_status"]?["no_answer"] == 1)
         #expect(report["possibly_billed_twice"] == 1)
-        #expect(report["failures_by_code"]?["invalid_request_error"] == 1)
+        #expect(report["failures_by_code"]?["invalid_request"] == 1)
         let p50 = report["latency_ms"]?["p50"]?.doubleValue ?? 0, p99 = report["latency_ms"]?["p99"]?.doubleValue ?? 0
         #expect(p50 >= 5 && p99 >= p50)
         let text = CheckpointReport.reportText(report)

@@ -83,10 +83,10 @@ struct RefusedModelTests {
         var s = settings(scratch, g)
         s.concurrency = 8
         let (summary, _) = try runJob(s, key: "sk-unscoped")
-        #expect(summary.exit == .doneWithFailures && summary.failuresByCode == ["permission_error": 25])
+        #expect(summary.exit == .doneWithFailures && summary.failuresByCode == ["model_not_permitted": 25])
         #expect(g.ledger.snapshot().count == 1 && g.ledger.snapshot().first?.status == 403)
         #expect(scratch.lines("out.errors.jsonl").count == 25)
-        #expect(scratch.lines("out.errors.jsonl").allSatisfy { $0["error"]?["code"] == "permission_error" })
+        #expect(scratch.lines("out.errors.jsonl").allSatisfy { $0["error"]?["code"] == "model_not_permitted" })
     }
 
     @Test func eachShardSpendsOneRequestPerRefusedModelAndMergeHasEveryLineOnce() throws {

@@ -118,7 +118,7 @@ struct RunTests {
         #expect(summary.done == 3 && summary.failed == 2)
         let errors = scratch.lines("out.errors.jsonl")
         let bad = try #require(errors.first { $0["custom_id"] == "p0002" })
-        #expect(bad["error"]?["code"] == "invalid_request_error")
+        #expect(bad["error"]?["code"] == "invalid_request")  // error.code, the most specific name the server gives
         #expect(bad["response"]?["status_code"] == 400)
         #expect(g.ledger.snapshot().filter { $0.clientRequestID == "p0002" }.count == 1)
         let exhausted = try #require(errors.first { $0["custom_id"] == "p0004" })

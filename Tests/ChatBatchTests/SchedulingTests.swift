@@ -175,7 +175,7 @@ struct SchedulingTests {
     @Test func answersBecomeTheEffectsTheErrorTableSays() throws {
         let config = try Self.config { $0.maxAttempts = 3 }
         let job = Self.job(Self.request("x", line: 7))
-        let ok = Self.effect(Self.response(200, #"{"choices":[],"usage":{"prompt_tokens":1000000,"completion_tokens":1000000}}"#), job, config: config)
+        let ok = Self.effect(Self.response(200, #"{"choices":[{"message":{"role":"assistant","content":"hi"}}],"usage":{"prompt_tokens":1000000,"completion_tokens":1000000}}"#), job, config: config)
         guard case .done(let record, _) = ok.outcome else { Issue.record("200 is done"); return }
         #expect(record.output.contains(#""custom_id":"x""#) && ok.usage == Usage(promptTokens: 1_000_000, completionTokens: 1_000_000, cost: 0.45))
         guard case .retry(let after, true, false, _) = Self.effect(Self.response(429, headers: ["retry-after": "3"]), job, config: config).outcome else {
@@ -189,7 +189,7 @@ struct SchedulingTests {
         #expect(gaveUp.errorMessage?.hasPrefix("gave up after 3 attempts") == true)
         guard case .failed(let bad) = Self.effect(Self.response(400, #"{"error":{"message":"m","type":"invalid_request_error"}}"#), job, config: config).outcome
         else { Issue.record("400 fails"); return }
-        #expect(bad.errorCode == "invalid_request_error" && bad.kind == .errors)
+        #expect(bad.errorCode == "invalid_request_error" && bad.kind == .errors)  // no error.code: the type names it
         let notFound = #"{"error":{"message":"The model 'gpt-4o' does not exist","type":"model_not_found","code":404}}"#
         guard case .refuseModel(let refusal, let line) = Self.effect(Self.response(404, notFound), job, config: config).outcome else {
             Issue.record("404 refuses the model"); return

@@ -45,6 +45,15 @@ struct FinishedRecord: Sendable {
     var cached = false
     var savedTokens = 0
     var savedCost = 0.0
+    /// The server sent no usage (or only part of it): the tokens and cost are chatbatch's estimate.
+    var usageEstimated = false
+    /// Text in the answer that could not be decoded (invalid UTF-8, an unpaired surrogate) was replaced with U+FFFD.
+    var repaired = false
+
+    /// What the flat output says about it besides the answer.
+    var facts: LineFacts {
+        LineFacts(attempts: attempts, latencyMs: latencyMs, cost: cost, ttftMs: ttftMs, cached: cached, usageEstimated: usageEstimated, repaired: repaired)
+    }
 }
 
 /// One HTTP attempt, for the audit table.

@@ -53,7 +53,7 @@ enum OutputLines {
 
     /// The flat shape of a result line: custom_id, content, reasoning, tool_calls, finish_reason, usage, cost,
     /// attempts, latency_ms, request_id.
-    static func flat(canonical: JSON, attempts: Int, latencyMs: Double?, cost: Double, ttftMs: Double? = nil, cached: Bool = false) -> JSON {
+    static func flat(canonical: JSON, _ facts: LineFacts) -> JSON {
         let response = canonical["response"] ?? .null
         let body = response["body"] ?? .null
         let choice = body["choices"]?.arrayValue?.first ?? .null
@@ -73,29 +73,40 @@ enum OutputLines {
         } ?? .null
         out["finish_reason"] = choice["finish_reason"] ?? .null
         out["usage"] = body["usage"] ?? .null
-        out["cost"] = .double(cost)
-        out["attempts"] = .int(attempts)
-        out["latency_ms"] = latencyMs.map { .double(($0 * 10).rounded() / 10) } ?? .null
-        if let ttftMs { out["ttft_ms"] = .double((ttftMs * 10).rounded() / 10) }
+        out["cost"] = .double(facts.cost)
+        out["attempts"] = .int(facts.attempts)
+        out["latency_ms"] = facts.latencyMs.map { .double(($0 * 10).rounded() / 10) } ?? .null
+        if let ttftMs = facts.ttftMs { out["ttft_ms"] = .double((ttftMs * 10).rounded() / 10) }
         out["request_id"] = response["request_id"] ?? .null
-        if cached { out["cached"] = true }
+        if facts.cached { out["cached"] = true }
+        if facts.usageEstimated { out["usage_estimated"] = true }
+        if facts.repaired { out["text_repaired"] = true }
         if let error = canonical["error"], !error.isNull { out["error"] = error }
         return out
     }
 
     /// The bytes written for one finished row, newline included.
-    static func render(
-        kind: OutputKind, format: OutputFormat, canonical: String, attempts: Int, latencyMs: Double?, cost: Double, ttftMs: Double? = nil,
-        cached: Bool = false
-    ) -> [UInt8] {
+    static func render(kind: OutputKind, format: OutputFormat, canonical: String, _ facts: LineFacts) -> [UInt8] {
         var bytes: [UInt8]
         if kind == .results && format == .flat, let parsed = try? JSON.parse(canonical) {
             bytes = []
-            flat(canonical: parsed, attempts: attempts, latencyMs: latencyMs, cost: cost, ttftMs: ttftMs, cached: cached).write(to: &bytes)
+            flat(canonical: parsed, facts).write(to: &bytes)
         } else {
             bytes = Array(canonical.utf8)
         }
         bytes.append(0x0A)
         return bytes
     }
+}
+
+/// What the flat output says about a line besides the answer: attempts, latency, cost, time to first token,
+/// and whether it came from the cache, its usage was estimated, or its text repaired.
+struct LineFacts: Sendable, Equatable {
+    var attempts = 0
+    var latencyMs: Double? = nil
+    var cost = 0.0
+    var ttftMs: Double? = nil
+    var cached = false
+    var usageEstimated = false
+    var repaired = false
 }

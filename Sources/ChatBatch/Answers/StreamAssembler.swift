@@ -7,6 +7,12 @@ enum StreamAssembler {
         var body: JSON
         /// `data: [DONE]` arrived: the stream was not cut off.
         var complete: Bool
+        /// An `error` the server sent inside the stream (as an `event: error`, or a data object carrying `error`).
+        var error: JSON? = nil
+        /// Text that could not be decoded was replaced.
+        var repaired = false
+        /// Chunks read (a stream of none is no answer, even with `[DONE]`).
+        var chunks = 0
     }
 
     static func assemble(_ bytes: [UInt8]) -> Assembled {
@@ -19,15 +25,30 @@ enum StreamAssembler {
         var finishReason: JSON = .null
         var usage: JSON? = nil
         var complete = false
+        var error: JSON? = nil
+        var repaired = false
+        var eventIsError = false
+        var chunks = 0
 
         for rawLine in bytes.split(separator: 0x0A, omittingEmptySubsequences: true) {
             var line = rawLine[...]
             if line.last == 0x0D { line = line.dropLast() }
+            if line.starts(with: Array("event:".utf8)) {
+                eventIsError = String(decoding: line.dropFirst(6), as: UTF8.self).trimmingCharacters(in: .whitespaces) == "error"
+                continue
+            }
             guard line.starts(with: Array("data:".utf8)) else { continue }
             var payload = line.dropFirst(5)
             while payload.first == 0x20 { payload = payload.dropFirst() }
             if payload.elementsEqual("[DONE]".utf8) { complete = true; continue }
-            guard let chunk = try? JSON.parse(payload) else { continue }
+            guard let (chunk, fixed) = try? JSON.parseRepairing(payload) else { continue }
+            repaired = repaired || fixed
+            if eventIsError || (chunk["error"].map { !$0.isNull } ?? false) {
+                error = error ?? (chunk["error"] ?? chunk)
+                eventIsError = false
+                continue
+            }
+            chunks += 1
             if id.isNull { id = chunk["id"] ?? .null; created = chunk["created"] ?? .null; model = chunk["model"] ?? .null }
             if let u = chunk["usage"], !u.isNull { usage = u }
             for choice in chunk["choices"]?.arrayValue ?? [] {
@@ -62,6 +83,6 @@ enum StreamAssembler {
             "choices": [["index": 0, "message": message, "logprobs": nil, "finish_reason": finishReason]],
         ]
         if let usage { body["usage"] = usage }
-        return Assembled(body: body, complete: complete)
+        return Assembled(body: body, complete: complete, error: error, repaired: repaired, chunks: chunks)
     }
 }

@@ -10,16 +10,43 @@ import Synchronization
 final class CheckpointStore: @unchecked Sendable {
     // @unchecked Sendable: `db` is used only on the writer's serial queue once the run starts;
     // before that, only by the thread that opened the store.
-    /// 2 added `cached`, `saved_tokens` and `saved_cost` (the response cache); a version 1 checkpoint is
+    /// 2 added `cached`, `saved_tokens` and `saved_cost` (the response cache); 3 added estimated usage, repaired
+    /// text, the endpoints that answered, and the in-flight timeline (`v3Additions`). An older checkpoint is
     /// upgraded in place when a run or an export opens it, and read as it is by `status`, `report` and `validate`.
-    static let schemaVersion = 2
+    static let schemaVersion = 3
+
+    /// What version 3 adds to a version 2 checkpoint (and a new checkpoint has from the start).
+    static let v3Additions = """
+        ALTER TABLE requests ADD COLUMN usage_estimated INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE requests ADD COLUMN repaired INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE requests ADD COLUMN endpoint_id INTEGER;
+        ALTER TABLE attempts ADD COLUMN endpoint_id INTEGER;
+        ALTER TABLE attempts ADD COLUMN inflight INTEGER;
+        ALTER TABLE attempts ADD COLUMN window INTEGER;
+        CREATE TABLE endpoints(
+            id INTEGER PRIMARY KEY,
+            identity TEXT NOT NULL UNIQUE,
+            label TEXT NOT NULL,
+            provider TEXT NOT NULL,
+            url TEXT NOT NULL,
+            fake INTEGER NOT NULL DEFAULT 0,
+            first_success_at REAL);
+        CREATE TABLE samples(
+            run_id INTEGER NOT NULL,
+            t REAL NOT NULL,
+            endpoint_id INTEGER,
+            inflight INTEGER NOT NULL,
+            window INTEGER NOT NULL,
+            paused INTEGER NOT NULL DEFAULT 0);
+        """
     static let applicationID: Int32 = 0x4342_4348  // "CBCH"
 
     let db: SQLiteDatabase
     let path: String
     private let lockFD: Mutex<Int32>
-    /// False for a version 1 checkpoint read without being upgraded (it has no cache columns).
-    private(set) var hasCacheColumns = true
+    /// The schema version as the file holds it: older than `schemaVersion` only when read without upgrading
+    /// (`status`, `report`, `validate`), and then queries leave out what it lacks.
+    private(set) var version = CheckpointStore.schemaVersion
 
     /// Opens (creating if needed) the checkpoint at `path`, owner-only, locked for this process.
     init(path: String, create: Bool = true, lock: Bool = true) throws(ChatBatchError) {
@@ -97,7 +124,7 @@ final class CheckpointStore: @unchecked Sendable {
         case .truncated(let size, let recorded):
             throw ChatBatchError(
                 .damaged,
-                "checkpoint \(path) is damaged: it is \(size) bytes but records \(recorded); refusing to use it, since a damaged checkpoint could send answered prompts again. Restore it from a copy, or move it away to start over")
+                "checkpoint \(path) is damaged: it is \(size) bytes but records \(recorded), and no write-ahead log is beside it; refusing to use it, since a damaged checkpoint could send answered prompts again. Restore it (and its -wal file, if you moved it) from a copy; a new checkpoint would pay again for every prompt this one answered")
         case .empty, .valid:
             return
         }
@@ -108,7 +135,7 @@ final class CheckpointStore: @unchecked Sendable {
         do {
             appID = Int32(truncatingIfNeeded: try db.query("PRAGMA application_id").first?.first?.int ?? 0)
         } catch {
-            throw ChatBatchError(.damaged, "checkpoint \(path) cannot be read (\(error.message)); it is damaged. Rebuilding is not possible; move it away to start over")
+            throw ChatBatchError(.damaged, "checkpoint \(path) cannot be read (\(error.message)); it is damaged. Restore it from a copy; a new checkpoint would pay again for every prompt this one answered")
         }
         let tables = try db.query("SELECT count(*) FROM sqlite_master").first?.first?.int ?? 0
         if tables == 0 && appID == 0 {
@@ -161,6 +188,7 @@ final class CheckpointStore: @unchecked Sendable {
                     ended_at REAL,
                     exit_code INTEGER,
                     summary TEXT);
+                \(Self.v3Additions)
                 INSERT INTO meta VALUES('schema_version', '\(Self.schemaVersion)');
                 INSERT INTO meta VALUES('created_by', 'chatbatch');
                 COMMIT;
@@ -172,24 +200,22 @@ final class CheckpointStore: @unchecked Sendable {
                 .foreign,
                 "\(path) is an SQLite file of another program, not a chatbatch checkpoint; refusing to touch it. Pass another --checkpoint")
         }
-        var version = Int(try db.query("SELECT value FROM meta WHERE key='schema_version'").first?.first?.text ?? "") ?? 0
-        if version == 1 {
-            if migrate {
-                try db.execute("""
-                    BEGIN IMMEDIATE;
-                    ALTER TABLE requests ADD COLUMN cached INTEGER NOT NULL DEFAULT 0;
-                    ALTER TABLE requests ADD COLUMN saved_tokens INTEGER NOT NULL DEFAULT 0;
-                    ALTER TABLE requests ADD COLUMN saved_cost REAL NOT NULL DEFAULT 0;
-                    UPDATE meta SET value='2' WHERE key='schema_version';
-                    COMMIT;
-                    """)
-                version = 2
-            } else {
-                hasCacheColumns = false
-                version = 2
+        version = Int(try db.query("SELECT value FROM meta WHERE key='schema_version'").first?.first?.text ?? "") ?? 0
+        if (1..<Self.schemaVersion).contains(version) && migrate {
+            try db.inTransaction { () throws(ChatBatchError) in
+                if version == 1 {
+                    try db.execute("""
+                        ALTER TABLE requests ADD COLUMN cached INTEGER NOT NULL DEFAULT 0;
+                        ALTER TABLE requests ADD COLUMN saved_tokens INTEGER NOT NULL DEFAULT 0;
+                        ALTER TABLE requests ADD COLUMN saved_cost REAL NOT NULL DEFAULT 0;
+                        """)
+                }
+                try db.execute(Self.v3Additions)
+                try db.execute("UPDATE meta SET value='\(Self.schemaVersion)' WHERE key='schema_version'")
             }
+            version = Self.schemaVersion
         }
-        guard version == Self.schemaVersion else {
+        guard (1...Self.schemaVersion).contains(version) else {
             let newer = version > Self.schemaVersion
             throw ChatBatchError(
                 newer ? .newerSchema : .unknownSchema,

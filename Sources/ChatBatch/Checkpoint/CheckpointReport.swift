@@ -110,7 +110,7 @@ public enum CheckpointReport {
 
     /// Lines answered from the response cache, and the tokens and dollars they would have cost.
     static func cacheSavings(_ store: CheckpointStore) throws -> JSON {
-        guard store.hasCacheColumns else { return ["hits": 0, "tokens_saved": 0, "cost_saved_usd": 0.0] }
+        guard store.version >= 2 else { return ["hits": 0, "tokens_saved": 0, "cost_saved_usd": 0.0] }
         let row = try store.db.query("SELECT count(*), coalesce(sum(saved_tokens), 0), coalesce(sum(saved_cost), 0) FROM requests WHERE cached=1").first ?? []
         return ["hits": .int(row.first?.int ?? 0), "tokens_saved": .int(row.count > 1 ? row[1].int ?? 0 : 0),
                 "cost_saved_usd": .double(row.count > 2 ? row[2].double ?? 0 : 0)]

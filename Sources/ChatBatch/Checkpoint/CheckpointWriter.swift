@@ -50,7 +50,9 @@ final class CheckpointWriter: Sendable {
     /// When output lengths were last recorded (uptime nanoseconds).
     nonisolated(unsafe) var lastRecorded: UInt64 = 0
     let runID: Int
-    let onFailure: @Sendable (any Error) -> Void
+    /// Told of the first failure: `outputOnly` when only an output file failed (the checkpoint still commits, so
+    /// what is in flight can still finish into it).
+    let onFailure: @Sendable (_ error: any Error, _ outputOnly: Bool) -> Void
     /// Receives the tokens of claims just committed (their requests may now be sent), or refused.
     let onClaims: @Sendable (_ tokens: [Int], _ committed: Bool) -> Void
 
@@ -60,7 +62,7 @@ final class CheckpointWriter: Sendable {
     }
 
     init(
-        store: CheckpointStore, sink: any OutputSink, runID: Int, onFailure: @escaping @Sendable (any Error) -> Void,
+        store: CheckpointStore, sink: any OutputSink, runID: Int, onFailure: @escaping @Sendable (any Error, Bool) -> Void,
         onClaims: @escaping @Sendable ([Int], Bool) -> Void
     ) {
         self.onClaims = onClaims
@@ -84,12 +86,13 @@ final class CheckpointWriter: Sendable {
             finish: try db.prepare("""
                 INSERT INTO requests(custom_id, line, state, attempts, body_hash, model, status_code, request_id, prompt_tokens,
                     completion_tokens, cost, error_code, error_message, latency_ms, output, out_kind, out_seq, updated_at, ttft_ms,
-                    cached, saved_tokens, saved_cost)
-                VALUES(?1, ?2, ?3, 0, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?19, ?20, ?21, ?22)
+                    cached, saved_tokens, saved_cost, usage_estimated, repaired)
+                VALUES(?1, ?2, ?3, 0, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?19, ?20, ?21, ?22, ?23, ?24)
                 ON CONFLICT(custom_id) DO UPDATE SET line=?2, state=?3, body_hash=?4, model=?5, status_code=?6, request_id=?7,
                     prompt_tokens=prompt_tokens+?8, completion_tokens=completion_tokens+?9, cost=cost+?10, error_code=?11,
                     error_message=?12, latency_ms=?13, output=?14, out_kind=?15, out_seq=?16, updated_at=?17,
-                    ambiguous=ambiguous+?18, ttft_ms=?19, cached=?20, saved_tokens=saved_tokens+?21, saved_cost=saved_cost+?22
+                    ambiguous=ambiguous+?18, ttft_ms=?19, cached=?20, saved_tokens=saved_tokens+?21, saved_cost=saved_cost+?22,
+                    usage_estimated=max(usage_estimated, ?23), repaired=?24
                 """),
             requeue: try db.prepare("""
                 INSERT INTO requests(custom_id, line, state, attempts, body_hash, model, error_message, updated_at)
@@ -223,7 +226,8 @@ final class CheckpointWriter: Sendable {
                         r.errorCode.map(SQLiteValue.text) ?? .null, r.errorMessage.map(SQLiteValue.text) ?? .null,
                         r.latencyMs.map(SQLiteValue.double) ?? .null, .text(r.output), .int(r.kind.rawValue), .int(seq), .double(now),
                         .int(attempt?.ambiguous == true ? 1 : 0), r.ttftMs.map(SQLiteValue.double) ?? .null,
-                        .int(r.cached ? 1 : 0), .int(r.savedTokens), .double(r.savedCost),
+                        .int(r.cached ? 1 : 0), .int(r.savedTokens), .double(r.savedCost), .int(r.usageEstimated ? 1 : 0),
+                        .int(r.repaired ? 1 : 0),
                     ])
                     if let attempt { try insert(attempt, s) }
                     written.append((seq, r))
@@ -259,14 +263,14 @@ final class CheckpointWriter: Sendable {
                     try sink.append(written)
                 } catch {
                     state.withLock { $0.outputFailed = true; if $0.failure == nil { $0.failure = error } }
-                    onFailure(error)
+                    onFailure(error, true)
                 }
             }
         } catch {
             try? store.db.execute("ROLLBACK")
             state.withLock { if $0.failure == nil { $0.failure = error } }
             refuseClaims(ops)
-            onFailure(error)
+            onFailure(error, false)
         }
     }
 

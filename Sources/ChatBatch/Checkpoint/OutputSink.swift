@@ -15,13 +15,9 @@ struct OutputPosition: Sendable, Equatable {
 struct StoredLine: Sendable {
     /// The canonical (batch-shaped) output line, without its newline.
     var output: String
-    var attempts: Int
-    var latencyMs: Double?
-    var cost: Double
     var seq: Int
-    var ttftMs: Double?
-    /// Answered from the response cache.
-    var cached = false
+    /// What the flat output adds.
+    var facts: LineFacts
 }
 
 /// Where committed lines go: the output files. The checkpoint writer calls it on its own queue only,
@@ -70,13 +66,15 @@ extension CheckpointStore {
     /// The finished rows of one output file committed after `seq`, in commit order (or input order).
     func storedLines(_ kind: OutputKind, after seq: Int = 0, inputOrder: Bool = false) throws(ChatBatchError) -> [StoredLine] {
         let orderBy = inputOrder ? "line, out_seq" : "out_seq"
+        let v3 = version >= 3
         return try db.query(
-            "SELECT output, attempts, latency_ms, cost, out_seq, ttft_ms, \(hasCacheColumns ? "cached" : "0") FROM requests WHERE out_kind=? AND out_seq>? ORDER BY \(orderBy)",
+            "SELECT output, attempts, latency_ms, cost, out_seq, ttft_ms, \(version >= 2 ? "cached" : "0"), \(v3 ? "usage_estimated" : "0"), \(v3 ? "repaired" : "0") FROM requests WHERE out_kind=? AND out_seq>? ORDER BY \(orderBy)",
             [.int(kind.rawValue), .int(seq)]
         ).map { row in
             StoredLine(
-                output: row[0].text ?? "{}", attempts: row[1].int ?? 0, latencyMs: row[2].double, cost: row[3].double ?? 0,
-                seq: row[4].int ?? 0, ttftMs: row[5].double, cached: row[6].int == 1)
+                output: row[0].text ?? "{}", seq: row[4].int ?? 0,
+                facts: LineFacts(attempts: row[1].int ?? 0, latencyMs: row[2].double, cost: row[3].double ?? 0, ttftMs: row[5].double,
+                                 cached: row[6].int == 1, usageEstimated: row[7].int == 1, repaired: row[8].int == 1))
         }
     }
 }

@@ -58,6 +58,19 @@ final class SQLiteDatabase: @unchecked Sendable {
         }
     }
 
+    /// Runs `body` inside `BEGIN IMMEDIATE … COMMIT`; rolls back and rethrows the first error if anything fails.
+    func inTransaction<T>(_ body: () throws(ChatBatchError) -> T) throws(ChatBatchError) -> T {
+        try execute("BEGIN IMMEDIATE")
+        do {
+            let result = try body()
+            try execute("COMMIT")
+            return result
+        } catch {
+            try? execute("ROLLBACK")
+            throw error
+        }
+    }
+
     func prepare(_ sql: String) throws(ChatBatchError) -> SQLiteStatement {
         var stmt: OpaquePointer?
         guard sqlite3_prepare_v3(handle, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &stmt, nil) == SQLITE_OK, let stmt else {
@@ -170,7 +183,13 @@ enum SQLiteHeader: Equatable {
         let pageSize = rawPageSize == 1 ? 65536 : rawPageSize
         var st = stat()
         let size = stat(path, &st) == 0 ? Int(st.st_size) : 0
-        if u32(24) == u32(92), u32(28) > 0, size < u32(28) * pageSize { return .truncated(size: size, recorded: u32(28) * pageSize) }
+        if u32(24) == u32(92), u32(28) > 0, size < u32(28) * pageSize {
+            // A write-ahead log beside it holds pages the file lacks (a checkpoint into the file stopped, e.g. on a
+            // full disk): SQLite reads them from the log, so the file is whole as SQLite sees it.
+            var wal = stat()
+            if stat(path + "-wal", &wal) == 0, wal.st_size > 0 { return .valid }
+            return .truncated(size: size, recorded: u32(28) * pageSize)
+        }
         return .valid
     }
 }

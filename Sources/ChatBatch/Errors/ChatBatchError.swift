@@ -57,6 +57,11 @@ public struct ChatBatchError: Error, Sendable, CustomStringConvertible {
         case unreadableKeyFile = "unreadable_key_file"
         case emptyKeyFile = "empty_key_file"
         case unwritableLog = "unwritable_log"
+        case badHeader = "bad_header"
+        case unwritableSummary = "unwritable_summary"
+        case plainHTTP = "plain_http"
+        case outputClash = "output_clash"
+        case notOurFile = "not_our_file"
         // Merging shards.
         case badOutput = "bad_output"
         case badSummary = "bad_summary"

@@ -103,6 +103,10 @@ struct RequestBuilder: Sendable {
             return invalid("expected `body` (OpenAI Batch shape), `messages` or `prompt`, or a record with a template set in the job", id: id)
         }
         let customID = id ?? key
+        if let bad = customID.unicodeScalars.first(where: { $0.value < 0x20 || $0.value == 0x7F }) {
+            // It travels as the X-Client-Request-Id header: a CR or LF there would put text of the line's choosing on the wire.
+            return invalid("custom_id holds a control character (U+\(String(format: "%04X", bad.value))); it is sent as a request header and must be printable", id: customID)
+        }
 
         // Messages must make sense before anything is merged into them.
         guard let messages = body["messages"]?.arrayValue else {

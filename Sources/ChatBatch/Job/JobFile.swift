@@ -9,7 +9,7 @@ public enum JobFile {
         "api_key_env", "api_key_file", "headers", "concurrency", "max_attempts", "timeout", "connect_timeout",
         "retry", "grace", "request", "system", "template", "id_field", "prices", "limits", "strict", "stream",
         "summary_json", "retry_invalid", "drop_reasoning", "max_cost", "requests_per_minute", "tokens_per_minute", "adaptive_concurrency", "warmup",
-        "cache", "cache_mode", "ca_cert", "proxy",
+        "cache", "cache_mode", "ca_cert", "proxy", "allow_http", "overwrite", "max_wait", "outage_budget",
     ]
 
     /// Today as `YYYY-MM-DD` (local time): what `{date}` in a job's paths becomes by default.
@@ -151,6 +151,10 @@ public enum JobFile {
         s.warmup = try flag("warmup")
         s.retryInvalid = try integer(fields["retry_invalid"], "retry_invalid")
         s.dropReasoning = try flag("drop_reasoning")
+        s.allowHTTP = try flag("allow_http")
+        s.overwrite = try flag("overwrite")
+        s.maxWait = try number(fields["max_wait"], "max_wait")
+        s.outageBudget = try number(fields["outage_budget"], "outage_budget")
         return s
     }
 

@@ -52,6 +52,15 @@ public struct JobSettings: Sendable {
     public var proxy: String?
     /// Take only the lines of shard `index` of `count` (0-based): those whose custom_id's FNV-1a 64 hash mod `count` is `index`.
     public var shard: Shard?
+    /// Send the API key over plain http to a host that is not this machine (refused without it).
+    public var allowHTTP: Bool?
+    /// Replace an existing output file that this checkpoint did not write.
+    public var overwrite: Bool?
+    /// The longest one pause of the whole key may last (Retry-After) before the run stops, resumable.
+    public var maxWait: Double?
+    /// How long the endpoint may stay unreachable (refused connections, failed lookups or handshakes) before
+    /// the run stops, resumable.
+    public var outageBudget: Double?
 
     public init() {}
 
@@ -66,6 +75,7 @@ public struct JobSettings: Sendable {
         take(\.prices); take(\.limits); take(\.strict); take(\.force); take(\.retryFailed); take(\.stream); take(\.summaryJSON)
         take(\.maxCost); take(\.requestsPerMinute); take(\.tokensPerMinute); take(\.adaptiveConcurrency); take(\.warmup)
         take(\.retryInvalid); take(\.dropReasoning); take(\.shard); take(\.cache); take(\.cacheMode); take(\.caCert); take(\.proxy)
+        take(\.allowHTTP); take(\.overwrite); take(\.maxWait); take(\.outageBudget)
         return out
     }
 
@@ -88,9 +98,13 @@ public struct JobSettings: Sendable {
         let timeout = self.timeout ?? 300
         guard timeout > 0 else { throw ChatBatchError(.badTimeout, "timeout must be more than 0 seconds") }
         if let c = maxCost, c < 0 { throw ChatBatchError(.badMaxCost, "max_cost must not be negative") }
+        for (name, v) in [("max_wait", maxWait), ("outage_budget", outageBudget)] {
+            if let v, !(v > 0) { throw ChatBatchError(.badTimeout, "\(name) must be more than 0 seconds") }
+        }
         for (name, v) in [("requests_per_minute", requestsPerMinute), ("tokens_per_minute", tokensPerMinute)] {
             if let v, v <= 0 { throw ChatBatchError(.badRate, "\(name) must be more than 0") }
         }
+        for (name, value) in headers ?? [:] { try Self.checkHeader(name: name, value: value) }
         if template?.isEmpty == true {
             throw ChatBatchError(.badTemplate, "template is empty")
         }
@@ -109,7 +123,19 @@ public struct JobSettings: Sendable {
             summaryJSON: summaryJSON, maxCost: maxCost, requestsPerMinute: requestsPerMinute, tokensPerMinute: tokensPerMinute,
             adaptiveConcurrency: adaptiveConcurrency ?? true, warmup: warmup ?? true,
             retryInvalid: max(0, retryInvalid ?? 0), dropReasoning: dropReasoning ?? false, shard: shard,
-            cache: cache, cacheMode: cacheMode ?? .readWrite, caCert: caCert, proxy: proxy)
+            cache: cache, cacheMode: cacheMode ?? .readWrite, caCert: caCert, proxy: proxy, allowHTTP: allowHTTP ?? false,
+            overwrite: overwrite ?? false, maxWait: maxWait ?? 300, outageBudget: outageBudget ?? 600)
+    }
+
+    /// A header name must be an HTTP token and its value one line: libcurl writes them to the wire as they are.
+    static func checkHeader(name: String, value: String) throws(ChatBatchError) {
+        let token = Set("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ".unicodeScalars)
+        guard !name.isEmpty, name.unicodeScalars.allSatisfy({ token.contains($0) }) else {
+            throw ChatBatchError(.badHeader, "header name '\(name.debugDescription.dropFirst().dropLast())' is not a valid HTTP header name (letters, digits and !#$%&'*+-.^_`|~ only)")
+        }
+        if value.unicodeScalars.contains(where: { ($0.value < 0x20 && $0 != "\t") || $0.value == 0x7F }) {
+            throw ChatBatchError(.badHeader, "header \(name): its value holds a line break or control character; a header value must be one line")
+        }
     }
 
     /// `prompts.jsonl` → `prompts.results.jsonl`.
@@ -172,6 +198,10 @@ public struct RunConfiguration: Sendable {
     public var cacheMode: CacheMode
     public var caCert: String?
     public var proxy: String?
+    public var allowHTTP: Bool
+    public var overwrite: Bool
+    public var maxWait: Double
+    public var outageBudget: Double
 
     /// The most a request can answer: its `max_tokens`, or the model's maximum output when it sets none.
     func completionBound(_ maxTokens: Int?) -> Int { maxTokens ?? limits.maxOutputTokens }

@@ -20,15 +20,29 @@ public enum CheckpointExport {
     }
 
     /// Writes every finished row to `results` and `errors` (default: the paths the last run used).
+    ///
+    /// `--output X` alone writes the errors beside it (`X.errors.jsonl`), never over the run's own errors file; a
+    /// target that exists, is not empty and is not the run's own output is refused unless `overwrite`.
     public static func export(
-        checkpoint: String, results: String?, errors: String?, order: Order, format: OutputFormat
+        checkpoint: String, results: String?, errors: String?, order: Order, format: OutputFormat, overwrite: Bool = false
     ) throws -> Report {
         let probe = try CheckpointStore(path: checkpoint, create: false, lock: false)
         let recorded = [try probe.outputPosition(.results)?.path, try probe.outputPosition(.errors)?.path]
-        let targets = [results ?? recorded[0], errors ?? recorded[1]]
-        guard let resultsPath = targets[0], let errorsPath = targets[1] else {
-            throw ChatBatchError(.noOutputPath, "checkpoint \(checkpoint) records no output paths; pass --output and --errors")
+        if errors != nil && results == nil {
+            throw ChatBatchError(.noOutputPath, "--errors needs --output too (export writes both files; without either it rewrites the run's own)")
         }
+        let targets = results.map { [$0, errors ?? JobSettings.defaultErrors(for: $0)] } ?? recorded
+        guard let resultsPath = targets[0], let errorsPath = targets[1] else {
+            throw ChatBatchError(.noOutputPath, "checkpoint \(checkpoint) records no output paths; pass --output")
+        }
+        for path in [resultsPath, errorsPath] {
+            let folder = (path as NSString).deletingLastPathComponent
+            if !folder.isEmpty { try? FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true) }
+        }
+        try OutputFiles.checkTargets(
+            input: "-", checkpoint: checkpoint,
+            recorded: [.results: recorded[0], .errors: recorded[1]].compactMapValues { $0 }, overwrite: overwrite,
+            [.results: resultsPath, .errors: errorsPath])
         // Replacing the files a run appends to needs the run's lock, and the recorded lengths must follow.
         let replacesRunFiles = targets[0] == recorded[0] || targets[1] == recorded[1]
         let store = replacesRunFiles ? try CheckpointStore(path: checkpoint, create: false, lock: true) : probe
@@ -36,7 +50,7 @@ public enum CheckpointExport {
         var counts = [0, 0]
         for kind in OutputKind.allCases {
             let path = kind == .results ? resultsPath : errorsPath
-            let tmp = path + ".export-tmp"
+            let tmp = OutputFiles.temporaryPath(for: path)
             let fd = try OutputFiles.openForWriting(tmp, truncate: true)
             var bytes = 0
             var maxSeq = 0

@@ -96,13 +96,120 @@ final class OutputFiles: OutputSink {
         }
     }
 
-    /// Rewrites a file from the checkpoint alone, in commit order.
+    /// Rewrites a file from the checkpoint alone, in commit order: into a temporary file renamed over the old
+    /// one once complete, so a failed rebuild leaves the old file as it was.
     private func rebuild(_ kind: OutputKind, store: CheckpointStore) throws {
-        if files[kind.rawValue].fd >= 0 { close(files[kind.rawValue].fd) }
-        files[kind.rawValue].fd = try Self.openForWriting(files[kind.rawValue].path, truncate: true)
+        let path = files[kind.rawValue].path
+        if !Self.isRegularOrMissing(path) {
+            // A device or a pipe (/dev/stdout, /dev/full): written in place, never renamed over.
+            if files[kind.rawValue].fd >= 0 { close(files[kind.rawValue].fd) }
+            files[kind.rawValue].fd = try Self.openForWriting(path, truncate: true)
+            files[kind.rawValue].bytes = 0
+            files[kind.rawValue].seq = 0
+            try catchUp(kind, store: store)
+            return
+        }
+        let tmp = Self.temporaryPath(for: path)
+        let fd = try Self.openForWriting(tmp, truncate: true)
+        let old = files[kind.rawValue]
+        files[kind.rawValue].fd = fd
+        files[kind.rawValue].path = tmp
         files[kind.rawValue].bytes = 0
         files[kind.rawValue].seq = 0
-        try catchUp(kind, store: store)
+        do {
+            try catchUp(kind, store: store)
+            fsync(fd)
+            guard rename(tmp, path) == 0 else {
+                throw ChatBatchError(.renameFailed, "cannot replace \(path): \(String(cString: strerror(errno)))")
+            }
+        } catch {
+            close(fd)
+            unlink(tmp)
+            files[kind.rawValue] = old
+            throw error
+        }
+        files[kind.rawValue].path = path
+        if old.fd >= 0 { close(old.fd) }
+    }
+
+    /// True when `path` is a regular file or nothing: a file that may be replaced by renaming another over it.
+    static func isRegularOrMissing(_ path: String) -> Bool {
+        var st = stat()
+        return stat(path, &st) != 0 || (st.st_mode & S_IFMT) == S_IFREG
+    }
+
+    /// Writes `bytes` as the whole of `path`: into a temporary file renamed over it, so a reader never sees half
+    /// of it (a device or a pipe is written in place, never renamed over).
+    static func replace(_ path: String, with bytes: [UInt8]) throws(ChatBatchError) {
+        guard isRegularOrMissing(path) else {
+            let fd = try openForWriting(path, truncate: false)
+            defer { close(fd) }
+            try writeAll(fd, bytes, path: path)
+            return
+        }
+        let tmp = temporaryPath(for: path)
+        let fd = try openForWriting(tmp, truncate: true)
+        do {
+            try writeAll(fd, bytes, path: path)
+            close(fd)
+        } catch {
+            close(fd)
+            unlink(tmp)
+            throw error
+        }
+        guard rename(tmp, path) == 0 else {
+            unlink(tmp)
+            throw ChatBatchError(.renameFailed, "cannot write \(path): \(String(cString: strerror(errno)))")
+        }
+    }
+
+    /// Where a file is written before it is renamed into place (beside it, so the rename stays on one file system).
+    static func temporaryPath(for path: String) -> String {
+        let url = URL(fileURLWithPath: path)
+        return url.deletingLastPathComponent().appendingPathComponent("." + url.lastPathComponent + ".chatbatch-tmp").path
+    }
+
+    /// A path with symbolic links and `..` resolved (its folder's, when the file does not exist yet), for comparing paths.
+    static func canonical(_ path: String) -> String {
+        let absolute = absolute(path)
+        if let real = realpath(absolute, nil) {
+            defer { free(real) }
+            return String(cString: real)
+        }
+        let url = URL(fileURLWithPath: absolute)
+        let folder = url.deletingLastPathComponent().path
+        guard let real = realpath(folder, nil) else { return absolute }
+        defer { free(real) }
+        return (String(cString: real) as NSString).appendingPathComponent(url.lastPathComponent)
+    }
+
+    /// Refuses output paths that would destroy a file the run did not write, before anything is sent: the input
+    /// itself, the checkpoint, one file for both outputs, or an existing non-empty file that this checkpoint does
+    /// not record as its own output (unless `overwrite`).
+    static func checkTargets(input: String, checkpoint: String, recorded: [OutputKind: String], overwrite: Bool, _ targets: [OutputKind: String]) throws(ChatBatchError) {
+        let inputPath = input == "-" ? nil : canonical(input)
+        let checkpointPath = canonical(checkpoint)
+        var seen: [String: OutputKind] = [:]
+        for kind in OutputKind.allCases {
+            guard let target = targets[kind] else { continue }
+            let path = canonical(target)
+            let flag = kind == .results ? "--output" : "--errors"
+            if path == inputPath {
+                throw ChatBatchError(.outputClash, "\(target) is the input file; refusing to write the \(kind.name) over it. Pass another \(flag)")
+            }
+            if path == checkpointPath {
+                throw ChatBatchError(.outputClash, "\(target) is the checkpoint; refusing to write the \(kind.name) over it. Pass another \(flag)")
+            }
+            if let other = seen[path] {
+                throw ChatBatchError(.outputClash, "\(target) is given for both the \(other.name) and the \(kind.name); pass separate --output and --errors files")
+            }
+            seen[path] = kind
+            if overwrite || recorded[kind].map(canonical) == path { continue }
+            var st = stat()
+            if stat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, st.st_size > 0 {
+                throw ChatBatchError(.notOurFile, "\(target) exists and this checkpoint did not write it; refusing to overwrite it. Pass another \(flag), or --overwrite to replace it")
+            }
+        }
     }
 
     func rebuildAll(from store: CheckpointStore) throws {
@@ -114,9 +221,7 @@ final class OutputFiles: OutputSink {
         var buffers: [[UInt8]] = [[], []]
         for item in items {
             let r = item.record
-            buffers[r.kind.rawValue].append(contentsOf: OutputLines.render(
-                kind: r.kind, format: format, canonical: r.output, attempts: r.attempts, latencyMs: r.latencyMs, cost: r.cost,
-                ttftMs: r.ttftMs, cached: r.cached))
+            buffers[r.kind.rawValue].append(contentsOf: OutputLines.render(kind: r.kind, format: format, canonical: r.output, r.facts))
         }
         for kind in OutputKind.allCases where !buffers[kind.rawValue].isEmpty {
             try Self.writeAll(files[kind.rawValue].fd, buffers[kind.rawValue], path: files[kind.rawValue].path)
@@ -149,6 +254,6 @@ final class OutputFiles: OutputSink {
 extension OutputLines {
     /// The bytes written for a row read back from the checkpoint, newline included.
     static func render(kind: OutputKind, format: OutputFormat, _ line: StoredLine) -> [UInt8] {
-        render(kind: kind, format: format, canonical: line.output, attempts: line.attempts, latencyMs: line.latencyMs, cost: line.cost, ttftMs: line.ttftMs, cached: line.cached)
+        render(kind: kind, format: format, canonical: line.output, line.facts)
     }
 }

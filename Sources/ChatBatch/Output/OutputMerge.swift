@@ -17,11 +17,14 @@ public enum OutputMerge {
     ) throws -> Report {
         var report = Report()
         var seen = Set<UInt64>()
-        func copy(_ sources: [String], to target: String, count: inout Int) throws {
+        func copy(_ sources: [String], to target: String, count: inout Int, required: Bool) throws {
             let fd = try OutputFiles.openForWriting(target + ".merge-tmp", truncate: true)
             defer { close(fd) }
             for source in sources {
-                guard FileManager.default.fileExists(atPath: source) else { continue }
+                guard FileManager.default.fileExists(atPath: source) else {
+                    if required { throw ChatBatchError(.badOutput, "\(source): no such shard results file; nothing was merged") }
+                    continue
+                }
                 let reader = try LineReader(path: source)
                 while let line = try reader.next() {
                     if line.bytes.isEmpty { continue }
@@ -39,8 +42,11 @@ public enum OutputMerge {
                 throw ChatBatchError(.renameFailed, "cannot write \(target): \(String(cString: strerror(errno)))")
             }
         }
-        try copy(results, to: output, count: &report.results)
-        try copy(results.map(JobSettings.defaultErrors(for:)), to: errors ?? JobSettings.defaultErrors(for: output), count: &report.errors)
+        for source in results where !FileManager.default.fileExists(atPath: source) {
+            throw ChatBatchError(.badOutput, "\(source): no such shard results file; nothing was merged")
+        }
+        try copy(results, to: output, count: &report.results, required: true)
+        try copy(results.map(JobSettings.defaultErrors(for:)), to: errors ?? JobSettings.defaultErrors(for: output), count: &report.errors, required: false)
         if let summaryOutput, !summaries.isEmpty {
             var total = JSONObject()
             for path in summaries {

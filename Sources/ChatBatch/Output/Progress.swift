@@ -15,24 +15,35 @@ public struct ProgressSnapshot: Sendable {
     public var elapsed: Double
 
     /// One line: done/total, percent, requests per second, ETA, in flight, tokens, dollars, retries, failures.
-    public var line: String {
-        var parts: [String] = []
+    public var line: String { line(width: nil) }
+
+    /// The line fitted to `width` columns (a terminal's): the least useful fields go first (tokens, retries, in
+    /// flight, failures, dollars, rate, ETA), and what still does not fit is cut, so a redraw never wraps.
+    public func line(width: Int?) -> String {
+        var parts: [(text: String, keep: Int)] = []
         if let total, total > 0 {
             let pct = Double(finished) / Double(total) * 100
-            parts.append(String(format: "%d/%d (%.1f%%)", finished, total, pct))
+            parts.append((String(format: "%d/%d (%.1f%%)", finished, total, pct), 9))
         } else {
-            parts.append("\(finished) done")
+            parts.append(("\(finished) done", 9))
         }
-        parts.append(String(format: "%.1f req/s", requestsPerSecond))
+        parts.append((String(format: "%.1f req/s", requestsPerSecond), 6))
         if let total, requestsPerSecond > 0, total > finished {
-            parts.append("ETA " + Self.duration(Double(total - finished) / requestsPerSecond))
+            parts.append(("ETA " + Self.duration(Double(total - finished) / requestsPerSecond), 7))
         }
-        parts.append("in flight \(inflight)/\(limit)")
-        parts.append("\(tokens) tokens")
-        parts.append(String(format: "$%.4f", cost))
-        parts.append("\(retries) retries")
-        parts.append("\(failures) failed")
-        return parts.joined(separator: " · ")
+        parts.append(("in flight \(inflight)/\(limit)", 3))
+        parts.append(("\(tokens) tokens", 1))
+        parts.append((String(format: "$%.4f", cost), 5))
+        parts.append(("\(retries) retries", 2))
+        parts.append(("\(failures) failed", 4))
+        func joined() -> String { parts.map(\.text).joined(separator: " · ") }
+        guard let width, width > 0 else { return joined() }
+        let room = width - 1  // the last column stays empty: some terminals wrap on it
+        while joined().count > room, parts.count > 1, let least = parts.indices.min(by: { parts[$0].keep < parts[$1].keep }) {
+            parts.remove(at: least)
+        }
+        let text = joined()
+        return text.count > room ? String(text.prefix(max(0, room))) : text
     }
 
     static func duration(_ s: Double) -> String {

@@ -45,12 +45,20 @@ public struct RunSummary: Sendable {
     public var cacheMisses = 0
     public var tokensSaved = 0
     public var costSaved = 0.0
+    /// Answers whose server sent no usage: their tokens and cost are estimated.
+    public var usageEstimated = 0
+    /// Answers holding text that could not be decoded (invalid UTF-8, unpaired surrogates), kept with U+FFFD.
+    public var repaired = 0
     /// The input was not read: it is unchanged (size, time, hash, settings) since a run that finished every line.
     public var inputUnchanged = false
     /// The run was refused before it started (no key, a busy or foreign checkpoint, `--strict`): nothing was sent.
     public var refused = false
 
     public var totalTokens: Int { promptTokens + completionTokens }
+    /// The run finished without sending or writing anything new (everything was done before).
+    public var sentNothingNew: Bool {
+        sent == 0 && done == 0 && failed == 0 && invalid == 0 && blocked == 0 && cacheHits == 0 && stopReason == nil
+    }
     public var requestsPerSecond: Double { wallSeconds > 0 ? Double(attempts) / wallSeconds : 0 }
 
     public var json: JSON {
@@ -73,7 +81,7 @@ public struct RunSummary: Sendable {
             "concurrency_limit": .int(concurrencyLimit), "lowest_concurrency": .int(lowestConcurrency),
             "warmup_retries": .int(warmupRetries), "invalid_retries": .int(invalidRetries),
             "cache_hits": .int(cacheHits), "cache_misses": .int(cacheMisses), "tokens_saved": .int(tokensSaved),
-            "cost_saved_usd": .double(costSaved), "input_unchanged": .bool(inputUnchanged), "wall_seconds": .double((wallSeconds * 1000).rounded() / 1000),
+            "cost_saved_usd": .double(costSaved), "usage_estimated": .int(usageEstimated), "text_repaired": .int(repaired), "input_unchanged": .bool(inputUnchanged), "wall_seconds": .double((wallSeconds * 1000).rounded() / 1000),
             "requests_per_second": .double((requestsPerSecond * 10).rounded() / 10),
         ]
     }
@@ -99,7 +107,9 @@ public struct RunSummary: Sendable {
         if cacheHits + cacheMisses > 0 {
             lines.append(String(format: "  cache      %d answered from the cache, %d sent; saved %d tokens, $%.6f", cacheHits, cacheMisses, tokensSaved, costSaved))
         }
-        lines.append("  tokens     \(promptTokens) prompt + \(completionTokens) completion = \(totalTokens)")
+        lines.append("  tokens     \(promptTokens) prompt + \(completionTokens) completion = \(totalTokens)"
+            + (usageEstimated > 0 ? " (\(usageEstimated) answers came without usage: their tokens are estimated)" : ""))
+        if repaired > 0 { lines.append("  text       \(repaired) answers held bytes that are not text; kept with U+FFFD in their place") }
         lines.append(String(format: "  cost       $%.6f this run, $%.6f on this checkpoint", cost, checkpointCost))
         lines.append("  requests   \(attempts) attempts, \(retries) retries, \(possiblyBilledTwice) possibly billed twice, \(resentAfterCrash) resent after a crash")
         lines.append("  in flight  limit \(concurrencyLimit) at the end, lowest \(lowestConcurrency)" + (warmupRetries > 0 ? ", warm-up waited through \(warmupRetries) failures" : ""))

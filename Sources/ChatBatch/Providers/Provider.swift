@@ -38,6 +38,8 @@ public struct Provider: Sendable {
     public var requiresKey: Bool
     public var prices: Prices
     public var limits: ModelLimits
+    /// The response header carrying the provider's id for a request (quoted in support emails), if it has its own.
+    public var requestIDHeader: String? = nil
 
     public static func named(_ kind: Kind) -> Provider {
         let gptOSS = ModelLimits(maxOutputTokens: 4096, contextTokens: 131_072)
@@ -45,7 +47,7 @@ public struct Provider: Sendable {
         case .tera:
             return Provider(kind: .tera, defaultBaseURL: "https://api.tera.gw/v1", defaultModel: "openai/gpt-oss-120b",
                             keyEnvironmentVariable: "TERA_API_KEY", requiresKey: true,
-                            prices: Prices(inputPerMillion: 0.09, outputPerMillion: 0.36), limits: gptOSS)
+                            prices: Prices(inputPerMillion: 0.09, outputPerMillion: 0.36), limits: gptOSS, requestIDHeader: "x-tera-request-id")
         case .tir:
             // The TIR page lists no prices: cost shows 0 until the job file sets `prices`.
             return Provider(kind: .tir, defaultBaseURL: "https://infer.e2enetworks.net", defaultModel: "gpt_oss_120b",

@@ -5,6 +5,7 @@ import Foundation
 /// Carrying out what `AnswerPolicy` decided: the summary, the scheduler, and the checkpoint.
 extension RunDriver {
     func handle(_ job: ScheduledJob, _ response: HTTPResponse, startedAt: Double, _ s: inout RunState) {
+        let response = redactor.scrub(response)
         s.scheduler.returned(job)
         let r = job.request
         if response.status > 0 { s.summary.statusCounts[response.status, default: 0] += 1 }
@@ -12,6 +13,12 @@ extension RunDriver {
         let context = AnswerPolicy.Context(config: config, retry: policy, warmingUp: warmingUp, warmupRetries: s.summary.warmupRetries)
         let effect = AnswerPolicy.effect(of: response, for: job, startedAt: startedAt, context: context, random: &s.random)
         if let usage = effect.usage {
+            if usage.estimated {
+                if s.summary.usageEstimated == 0 {
+                    log("chatbatch: warning: the server sent no usage with some answers; their tokens and cost are estimated (the summary counts them, the flat output marks them usage_estimated, and --max-cost uses the estimate)")
+                }
+                s.summary.usageEstimated += 1
+            }
             s.scheduler.succeeded(job, promptTokens: usage.promptTokens, completionTokens: usage.completionTokens, cost: usage.cost)
             s.summary.promptTokens += usage.promptTokens
             s.summary.completionTokens += usage.completionTokens
@@ -31,6 +38,7 @@ extension RunDriver {
             requeue(effect.attempt, note: "cancelled at shutdown")
         case .done(let record, let answer):
             s.summary.done += 1
+            if record.repaired { s.summary.repaired += 1 }
             writer.submit(.finish(record, attempt: effect.attempt))
             if let cacheWriter, let key = r.cacheKey, let usage = effect.usage {
                 cacheWriter.submit((key, r.model, CachedAnswer(
@@ -45,8 +53,24 @@ extension RunDriver {
             if warming { s.summary.warmupRetries += 1 }
             s.summary.retries += 1
             requeue(effect.attempt, note: nil)
-            let at = Self.uptime() + UInt64(max(0, after) * 1e9)
+            let at = Self.uptime() &+ Clock.nanoseconds(after)
             s.scheduler.retry(job, at: at, pauseUntil: pauseKey ? at : nil)
+            if pauseKey && after > config.maxWait {
+                stopRun(.auth(String(format: "the key asked to wait %@ before sending again (Retry-After), more than --max-wait %@; run the same command again later to carry on", Self.seconds(after), Self.seconds(config.maxWait))), &s)
+            } else if pauseKey && after > config.retryMaxDelay && after > s.announcedPause {
+                s.announcedPause = after
+                let resume = Date().addingTimeInterval(after)
+                log("chatbatch: the key asked to wait \(Self.seconds(after)) (Retry-After on a 429): sending resumes at \(Self.clockTime(resume))")
+            }
+        case .unreachable:
+            // Nothing reached the server: not one of the line's attempts.
+            var again = job
+            again.attempt -= 1
+            s.summary.attempts -= 1
+            requeue(effect.attempt, note: nil)
+            s.scheduler.retry(again, at: Self.uptime() &+ Clock.nanoseconds(policy.backoff(job.attempt, &s.random)))
+        case .wrongRoute(_, let record):
+            finishFailed(record, effect.attempt, &s)
         case .failed(let record):
             finishFailed(record, effect.attempt, &s)
         case .refuseModel(let refusal, let record):
@@ -69,6 +93,17 @@ extension RunDriver {
                 if case .refused(let refusal) = outcome { refuseUnsent(held, refusal, &s) }
             }
         }
+    }
+
+    /// `95 s`, `12 min`, `3.0 h`.
+    static func seconds(_ s: Double) -> String {
+        s < 120 ? String(format: "%.0f s", s) : s < 7200 ? String(format: "%.0f min", s / 60) : String(format: "%.1f h", s / 3600)
+    }
+
+    static func clockTime(_ date: Date) -> String {
+        let f = DateFormatter()
+        f.dateFormat = "HH:mm:ss"
+        return f.string(from: date)
     }
 
     /// Takes back what `pump` counted when it let `job` go: it never left (withheld, or refused before sending).

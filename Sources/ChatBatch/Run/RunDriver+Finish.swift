@@ -41,7 +41,10 @@ extension RunDriver {
             case .auth(let m), .budget(let m): log("chatbatch: stopping: \(m)")
             case .interrupted:
                 log("chatbatch: stopping: letting \(s.scheduler.inflight) requests in flight finish (up to \(Int(config.grace)) s); interrupt again to stop at once")
-            case .failed(let m): log("chatbatch: stopping: \(m)")
+            case .failed(let m):
+                log("chatbatch: stopping: \(m)" + (s.scheduler.inflight > 0 ? " (the \(s.scheduler.inflight) requests in flight cannot be recorded: they are cancelled, and the next run sends them again and counts them as possibly billed twice)" : ""))
+            case .outputFailed(let m):
+                log("chatbatch: stopping: \(m)" + (s.scheduler.inflight > 0 ? " (the \(s.scheduler.inflight) requests in flight finish into the checkpoint)" : ""))
             }
             if case .interrupted = reason {
                 queue.asyncAfter(deadline: .now() + config.grace) { self.transport.cancelAll() }
@@ -107,7 +110,7 @@ extension RunDriver {
             switch s.stop {
             case .auth(let m), .budget(let m): summary.exit = .stoppedEarly; summary.stopReason = m
             case .interrupted: summary.exit = .interrupted; summary.stopReason = "interrupted; run the same command again to resume"
-            case .failed(let m): summary.exit = .interrupted; summary.stopReason = m
+            case .failed(let m), .outputFailed(let m): summary.exit = .interrupted; summary.stopReason = m
             case nil:
                 if summary.changed > 0 {
                     summary.exit = .usageOrInput

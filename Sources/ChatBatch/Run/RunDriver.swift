@@ -17,7 +17,10 @@ final class RunDriver: Sendable {
         case auth(String)
         case budget(String)
         case interrupted
+        /// The checkpoint could not be written: what is in flight is cancelled (it cannot be recorded).
         case failed(String)
+        /// An output file could not be written: sending stops, what is in flight finishes into the checkpoint.
+        case outputFailed(String)
     }
 
     /// Everything the driver changes as the run goes; only touched on `queue`.
@@ -34,6 +37,8 @@ final class RunDriver: Sendable {
         var nextToken = 0
         var progressTotal: Int? = nil
         var recentFinishes: [(UInt64, Int)] = []
+        /// The longest pause already announced (a long Retry-After is said once, not per 429).
+        var announcedPause = 0.0
     }
 
     let config: RunConfiguration
@@ -47,6 +52,8 @@ final class RunDriver: Sendable {
     /// TLS trust and proxy for every request.
     let connection: ConnectionOptions
     let policy: RetryPolicy
+    /// Takes the API key out of every answer before anything reads it.
+    let redactor: Redactor
     let log: @Sendable (String) -> Void
     let progress: ProgressOptions?
     let crashRecovered: Int
@@ -84,17 +91,21 @@ final class RunDriver: Sendable {
             }
         }
         let store = try CheckpointStore(path: config.checkpoint)
+        try OutputFiles.checkTargets(
+            input: config.input, checkpoint: config.checkpoint,
+            recorded: [.results: try store.outputPosition(.results)?.path, .errors: try store.outputPosition(.errors)?.path].compactMapValues { $0 },
+            overwrite: config.overwrite, [.results: config.output, .errors: config.errors])
         let outputs = OutputFiles(resultsPath: config.output, errorsPath: config.errors, format: config.format)
         fingerprint = InputFingerprint.of(config)
         let opened = try store.openRun(
             sink: outputs, forgetRefusedModels: config.retryFailed, fingerprint: config.force || config.retryFailed ? nil : fingerprint, log: log)
         crashRecovered = opened.crashRecovered
         finishedInput = opened.finishedInput
-        let failureBox = Mutex<(@Sendable (any Error) -> Void)?>(nil)
+        let failureBox = Mutex<(@Sendable (any Error, Bool) -> Void)?>(nil)
         let claimsBox = Mutex<(@Sendable ([Int], Bool) -> Void)?>(nil)
         writer = CheckpointWriter(
             store: store, sink: outputs, runID: opened.runID,
-            onFailure: { error in failureBox.withLock { $0 }?(error) },
+            onFailure: { error, outputOnly in failureBox.withLock { $0 }?(error, outputOnly) },
             onClaims: { tokens, committed in claimsBox.withLock { $0 }?(tokens, committed) })
         // A fresh checkpoint holds nothing to look up: the feed then skips the per-line lookups.
         let reader = opened.isEmpty || opened.finishedInput != nil ? nil : try CheckpointReader(path: config.checkpoint)
@@ -115,12 +126,13 @@ final class RunDriver: Sendable {
             config: config, spent: opened.spent, refusedModels: opened.refusedModels, now: DispatchTime.now().uptimeNanoseconds)))
         var h = ["Content-Type: application/json", "Accept: application/json, text/event-stream", "User-Agent: chatbatch/0.1"]
         if let apiKey, !apiKey.isEmpty { h.append("Authorization: Bearer \(apiKey)") }
+        redactor = Redactor(secrets: [apiKey].compactMap { $0 })
         for (name, value) in config.headers.sorted(by: { $0.key < $1.key }) { h.append("\(name): \(value)") }
         headers = h
         failureBox.withLock {
-            $0 = { [weak self] error in
+            $0 = { [weak self] error, outputOnly in
                 guard let driver = self else { return }
-                driver.queue.async { driver.withState { driver.stopRun(.failed("\(error)"), &$0) } }
+                driver.queue.async { driver.withState { driver.stopRun(outputOnly ? .outputFailed("\(error)") : .failed("\(error)"), &$0) } }
             }
         }
         claimsBox.withLock {

@@ -13,7 +13,14 @@ public enum RunSession {
         refused.refused = true
         do {
             let key = try apiKeyOverride ?? APIKeySource.resolve(config)
-            if let key, !key.isEmpty, let warning = APIKeySource.plainTextWarning(endpoint: config.endpoint) { log(warning) }
+            if let key, !key.isEmpty, let host = APIKeySource.plainTextHost(endpoint: config.endpoint) {
+                guard config.allowHTTP else {
+                    throw ChatBatchError(.plainHTTP, "refusing to send the API key unencrypted over plain http to \(host): use an https:// base URL, or pass --allow-http (job key allow_http: true) if the network between is yours")
+                }
+                log("chatbatch: warning: the API key travels unencrypted over plain http to \(host) (--allow-http)")
+            }
+            let redactor = Redactor(secrets: [key].compactMap { $0 })
+            let log: @Sendable (String) -> Void = { log(redactor.scrub($0)) }
             if config.strict {
                 let problems = try BatchValidator.validate(config, useCheckpoint: false).problems
                 if !problems.isEmpty {
@@ -24,9 +31,20 @@ public enum RunSession {
                     return refused
                 }
             }
+            if let path = config.summaryJSON { try checkWritable(path) }
             let runner = try RunDriver(config: config, apiKey: key, progress: progress, log: log)
             let summary = runner.run(handleSignals: handleSignals)
-            if let path = config.summaryJSON { try writeSummary(summary, to: path) }
+            if let path = config.summaryJSON {
+                if summary.sentNothingNew && FileManager.default.fileExists(atPath: path) {
+                    log("chatbatch: \(path) kept as the last run that did some work wrote it (this run had nothing to do)")
+                } else {
+                    do {
+                        try writeSummary(summary, to: path)
+                    } catch {
+                        log("chatbatch: warning: could not write the summary to \(path) (\(error.message)); the run itself \(summary.exit == .allDone ? "finished" : "ended") as said below")
+                    }
+                }
+            }
             return summary
         } catch let error as ChatBatchError {
             refused.exit = error.code.exit
@@ -39,12 +57,23 @@ public enum RunSession {
     }
 
     static func writeSummary(_ summary: RunSummary, to path: String) throws(ChatBatchError) {
-        let fd = try OutputFiles.openForWriting(path, truncate: true)
-        defer { close(fd) }
         var bytes = [UInt8]()
         summary.json.write(to: &bytes)
         bytes.append(0x0A)
-        try OutputFiles.writeAll(fd, bytes, path: path)
+        try OutputFiles.replace(path, with: bytes)
+    }
+
+    /// Refuses, before anything is sent, a summary path that cannot be written (its folder is created).
+    static func checkWritable(_ path: String) throws(ChatBatchError) {
+        let folder = (path as NSString).deletingLastPathComponent
+        if !folder.isEmpty { try? FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true) }
+        let probe = OutputFiles.isRegularOrMissing(path) ? OutputFiles.temporaryPath(for: path) : path
+        let fd = open(probe, O_WRONLY | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else {
+            throw ChatBatchError(.unwritableSummary, "cannot write the summary to \(path): \(String(cString: strerror(errno))); nothing was sent")
+        }
+        close(fd)
+        if probe != path { unlink(probe) }
     }
 }
 
@@ -69,11 +98,11 @@ enum APIKeySource {
         return nil
     }
 
-    /// A warning when a key would travel unencrypted to a host that is not this machine.
-    static func plainTextWarning(endpoint: String) -> String? {
+    /// The host a key would travel to unencrypted (plain http to a host that is not this machine), or nil.
+    static func plainTextHost(endpoint: String) -> String? {
         guard endpoint.lowercased().hasPrefix("http://") else { return nil }
         let host = URLComponents(string: endpoint)?.host ?? ""
         if host == "localhost" || host == "::1" || host == "[::1]" || host.hasPrefix("127.") { return nil }
-        return "chatbatch: warning: the API key will travel unencrypted over plain http to \(host); use https"
+        return host
     }
 }

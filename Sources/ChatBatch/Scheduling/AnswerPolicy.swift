@@ -6,6 +6,8 @@ struct Usage: Sendable, Equatable {
     var promptTokens: Int
     var completionTokens: Int
     var cost: Double
+    /// The server sent no usage: these are chatbatch's estimate.
+    var estimated = false
 }
 
 /// What one transport result means for its prompt, decided by `AnswerPolicy` and carried out by the run.
@@ -22,11 +24,18 @@ struct AnswerEffect: Sendable {
         case askAgain(ScheduledJob, code: String, note: String)
         /// Retryable: send again after `after` seconds; a 429 pauses the whole key (`pauseKey`).
         case retry(after: Double, pauseKey: Bool, ambiguous: Bool, warming: Bool)
+        /// Nothing reached the server (refused connection, name lookup, TLS handshake): the endpoint is down or
+        /// wrong. Not an attempt of the line's; `reason` says what happened.
+        case unreachable(reason: String)
         /// Finished without an answer: the record holds the errors-file line.
         case failed(FinishedRecord)
-        /// 403/404: the model is refused for this key; this line goes to the errors file.
+        /// 403/404 naming the model: the model is refused for this key; this line goes to the errors file.
         case refuseModel(ModelRefusal, FinishedRecord)
-        /// 401: every other request would fail the same way; the run stops, this line stays pending.
+        /// 404/405 that does not name the model: the URL is wrong. The record is the line's failure, should the
+        /// endpoint be one that answered before.
+        case wrongRoute(reason: String, FinishedRecord)
+        /// 401 (or an authentication error by its body): every other request would fail the same way; the run
+        /// stops, this line stays pending.
         case stopRun(reason: String, note: String)
         /// The server's TLS certificate was refused before anything was sent: the run stops, nothing counts as sent.
         case stopUnsent(reason: String)
@@ -37,13 +46,16 @@ struct AnswerEffect: Sendable {
     var attempt: AttemptRecord
     /// Set when the server answered 2xx with a JSON body: the money is spent, whatever the outcome.
     var usage: Usage?
+    /// The status and error code when the answer was a failure the line cannot recover from by itself (for the
+    /// run's "every first answer fails the same way" check).
+    var failureSignature: String? = nil
 
     /// What the answer says about the job's model, when the job was the model's first request.
     var probeOutcome: ModelProbeOutcome? {
         switch outcome {
         case .done, .askAgain, .failed: return .answered
         case .refuseModel(let refusal, _): return .refused(refusal)
-        case .withheld, .cancelled, .stopRun, .stopUnsent: return .unknown
+        case .withheld, .cancelled, .stopRun, .stopUnsent, .unreachable, .wrongRoute: return .unknown
         case .retry: return nil  // still probing
         }
     }
@@ -55,8 +67,8 @@ enum AnswerPolicy {
     struct Context: Sendable {
         var config: RunConfiguration
         var retry: RetryPolicy
-        /// The job is the warm-up probe, still within its patience for a cold backend (its 503s and failed
-        /// connects do not use up its attempts).
+        /// The job is the warm-up probe, still within its patience for a cold backend (its 503s do not use up
+        /// its attempts).
         var warmingUp: Bool
         /// Warm-up retries so far (its backoff doubles with them).
         var warmupRetries: Int
@@ -66,12 +78,12 @@ enum AnswerPolicy {
         of response: HTTPResponse, for job: ScheduledJob, startedAt: Double, context c: Context, random: inout some RandomNumberGenerator
     ) -> AnswerEffect {
         let r = job.request
-        let requestID = response.headers["x-tera-request-id"] ?? response.headers["x-request-id"]
+        var requestID = AnswerReading.requestID(headers: response.headers, body: nil, profileHeader: c.config.provider.requestIDHeader)
         var attempt = AttemptRecord(
             customID: r.customID, attempt: job.attempt, startedAt: startedAt, status: response.status > 0 ? response.status : nil,
             latencyMs: response.totalSeconds * 1000, requestID: requestID, error: response.failure?.description, ambiguous: false)
-        func effect(_ outcome: AnswerEffect.Outcome, usage: Usage? = nil) -> AnswerEffect {
-            AnswerEffect(outcome: outcome, attempt: attempt, usage: usage)
+        func effect(_ outcome: AnswerEffect.Outcome, usage: Usage? = nil, signature: String? = nil) -> AnswerEffect {
+            AnswerEffect(outcome: outcome, attempt: attempt, usage: usage, failureSignature: signature)
         }
         if let failure = response.failure, failure.kind == .withheld { return effect(.withheld) }
         if let failure = response.failure, failure.kind == .cancelled {
@@ -79,106 +91,136 @@ enum AnswerPolicy {
             return effect(.cancelled)
         }
         var verdict = c.retry.verdict(for: response, attempt: job.attempt, random: &random)
-        var parsed: JSON? = nil
+        var reading: AnswerReading? = nil
         if verdict == .success {
-            if r.stream {
-                let assembled = StreamAssembler.assemble(response.body)
-                if assembled.complete { parsed = assembled.body } else {
-                    verdict = .retry(after: c.retry.backoff(job.attempt, &random), pauseAll: false, ambiguous: true)
-                    attempt.error = "stream cut off before [DONE]"
-                }
-            } else {
-                parsed = try? JSON.parse(response.body)
-                if parsed?.objectValue == nil { parsed = nil }
+            let read = AnswerReading(status: response.status, headers: response.headers, bytes: response.body, askedToStream: r.stream)
+            reading = read
+            requestID = AnswerReading.requestID(headers: response.headers, body: read.body, profileHeader: c.config.provider.requestIDHeader)
+            attempt.requestID = requestID
+            if let problem = read.problem {
+                // Not an answer, though the server may have billed it: asked again, counted as possibly billed twice.
+                verdict = .retry(after: c.retry.backoff(job.attempt, &random), pauseAll: false, ambiguous: true)
+                attempt.error = problem.message
             }
         }
         switch verdict {
         case .success:
-            guard let body = parsed else {
-                return effect(.failed(failedRecord(
-                    job, code: "bad_response", message: "HTTP \(response.status) with a body that is not a JSON object", response: response)))
-            }
-            let prompt = body["usage"]?["prompt_tokens"]?.intValue ?? 0
-            let completion = body["usage"]?["completion_tokens"]?.intValue ?? 0
-            let usage = Usage(promptTokens: prompt, completionTokens: completion, cost: c.config.prices.cost(prompt: prompt, completion: completion))
-            // Everything this prompt was billed for, earlier invalid answers included.
-            var paid = job
-            paid.paidPrompt += prompt
-            paid.paidCompletion += completion
-            paid.paidCost += usage.cost
-            let ttft = r.stream ? response.firstByteSeconds * 1000 : nil
-            let kept = c.config.dropReasoning ? AnswerCheck.droppingReasoning(body) : body
-            if let format = r.responseFormat, let problem = AnswerCheck.problem(request: ["response_format": format], body: body) {
-                if problem.code != "truncated" && paid.invalidRetries < c.config.retryInvalid {
-                    paid.invalidRetries += 1
-                    attempt.error = problem.code
-                    return effect(.askAgain(paid, code: problem.code, note: problem.message), usage: usage)
-                }
-                return effect(.failed(failedRecord(
-                    paid, code: problem.code, message: problem.message, response: response, body: kept, ttftMs: ttft)), usage: usage)
-            }
-            let output = r.stream || c.config.dropReasoning
-                ? OutputLines.result(customID: r.customID, status: response.status, requestID: requestID, body: kept).serialized()
-                : OutputLines.result(customID: r.customID, status: response.status, requestID: requestID, rawBody: response.body, parsed: body)
-            let oneLine = !r.stream && !response.body.contains(0x0A) && !response.body.contains(0x0D)
-            let answer = oneLine ? response.body : Array(body.serialized().utf8)
-            return effect(.done(FinishedRecord(
-                customID: r.customID, line: r.line, bodyHash: r.bodyHash, model: r.model, state: .done, statusCode: response.status,
-                requestID: requestID, promptTokens: paid.paidPrompt, completionTokens: paid.paidCompletion, cost: paid.paidCost,
-                latencyMs: response.totalSeconds * 1000, ttftMs: ttft, attempts: job.attempt, output: output, kind: .results), answer: answer),
-                usage: usage)
+            guard let read = reading, let body = read.body else { fatalError("a successful reading has a body") }
+            return answered(body, read, response: response, job: job, requestID: requestID, attempt: &attempt, context: c, random: &random)
         case .retry(var after, let pauseAll, let ambiguous):
             attempt.ambiguous = ambiguous
-            let warming = c.warmingUp && (response.status >= 500 || response.failure?.kind == .notSent)
-            if warming { after = max(after, min(8, c.config.retryBaseDelay * pow(2, Double(c.warmupRetries)))) }
+            let warming = c.warmingUp && response.status == 503  // only a cold backend's 503 earns patience
+            if warming { after = max(after, min(8, c.config.retryBaseDelay * pow(2, Double(min(30, c.warmupRetries))))) }
             if job.attempt >= c.config.maxAttempts && !warming {
-                let code = response.failure != nil ? "transport_error" : errorCode(response)
-                let message = response.failure?.description ?? ServerError(status: response.status, body: response.body).message
-                return effect(.failed(failedRecord(job, code: code, message: "gave up after \(job.attempt) attempts; last: \(message)", response: response)))
+                let problem = reading?.problem
+                let code = problem?.code ?? (response.failure != nil ? "transport_error" : errorCode(response))
+                let message = problem?.message ?? response.failure?.description ?? ServerError(status: response.status, body: response.body).message
+                return effect(.failed(failedRecord(
+                    job, code: code, message: "gave up after \(job.attempt) attempts; last: \(message)", response: response, requestID: requestID)))
             }
             return effect(.retry(after: after, pauseKey: pauseAll, ambiguous: ambiguous, warming: warming))
+        case .unreachable:
+            return effect(.unreachable(reason: response.failure?.message ?? "no connection"))
         case .fail:
             let server = ServerError(status: response.status, body: response.body)
-            return effect(.failed(failedRecord(job, code: errorCode(response), message: server.message, response: response)))
+            let code = errorCode(response)
+            return effect(.failed(failedRecord(job, code: code, message: server.message, response: response, requestID: requestID)),
+                          signature: "HTTP \(response.status) \(code)")
+        case .wrongRoute:
+            let server = ServerError(status: response.status, body: response.body)
+            let record = failedRecord(job, code: errorCode(response), message: server.message, response: response, requestID: requestID)
+            return effect(.wrongRoute(reason: "HTTP \(response.status) \(server.message)", record), signature: "HTTP \(response.status) \(errorCode(response))")
         case .stopRun where response.failure?.kind == .tlsRefused:
-            let host = URLComponents(string: c.config.endpoint).map { "\($0.host ?? "?")\($0.port.map { ":\($0)" } ?? "")" } ?? c.config.endpoint
-            return effect(.stopUnsent(reason: "\(host): the server's TLS certificate was refused (\(response.failure?.message ?? "")); nothing was sent. If the gateway uses a private CA, pass --ca-cert PATH (job key ca_cert) or set SSL_CERT_FILE or CURL_CA_BUNDLE, then run the same command again"))
+            return effect(.stopUnsent(reason: "\(hostAndPort(c.config.endpoint)): the server's TLS certificate was refused (\(response.failure?.message ?? "")); nothing was sent. If the gateway uses a private CA, pass --ca-cert PATH (job key ca_cert) or set SSL_CERT_FILE or CURL_CA_BUNDLE, then run the same command again"))
         case .stopRun:
             let server = ServerError(status: response.status, body: response.body)
             return effect(.stopRun(
-                reason: "the API key was refused (HTTP 401: \(server.message)); check \(c.config.apiKeyEnv) or --api-key-file, then run the same command again",
+                reason: "the API key was refused (HTTP \(response.status): \(server.message)); check \(c.config.apiKeyEnv) or --api-key-file, then run the same command again",
                 note: server.message))
         case .blockModel:
             let server = ServerError(status: response.status, body: response.body)
             let model = r.model ?? "(none)"
             let refusal = ModelRefusal(model: model, status: response.status, code: errorCode(response), message: server.message)
             let record = failedRecord(
-                job, code: refusal.code, message: "\(c.config.input):\(r.line): model '\(model)' refused: \(server.message)", response: response)
+                job, code: refusal.code, message: "\(c.config.input):\(r.line): model '\(model)' refused: \(server.message)", response: response,
+                requestID: requestID)
             return effect(.refuseModel(refusal, record))
         }
     }
 
-    /// The error code of an answer: the server's `error.type`, else its `error.code`, else `http_STATUS`.
-    static func errorCode(_ response: HTTPResponse) -> String {
-        let server = ServerError(status: response.status, body: response.body)
-        return server.type ?? server.code ?? "http_\(response.status)"
+    /// A 2xx chat completion: checked against what the request asked for, then done, asked again or failed.
+    private static func answered(
+        _ body: JSON, _ read: AnswerReading, response: HTTPResponse, job: ScheduledJob, requestID: String?, attempt: inout AttemptRecord,
+        context c: Context, random: inout some RandomNumberGenerator
+    ) -> AnswerEffect {
+        let r = job.request
+        let tokens = AnswerReading.usage(body, promptEstimate: r.promptTokens)
+        let usage = Usage(
+            promptTokens: tokens.prompt, completionTokens: tokens.completion,
+            cost: c.config.prices.cost(prompt: tokens.prompt, completion: tokens.completion), estimated: tokens.estimated)
+        // Everything this prompt was billed for, earlier invalid answers included.
+        var paid = job
+        paid.paidPrompt += usage.promptTokens
+        paid.paidCompletion += usage.completionTokens
+        paid.paidCost += usage.cost
+        paid.usageEstimated = paid.usageEstimated || usage.estimated
+        let ttft = r.stream ? response.firstByteSeconds * 1000 : nil
+        let kept = c.config.dropReasoning ? AnswerCheck.droppingReasoning(body) : body
+        if let problem = AnswerCheck.problem(responseFormat: r.responseFormat, body: body) {
+            if problem.code != "truncated" && paid.invalidRetries < c.config.retryInvalid {
+                paid.invalidRetries += 1
+                attempt.error = problem.code
+                return AnswerEffect(outcome: .askAgain(paid, code: problem.code, note: problem.message), attempt: attempt, usage: usage)
+            }
+            var record = failedRecord(paid, code: problem.code, message: problem.message, response: response, requestID: requestID, body: kept, ttftMs: ttft)
+            record.repaired = read.repaired
+            return AnswerEffect(outcome: .failed(record), attempt: attempt, usage: usage)
+        }
+        // The server's bytes go into the output line as they are when they are one clean line of JSON; a streamed,
+        // trimmed or repaired answer is written from the parsed body.
+        let verbatim = !read.wasStreamed && !c.config.dropReasoning && !read.repaired
+        let output = verbatim
+            ? OutputLines.result(customID: r.customID, status: response.status, requestID: requestID, rawBody: response.body, parsed: body)
+            : OutputLines.result(customID: r.customID, status: response.status, requestID: requestID, body: kept).serialized()
+        let oneLine = verbatim && !response.body.contains(0x0A) && !response.body.contains(0x0D)
+        let answer = oneLine ? response.body : Array(body.serialized().utf8)
+        var record = FinishedRecord(
+            customID: r.customID, line: r.line, bodyHash: r.bodyHash, model: r.model, state: .done, statusCode: response.status,
+            requestID: requestID, promptTokens: paid.paidPrompt, completionTokens: paid.paidCompletion, cost: paid.paidCost,
+            latencyMs: response.totalSeconds * 1000, ttftMs: ttft, attempts: job.attempt, output: output, kind: .results)
+        record.usageEstimated = paid.usageEstimated
+        record.repaired = read.repaired
+        return AnswerEffect(outcome: .done(record, answer: answer), attempt: attempt, usage: usage)
     }
 
-    /// The errors-file record of a prompt that finished without an answer.
+    /// `host:port` of a URL, for messages.
+    static func hostAndPort(_ url: String) -> String {
+        URLComponents(string: url).map { "\($0.host ?? "?")\($0.port.map { ":\($0)" } ?? "")" } ?? url
+    }
+
+    /// The error code of an answer: the server's `error.code` when it names something, else its `error.type`,
+    /// else `http_STATUS`.
+    static func errorCode(_ response: HTTPResponse) -> String {
+        ServerError(status: response.status, body: response.body).identifier
+    }
+
+    /// The errors-file record of a prompt that finished without an answer; the server's body is kept (its start,
+    /// as text, when it is not JSON).
     static func failedRecord(
-        _ job: ScheduledJob, code: String, message: String, response: HTTPResponse, body: JSON? = nil, ttftMs: Double? = nil
+        _ job: ScheduledJob, code: String, message: String, response: HTTPResponse, requestID: String?, body: JSON? = nil, ttftMs: Double? = nil
     ) -> FinishedRecord {
         let r = job.request
-        let requestID = response.headers["x-tera-request-id"] ?? response.headers["x-request-id"]
-        let kept = body ?? (response.status > 0 ? (try? JSON.parse(response.body)) : nil)
+        let kept = body ?? (response.status > 0 ? AnswerReading.kept(response.body) : nil)
         let output = OutputLines.error(
             customID: r.customID, code: code, message: message, status: response.status > 0 ? response.status : nil,
             requestID: requestID, body: kept)
-        return FinishedRecord(
+        var record = FinishedRecord(
             customID: r.customID, line: r.line, bodyHash: r.bodyHash, model: r.model, state: .failed,
             statusCode: response.status > 0 ? response.status : nil, requestID: requestID,
             promptTokens: job.paidPrompt, completionTokens: job.paidCompletion, cost: job.paidCost, errorCode: code, errorMessage: message,
             latencyMs: response.totalSeconds * 1000, ttftMs: ttftMs, attempts: job.attempt, output: output.serialized(), kind: .errors)
+        record.usageEstimated = job.usageEstimated
+        return record
     }
 
     /// The errors-file record of a line not sent because its model was refused.

@@ -5,78 +5,91 @@ import Foundation
 enum AttemptVerdict: Equatable {
     /// 2xx: keep the answer.
     case success
-    /// Retryable (429, 500, 503, 502/504, nothing sent, sent but no answer). `pauseAll` is set for 429:
-    /// the limit is per key, so the whole run holds off. `ambiguous`: the request may have been billed.
+    /// Retryable (408, 429, 5xx but 501/505, sent but no answer). `pauseAll` is set for 429: the limit is per
+    /// key, so the whole run holds off. `ambiguous`: the request may have been billed.
     case retry(after: Double, pauseAll: Bool, ambiguous: Bool)
+    /// Nothing reached the server (connection refused, name lookup, TLS handshake): the endpoint is down or
+    /// wrong. Not an attempt of the line's: the run pauses and probes, or stops.
+    case unreachable
     /// Never retried: the line goes to the errors file (400 and other 4xx).
     case fail
-    /// 401, or a refused TLS certificate: every other request would fail the same way; stop the run, leave the rest pending.
+    /// 401 (or an authentication error by its body), or a refused TLS certificate: every other request would
+    /// fail the same way; stop the run, leave the rest pending.
     case stopRun
-    /// 403/404: this model cannot be used with this key; send nothing more for it, keep its lines pending.
+    /// 403 `permission_error` or 404 `model_not_found`: this model cannot be used with this key.
     case blockModel
+    /// 404 or 405 that does not name the model: the URL is wrong.
+    case wrongRoute
 }
 
-/// The retry rules: which statuses are retried, and how long to wait (Retry-After, or backoff with full jitter).
+/// The retry rules: which statuses are retried, and how long to wait (`retry-after-ms`, `Retry-After`, or
+/// backoff with full jitter). `x-should-retry: true|false` overrides the status table when a server sends it.
 struct RetryPolicy: Sendable {
     var baseDelay: Double
     var maxDelay: Double
 
+    /// The longest wait any header can ask for, in seconds (a day): a larger, infinite or unreadable value is
+    /// taken as this, so no header value can overflow a clock.
+    static let longestWait = 86_400.0
+
     /// Decides for an attempt; `attempt` is 1 for the first send.
     func verdict(for response: HTTPResponse, attempt: Int, random: inout some RandomNumberGenerator) -> AttemptVerdict {
         if let failure = response.failure {
-            if failure.kind == .tlsRefused { return .stopRun }  // every request would meet the same certificate
-            return .retry(after: backoff(attempt, &random), pauseAll: false, ambiguous: failure.kind == .sentNoAnswer)
+            switch failure.kind {
+            case .tlsRefused: return .stopRun  // every request would meet the same certificate
+            case .notSent: return .unreachable
+            default: return .retry(after: backoff(attempt, &random), pauseAll: false, ambiguous: failure.kind == .sentNoAnswer)
+            }
         }
-        let retryAfter = Self.retryAfter(response.headers["retry-after"], now: Date())
-        switch response.status {
-        case 200..<300:
-            return .success
-        case 429:
-            return .retry(after: retryAfter ?? backoff(attempt, &random), pauseAll: true, ambiguous: false)
-        case 500, 502, 503, 504:
-            return .retry(after: retryAfter ?? backoff(attempt, &random), pauseAll: false, ambiguous: false)
-        case 401:
-            return .stopRun
-        case 403, 404:
-            return .blockModel
-        default:
-            return .fail
+        let status = response.status
+        if (200..<300).contains(status) { return .success }
+        let server = ServerError(status: status, body: response.body)
+        let asked = Self.retryAfter(milliseconds: response.headers["retry-after-ms"], seconds: response.headers["retry-after"], now: Date())
+        let after = asked ?? backoff(attempt, &random)
+        switch response.headers["x-should-retry"]?.lowercased() {
+        case "true": return .retry(after: after, pauseAll: status == 429, ambiguous: false)
+        case "false" where status != 401: return .fail
+        default: break
+        }
+        if status == 401 || server.isAuthentication { return .stopRun }
+        switch status {
+        case 429: return .retry(after: after, pauseAll: true, ambiguous: false)
+        case 408, 500, 502, 503, 504, 506..<600: return .retry(after: after, pauseAll: false, ambiguous: false)
+        case 403 where server.isPermission, 404 where server.namesModel, 403 where server.namesModel: return .blockModel
+        case 404, 405: return .wrongRoute
+        default: return .fail
         }
     }
 
     /// Exponential backoff with full jitter: a random wait in [0, min(max, base·2^(attempt-1))].
     func backoff(_ attempt: Int, _ random: inout some RandomNumberGenerator) -> Double {
-        let cap = min(maxDelay, baseDelay * pow(2, Double(max(0, attempt - 1))))
-        return Double.random(in: 0...cap, using: &random)
+        let cap = min(maxDelay, baseDelay * pow(2, Double(min(60, max(0, attempt - 1)))))
+        return Double.random(in: 0...max(0, cap), using: &random)
     }
 
-    /// Parses `Retry-After`: delay seconds, or an HTTP date. Negative or unreadable values give nil.
+    /// The wait a server asked for: `retry-after-ms` (the OpenAI SDKs' header) first, then `Retry-After`.
+    static func retryAfter(milliseconds: String?, seconds: String?, now: Date) -> Double? {
+        if let ms = milliseconds.flatMap({ Double($0.trimmingCharacters(in: .whitespaces)) }), ms >= 0 || ms.isNaN {
+            return clamp(ms / 1000)
+        }
+        return retryAfter(seconds, now: now)
+    }
+
+    /// Parses `Retry-After`: delay seconds, or an HTTP date. Negative or unreadable values give nil; a huge or
+    /// infinite one gives `longestWait`.
     static func retryAfter(_ value: String?, now: Date) -> Double? {
         guard let value = value?.trimmingCharacters(in: .whitespaces), !value.isEmpty else { return nil }
-        if let seconds = Double(value) { return seconds >= 0 ? seconds : nil }
+        if let seconds = Double(value) { return seconds >= 0 || seconds.isNaN ? clamp(seconds) : nil }
         let formatter = DateFormatter()
         formatter.locale = Locale(identifier: "en_US_POSIX")
         formatter.timeZone = TimeZone(identifier: "GMT")
         for format in ["EEE, dd MMM yyyy HH:mm:ss zzz", "EEEE, dd-MMM-yy HH:mm:ss zzz", "EEE MMM d HH:mm:ss yyyy"] {
             formatter.dateFormat = format
-            if let date = formatter.date(from: value) { return max(0, date.timeIntervalSince(now)) }
+            if let date = formatter.date(from: value) { return clamp(max(0, date.timeIntervalSince(now))) }
         }
         return nil
     }
+
+    static func clamp(_ seconds: Double) -> Double { seconds.isFinite ? min(max(0, seconds), longestWait) : longestWait }
 }
 
-/// The server's error, read from `{"error":{"message","type","code"}}`; `code` may be a string (OpenAI) or an integer (vLLM).
-struct ServerError {
-    var message: String
-    var type: String?
-    var code: String?
-
-    init(status: Int, body: [UInt8]) {
-        let json = try? JSON.parse(body)
-        let error = json?["error"]
-        message = error?["message"]?.stringValue ?? json?["message"]?.stringValue
-            ?? (body.isEmpty ? "HTTP \(status) with an empty body" : "HTTP \(status): " + String(decoding: body.prefix(300), as: UTF8.self))
-        type = error?["type"]?.stringValue
-        code = error?["code"]?.stringValue ?? error?["code"]?.intValue.map(String.init)
-    }
-}

@@ -18,6 +18,8 @@ struct ScheduledJob: Sendable {
     var paidCompletion = 0
     var paidCost = 0.0
     var invalidRetries = 0
+    /// Some answer billed for this prompt came without usage: the paid figures are partly estimated.
+    var usageEstimated = false
 
     init(request: PreparedRequest) { self.request = request }
 }
@@ -153,7 +155,7 @@ struct Scheduler: Sendable {
             job.estimate = Double(r.promptTokens + config.completionBound(r.maxTokens)) * tokenRatio
             var wait = requestBucket?.wait(for: 1, now: now) ?? 0
             wait = max(wait, tokenBucket?.wait(for: job.estimate, now: now) ?? 0)
-            if wait > 0 { return .wait(until: min(now + UInt64(wait * 1e9), earliestDelayed ?? .max)) }
+            if wait > 0 { return .wait(until: min(now &+ Clock.nanoseconds(wait), earliestDelayed ?? .max)) }
             take(fromRetry)
             requestBucket?.take(1)
             tokenBucket?.take(job.estimate)

@@ -1,5 +1,14 @@
 import Dispatch
 
+/// Uptime arithmetic that no value can crash: waits come from servers (Retry-After) and may be anything.
+enum Clock {
+    /// Nanoseconds in `seconds`, clamped to [0, about 292 years]; NaN is 0.
+    static func nanoseconds(_ seconds: Double) -> UInt64 {
+        guard seconds > 0 else { return 0 }
+        return seconds >= 9.2e9 ? UInt64(9.2e18) : UInt64(seconds * 1e9)
+    }
+}
+
 /// A token bucket: `rate` units per second, holding at most `capacity`.
 struct TokenBucket {
     let rate: Double
@@ -15,7 +24,7 @@ struct TokenBucket {
     }
 
     mutating func refill(_ now: UInt64) {
-        level = min(capacity, level + Double(now - updated) / 1e9 * rate)
+        level = min(capacity, level + Double(now &- updated) / 1e9 * rate)
         updated = now
     }
 

@@ -205,6 +205,7 @@ final class TransportLoop {
         cb_curl_easy_setopt_long(easy, CURLOPT_HTTP_VERSION, Int(CURL_HTTP_VERSION_2TLS))
         if request.url.hasPrefix("https:") { cb_curl_easy_setopt_long(easy, CURLOPT_PIPEWAIT, 1) }
         cb_curl_easy_setopt_long(easy, CURLOPT_TCP_KEEPALIVE, 1)
+        cb_curl_easy_setopt_string(easy, CURLOPT_ACCEPT_ENCODING, "")  // every encoding libcurl can decode (gzip, deflate, …)
         transfer.errorBuffer[0] = 0
         cb_curl_easy_setopt_pointer(easy, CURLOPT_ERRORBUFFER, transfer.errorBuffer)
         if let caInfo = request.connection.caInfo { cb_curl_easy_setopt_string(easy, CURLOPT_CAINFO, caInfo) }
@@ -290,7 +291,9 @@ private let writeBody: cb_curl_data_callback = { buffer, size, count, userdata i
 
 /// The response headers anything reads; the others are skipped without building strings (this callback runs
 /// for every header line of every answer).
-private let keptHeaders: [[UInt8]] = ["retry-after", "x-tera-request-id", "x-request-id", "content-type"].map { Array($0.utf8) }
+private let keptHeaders: [[UInt8]] = [
+    "retry-after", "retry-after-ms", "x-should-retry", "x-tera-request-id", "x-request-id", "x-litellm-call-id", "content-type",
+].map { Array($0.utf8) }
 
 private let writeHeader: cb_curl_data_callback = { buffer, size, count, userdata in
     let n = size * count

@@ -1,0 +1,75 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Takes the API key out of anything a server sent before it is kept or shown: a server may echo the key in
+/// an error message (or anywhere else), and nothing chatbatch writes (logs, outputs, the checkpoint, messages)
+/// may hold it.
+struct Redactor: Sendable {
+    /// What replaces a secret; holds no quote or backslash, so JSON around it stays valid.
+    static let mask = "[redacted]"
+    let secrets: [[UInt8]]
+
+    /// Keys shorter than 4 bytes are not searched for (they would match ordinary text).
+    init(secrets: [String]) {
+        self.secrets = secrets.map { Array($0.utf8) }.filter { $0.count >= 4 }
+    }
+
+    /// The bytes with every secret replaced by the mask (unchanged, and not copied, when none occurs).
+    func scrub(_ bytes: [UInt8]) -> [UInt8] {
+        var out = bytes
+        for secret in secrets {
+            guard let first = Self.find(secret, in: out, from: 0) else { continue }
+            var result: [UInt8] = []
+            result.reserveCapacity(out.count)
+            var start = 0
+            var at: Int? = first
+            while let hit = at {
+                result += out[start..<hit]
+                result += Array(Self.mask.utf8)
+                start = hit + secret.count
+                at = Self.find(secret, in: out, from: start)
+            }
+            result += out[start...]
+            out = result
+        }
+        return out
+    }
+
+    func scrub(_ text: String) -> String {
+        guard !secrets.isEmpty else { return text }
+        let bytes = Array(text.utf8)
+        let scrubbed = scrub(bytes)
+        return scrubbed == bytes ? text : String(decoding: scrubbed, as: UTF8.self)
+    }
+
+    /// A response with the secrets taken out of its body, header values and failure message.
+    func scrub(_ response: HTTPResponse) -> HTTPResponse {
+        guard !secrets.isEmpty else { return response }
+        var r = response
+        r.body = scrub(r.body)
+        for (name, value) in r.headers { r.headers[name] = scrub(value) }
+        if let failure = r.failure { r.failure?.message = scrub(failure.message) }
+        return r
+    }
+
+    static func find(_ needle: [UInt8], in haystack: [UInt8], from: Int) -> Int? {
+        guard from < haystack.count, haystack.count - from >= needle.count else { return nil }
+        return haystack.withUnsafeBufferPointer { h in
+            needle.withUnsafeBufferPointer { n in
+                let first = n[0]
+                var i = from
+                let last = h.count - n.count
+                while i <= last {
+                    guard let p = memchr(h.baseAddress! + i, Int32(first), last - i + 1) else { return nil }
+                    i = h.baseAddress!.distance(to: p.assumingMemoryBound(to: UInt8.self))
+                    if memcmp(h.baseAddress! + i, n.baseAddress!, n.count) == 0 { return i }
+                    i += 1
+                }
+                return nil
+            }
+        }
+    }
+}
