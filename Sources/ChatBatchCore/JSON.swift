@@ -105,3 +105,28 @@ extension JSON: ExpressibleByStringLiteral, ExpressibleByIntegerLiteral, Express
     public init(dictionaryLiteral elements: (String, JSON)...) { self = .object(JSONObject(elements)) }
     public init(nilLiteral: ()) { self = .null }
 }
+
+/// JSON values encode as their compact text, so settings that hold JSON (request defaults) can be `Codable`
+/// and hashed with everything else (the input fingerprint).
+extension JSON: Codable {
+    public init(from decoder: any Decoder) throws {
+        let text = try decoder.singleValueContainer().decode(String.self)
+        self = try JSON.parse(text)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(serialized())
+    }
+}
+
+extension JSONObject: Codable {
+    public init(from decoder: any Decoder) throws {
+        guard let object = try JSON(from: decoder).objectValue else {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "not a JSON object"))
+        }
+        self = object
+    }
+
+    public func encode(to encoder: any Encoder) throws { try JSON.object(self).encode(to: encoder) }
+}

@@ -4,6 +4,7 @@ import NIOHTTP1
 import NIOPosix
 import Dispatch
 import Foundation
+import Synchronization
 
 /// What every connection handler shares: the state and the ledger.
 final class GatewayCore: Sendable {
@@ -28,6 +29,11 @@ public final class FakeGateway: Sendable {
     let core: GatewayCore
     let group: MultiThreadedEventLoopGroup
     let channel: any Channel
+    /// Set once it has stopped: stopping again does nothing (an event loop that is shut down takes no more work).
+    private let stopped = Mutex(false)
+
+    /// True the first time only.
+    private func stopOnce() -> Bool { stopped.withLock { s in defer { s = true }; return !s } }
 
     /// Binds and starts serving; returns once the port is open.
     public init(_ configuration: FakeGatewayConfiguration) throws(FakeGatewayError) {
@@ -74,6 +80,7 @@ public final class FakeGateway: Sendable {
 
     /// Stops listening and closes every connection.
     public func shutdown() {
+        guard stopOnce() else { return }
         try? channel.close().wait()
         try? group.syncShutdownGracefully()
     }
@@ -81,6 +88,7 @@ public final class FakeGateway: Sendable {
     /// Stops gracefully: closes the listener, gives requests in flight up to `grace` seconds to be answered,
     /// then drops the rest (they are recorded as billed, since they were read), and flushes the ledger file.
     public func stop(grace: Double) {
+        guard stopOnce() else { return }
         try? channel.close().wait()
         let deadline = DispatchTime.now() + grace
         while core.state.inflight > 0 && DispatchTime.now() < deadline { usleep(5_000) }

@@ -9,22 +9,23 @@ struct RunCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "run",
         abstract: "Send every prompt of a JSONL file (or job file) once, checkpointed, and write the results.",
-        discussion: """
-            SOURCE is a YAML job file (.yaml/.yml) or a JSONL input. Flags override the job file.
+        usage: """
+            chatbatch run SOURCE [options]      SOURCE: a job file (.yaml), a JSONL file, or - (standard input)
 
-            Input lines: the OpenAI Batch shape {"custom_id","method":"POST","url":"/v1/chat/completions","body":{...}}, {"custom_id"?, "messages":[...]} or {"custom_id"?, "prompt":"..."} (other keys are body fields), or records rendered through the job's `template`. A line without an id gets line-N. Blank lines are skipped.
+            Run the same command again to resume: answered prompts are never sent again.
 
-            The API key comes from the environment (TERA_API_KEY, TIR_API_KEY, OPENAI_API_KEY, or --api-key-env NAME) or from --api-key-file, never from a flag's value. Resume an interrupted run by running the same command again.
-
-            Exit codes:
+            EXIT CODES:
             \(RunExit.helpTable)
+            """,
+        discussion: """
+            Input lines: the OpenAI Batch shape {"custom_id","method":"POST","url":"/v1/chat/completions","body":{...}}, {"custom_id"?, "messages":[...]} or {"custom_id"?, "prompt":"..."} (other keys are body fields), or records rendered through the job's `template`. A line without an id gets line-N. Flags override the job file. The API key comes from the environment (TERA_API_KEY, TIR_API_KEY, OPENAI_API_KEY, or --api-key-env NAME) or from --api-key-file, never from a flag's value.
             """)
 
     @OptionGroup var job: JobOptions
     @Flag(help: "Run against a fake gateway started in-process on loopback (no key, no network, no cost).") var fakeGateway = false
     @Option(help: "With --fake-gateway: its latency in ms.") var fakeLatencyMs = 20.0
     @Flag(help: "No progress output.") var quiet = false
-    @Option(help: "Write messages and progress through swift-log to this file instead of stderr.") var logFile: String?
+    @Option(help: "Write messages and progress to this file instead of stderr.") var logFile: String?
     @Option(help: "Seconds between progress reports (default: 0.25 redrawn on a terminal, 30 as log lines otherwise).")
     var progressInterval: Double?
 
@@ -39,6 +40,7 @@ struct RunCommand: ParsableCommand {
             settings.projectID = c.projectID
             let g = try FakeGateway(c)
             settings.baseURL = settings.provider == .tir ? g.rootURL : g.baseURL
+            settings.fakeGateway = true
             keyOverride = c.apiKeys[0]
             gateway = g
             if !quiet { Stream.write("chatbatch: fake gateway on \(g.baseURL)\n") }
@@ -56,11 +58,11 @@ struct RunCommand: ParsableCommand {
 
 /// The flags `run` and `validate` share: the job, and every setting that can override it.
 struct JobOptions: ParsableArguments {
-    @Argument(help: "A job file (.yaml) or a JSONL input file.") var source: String
+    @Argument(help: "A job file (.yaml), a JSONL input file, or - for standard input.") var source: String
     @Option(help: "Results file (default: INPUT.results.jsonl).") var output: String?
     @Option(help: "Errors file (default: results file with .errors.jsonl).") var errors: String?
     @Option(help: "Checkpoint file (default: results file + .checkpoint).") var checkpoint: String?
-    @Option(help: "Provider: tera, tir or openai-compatible.") var provider: String?
+    @Option(help: "Provider: \(ProviderKind.choices).") var provider: String?
     @Option(help: "Base URL (or a full chat-completions URL).") var baseURL: String?
     @Option(help: "Model; replaces the model of every line.") var model: String?
     @Option(help: "TIR project id.") var projectID: String?
@@ -72,7 +74,7 @@ struct JobOptions: ParsableArguments {
     @Option(help: "Seconds allowed for one request.") var timeout: Double?
     @Option(help: "Seconds allowed to connect.") var connectTimeout: Double?
     @Option(help: "Seconds in-flight requests may finish after SIGINT/SIGTERM.") var grace: Double?
-    @Option(help: "Output format: batch (OpenAI Batch output) or flat.") var format: String?
+    @Option(help: "Output format: \(OutputFormat.choices) (batch: the OpenAI Batch output shape).") var format: String?
     @Option(name: .customLong("set"), help: "A request default, KEY=JSON (repeatable), e.g. --set max_tokens=512 --set 'response_format={\"type\":\"json_object\"}'.")
     var requestDefaults: [String] = []
     @Option(help: "Input price, USD per million tokens.") var priceInput: Double?
@@ -97,8 +99,10 @@ struct JobOptions: ParsableArguments {
     @Flag(help: "Leave reasoning out of the output files.") var dropReasoning = false
     @Option(help: "A response cache (SQLite file, shared by runs and shards): a request answered before, in any run, is answered from it without being sent.")
     var cache: String?
-    @Option(help: "How the cache is used: read-write (default), read-only (store nothing) or refresh (send everything, replace what is stored).")
+    @Option(help: "How the cache is used: \(CacheMode.choices) (default read-write; read-only stores nothing, refresh sends everything and replaces what is stored).")
     var cacheMode: String?
+    @Option(help: "Lines another endpoint answered: \(OtherEndpointAnswers.choices) (default ask: not sent, exit 2; keep takes them; resend sends them again). A fake gateway's answers are always sent again to a real endpoint.")
+    var otherEndpointAnswers: String?
     @Option(help: "A CA bundle (PEM) trusted besides the system's, for a gateway with a private CA. SSL_CERT_FILE and CURL_CA_BUNDLE are honoured too.")
     var caCert: String?
     @Option(help: "Proxy URL (http://host:port); without it HTTPS_PROXY, https_proxy and NO_PROXY are honoured.") var proxy: String?
@@ -118,6 +122,9 @@ struct JobOptions: ParsableArguments {
         var settings = JobSettings()
         if source.hasSuffix(".yaml") || source.hasSuffix(".yml") {
             settings = try JobFile.load(path: source, date: date)
+        } else if source == "-" {
+            guard let output else { throw ValidationError("reading the input from standard input (-) needs --output: it names the run's files") }
+            settings.input = try StandardInput.spool(to: output + ".input.jsonl")
         } else {
             settings.input = source
         }
@@ -125,16 +132,9 @@ struct JobOptions: ParsableArguments {
         flags.output = output
         flags.errors = errors
         flags.checkpoint = checkpoint
-        if let provider {
-            guard let kind = Provider.Kind(rawValue: provider) else {
-                throw ValidationError("--provider must be tera, tir or openai-compatible")
-            }
-            flags.provider = kind
-        }
-        if let format {
-            guard let f = OutputFormat(rawValue: format) else { throw ValidationError("--format must be batch or flat") }
-            flags.format = f
-        }
+        flags.provider = try provider.map { try ProviderKind.parse($0, for: "--provider") }
+        flags.format = try format.map { try OutputFormat.parse($0, for: "--format") }
+        flags.otherEndpointAnswers = try otherEndpointAnswers.map { try OtherEndpointAnswers.parse($0, for: "--other-endpoint-answers") }
         flags.baseURL = baseURL
         flags.model = model
         flags.projectID = projectID
@@ -164,11 +164,11 @@ struct JobOptions: ParsableArguments {
             flags.request = request
         }
         if priceInput != nil || priceOutput != nil {
-            let base = settings.prices ?? Provider.named(settings.provider ?? .tera).prices
+            let base = settings.prices ?? (settings.provider ?? .default).profile.prices
             flags.prices = Prices(inputPerMillion: priceInput ?? base.inputPerMillion, outputPerMillion: priceOutput ?? base.outputPerMillion)
         }
         if maxOutputTokens != nil || contextTokens != nil {
-            let base = settings.limits ?? Provider.named(settings.provider ?? .tera).limits
+            let base = settings.limits ?? (settings.provider ?? .default).profile.limits
             flags.limits = ModelLimits(maxOutputTokens: maxOutputTokens ?? base.maxOutputTokens, contextTokens: contextTokens ?? base.contextTokens)
         }
         flags.retryBaseDelay = retryBaseDelay
@@ -195,10 +195,7 @@ struct JobOptions: ParsableArguments {
         flags.cache = cache
         flags.caCert = caCert
         flags.proxy = proxy
-        if let cacheMode {
-            guard let m = CacheMode(rawValue: cacheMode) else { throw ValidationError("--cache-mode must be read-write, read-only or refresh") }
-            flags.cacheMode = m
-        }
+        flags.cacheMode = try cacheMode.map { try CacheMode.parse($0, for: "--cache-mode") }
         settings = settings.overridden(by: flags)
 
         return settings

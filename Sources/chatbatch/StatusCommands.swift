@@ -5,7 +5,7 @@ import Foundation
 /// Finds the checkpoint of a job file, or takes the argument as a checkpoint path.
 func checkpointPath(_ argument: String) throws -> String {
     guard argument.hasSuffix(".yaml") || argument.hasSuffix(".yml") else { return argument }
-    return try JobFile.load(path: argument).resolve().checkpoint
+    return try JobFile.load(path: argument).resolve().files.checkpoint
 }
 
 /// `chatbatch status`: where a job stands.

@@ -8,6 +8,7 @@ struct ChatBatchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "chatbatch",
         abstract: "Run a JSONL batch of chat completions: bounded fan-out, correct retries, exactly-once checkpoint.",
+        version: ChatBatchVersion.current,
         subcommands: [RunCommand.self, ValidateCommand.self, ExportCommand.self, StatusCommand.self, ReportCommand.self, MergeCommand.self, CacheCommand.self, FakeGatewayCommand.self])
 }
 

@@ -274,7 +274,7 @@ struct FaultTests {
         // When writing it fails at the end, the run's own result stands and the message says what happened.
         let (code, stderr) = try run(scratch, ["--summary-json", "/dev/full"])
         #expect(code == 0, "\(stderr)")
-        #expect(stderr.contains("could not write the summary") && stderr.contains("all lines done") && !stderr.contains("nothing was sent"), "\(stderr)")
+        #expect(stderr.contains("could not write the summary") && stderr.contains("all 10 lines done") && !stderr.contains("nothing was sent"), "\(stderr)")
         #expect(scratch.lines("out.jsonl").count == 10)
     }
 }

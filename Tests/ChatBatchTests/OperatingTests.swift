@@ -64,7 +64,7 @@ struct OperatingTests {
         #expect(!quietText.contains("progress:"))
         let log = try String(contentsOfFile: again.file("run.log"), encoding: .utf8)
         #expect(log.contains("in.jsonl:21: not valid JSON"))
-        #expect(log.contains("chatbatch notice: done; some lines failed"))
+        #expect(log.contains("chatbatch notice: done: 20 of 21 lines answered, 1 failed (see the errors file)"), "\(log)")
     }
 
     @Test func shardsCoverEveryLineOnceAndMergeEqualsOneRun() throws {

@@ -62,10 +62,11 @@ struct RefusedModelTests {
         scratch.write("in.jsonl", lines: mixedModelLines())
         var s = settings(scratch, g)
         _ = try runJob(s)
-        // The provider now serves the model (say the key was given the scope).
-        let served = try FakeGateway.start { $0.models = ["openai/gpt-oss-120b", "gpt-4o"] }
+        // The provider now serves the model (say the key was given the scope): the same endpoint, on the same port.
+        g.shutdown()
+        let served = try FakeGateway.start { $0.models = ["openai/gpt-oss-120b", "gpt-4o"]; $0.port = g.port }
         defer { served.shutdown() }
-        s.baseURL = served.baseURL
+        #expect(served.baseURL == s.baseURL)
         let (plain, _) = try runJob(s)
         #expect(plain.attempts == 0 && served.ledger.snapshot().isEmpty)
         s.retryFailed = true

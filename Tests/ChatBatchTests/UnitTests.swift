@@ -102,15 +102,6 @@ struct UnitTests {
         #expect(APIKeySource.plainTextHost(endpoint: "http://gpu-box.internal:8000/v1/chat/completions") == "gpu-box.internal")
     }
 
-    @Test func providersBuildTheirEndpoints() throws {
-        #expect(try Provider.named(.tera).endpoint(baseURL: nil, projectID: nil) == "https://api.tera.gw/v1/chat/completions")
-        #expect(try Provider.named(.tir).endpoint(baseURL: nil, projectID: "42")
-                == "https://infer.e2enetworks.net/project/p-42/genai/gpt_oss_120b/v1/chat/completions?project_id=42")
-        #expect(throws: ChatBatchError.self) { try Provider.named(.tir).endpoint(baseURL: nil, projectID: nil) }
-        #expect(throws: ChatBatchError.self) { try Provider.named(.openAICompatible).endpoint(baseURL: nil, projectID: nil) }
-        #expect(try Provider.named(.openAICompatible).endpoint(baseURL: "http://h/v1/", projectID: nil) == "http://h/v1/chat/completions")
-    }
-
     @Test func tirProviderRunsAgainstTheTIRRoute() throws {
         let scratch = Scratch()
         let g = try FakeGateway.start { $0.projectID = "4242" }

@@ -49,6 +49,8 @@ struct FinishedRecord: Sendable {
     var usageEstimated = false
     /// Text in the answer that could not be decoded (invalid UTF-8, an unpaired surrogate) was replaced with U+FFFD.
     var repaired = false
+    /// Which of the run's endpoints answered (nil: none did, e.g. an invalid line or a cache hit).
+    var route: Int? = nil
 
     /// What the flat output says about it besides the answer.
     var facts: LineFacts {
@@ -66,6 +68,11 @@ struct AttemptRecord: Sendable {
     var requestID: String?
     var error: String?
     var ambiguous: Bool
+    /// Which of the run's endpoints it went to (0 with one provider).
+    var route = 0
+    /// Requests in flight, and the in-flight limit, when it was sent (what the report draws and the limit learns from).
+    var inflight: Int? = nil
+    var window: Int? = nil
 }
 
 /// A model the provider refused for this key (403 `permission_error` or 404 `model_not_found`), kept in the

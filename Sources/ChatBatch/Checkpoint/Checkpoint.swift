@@ -8,45 +8,21 @@ import Synchronization
 /// Opening it checks that it is a chatbatch checkpoint of a known schema and takes an exclusive lock,
 /// so two runs on one checkpoint never overlap.
 final class CheckpointStore: @unchecked Sendable {
-    // @unchecked Sendable: `db` is used only on the writer's serial queue once the run starts;
+    // @unchecked Sendable: `db` and `version` are used only on the run queue once the run starts;
     // before that, only by the thread that opened the store.
     /// 2 added `cached`, `saved_tokens` and `saved_cost` (the response cache); 3 added estimated usage, repaired
     /// text, the endpoints that answered, and the in-flight timeline (`v3Additions`). An older checkpoint is
     /// upgraded in place when a run or an export opens it, and read as it is by `status`, `report` and `validate`.
     static let schemaVersion = 3
-
-    /// What version 3 adds to a version 2 checkpoint (and a new checkpoint has from the start).
-    static let v3Additions = """
-        ALTER TABLE requests ADD COLUMN usage_estimated INTEGER NOT NULL DEFAULT 0;
-        ALTER TABLE requests ADD COLUMN repaired INTEGER NOT NULL DEFAULT 0;
-        ALTER TABLE requests ADD COLUMN endpoint_id INTEGER;
-        ALTER TABLE attempts ADD COLUMN endpoint_id INTEGER;
-        ALTER TABLE attempts ADD COLUMN inflight INTEGER;
-        ALTER TABLE attempts ADD COLUMN window INTEGER;
-        CREATE TABLE endpoints(
-            id INTEGER PRIMARY KEY,
-            identity TEXT NOT NULL UNIQUE,
-            label TEXT NOT NULL,
-            provider TEXT NOT NULL,
-            url TEXT NOT NULL,
-            fake INTEGER NOT NULL DEFAULT 0,
-            first_success_at REAL);
-        CREATE TABLE samples(
-            run_id INTEGER NOT NULL,
-            t REAL NOT NULL,
-            endpoint_id INTEGER,
-            inflight INTEGER NOT NULL,
-            window INTEGER NOT NULL,
-            paused INTEGER NOT NULL DEFAULT 0);
-        """
     static let applicationID: Int32 = 0x4342_4348  // "CBCH"
 
     let db: SQLiteDatabase
     let path: String
     private let lockFD: Mutex<Int32>
+
     /// The schema version as the file holds it: older than `schemaVersion` only when read without upgrading
     /// (`status`, `report`, `validate`), and then queries leave out what it lacks.
-    private(set) var version = CheckpointStore.schemaVersion
+    var version = CheckpointStore.schemaVersion
 
     /// Opens (creating if needed) the checkpoint at `path`, owner-only, locked for this process.
     init(path: String, create: Bool = true, lock: Bool = true) throws(ChatBatchError) {
@@ -130,101 +106,6 @@ final class CheckpointStore: @unchecked Sendable {
         }
     }
 
-    func prepareSchema(fresh: Bool, migrate: Bool) throws(ChatBatchError) {
-        let appID: Int32
-        do {
-            appID = Int32(truncatingIfNeeded: try db.query("PRAGMA application_id").first?.first?.int ?? 0)
-        } catch {
-            throw ChatBatchError(.damaged, "checkpoint \(path) cannot be read (\(error.message)); it is damaged. Restore it from a copy; a new checkpoint would pay again for every prompt this one answered")
-        }
-        let tables = try db.query("SELECT count(*) FROM sqlite_master").first?.first?.int ?? 0
-        if tables == 0 && appID == 0 {
-            try db.execute("PRAGMA journal_mode=WAL")
-            try db.execute("PRAGMA synchronous=NORMAL")
-            try db.execute("PRAGMA application_id=\(Self.applicationID)")
-            try db.execute("""
-                BEGIN;
-                CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
-                CREATE TABLE requests(
-                    custom_id TEXT PRIMARY KEY,
-                    line INTEGER NOT NULL,
-                    state TEXT NOT NULL,
-                    attempts INTEGER NOT NULL DEFAULT 0,
-                    body_hash TEXT NOT NULL,
-                    model TEXT,
-                    status_code INTEGER,
-                    request_id TEXT,
-                    prompt_tokens INTEGER NOT NULL DEFAULT 0,
-                    completion_tokens INTEGER NOT NULL DEFAULT 0,
-                    cost REAL NOT NULL DEFAULT 0,
-                    error_code TEXT,
-                    error_message TEXT,
-                    ambiguous INTEGER NOT NULL DEFAULT 0,
-                    crash_resend INTEGER NOT NULL DEFAULT 0,
-                    latency_ms REAL,
-                    ttft_ms REAL,
-                    cached INTEGER NOT NULL DEFAULT 0,
-                    saved_tokens INTEGER NOT NULL DEFAULT 0,
-                    saved_cost REAL NOT NULL DEFAULT 0,
-                    output TEXT,
-                    out_kind INTEGER,
-                    out_seq INTEGER,
-                    updated_at REAL NOT NULL);
-                CREATE INDEX requests_out ON requests(out_kind, out_seq) WHERE out_seq IS NOT NULL;
-                CREATE TABLE attempts(
-                    id INTEGER PRIMARY KEY,
-                    custom_id TEXT NOT NULL,
-                    run_id INTEGER NOT NULL,
-                    attempt INTEGER NOT NULL,
-                    started_at REAL NOT NULL,
-                    status INTEGER,
-                    latency_ms REAL,
-                    request_id TEXT,
-                    error TEXT,
-                    ambiguous INTEGER NOT NULL DEFAULT 0);
-                CREATE TABLE runs(
-                    id INTEGER PRIMARY KEY,
-                    started_at REAL NOT NULL,
-                    ended_at REAL,
-                    exit_code INTEGER,
-                    summary TEXT);
-                \(Self.v3Additions)
-                INSERT INTO meta VALUES('schema_version', '\(Self.schemaVersion)');
-                INSERT INTO meta VALUES('created_by', 'chatbatch');
-                COMMIT;
-                """)
-            return
-        }
-        guard appID == Self.applicationID else {
-            throw ChatBatchError(
-                .foreign,
-                "\(path) is an SQLite file of another program, not a chatbatch checkpoint; refusing to touch it. Pass another --checkpoint")
-        }
-        version = Int(try db.query("SELECT value FROM meta WHERE key='schema_version'").first?.first?.text ?? "") ?? 0
-        if (1..<Self.schemaVersion).contains(version) && migrate {
-            try db.inTransaction { () throws(ChatBatchError) in
-                if version == 1 {
-                    try db.execute("""
-                        ALTER TABLE requests ADD COLUMN cached INTEGER NOT NULL DEFAULT 0;
-                        ALTER TABLE requests ADD COLUMN saved_tokens INTEGER NOT NULL DEFAULT 0;
-                        ALTER TABLE requests ADD COLUMN saved_cost REAL NOT NULL DEFAULT 0;
-                        """)
-                }
-                try db.execute(Self.v3Additions)
-                try db.execute("UPDATE meta SET value='\(Self.schemaVersion)' WHERE key='schema_version'")
-            }
-            version = Self.schemaVersion
-        }
-        guard (1...Self.schemaVersion).contains(version) else {
-            let newer = version > Self.schemaVersion
-            throw ChatBatchError(
-                newer ? .newerSchema : .unknownSchema,
-                "checkpoint \(path) has schema version \(version), this chatbatch reads version \(Self.schemaVersion)"
-                    + (newer ? "; it was written by a newer chatbatch: upgrade to resume it" : ""))
-        }
-        try db.execute("PRAGMA synchronous=NORMAL")
-    }
-
     // MARK: meta
 
     func meta(_ key: String) throws(ChatBatchError) -> String? {
@@ -251,7 +132,20 @@ final class CheckpointStore: @unchecked Sendable {
         var spent: Double
         var refusedModels: [String: ModelRefusal]
         /// Set when the input is unchanged since a run that finished every line: nothing needs reading.
-        var finishedInput: FinishedInput?
+        var finishedInput: FinishedInput? = nil
+        /// The run's endpoints as the checkpoint knows them, and every other endpoint that answered before.
+        var endpoints: [Endpoint] = []
+        var otherEndpoints: [Endpoint] = []
+    }
+
+    /// An endpoint as the checkpoint records it.
+    struct Endpoint: Sendable, Equatable {
+        var id: Int
+        var identity: String
+        var label: String
+        var fake: Bool
+        /// It answered something, in some run.
+        var proven: Bool
     }
 
     /// What a run that finished every line of its input left behind, so that the next run can skip the input.
@@ -302,12 +196,20 @@ final class CheckpointStore: @unchecked Sendable {
     /// `fingerprint` (nil with `--force` or `--retry-failed`) is compared with what the last run that finished
     /// every line recorded; when they agree, nothing is scanned. Any other run forgets that record before it
     /// sends anything, so a record can only stand while nothing is pending or in flight.
-    func openRun(sink: any OutputSink, forgetRefusedModels: Bool, fingerprint: String?, log: (String) -> Void) throws -> OpenedRun {
+    func openRun(
+        sink: any OutputSink, forgetRefusedModels: Bool, endpoints: [(identity: String, label: String, provider: String, url: String, fake: Bool)],
+        fingerprint: (_ endpoints: [String]) -> String?, log: (String) -> Void
+    ) throws -> OpenedRun {
         try sink.reconcile(with: self, log: log)
-        if let fingerprint, let finished = try finishedInput(), finished.fingerprint == fingerprint, try !outputNeedsRebuild() {
+        var known: [Endpoint] = []
+        for e in endpoints { known.append(try register(identity: e.identity, label: e.label, provider: e.provider, url: e.url, fake: e.fake)) }
+        let others = try self.endpoints().filter { other in !known.contains { $0.id == other.id } }
+        if let fingerprint = fingerprint(known.map(\.identity)), let finished = try finishedInput(), finished.fingerprint == fingerprint,
+            try !outputNeedsRebuild()
+        {
             return OpenedRun(
                 runID: try beginRun(), crashRecovered: 0, isEmpty: false, hasInvalidRows: false, spent: finished.cost,
-                refusedModels: try refusedModels(), finishedInput: finished)
+                refusedModels: try refusedModels(), finishedInput: finished, endpoints: known, otherEndpoints: others)
         }
         try db.query("DELETE FROM meta WHERE key='input.finished'")
         let recovered = try recoverInflight()
@@ -316,13 +218,31 @@ final class CheckpointStore: @unchecked Sendable {
         return OpenedRun(
             runID: id, crashRecovered: recovered, isEmpty: try isEmpty(),
             hasInvalidRows: (try db.query("SELECT count(*) FROM requests WHERE error_code='invalid_line'").first?.first?.int ?? 0) > 0,
-            spent: try totals().cost, refusedModels: try refusedModels())
+            spent: try totals().cost, refusedModels: try refusedModels(), endpoints: known, otherEndpoints: others)
+    }
+
+    /// The endpoint with this identity, recorded if it is new.
+    func register(identity: String, label: String, provider: String, url: String, fake: Bool) throws(ChatBatchError) -> Endpoint {
+        try db.query("INSERT INTO endpoints(identity, label, provider, url, fake) VALUES(?, ?, ?, ?, ?) ON CONFLICT(identity) DO UPDATE SET label=excluded.label",
+                     [.text(identity), .text(label), .text(provider), .text(url), .int(fake ? 1 : 0)])
+        guard let e = try endpoints().first(where: { $0.identity == identity }) else {
+            throw ChatBatchError(.sqliteError, "checkpoint \(path): the endpoint \(identity) was not recorded")
+        }
+        return e
+    }
+
+    /// Every endpoint that has been recorded (none in a checkpoint older than schema 3).
+    func endpoints() throws(ChatBatchError) -> [Endpoint] {
+        guard version >= 3 else { return [] }
+        return try db.query("SELECT id, identity, label, fake, first_success_at IS NOT NULL FROM endpoints ORDER BY id").map { row in
+            Endpoint(id: row[0].int ?? 0, identity: row[1].text ?? "", label: row[2].text ?? "", fake: row[3].int == 1, proven: row[4].int == 1)
+        }
     }
 
     /// Records a run's start and returns its id.
     func beginRun() throws(ChatBatchError) -> Int {
         try db.query("INSERT INTO runs(started_at) VALUES(?)", [.double(Date().timeIntervalSince1970)])
-        return Int(sqlite3_last_insert_rowid(db.handle))
+        return db.lastInsertedRow
     }
 
     func endRun(id: Int, exitCode: Int32, summary: JSON) throws(ChatBatchError) {

@@ -6,6 +6,8 @@ struct PriorState: Sendable {
     var state: RequestState
     var bodyHash: String
     var crashResend: Bool
+    /// The endpoint that answered it (nil: unknown, from a checkpoint older than schema 3, or not answered).
+    var endpointID: Int?
 }
 
 /// A read-only view of the checkpoint for the input reader, on its own connection (WAL lets it read alongside the writer).
@@ -13,9 +15,10 @@ final class CheckpointReader {
     let db: SQLiteDatabase
     private var statement: SQLiteStatement?
 
-    init(path: String) throws(ChatBatchError) {
+    /// `version` is the checkpoint's schema version (an older one is read as it is, without the columns it lacks).
+    init(path: String, version: Int = CheckpointStore.schemaVersion) throws(ChatBatchError) {
         db = try SQLiteDatabase(path: path, readOnly: true)
-        statement = try db.prepare("SELECT state, body_hash, crash_resend FROM requests WHERE custom_id=?")
+        statement = try db.prepare("SELECT state, body_hash, crash_resend, \(version >= 3 ? "endpoint_id" : "NULL") FROM requests WHERE custom_id=?")
     }
 
     /// Closes the connection: the run is over.
@@ -44,6 +47,6 @@ final class CheckpointReader {
         guard try lookup.step() else { return nil }
         return PriorState(
             state: RequestState(rawValue: lookup.value(0).text ?? "") ?? .pending,
-            bodyHash: lookup.value(1).text ?? "", crashResend: lookup.value(2).int == 1)
+            bodyHash: lookup.value(1).text ?? "", crashResend: lookup.value(2).int == 1, endpointID: lookup.value(3).int)
     }
 }

@@ -1,15 +1,11 @@
-import CSQLite
 import ChatBatchCore
 import Dispatch
 import Foundation
-import Synchronization
 
 /// A change the writer commits.
 enum CheckpointOp: Sendable {
     /// About to send: committed before the request leaves, so a crash leaves it visibly in flight.
-    /// Once committed, the claims of one commit are handed to the writer's `onClaimed` together;
-    /// when they could not be, `refused` runs for each (the request must not be sent).
-    case claim(customID: String, line: Int, bodyHash: String, model: String?, token: Int)
+    case claim(customID: String, line: Int, bodyHash: String, model: String?)
     /// Finished, with its output line.
     case finish(FinishedRecord, attempt: AttemptRecord?)
     /// Back to pending (a retry will claim it again, or a later run will send it).
@@ -18,62 +14,61 @@ enum CheckpointOp: Sendable {
     case refuseModel(ModelRefusal)
     /// Forget a finished row's output (a forced resend of a changed line); outputs are rebuilt at the end.
     case supersede(customID: String)
+    /// Forget a row altogether (a line that was invalid and is fixed now has its `line-N` row removed).
+    case forget(customID: String)
+    /// The endpoint answered: it is known to work (a failure of its first request no longer stops a run).
+    case endpointAnswered(route: Int)
+    /// Where the run stood (the report's timeline).
+    case sample(inflight: Int, window: Int, paused: Bool, route: Int)
 }
 
-/// Commits checkpoint changes in groups on one serial queue, then appends the finished lines to the output files.
-///
-/// Every op handed in while a commit is running joins the next commit, so commits stay few under load
-/// and immediate when idle. A line reaches an output file only after its row is committed; the files'
-/// committed lengths are recorded in the checkpoint, so a resume cuts off any torn or unrecorded tail
-/// and writes those lines again from the checkpoint: each line ends up in its file exactly once.
-final class CheckpointWriter: Sendable {
-    struct Pending {
-        var ops: [CheckpointOp] = []
-        var scheduled = false
-        var failure: (any Error)? = nil
-        /// An output file could not be written: keep committing to the checkpoint, stop writing files.
-        var outputFailed = false
-        /// The run ended and gave up the checkpoint: later changes are dropped.
-        var closed = false
-    }
+/// How a commit went.
+enum CommitOutcome {
+    case committed
+    /// The checkpoint could not be written: nothing of this commit is recorded (its claims must not be sent).
+    case checkpointFailed(ChatBatchError)
+    /// The checkpoint holds the commit, but the output files could not be written (they are rebuilt from it later).
+    case outputFailed(ChatBatchError)
+}
 
-    let queue = DispatchQueue(label: "chatbatch.checkpoint")
-    let state: Mutex<Pending> = Mutex(Pending())
-    // Only touched on `queue`.
+/// Commits checkpoint changes, a group at a time, then appends the finished lines to the output files.
+///
+/// Used on the run's queue only: the run hands it everything one turn decided (claims and answers together), so a
+/// turn costs one commit. A line reaches an output file only after its row is committed; the files' committed
+/// lengths are recorded in the checkpoint, so a resume cuts off any torn or unrecorded tail and writes those lines
+/// again from the checkpoint: each line ends up in its file exactly once.
+final class CheckpointWriter {
     let store: CheckpointStore
-    nonisolated(unsafe) let sink: any OutputSink
-    nonisolated(unsafe) var statements: Statements?
-    /// A forced resend replaced answers whose old lines are in the files: rebuild them when the run ends.
-    nonisolated(unsafe) var needsRebuild: Bool
-    /// The last output sequence number committed (-1 until read once from the checkpoint).
-    nonisolated(unsafe) var lastSeq = -1
-    /// When output lengths were last recorded (uptime nanoseconds).
-    nonisolated(unsafe) var lastRecorded: UInt64 = 0
+    let sink: any OutputSink
     let runID: Int
-    /// Told of the first failure: `outputOnly` when only an output file failed (the checkpoint still commits, so
-    /// what is in flight can still finish into it).
-    let onFailure: @Sendable (_ error: any Error, _ outputOnly: Bool) -> Void
-    /// Receives the tokens of claims just committed (their requests may now be sent), or refused.
-    let onClaims: @Sendable (_ tokens: [Int], _ committed: Bool) -> Void
+    /// The endpoint id of each route (the run's endpoints, in order).
+    let endpointIDs: [Int]
+    private var statements: Statements?
+    /// A forced resend replaced answers whose old lines are in the files: rebuild them when the run ends.
+    private var needsRebuild: Bool
+    /// The last output sequence number committed (-1 until read once from the checkpoint).
+    private var lastSeq = -1
+    /// When output lengths were last recorded (uptime nanoseconds).
+    private var lastRecorded: UInt64 = 0
+    /// The first failure; after a checkpoint failure nothing more is committed, after an output failure the
+    /// checkpoint still is (what is in flight finishes into it) but the files are not written.
+    private(set) var failure: ChatBatchError?
+    private var outputFailed = false
 
     struct Statements {
-        let claim, finish, requeue, attempt, supersede: SQLiteStatement
+        let claim, finish, requeue, attempt, supersede, forget, sample, answered: SQLiteStatement
         let nextSeq: SQLiteStatement
     }
 
-    init(
-        store: CheckpointStore, sink: any OutputSink, runID: Int, onFailure: @escaping @Sendable (any Error, Bool) -> Void,
-        onClaims: @escaping @Sendable ([Int], Bool) -> Void
-    ) {
-        self.onClaims = onClaims
+    init(store: CheckpointStore, sink: any OutputSink, runID: Int, endpointIDs: [Int]) {
         self.store = store
         self.sink = sink
-        needsRebuild = (try? store.outputNeedsRebuild()) ?? false
         self.runID = runID
-        self.onFailure = onFailure
+        self.endpointIDs = endpointIDs
+        needsRebuild = (try? store.outputNeedsRebuild()) ?? false
     }
 
-    func prepareStatements() throws(ChatBatchError) -> Statements {
+    private func prepareStatements() throws(ChatBatchError) -> Statements {
         if let statements { return statements }
         let db = store.db
         let s = Statements(
@@ -86,13 +81,13 @@ final class CheckpointWriter: Sendable {
             finish: try db.prepare("""
                 INSERT INTO requests(custom_id, line, state, attempts, body_hash, model, status_code, request_id, prompt_tokens,
                     completion_tokens, cost, error_code, error_message, latency_ms, output, out_kind, out_seq, updated_at, ttft_ms,
-                    cached, saved_tokens, saved_cost, usage_estimated, repaired)
-                VALUES(?1, ?2, ?3, 0, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?19, ?20, ?21, ?22, ?23, ?24)
+                    cached, saved_tokens, saved_cost, usage_estimated, repaired, endpoint_id)
+                VALUES(?1, ?2, ?3, 0, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?19, ?20, ?21, ?22, ?23, ?24, ?25)
                 ON CONFLICT(custom_id) DO UPDATE SET line=?2, state=?3, body_hash=?4, model=?5, status_code=?6, request_id=?7,
                     prompt_tokens=prompt_tokens+?8, completion_tokens=completion_tokens+?9, cost=cost+?10, error_code=?11,
                     error_message=?12, latency_ms=?13, output=?14, out_kind=?15, out_seq=?16, updated_at=?17,
                     ambiguous=ambiguous+?18, ttft_ms=?19, cached=?20, saved_tokens=saved_tokens+?21, saved_cost=saved_cost+?22,
-                    usage_estimated=max(usage_estimated, ?23), repaired=?24
+                    usage_estimated=max(usage_estimated, ?23), repaired=?24, endpoint_id=?25
                 """),
             requeue: try db.prepare("""
                 INSERT INTO requests(custom_id, line, state, attempts, body_hash, model, error_message, updated_at)
@@ -101,193 +96,148 @@ final class CheckpointWriter: Sendable {
                     ambiguous=ambiguous+?7
                 """),
             attempt: try db.prepare("""
-                INSERT INTO attempts(custom_id, run_id, attempt, started_at, status, latency_ms, request_id, error, ambiguous)
-                VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?)
+                INSERT INTO attempts(custom_id, run_id, attempt, started_at, status, latency_ms, request_id, error, ambiguous, endpoint_id,
+                    inflight, window)
+                VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """),
             supersede: try db.prepare("UPDATE requests SET out_seq=NULL, out_kind=NULL, state='pending' WHERE custom_id=?"),
+            forget: try db.prepare("DELETE FROM requests WHERE custom_id=?"),
+            sample: try db.prepare("INSERT INTO samples(run_id, t, endpoint_id, inflight, window, paused) VALUES(?, ?, ?, ?, ?, ?)"),
+            answered: try db.prepare("UPDATE endpoints SET first_success_at=coalesce(first_success_at, ?) WHERE id=?"),
             nextSeq: try db.prepare("SELECT coalesce(max(out_seq), 0) FROM requests"))
         statements = s
         return s
     }
 
-    /// Hands in one change; it is committed with whatever else is waiting.
-    func submit(_ op: CheckpointOp) {
-        let schedule = state.withLock { p -> Bool in
-            if p.closed { return false }
-            p.ops.append(op)
-            if p.scheduled { return false }
-            p.scheduled = true
-            return true
+    /// Commits `ops` in one transaction, then appends their finished lines to the output files.
+    @discardableResult
+    func commit(_ ops: [CheckpointOp], forceRecord: Bool = false) -> CommitOutcome {
+        if let failure, !outputFailed { return .checkpointFailed(failure) }
+        var written: [(seq: Int, record: FinishedRecord)] = []
+        var positions: [OutputPosition] = []
+        do {
+            let s = try prepareStatements()
+            try store.db.inTransaction { () throws(ChatBatchError) in
+                if lastSeq < 0 { lastSeq = try s.nextSeq.scalar([])?.int ?? 0 }
+                var seq = lastSeq
+                let now = Date().timeIntervalSince1970
+                for op in ops { try apply(op, s, now: now, seq: &seq, written: &written) }
+                // Output lengths are recorded at most every 200 ms (and when the run ends): lines written but not yet
+                // recorded are cut off and written again on resume, so recording less often loses nothing.
+                let uptime = DispatchTime.now().uptimeNanoseconds
+                if !outputFailed && (forceRecord || uptime - lastRecorded >= 200_000_000) {
+                    positions = sink.positionsToRecord()
+                    for p in positions { try store.recordOutputPosition(p) }
+                    lastRecorded = uptime
+                }
+                lastSeq = seq
+            }
+        } catch {
+            failure = failure ?? error
+            return .checkpointFailed(error)
         }
-        if schedule { queue.async { self.flush() } }
+        sink.markRecorded(positions)
+        guard !written.isEmpty, !outputFailed else { return .committed }
+        do {
+            try sink.append(written)
+        } catch {
+            let error = error as? ChatBatchError ?? ChatBatchError(.writeFailed, "\(error)")
+            outputFailed = true
+            failure = failure ?? error
+            return .outputFailed(error)
+        }
+        return .committed
     }
 
-    /// Commits everything handed in so far and waits for it, output lines included.
-    func drain() {
-        queue.sync { self.flush() }
-        queue.sync { self.flush(forceRecord: true) }
+    private func apply(
+        _ op: CheckpointOp, _ s: Statements, now: Double, seq: inout Int, written: inout [(seq: Int, record: FinishedRecord)]
+    ) throws(ChatBatchError) {
+        switch op {
+        case .claim(let id, let line, let hash, let model):
+            try s.claim.run([.text(id), .int(line), .text(hash), .optional(model), .double(now)])
+        case .finish(let r, let attempt):
+            seq += 1
+            try s.finish.run([
+                .text(r.customID), .int(r.line), .text(r.state.rawValue), .text(r.bodyHash), .optional(r.model), .optional(r.statusCode),
+                .optional(r.requestID), .int(r.promptTokens), .int(r.completionTokens), .double(r.cost), .optional(r.errorCode),
+                .optional(r.errorMessage), .optional(r.latencyMs), .text(r.output), .int(r.kind.rawValue), .int(seq), .double(now),
+                .int(attempt?.ambiguous == true ? 1 : 0), .optional(r.ttftMs), .int(r.cached ? 1 : 0), .int(r.savedTokens),
+                .double(r.savedCost), .int(r.usageEstimated ? 1 : 0), .int(r.repaired ? 1 : 0), .optional(r.route.map(endpointID)),
+            ])
+            if let attempt { try insert(attempt, s) }
+            written.append((seq, r))
+        case .requeue(let id, let line, let hash, let model, let attempt, let note):
+            try s.requeue.run([.text(id), .int(line), .text(hash), .optional(model), .optional(note), .double(now),
+                               .int(attempt?.ambiguous == true ? 1 : 0)])
+            if let attempt { try insert(attempt, s) }
+        case .refuseModel(let refusal):
+            try store.recordRefusedModel(refusal)
+        case .supersede(let id):
+            try s.supersede.run([.text(id)])
+            // Persisted with the change: a run that dies before rebuilding leaves the next one to do it.
+            if !needsRebuild { try store.setOutputNeedsRebuild(true) }
+            needsRebuild = true
+        case .forget(let id):
+            try s.forget.run([.text(id)])
+            if !needsRebuild { try store.setOutputNeedsRebuild(true) }
+            needsRebuild = true
+        case .endpointAnswered(let route):
+            try s.answered.run([.double(now), .int(endpointID(route))])
+        case .sample(let inflight, let window, let paused, let route):
+            try s.sample.run([.int(runID), .double(now), .int(endpointID(route)), .int(inflight), .int(window), .int(paused ? 1 : 0)])
+        }
+    }
+
+    private func endpointID(_ route: Int) -> Int { endpointIDs.indices.contains(route) ? endpointIDs[route] : endpointIDs.first ?? 0 }
+
+    private func insert(_ a: AttemptRecord, _ s: Statements) throws(ChatBatchError) {
+        try s.attempt.run([
+            .text(a.customID), .int(runID), .int(a.attempt), .double(a.startedAt), .optional(a.status), .double(a.latencyMs),
+            .optional(a.requestID), .optional(a.error), .int(a.ambiguous ? 1 : 0), .int(endpointID(a.route)), .optional(a.inflight),
+            .optional(a.window),
+        ])
     }
 
     /// What the checkpoint says as a run ends.
-    struct RunEnding {
+    struct RunEnding: Sendable {
         /// A commit or an output write failed during the run.
-        var writeFailure: (any Error)?
+        var writeFailure: ChatBatchError?
         /// Prompts left pending, and the spend over every run (nil if it could not be read).
         var pending: Int
         var spent: Double?
     }
 
-    /// Ends the run: commits what is waiting, rebuilds the output files if a forced resend asked for it, flushes
-    /// them, records the run's end with the summary `conclude` makes, then closes the checkpoint and its lock.
-    /// `conclude` returns the run's result with its exit code and JSON summary, which are recorded with the run.
-    ///
-    /// `known` (a run that read no input) gives the counts without scanning the checkpoint; otherwise, when
-    /// `fingerprint` is given (the run finished every line it read) and nothing is left pending or in flight,
-    /// it is recorded so that the next run with the same input can skip it.
-    func endRun<Result>(
-        log: (String) -> Void, fingerprint: String?, known: CheckpointStore.FinishedInput?,
-        _ conclude: (RunEnding) -> (Result, exitCode: Int32, summary: JSON)
-    ) -> Result {
-        drain()
-        let writeFailure = failure
-        let result = queue.sync { () -> Result in
-            if writeFailure == nil && needsRebuild {
-                do {
-                    try sink.rebuildAll(from: store)
-                    try store.setOutputNeedsRebuild(false)
-                    needsRebuild = false
-                } catch {
-                    log("chatbatch: could not rebuild the output files (\(error)); the next run or `chatbatch export` will")
-                }
+    /// Ends the run's writing: rebuilds the output files if a forced resend asked for it, flushes them, and reads
+    /// what is left. `known` (a run that read no input) gives the counts without scanning the checkpoint;
+    /// otherwise, when `fingerprint` is given (the run finished every line it read) and nothing is left pending
+    /// or in flight, it is recorded so that the next run with the same input can skip it.
+    func endRun(log: (String) -> Void, fingerprint: String?, known: CheckpointStore.FinishedInput?) -> RunEnding {
+        if failure == nil && needsRebuild {
+            do {
+                try sink.rebuildAll(from: store)
+                try store.setOutputNeedsRebuild(false)
+                needsRebuild = false
+            } catch {
+                log("chatbatch: could not rebuild the output files (\(error)); the next run or `chatbatch export` will")
             }
-            sink.sync()
-            flush(forceRecord: true)
-            let ending: RunEnding
-            if let known {
-                ending = RunEnding(writeFailure: writeFailure, pending: 0, spent: known.cost)
-            } else {
-                let counts = (try? store.stateCounts()) ?? [:]
-                let totals = try? store.totals()
-                ending = RunEnding(writeFailure: writeFailure, pending: counts[.pending] ?? 0, spent: totals?.cost)
-                if let fingerprint, let totals, writeFailure == nil, counts[.pending] == nil, counts[.inflight] == nil {
-                    try? store.recordFinishedInput(CheckpointStore.FinishedInput(
-                        fingerprint: fingerprint, done: counts[.done] ?? 0, failed: counts[.failed] ?? 0,
-                        promptTokens: totals.prompt, completionTokens: totals.completion, cost: totals.cost))
-                }
-            }
-            let (result, exitCode, summary) = conclude(ending)
-            if writeFailure == nil { try? store.endRun(id: runID, exitCode: exitCode, summary: summary) }
-            state.withLock { $0.closed = true }
-            statements = nil
-            store.closeAndUnlock()
-            return result
         }
-        return result
+        sink.sync()
+        commit([], forceRecord: true)
+        if let known { return RunEnding(writeFailure: failure, pending: 0, spent: known.cost) }
+        let counts = (try? store.stateCounts()) ?? [:]
+        let totals = try? store.totals()
+        if let fingerprint, let totals, failure == nil, counts[.pending] == nil, counts[.inflight] == nil {
+            try? store.recordFinishedInput(CheckpointStore.FinishedInput(
+                fingerprint: fingerprint, done: counts[.done] ?? 0, failed: counts[.failed] ?? 0,
+                promptTokens: totals.prompt, completionTokens: totals.completion, cost: totals.cost))
+        }
+        return RunEnding(writeFailure: failure, pending: counts[.pending] ?? 0, spent: totals?.cost)
     }
 
-    /// The first failure, if a commit or an output write failed (the run must stop).
-    var failure: (any Error)? { state.withLock { $0.failure } }
-
-    private func flush(forceRecord: Bool = false) {
-        let ops = state.withLock { p -> [CheckpointOp] in
-            let ops = p.ops
-            p.ops = []
-            p.scheduled = false
-            return ops
-        }
-        if state.withLock({ $0.failure != nil && !$0.outputFailed }) {
-            refuseClaims(ops)
-            return
-        }
-        do {
-            let s = try prepareStatements()
-            let db = store.db
-            try db.execute("BEGIN IMMEDIATE")
-            if lastSeq < 0 {
-                try s.nextSeq.bind([])
-                lastSeq = try s.nextSeq.step() ? s.nextSeq.value(0).int ?? 0 : 0
-                sqlite3_reset(s.nextSeq.stmt)
-            }
-            var seq = lastSeq
-            var written: [(seq: Int, record: FinishedRecord)] = []
-            var claimed: [Int] = []
-            let now = Date().timeIntervalSince1970
-            for op in ops {
-                switch op {
-                case .claim(let id, let line, let hash, let model, let token):
-                    try s.claim.run([.text(id), .int(line), .text(hash), model.map(SQLiteValue.text) ?? .null, .double(now)])
-                    claimed.append(token)
-                case .finish(let r, let attempt):
-                    seq += 1
-                    try s.finish.run([
-                        .text(r.customID), .int(r.line), .text(r.state.rawValue), .text(r.bodyHash), r.model.map(SQLiteValue.text) ?? .null,
-                        r.statusCode.map(SQLiteValue.int) ?? .null, r.requestID.map(SQLiteValue.text) ?? .null,
-                        .int(r.promptTokens), .int(r.completionTokens), .double(r.cost),
-                        r.errorCode.map(SQLiteValue.text) ?? .null, r.errorMessage.map(SQLiteValue.text) ?? .null,
-                        r.latencyMs.map(SQLiteValue.double) ?? .null, .text(r.output), .int(r.kind.rawValue), .int(seq), .double(now),
-                        .int(attempt?.ambiguous == true ? 1 : 0), r.ttftMs.map(SQLiteValue.double) ?? .null,
-                        .int(r.cached ? 1 : 0), .int(r.savedTokens), .double(r.savedCost), .int(r.usageEstimated ? 1 : 0),
-                        .int(r.repaired ? 1 : 0),
-                    ])
-                    if let attempt { try insert(attempt, s) }
-                    written.append((seq, r))
-                case .requeue(let id, let line, let hash, let model, let attempt, let note):
-                    try s.requeue.run([.text(id), .int(line), .text(hash), model.map(SQLiteValue.text) ?? .null,
-                                       note.map(SQLiteValue.text) ?? .null, .double(now), .int(attempt?.ambiguous == true ? 1 : 0)])
-                    if let attempt { try insert(attempt, s) }
-                case .refuseModel(let refusal):
-                    try store.recordRefusedModel(refusal)
-                case .supersede(let id):
-                    try s.supersede.run([.text(id)])
-                    // Persisted with the change: a run that dies before rebuilding leaves the next one to do it.
-                    if !needsRebuild { try store.setOutputNeedsRebuild(true) }
-                    needsRebuild = true
-                }
-            }
-            // Output lengths are recorded at most every 200 ms (and when the run ends): lines written but not yet
-            // recorded are cut off and written again on resume, so recording less often loses nothing.
-            let outputFailed = state.withLock { $0.outputFailed }
-            let uptime = DispatchTime.now().uptimeNanoseconds
-            var positions: [OutputPosition] = []
-            if !outputFailed && (forceRecord || uptime - lastRecorded >= 200_000_000) {
-                positions = sink.positionsToRecord()
-                for p in positions { try store.recordOutputPosition(p) }
-                lastRecorded = uptime
-            }
-            try db.execute("COMMIT")
-            sink.markRecorded(positions)
-            lastSeq = seq
-            if !claimed.isEmpty { onClaims(claimed, true) }
-            if !written.isEmpty && !outputFailed {
-                do {
-                    try sink.append(written)
-                } catch {
-                    state.withLock { $0.outputFailed = true; if $0.failure == nil { $0.failure = error } }
-                    onFailure(error, true)
-                }
-            }
-        } catch {
-            try? store.db.execute("ROLLBACK")
-            state.withLock { if $0.failure == nil { $0.failure = error } }
-            refuseClaims(ops)
-            onFailure(error, false)
-        }
-    }
-
-    /// Tells every claim in `ops` that it was not recorded, so its request is never sent.
-    private func refuseClaims(_ ops: [CheckpointOp]) {
-        let tokens = ops.compactMap { op -> Int? in
-            if case .claim(_, _, _, _, let token) = op { return token }
-            return nil
-        }
-        if !tokens.isEmpty { onClaims(tokens, false) }
-    }
-
-    private func insert(_ a: AttemptRecord, _ s: Statements) throws(ChatBatchError) {
-        try s.attempt.run([
-            .text(a.customID), .int(runID), .int(a.attempt), .double(a.startedAt), a.status.map(SQLiteValue.int) ?? .null,
-            .double(a.latencyMs), a.requestID.map(SQLiteValue.text) ?? .null, a.error.map(SQLiteValue.text) ?? .null,
-            .int(a.ambiguous ? 1 : 0),
-        ])
+    /// Records the run's end with its exit code and summary, then closes the checkpoint and gives up its lock.
+    func close(exitCode: Int32, summary: JSON) {
+        if failure == nil { try? store.endRun(id: runID, exitCode: exitCode, summary: summary) }
+        statements = nil
+        store.closeAndUnlock()
     }
 }

@@ -35,6 +35,9 @@ final class SQLiteDatabase: @unchecked Sendable {
 
     var lastError: String { String(cString: sqlite3_errmsg(handle)) }
 
+    /// The rowid of the last row inserted on this connection.
+    var lastInsertedRow: Int { Int(sqlite3_last_insert_rowid(handle)) }
+
     func error(_ what: String) -> ChatBatchError {
         let rc = sqlite3_errcode(handle)
         let code: ChatBatchError.Code
@@ -100,6 +103,10 @@ enum SQLiteValue: Sendable, Equatable {
     var int: Int? { if case .int(let v) = self { return v }; if case .double(let d) = self { return Int(d) }; return nil }
     var double: Double? { if case .double(let v) = self { return v }; if case .int(let i) = self { return Double(i) }; return nil }
     var text: String? { if case .text(let v) = self { return v }; return nil }
+
+    static func optional(_ v: String?) -> SQLiteValue { v.map(SQLiteValue.text) ?? .null }
+    static func optional(_ v: Int?) -> SQLiteValue { v.map(SQLiteValue.int) ?? .null }
+    static func optional(_ v: Double?) -> SQLiteValue { v.map(SQLiteValue.double) ?? .null }
 }
 
 /// A prepared statement, reset and reused.
@@ -140,6 +147,13 @@ final class SQLiteStatement {
         case SQLITE_DONE: return false
         default: throw db.error("statement failed")
         }
+    }
+
+    /// Binds, steps once, and returns the first column of the first row (nil when there is none); resets.
+    func scalar(_ values: [SQLiteValue]) throws(ChatBatchError) -> SQLiteValue? {
+        try bind(values)
+        defer { sqlite3_reset(stmt) }
+        return try step() ? value(0) : nil
     }
 
     /// Binds, runs to completion, and resets.

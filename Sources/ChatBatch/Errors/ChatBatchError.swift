@@ -58,6 +58,8 @@ public struct ChatBatchError: Error, Sendable, CustomStringConvertible {
         case emptyKeyFile = "empty_key_file"
         case unwritableLog = "unwritable_log"
         case badHeader = "bad_header"
+        case badChoice = "bad_choice"
+        case notJSONL = "not_jsonl"
         case unwritableSummary = "unwritable_summary"
         case plainHTTP = "plain_http"
         case outputClash = "output_clash"
@@ -81,7 +83,6 @@ public struct ChatBatchError: Error, Sendable, CustomStringConvertible {
         case sqliteError = "sqlite_error"
         // The response cache.
         case badCache = "bad_cache"
-        case badCacheMode = "bad_cache_mode"
         case badDuration = "bad_duration"
         case badCACert = "bad_ca_cert"
         // Files being written.

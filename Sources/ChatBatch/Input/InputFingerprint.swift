@@ -9,25 +9,24 @@ import Foundation
 /// `--set`, another shard, falls back to the line-level check.
 enum InputFingerprint {
     /// The fingerprint of `config`'s input, or nil when the file cannot be read.
-    static func of(_ config: RunConfiguration) -> String? {
+    static func of(_ config: RunConfiguration, endpoints: [String]) -> String? {
         var st = stat()
-        guard stat(config.input, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { return nil }
-        guard let content = contentHash(config.input) else { return nil }
+        let input = config.files.input
+        guard stat(input, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { return nil }
+        guard let content = contentHash(input) else { return nil }
         let mtime = Int64(st.st_mtim.tv_sec) * 1_000_000_000 + Int64(st.st_mtim.tv_nsec)
-        return "v1:\(st.st_size):\(mtime):\(StableHash.hex(content)):\(StableHash.hex(shapeHash(config)))"
+        return "v2:\(st.st_size):\(mtime):\(StableHash.hex(content)):\(StableHash.hex(shapeHash(config, endpoints: endpoints)))"
     }
 
-    /// The settings that decide which lines are sent and what their bodies are.
-    static func shapeHash(_ config: RunConfiguration) -> UInt64 {
-        let shape: JSON = [
-            "input": .string(config.input), "model": config.model.map(JSON.string) ?? .null,
-            "default_model": config.defaultModel.map(JSON.string) ?? .null, "id_field": .string(config.idField),
-            "max_output_tokens": .int(config.limits.maxOutputTokens), "context_tokens": .int(config.limits.contextTokens),
-            "request": .object(config.requestDefaults), "system": config.system.map(JSON.string) ?? .null,
-            "template": config.template.map(JSON.string) ?? .null, "stream": .bool(config.stream),
-            "shard": config.shard.map { .string("\($0.index)/\($0.count)") } ?? .null,
-        ]
-        return StableHash.of(shape.serialized())
+    /// The settings that decide which lines are sent and what their bodies are (the whole `RequestShape`), the
+    /// input's path, and the endpoints that may answer.
+    static func shapeHash(_ config: RunConfiguration, endpoints: [String]) -> UInt64 {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        var bytes = Array((try? encoder.encode(config.shape)) ?? Data())
+        bytes += Array(config.files.input.utf8) + [0]
+        for endpoint in endpoints.sorted() { bytes += Array(endpoint.utf8) + [0] }
+        return StableHash.of(bytes)
     }
 
     /// A 64-bit hash of the file's bytes, eight at a time (FNV-1a's step on words), read in 1 MiB blocks.

@@ -15,8 +15,12 @@ struct PreparedRequest: Sendable {
     var responseFormat: JSON? = nil
     /// A previous run died while this prompt was in flight: sending it now may bill it twice.
     var resentAfterCrash = false
+    /// The checkpoint has a row for it already (so a stop leaves it counted among the pending rows).
+    var hasRow = false
     /// The response cache's key (only with `--cache`).
     var cacheKey: String? = nil
+    /// Body fields that are not Chat Completions fields (a typo such as `max_token`), for a warning.
+    var unknownFields: [String]? = nil
 }
 
 /// What one input line became.
@@ -32,10 +36,12 @@ enum ParsedLine: Sendable {
 struct RequestBuilder: Sendable {
     let config: RunConfiguration
     let template: MustacheTemplate?
+    /// The record fields the template names (a record lacking one is an invalid line, not an empty prompt).
+    let templateFields: [String]
 
     init(config: RunConfiguration) throws(ChatBatchError) {
         self.config = config
-        if let text = config.template {
+        if let text = config.shape.template {
             do {
                 template = try MustacheTemplate(string: "{{% CONTENT_TYPE: TEXT}}" + text)
             } catch {
@@ -44,6 +50,7 @@ struct RequestBuilder: Sendable {
         } else {
             template = nil
         }
+        templateFields = config.shape.template.map(RequestFields.templateFields) ?? []
     }
 
     static let chatPaths: Set<String> = ["/v1/chat/completions", "/chat/completions"]
@@ -85,8 +92,16 @@ struct RequestBuilder: Sendable {
             guard let b = object["body"], b.objectValue != nil else { return invalid("`body` must be a JSON object", id: id) }
             body = b
         } else if let template {
-            let idValue = object[config.idField]
+            let idValue = object[config.shape.idField]
             if id == nil, let v = idValue { id = v.stringValue ?? v.intValue.map(String.init) }
+            let missing = templateFields.filter { object[$0] == nil || object[$0]?.isNull == true }
+            if !missing.isEmpty {
+                let fields = object.keys.prefix(8).joined(separator: ", ")
+                return invalid("the template names {{\(missing.joined(separator: "}}, {{"))}} but the record has no such field (it has: \(fields))", id: id)
+            }
+            if id == nil {
+                return invalid("the record has no `\(config.shape.idField)` field (id_field), so its answer could not be matched to it; add one, or set id_field to the field that holds the id")
+            }
             let text = template.render(Self.mustacheValue(json))
             body = ["messages": [["role": "user", "content": .string(text)]]]
         } else if let messages = object["messages"] {
@@ -122,20 +137,20 @@ struct RequestBuilder: Sendable {
         }
 
         // Defaults fill what the line leaves out; the job's model, when set, replaces the line's.
-        for (k, v) in config.requestDefaults where body[k] == nil { body[k] = v }
-        if let system = config.system, messages.first?["role"]?.stringValue != "system" {
+        for (k, v) in config.shape.requestDefaults where body[k] == nil { body[k] = v }
+        if let system = config.shape.system, messages.first?["role"]?.stringValue != "system" {
             body["messages"] = .array([["role": "system", "content": .string(system)]] + messages)
         }
-        if let model = config.model {
+        if let model = config.shape.model {
             body["model"] = .string(model)
-        } else if body["model"] == nil, let model = config.defaultModel {
+        } else if body["model"] == nil, let model = config.shape.defaultModel {
             body["model"] = .string(model)
         }
         guard let m = body["model"] else {
             return invalid("no model: the line names none and the job sets none (set `model` in the job or pass --model)", id: customID)
         }
         if m.stringValue == nil { return invalid("`model` must be a string", id: customID) }
-        if config.stream { body["stream"] = true }
+        if config.shape.stream { body["stream"] = true }
         let stream = body["stream"]?.boolValue == true
         if stream {
             var options = body["stream_options"]?.objectValue ?? JSONObject()
@@ -148,21 +163,23 @@ struct RequestBuilder: Sendable {
         for k in ["max_tokens", "max_completion_tokens"] {
             guard let v = body[k], !v.isNull else { continue }
             guard let n = v.intValue, n >= 1 else { return invalid("`\(k)` must be a positive whole number", id: customID) }
-            if n > config.limits.maxOutputTokens {
-                return invalid("`\(k)` is \(n), more than the model's maximum output of \(config.limits.maxOutputTokens) tokens", id: customID)
+            if n > config.shape.modelLimits.maxOutputTokens {
+                return invalid("`\(k)` is \(n), more than the model's maximum output of \(config.shape.modelLimits.maxOutputTokens) tokens", id: customID)
             }
             maxTokens = n
         }
         let promptTokens = TokenEstimate.promptTokens(body: body)
-        if promptTokens + (maxTokens ?? 0) > config.limits.contextTokens {
-            return invalid("about \(promptTokens) prompt tokens plus max_tokens \(maxTokens ?? 0) exceed the model's context of \(config.limits.contextTokens) tokens", id: customID)
+        if promptTokens + (maxTokens ?? 0) > config.shape.modelLimits.contextTokens {
+            return invalid("about \(promptTokens) prompt tokens plus max_tokens \(maxTokens ?? 0) exceed the model's context of \(config.shape.modelLimits.contextTokens) tokens", id: customID)
         }
         var bytes = [UInt8]()
         body.write(to: &bytes)
+        let unknown = body.objectValue?.keys.filter { !RequestFields.known.contains($0) } ?? []
         return .request(PreparedRequest(
             customID: customID, line: raw.number, body: bytes, bodyHash: StableHash.hex(StableHash.of(bytes)),
             model: body["model"]?.stringValue, maxTokens: maxTokens, promptTokens: promptTokens, stream: stream,
-            responseFormat: body["response_format"], cacheKey: config.cache == nil ? nil : CacheKey.of(body)))
+            responseFormat: body["response_format"], cacheKey: config.cache.path == nil ? nil : CacheKey.of(body),
+            unknownFields: unknown.isEmpty ? nil : unknown))
     }
 
     /// A JSON value as the nested dictionaries and arrays Mustache renders.

@@ -4,13 +4,54 @@ import Yams
 
 /// Reads a YAML job file into `JobSettings`; paths in it are relative to the file's folder.
 public enum JobFile {
-    static let knownKeys: Set<String> = [
-        "input", "output", "errors", "checkpoint", "format", "provider", "base_url", "model", "project_id",
-        "api_key_env", "api_key_file", "headers", "concurrency", "max_attempts", "timeout", "connect_timeout",
-        "retry", "grace", "request", "system", "template", "id_field", "prices", "limits", "strict", "stream",
-        "summary_json", "retry_invalid", "drop_reasoning", "max_cost", "requests_per_minute", "tokens_per_minute", "adaptive_concurrency", "warmup",
-        "cache", "cache_mode", "ca_cert", "proxy", "allow_http", "overwrite", "max_wait", "outage_budget",
+    /// Every job key, and how it is read into the settings: the one list of what a job file may say.
+    static let keys: [(key: String, read: @Sendable (Reader, inout JobSettings) throws(ChatBatchError) -> Void)] = [
+        ("input", { r, s throws(ChatBatchError) in s.input = try r.path("input") }),
+        ("output", { r, s throws(ChatBatchError) in s.output = try r.path("output") }),
+        ("errors", { r, s throws(ChatBatchError) in s.errors = try r.path("errors") }),
+        ("checkpoint", { r, s throws(ChatBatchError) in s.checkpoint = try r.path("checkpoint") }),
+        ("format", { r, s throws(ChatBatchError) in s.format = try r.choice("format") }),
+        ("provider", { r, s throws(ChatBatchError) in s.provider = try r.choice("provider") }),
+        ("base_url", { r, s throws(ChatBatchError) in s.baseURL = try r.string("base_url") }),
+        ("model", { r, s throws(ChatBatchError) in s.model = try r.string("model") }),
+        ("project_id", { r, s throws(ChatBatchError) in s.projectID = try r.string("project_id") }),
+        ("api_key_env", { r, s throws(ChatBatchError) in s.apiKeyEnv = try r.string("api_key_env") }),
+        ("api_key_file", { r, s throws(ChatBatchError) in s.apiKeyFile = try r.path("api_key_file") }),
+        ("headers", { r, s throws(ChatBatchError) in s.headers = try r.headers("headers") }),
+        ("concurrency", { r, s throws(ChatBatchError) in s.concurrency = try r.integer("concurrency") }),
+        ("max_attempts", { r, s throws(ChatBatchError) in s.maxAttempts = try r.integer("max_attempts") ?? s.maxAttempts }),
+        ("timeout", { r, s throws(ChatBatchError) in s.timeout = try r.number("timeout") }),
+        ("connect_timeout", { r, s throws(ChatBatchError) in s.connectTimeout = try r.number("connect_timeout") }),
+        ("grace", { r, s throws(ChatBatchError) in s.grace = try r.number("grace") }),
+        ("retry", { r, s throws(ChatBatchError) in try r.retry(&s) }),
+        ("request", { r, s throws(ChatBatchError) in s.request = try r.object("request", "a mapping of request body fields") }),
+        ("system", { r, s throws(ChatBatchError) in s.system = try r.string("system") }),
+        ("template", { r, s throws(ChatBatchError) in s.template = try r.string("template") }),
+        ("id_field", { r, s throws(ChatBatchError) in s.idField = try r.string("id_field") }),
+        ("prices", { r, s throws(ChatBatchError) in s.prices = try r.prices("prices") }),
+        ("limits", { r, s throws(ChatBatchError) in s.limits = try r.limits("limits") }),
+        ("strict", { r, s throws(ChatBatchError) in s.strict = try r.flag("strict") }),
+        ("stream", { r, s throws(ChatBatchError) in s.stream = try r.flag("stream") }),
+        ("summary_json", { r, s throws(ChatBatchError) in s.summaryJSON = try r.path("summary_json") }),
+        ("retry_invalid", { r, s throws(ChatBatchError) in s.retryInvalid = try r.integer("retry_invalid") }),
+        ("drop_reasoning", { r, s throws(ChatBatchError) in s.dropReasoning = try r.flag("drop_reasoning") }),
+        ("max_cost", { r, s throws(ChatBatchError) in s.maxCost = try r.number("max_cost") }),
+        ("requests_per_minute", { r, s throws(ChatBatchError) in s.requestsPerMinute = try r.number("requests_per_minute") }),
+        ("tokens_per_minute", { r, s throws(ChatBatchError) in s.tokensPerMinute = try r.number("tokens_per_minute") }),
+        ("adaptive_concurrency", { r, s throws(ChatBatchError) in s.adaptiveConcurrency = try r.flag("adaptive_concurrency") }),
+        ("warmup", { r, s throws(ChatBatchError) in s.warmup = try r.flag("warmup") }),
+        ("cache", { r, s throws(ChatBatchError) in s.cache = try r.path("cache") }),
+        ("cache_mode", { r, s throws(ChatBatchError) in s.cacheMode = try r.choice("cache_mode") }),
+        ("ca_cert", { r, s throws(ChatBatchError) in s.caCert = try r.path("ca_cert") }),
+        ("proxy", { r, s throws(ChatBatchError) in s.proxy = try r.string("proxy") }),
+        ("allow_http", { r, s throws(ChatBatchError) in s.allowHTTP = try r.flag("allow_http") }),
+        ("overwrite", { r, s throws(ChatBatchError) in s.overwrite = try r.flag("overwrite") }),
+        ("max_wait", { r, s throws(ChatBatchError) in s.maxWait = try r.number("max_wait") }),
+        ("outage_budget", { r, s throws(ChatBatchError) in s.outageBudget = try r.number("outage_budget") }),
+        ("other_endpoint_answers", { r, s throws(ChatBatchError) in s.otherEndpointAnswers = try r.choice("other_endpoint_answers") }),
     ]
+
+    static var knownKeys: Set<String> { Set(keys.map(\.key)) }
 
     /// Today as `YYYY-MM-DD` (local time): what `{date}` in a job's paths becomes by default.
     public static func today() -> String {
@@ -44,118 +85,107 @@ public enum JobFile {
     }
 
     static func settings(from fields: JSONObject, relativeTo folder: String, source: String, date: String) throws(ChatBatchError) -> JobSettings {
-        func bad(_ key: String, _ what: String) -> ChatBatchError {
-            ChatBatchError(.badJob, "\(source): `\(key)` \(what)")
+        for key in fields.keys where !knownKeys.contains(key) {
+            throw ChatBatchError(.badJob, "\(source): unknown setting `\(key)` (known: \(knownKeys.sorted().joined(separator: ", ")))")
         }
+        let reader = Reader(fields: fields, folder: folder, source: source, date: date)
+        var s = JobSettings()
+        for (key, read) in keys where fields[key].map({ !$0.isNull }) == true { try read(reader, &s) }
+        return s
+    }
+
+    /// Reads typed values out of a job file's mapping, with messages that name the file and the key.
+    struct Reader: Sendable {
+        let fields: JSONObject
+        let folder: String
+        let source: String
+        let date: String
+
+        func bad(_ key: String, _ what: String) -> ChatBatchError { ChatBatchError(.badJob, "\(source): `\(key)` \(what)") }
+
+        func value(_ key: String) -> JSON? {
+            var node: JSON? = .object(fields)
+            for part in key.split(separator: ".") { node = node?[String(part)] }
+            return node.flatMap { $0.isNull ? nil : $0 }
+        }
+
         func string(_ key: String) throws(ChatBatchError) -> String? {
-            guard let v = fields[key], !v.isNull else { return nil }
+            guard let v = value(key) else { return nil }
             if let s = v.stringValue { return s }
             if let i = v.intValue { return String(i) }
             throw bad(key, "must be a string")
         }
+
+        /// A path relative to the job file's folder, with `{date}` and `~/` expanded.
         func path(_ key: String) throws(ChatBatchError) -> String? {
             guard var p = try string(key) else { return nil }
             p = p.replacingOccurrences(of: "{date}", with: date)
             if p.hasPrefix("~/") { return (p as NSString).expandingTildeInPath }
             return p.hasPrefix("/") ? p : (folder as NSString).appendingPathComponent(p)
         }
-        func number(_ v: JSON?, _ key: String) throws(ChatBatchError) -> Double? {
-            guard let v, !v.isNull else { return nil }
+
+        func number(_ key: String) throws(ChatBatchError) -> Double? {
+            guard let v = value(key) else { return nil }
             guard let d = v.doubleValue else { throw bad(key, "must be a number") }
             return d
         }
-        func integer(_ v: JSON?, _ key: String) throws(ChatBatchError) -> Int? {
-            guard let v, !v.isNull else { return nil }
+
+        func integer(_ key: String) throws(ChatBatchError) -> Int? {
+            guard let v = value(key) else { return nil }
             guard let i = v.intValue else { throw bad(key, "must be a whole number") }
             return i
         }
+
         func flag(_ key: String) throws(ChatBatchError) -> Bool? {
-            guard let v = fields[key], !v.isNull else { return nil }
+            guard let v = value(key) else { return nil }
             guard let b = v.boolValue else { throw bad(key, "must be true or false") }
             return b
         }
-        for key in fields.keys where !knownKeys.contains(key) {
-            throw ChatBatchError(.badJob, "\(source): unknown setting `\(key)` (known: \(knownKeys.sorted().joined(separator: ", ")))")
+
+        func choice<T: NamedChoice>(_ key: String) throws(ChatBatchError) -> T? {
+            guard let text = try string(key) else { return nil }
+            guard let v = T(rawValue: text) else { throw bad(key, "must be \(T.choices), not '\(text)'") }
+            return v
         }
-        var s = JobSettings()
-        s.input = try path("input")
-        s.output = try path("output")
-        s.errors = try path("errors")
-        s.checkpoint = try path("checkpoint")
-        s.apiKeyFile = try path("api_key_file")
-        s.summaryJSON = try path("summary_json")
-        s.cache = try path("cache")
-        s.caCert = try path("ca_cert")
-        s.proxy = try string("proxy")
-        if let mode = try string("cache_mode") {
-            guard let m = CacheMode(rawValue: mode) else { throw bad("cache_mode", "must be read-write, read-only or refresh, not '\(mode)'") }
-            s.cacheMode = m
+
+        func object(_ key: String, _ what: String) throws(ChatBatchError) -> JSONObject? {
+            guard let v = value(key) else { return nil }
+            guard let o = v.objectValue else { throw bad(key, "must be \(what)") }
+            return o
         }
-        if let f = try string("format") {
-            guard let format = OutputFormat(rawValue: f) else { throw bad("format", "must be batch or flat") }
-            s.format = format
-        }
-        if let p = try string("provider") {
-            guard let kind = Provider.Kind(rawValue: p) else { throw bad("provider", "must be tera, tir or openai-compatible") }
-            s.provider = kind
-        }
-        s.baseURL = try string("base_url")
-        s.model = try string("model")
-        s.projectID = try string("project_id")
-        s.apiKeyEnv = try string("api_key_env")
-        if let h = fields["headers"], !h.isNull {
-            guard let object = h.objectValue else { throw bad("headers", "must be a mapping of header names to values") }
+
+        func headers(_ key: String) throws(ChatBatchError) -> [String: String]? {
+            guard let object = try self.object(key, "a mapping of header names to values") else { return nil }
             var headers: [String: String] = [:]
             for (name, value) in object {
-                guard let v = value.stringValue ?? value.intValue.map(String.init) else { throw bad("headers", "values must be strings") }
+                guard let v = value.stringValue ?? value.intValue.map(String.init) else { throw bad(key, "values must be strings") }
                 headers[name] = v
             }
-            s.headers = headers
+            return headers
         }
-        s.concurrency = try integer(fields["concurrency"], "concurrency")
-        s.maxAttempts = try integer(fields["max_attempts"], "max_attempts")
-        s.timeout = try number(fields["timeout"], "timeout")
-        s.connectTimeout = try number(fields["connect_timeout"], "connect_timeout")
-        s.grace = try number(fields["grace"], "grace")
-        if let retry = fields["retry"], !retry.isNull {
-            guard retry.objectValue != nil else { throw bad("retry", "must be a mapping (max_attempts, base_delay, max_delay)") }
-            s.maxAttempts = try integer(retry["max_attempts"], "retry.max_attempts") ?? s.maxAttempts
-            s.retryBaseDelay = try number(retry["base_delay"], "retry.base_delay")
-            s.retryMaxDelay = try number(retry["max_delay"], "retry.max_delay")
+
+        func retry(_ s: inout JobSettings) throws(ChatBatchError) {
+            guard try object("retry", "a mapping (max_attempts, base_delay, max_delay)") != nil else { return }
+            s.maxAttempts = try integer("retry.max_attempts") ?? s.maxAttempts
+            s.retryBaseDelay = try number("retry.base_delay")
+            s.retryMaxDelay = try number("retry.max_delay")
         }
-        if let r = fields["request"], !r.isNull {
-            guard let object = r.objectValue else { throw bad("request", "must be a mapping of request body fields") }
-            s.request = object
-        }
-        s.system = try string("system")
-        s.template = try string("template")
-        s.idField = try string("id_field")
-        if let p = fields["prices"], !p.isNull {
-            guard let input = try number(p["input"], "prices.input"), let output = try number(p["output"], "prices.output") else {
-                throw bad("prices", "needs input and output, in USD per million tokens")
+
+        func prices(_ key: String) throws(ChatBatchError) -> Prices? {
+            guard value(key) != nil else { return nil }
+            guard let input = try number(key + ".input"), let output = try number(key + ".output") else {
+                throw bad(key, "needs input and output, in USD per million tokens")
             }
-            s.prices = Prices(inputPerMillion: input, outputPerMillion: output)
+            return Prices(inputPerMillion: input, outputPerMillion: output)
         }
-        if let l = fields["limits"], !l.isNull {
-            guard let out = try integer(l["max_output_tokens"], "limits.max_output_tokens"),
-                let context = try integer(l["context_tokens"], "limits.context_tokens")
-            else { throw bad("limits", "needs max_output_tokens and context_tokens") }
-            s.limits = ModelLimits(maxOutputTokens: out, contextTokens: context)
+
+        func limits(_ key: String) throws(ChatBatchError) -> ModelLimits? {
+            guard value(key) != nil else { return nil }
+            guard let out = try integer(key + ".max_output_tokens"), let context = try integer(key + ".context_tokens") else {
+                throw bad(key, "needs max_output_tokens and context_tokens")
+            }
+            return ModelLimits(maxOutputTokens: out, contextTokens: context)
         }
-        s.strict = try flag("strict")
-        s.stream = try flag("stream")
-        s.maxCost = try number(fields["max_cost"], "max_cost")
-        s.requestsPerMinute = try number(fields["requests_per_minute"], "requests_per_minute")
-        s.tokensPerMinute = try number(fields["tokens_per_minute"], "tokens_per_minute")
-        s.adaptiveConcurrency = try flag("adaptive_concurrency")
-        s.warmup = try flag("warmup")
-        s.retryInvalid = try integer(fields["retry_invalid"], "retry_invalid")
-        s.dropReasoning = try flag("drop_reasoning")
-        s.allowHTTP = try flag("allow_http")
-        s.overwrite = try flag("overwrite")
-        s.maxWait = try number(fields["max_wait"], "max_wait")
-        s.outageBudget = try number(fields["outage_budget"], "outage_budget")
-        return s
     }
 
     /// Converts a YAML node into a JSON value, keeping mapping order.

@@ -1,15 +1,15 @@
 import ChatBatchCore
 import Foundation
 
-/// Everything a job can set. Every field is optional: a job file fills some, flags override any,
-/// and `resolve()` supplies the defaults and checks the result.
+/// Everything a job can set, as the job file and the flags give it. Every field is optional: a job file fills
+/// some, flags override any, and `resolve()` supplies the defaults, checks the values and groups them.
 public struct JobSettings: Sendable {
     public var input: String?
     public var output: String?
     public var errors: String?
     public var checkpoint: String?
     public var format: OutputFormat?
-    public var provider: Provider.Kind?
+    public var provider: ProviderKind?
     public var baseURL: String?
     public var model: String?
     public var projectID: String?
@@ -61,22 +61,33 @@ public struct JobSettings: Sendable {
     /// How long the endpoint may stay unreachable (refused connections, failed lookups or handshakes) before
     /// the run stops, resumable.
     public var outageBudget: Double?
+    /// What to do with lines another endpoint answered.
+    public var otherEndpointAnswers: OtherEndpointAnswers?
+    /// The run goes to the built-in fake gateway (`--fake-gateway`); not a job key.
+    public var fakeGateway: Bool?
 
     public init() {}
 
     /// This job with every field `other` sets taken from `other`.
     public func overridden(by other: JobSettings) -> JobSettings {
         var out = self
-        func take<T>(_ kp: WritableKeyPath<JobSettings, T?>) { if let v = other[keyPath: kp] { out[keyPath: kp] = v } }
-        take(\.input); take(\.output); take(\.errors); take(\.checkpoint); take(\.format); take(\.provider)
-        take(\.baseURL); take(\.model); take(\.projectID); take(\.apiKeyEnv); take(\.apiKeyFile); take(\.headers)
-        take(\.concurrency); take(\.maxAttempts); take(\.timeout); take(\.connectTimeout); take(\.retryBaseDelay)
-        take(\.retryMaxDelay); take(\.grace); take(\.request); take(\.system); take(\.template); take(\.idField)
-        take(\.prices); take(\.limits); take(\.strict); take(\.force); take(\.retryFailed); take(\.stream); take(\.summaryJSON)
-        take(\.maxCost); take(\.requestsPerMinute); take(\.tokensPerMinute); take(\.adaptiveConcurrency); take(\.warmup)
-        take(\.retryInvalid); take(\.dropReasoning); take(\.shard); take(\.cache); take(\.cacheMode); take(\.caCert); take(\.proxy)
-        take(\.allowHTTP); take(\.overwrite); take(\.maxWait); take(\.outageBudget)
+        for take in Self.fields { take(&out, other) }
         return out
+    }
+
+    /// Every field, each as "take it from `other` when set": the one list `overridden` walks.
+    static var fields: [(inout JobSettings, JobSettings) -> Void] { [
+        f(\.input), f(\.output), f(\.errors), f(\.checkpoint), f(\.format), f(\.provider), f(\.baseURL), f(\.model), f(\.projectID),
+        f(\.apiKeyEnv), f(\.apiKeyFile), f(\.headers), f(\.concurrency), f(\.maxAttempts), f(\.timeout), f(\.connectTimeout),
+        f(\.retryBaseDelay), f(\.retryMaxDelay), f(\.grace), f(\.request), f(\.system), f(\.template), f(\.idField), f(\.prices),
+        f(\.limits), f(\.strict), f(\.force), f(\.retryFailed), f(\.stream), f(\.summaryJSON), f(\.maxCost), f(\.requestsPerMinute),
+        f(\.tokensPerMinute), f(\.adaptiveConcurrency), f(\.warmup), f(\.retryInvalid), f(\.dropReasoning), f(\.cache), f(\.cacheMode),
+        f(\.caCert), f(\.proxy), f(\.shard), f(\.allowHTTP), f(\.overwrite), f(\.maxWait), f(\.outageBudget), f(\.otherEndpointAnswers),
+        f(\.fakeGateway),
+    ] }
+
+    private static func f<T>(_ path: WritableKeyPath<JobSettings, T?>) -> (inout JobSettings, JobSettings) -> Void {
+        { out, other in if let v = other[keyPath: path] { out[keyPath: path] = v } }
     }
 
     /// Supplies defaults, resolves the provider and endpoint, and checks the values.
@@ -84,7 +95,8 @@ public struct JobSettings: Sendable {
         guard let input else {
             throw ChatBatchError(.missingInput, "no input: give a JSONL file or a job file with `input:`")
         }
-        let provider = Provider.named(self.provider ?? .tera)
+        let provider = self.provider ?? .default
+        let profile = provider.profile
         var output = self.output ?? Self.defaultOutput(for: input)
         if let shard, self.output == nil {
             output = String(output.dropLast(".results.jsonl".count)) + ".shard-\(shard.index)-of-\(shard.count).results.jsonl"
@@ -109,22 +121,25 @@ public struct JobSettings: Sendable {
             throw ChatBatchError(.badTemplate, "template is empty")
         }
         return RunConfiguration(
-            input: input, output: output, errors: errors ?? Self.defaultErrors(for: output),
-            checkpoint: checkpoint ?? output + ".checkpoint",
-            format: format ?? .batch, provider: provider,
-            endpoint: try provider.endpoint(baseURL: baseURL, projectID: projectID),
-            model: model, defaultModel: provider.defaultModel,
-            apiKeyEnv: apiKeyEnv ?? provider.keyEnvironmentVariable, apiKeyFile: apiKeyFile,
-            headers: headers ?? [:], concurrency: concurrency, maxAttempts: maxAttempts, timeout: timeout,
-            connectTimeout: connectTimeout ?? 10, retryBaseDelay: retryBaseDelay ?? 0.5, retryMaxDelay: retryMaxDelay ?? 60,
-            grace: grace ?? 30, requestDefaults: request ?? JSONObject(), system: system, template: template,
-            idField: idField ?? "id", prices: prices ?? provider.prices, limits: limits ?? provider.limits,
-            strict: strict ?? false, force: force ?? false, retryFailed: retryFailed ?? false, stream: stream ?? false,
-            summaryJSON: summaryJSON, maxCost: maxCost, requestsPerMinute: requestsPerMinute, tokensPerMinute: tokensPerMinute,
-            adaptiveConcurrency: adaptiveConcurrency ?? true, warmup: warmup ?? true,
-            retryInvalid: max(0, retryInvalid ?? 0), dropReasoning: dropReasoning ?? false, shard: shard,
-            cache: cache, cacheMode: cacheMode ?? .readWrite, caCert: caCert, proxy: proxy, allowHTTP: allowHTTP ?? false,
-            overwrite: overwrite ?? false, maxWait: maxWait ?? 300, outageBudget: outageBudget ?? 600)
+            files: FileSettings(
+                input: input, output: output, errors: errors ?? Self.defaultErrors(for: output), checkpoint: checkpoint ?? output + ".checkpoint",
+                format: format ?? .batch, summaryJSON: summaryJSON, dropReasoning: dropReasoning ?? false, overwrite: overwrite ?? false),
+            endpoint: EndpointSettings(
+                provider: provider, url: try profile.endpoint(baseURL: baseURL, projectID: projectID, model: model),
+                apiKeyEnv: apiKeyEnv ?? profile.keyVariable, apiKeyFile: apiKeyFile, headers: headers ?? [:], timeout: timeout,
+                connectTimeout: connectTimeout ?? 10, caCert: caCert, proxy: proxy, allowHTTP: allowHTTP ?? false, fake: fakeGateway ?? false),
+            retry: RetrySettings(
+                maxAttempts: maxAttempts, baseDelay: retryBaseDelay ?? 0.5, maxDelay: retryMaxDelay ?? 60, retryInvalid: max(0, retryInvalid ?? 0),
+                maxWait: maxWait ?? 300, outageBudget: outageBudget ?? 600, grace: grace ?? 30),
+            limits: LimitSettings(
+                concurrency: concurrency, adaptive: adaptiveConcurrency ?? true, warmup: warmup ?? true, requestsPerMinute: requestsPerMinute,
+                tokensPerMinute: tokensPerMinute, maxCost: maxCost, prices: prices ?? profile.prices),
+            shape: RequestShape(
+                model: model, defaultModel: profile.defaultModel, requestDefaults: request ?? JSONObject(), system: system, template: template,
+                idField: idField ?? "id", stream: stream ?? false, modelLimits: limits ?? profile.limits, shard: shard),
+            cache: CacheSettings(path: cache, mode: cacheMode ?? .readWrite),
+            choices: RunChoices(
+                strict: strict ?? false, force: force ?? false, retryFailed: retryFailed ?? false, otherEndpointAnswers: otherEndpointAnswers ?? .ask))
     }
 
     /// A header name must be an HTTP token and its value one line: libcurl writes them to the wire as they are.
@@ -149,107 +164,4 @@ public struct JobSettings: Sendable {
         let base = output.hasSuffix(".jsonl") ? String(output.dropLast(6)) : output
         return base + ".errors.jsonl"
     }
-}
-
-/// A job ready to run: every value decided.
-public struct RunConfiguration: Sendable {
-    public var input: String
-    public var output: String
-    public var errors: String
-    public var checkpoint: String
-    public var format: OutputFormat
-    public var provider: Provider
-    /// The full chat-completions URL requests go to.
-    public var endpoint: String
-    /// A model set by the job or a flag: it replaces every line's model.
-    public var model: String?
-    /// The provider's model, used for lines that name none.
-    public var defaultModel: String?
-    public var apiKeyEnv: String
-    public var apiKeyFile: String?
-    public var headers: [String: String]
-    public var concurrency: Int
-    public var maxAttempts: Int
-    public var timeout: Double
-    public var connectTimeout: Double
-    public var retryBaseDelay: Double
-    public var retryMaxDelay: Double
-    public var grace: Double
-    public var requestDefaults: JSONObject
-    public var system: String?
-    public var template: String?
-    public var idField: String
-    public var prices: Prices
-    public var limits: ModelLimits
-    public var strict: Bool
-    public var force: Bool
-    public var retryFailed: Bool
-    public var stream: Bool
-    public var summaryJSON: String?
-    public var maxCost: Double?
-    public var requestsPerMinute: Double?
-    public var tokensPerMinute: Double?
-    public var adaptiveConcurrency: Bool
-    public var warmup: Bool
-    public var retryInvalid: Int
-    public var dropReasoning: Bool
-    public var shard: Shard?
-    public var cache: String?
-    public var cacheMode: CacheMode
-    public var caCert: String?
-    public var proxy: String?
-    public var allowHTTP: Bool
-    public var overwrite: Bool
-    public var maxWait: Double
-    public var outageBudget: Double
-
-    /// The most a request can answer: its `max_tokens`, or the model's maximum output when it sets none.
-    func completionBound(_ maxTokens: Int?) -> Int { maxTokens ?? limits.maxOutputTokens }
-
-    /// The most a request can cost: its estimated prompt, and `completionBound` tokens of answer.
-    func worstCost(promptTokens: Int, maxTokens: Int?) -> Double {
-        prices.cost(prompt: promptTokens, completion: completionBound(maxTokens))
-    }
-}
-
-/// How a run uses the response cache (`--cache-mode`).
-public enum CacheMode: String, Sendable, CaseIterable {
-    /// Answer from the cache when it can; store what is sent and succeeds.
-    case readWrite = "read-write"
-    /// Answer from the cache when it can; store nothing.
-    case readOnly = "read-only"
-    /// Send everything, and replace what the cache holds with the new answers.
-    case refresh
-
-    /// Lookups happen (not with refresh).
-    var reads: Bool { self != .refresh }
-    /// New answers are stored.
-    var writes: Bool { self != .readOnly }
-}
-
-/// One of `count` slices of an input, picked by a stable hash of each line's custom_id.
-public struct Shard: Sendable, Equatable {
-    public let index: Int
-    public let count: Int
-
-    /// Parses `i/n`, with 0 ≤ i < n.
-    public init(parsing text: String) throws(ChatBatchError) {
-        let parts = text.split(separator: "/")
-        guard parts.count == 2, let i = Int(parts[0]), let n = Int(parts[1]), n >= 1, i >= 0, i < n else {
-            throw ChatBatchError(.badShard, "--shard takes i/n with 0 <= i < n (for example 0/4), not '\(text)'")
-        }
-        index = i
-        count = n
-    }
-
-    /// True when the line with this id belongs to this shard: FNV-1a 64 of the id's UTF-8 bytes, mod `count`.
-    public func contains(_ id: String) -> Bool {
-        Int(StableHash.of(id) % UInt64(count)) == index
-    }
-}
-
-/// How results are written: the OpenAI Batch output shape, or one flat object per prompt.
-public enum OutputFormat: String, Sendable, CaseIterable {
-    case batch
-    case flat
 }

@@ -12,6 +12,12 @@ public struct RunSummary: Sendable {
     public var alreadyFailed = 0
     public var changed = 0
     public var leftPending = 0
+    /// The run stopped before reading all its input and could not count the rest: `leftPending` is a lower bound.
+    public var leftPendingIsAtLeast = false
+    /// Lines answered by another endpoint, not sent again (`--other-endpoint-answers`).
+    public var otherEndpoint = 0
+    /// What happened to the prompts, in one line.
+    public var headline = ""
     /// Lines not sent because the provider refused their model (403/404); they are in the errors file.
     public var blocked = 0
     public var promptTokens = 0
@@ -57,7 +63,8 @@ public struct RunSummary: Sendable {
     public var totalTokens: Int { promptTokens + completionTokens }
     /// The run finished without sending or writing anything new (everything was done before).
     public var sentNothingNew: Bool {
-        sent == 0 && done == 0 && failed == 0 && invalid == 0 && blocked == 0 && cacheHits == 0 && stopReason == nil
+        sent == 0 && done == 0 && failed == 0 && invalid == 0 && blocked == 0 && cacheHits == 0 && changed == 0 && otherEndpoint == 0
+            && stopReason == nil
     }
     public var requestsPerSecond: Double { wallSeconds > 0 ? Double(attempts) / wallSeconds : 0 }
 
@@ -72,7 +79,8 @@ public struct RunSummary: Sendable {
             "exit_code": .int(Int(exit.rawValue)), "exit": .string(exit.meaning), "stop_reason": stopReason.map(JSON.string) ?? .null,
             "input_lines": .int(inputLines), "sent": .int(sent), "done": .int(done), "failed": .int(failed),
             "invalid": .int(invalid), "already_done": .int(alreadyDone), "already_failed": .int(alreadyFailed),
-            "changed": .int(changed), "left_pending": .int(leftPending), "blocked": .int(blocked),
+            "changed": .int(changed), "other_endpoint": .int(otherEndpoint), "left_pending": .int(leftPending), "blocked": .int(blocked),
+            "headline": .string(headline),
             "prompt_tokens": .int(promptTokens), "completion_tokens": .int(completionTokens), "total_tokens": .int(totalTokens),
             "cost_usd": .double(cost), "checkpoint_cost_usd": .double(checkpointCost),
             "attempts": .int(attempts), "retries": .int(retries),
@@ -90,10 +98,13 @@ public struct RunSummary: Sendable {
     public var text: String {
         if refused { return "chatbatch: \(stopReason ?? exit.meaning) (nothing was sent)" }
         var lines: [String] = []
-        lines.append("chatbatch: \(exit.meaning)" + (stopReason.map { " — \($0)" } ?? ""))
+        lines.append("chatbatch: " + (headline.isEmpty ? exit.meaning : headline))
+        if let stopReason { lines.append("  why        \(stopReason)") }
         lines.append("  lines      \(inputLines) read: \(done) done, \(failed) failed, \(invalid) invalid, \(alreadyDone) already done"
             + (alreadyFailed > 0 ? ", \(alreadyFailed) already failed" : "")
-            + (leftPending > 0 ? ", \(leftPending) left pending" : "") + (changed > 0 ? ", \(changed) changed (not resent)" : ""))
+            + (leftPending > 0 ? ", \(leftPendingIsAtLeast ? "at least " : "")\(leftPending) left pending" : "")
+            + (changed > 0 ? ", \(changed) changed (not resent)" : "")
+            + (otherEndpoint > 0 ? ", \(otherEndpoint) answered by another endpoint (not resent)" : ""))
         if inputUnchanged {
             lines.append("  input      unchanged since the last run that finished every line (size, time, hash and settings match): not read again")
         }

@@ -50,15 +50,23 @@ public enum BatchValidator {
     /// `useCheckpoint: false` judges every line on its own, as `--strict` does before a run.
     public static func validate(_ config: RunConfiguration, useCheckpoint: Bool = true) throws -> ValidationReport {
         var reader: CheckpointReader? = nil
-        if useCheckpoint && FileManager.default.fileExists(atPath: config.checkpoint) {
-            _ = try CheckpointStore(path: config.checkpoint, create: false, lock: false)  // refuses foreign or damaged files
-            reader = try CheckpointReader(path: config.checkpoint)
+        var claims = EndpointClaims(choice: config.choices.otherEndpointAnswers)
+        if useCheckpoint && FileManager.default.fileExists(atPath: config.files.checkpoint) {
+            let store = try CheckpointStore(path: config.files.checkpoint, create: false, lock: false)  // refuses foreign or damaged files
+            reader = try CheckpointReader(path: config.files.checkpoint, version: store.version)
+            for e in try store.endpoints() {
+                if e.identity == config.endpoint.identity { claims.current.insert(e.id) }
+                if e.fake { claims.fakes.insert(e.id) }
+                claims.names[e.id] = e.fake ? "the fake gateway" : e.label
+            }
+            claims.runIsFake = config.endpoint.fake
+            store.closeAndUnlock()
         }
         var cache: ResponseCache? = nil
-        if let path = config.cache, config.cacheMode.reads, FileManager.default.fileExists(atPath: path) {
+        if let path = config.cache.path, config.cache.mode.reads, FileManager.default.fileExists(atPath: path) {
             cache = try ResponseCache(path: path, create: false)
         }
-        let feed = try InputFeed(config: config, checkpoint: reader, writer: nil, hasInvalidRows: false, cache: cache)
+        let feed = try InputFeed(config: config, checkpoint: reader, hasInvalidRows: false, cache: cache, endpoints: claims)
         defer { feed.close() }
         var report = ValidationReport()
         while !feed.done {
@@ -67,7 +75,7 @@ public enum BatchValidator {
             report.invalid += batch.invalid
             report.alreadyDone += batch.alreadyDone
             report.alreadyFailed += batch.alreadyFailed
-            report.changed += batch.changed
+            report.changed += batch.changed + batch.otherEndpoint
             report.problems += batch.messages
             report.cacheHits += batch.cached.count
             for r in batch.requests {
@@ -77,8 +85,8 @@ public enum BatchValidator {
             }
         }
         report.valid = report.lines - report.invalid
-        report.costLeast = config.prices.cost(prompt: report.promptTokens, completion: 0)
-        report.costMost = config.prices.cost(prompt: report.promptTokens, completion: report.maxCompletionTokens)
+        report.costLeast = config.limits.prices.cost(prompt: report.promptTokens, completion: 0)
+        report.costMost = config.limits.prices.cost(prompt: report.promptTokens, completion: report.maxCompletionTokens)
         return report
     }
 }

@@ -13,15 +13,15 @@ public enum RunSession {
         refused.refused = true
         do {
             let key = try apiKeyOverride ?? APIKeySource.resolve(config)
-            if let key, !key.isEmpty, let host = APIKeySource.plainTextHost(endpoint: config.endpoint) {
-                guard config.allowHTTP else {
+            if let key, !key.isEmpty, let host = APIKeySource.plainTextHost(endpoint: config.endpoint.url) {
+                guard config.endpoint.allowHTTP else {
                     throw ChatBatchError(.plainHTTP, "refusing to send the API key unencrypted over plain http to \(host): use an https:// base URL, or pass --allow-http (job key allow_http: true) if the network between is yours")
                 }
                 log("chatbatch: warning: the API key travels unencrypted over plain http to \(host) (--allow-http)")
             }
             let redactor = Redactor(secrets: [key].compactMap { $0 })
             let log: @Sendable (String) -> Void = { log(redactor.scrub($0)) }
-            if config.strict {
+            if config.choices.strict {
                 let problems = try BatchValidator.validate(config, useCheckpoint: false).problems
                 if !problems.isEmpty {
                     for p in problems.prefix(50) { log(p) }
@@ -31,10 +31,10 @@ public enum RunSession {
                     return refused
                 }
             }
-            if let path = config.summaryJSON { try checkWritable(path) }
-            let runner = try RunDriver(config: config, apiKey: key, progress: progress, log: log)
-            let summary = runner.run(handleSignals: handleSignals)
-            if let path = config.summaryJSON {
+            if let path = config.files.summaryJSON { try checkWritable(path) }
+            let prepared = try PreparedRun(config: config, apiKey: key, log: log)
+            let summary = RunDriver(prepared, progress: progress, log: log).run(handleSignals: handleSignals)
+            if let path = config.files.summaryJSON {
                 if summary.sentNothingNew && FileManager.default.fileExists(atPath: path) {
                     log("chatbatch: \(path) kept as the last run that did some work wrote it (this run had nothing to do)")
                 } else {
@@ -81,7 +81,7 @@ public enum RunSession {
 enum APIKeySource {
     /// The key, or nil when the provider needs none and none is set.
     static func resolve(_ config: RunConfiguration) throws(ChatBatchError) -> String? {
-        if let file = config.apiKeyFile {
+        if let file = config.endpoint.apiKeyFile {
             guard let data = FileManager.default.contents(atPath: file), let text = String(data: data, encoding: .utf8) else {
                 throw ChatBatchError(.unreadableKeyFile, "cannot read the API key file \(file)")
             }
@@ -89,11 +89,11 @@ enum APIKeySource {
             guard !key.isEmpty else { throw ChatBatchError(.emptyKeyFile, "the API key file \(file) is empty") }
             return key
         }
-        if let key = ProcessInfo.processInfo.environment[config.apiKeyEnv], !key.isEmpty { return key }
-        if config.provider.requiresKey {
+        if let key = ProcessInfo.processInfo.environment[config.endpoint.apiKeyEnv], !key.isEmpty { return key }
+        if config.endpoint.profile.requiresKey && !config.endpoint.fake {
             throw ChatBatchError(
                 .missingKey,
-                "no API key: set \(config.apiKeyEnv) in the environment (or name another variable with --api-key-env, or use --api-key-file PATH)")
+                "no API key: set \(config.endpoint.apiKeyEnv) in the environment (or name another variable with --api-key-env, or use --api-key-file PATH)")
         }
         return nil
     }

@@ -49,6 +49,8 @@ struct AnswerEffect: Sendable {
     /// The status and error code when the answer was a failure the line cannot recover from by itself (for the
     /// run's "every first answer fails the same way" check).
     var failureSignature: String? = nil
+    /// A 429: the in-flight window shrinks.
+    var rateLimited = false
 
     /// What the answer says about the job's model, when the job was the model's first request.
     var probeOutcome: ModelProbeOutcome? {
@@ -78,12 +80,13 @@ enum AnswerPolicy {
         of response: HTTPResponse, for job: ScheduledJob, startedAt: Double, context c: Context, random: inout some RandomNumberGenerator
     ) -> AnswerEffect {
         let r = job.request
-        var requestID = AnswerReading.requestID(headers: response.headers, body: nil, profileHeader: c.config.provider.requestIDHeader)
+        var requestID = AnswerReading.requestID(headers: response.headers, body: nil, profileHeader: c.config.endpoint.profile.requestIDHeader)
         var attempt = AttemptRecord(
             customID: r.customID, attempt: job.attempt, startedAt: startedAt, status: response.status > 0 ? response.status : nil,
             latencyMs: response.totalSeconds * 1000, requestID: requestID, error: response.failure?.description, ambiguous: false)
+        var rateLimited = false
         func effect(_ outcome: AnswerEffect.Outcome, usage: Usage? = nil, signature: String? = nil) -> AnswerEffect {
-            AnswerEffect(outcome: outcome, attempt: attempt, usage: usage, failureSignature: signature)
+            AnswerEffect(outcome: outcome, attempt: attempt, usage: usage, failureSignature: signature, rateLimited: rateLimited)
         }
         if let failure = response.failure, failure.kind == .withheld { return effect(.withheld) }
         if let failure = response.failure, failure.kind == .cancelled {
@@ -95,7 +98,7 @@ enum AnswerPolicy {
         if verdict == .success {
             let read = AnswerReading(status: response.status, headers: response.headers, bytes: response.body, askedToStream: r.stream)
             reading = read
-            requestID = AnswerReading.requestID(headers: response.headers, body: read.body, profileHeader: c.config.provider.requestIDHeader)
+            requestID = AnswerReading.requestID(headers: response.headers, body: read.body, profileHeader: c.config.endpoint.profile.requestIDHeader)
             attempt.requestID = requestID
             if let problem = read.problem {
                 // Not an answer, though the server may have billed it: asked again, counted as possibly billed twice.
@@ -109,9 +112,10 @@ enum AnswerPolicy {
             return answered(body, read, response: response, job: job, requestID: requestID, attempt: &attempt, context: c, random: &random)
         case .retry(var after, let pauseAll, let ambiguous):
             attempt.ambiguous = ambiguous
+            rateLimited = pauseAll
             let warming = c.warmingUp && response.status == 503  // only a cold backend's 503 earns patience
-            if warming { after = max(after, min(8, c.config.retryBaseDelay * pow(2, Double(min(30, c.warmupRetries))))) }
-            if job.attempt >= c.config.maxAttempts && !warming {
+            if warming { after = max(after, min(8, c.config.retry.baseDelay * pow(2, Double(min(30, c.warmupRetries))))) }
+            if job.attempt >= c.config.retry.maxAttempts && !warming {
                 let problem = reading?.problem
                 let code = problem?.code ?? (response.failure != nil ? "transport_error" : errorCode(response))
                 let message = problem?.message ?? response.failure?.description ?? ServerError(status: response.status, body: response.body).message
@@ -131,18 +135,18 @@ enum AnswerPolicy {
             let record = failedRecord(job, code: errorCode(response), message: server.message, response: response, requestID: requestID)
             return effect(.wrongRoute(reason: "HTTP \(response.status) \(server.message)", record), signature: "HTTP \(response.status) \(errorCode(response))")
         case .stopRun where response.failure?.kind == .tlsRefused:
-            return effect(.stopUnsent(reason: "\(hostAndPort(c.config.endpoint)): the server's TLS certificate was refused (\(response.failure?.message ?? "")); nothing was sent. If the gateway uses a private CA, pass --ca-cert PATH (job key ca_cert) or set SSL_CERT_FILE or CURL_CA_BUNDLE, then run the same command again"))
+            return effect(.stopUnsent(reason: "\(hostAndPort(c.config.endpoint.url)): the server's TLS certificate was refused (\(response.failure?.message ?? "")); nothing was sent. If the gateway uses a private CA, pass --ca-cert PATH (job key ca_cert) or set SSL_CERT_FILE or CURL_CA_BUNDLE, then run the same command again"))
         case .stopRun:
             let server = ServerError(status: response.status, body: response.body)
             return effect(.stopRun(
-                reason: "the API key was refused (HTTP \(response.status): \(server.message)); check \(c.config.apiKeyEnv) or --api-key-file, then run the same command again",
+                reason: "the API key was refused (HTTP \(response.status): \(server.message)); check \(c.config.endpoint.apiKeyEnv) or --api-key-file, then run the same command again",
                 note: server.message))
         case .blockModel:
             let server = ServerError(status: response.status, body: response.body)
             let model = r.model ?? "(none)"
             let refusal = ModelRefusal(model: model, status: response.status, code: errorCode(response), message: server.message)
             let record = failedRecord(
-                job, code: refusal.code, message: "\(c.config.input):\(r.line): model '\(model)' refused: \(server.message)", response: response,
+                job, code: refusal.code, message: "\(c.config.files.input):\(r.line): model '\(model)' refused: \(server.message)", response: response,
                 requestID: requestID)
             return effect(.refuseModel(refusal, record))
         }
@@ -157,7 +161,7 @@ enum AnswerPolicy {
         let tokens = AnswerReading.usage(body, promptEstimate: r.promptTokens)
         let usage = Usage(
             promptTokens: tokens.prompt, completionTokens: tokens.completion,
-            cost: c.config.prices.cost(prompt: tokens.prompt, completion: tokens.completion), estimated: tokens.estimated)
+            cost: c.config.limits.prices.cost(prompt: tokens.prompt, completion: tokens.completion), estimated: tokens.estimated)
         // Everything this prompt was billed for, earlier invalid answers included.
         var paid = job
         paid.paidPrompt += usage.promptTokens
@@ -165,9 +169,9 @@ enum AnswerPolicy {
         paid.paidCost += usage.cost
         paid.usageEstimated = paid.usageEstimated || usage.estimated
         let ttft = r.stream ? response.firstByteSeconds * 1000 : nil
-        let kept = c.config.dropReasoning ? AnswerCheck.droppingReasoning(body) : body
+        let kept = c.config.files.dropReasoning ? AnswerCheck.droppingReasoning(body) : body
         if let problem = AnswerCheck.problem(responseFormat: r.responseFormat, body: body) {
-            if problem.code != "truncated" && paid.invalidRetries < c.config.retryInvalid {
+            if problem.code != "truncated" && paid.invalidRetries < c.config.retry.retryInvalid {
                 paid.invalidRetries += 1
                 attempt.error = problem.code
                 return AnswerEffect(outcome: .askAgain(paid, code: problem.code, note: problem.message), attempt: attempt, usage: usage)
@@ -178,7 +182,7 @@ enum AnswerPolicy {
         }
         // The server's bytes go into the output line as they are when they are one clean line of JSON; a streamed,
         // trimmed or repaired answer is written from the parsed body.
-        let verbatim = !read.wasStreamed && !c.config.dropReasoning && !read.repaired
+        let verbatim = !read.wasStreamed && !c.config.files.dropReasoning && !read.repaired
         let output = verbatim
             ? OutputLines.result(customID: r.customID, status: response.status, requestID: requestID, rawBody: response.body, parsed: body)
             : OutputLines.result(customID: r.customID, status: response.status, requestID: requestID, body: kept).serialized()

@@ -20,6 +20,11 @@ struct ScheduledJob: Sendable {
     var invalidRetries = 0
     /// Some answer billed for this prompt came without usage: the paid figures are partly estimated.
     var usageEstimated = false
+    /// Which of the run's endpoints it is sent to (0 with one provider).
+    var route = 0
+    /// Requests in flight (itself included) and the in-flight limit when it was sent.
+    var sentInflight = 0
+    var sentWindow = 0
 
     init(request: PreparedRequest) { self.request = request }
 }
@@ -83,11 +88,11 @@ struct Scheduler: Sendable {
 
     init(config: RunConfiguration, spent: Double, refusedModels: [String: ModelRefusal], now: UInt64) {
         self.config = config
-        limiter = AdaptiveLimit(maximum: config.concurrency, adaptive: config.adaptiveConcurrency)
-        budget = Budget(cap: config.maxCost, spent: spent)
-        requestBucket = config.requestsPerMinute.map { TokenBucket(perMinute: $0, now: now) }
-        tokenBucket = config.tokensPerMinute.map { TokenBucket(perMinute: $0, now: now) }
-        warmedUp = !config.warmup
+        limiter = AdaptiveLimit(maximum: config.limits.concurrency, adaptive: config.limits.adaptive)
+        budget = Budget(cap: config.limits.maxCost, spent: spent)
+        requestBucket = config.limits.requestsPerMinute.map { TokenBucket(perMinute: $0, now: now) }
+        tokenBucket = config.limits.tokensPerMinute.map { TokenBucket(perMinute: $0, now: now) }
+        warmedUp = !config.limits.warmup
         self.refusedModels = refusedModels
     }
 
@@ -102,8 +107,10 @@ struct Scheduler: Sendable {
     /// Fresh requests not yet sent (the input is read ahead while this is low).
     var queuedFresh: Int { fresh.count - freshHead }
 
-    /// Retries waiting for their time.
-    var waitingRetries: Int { delayed.count }
+    /// Requests never claimed that the checkpoint has no row for (queued, or held behind a model's first request).
+    var unrecorded: Int {
+        fresh[freshHead...].filter { !$0.hasRow }.count + held.values.reduce(0) { $0 + $1.filter { !$0.request.hasRow && $0.attempt == 0 }.count }
+    }
 
     /// True when nothing is queued, waiting, held or in flight.
     var isDrained: Bool { queuedFresh == 0 && due.isEmpty && delayed.isEmpty && heldCount == 0 && inflight == 0 }
@@ -143,7 +150,7 @@ struct Scheduler: Sendable {
                 take(fromRetry)
                 return .refuse(job, refusal)
             }
-            let probesModel = config.warmup && r.model.map { !provenModels.contains($0) } == true
+            let probesModel = config.limits.warmup && r.model.map { !provenModels.contains($0) } == true
             if probesModel && !job.modelProbe && probingModels.contains(r.model!) {
                 take(fromRetry)
                 held[r.model!, default: []].append(job)
@@ -172,6 +179,8 @@ struct Scheduler: Sendable {
             }
             job.attempt += 1
             inflight += 1
+            job.sentInflight = inflight
+            job.sentWindow = limiter.limit
             return .send(job)
         }
         return .wait(until: earliestDelayed)
@@ -205,16 +214,24 @@ struct Scheduler: Sendable {
         if job.probe { probeInFlight = false }  // unless it is retried, the next request becomes the probe
     }
 
-    /// A 2xx answer: the money is spent, the window may grow, the warm-up is over, the token estimate learns.
+    /// A 2xx answer: the money is spent, the window may grow, the warm-up (or an outage's probing) is over, the
+    /// token estimate learns.
     mutating func succeeded(_ job: ScheduledJob, promptTokens: Int, completionTokens: Int, cost: Double) {
         budget.spent += cost
         limiter.succeeded()
-        if job.probe { warmedUp = true }
+        warmedUp = true
         if promptTokens + completionTokens > 0 {
             tokenBucket?.adjust(job.estimate - Double(promptTokens + completionTokens))
             let raw = Double(job.request.promptTokens + config.completionBound(job.request.maxTokens))
             tokenRatio = 0.9 * tokenRatio + 0.1 * min(1, Double(promptTokens + completionTokens) / max(1, raw))
         }
+    }
+
+    /// The endpoint stopped answering: until something succeeds, one request at a time goes out (a probe), as in
+    /// the warm-up.
+    mutating func holdForProbe() {
+        warmedUp = false
+        probeWaiting = false
     }
 
     /// A 429 for `job`: the window halves (once per round).

@@ -1,0 +1,260 @@
+import ChatBatchCore
+import Dispatch
+
+/// What the feed hands the run per batch, and what it settled without sending.
+struct FeedBatch: Sendable {
+    var requests: [PreparedRequest] = []
+    var linesRead = 0
+    var invalid = 0
+    var alreadyDone = 0
+    var alreadyFailed = 0
+    var changed = 0
+    /// Lines answered by another endpoint, not sent (`--other-endpoint-answers ask`).
+    var otherEndpoint = 0
+    var endOfInput = false
+    var messages: [String] = []
+    /// Invalid lines, as their errors-file records.
+    var settled: [FinishedRecord] = []
+    /// Rows whose answers are to be replaced (a forced resend, a retried failure, another endpoint's answer).
+    var superseded: [String] = []
+    /// `line-N` rows of lines that were invalid and are fixed now (they have their own id).
+    var forgotten: [String] = []
+    /// Requests the response cache answers: not sent.
+    var cached: [(PreparedRequest, CachedAnswer)] = []
+    /// Answers done in the checkpoint but missing from the cache (a run killed before storing them): to store.
+    var backfill: [CacheWriter.Entry] = []
+}
+
+/// Which endpoints' answers a run takes as its own.
+struct EndpointClaims: Sendable {
+    /// The run's endpoints (their checkpoint ids).
+    var current: Set<Int> = []
+    /// Endpoints that are the fake gateway.
+    var fakes: Set<Int> = []
+    /// The run itself goes to the fake gateway.
+    var runIsFake = false
+    var choice: OtherEndpointAnswers = .ask
+    /// Names of the endpoints, for messages.
+    var names: [Int: String] = [:]
+}
+
+/// Reads the input and decides, line by line, what the run must send: new and pending lines go out; lines done
+/// before are skipped (or, when their body changed, reported, and sent again only with `--force`); invalid lines
+/// are settled as errors-file records. It only reads: every change it decides comes back in the batch, for the
+/// run to record. Used only on the input queue.
+///
+/// Duplicate custom_ids are caught with a set of 64-bit hashes of the ids seen, so memory stays at about
+/// 16 bytes a line rather than a copy of every id.
+final class InputFeed {
+    let path: String
+    let reader: LineReader
+    let builder: RequestBuilder
+    let checkpoint: CheckpointReader?
+    let config: RunConfiguration
+    let checkInvalidRows: Bool
+    /// The response cache (nil without `--cache`): looked up unless refreshing.
+    let cache: ResponseCache?
+    /// Backfill the cache from the checkpoint (a run, not `validate`).
+    let backfills: Bool
+    let endpoints: EndpointClaims
+    var seen = Set<UInt64>()
+    var done = false
+    /// Reasons already said, with how many more lines had the same one (said as one count at the end).
+    private var repeats: [String: Int] = [:]
+    private var unknownFields: Set<String> = []
+    private var fakeResends = 0
+    private var firstLines = 0
+    private var firstLinesNotJSON = 0
+
+    init(
+        config: RunConfiguration, checkpoint: CheckpointReader?, hasInvalidRows: Bool, cache: ResponseCache? = nil, backfills: Bool = false,
+        endpoints: EndpointClaims = EndpointClaims()
+    ) throws(ChatBatchError) {
+        self.cache = cache
+        self.config = config
+        self.path = config.files.input
+        self.reader = try LineReader(path: config.files.input)
+        self.builder = try RequestBuilder(config: config)
+        self.checkpoint = checkpoint
+        self.checkInvalidRows = hasInvalidRows
+        self.backfills = backfills
+        self.endpoints = endpoints
+        for key in config.shape.requestDefaults.keys where !RequestFields.known.contains(key) { unknownFields.insert(key) }
+    }
+
+    /// Closes the checkpoint connection; the feed reads no more.
+    func close() {
+        checkpoint?.close()
+        cache?.close()
+    }
+
+    /// Reads on until `limit` requests are ready to send or the input ends.
+    func next(limit: Int) throws -> FeedBatch {
+        if let checkpoint { return try checkpoint.batch { try read(limit: limit) } }
+        return try read(limit: limit)
+    }
+
+    private func read(limit: Int) throws -> FeedBatch {
+        var batch = FeedBatch()
+        while batch.requests.count < limit {
+            guard let raw = try reader.next() else {
+                done = true
+                batch.endOfInput = true
+                sayCounts(into: &batch)
+                break
+            }
+            if raw.oversize == nil && raw.bytes.allSatisfy({ $0 == 0x20 || $0 == 0x09 }) { continue }  // blank line
+            try refuseIfNotJSONL(raw)
+            let parsed = builder.parse(raw, file: path)
+            if let shard = config.shape.shard {
+                switch parsed {
+                case .invalid(let key, _, _, _): if !shard.contains(key) { continue }
+                case .request(let r): if !shard.contains(r.customID) { continue }
+                }
+            }
+            batch.linesRead += 1
+            switch parsed {
+            case .invalid(let key, let customID, let line, let reason):
+                try recordInvalid(key: key, customID: customID, line: line, reason: reason, into: &batch)
+            case .request(let request):
+                let h = StableHash.of(request.customID)
+                if seen.contains(h) {
+                    try recordInvalid(
+                        key: "line-\(request.line)", customID: request.customID, line: request.line,
+                        reason: "\(path):\(request.line): duplicate custom_id '\(request.customID)' (an earlier line has it)", into: &batch)
+                    continue
+                }
+                seen.insert(h)
+                for field in request.unknownFields ?? [] where !unknownFields.contains(field) {
+                    unknownFields.insert(field)
+                    let guess = RequestFields.suggestion(for: field).map { " (did you mean \($0)?)" } ?? ""
+                    batch.messages.append("chatbatch: warning: \(path):\(request.line): `\(field)` is not a Chat Completions field\(guess); it is sent as given")
+                }
+                var request = request
+                request.unknownFields = nil
+                guard try admit(&request, into: &batch) else { continue }
+                if let cache, config.cache.mode.reads, let key = request.cacheKey, let answer = try cache.lookup(key) {
+                    batch.cached.append((request, answer))
+                } else {
+                    batch.requests.append(request)
+                }
+            }
+        }
+        return batch
+    }
+
+    /// How many lines still to send the rest of the input holds that the checkpoint has no row for (after a stopped
+    /// run), reading for at most `seconds`; nil when it could not finish in time.
+    func countRest(seconds: Double) -> Int? {
+        let deadline = DispatchTime.now().uptimeNanoseconds + UInt64(seconds * 1e9)
+        var count = 0
+        while !done {
+            guard DispatchTime.now().uptimeNanoseconds < deadline, let batch = try? next(limit: 1024) else { return nil }
+            count += batch.requests.filter { !$0.hasRow }.count
+        }
+        return count
+    }
+
+    /// A file whose first lines are not JSON at all (a CSV given by mistake) is refused as a whole, in one message.
+    private func refuseIfNotJSONL(_ raw: RawLine) throws(ChatBatchError) {
+        guard firstLines < 5 else { return }
+        firstLines += 1
+        let first = raw.bytes.first { $0 != 0x20 && $0 != 0x09 }
+        if first != UInt8(ascii: "{") { firstLinesNotJSON += 1 }
+        if firstLinesNotJSON == 3 && firstLines == 3 {
+            let sample = String(decoding: raw.bytes.prefix(60), as: UTF8.self)
+            throw ChatBatchError(.notJSONL, "\(path) is not JSONL: its first lines are not JSON objects (line \(raw.number): \(sample)…). chatbatch reads one JSON object per line; convert the file first (a CSV: one {\"custom_id\", \"prompt\"} object per row)")
+        }
+    }
+
+    /// True when the request must be sent by this run.
+    private func admit(_ request: inout PreparedRequest, into batch: inout FeedBatch) throws -> Bool {
+        if checkInvalidRows, request.customID != "line-\(request.line)",
+            let old = try checkpoint?.prior("line-\(request.line)"), old.state == .failed
+        {
+            batch.forgotten.append("line-\(request.line)")  // the line was invalid before and is fixed now
+        }
+        guard let prior = try checkpoint?.prior(request.customID) else { return true }
+        request.hasRow = true
+        let sameBody = prior.bodyHash == request.bodyHash
+        switch prior.state {
+        case .pending, .inflight:
+            request.resentAfterCrash = prior.crashResend
+            return true
+        case .done:
+            if sameBody {
+                if let endpoint = prior.endpointID, !endpoints.current.contains(endpoint) {
+                    return try otherEndpointAnswered(request, endpoint: endpoint, into: &batch)
+                }
+                batch.alreadyDone += 1
+                if backfills, let cache, config.cache.mode.writes, let key = request.cacheKey, try !cache.contains(key),
+                    let line = try checkpoint?.output(request.customID), let answer = CachedAnswer(resultLine: line)
+                {
+                    batch.backfill.append((key, request.model, answer))
+                }
+                return false
+            }
+            if config.choices.force { batch.superseded.append(request.customID); return true }
+            batch.changed += 1
+            batch.messages.append("\(path):\(request.line): custom_id '\(request.customID)' was answered before with a different request body; not sent again (pass --force to send it and replace the answer)")
+            return false
+        case .failed:
+            if sameBody && !config.choices.retryFailed { batch.alreadyFailed += 1; return false }
+            batch.superseded.append(request.customID)
+            return true
+        }
+    }
+
+    /// A line another endpoint answered: a fake gateway's answer never stands for a real endpoint's; another real
+    /// endpoint's stands only with `keep`, is replaced with `resend`, and is left alone (counted) otherwise.
+    private func otherEndpointAnswered(_ request: PreparedRequest, endpoint: Int, into batch: inout FeedBatch) throws -> Bool {
+        if endpoints.fakes.contains(endpoint) && !endpoints.runIsFake {
+            fakeResends += 1
+            batch.superseded.append(request.customID)
+            return true
+        }
+        switch endpoints.choice {
+        case .keep:
+            batch.alreadyDone += 1
+            return false
+        case .resend:
+            batch.superseded.append(request.customID)
+            return true
+        case .ask:
+            batch.otherEndpoint += 1
+            if batch.otherEndpoint + (repeats["other-endpoint"] ?? 0) == 1 {
+                let name = endpoints.names[endpoint] ?? "another endpoint"
+                batch.messages.append("\(path):\(request.line): custom_id '\(request.customID)' was answered by \(name), not by this run's endpoint; not sent again (--other-endpoint-answers keep takes such answers, resend sends them again)")
+            }
+            repeats["other-endpoint", default: 0] += 1
+            return false
+        }
+    }
+
+    private func recordInvalid(key: String, customID: String, line: Int, reason: String, into batch: inout FeedBatch) throws {
+        if let prior = try checkpoint?.prior(key), prior.state == .failed || prior.state == .done {
+            batch.alreadyFailed += 1
+            return
+        }
+        batch.invalid += 1
+        // The same problem on many lines (no model on any line) is said a few times, then as one count.
+        let problem = reason.split(separator: ":", maxSplits: 2).dropFirst(2).joined(separator: ":")
+        let seenBefore = repeats[problem, default: 0]
+        repeats[problem] = seenBefore + 1
+        if seenBefore < 3 { batch.messages.append(reason) }
+        let output = OutputLines.error(customID: customID, code: "invalid_line", message: reason)
+        batch.settled.append(FinishedRecord(
+            customID: key, line: line, bodyHash: "", model: nil, state: .failed, errorCode: "invalid_line",
+            errorMessage: reason, output: output.serialized(), kind: .errors))
+    }
+
+    /// At the end of the input: how many more lines had a problem already said, and how many fake answers are resent.
+    private func sayCounts(into batch: inout FeedBatch) {
+        for (problem, count) in repeats.sorted(by: { $0.key < $1.key }) where count > 3 && problem != "other-endpoint" {
+            batch.messages.append("\(path): … and \(count - 3) more lines with the same problem:\(problem)")
+        }
+        if fakeResends > 0 {
+            batch.messages.append("chatbatch: \(fakeResends) lines were answered by the fake gateway (--fake-gateway); a fake answer never stands for a real one, so they are sent to \(config.endpoint.url)")
+        }
+    }
+}

@@ -1,0 +1,128 @@
+import ChatBatchCore
+import Foundation
+
+/// A job ready to run: every value decided, grouped by what it is about.
+public struct RunConfiguration: Sendable {
+    public var files: FileSettings
+    public var endpoint: EndpointSettings
+    public var retry: RetrySettings
+    public var limits: LimitSettings
+    /// What decides which lines are sent and what their bodies are: the input fingerprint is derived from it.
+    public var shape: RequestShape
+    public var cache: CacheSettings
+    public var choices: RunChoices
+
+    /// The most a request can answer: its `max_tokens`, or the model's maximum output when it sets none.
+    func completionBound(_ maxTokens: Int?) -> Int { maxTokens ?? shape.modelLimits.maxOutputTokens }
+
+    /// The most a request can cost: its estimated prompt, and `completionBound` tokens of answer.
+    func worstCost(promptTokens: Int, maxTokens: Int?) -> Double {
+        limits.prices.cost(prompt: promptTokens, completion: completionBound(maxTokens))
+    }
+}
+
+/// The files a run reads and writes.
+public struct FileSettings: Sendable {
+    public var input: String
+    public var output: String
+    public var errors: String
+    public var checkpoint: String
+    public var format: OutputFormat
+    public var summaryJSON: String?
+    /// Leave reasoning out of the output files.
+    public var dropReasoning: Bool
+    /// Replace existing output files this checkpoint did not write.
+    public var overwrite: Bool
+}
+
+/// Where requests go and how: the provider, the URL, the key's source, headers, timeouts, trust and proxy.
+public struct EndpointSettings: Sendable {
+    public var provider: ProviderKind
+    /// The full chat-completions URL requests go to.
+    public var url: String
+    public var apiKeyEnv: String
+    public var apiKeyFile: String?
+    public var headers: [String: String]
+    public var timeout: Double
+    public var connectTimeout: Double
+    public var caCert: String?
+    public var proxy: String?
+    /// The key may travel over plain http to a host that is not this machine.
+    public var allowHTTP: Bool
+    /// The built-in fake gateway (`--fake-gateway`): its answers never stand for a real endpoint's.
+    public var fake: Bool
+
+    public var profile: any ProviderProfile { provider.profile }
+
+    /// What names this endpoint in a checkpoint: provider and URL (the fake gateway is one endpoint whatever its port).
+    public var identity: String {
+        if fake { return "fake-gateway" }
+        var url = self.url
+        if let q = url.firstIndex(of: "?"), provider != .tir { url = String(url[..<q]) }
+        return provider.rawValue + " " + url.lowercased()
+    }
+}
+
+/// When to try again, and for how long.
+public struct RetrySettings: Sendable {
+    public var maxAttempts: Int
+    /// Backoff: full jitter, `baseDelay · 2^(n-1)`, at most `maxDelay`.
+    public var baseDelay: Double
+    public var maxDelay: Double
+    /// Ask again this many times when a structured answer does not parse or fit its schema.
+    public var retryInvalid: Int
+    /// The longest one pause of the whole key (Retry-After) may last before the run stops, resumable.
+    public var maxWait: Double
+    /// How long the endpoint may stay unreachable before the run stops, resumable.
+    public var outageBudget: Double
+    /// Seconds requests in flight may finish after SIGINT/SIGTERM.
+    public var grace: Double
+}
+
+/// How much may be in flight and spent.
+public struct LimitSettings: Sendable {
+    public var concurrency: Int
+    public var adaptive: Bool
+    public var warmup: Bool
+    public var requestsPerMinute: Double?
+    public var tokensPerMinute: Double?
+    /// Stop sending before the total spent on this checkpoint could pass this many US dollars.
+    public var maxCost: Double?
+    public var prices: Prices
+}
+
+/// Everything that decides which lines are sent and what their bodies are. It is `Codable` so that the input
+/// fingerprint hashes all of it: a setting added here is in the fingerprint without anyone remembering to.
+public struct RequestShape: Sendable, Codable {
+    /// A model set by the job or a flag: it replaces every line's model.
+    public var model: String?
+    /// The provider's model, used for lines that name none.
+    public var defaultModel: String?
+    /// Request defaults merged into every body (a line's own values win).
+    public var requestDefaults: JSONObject
+    public var system: String?
+    public var template: String?
+    public var idField: String
+    public var stream: Bool
+    public var modelLimits: ModelLimits
+    public var shard: Shard?
+}
+
+/// The response cache, and how it is used.
+public struct CacheSettings: Sendable {
+    public var path: String?
+    public var mode: CacheMode
+}
+
+/// What the user decided about lines a checkpoint already knows.
+public struct RunChoices: Sendable {
+    /// Refuse the run before sending if any line is invalid.
+    public var strict: Bool
+    /// Send lines answered before whose body changed.
+    public var force: Bool
+    /// Send lines that failed before (and forget refused models).
+    public var retryFailed: Bool
+    /// What to do with lines another endpoint answered.
+    public var otherEndpointAnswers: OtherEndpointAnswers
+}
+

@@ -1,0 +1,233 @@
+import ChatBatchCore
+
+/// What the run does with each answer `AnswerPolicy` has read: the accounting, the checkpoint, the cache, the
+/// endpoint's health, and stopping.
+extension RunMachine {
+    mutating func apply(_ answer: Answer, _ now: Moment) {
+        let job = answer.job
+        let response = answer.response
+        scheduler.returned(job)
+        let r = job.request
+        if response.status > 0 {
+            summary.statusCounts[response.status, default: 0] += 1
+            if let ended = health.answered() {
+                actions.append(.log("chatbatch: \(AnswerPolicy.hostAndPort(config.endpoint.url)) answers again after \(Self.duration(Double(now.uptime &- ended.since) / 1e9)) unreachable; sending resumes"))
+            }
+            if health.newlyProven {
+                actions.append(.record(.endpointAnswered(route: job.route)))
+                health.recordedProven()
+            }
+        }
+        let warmingUp = job.probe && !scheduler.warmedUp && Double(now.uptime &- started) / 1e9 < 120
+        let context = AnswerPolicy.Context(config: config, retry: retry, warmingUp: warmingUp, warmupRetries: summary.warmupRetries)
+        var effect = AnswerPolicy.effect(of: response, for: job, startedAt: answer.startedAt, context: context, random: &random)
+        effect.attempt.route = job.route
+        effect.attempt.inflight = job.sentInflight
+        effect.attempt.window = job.sentWindow
+        if let usage = effect.usage {
+            if usage.estimated {
+                if summary.usageEstimated == 0 {
+                    actions.append(.log("chatbatch: warning: the server sent no usage with some answers; their tokens and cost are estimated (the summary counts them, the flat output marks them usage_estimated, and --max-cost uses the estimate)"))
+                }
+                summary.usageEstimated += 1
+            }
+            scheduler.succeeded(job, promptTokens: usage.promptTokens, completionTokens: usage.completionTokens, cost: usage.cost)
+            summary.promptTokens += usage.promptTokens
+            summary.completionTokens += usage.completionTokens
+            summary.cost += usage.cost
+            // An answer came: failures held back so far are the lines' own.
+            for held in firstFailures.release(settle: true) { finishFailed(held.record, held.attempt) }
+        }
+        // A send that may have been billed and is not the prompt's answer (a reset, a cut stream, a cancel).
+        if effect.attempt.ambiguous { summary.possiblyBilledTwice += 1 }
+        if effect.rateLimited { scheduler.rateLimited(job) }
+        let back = (customID: r.customID, line: r.line, bodyHash: r.bodyHash, model: r.model)
+        func requeue(_ attempt: AttemptRecord?, note: String?) -> RunAction {
+            .record(.requeue(customID: back.customID, line: back.line, bodyHash: back.bodyHash, model: back.model, attempt: attempt, note: note))
+        }
+        switch effect.outcome {
+        case .withheld:
+            uncount(job)
+            actions.append(requeue(nil, note: nil))
+        case .cancelled:
+            actions.append(requeue(effect.attempt, note: "cancelled at shutdown"))
+        case .done(var record, let answer):
+            record.route = job.route
+            summary.done += 1
+            if record.repaired { summary.repaired += 1 }
+            actions.append(.record(.finish(record, attempt: effect.attempt)))
+            if config.cache.path != nil, config.cache.mode.writes, let key = r.cacheKey, let usage = effect.usage {
+                actions.append(.store((key, r.model, CachedAnswer(
+                    body: answer, requestID: record.requestID, promptTokens: usage.promptTokens, completionTokens: usage.completionTokens))))
+            }
+        case .askAgain(let again, _, let note):
+            summary.retries += 1
+            summary.invalidRetries += 1
+            actions.append(requeue(effect.attempt, note: note))
+            scheduler.retryNow(again)
+        case .retry(let after, let pauseKey, _, let warming):
+            if warming { summary.warmupRetries += 1 }
+            summary.retries += 1
+            actions.append(requeue(effect.attempt, note: nil))
+            let at = now.uptime &+ Clock.nanoseconds(after)
+            scheduler.retry(job, at: at, pauseUntil: pauseKey ? at : nil)
+            if pauseKey { announcePause(after, now) }
+        case .unreachable(let reason):
+            unreachable(job, reason, effect.attempt, now)
+        case .failed(var record):
+            record.route = response.status > 0 ? job.route : nil
+            if let signature = effect.failureSignature, firstFailures.holding {
+                if firstFailures.hold(record, effect.attempt, signature: signature) {
+                    halt(.systematic("the first \(FirstFailures.limit) answers all failed the same way (\(signature): \(record.errorMessage ?? "")) and nothing has succeeded; the lines stay pending. Fix the cause (the key, the model, the URL) and run the same command again"), now)
+                }
+            } else {
+                if effect.failureSignature != nil { for held in firstFailures.release(settle: true) { finishFailed(held.record, held.attempt) } }
+                finishFailed(record, effect.attempt)
+            }
+        case .refuseModel(let refusal, var record):
+            record.route = job.route
+            let (kept, isNew) = scheduler.refuse(model: refusal.model, refusal)
+            if isNew {
+                actions.append(.record(.refuseModel(kept)))
+                actions.append(.log("chatbatch: model \(kept.model) refused (HTTP \(kept.status) \(kept.code): \(kept.message)); its other lines are not sent and go to the errors file (run again with --retry-failed once the key may use it)"))
+            }
+            finishFailed(record, effect.attempt)
+        case .wrongRoute(let reason, var record):
+            if health.proven && firstFailures.settled {
+                record.route = job.route
+                finishFailed(record, effect.attempt)
+            } else {
+                actions.append(requeue(effect.attempt, note: reason))
+                halt(.unreachable("\(config.endpoint.url) answered \(reason): the URL is wrong. Does the base URL end in /v1 (or, for TIR, is the project id right)? Nothing else was sent; fix the URL and run the same command again"), now)
+            }
+        case .stopRun(let reason, let note):
+            actions.append(requeue(effect.attempt, note: note))
+            halt(.keyRefused(reason), now)
+        case .stopUnsent(let reason):
+            uncount(job)
+            actions.append(requeue(nil, note: nil))
+            halt(.certificateRefused(reason), now)
+        }
+        if let outcome = effect.probeOutcome {
+            for held in scheduler.settleModelProbe(job, outcome) {
+                if case .refused(let refusal) = outcome { refuseUnsent(held, refusal) }
+            }
+        }
+    }
+
+    /// Nothing reached the server: not one of the line's attempts. Before the endpoint ever answered this stops
+    /// the run with the cause; after, it is an outage: pause, probe with one request, stop once it outlasts its budget.
+    private mutating func unreachable(_ job: ScheduledJob, _ reason: String, _ attempt: AttemptRecord, _ now: Moment) {
+        uncount(job)
+        var again = job
+        again.attempt -= 1
+        let r = job.request
+        actions.append(.record(.requeue(customID: r.customID, line: r.line, bodyHash: r.bodyHash, model: r.model, attempt: attempt, note: nil)))
+        let url = config.endpoint.url
+        guard health.proven else {
+            halt(.unreachable("\(url): \(reason); nothing was sent. \(Self.hint(reason, url: url)) Then run the same command again"), now)
+            return
+        }
+        let (wait, isNew) = health.unreachable(reason, now: now.uptime, budget: config.retry.outageBudget, base: config.retry.baseDelay)
+        guard let wait else {
+            halt(.unreachable("\(url) has been unreachable for more than \(Self.duration(config.retry.outageBudget)) (--outage-budget; last: \(reason)); nothing was lost. Run the same command again once it is back"), now)
+            return
+        }
+        if isNew {
+            actions.append(.log("chatbatch: \(AnswerPolicy.hostAndPort(url)) is unreachable (\(reason)); sending paused: one request probes it with backoff, for up to \(Self.duration(config.retry.outageBudget)) (--outage-budget)"))
+        }
+        scheduler.holdForProbe()
+        let at = now.uptime &+ Clock.nanoseconds(wait)
+        scheduler.retry(again, at: at, pauseUntil: at)
+    }
+
+    /// A 429's pause: said when longer than the backoff cap, the run stopped when longer than `--max-wait`.
+    private mutating func announcePause(_ seconds: Double, _ now: Moment) {
+        if seconds > config.retry.maxWait {
+            halt(.waitTooLong("the key asked to wait \(Self.duration(seconds)) before sending again (Retry-After), more than --max-wait \(Self.duration(config.retry.maxWait)); run the same command again later to carry on"), now)
+        } else if seconds > config.retry.maxDelay && seconds > announcedPause {
+            announcedPause = seconds
+            actions.append(.log("chatbatch: the key asked to wait \(Self.duration(seconds)) (Retry-After on a 429): sending resumes at \(Self.clockTime(now.wall + seconds)) UTC"))
+        }
+    }
+
+    /// What to check, from libcurl's message.
+    static func hint(_ reason: String, url: String) -> String {
+        let m = reason.lowercased()
+        if m.contains("wrong version number") || m.contains("packet length too long") { return "Is it plain http (the URL says https)?" }
+        if m.contains("connection refused") || m.contains("couldn't connect") || m.contains("failed to connect") {
+            return "Is the server running, and is the port right?"
+        }
+        if m.contains("resolve") { return "Is the host name right?" }
+        if m.contains("timed out") || m.contains("timeout") { return "Is the host reachable from here (a firewall, a proxy)?" }
+        if m.contains("ssl") || m.contains("tls") { return "Is it https on this port?" }
+        return "Is the base URL right?"
+    }
+
+    mutating func finishFailed(_ record: FinishedRecord, _ attempt: AttemptRecord?) {
+        summary.failed += 1
+        summary.failuresByCode[record.errorCode ?? "unknown", default: 0] += 1
+        actions.append(.record(.finish(record, attempt: attempt)))
+    }
+
+    /// A line for a refused model: not sent, written to the errors file with the refusal's code and message.
+    mutating func refuseUnsent(_ job: ScheduledJob, _ refusal: ModelRefusal) {
+        summary.blocked += 1
+        finishFailed(AnswerPolicy.refusedUnsentRecord(job, refusal, input: config.files.input), nil)
+    }
+
+    /// A line the response cache answers: written like an answer, marked cached, nothing sent or billed.
+    /// The stored answer goes through the same checks and output as a live one (a streamed request's answer is
+    /// kept reassembled), so its line is byte for byte the line the paid answer got.
+    mutating func answerFromCache(_ request: PreparedRequest, _ answer: CachedAnswer) {
+        var record: FinishedRecord
+        if !config.files.dropReasoning && !answer.body.contains(0x0A) && !answer.body.contains(0x0D) {
+            // It passed its checks for this very body (the key covers response_format) and is one line: its bytes
+            // are spliced into the output line as they are, as for a live answer.
+            let r = request
+            record = FinishedRecord(
+                customID: r.customID, line: r.line, bodyHash: r.bodyHash, model: r.model, state: .done, statusCode: 200,
+                requestID: answer.requestID, latencyMs: 0, attempts: 0,
+                output: OutputLines.result(customID: r.customID, status: 200, requestID: answer.requestID, rawBody: answer.body, parsed: .null),
+                kind: .results)
+        } else {
+            var plain = request
+            plain.stream = false
+            let response = HTTPResponse(
+                status: 200, headers: answer.requestID.map { ["x-tera-request-id": $0] } ?? [:], body: answer.body, failure: nil,
+                firstByteSeconds: 0, totalSeconds: 0)
+            let context = AnswerPolicy.Context(config: config, retry: retry, warmingUp: false, warmupRetries: 0)
+            let effect = AnswerPolicy.effect(of: response, for: ScheduledJob(request: plain), startedAt: 0, context: context, random: &random)
+            guard case .done(let checked, _) = effect.outcome else {
+                scheduler.enqueue([request])  // a stored answer that no longer passes its checks: ask the provider
+                return
+            }
+            record = checked
+            record.promptTokens = 0
+            record.completionTokens = 0
+            record.cost = 0
+        }
+        record.cached = true
+        record.savedTokens = answer.promptTokens + answer.completionTokens
+        record.savedCost = config.limits.prices.cost(prompt: answer.promptTokens, completion: answer.completionTokens)
+        summary.done += 1
+        summary.cacheHits += 1
+        summary.tokensSaved += record.savedTokens
+        summary.costSaved += record.savedCost
+        actions.append(.record(.finish(record, attempt: nil)))
+    }
+
+    /// `95 s`, `12 min`, `3.0 h`.
+    static func duration(_ s: Double) -> String {
+        if s < 120 { return "\(Int(s.rounded())) s" }
+        if s < 7200 { return "\(Int((s / 60).rounded())) min" }
+        return "\(Double(Int(s / 360)) / 10) h"
+    }
+
+    /// `HH:MM:SS` of a wall-clock time, in UTC.
+    static func clockTime(_ wall: Double) -> String {
+        let t = Int(wall) % 86_400
+        func two(_ n: Int) -> String { n < 10 ? "0\(n)" : "\(n)" }
+        return "\(two(t / 3600)):\(two(t % 3600 / 60)):\(two(t % 60))"
+    }
+}

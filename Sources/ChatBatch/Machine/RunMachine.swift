@@ -1,0 +1,271 @@
+import ChatBatchCore
+
+/// Every decision of a run, as a value: it takes events (lines read, answers, timers, signals, write failures) and
+/// returns actions (record these, send these, store this, wake me at, log this, finish). It has no queue, clock,
+/// file or socket; `RunDriver` carries its actions out. The rules it applies live in `Scheduler` (what may go
+/// when), `AnswerPolicy` (what an answer means) and here (what the run does about it: accounting, stopping, the
+/// outage pause, the first answers' check).
+struct RunMachine: Sendable {
+    let config: RunConfiguration
+    let retry: RetryPolicy
+    var scheduler: Scheduler
+    var summary = RunSummary()
+    private(set) var stop: RunStop? = nil
+    /// The run has handed out `.finish`.
+    private(set) var finished = false
+    /// The input is all read (or was not read at all: unchanged since a finished run).
+    private(set) var inputDone = false
+    private var inputRequested = false
+    private var wakeArmedAt: UInt64? = nil
+    var random: Jitter
+    private var messagesShown = 0
+    let started: UInt64
+    /// Set when the input is unchanged since a run that finished every line: nothing is read or sent.
+    let finishedInput: CheckpointStore.FinishedInput?
+    /// The endpoint's state: whether it ever answered, and an outage under way.
+    var health: EndpointHealth
+    /// Failed lines held back while nothing has succeeded yet (a systematic failure leaves them pending).
+    var firstFailures = FirstFailures()
+    /// The longest pause already announced (a long Retry-After is said once, not per 429).
+    var announcedPause = 0.0
+    /// Line count of the input, for progress.
+    var progressTotal: Int? = nil
+    private var recentAttempts: [(UInt64, Int)] = []
+    /// Actions of the event being handled.
+    var actions: [RunAction] = []
+
+    init(
+        config: RunConfiguration, spent: Double, refusedModels: [String: ModelRefusal], endpointProven: Bool,
+        finishedInput: CheckpointStore.FinishedInput?, crashRecovered: Int, now: UInt64, random: Jitter = Jitter()
+    ) {
+        self.config = config
+        retry = RetryPolicy(baseDelay: config.retry.baseDelay, maxDelay: config.retry.maxDelay)
+        scheduler = Scheduler(config: config, spent: spent, refusedModels: refusedModels, now: now)
+        started = now
+        self.random = random
+        self.finishedInput = finishedInput
+        health = EndpointHealth(proven: endpointProven)
+        if crashRecovered > 0 {
+            actions.append(.log("chatbatch: \(crashRecovered) prompts were in flight when a previous run stopped; they will be sent again and counted as possibly billed twice"))
+        }
+    }
+
+    /// Applies one event and returns what to do about it.
+    mutating func handle(_ event: RunEvent, at now: Moment) -> [RunAction] {
+        switch event {
+        case .start: start(now)
+        case .inputRead(let batch): accept(batch, now)
+        case .inputFailed(let message): halt(.inputFailed(message), now)
+        case .answered(let answers):
+            for answer in answers { apply(answer, now) }
+            pump(now)
+        case .notSent(let jobs):
+            for job in jobs {
+                scheduler.returned(job)
+                uncount(job)
+            }
+            pump(now)
+        case .timer:
+            if let armed = wakeArmedAt, armed <= now.uptime { wakeArmedAt = nil }
+            pump(now)
+        case .signal:
+            if stop == nil {
+                halt(.interrupted, now)
+            } else {
+                actions.append(.log("chatbatch: stopping now"))
+                actions.append(.cancelInFlight(after: 0))
+            }
+        case .writeFailed(let message, let outputOnly):
+            halt(outputOnly ? .outputFailed(message) : .checkpointFailed(message), now)
+        case .inputCounted(let n):
+            progressTotal = n
+        case .tick:
+            if !finished { sample() }
+        }
+        defer { actions = [] }
+        return actions
+    }
+
+    private mutating func start(_ now: Moment) {
+        if let known = finishedInput {
+            // Unchanged since a run that finished every line: every line is done or failed already.
+            inputDone = true
+            summary.inputUnchanged = true
+            summary.inputLines = known.done + known.failed
+            summary.alreadyDone = known.done
+            summary.alreadyFailed = known.failed
+            checkFinished(now)
+        } else {
+            requestInput()
+        }
+    }
+
+    // MARK: input
+
+    private mutating func requestInput() {
+        guard !inputDone, !inputRequested, stop == nil else { return }
+        inputRequested = true
+        actions.append(.readInput(limit: max(256, config.limits.concurrency * 2)))
+    }
+
+    private mutating func accept(_ batch: FeedBatch, _ now: Moment) {
+        inputRequested = false
+        inputDone = batch.endOfInput
+        summary.inputLines += batch.linesRead
+        summary.invalid += batch.invalid
+        summary.alreadyDone += batch.alreadyDone
+        summary.alreadyFailed += batch.alreadyFailed
+        summary.changed += batch.changed
+        summary.otherEndpoint += batch.otherEndpoint
+        for m in batch.messages {
+            messagesShown += 1
+            if messagesShown <= 50 { actions.append(.log(m)) } else if messagesShown == 51 { actions.append(.log("chatbatch: more input problems; see the errors file")) }
+        }
+        for id in batch.forgotten { actions.append(.record(.forget(customID: id))) }
+        for id in batch.superseded { actions.append(.record(.supersede(customID: id))) }
+        for record in batch.settled { actions.append(.record(.finish(record, attempt: nil))) }
+        for (request, answer) in batch.cached { answerFromCache(request, answer) }
+        for entry in batch.backfill { actions.append(.store(entry)) }
+        scheduler.enqueue(batch.requests)
+        pump(now)
+    }
+
+    // MARK: sending
+
+    /// Sends whatever the scheduler allows now, and arranges to be called again when it next may.
+    mutating func pump(_ now: Moment) {
+        defer { checkFinished(now) }
+        guard stop == nil else { return }
+        decide: while true {
+            switch scheduler.next(now: now.uptime) {
+            case .send(let job):
+                count(job)
+                actions.append(.record(.claim(customID: job.request.customID, line: job.request.line, bodyHash: job.request.bodyHash, model: job.request.model)))
+                actions.append(.send(job))
+            case .refuse(let job, let refusal):
+                refuseUnsent(job, refusal)
+            case .overBudget:
+                halt(.budget(scheduler.budgetMessage), now)
+                break decide
+            case .wait(let until):
+                if let until { wake(at: until) }
+                break decide
+            }
+        }
+        if scheduler.queuedFresh < config.limits.concurrency { requestInput() }
+    }
+
+    /// Asks for `.timer` at `deadline` (a pause, a rate bucket refilling, a retry coming due).
+    mutating func wake(at deadline: UInt64) {
+        if let armed = wakeArmedAt, armed <= deadline { return }
+        wakeArmedAt = deadline
+        actions.append(.wake(at: deadline))
+    }
+
+    // MARK: accounting: a send counted, and taken back, here only
+
+    /// `job` leaves: an attempt, and for its first attempt a prompt sent (and a cache miss, with a cache).
+    private mutating func count(_ job: ScheduledJob) {
+        summary.attempts += 1
+        guard job.attempt == 1 else { return }
+        summary.sent += 1
+        if config.cache.path != nil && config.cache.mode.reads { summary.cacheMisses += 1 }
+        if job.request.resentAfterCrash { summary.resentAfterCrash += 1 }
+    }
+
+    /// Takes back what `count` counted for a job that never reached the server.
+    mutating func uncount(_ job: ScheduledJob) {
+        summary.attempts -= 1
+        guard job.attempt == 1 else { return }
+        summary.sent -= 1
+        if config.cache.path != nil && config.cache.mode.reads { summary.cacheMisses -= 1 }
+        if job.request.resentAfterCrash { summary.resentAfterCrash -= 1 }
+    }
+
+    // MARK: stopping
+
+    /// Stops sending for `reason` (the first reason wins); what is in flight finishes, or is cancelled when the
+    /// checkpoint cannot record it.
+    mutating func halt(_ reason: RunStop, _ now: Moment) {
+        if stop == nil {
+            stop = reason
+            let inflight = scheduler.inflight
+            switch reason {
+            case .interrupted:
+                actions.append(.log("chatbatch: stopping: letting \(inflight) requests in flight finish (up to \(Int(config.retry.grace)) s); interrupt again to stop at once"))
+                actions.append(.cancelInFlight(after: config.retry.grace))
+            case .checkpointFailed(let m):
+                actions.append(.log("chatbatch: stopping: \(m)" + (inflight > 0 ? " (the \(inflight) requests in flight cannot be recorded: they are cancelled, and the next run sends them again and counts them as possibly billed twice)" : "")))
+                actions.append(.cancelInFlight(after: 0))
+            case .outputFailed(let m):
+                actions.append(.log("chatbatch: stopping: \(m)" + (inflight > 0 ? " (the \(inflight) requests in flight finish into the checkpoint)" : "")))
+            case .inputFailed(let m):
+                actions.append(.log("chatbatch: stopping: \(m)"))
+                actions.append(.cancelInFlight(after: 0))
+            default:
+                actions.append(.log("chatbatch: stopping: \(reason.message)"))
+            }
+        }
+        checkFinished(now)
+    }
+
+    /// Ends the run once nothing is in flight and either the work is done or a stop was asked for.
+    mutating func checkFinished(_ now: Moment) {
+        guard !finished, scheduler.inflight == 0 else { return }
+        if stop == nil {
+            guard inputDone, scheduler.isDrained else { return }
+            // The input ended with nothing answered: the held failures are just the lines' own.
+            for held in firstFailures.release() { finishFailed(held.record, held.attempt) }
+        } else {
+            for held in firstFailures.release() { requeue(held.record, held.attempt, note: held.record.errorMessage) }
+        }
+        finished = true
+        actions.append(.finish)
+    }
+
+    /// The record of a line back to pending, with its attempt kept for the audit.
+    mutating func requeue(_ record: FinishedRecord, _ attempt: AttemptRecord?, note: String?) {
+        actions.append(.record(.requeue(customID: record.customID, line: record.line, bodyHash: record.bodyHash, model: record.model, attempt: attempt, note: note)))
+    }
+
+    /// Sampled into the checkpoint's timeline (the report draws it).
+    mutating func sample() {
+        actions.append(.record(.sample(inflight: scheduler.inflight, window: scheduler.limiter.limit, paused: health.outage != nil, route: 0)))
+    }
+
+    // MARK: progress
+
+    /// Where the run stands, for the progress line.
+    mutating func snapshot(_ now: Moment) -> ProgressSnapshot {
+        let sum = summary
+        let finishedLines = sum.done + sum.failed + sum.invalid + sum.alreadyDone + sum.alreadyFailed + sum.changed + sum.otherEndpoint
+        recentAttempts.append((now.uptime, sum.attempts))
+        recentAttempts.removeAll { now.uptime &- $0.0 > 10_000_000_000 }
+        var rate = 0.0
+        if let first = recentAttempts.first, now.uptime > first.0 {
+            rate = Double(sum.attempts - first.1) / (Double(now.uptime - first.0) / 1e9)
+        }
+        return ProgressSnapshot(
+            finished: finishedLines, total: progressTotal, inflight: scheduler.inflight, limit: scheduler.limiter.limit,
+            requestsPerSecond: rate, tokens: sum.totalTokens, cost: sum.cost, retries: sum.retries, failures: sum.failed + sum.invalid,
+            elapsed: Double(now.uptime &- started) / 1e9)
+    }
+}
+
+/// A small random number generator the machine owns (backoff jitter), seeded from the system unless a test seeds it.
+struct Jitter: RandomNumberGenerator, Sendable {
+    private var state: UInt64
+
+    init(seed: UInt64? = nil) {
+        var system = SystemRandomNumberGenerator()
+        state = seed ?? system.next()
+    }
+
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}

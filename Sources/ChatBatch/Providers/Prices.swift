@@ -1,0 +1,25 @@
+/// Prices in US dollars per million tokens; reasoning tokens are billed as output.
+public struct Prices: Sendable, Equatable, Codable {
+    public var inputPerMillion: Double
+    public var outputPerMillion: Double
+    public init(inputPerMillion: Double, outputPerMillion: Double) {
+        self.inputPerMillion = inputPerMillion
+        self.outputPerMillion = outputPerMillion
+    }
+    public func cost(prompt: Int, completion: Int) -> Double {
+        (Double(prompt) * inputPerMillion + Double(completion) * outputPerMillion) / 1_000_000
+    }
+}
+
+/// A model's limits: the most tokens it writes, and the most it reads and writes together.
+public struct ModelLimits: Sendable, Equatable, Codable {
+    public var maxOutputTokens: Int
+    public var contextTokens: Int
+    public init(maxOutputTokens: Int, contextTokens: Int) {
+        self.maxOutputTokens = maxOutputTokens
+        self.contextTokens = contextTokens
+    }
+
+    /// gpt-oss-120b, as both providers' pages give it.
+    static let gptOSS120b = ModelLimits(maxOutputTokens: 4096, contextTokens: 131_072)
+}
