@@ -6,7 +6,7 @@ import Testing
 @Suite("Architecture: one-way folders, exit codes written once")
 struct ArchitectureTests {
     /// `Sources/ChatBatch`'s folders, upstream first: each may use only names declared in itself or above it.
-    static let layers = ["Errors", "Providers", "Job", "Input", "Transport", "Answers", "Scheduling", "Checkpoint", "Cache", "Feed", "Output", "Machine", "Run"]
+    static let layers = ["Errors", "SQLite", "Providers", "Job", "Input", "Transport", "Answers", "Scheduling", "Checkpoint", "Cache", "Feed", "Output", "Machine", "Run"]
 
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 
@@ -60,6 +60,31 @@ struct ArchitectureTests {
             }
         }
         #expect(violations.isEmpty, "\(violations.sorted().joined(separator: "\n"))")
+    }
+
+    @Test func onlyTheSQLiteWrapperCallsSQLite() throws {
+        let sources = Self.root.appendingPathComponent("Sources").path
+        let enumerator = FileManager.default.enumerator(atPath: sources)
+        var offenders: [String] = []
+        while let path = enumerator?.nextObject() as? String {
+            guard path.hasSuffix(".swift"), !path.hasPrefix("ChatBatch/SQLite/") else { continue }
+            let text = Self.code(sources + "/" + path)
+            if text.contains("sqlite3_") || text.contains("import CSQLite") { offenders.append(path) }
+        }
+        #expect(offenders.isEmpty, "\(offenders)")
+    }
+
+    @Test func theRunMachineDoesNoIO() throws {
+        let files = try Self.files()["Machine"] ?? []
+        #expect(!files.isEmpty)
+        let forbidden = ["import Foundation", "import Dispatch", "import Glibc", "import Darwin", "DispatchQueue", "Date(", "FileManager",
+                         "FileHandle", "usleep", "sleep(", "fopen", "Thread", "CurlTransport", "SQLiteDatabase", "ProcessInfo"]
+        for path in files {
+            let text = Self.code(path)
+            for word in forbidden where text.contains(word) {
+                Issue.record("\(URL(fileURLWithPath: path).lastPathComponent) uses \(word): the machine takes events and returns actions, it does no I/O")
+            }
+        }
     }
 
     @Test func noSourceFileIsLongerThanFourHundredLines() throws {

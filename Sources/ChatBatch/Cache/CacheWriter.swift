@@ -53,7 +53,7 @@ final class CacheWriter: Sendable {
                 return
             } catch {
                 lastError = error
-                guard error.code == .checkpointBusy else { break }
+                guard error.code == .cacheBusy else { break }
                 usleep(useconds_t(100_000 << attempt))
             }
         }

@@ -1,4 +1,3 @@
-import CSQLite
 import ChatBatchCore
 import Foundation
 
@@ -91,8 +90,7 @@ final class ResponseCache: @unchecked Sendable {
             guard fd >= 0 else { throw ChatBatchError(.badCache, "cannot create cache \(path): \(String(cString: strerror(errno)))") }
             _ = closeFile(fd)
         }
-        db = try SQLiteDatabase(path: path)
-        sqlite3_busy_timeout(db.handle, 30_000)
+        db = try SQLiteDatabase(path: path, role: .cache, busyTimeout: 30_000)
         // Another run may be creating the same file right now: switching an empty file to WAL needs an exclusive
         // lock that SQLite does not always wait for, so a busy answer is tried again for a few seconds.
         var attempt = 0
@@ -100,7 +98,7 @@ final class ResponseCache: @unchecked Sendable {
             do {
                 try prepareSchema()
                 break
-            } catch where error.code == .checkpointBusy && attempt < 100 {
+            } catch where error.code == .cacheBusy && attempt < 100 {
                 attempt += 1
                 usleep(50_000)
             }
@@ -117,40 +115,32 @@ final class ResponseCache: @unchecked Sendable {
     private func prepareSchema() throws(ChatBatchError) {
         var id: (appID: Int32, tables: Int)
         do {
-            try db.execute("BEGIN")
-            defer { try? db.execute("COMMIT") }
-            id = try identity()
+            id = try db.inReadTransaction { try identity() }
+        } catch let error as ChatBatchError where error.code == .cacheBusy {
+            throw error
         } catch {
-            throw ChatBatchError(.badCache, "cache \(path) cannot be read (\(error.message)); it is damaged. Move it away to start a new cache")
+            throw ChatBatchError(.badCache, "cache \(path) cannot be read (\(error)); it is damaged. Move it away to start a new cache")
         }
         if id.tables == 0 && id.appID == 0 {
             // Empty: create it, unless another run did so meanwhile (the check is repeated under the write lock).
             try db.execute("PRAGMA journal_mode=WAL")
-            try db.execute("BEGIN IMMEDIATE")
-            do {
+            id = try db.inTransaction { () throws(ChatBatchError) in
                 let current = try identity()
-                if current.tables == 0 && current.appID == 0 {
-                    try db.execute("""
-                        CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
-                        CREATE TABLE answers(
-                            key TEXT PRIMARY KEY,
-                            model TEXT,
-                            body BLOB NOT NULL,
-                            request_id TEXT,
-                            prompt_tokens INTEGER NOT NULL,
-                            completion_tokens INTEGER NOT NULL,
-                            created_at REAL NOT NULL);
-                        INSERT INTO meta VALUES('schema_version', '\(Self.schemaVersion)');
-                        PRAGMA application_id=\(Self.applicationID);
-                        """)
-                    id = (Self.applicationID, 2)
-                } else {
-                    id = current
-                }
-                try db.execute("COMMIT")
-            } catch {
-                try? db.execute("ROLLBACK")
-                throw error
+                guard current.tables == 0 && current.appID == 0 else { return current }
+                try db.execute("""
+                    CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                    CREATE TABLE answers(
+                        key TEXT PRIMARY KEY,
+                        model TEXT,
+                        body BLOB NOT NULL,
+                        request_id TEXT,
+                        prompt_tokens INTEGER NOT NULL,
+                        completion_tokens INTEGER NOT NULL,
+                        created_at REAL NOT NULL);
+                    INSERT INTO meta VALUES('schema_version', '\(Self.schemaVersion)');
+                    PRAGMA application_id=\(Self.applicationID);
+                    """)
+                return (Self.applicationID, 2)
             }
         }
         guard id.appID == Self.applicationID else {
@@ -168,13 +158,8 @@ final class ResponseCache: @unchecked Sendable {
         if lookupStatement == nil {
             lookupStatement = try db.prepare("SELECT body, request_id, prompt_tokens, completion_tokens FROM answers WHERE key=?")
         }
-        let s = lookupStatement!
-        try s.bind([.text(key)])
-        defer { sqlite3_reset(s.stmt) }
-        guard try s.step() else { return nil }
-        let n = Int(sqlite3_column_bytes(s.stmt, 0))
-        let body = n > 0 ? Array(UnsafeRawBufferPointer(start: sqlite3_column_blob(s.stmt, 0), count: n)) : []
-        return CachedAnswer(body: body, requestID: s.value(1).text, promptTokens: s.value(2).int ?? 0, completionTokens: s.value(3).int ?? 0)
+        guard let row = try lookupStatement!.row([.text(key)]) else { return nil }
+        return CachedAnswer(body: row[0].blob ?? [], requestID: row[1].text, promptTokens: row[2].int ?? 0, completionTokens: row[3].int ?? 0)
     }
 
     /// True when an answer is stored for `key`.
@@ -184,22 +169,14 @@ final class ResponseCache: @unchecked Sendable {
 
     /// Stores answers in one transaction; `replace` overwrites (refresh), otherwise the first answer stored wins.
     func store(_ entries: [(key: String, model: String?, answer: CachedAnswer)], replace: Bool) throws(ChatBatchError) {
-        try db.execute("BEGIN IMMEDIATE")
-        do {
+        try db.inTransaction { () throws(ChatBatchError) in
             let insert = try db.prepare((replace ? "INSERT OR REPLACE" : "INSERT OR IGNORE")
                 + " INTO answers(key, model, body, request_id, prompt_tokens, completion_tokens, created_at) VALUES(?, ?, ?, ?, ?, ?, ?)")
             let now = Date().timeIntervalSince1970
             for e in entries {
-                try insert.bind([.text(e.key), e.model.map(SQLiteValue.text) ?? .null, .null, e.answer.requestID.map(SQLiteValue.text) ?? .null,
-                                 .int(e.answer.promptTokens), .int(e.answer.completionTokens), .double(now)])
-                _ = e.answer.body.withUnsafeBytes { sqlite3_bind_blob(insert.stmt, 3, $0.baseAddress, Int32($0.count), SQLiteStatement.transient) }
-                while try insert.step() {}
-                sqlite3_reset(insert.stmt)
+                try insert.run([.text(e.key), .optional(e.model), .blob(e.answer.body), .optional(e.answer.requestID),
+                                .int(e.answer.promptTokens), .int(e.answer.completionTokens), .double(now)])
             }
-            try db.execute("COMMIT")
-        } catch {
-            try? db.execute("ROLLBACK")
-            throw error
         }
     }
 

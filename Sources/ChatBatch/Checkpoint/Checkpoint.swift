@@ -1,4 +1,3 @@
-import CSQLite
 import ChatBatchCore
 import Foundation
 import Synchronization

@@ -1,4 +1,3 @@
-import CSQLite
 import ChatBatchCore
 
 /// What the input reader learns about a custom_id from the checkpoint before sending it.
@@ -30,9 +29,7 @@ final class CheckpointReader {
     /// Runs `body` inside one read transaction, so its lookups share one snapshot and a warm page cache
     /// (outside one, every lookup after a write by the run starts cold).
     func batch<T>(_ body: () throws -> T) throws -> T {
-        try db.execute("BEGIN")
-        defer { try? db.execute("COMMIT") }
-        return try body()
+        try db.inReadTransaction(body)
     }
 
     /// The output line recorded for a finished prompt.
@@ -42,11 +39,9 @@ final class CheckpointReader {
 
     func prior(_ customID: String) throws(ChatBatchError) -> PriorState? {
         guard let lookup = statement else { return nil }
-        try lookup.bind([.text(customID)])
-        defer { sqlite3_reset(lookup.stmt) }
-        guard try lookup.step() else { return nil }
+        guard let row = try lookup.row([.text(customID)]) else { return nil }
         return PriorState(
-            state: RequestState(rawValue: lookup.value(0).text ?? "") ?? .pending,
-            bodyHash: lookup.value(1).text ?? "", crashResend: lookup.value(2).int == 1, endpointID: lookup.value(3).int)
+            state: RequestState(rawValue: row[0].text ?? "") ?? .pending, bodyHash: row[1].text ?? "", crashResend: row[2].int == 1,
+            endpointID: row[3].int)
     }
 }

@@ -38,8 +38,7 @@ extension CheckpointStore {
             try db.execute("PRAGMA journal_mode=WAL")
             try db.execute("PRAGMA synchronous=NORMAL")
             try db.execute("PRAGMA application_id=\(Self.applicationID)")
-            try db.execute("""
-                BEGIN;
+            try db.inTransaction { () throws(ChatBatchError) in try db.execute("""
                 CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
                 CREATE TABLE requests(
                     custom_id TEXT PRIMARY KEY,
@@ -87,8 +86,7 @@ extension CheckpointStore {
                 \(Self.v3Additions)
                 INSERT INTO meta VALUES('schema_version', '\(Self.schemaVersion)');
                 INSERT INTO meta VALUES('created_by', 'chatbatch');
-                COMMIT;
-                """)
+                """) }
             return
         }
         guard appID == Self.applicationID else {

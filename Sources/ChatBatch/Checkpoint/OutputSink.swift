@@ -1,4 +1,3 @@
-import CSQLite
 import ChatBatchCore
 
 /// Where an output file stands, as the checkpoint records it in the same transaction as the lines it covers.

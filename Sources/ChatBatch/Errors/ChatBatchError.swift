@@ -83,6 +83,7 @@ public struct ChatBatchError: Error, Sendable, CustomStringConvertible {
         case sqliteError = "sqlite_error"
         // The response cache.
         case badCache = "bad_cache"
+        case cacheBusy = "cache_busy"
         case badDuration = "bad_duration"
         case badCACert = "bad_ca_cert"
         // Files being written.

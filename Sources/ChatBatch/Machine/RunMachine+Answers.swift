@@ -98,7 +98,7 @@ extension RunMachine {
                 finishFailed(record, effect.attempt)
             } else {
                 actions.append(requeue(effect.attempt, note: reason))
-                halt(.unreachable("\(config.endpoint.url) answered \(reason): the URL is wrong. Does the base URL end in /v1 (or, for TIR, is the project id right)? Nothing else was sent; fix the URL and run the same command again"), now)
+                halt(.unreachable("\(config.endpoint.url) answered \(reason): does the base URL end in /v1 (for TIR: is the project id right)? Nothing else was sent; fix the URL and run the same command again"), now)
             }
         case .stopRun(let reason, let note):
             actions.append(requeue(effect.attempt, note: note))

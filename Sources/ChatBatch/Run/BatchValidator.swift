@@ -9,6 +9,8 @@ public struct ValidationReport: Sendable {
     public var alreadyDone = 0
     public var alreadyFailed = 0
     public var changed = 0
+    /// Lines another endpoint answered, which a run would not send without `--other-endpoint-answers`.
+    public var otherEndpoint = 0
     /// Lines a run (or a resume) would still send.
     public var toSend = 0
     /// Of the lines a run would answer, those the response cache holds (with `--cache`): not sent, not paid.
@@ -24,7 +26,7 @@ public struct ValidationReport: Sendable {
     public var json: JSON {
         [
             "lines": .int(lines), "valid": .int(valid), "invalid": .int(invalid), "already_done": .int(alreadyDone),
-            "already_failed": .int(alreadyFailed), "changed": .int(changed), "to_send": .int(toSend), "cache_hits": .int(cacheHits),
+            "already_failed": .int(alreadyFailed), "changed": .int(changed), "other_endpoint": .int(otherEndpoint), "to_send": .int(toSend), "cache_hits": .int(cacheHits),
             "estimated_prompt_tokens": .int(promptTokens), "max_completion_tokens": .int(maxCompletionTokens),
             "cost_usd_least": .double(costLeast), "cost_usd_most": .double(costMost),
             "problems": .array(problems.prefix(100).map(JSON.string)),
@@ -36,7 +38,8 @@ public struct ValidationReport: Sendable {
         if problems.count > 50 { out.append("… and \(problems.count - 50) more") }
         out.append("lines      \(lines): \(valid) valid, \(invalid) invalid")
         out.append("to send    \(toSend)" + (alreadyDone + alreadyFailed > 0 ? " (\(alreadyDone) already done, \(alreadyFailed) already failed)" : "")
-            + (changed > 0 ? ", \(changed) changed since answered (sent only with --force)" : ""))
+            + (changed > 0 ? ", \(changed) changed since answered (sent only with --force)" : "")
+            + (otherEndpoint > 0 ? ", \(otherEndpoint) answered by another endpoint (see --other-endpoint-answers)" : ""))
         if cacheHits > 0 { out.append("cache      \(cacheHits) more answered from the cache (not sent; the counts below leave them out)") }
         out.append("tokens     about \(promptTokens) prompt, at most \(maxCompletionTokens) completion")
         out.append(String(format: "cost       $%.6f (prompts only) to $%.6f (every answer at max_tokens)", costLeast, costMost))
@@ -75,7 +78,8 @@ public enum BatchValidator {
             report.invalid += batch.invalid
             report.alreadyDone += batch.alreadyDone
             report.alreadyFailed += batch.alreadyFailed
-            report.changed += batch.changed + batch.otherEndpoint
+            report.changed += batch.changed
+            report.otherEndpoint += batch.otherEndpoint
             report.problems += batch.messages
             report.cacheHits += batch.cached.count
             for r in batch.requests {

@@ -39,7 +39,7 @@ struct PreparedRun: Sendable {
             overwrite: files.overwrite, [.results: files.output, .errors: files.errors])
         let outputs = OutputFiles(resultsPath: files.output, errorsPath: files.errors, format: files.format)
         let endpoint = config.endpoint
-        let skipInput = !(config.choices.force || config.choices.retryFailed)
+        let skipInput = !(config.choices.force || config.choices.retryFailed || config.choices.otherEndpointAnswers == .resend)
         var fingerprint: String? = nil
         let opened = try store.openRun(
             sink: outputs, forgetRefusedModels: config.choices.retryFailed,

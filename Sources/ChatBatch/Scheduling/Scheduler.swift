@@ -133,6 +133,7 @@ struct Scheduler: Sendable {
         if now < pausedUntil { return .wait(until: min(pausedUntil, earliestDelayed ?? .max)) }
         var room = limiter.limit
         if !warmedUp {
+            if probeWaiting, let i = due.firstIndex(where: \.probe), i > 0 { due.insert(due.remove(at: i), at: 0) }  // the probe goes first
             if probeInFlight { room = 0 } else if probeWaiting { room = due.first?.probe == true ? 1 : 0 } else { room = 1 }
         }
         while inflight < room {

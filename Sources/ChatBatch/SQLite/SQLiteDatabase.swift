@@ -1,26 +1,39 @@
 import CSQLite
 import Foundation
 
-/// A small SQLite connection: open, execute, prepare. One owner at a time.
+/// What a SQLite file is to chatbatch, so that its errors name it and map to the right codes: a busy checkpoint
+/// is another run holding it; a busy cache is another run writing it.
+enum SQLiteRole: String, Sendable {
+    case checkpoint
+    case cache
+
+    var busy: ChatBatchError.Code { self == .checkpoint ? .checkpointBusy : .cacheBusy }
+    var damaged: ChatBatchError.Code { self == .checkpoint ? .damaged : .badCache }
+}
+
+/// One SQLite connection: open, execute, prepare, transactions. Every `sqlite3_` call of chatbatch is in this
+/// folder. One owner at a time.
 ///
-/// `@unchecked Sendable`: a connection is only ever used from one serial queue (the checkpoint writer)
+/// `@unchecked Sendable`: a connection is only ever used from one serial queue (the run's, the cache writer's)
 /// or from the one thread that opened it (the input reader); it is handed over, never shared.
 final class SQLiteDatabase: @unchecked Sendable {
     let handle: OpaquePointer
     let path: String
+    let role: SQLiteRole
 
-    init(path: String, readOnly: Bool = false) throws(ChatBatchError) {
+    init(path: String, role: SQLiteRole = .checkpoint, readOnly: Bool = false, busyTimeout: Int32 = 5000) throws(ChatBatchError) {
         var db: OpaquePointer?
         let flags = readOnly ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE)
         let rc = sqlite3_open_v2(path, &db, flags | SQLITE_OPEN_NOMUTEX, nil)
         guard rc == SQLITE_OK, let db else {
             let message = db.map { String(cString: sqlite3_errmsg($0)) } ?? "out of memory"
             if let db { sqlite3_close_v2(db) }
-            throw ChatBatchError(.openFailed, "cannot open checkpoint \(path): \(message)")
+            throw ChatBatchError(.openFailed, "cannot open \(role.rawValue) \(path): \(message)")
         }
         handle = db
         self.path = path
-        sqlite3_busy_timeout(db, 5000)
+        self.role = role
+        sqlite3_busy_timeout(db, busyTimeout)
     }
 
     private var isOpen = true
@@ -38,30 +51,32 @@ final class SQLiteDatabase: @unchecked Sendable {
     /// The rowid of the last row inserted on this connection.
     var lastInsertedRow: Int { Int(sqlite3_last_insert_rowid(handle)) }
 
-    func error(_ what: String) -> ChatBatchError {
-        let rc = sqlite3_errcode(handle)
+    /// The error for a failed call, named after the file and what was being done, with a code that says what to do.
+    func error(_ what: String, rc: Int32? = nil) -> ChatBatchError {
         let code: ChatBatchError.Code
         var advice = ""
-        switch rc & 0xFF {
-        case SQLITE_CORRUPT, SQLITE_NOTADB: code = .damaged
+        switch (rc ?? sqlite3_errcode(handle)) & 0xFF {
+        case SQLITE_CORRUPT, SQLITE_NOTADB: code = role.damaged
         case SQLITE_FULL, SQLITE_IOERR:
             code = .writeFailed
             advice = " (the disk may be full or a file size limit reached). Everything committed before this is safe; free space and run the same command again to resume"
-        case SQLITE_BUSY, SQLITE_LOCKED: code = .checkpointBusy
+        case SQLITE_BUSY, SQLITE_LOCKED: code = role.busy
         default: code = .sqliteError
         }
-        return ChatBatchError(code, "checkpoint \(path): \(what): \(lastError)\(advice)")
+        return ChatBatchError(code, "\(role.rawValue) \(path): \(what): \(lastError)\(advice)")
     }
 
     func execute(_ sql: String) throws(ChatBatchError) {
         var message: UnsafeMutablePointer<CChar>?
-        if sqlite3_exec(handle, sql, nil, nil, &message) != SQLITE_OK {
+        let rc = sqlite3_exec(handle, sql, nil, nil, &message)
+        if rc != SQLITE_OK {
             sqlite3_free(message)
-            throw error("cannot run \(sql.prefix(40))")
+            throw error("cannot run \(sql.prefix(40))", rc: rc)
         }
     }
 
-    /// Runs `body` inside `BEGIN IMMEDIATE … COMMIT`; rolls back and rethrows the first error if anything fails.
+    /// Runs `body` inside `BEGIN IMMEDIATE … COMMIT`; rolls back and rethrows the first error if anything fails
+    /// (a failed rollback does not replace it).
     func inTransaction<T>(_ body: () throws(ChatBatchError) -> T) throws(ChatBatchError) -> T {
         try execute("BEGIN IMMEDIATE")
         do {
@@ -74,10 +89,24 @@ final class SQLiteDatabase: @unchecked Sendable {
         }
     }
 
+    /// Runs `body` inside one read transaction (`BEGIN … COMMIT`), so its reads share one snapshot.
+    func inReadTransaction<T>(_ body: () throws -> T) throws -> T {
+        try execute("BEGIN")
+        do {
+            let result = try body()
+            try execute("COMMIT")
+            return result
+        } catch {
+            try? execute("ROLLBACK")
+            throw error
+        }
+    }
+
     func prepare(_ sql: String) throws(ChatBatchError) -> SQLiteStatement {
         var stmt: OpaquePointer?
-        guard sqlite3_prepare_v3(handle, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &stmt, nil) == SQLITE_OK, let stmt else {
-            throw error("cannot prepare '\(sql.prefix(60))'")
+        let rc = sqlite3_prepare_v3(handle, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &stmt, nil)
+        guard rc == SQLITE_OK, let stmt else {
+            throw error("cannot prepare '\(sql.prefix(60))'", rc: rc)
         }
         return SQLiteStatement(db: self, stmt: stmt)
     }
@@ -89,6 +118,7 @@ final class SQLiteDatabase: @unchecked Sendable {
         try stmt.bind(values)
         var rows: [[SQLiteValue]] = []
         while try stmt.step() { rows.append((0..<stmt.columnCount).map { stmt.value($0) }) }
+        try stmt.reset()
         return rows
     }
 }
@@ -99,10 +129,12 @@ enum SQLiteValue: Sendable, Equatable {
     case int(Int)
     case double(Double)
     case text(String)
+    case blob([UInt8])
 
     var int: Int? { if case .int(let v) = self { return v }; if case .double(let d) = self { return Int(d) }; return nil }
     var double: Double? { if case .double(let v) = self { return v }; if case .int(let i) = self { return Double(i) }; return nil }
     var text: String? { if case .text(let v) = self { return v }; return nil }
+    var blob: [UInt8]? { if case .blob(let v) = self { return v }; return nil }
 
     static func optional(_ v: String?) -> SQLiteValue { v.map(SQLiteValue.text) ?? .null }
     static func optional(_ v: Int?) -> SQLiteValue { v.map(SQLiteValue.int) ?? .null }
@@ -112,7 +144,7 @@ enum SQLiteValue: Sendable, Equatable {
 /// A prepared statement, reset and reused.
 final class SQLiteStatement {
     let db: SQLiteDatabase
-    let stmt: OpaquePointer
+    private let stmt: OpaquePointer
     static let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
 
     init(db: SQLiteDatabase, stmt: OpaquePointer) {
@@ -124,8 +156,9 @@ final class SQLiteStatement {
 
     var columnCount: Int { Int(sqlite3_column_count(stmt)) }
 
+    /// Resets (a failure of the last step surfaces here) and binds `values` in order.
     func bind(_ values: [SQLiteValue]) throws(ChatBatchError) {
-        sqlite3_reset(stmt)
+        try reset()
         sqlite3_clear_bindings(stmt)
         for (i, v) in values.enumerated() {
             let idx = Int32(i + 1)
@@ -135,33 +168,45 @@ final class SQLiteStatement {
             case .int(let x): rc = sqlite3_bind_int64(stmt, idx, Int64(x))
             case .double(let x): rc = sqlite3_bind_double(stmt, idx, x)
             case .text(let s): rc = sqlite3_bind_text(stmt, idx, s, -1, Self.transient)
+            case .blob(let bytes): rc = bytes.withUnsafeBytes { sqlite3_bind_blob(stmt, idx, $0.baseAddress, Int32($0.count), Self.transient) }
             }
-            if rc != SQLITE_OK { throw db.error("cannot bind value \(i + 1)") }
+            if rc != SQLITE_OK { throw db.error("cannot bind value \(i + 1)", rc: rc) }
         }
     }
 
     /// Steps once; true when a row is ready.
     func step() throws(ChatBatchError) -> Bool {
-        switch sqlite3_step(stmt) {
+        let rc = sqlite3_step(stmt)
+        switch rc {
         case SQLITE_ROW: return true
         case SQLITE_DONE: return false
-        default: throw db.error("statement failed")
+        default: throw db.error("statement failed", rc: rc)
         }
     }
 
-    /// Binds, steps once, and returns the first column of the first row (nil when there is none); resets.
-    func scalar(_ values: [SQLiteValue]) throws(ChatBatchError) -> SQLiteValue? {
-        try bind(values)
-        defer { sqlite3_reset(stmt) }
-        return try step() ? value(0) : nil
+    /// Readies the statement to run again; reports what the last step left wrong.
+    func reset() throws(ChatBatchError) {
+        let rc = sqlite3_reset(stmt)
+        if rc != SQLITE_OK { throw db.error("statement failed", rc: rc) }
     }
 
     /// Binds, runs to completion, and resets.
     func run(_ values: [SQLiteValue]) throws(ChatBatchError) {
         try bind(values)
         while try step() {}
-        sqlite3_reset(stmt)
+        try reset()
     }
+
+    /// Binds, steps once, and returns the first row's columns (nil when there is none); resets.
+    func row(_ values: [SQLiteValue]) throws(ChatBatchError) -> [SQLiteValue]? {
+        try bind(values)
+        let found = try step() ? (0..<columnCount).map { value($0) } : nil
+        try reset()
+        return found
+    }
+
+    /// The first column of the first row, or nil.
+    func scalar(_ values: [SQLiteValue]) throws(ChatBatchError) -> SQLiteValue? { try row(values)?.first }
 
     func value(_ i: Int) -> SQLiteValue {
         let c = Int32(i)
@@ -169,41 +214,13 @@ final class SQLiteStatement {
         case SQLITE_INTEGER: return .int(Int(sqlite3_column_int64(stmt, c)))
         case SQLITE_FLOAT: return .double(sqlite3_column_double(stmt, c))
         case SQLITE_NULL: return .null
+        case SQLITE_BLOB:
+            let n = Int(sqlite3_column_bytes(stmt, c))
+            guard n > 0, let p = sqlite3_column_blob(stmt, c) else { return .blob([]) }
+            return .blob(Array(UnsafeRawBufferPointer(start: p, count: n)))
         default:
             guard let p = sqlite3_column_text(stmt, c) else { return .null }
             return .text(String(cString: p))
         }
-    }
-}
-
-/// What the first 100 bytes of a file say about it as an SQLite database, read before SQLite touches it.
-enum SQLiteHeader: Equatable {
-    case empty
-    case valid
-    case notSQLite
-    /// The header records more pages than the file holds: it was cut off.
-    case truncated(size: Int, recorded: Int)
-
-    /// nil when the file cannot be read.
-    static func read(_ path: String) -> SQLiteHeader? {
-        guard let handle = FileHandle(forReadingAtPath: path) else { return nil }
-        defer { try? handle.close() }
-        let head = Array((try? handle.read(upToCount: 100)) ?? Data())
-        if head.isEmpty { return .empty }
-        guard head.count >= 100, Array(head.prefix(16)) == Array("SQLite format 3\0".utf8) else { return .notSQLite }
-        // The header records the database size (valid when its two change counters agree).
-        func u32(_ at: Int) -> Int { Int(head[at]) << 24 | Int(head[at + 1]) << 16 | Int(head[at + 2]) << 8 | Int(head[at + 3]) }
-        let rawPageSize = Int(head[16]) << 8 | Int(head[17])
-        let pageSize = rawPageSize == 1 ? 65536 : rawPageSize
-        var st = stat()
-        let size = stat(path, &st) == 0 ? Int(st.st_size) : 0
-        if u32(24) == u32(92), u32(28) > 0, size < u32(28) * pageSize {
-            // A write-ahead log beside it holds pages the file lacks (a checkpoint into the file stopped, e.g. on a
-            // full disk): SQLite reads them from the log, so the file is whole as SQLite sees it.
-            var wal = stat()
-            if stat(path + "-wal", &wal) == 0, wal.st_size > 0 { return .valid }
-            return .truncated(size: size, recorded: u32(28) * pageSize)
-        }
-        return .valid
     }
 }
