@@ -10,15 +10,11 @@ struct RunCommand: ParsableCommand {
         commandName: "run",
         abstract: "Send every prompt of a JSONL file (or job file) once, checkpointed, and write the results.",
         usage: """
-            chatbatch run SOURCE [options]      SOURCE: a job file (.yaml), a JSONL file, or - (standard input)
-
-            Run the same command again to resume: answered prompts are never sent again.
+            chatbatch run SOURCE [options]    (SOURCE: a job file, a JSONL file or -)
+              Flags override the job file. Run the same command again to resume.
 
             EXIT CODES:
-            \(RunExit.helpTable)
-            """,
-        discussion: """
-            Input lines: the OpenAI Batch shape {"custom_id","method":"POST","url":"/v1/chat/completions","body":{...}}, {"custom_id"?, "messages":[...]} or {"custom_id"?, "prompt":"..."} (other keys are body fields), or records rendered through the job's `template`. A line without an id gets line-N. Flags override the job file. The API key comes from the environment (TERA_API_KEY, TIR_API_KEY, OPENAI_API_KEY, or --api-key-env NAME) or from --api-key-file, never from a flag's value.
+            \(RunExit.helpTable(width: 72))
             """)
 
     @OptionGroup var job: JobOptions
@@ -58,7 +54,8 @@ struct RunCommand: ParsableCommand {
 
 /// The flags `run` and `validate` share: the job, and every setting that can override it.
 struct JobOptions: ParsableArguments {
-    @Argument(help: "A job file (.yaml), a JSONL input file, or - for standard input.") var source: String
+    @Argument(help: "A job file (.yaml), or a JSONL file (or -, standard input) of Batch API, messages, prompt or record lines.")
+    var source: String
     @Option(help: "Results file (default: INPUT.results.jsonl).") var output: String?
     @Option(help: "Errors file (default: results file with .errors.jsonl).") var errors: String?
     @Option(help: "Checkpoint file (default: results file + .checkpoint).") var checkpoint: String?

@@ -3,9 +3,9 @@ import ChatBatch
 import Foundation
 
 /// Finds the checkpoint of a job file, or takes the argument as a checkpoint path.
-func checkpointPath(_ argument: String) throws -> String {
+func checkpointPath(_ argument: String, date: String?) throws -> String {
     guard argument.hasSuffix(".yaml") || argument.hasSuffix(".yml") else { return argument }
-    return try JobFile.load(path: argument).resolve().files.checkpoint
+    return try JobFile.load(path: argument, date: date).resolve().files.checkpoint
 }
 
 /// `chatbatch status`: where a job stands.
@@ -15,10 +15,11 @@ struct StatusCommand: ParsableCommand {
         abstract: "Counts by state, spend so far, the last run, and whether a run holds the checkpoint now.")
 
     @Argument(help: "A checkpoint file or a job file.") var target: String
+    @Option(help: "What {date} in the job file's paths becomes (default: today, YYYY-MM-DD).") var date: String?
     @Flag(help: "Print JSON.") var json = false
 
     func run() throws {
-        let status = try CheckpointReport.status(checkpoint: try checkpointPath(target))
+        let status = try CheckpointReport.status(checkpoint: try checkpointPath(target, date: date))
         print(json ? status.serialized() : CheckpointReport.statusText(status))
     }
 }
@@ -30,10 +31,11 @@ struct ReportCommand: ParsableCommand {
         abstract: "Latency p50/p90/p99/max, answers by status, retries, ambiguous sends, tokens, cost, and throughput over time.")
 
     @Argument(help: "A checkpoint file or a job file.") var target: String
+    @Option(help: "What {date} in the job file's paths becomes (default: today, YYYY-MM-DD).") var date: String?
     @Flag(help: "Print JSON.") var json = false
 
     func run() throws {
-        let report = try CheckpointReport.report(checkpoint: try checkpointPath(target))
+        let report = try CheckpointReport.report(checkpoint: try checkpointPath(target, date: date))
         print(json ? report.serialized() : CheckpointReport.reportText(report))
     }
 }

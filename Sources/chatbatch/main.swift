@@ -9,7 +9,7 @@ struct ChatBatchCommand: ParsableCommand {
         commandName: "chatbatch",
         abstract: "Run a JSONL batch of chat completions: bounded fan-out, correct retries, exactly-once checkpoint.",
         version: ChatBatchVersion.current,
-        subcommands: [RunCommand.self, ValidateCommand.self, ExportCommand.self, StatusCommand.self, ReportCommand.self, MergeCommand.self, CacheCommand.self, FakeGatewayCommand.self])
+        subcommands: [RunCommand.self, DemoCommand.self, ValidateCommand.self, ExportCommand.self, StatusCommand.self, ReportCommand.self, MergeCommand.self, CacheCommand.self, FakeGatewayCommand.self])
 }
 
 func fail(_ message: String, code: Int32) -> Never {

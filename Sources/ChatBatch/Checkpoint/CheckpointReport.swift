@@ -19,8 +19,10 @@ public enum CheckpointReport {
                 "exit_code": last[3].int.map(JSON.int) ?? .null,
             ]
         }
+        let inputLines = try store.meta("input.lines").flatMap { Int($0) }
         return [
             "checkpoint": .string(checkpoint), "held_by_a_run": .bool(CheckpointStore.isHeld(path: checkpoint)),
+            "input": .string(try store.meta("input.path") ?? ""), "input_lines": inputLines.map(JSON.int) ?? .null,
             "prompts": .object(byState), "prompt_tokens": .int(totals.prompt), "completion_tokens": .int(totals.completion),
             "cost_usd": .double(totals.cost), "runs": .int(runs), "last_run": lastRun, "cache": try cacheSavings(store),
         ]
@@ -30,14 +32,25 @@ public enum CheckpointReport {
         let p = s["prompts"] ?? .null
         let held = s["held_by_a_run"]?.boolValue == true
         var lines = ["\(s["checkpoint"]?.stringValue ?? ""): " + (held ? "a run holds it now" : "no run holds it")]
-        lines.append("  prompts    \(p["done"]?.intValue ?? 0) done, \(p["failed"]?.intValue ?? 0) failed, \(p["pending"]?.intValue ?? 0) pending, \(p["inflight"]?.intValue ?? 0) in flight")
+        let total = s["input_lines"]?.intValue.map { " (the input has \($0) lines: \(s["input"]?.stringValue ?? ""))" } ?? ""
+        let done = p["done"]?.intValue ?? 0, failed = p["failed"]?.intValue ?? 0, pending = p["pending"]?.intValue ?? 0, inflight = p["inflight"]?.intValue ?? 0
+        var unread = ""
+        if let lines = s["input_lines"]?.intValue, lines > done + failed + pending + inflight {
+            unread = ", \(lines - done - failed - pending - inflight) not yet read"
+        }
+        lines.append("  prompts    \(done) done, \(failed) failed, \(pending) pending, \(inflight) in flight\(unread)\(total)")
         lines.append("  tokens     \(s["prompt_tokens"]?.intValue ?? 0) prompt + \(s["completion_tokens"]?.intValue ?? 0) completion")
         lines.append(String(format: "  spent      $%.6f", s["cost_usd"]?.doubleValue ?? 0))
         if let cache = cacheLine(s["cache"]) { lines.append(cache) }
         if let last = s["last_run"], !last.isNull {
-            let ended = last["ended_at"]?.stringValue ?? "not ended (running, or killed)"
-            let code = last["exit_code"]?.intValue.map { " with exit code \($0)" } ?? ""
-            lines.append("  last run   #\(last["id"]?.intValue ?? 0) started \(last["started_at"]?.stringValue ?? "?"), ended \(ended)\(code); \(s["runs"]?.intValue ?? 0) runs in all")
+            let started = "#\(last["id"]?.intValue ?? 0) started \(last["started_at"]?.stringValue ?? "?")"
+            let end: String
+            if let ended = last["ended_at"]?.stringValue {
+                end = "ended \(ended)" + (last["exit_code"]?.intValue.map { " with exit code \($0)" } ?? "")
+            } else {
+                end = held ? "still running" : "did not end (it was killed; run the same command again to resume)"
+            }
+            lines.append("  last run   \(started), \(end); \(s["runs"]?.intValue ?? 0) runs in all")
         }
         return lines.joined(separator: "\n")
     }

@@ -17,17 +17,29 @@ public enum RunExit: Int32, Sendable, CaseIterable {
     public var meaning: String {
         switch self {
         case .allDone: return "all lines done"
-        case .doneWithFailures: return "done; some lines failed, or their model was refused (403/404): see the errors file"
-        case .usageOrInput: return "usage or input error: bad flags, job file, input (--strict), a changed line without --force, no key, a foreign or damaged checkpoint"
-        case .stoppedEarly: return "stopped early: the key (401) or the server's TLS certificate was refused, or --max-cost would be passed; resumable"
-        case .interrupted: return "interrupted (SIGINT/SIGTERM), or an output or checkpoint write failed (disk full); resumable"
+        case .doneWithFailures: return "done; some lines failed or their model was refused: see the errors file"
+        case .usageOrInput: return "usage or input error: flags, job, input, changed lines, another endpoint's answers, no key, an output or checkpoint that is not chatbatch's"
+        case .stoppedEarly: return "stopped early, resumable: key or certificate refused, endpoint unreachable or URL wrong, first answers all failed alike, --max-cost or --max-wait"
+        case .interrupted: return "interrupted (SIGINT/SIGTERM) or a write failed (disk full); resumable"
         case .checkpointBusy: return "another run holds the checkpoint"
         }
     }
 
-    /// The exit codes as `--help` lists them.
-    public static var helpTable: String {
-        allCases.map { "  \($0.rawValue)  \($0.meaning)" }.joined(separator: "\n")
+    /// The exit codes as `--help` lists them: one per line, wrapped at `width` with continuation lines indented.
+    public static func helpTable(width: Int = 80) -> String {
+        allCases.map { exit in
+            var lines: [String] = []
+            var line = "  \(exit.rawValue)  "
+            for word in exit.meaning.split(separator: " ") {
+                if line.count + word.count + 1 > width && line.count > 5 {
+                    lines.append(line)
+                    line = "     "
+                }
+                line += (line.hasSuffix(" ") ? "" : " ") + word
+            }
+            lines.append(line)
+            return lines.joined(separator: "\n")
+        }.joined(separator: "\n")
     }
 }
 

@@ -63,8 +63,8 @@ final class InputFeed {
     private var repeats: [String: Int] = [:]
     private var unknownFields: Set<String> = []
     private var fakeResends = 0
-    private var firstLines = 0
-    private var firstLinesNotJSON = 0
+    /// Warnings to give with the first batch (request defaults with fields that are not Chat Completions fields).
+    private var startWarnings: [String] = []
 
     init(
         config: RunConfiguration, checkpoint: CheckpointReader?, hasInvalidRows: Bool, cache: ResponseCache? = nil, backfills: Bool = false,
@@ -79,7 +79,11 @@ final class InputFeed {
         self.checkInvalidRows = hasInvalidRows
         self.backfills = backfills
         self.endpoints = endpoints
-        for key in config.shape.requestDefaults.keys where !RequestFields.known.contains(key) { unknownFields.insert(key) }
+        for key in config.shape.requestDefaults.keys where !RequestFields.known.contains(key) {
+            unknownFields.insert(key)
+            let guess = RequestFields.suggestion(for: key).map { " (did you mean \($0)?)" } ?? ""
+            startWarnings.append("chatbatch: warning: the job's request defaults set `\(key)`, which is not a Chat Completions field\(guess); it is sent as given")
+        }
     }
 
     /// Closes the checkpoint connection; the feed reads no more.
@@ -96,6 +100,8 @@ final class InputFeed {
 
     private func read(limit: Int) throws -> FeedBatch {
         var batch = FeedBatch()
+        batch.messages = startWarnings
+        startWarnings = []
         while batch.requests.count < limit {
             guard let raw = try reader.next() else {
                 done = true
@@ -104,7 +110,6 @@ final class InputFeed {
                 break
             }
             if raw.oversize == nil && raw.bytes.allSatisfy({ $0 == 0x20 || $0 == 0x09 }) { continue }  // blank line
-            try refuseIfNotJSONL(raw)
             let parsed = builder.parse(raw, file: path)
             if let shard = config.shape.shard {
                 switch parsed {
@@ -155,16 +160,20 @@ final class InputFeed {
         return count
     }
 
-    /// A file whose first lines are not JSON at all (a CSV given by mistake) is refused as a whole, in one message.
-    private func refuseIfNotJSONL(_ raw: RawLine) throws(ChatBatchError) {
-        guard firstLines < 5 else { return }
-        firstLines += 1
-        let first = raw.bytes.first { $0 != 0x20 && $0 != 0x09 }
-        if first != UInt8(ascii: "{") { firstLinesNotJSON += 1 }
-        if firstLinesNotJSON == 3 && firstLines == 3 {
-            let sample = String(decoding: raw.bytes.prefix(60), as: UTF8.self)
-            throw ChatBatchError(.notJSONL, "\(path) is not JSONL: its first lines are not JSON objects (line \(raw.number): \(sample)…). chatbatch reads one JSON object per line; convert the file first (a CSV: one {\"custom_id\", \"prompt\"} object per row)")
+    /// Refuses, in one message and before anything is read or sent, a file whose first lines are not JSON
+    /// objects at all (a CSV given by mistake).
+    static func refuseIfNotJSONL(_ path: String) throws(ChatBatchError) {
+        let reader = try LineReader(path: path)
+        var looked = 0
+        var sample = ""
+        while looked < 3, let raw = try reader.next() {
+            guard let first = raw.bytes.first(where: { $0 != 0x20 && $0 != 0x09 }) else { continue }  // blank
+            if first == UInt8(ascii: "{") || raw.oversize != nil { return }
+            looked += 1
+            if sample.isEmpty { sample = "line \(raw.number): " + String(decoding: raw.bytes.prefix(60), as: UTF8.self) }
         }
+        guard looked == 3 else { return }
+        throw ChatBatchError(.notJSONL, "\(path) is not JSONL: its first lines are not JSON objects (\(sample)…). chatbatch reads one JSON object per line; convert the file first (a CSV: one {\"custom_id\", \"prompt\"} object per row)")
     }
 
     /// True when the request must be sent by this run.

@@ -52,6 +52,7 @@ public struct ValidationReport: Sendable {
 public enum BatchValidator {
     /// `useCheckpoint: false` judges every line on its own, as `--strict` does before a run.
     public static func validate(_ config: RunConfiguration, useCheckpoint: Bool = true) throws -> ValidationReport {
+        try InputFeed.refuseIfNotJSONL(config.files.input)
         var reader: CheckpointReader? = nil
         var claims = EndpointClaims(choice: config.choices.otherEndpointAnswers)
         if useCheckpoint && FileManager.default.fileExists(atPath: config.files.checkpoint) {

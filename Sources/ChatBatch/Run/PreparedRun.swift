@@ -25,6 +25,7 @@ struct PreparedRun: Sendable {
             throw ChatBatchError(.badCACert, "cannot read the CA bundle \(caCert) given with --ca-cert (job key ca_cert)")
         }
         signal(SIGXFSZ, SIG_IGN)  // a file-size limit must fail a write, not kill the run
+        try InputFeed.refuseIfNotJSONL(config.files.input)
         let files = config.files
         for path in [files.checkpoint, files.output, files.errors] {
             let folder = (path as NSString).deletingLastPathComponent
