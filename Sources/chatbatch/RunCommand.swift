@@ -32,10 +32,18 @@ struct RunCommand: ParsableCommand {
         if fakeGateway {
             var c = FakeGatewayConfiguration()
             c.latencyMilliseconds = fakeLatencyMs
-            c.projectID = settings.projectID ?? "1234"
+            c.projectID = settings.projectID ?? settings.providers?.compactMap(\.projectID).first ?? "1234"
             settings.projectID = c.projectID
             let g = try FakeGateway(c)
             settings.baseURL = settings.provider == .tir ? g.rootURL : g.baseURL
+            // Every provider of the job goes to the one fake gateway, each on its own route.
+            settings.providers = settings.providers?.map { entry in
+                var e = entry
+                e.baseURL = e.provider == .tir ? g.rootURL : g.baseURL
+                if e.provider == .tir { e.projectID = c.projectID }
+                e.apiKeyFile = nil
+                return e
+            }
             settings.fakeGateway = true
             keyOverride = c.apiKeys[0]
             gateway = g

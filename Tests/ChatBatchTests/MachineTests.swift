@@ -34,7 +34,7 @@ struct MachineTests {
             s.retryMaxDelay = 8
             change(&s)
             machine = RunMachine(
-                config: try s.resolve(), spent: 0, refusedModels: [:], endpointProven: proven, finishedInput: nil, crashRecovered: 0,
+                config: try s.resolve(), spent: [0], refusedModels: [[:]], proven: [proven], finishedInput: nil, crashRecovered: 0,
                 now: MachineTests.t0, random: Jitter(seed: 1))
         }
 

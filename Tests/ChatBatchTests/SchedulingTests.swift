@@ -20,6 +20,10 @@ struct SchedulingTests {
         return try s.resolve()
     }
 
+    static func scheduler(_ config: RunConfiguration) -> Scheduler {
+        Scheduler(config: config, spent: [0], refused: [[:]], proven: [true], now: t0)
+    }
+
     static func request(_ id: String, model: String = "openai/gpt-oss-120b", line: Int = 1, format: JSON? = nil) -> PreparedRequest {
         PreparedRequest(customID: id, line: line, body: [], bodyHash: id, model: model, maxTokens: 100, promptTokens: 50, stream: false,
                         responseFormat: format)
@@ -39,7 +43,7 @@ struct SchedulingTests {
     }
 
     @Test func theWindowBoundsWhatIsInFlight() throws {
-        var s = Scheduler(config: try Self.config(), spent: 0, refusedModels: [:], now: Self.t0)
+        var s = Self.scheduler(try Self.config())
         s.enqueue((1...10).map { Self.request("p\($0)") })
         let first = Self.drain(&s, at: Self.t0)
         #expect(first.sent.map(\.request.customID) == ["p1", "p2", "p3", "p4"])
@@ -50,7 +54,7 @@ struct SchedulingTests {
     }
 
     @Test func warmUpSendsOneProbeUntilItSucceeds() throws {
-        var s = Scheduler(config: try Self.config { $0.warmup = true }, spent: 0, refusedModels: [:], now: Self.t0)
+        var s = Self.scheduler(try Self.config { $0.warmup = true })
         s.enqueue((1...10).map { Self.request("p\($0)") })
         let probe = Self.drain(&s, at: Self.t0).sent
         #expect(probe.count == 1 && probe[0].probe)
@@ -67,7 +71,7 @@ struct SchedulingTests {
     }
 
     @Test func aRetryAfterPausesTheWholeKeyThenTheRetryGoesFirst() throws {
-        var s = Scheduler(config: try Self.config(), spent: 0, refusedModels: [:], now: Self.t0)
+        var s = Self.scheduler(try Self.config())
         s.enqueue((1...10).map { Self.request("p\($0)") })
         let sent = Self.drain(&s, at: Self.t0).sent
         s.returned(sent[0])
@@ -81,7 +85,7 @@ struct SchedulingTests {
     }
 
     @Test func aNewModelIsProbedByOneRequestAndARefusalRefusesItsHeldLines() throws {
-        var s = Scheduler(config: try Self.config { $0.warmup = true; $0.concurrency = 8 }, spent: 0, refusedModels: [:], now: Self.t0)
+        var s = Self.scheduler(try Self.config { $0.warmup = true; $0.concurrency = 8 })
         s.enqueue([Self.request("a1")])
         let warm = Self.drain(&s, at: Self.t0).sent[0]
         s.returned(warm)
@@ -93,7 +97,7 @@ struct SchedulingTests {
         #expect(s.heldCount == 2)
         s.returned(sent[0])
         let refusal = ModelRefusal(model: "gpt-4o", status: 404, code: "model_not_found", message: "no such model")
-        #expect(s.refuse(model: "gpt-4o", refusal).isNew)
+        #expect(s.refuse(model: "gpt-4o", refusal, route: 0).isNew)
         #expect(s.settleModelProbe(sent[0], .refused(refusal)).map(\.request.customID) == ["b2", "b3"])
         // Later lines of the refused model are refused without being sent.
         s.enqueue([Self.request("b4", model: "gpt-4o")])
@@ -103,7 +107,7 @@ struct SchedulingTests {
 
     @Test func theBudgetStopsBeforeARequestCouldPassTheCap() throws {
         // Worst case of one request: 50 prompt + 100 completion tokens at Tera's prices = $0.0000405.
-        var s = Scheduler(config: try Self.config { $0.maxCost = 0.0001 }, spent: 0, refusedModels: [:], now: Self.t0)
+        var s = Self.scheduler(try Self.config { $0.maxCost = 0.0001 })
         s.enqueue((1...5).map { Self.request("p\($0)") })
         let run = Self.drain(&s, at: Self.t0)
         #expect(run.sent.count == 2 && run.wait == nil)  // nil: over budget
@@ -111,7 +115,7 @@ struct SchedulingTests {
     }
 
     @Test func requestsPerMinutePaceTheSends() throws {
-        var s = Scheduler(config: try Self.config { $0.requestsPerMinute = 60 }, spent: 0, refusedModels: [:], now: Self.t0)
+        var s = Self.scheduler(try Self.config { $0.requestsPerMinute = 60 })
         s.enqueue((1...5).map { Self.request("p\($0)") })
         let first = Self.drain(&s, at: Self.t0)
         #expect(first.sent.count == 1 && first.wait == .some(Self.t0 + Self.second))
@@ -162,7 +166,7 @@ struct SchedulingTests {
     static func effect(_ response: HTTPResponse, _ job: ScheduledJob, config: RunConfiguration, warmingUp: Bool = false) -> AnswerEffect {
         var rng = SystemRandomNumberGenerator()
         let context = AnswerPolicy.Context(
-            config: config, retry: RetryPolicy(baseDelay: 0.5, maxDelay: 8), warmingUp: warmingUp, warmupRetries: 0)
+            config: config, route: config.routes[0], retry: RetryPolicy(baseDelay: 0.5, maxDelay: 8), warmingUp: warmingUp, warmupRetries: 0)
         return AnswerPolicy.effect(of: response, for: job, startedAt: 0, context: context, random: &rng)
     }
 

@@ -93,10 +93,10 @@ struct UnitTests {
         var s = JobSettings()
         s.input = "x.jsonl"
         s.apiKeyEnv = "CHATBATCH_TEST_SURELY_UNSET"
-        #expect { try APIKeySource.resolve(try s.resolve()) } throws: { ($0 as? ChatBatchError)?.message.contains("CHATBATCH_TEST_SURELY_UNSET") == true }
+        #expect { try APIKeySource.resolve(try s.resolve().endpoint) } throws: { ($0 as? ChatBatchError)?.message.contains("CHATBATCH_TEST_SURELY_UNSET") == true }
         _ = FileManager.default.createFile(atPath: scratch.file("key"), contents: Data("sk-from-file\n".utf8))
         s.apiKeyFile = scratch.file("key")
-        #expect(try APIKeySource.resolve(try s.resolve()) == "sk-from-file")
+        #expect(try APIKeySource.resolve(try s.resolve().endpoint) == "sk-from-file")
         #expect(APIKeySource.plainTextHost(endpoint: "http://127.0.0.1:8000/v1/chat/completions") == nil)
         #expect(APIKeySource.plainTextHost(endpoint: "https://api.tera.gw/v1/chat/completions") == nil)
         #expect(APIKeySource.plainTextHost(endpoint: "http://gpu-box.internal:8000/v1/chat/completions") == "gpu-box.internal")

@@ -51,10 +51,13 @@ struct FinishedRecord: Sendable {
     var repaired = false
     /// Which of the run's endpoints answered (nil: none did, e.g. an invalid line or a cache hit).
     var route: Int? = nil
+    /// The provider's name, in a run with several (the flat output's `provider`).
+    var provider: String? = nil
 
     /// What the flat output says about it besides the answer.
     var facts: LineFacts {
-        LineFacts(attempts: attempts, latencyMs: latencyMs, cost: cost, ttftMs: ttftMs, cached: cached, usageEstimated: usageEstimated, repaired: repaired)
+        LineFacts(attempts: attempts, latencyMs: latencyMs, cost: cost, ttftMs: ttftMs, cached: cached, usageEstimated: usageEstimated, repaired: repaired,
+                  provider: provider)
     }
 }
 

@@ -78,6 +78,7 @@ enum OutputLines {
         out["latency_ms"] = facts.latencyMs.map { .double(($0 * 10).rounded() / 10) } ?? .null
         if let ttftMs = facts.ttftMs { out["ttft_ms"] = .double((ttftMs * 10).rounded() / 10) }
         out["request_id"] = response["request_id"] ?? .null
+        if let provider = facts.provider { out["provider"] = .string(provider) }
         if facts.cached { out["cached"] = true }
         if facts.usageEstimated { out["usage_estimated"] = true }
         if facts.repaired { out["text_repaired"] = true }
@@ -109,4 +110,6 @@ struct LineFacts: Sendable, Equatable {
     var cached = false
     var usageEstimated = false
     var repaired = false
+    /// The provider that answered, in a run with several.
+    var provider: String? = nil
 }

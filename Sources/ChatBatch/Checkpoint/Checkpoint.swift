@@ -129,12 +129,15 @@ final class CheckpointStore: @unchecked Sendable {
         var hasInvalidRows: Bool
         /// Spend over every earlier run.
         var spent: Double
-        var refusedModels: [String: ModelRefusal]
+        /// The models each of the run's endpoints refused, in the run's order.
+        var refusedModels: [[String: ModelRefusal]]
         /// Set when the input is unchanged since a run that finished every line: nothing needs reading.
         var finishedInput: FinishedInput? = nil
         /// The run's endpoints as the checkpoint knows them, and every other endpoint that answered before.
         var endpoints: [Endpoint] = []
         var otherEndpoints: [Endpoint] = []
+        /// What each endpoint spent, by its id.
+        var spentByEndpoint: [Int: Double] = [:]
     }
 
     /// An endpoint as the checkpoint records it.
@@ -208,7 +211,8 @@ final class CheckpointStore: @unchecked Sendable {
         {
             return OpenedRun(
                 runID: try beginRun(), crashRecovered: 0, isEmpty: false, hasInvalidRows: false, spent: finished.cost,
-                refusedModels: try refusedModels(), finishedInput: finished, endpoints: known, otherEndpoints: others)
+                refusedModels: try known.map { e throws(ChatBatchError) in try refusedModels(endpointID: e.id) }, finishedInput: finished,
+                endpoints: known, otherEndpoints: others, spentByEndpoint: try spentByEndpoint())
         }
         try db.query("DELETE FROM meta WHERE key='input.finished'")
         let recovered = try recoverInflight()
@@ -217,7 +221,8 @@ final class CheckpointStore: @unchecked Sendable {
         return OpenedRun(
             runID: id, crashRecovered: recovered, isEmpty: try isEmpty(),
             hasInvalidRows: (try db.query("SELECT count(*) FROM requests WHERE error_code='invalid_line'").first?.first?.int ?? 0) > 0,
-            spent: try totals().cost, refusedModels: try refusedModels(), endpoints: known, otherEndpoints: others)
+            spent: try totals().cost, refusedModels: try known.map { e throws(ChatBatchError) in try refusedModels(endpointID: e.id) },
+            endpoints: known, otherEndpoints: others, spentByEndpoint: try spentByEndpoint())
     }
 
     /// The endpoint with this identity, recorded if it is new.
@@ -264,11 +269,14 @@ final class CheckpointStore: @unchecked Sendable {
         try db.query("SELECT 1 FROM requests LIMIT 1").isEmpty
     }
 
-    /// Models the provider refused (403/404) in an earlier run of this checkpoint: nothing more is sent for them.
-    func refusedModels() throws(ChatBatchError) -> [String: ModelRefusal] {
+    /// Models an endpoint refused (403/404) in an earlier run of this checkpoint: nothing more is sent for them
+    /// there. A refusal recorded before refusals were kept per endpoint counts for every endpoint.
+    func refusedModels(endpointID: Int) throws(ChatBatchError) -> [String: ModelRefusal] {
         var out: [String: ModelRefusal] = [:]
         for row in try db.query("SELECT key, value FROM meta WHERE key LIKE 'refused_model.%'") {
-            guard let text = row[1].text, let refusal = ModelRefusal(json: try? JSON.parse(text)) else { continue }
+            guard let key = row[0].text, let text = row[1].text, let refusal = ModelRefusal(json: try? JSON.parse(text)) else { continue }
+            let scoped = key.hasPrefix("refused_model.e")
+            if scoped && !key.hasPrefix("refused_model.e\(endpointID).") { continue }
             out[refusal.model] = refusal
         }
         return out
@@ -279,8 +287,18 @@ final class CheckpointStore: @unchecked Sendable {
         try db.query("DELETE FROM meta WHERE key LIKE 'refused_model.%'")
     }
 
-    func recordRefusedModel(_ refusal: ModelRefusal) throws(ChatBatchError) {
-        try setMeta("refused_model." + refusal.model, refusal.json.serialized())
+    func recordRefusedModel(_ refusal: ModelRefusal, endpointID: Int) throws(ChatBatchError) {
+        try setMeta("refused_model.e\(endpointID)." + refusal.model, refusal.json.serialized())
+    }
+
+    /// What each endpoint has spent over every run on this checkpoint.
+    func spentByEndpoint() throws(ChatBatchError) -> [Int: Double] {
+        guard version >= 3 else { return [:] }
+        var out: [Int: Double] = [:]
+        for row in try db.query("SELECT endpoint_id, coalesce(sum(cost), 0) FROM requests WHERE endpoint_id IS NOT NULL GROUP BY 1") {
+            out[row[0].int ?? 0] = row[1].double ?? 0
+        }
+        return out
     }
 
     /// Counts of rows by state.

@@ -25,7 +25,43 @@ public enum CheckpointReport {
             "input": .string(try store.meta("input.path") ?? ""), "input_lines": inputLines.map(JSON.int) ?? .null,
             "prompts": .object(byState), "prompt_tokens": .int(totals.prompt), "completion_tokens": .int(totals.completion),
             "cost_usd": .double(totals.cost), "runs": .int(runs), "last_run": lastRun, "cache": try cacheSavings(store),
+            "providers": .array(try providerRows(store)),
         ]
+    }
+
+    /// A row per endpoint that answered (with several): requests, 429s, answers, failures, tokens, cost, latency.
+    static func providerRows(_ store: CheckpointStore) throws -> [JSON] {
+        let endpoints = try store.endpoints()
+        guard endpoints.count > 1 else { return [] }
+        var rows: [JSON] = []
+        for e in endpoints {
+            let a = try store.db.query(
+                "SELECT count(*), coalesce(sum(status=429), 0) FROM attempts WHERE endpoint_id=?", [.int(e.id)]).first ?? []
+            let r = try store.db.query(
+                "SELECT coalesce(sum(state='done'), 0), coalesce(sum(state='failed'), 0), coalesce(sum(prompt_tokens + completion_tokens), 0), coalesce(sum(cost), 0) FROM requests WHERE endpoint_id=?",
+                [.int(e.id)]).first ?? []
+            let latencies = try store.db.query(
+                "SELECT latency_ms FROM attempts WHERE endpoint_id=? AND status IS NOT NULL ORDER BY latency_ms", [.int(e.id)]).compactMap { $0[0].double }
+            func at(_ p: Double) -> JSON {
+                latencies.isEmpty ? .null : .double((latencies[min(latencies.count - 1, max(0, Int((p * Double(latencies.count)).rounded(.up)) - 1))] * 10).rounded() / 10)
+            }
+            rows.append([
+                "name": .string(e.label), "requests": .int(a.first?.int ?? 0), "rate_limited": .int(a.count > 1 ? a[1].int ?? 0 : 0),
+                "done": .int(r.first?.int ?? 0), "failed": .int(r.count > 1 ? r[1].int ?? 0 : 0), "tokens": .int(r.count > 2 ? r[2].int ?? 0 : 0),
+                "cost_usd": .double(r.count > 3 ? r[3].double ?? 0 : 0), "latency_ms_p50": at(0.5), "latency_ms_p99": at(0.99),
+            ])
+        }
+        return rows
+    }
+
+    static func providerLines(_ rows: JSON?) -> [String] {
+        (rows?.arrayValue ?? []).map { p in
+            func ms(_ v: JSON?) -> String { v?.doubleValue.map { String(format: "%.0f", $0) } ?? "-" }
+            return String(format: "  provider   %@: %d requests, %d done, %d failed, %d 429s, %d tokens, $%.6f, p50 %@ ms, p99 %@ ms",
+                          p["name"]?.stringValue ?? "?", p["requests"]?.intValue ?? 0, p["done"]?.intValue ?? 0, p["failed"]?.intValue ?? 0,
+                          p["rate_limited"]?.intValue ?? 0, p["tokens"]?.intValue ?? 0, p["cost_usd"]?.doubleValue ?? 0, ms(p["latency_ms_p50"]),
+                          ms(p["latency_ms_p99"]))
+        }
     }
 
     public static func statusText(_ s: JSON) -> String {
@@ -42,6 +78,7 @@ public enum CheckpointReport {
         lines.append("  tokens     \(s["prompt_tokens"]?.intValue ?? 0) prompt + \(s["completion_tokens"]?.intValue ?? 0) completion")
         lines.append(String(format: "  spent      $%.6f", s["cost_usd"]?.doubleValue ?? 0))
         if let cache = cacheLine(s["cache"]) { lines.append(cache) }
+        lines += providerLines(s["providers"])
         if let last = s["last_run"], !last.isNull {
             let started = "#\(last["id"]?.intValue ?? 0) started \(last["started_at"]?.stringValue ?? "?")"
             let end: String
@@ -93,7 +130,7 @@ public enum CheckpointReport {
             "retries": .int((attempts.first?.int ?? 0) - (attempts.count > 1 ? attempts[1].int ?? 0 : 0)),
             "possibly_billed_twice": .int(ambiguous), "failures_by_code": .object(failures),
             "prompt_tokens": .int(totals.prompt), "completion_tokens": .int(totals.completion), "cost_usd": .double(totals.cost),
-            "cache": try cacheSavings(store),
+            "cache": try cacheSavings(store), "providers": .array(try providerRows(store)),
             "throughput": ["slice_seconds": .double((sliceSeconds * 1000).rounded() / 1000), "answers_per_slice": .array(series.map(JSON.int))],
         ]
     }
@@ -111,6 +148,7 @@ public enum CheckpointReport {
         lines.append("  tokens       \(r["prompt_tokens"]?.intValue ?? 0) prompt + \(r["completion_tokens"]?.intValue ?? 0) completion")
         lines.append(String(format: "  cost         $%.6f", r["cost_usd"]?.doubleValue ?? 0))
         if let cache = cacheLine(r["cache"]) { lines.append("  " + cache.dropFirst(2).replacingOccurrences(of: "cache      ", with: "cache        ")) }
+        lines += providerLines(r["providers"])
         let series = r["throughput"]?["answers_per_slice"]?.arrayValue?.compactMap(\.intValue) ?? []
         if let peak = series.max(), peak > 0 {
             let blocks = Array("▁▂▃▄▅▆▇█")

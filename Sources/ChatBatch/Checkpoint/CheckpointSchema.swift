@@ -7,6 +7,7 @@ extension CheckpointStore {
         ALTER TABLE requests ADD COLUMN usage_estimated INTEGER NOT NULL DEFAULT 0;
         ALTER TABLE requests ADD COLUMN repaired INTEGER NOT NULL DEFAULT 0;
         ALTER TABLE requests ADD COLUMN endpoint_id INTEGER;
+        ALTER TABLE requests ADD COLUMN provider TEXT;
         ALTER TABLE attempts ADD COLUMN endpoint_id INTEGER;
         ALTER TABLE attempts ADD COLUMN inflight INTEGER;
         ALTER TABLE attempts ADD COLUMN window INTEGER;

@@ -10,8 +10,8 @@ enum CheckpointOp: Sendable {
     case finish(FinishedRecord, attempt: AttemptRecord?)
     /// Back to pending (a retry will claim it again, or a later run will send it).
     case requeue(customID: String, line: Int, bodyHash: String, model: String?, attempt: AttemptRecord?, note: String?)
-    /// The provider refused a model: remembered, so a resume sends nothing for it either.
-    case refuseModel(ModelRefusal)
+    /// A provider refused a model: remembered, so a resume sends nothing for it there either.
+    case refuseModel(ModelRefusal, route: Int)
     /// Forget a finished row's output (a forced resend of a changed line); outputs are rebuilt at the end.
     case supersede(customID: String)
     /// Forget a row altogether (a line that was invalid and is fixed now has its `line-N` row removed).
@@ -81,13 +81,13 @@ final class CheckpointWriter {
             finish: try db.prepare("""
                 INSERT INTO requests(custom_id, line, state, attempts, body_hash, model, status_code, request_id, prompt_tokens,
                     completion_tokens, cost, error_code, error_message, latency_ms, output, out_kind, out_seq, updated_at, ttft_ms,
-                    cached, saved_tokens, saved_cost, usage_estimated, repaired, endpoint_id)
-                VALUES(?1, ?2, ?3, 0, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?19, ?20, ?21, ?22, ?23, ?24, ?25)
+                    cached, saved_tokens, saved_cost, usage_estimated, repaired, endpoint_id, provider)
+                VALUES(?1, ?2, ?3, 0, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)
                 ON CONFLICT(custom_id) DO UPDATE SET line=?2, state=?3, body_hash=?4, model=?5, status_code=?6, request_id=?7,
                     prompt_tokens=prompt_tokens+?8, completion_tokens=completion_tokens+?9, cost=cost+?10, error_code=?11,
                     error_message=?12, latency_ms=?13, output=?14, out_kind=?15, out_seq=?16, updated_at=?17,
                     ambiguous=ambiguous+?18, ttft_ms=?19, cached=?20, saved_tokens=saved_tokens+?21, saved_cost=saved_cost+?22,
-                    usage_estimated=max(usage_estimated, ?23), repaired=?24, endpoint_id=?25
+                    usage_estimated=max(usage_estimated, ?23), repaired=?24, endpoint_id=?25, provider=?26
                 """),
             requeue: try db.prepare("""
                 INSERT INTO requests(custom_id, line, state, attempts, body_hash, model, error_message, updated_at)
@@ -163,6 +163,7 @@ final class CheckpointWriter {
                 .optional(r.errorMessage), .optional(r.latencyMs), .text(r.output), .int(r.kind.rawValue), .int(seq), .double(now),
                 .int(attempt?.ambiguous == true ? 1 : 0), .optional(r.ttftMs), .int(r.cached ? 1 : 0), .int(r.savedTokens),
                 .double(r.savedCost), .int(r.usageEstimated ? 1 : 0), .int(r.repaired ? 1 : 0), .optional(r.route.map(endpointID)),
+                .optional(r.provider),
             ])
             if let attempt { try insert(attempt, s) }
             written.append((seq, r))
@@ -170,8 +171,8 @@ final class CheckpointWriter {
             try s.requeue.run([.text(id), .int(line), .text(hash), .optional(model), .optional(note), .double(now),
                                .int(attempt?.ambiguous == true ? 1 : 0)])
             if let attempt { try insert(attempt, s) }
-        case .refuseModel(let refusal):
-            try store.recordRefusedModel(refusal)
+        case .refuseModel(let refusal, let route):
+            try store.recordRefusedModel(refusal, endpointID: endpointID(route))
         case .supersede(let id):
             try s.supersede.run([.text(id)])
             // Persisted with the change: a run that dies before rebuilding leaves the next one to do it.
@@ -205,6 +206,8 @@ final class CheckpointWriter {
         /// Prompts left pending, and the spend over every run (nil if it could not be read).
         var pending: Int
         var spent: Double?
+        /// This run's latency percentiles per route (with several providers).
+        var latencies: [Int: (p50: Double, p99: Double)] = [:]
     }
 
     /// Ends the run's writing: rebuilds the output files if a forced resend asked for it, flushes them, and reads
@@ -228,6 +231,17 @@ final class CheckpointWriter {
         sink.sync()
         commit([], forceRecord: true)
         if let known { return RunEnding(writeFailure: failure, pending: 0, spent: known.cost) }
+        var latencies: [Int: (p50: Double, p99: Double)] = [:]
+        if endpointIDs.count > 1 {
+            for (route, id) in endpointIDs.enumerated() {
+                let sorted = ((try? store.db.query(
+                    "SELECT latency_ms FROM attempts WHERE run_id=? AND endpoint_id=? AND status IS NOT NULL ORDER BY latency_ms",
+                    [.int(runID), .int(id)])) ?? []).compactMap { $0.first?.double }
+                guard !sorted.isEmpty else { continue }
+                func at(_ p: Double) -> Double { sorted[min(sorted.count - 1, max(0, Int((p * Double(sorted.count)).rounded(.up)) - 1))] }
+                latencies[route] = (at(0.5), at(0.99))
+            }
+        }
         let counts = (try? store.stateCounts()) ?? [:]
         let totals = try? store.totals()
         if let fingerprint, let totals, failure == nil, counts[.pending] == nil, counts[.inflight] == nil {
@@ -235,7 +249,7 @@ final class CheckpointWriter {
                 fingerprint: fingerprint, done: counts[.done] ?? 0, failed: counts[.failed] ?? 0,
                 promptTokens: totals.prompt, completionTokens: totals.completion, cost: totals.cost))
         }
-        return RunEnding(writeFailure: failure, pending: counts[.pending] ?? 0, spent: totals?.cost)
+        return RunEnding(writeFailure: failure, pending: counts[.pending] ?? 0, spent: totals?.cost, latencies: latencies)
     }
 
     /// Records the run's end with its exit code and summary, then closes the checkpoint and gives up its lock.

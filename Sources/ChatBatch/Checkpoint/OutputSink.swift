@@ -67,13 +67,13 @@ extension CheckpointStore {
         let orderBy = inputOrder ? "line, out_seq" : "out_seq"
         let v3 = version >= 3
         return try db.query(
-            "SELECT output, attempts, latency_ms, cost, out_seq, ttft_ms, \(version >= 2 ? "cached" : "0"), \(v3 ? "usage_estimated" : "0"), \(v3 ? "repaired" : "0") FROM requests WHERE out_kind=? AND out_seq>? ORDER BY \(orderBy)",
+            "SELECT output, attempts, latency_ms, cost, out_seq, ttft_ms, \(version >= 2 ? "cached" : "0"), \(v3 ? "usage_estimated" : "0"), \(v3 ? "repaired" : "0"), \(v3 ? "provider" : "NULL") FROM requests WHERE out_kind=? AND out_seq>? ORDER BY \(orderBy)",
             [.int(kind.rawValue), .int(seq)]
         ).map { row in
             StoredLine(
                 output: row[0].text ?? "{}", seq: row[4].int ?? 0,
                 facts: LineFacts(attempts: row[1].int ?? 0, latencyMs: row[2].double, cost: row[3].double ?? 0, ttftMs: row[5].double,
-                                 cached: row[6].int == 1, usageEstimated: row[7].int == 1, repaired: row[8].int == 1))
+                                 cached: row[6].int == 1, usageEstimated: row[7].int == 1, repaired: row[8].int == 1, provider: row[9].text))
         }
     }
 }

@@ -49,6 +49,14 @@ public enum JobFile {
         ("max_wait", { r, s throws(ChatBatchError) in s.maxWait = try r.number("max_wait") }),
         ("outage_budget", { r, s throws(ChatBatchError) in s.outageBudget = try r.number("outage_budget") }),
         ("other_endpoint_answers", { r, s throws(ChatBatchError) in s.otherEndpointAnswers = try r.choice("other_endpoint_answers") }),
+        ("route", { r, s throws(ChatBatchError) in s.route = try r.choice("route") }),
+        ("providers", { r, s throws(ChatBatchError) in s.providers = try r.providers("providers") }),
+    ]
+
+    /// The keys an entry of `providers` may hold (besides `name`): what a provider has of its own.
+    static let providerKeys: Set<String> = [
+        "provider", "base_url", "model", "project_id", "api_key_env", "api_key_file", "headers", "concurrency", "max_cost",
+        "requests_per_minute", "tokens_per_minute", "prices", "ca_cert", "proxy", "timeout", "connect_timeout", "allow_http",
     ]
 
     static var knownKeys: Set<String> { Set(keys.map(\.key)) }
@@ -162,6 +170,25 @@ public enum JobFile {
                 headers[name] = v
             }
             return headers
+        }
+
+        /// `providers:`, a list of mappings, each read with the keys a provider may have.
+        func providers(_ key: String) throws(ChatBatchError) -> [JobSettings]? {
+            guard let v = value(key) else { return nil }
+            guard let list = v.arrayValue, !list.isEmpty else { throw bad(key, "must be a list of providers (each with name and provider)") }
+            var entries: [JobSettings] = []
+            for (i, item) in list.enumerated() {
+                guard let fields = item.objectValue else { throw bad("\(key)[\(i)]", "must be a mapping (name, provider, …)") }
+                for k in fields.keys where k != "name" && !JobFile.providerKeys.contains(k) {
+                    throw bad("\(key)[\(i)]", "has unknown setting `\(k)` (a provider may set: name, \(JobFile.providerKeys.sorted().joined(separator: ", ")))")
+                }
+                let reader = Reader(fields: fields, folder: folder, source: source, date: date)
+                var entry = JobSettings()
+                for (k, read) in JobFile.keys where JobFile.providerKeys.contains(k) && fields[k].map({ !$0.isNull }) == true { try read(reader, &entry) }
+                entry.name = try reader.string("name")
+                entries.append(entry)
+            }
+            return entries
         }
 
         func retry(_ s: inout JobSettings) throws(ChatBatchError) {

@@ -65,6 +65,12 @@ public struct JobSettings: Sendable {
     public var otherEndpointAnswers: OtherEndpointAnswers?
     /// The run goes to the built-in fake gateway (`--fake-gateway`); not a job key.
     public var fakeGateway: Bool?
+    /// A provider's label, in an entry of `providers`.
+    public var name: String?
+    /// Several providers of the job's model, each an entry of provider settings (`providers:` in the job).
+    public var providers: [JobSettings]?
+    /// How several providers share the lines.
+    public var route: RouteMode?
 
     public init() {}
 
@@ -83,63 +89,86 @@ public struct JobSettings: Sendable {
         f(\.limits), f(\.strict), f(\.force), f(\.retryFailed), f(\.stream), f(\.summaryJSON), f(\.maxCost), f(\.requestsPerMinute),
         f(\.tokensPerMinute), f(\.adaptiveConcurrency), f(\.warmup), f(\.retryInvalid), f(\.dropReasoning), f(\.cache), f(\.cacheMode),
         f(\.caCert), f(\.proxy), f(\.shard), f(\.allowHTTP), f(\.overwrite), f(\.maxWait), f(\.outageBudget), f(\.otherEndpointAnswers),
-        f(\.fakeGateway),
+        f(\.fakeGateway), f(\.name), f(\.providers), f(\.route),
     ] }
 
     private static func f<T>(_ path: WritableKeyPath<JobSettings, T?>) -> (inout JobSettings, JobSettings) -> Void {
         { out, other in if let v = other[keyPath: path] { out[keyPath: path] = v } }
     }
 
-    /// Supplies defaults, resolves the provider and endpoint, and checks the values.
+    /// Supplies defaults, resolves the providers and endpoints, and checks the values.
     public func resolve() throws(ChatBatchError) -> RunConfiguration {
         guard let input else {
             throw ChatBatchError(.missingInput, "no input: give a JSONL file or a job file with `input:`")
         }
-        let provider = self.provider ?? .default
-        let profile = provider.profile
         var output = self.output ?? Self.defaultOutput(for: input)
         if let shard, self.output == nil {
             output = String(output.dropLast(".results.jsonl".count)) + ".shard-\(shard.index)-of-\(shard.count).results.jsonl"
         }
-        let concurrency = self.concurrency ?? 64
-        guard concurrency >= 1 && concurrency <= 10_000 else {
-            throw ChatBatchError(.badConcurrency, "concurrency must be from 1 to 10000, not \(concurrency)")
-        }
         let maxAttempts = self.maxAttempts ?? 6
         guard maxAttempts >= 1 else { throw ChatBatchError(.badMaxAttempts, "max_attempts must be at least 1") }
-        let timeout = self.timeout ?? 300
-        guard timeout > 0 else { throw ChatBatchError(.badTimeout, "timeout must be more than 0 seconds") }
         if let c = maxCost, c < 0 { throw ChatBatchError(.badMaxCost, "max_cost must not be negative") }
         for (name, v) in [("max_wait", maxWait), ("outage_budget", outageBudget)] {
             if let v, !(v > 0) { throw ChatBatchError(.badTimeout, "\(name) must be more than 0 seconds") }
         }
-        for (name, v) in [("requests_per_minute", requestsPerMinute), ("tokens_per_minute", tokensPerMinute)] {
-            if let v, v <= 0 { throw ChatBatchError(.badRate, "\(name) must be more than 0") }
-        }
-        for (name, value) in headers ?? [:] { try Self.checkHeader(name: name, value: value) }
         if template?.isEmpty == true {
             throw ChatBatchError(.badTemplate, "template is empty")
         }
+        let routes = try (providers ?? [JobSettings()]).enumerated().map { i, entry throws(ChatBatchError) in
+            try route(entry, index: i, single: providers == nil)
+        }
+        guard !routes.isEmpty else { throw ChatBatchError(.badJob, "`providers` lists no provider") }
+        let names = routes.map(\.name)
+        if Set(names).count != names.count { throw ChatBatchError(.badJob, "provider names must differ: \(names.joined(separator: ", "))") }
+        let first = routes[0]
         return RunConfiguration(
             files: FileSettings(
                 input: input, output: output, errors: errors ?? Self.defaultErrors(for: output), checkpoint: checkpoint ?? output + ".checkpoint",
                 format: format ?? .batch, summaryJSON: summaryJSON, dropReasoning: dropReasoning ?? false, overwrite: overwrite ?? false),
-            endpoint: EndpointSettings(
-                provider: provider, url: try profile.endpoint(baseURL: baseURL, projectID: projectID, model: model),
-                apiKeyEnv: apiKeyEnv ?? profile.keyVariable, apiKeyFile: apiKeyFile, headers: headers ?? [:], timeout: timeout,
-                connectTimeout: connectTimeout ?? 10, caCert: caCert, proxy: proxy, allowHTTP: allowHTTP ?? false, fake: fakeGateway ?? false),
+            routes: routes, routing: route ?? .fill,
             retry: RetrySettings(
                 maxAttempts: maxAttempts, baseDelay: retryBaseDelay ?? 0.5, maxDelay: retryMaxDelay ?? 60, retryInvalid: max(0, retryInvalid ?? 0),
                 maxWait: maxWait ?? 300, outageBudget: outageBudget ?? 600, grace: grace ?? 30),
-            limits: LimitSettings(
-                concurrency: concurrency, adaptive: adaptiveConcurrency ?? true, warmup: warmup ?? true, requestsPerMinute: requestsPerMinute,
-                tokensPerMinute: tokensPerMinute, maxCost: maxCost, prices: prices ?? profile.prices),
+            limits: LimitSettings(adaptive: adaptiveConcurrency ?? true, warmup: warmup ?? true, maxCost: maxCost),
             shape: RequestShape(
-                model: model, defaultModel: profile.defaultModel, requestDefaults: request ?? JSONObject(), system: system, template: template,
-                idField: idField ?? "id", stream: stream ?? false, modelLimits: limits ?? profile.limits, shard: shard),
+                model: providers == nil ? model : (model ?? first.model), defaultModel: first.endpoint.profile.defaultModel,
+                requestDefaults: request ?? JSONObject(), system: system, template: template, idField: idField ?? "id", stream: stream ?? false,
+                modelLimits: limits ?? first.endpoint.profile.limits, shard: shard),
             cache: CacheSettings(path: cache, mode: cacheMode ?? .readWrite),
             choices: RunChoices(
                 strict: strict ?? false, force: force ?? false, retryFailed: retryFailed ?? false, otherEndpointAnswers: otherEndpointAnswers ?? .ask))
+    }
+
+    /// One provider: an entry of `providers` (with the job's connection manners as defaults), or the job itself.
+    private func route(_ entry: JobSettings, index: Int, single: Bool) throws(ChatBatchError) -> RouteSettings {
+        let s = single ? self : entry
+        let where_ = single ? "" : "providers[\(index)]: "
+        guard let kind = s.provider ?? (single ? .default : nil) else {
+            throw ChatBatchError(.badJob, "\(where_)needs `provider` (\(ProviderKind.choices))")
+        }
+        let profile = kind.profile
+        let concurrency = s.concurrency ?? concurrency ?? 64
+        guard concurrency >= 1 && concurrency <= 10_000 else {
+            throw ChatBatchError(.badConcurrency, "\(where_)concurrency must be from 1 to 10000, not \(concurrency)")
+        }
+        let timeout = s.timeout ?? timeout ?? 300
+        guard timeout > 0 else { throw ChatBatchError(.badTimeout, "\(where_)timeout must be more than 0 seconds") }
+        for (name, v) in [("requests_per_minute", s.requestsPerMinute), ("tokens_per_minute", s.tokensPerMinute)] {
+            if let v, v <= 0 { throw ChatBatchError(.badRate, "\(where_)\(name) must be more than 0") }
+        }
+        if let c = s.maxCost, c < 0, !single { throw ChatBatchError(.badMaxCost, "\(where_)max_cost must not be negative") }
+        let headers = (single ? nil : headers ?? [:])?.merging(s.headers ?? [:]) { $1 } ?? s.headers ?? [:]
+        for (name, value) in headers { try Self.checkHeader(name: name, value: value) }
+        let model = single ? s.model : (s.model ?? profile.defaultModel ?? model)
+        let endpoint = EndpointSettings(
+            provider: kind, url: try profile.endpoint(baseURL: s.baseURL, projectID: s.projectID, model: model),
+            apiKeyEnv: s.apiKeyEnv ?? profile.keyVariable, apiKeyFile: s.apiKeyFile, headers: headers, timeout: timeout,
+            connectTimeout: s.connectTimeout ?? connectTimeout ?? 10, caCert: s.caCert ?? caCert, proxy: s.proxy ?? proxy,
+            allowHTTP: s.allowHTTP ?? allowHTTP ?? false, fake: fakeGateway ?? false)
+        return RouteSettings(
+            name: s.name ?? (single ? kind.rawValue : "\(kind.rawValue)-\(index + 1)"), endpoint: endpoint, model: single ? nil : model,
+            concurrency: concurrency, requestsPerMinute: s.requestsPerMinute, tokensPerMinute: s.tokensPerMinute,
+            maxCost: single ? nil : s.maxCost, prices: s.prices ?? profile.prices)
     }
 
     /// A header name must be an HTTP token and its value one line: libcurl writes them to the wire as they are.

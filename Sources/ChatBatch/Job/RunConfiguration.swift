@@ -4,7 +4,9 @@ import Foundation
 /// A job ready to run: every value decided, grouped by what it is about.
 public struct RunConfiguration: Sendable {
     public var files: FileSettings
-    public var endpoint: EndpointSettings
+    /// The providers the run sends to: one for a plain job, several with `providers:` in the job.
+    public var routes: [RouteSettings]
+    public var routing: RouteMode
     public var retry: RetrySettings
     public var limits: LimitSettings
     /// What decides which lines are sent and what their bodies are: the input fingerprint is derived from it.
@@ -12,13 +14,34 @@ public struct RunConfiguration: Sendable {
     public var cache: CacheSettings
     public var choices: RunChoices
 
+    /// The first (or only) provider.
+    public var endpoint: EndpointSettings { routes[0].endpoint }
+
+    /// Requests in flight at most, over every provider.
+    public var concurrency: Int { routes.reduce(0) { $0 + $1.concurrency } }
+
     /// The most a request can answer: its `max_tokens`, or the model's maximum output when it sets none.
     func completionBound(_ maxTokens: Int?) -> Int { maxTokens ?? shape.modelLimits.maxOutputTokens }
 
-    /// The most a request can cost: its estimated prompt, and `completionBound` tokens of answer.
-    func worstCost(promptTokens: Int, maxTokens: Int?) -> Double {
-        limits.prices.cost(prompt: promptTokens, completion: completionBound(maxTokens))
+    /// The most a request can cost at a provider's prices: its estimated prompt, and `completionBound` tokens of answer.
+    func worstCost(promptTokens: Int, maxTokens: Int?, prices: Prices) -> Double {
+        prices.cost(prompt: promptTokens, completion: completionBound(maxTokens))
     }
+}
+
+/// One provider of a run: where it is, its name for the model, and its own limits and prices.
+public struct RouteSettings: Sendable {
+    /// The label outputs, status, reports and logs use (the provider's kind for a plain job).
+    public var name: String
+    public var endpoint: EndpointSettings
+    /// The model's name at this provider; nil: the line's own (or the job's).
+    public var model: String?
+    public var concurrency: Int
+    public var requestsPerMinute: Double?
+    public var tokensPerMinute: Double?
+    /// This provider's share of the spend (the job's `max_cost` caps the total).
+    public var maxCost: Double?
+    public var prices: Prices
 }
 
 /// The files a run reads and writes.
@@ -56,9 +79,13 @@ public struct EndpointSettings: Sendable {
 
     /// What names this endpoint in a checkpoint: provider and URL (the fake gateway is one endpoint whatever its port).
     public var identity: String {
-        if fake { return "fake-gateway" }
         var url = self.url
         if let q = url.firstIndex(of: "?"), provider != .tir { url = String(url[..<q]) }
+        if fake {
+            // Its port changes from run to run: the path (and provider) name the route on it.
+            let path = URLComponents(string: url)?.path ?? ""
+            return "fake-gateway " + provider.rawValue + " " + path
+        }
         return provider.rawValue + " " + url.lowercased()
     }
 }
@@ -79,16 +106,12 @@ public struct RetrySettings: Sendable {
     public var grace: Double
 }
 
-/// How much may be in flight and spent.
+/// How the in-flight limits behave, and the total spend.
 public struct LimitSettings: Sendable {
-    public var concurrency: Int
     public var adaptive: Bool
     public var warmup: Bool
-    public var requestsPerMinute: Double?
-    public var tokensPerMinute: Double?
     /// Stop sending before the total spent on this checkpoint could pass this many US dollars.
     public var maxCost: Double?
-    public var prices: Prices
 }
 
 /// Everything that decides which lines are sent and what their bodies are. It is `Codable` so that the input

@@ -52,3 +52,11 @@ public struct Shard: Sendable, Equatable, Codable {
         Int(StableHash.of(id) % UInt64(count)) == index
     }
 }
+
+/// How a run with several providers shares its lines between them (`route:`).
+public enum RouteMode: String, NamedChoice, Codable {
+    /// Every provider takes lines as its own window allows.
+    case fill
+    /// In list order: a provider takes lines only when those before it cannot take one now.
+    case priority
+}

@@ -6,20 +6,22 @@ extension RunMachine {
     mutating func apply(_ answer: Answer, _ now: Moment) {
         let job = answer.job
         let response = answer.response
+        let lane = job.route
+        let route = config.routes[lane]
         scheduler.returned(job)
         let r = job.request
         if response.status > 0 {
             summary.statusCounts[response.status, default: 0] += 1
-            if let ended = health.answered() {
-                actions.append(.log("chatbatch: \(AnswerPolicy.hostAndPort(config.endpoint.url)) answers again after \(Self.duration(Double(now.uptime &- ended.since) / 1e9)) unreachable; sending resumes"))
+            if let ended = scheduler.lanes[lane].health.answered() {
+                actions.append(.log("chatbatch: \(AnswerPolicy.hostAndPort(route.endpoint.url)) answers again after \(Self.duration(Double(now.uptime &- ended.since) / 1e9)) unreachable; sending resumes"))
             }
-            if health.newlyProven {
-                actions.append(.record(.endpointAnswered(route: job.route)))
-                health.recordedProven()
+            if scheduler.lanes[lane].health.newlyProven {
+                actions.append(.record(.endpointAnswered(route: lane)))
+                scheduler.lanes[lane].health.recordedProven()
             }
         }
-        let warmingUp = job.probe && !scheduler.warmedUp && Double(now.uptime &- started) / 1e9 < 120
-        let context = AnswerPolicy.Context(config: config, retry: retry, warmingUp: warmingUp, warmupRetries: summary.warmupRetries)
+        let warmingUp = job.probe && !scheduler.lanes[lane].warmedUp && Double(now.uptime &- started) / 1e9 < 120
+        let context = AnswerPolicy.Context(config: config, route: route, retry: retry, warmingUp: warmingUp, warmupRetries: summary.warmupRetries)
         var effect = AnswerPolicy.effect(of: response, for: job, startedAt: answer.startedAt, context: context, random: &random)
         effect.attempt.route = job.route
         effect.attempt.inflight = job.sentInflight
@@ -32,11 +34,13 @@ extension RunMachine {
                 summary.usageEstimated += 1
             }
             scheduler.succeeded(job, promptTokens: usage.promptTokens, completionTokens: usage.completionTokens, cost: usage.cost)
+            scheduler.lanes[lane].tokens += usage.promptTokens + usage.completionTokens
+            scheduler.lanes[lane].cost += usage.cost
             summary.promptTokens += usage.promptTokens
             summary.completionTokens += usage.completionTokens
             summary.cost += usage.cost
             // An answer came: failures held back so far are the lines' own.
-            for held in firstFailures.release(settle: true) { finishFailed(held.record, held.attempt) }
+            for held in scheduler.lanes[lane].firstFailures.release(settle: true) { finishFailed(held.record, held.attempt) }
         }
         // A send that may have been billed and is not the prompt's answer (a reset, a cut stream, a cancel).
         if effect.attempt.ambiguous { summary.possiblyBilledTwice += 1 }
@@ -53,6 +57,8 @@ extension RunMachine {
             actions.append(requeue(effect.attempt, note: "cancelled at shutdown"))
         case .done(var record, let answer):
             record.route = job.route
+            record.provider = config.routes.count > 1 ? route.name : nil
+            scheduler.lanes[lane].done += 1
             summary.done += 1
             if record.repaired { summary.repaired += 1 }
             actions.append(.record(.finish(record, attempt: effect.attempt)))
@@ -76,37 +82,54 @@ extension RunMachine {
             unreachable(job, reason, effect.attempt, now)
         case .failed(var record):
             record.route = response.status > 0 ? job.route : nil
-            if let signature = effect.failureSignature, firstFailures.holding {
-                if firstFailures.hold(record, effect.attempt, signature: signature) {
-                    halt(.systematic("the first \(FirstFailures.limit) answers all failed the same way (\(signature): \(record.errorMessage ?? "")) and nothing has succeeded; the lines stay pending. Fix the cause (the key, the model, the URL) and run the same command again"), now)
+            record.provider = config.routes.count > 1 && response.status > 0 ? route.name : nil
+            if let signature = effect.failureSignature, scheduler.lanes[lane].firstFailures.holding {
+                if scheduler.lanes[lane].firstFailures.hold(record, effect.attempt, signature: signature) {
+                    let held = scheduler.lanes[lane].firstFailures.release()
+                    for h in held { self.requeue(h.record, h.attempt, note: h.record.errorMessage) }
+                    stopLane(lane, .systematic("the first \(FirstFailures.limit) answers\(Self.at(route, config)) all failed the same way (\(signature): \(record.errorMessage ?? "")) and nothing has succeeded; the lines stay pending. Fix the cause (the key, the model, the URL) and run the same command again"), now)
                 }
             } else {
-                if effect.failureSignature != nil { for held in firstFailures.release(settle: true) { finishFailed(held.record, held.attempt) } }
+                if effect.failureSignature != nil {
+                    for held in scheduler.lanes[lane].firstFailures.release(settle: true) { finishFailed(held.record, held.attempt) }
+                }
                 finishFailed(record, effect.attempt)
+                scheduler.lanes[lane].failed += 1
             }
         case .refuseModel(let refusal, var record):
             record.route = job.route
-            let (kept, isNew) = scheduler.refuse(model: refusal.model, refusal)
+            let (kept, isNew) = scheduler.refuse(model: refusal.model, refusal, route: lane)
+            let everywhere = scheduler.lanes.allSatisfy { $0.stopped != nil || $0.refusedModels[refusal.model] != nil }
             if isNew {
-                actions.append(.record(.refuseModel(kept)))
-                actions.append(.log("chatbatch: model \(kept.model) refused (HTTP \(kept.status) \(kept.code): \(kept.message)); its other lines are not sent and go to the errors file (run again with --retry-failed once the key may use it)"))
+                actions.append(.record(.refuseModel(kept, route: lane)))
+                actions.append(.log(everywhere
+                    ? "chatbatch: model \(kept.model) refused\(Self.at(route, config)) (HTTP \(kept.status) \(kept.code): \(kept.message)); its other lines are not sent and go to the errors file (run again with --retry-failed once the key may use it)"
+                    : "chatbatch: model \(kept.model) refused at \(route.name) (HTTP \(kept.status) \(kept.code): \(kept.message)); its lines go to the other providers"))
             }
-            finishFailed(record, effect.attempt)
+            if everywhere {
+                finishFailed(record, effect.attempt)
+            } else {
+                actions.append(requeue(effect.attempt, note: record.errorMessage))
+                scheduler.retryNow(job)
+            }
         case .wrongRoute(let reason, var record):
-            if health.proven && firstFailures.settled {
+            if scheduler.lanes[lane].health.proven && scheduler.lanes[lane].firstFailures.settled {
                 record.route = job.route
                 finishFailed(record, effect.attempt)
             } else {
                 actions.append(requeue(effect.attempt, note: reason))
-                halt(.unreachable("\(config.endpoint.url) answered \(reason): does the base URL end in /v1 (for TIR: is the project id right)? Nothing else was sent; fix the URL and run the same command again"), now)
+                scheduler.retryNow(job)
+                stopLane(lane, .unreachable("\(route.endpoint.url) answered \(reason): does the base URL end in /v1 (for TIR: is the project id right)? Nothing else was sent\(Self.at(route, config)); fix the URL and run the same command again"), now)
             }
         case .stopRun(let reason, let note):
             actions.append(requeue(effect.attempt, note: note))
-            halt(.keyRefused(reason), now)
+            scheduler.retryNow(job)
+            stopLane(lane, .keyRefused(config.routes.count > 1 ? "\(route.name): \(reason)" : reason), now)
         case .stopUnsent(let reason):
             uncount(job)
             actions.append(requeue(nil, note: nil))
-            halt(.certificateRefused(reason), now)
+            scheduler.retryNow(job)
+            stopLane(lane, .certificateRefused(reason), now)
         }
         if let outcome = effect.probeOutcome {
             for held in scheduler.settleModelProbe(job, outcome) {
@@ -122,24 +145,40 @@ extension RunMachine {
         var again = job
         again.attempt -= 1
         let r = job.request
+        let lane = job.route
         actions.append(.record(.requeue(customID: r.customID, line: r.line, bodyHash: r.bodyHash, model: r.model, attempt: attempt, note: nil)))
-        let url = config.endpoint.url
-        guard health.proven else {
-            halt(.unreachable("\(url): \(reason); nothing was sent. \(Self.hint(reason, url: url)) Then run the same command again"), now)
+        let url = config.routes[lane].endpoint.url
+        guard scheduler.lanes[lane].health.proven else {
+            again.probe = false
+            scheduler.retryNow(again)
+            stopLane(lane, .unreachable("\(url): \(reason); nothing was sent. \(Self.hint(reason, url: url)) Then run the same command again"), now)
             return
         }
-        let (wait, isNew) = health.unreachable(reason, now: now.uptime, budget: config.retry.outageBudget, base: config.retry.baseDelay)
+        let (wait, isNew) = scheduler.lanes[lane].health.unreachable(reason, now: now.uptime, budget: config.retry.outageBudget, base: config.retry.baseDelay)
         guard let wait else {
-            halt(.unreachable("\(url) has been unreachable for more than \(Self.duration(config.retry.outageBudget)) (--outage-budget; last: \(reason)); nothing was lost. Run the same command again once it is back"), now)
+            again.probe = false
+            scheduler.retryNow(again)
+            stopLane(lane, .unreachable("\(url) has been unreachable for more than \(Self.duration(config.retry.outageBudget)) (--outage-budget; last: \(reason)); nothing was lost. Run the same command again once it is back"), now)
             return
         }
         if isNew {
-            actions.append(.log("chatbatch: \(AnswerPolicy.hostAndPort(url)) is unreachable (\(reason)); sending paused: one request probes it with backoff, for up to \(Self.duration(config.retry.outageBudget)) (--outage-budget)"))
+            let others = config.routes.count > 1 ? " (the other providers carry on)" : ""
+            actions.append(.log("chatbatch: \(AnswerPolicy.hostAndPort(url)) is unreachable (\(reason)); sending there paused: one request probes it with backoff, for up to \(Self.duration(config.retry.outageBudget)) (--outage-budget)\(others)"))
         }
-        scheduler.holdForProbe()
+        scheduler.holdForProbe(route: lane)
         let at = now.uptime &+ Clock.nanoseconds(wait)
-        scheduler.retry(again, at: at, pauseUntil: at)
+        if config.routes.count > 1 {
+            // Its line goes to the others now; the probe later is whatever line this provider takes next.
+            again.probe = false
+            scheduler.retryNow(again)
+            scheduler.pause(route: lane, until: at)
+        } else {
+            scheduler.retry(again, at: at, pauseUntil: at)
+        }
     }
+
+    /// " at NAME" when the run has several providers.
+    static func at(_ route: RouteSettings, _ config: RunConfiguration) -> String { config.routes.count > 1 ? " at \(route.name)" : "" }
 
     /// A 429's pause: said when longer than the backoff cap, the run stopped when longer than `--max-wait`.
     private mutating func announcePause(_ seconds: Double, _ now: Moment) {
@@ -196,7 +235,7 @@ extension RunMachine {
             let response = HTTPResponse(
                 status: 200, headers: answer.requestID.map { ["x-tera-request-id": $0] } ?? [:], body: answer.body, failure: nil,
                 firstByteSeconds: 0, totalSeconds: 0)
-            let context = AnswerPolicy.Context(config: config, retry: retry, warmingUp: false, warmupRetries: 0)
+            let context = AnswerPolicy.Context(config: config, route: config.routes[0], retry: retry, warmingUp: false, warmupRetries: 0)
             let effect = AnswerPolicy.effect(of: response, for: ScheduledJob(request: plain), startedAt: 0, context: context, random: &random)
             guard case .done(let checked, _) = effect.outcome else {
                 scheduler.enqueue([request])  // a stored answer that no longer passes its checks: ask the provider
@@ -209,7 +248,7 @@ extension RunMachine {
         }
         record.cached = true
         record.savedTokens = answer.promptTokens + answer.completionTokens
-        record.savedCost = config.limits.prices.cost(prompt: answer.promptTokens, completion: answer.completionTokens)
+        record.savedCost = config.routes[0].prices.cost(prompt: answer.promptTokens, completion: answer.completionTokens)
         summary.done += 1
         summary.cacheHits += 1
         summary.tokensSaved += record.savedTokens

@@ -8,9 +8,17 @@ extension RunMachine {
         var s = summary
         s.wallSeconds = Double(now.uptime &- started) / 1e9
         s.possiblyBilledTwice += s.resentAfterCrash
-        s.blockedModels = scheduler.refusedModels.mapValues { "HTTP \($0.status) \($0.code): \($0.message)" }
-        s.concurrencyLimit = scheduler.limiter.limit
-        s.lowestConcurrency = scheduler.limiter.lowest
+        s.blockedModels = scheduler.refusedEverywhere.mapValues { "HTTP \($0.status) \($0.code): \($0.message)" }
+        s.concurrencyLimit = scheduler.limit
+        s.lowestConcurrency = scheduler.lowest
+        if config.routes.count > 1 {
+            s.providers = scheduler.lanes.map { lane in
+                ProviderSummary(
+                    name: lane.name, sent: lane.sent, done: lane.done, failed: lane.failed, rateLimited: lane.rateLimits, tokens: lane.tokens,
+                    cost: lane.cost, latencyP50: ending.latencies[lane.route]?.p50, latencyP99: ending.latencies[lane.route]?.p99,
+                    window: lane.limiter.limit, stopped: lane.stopped)
+            }
+        }
         // Pending: the checkpoint's pending rows, the lines read but never claimed (no row yet), and the lines a
         // stopped run never read.
         s.leftPending = ending.pending + scheduler.unrecorded + (unread ?? 0)

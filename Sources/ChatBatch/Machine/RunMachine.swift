@@ -22,10 +22,6 @@ struct RunMachine: Sendable {
     let started: UInt64
     /// Set when the input is unchanged since a run that finished every line: nothing is read or sent.
     let finishedInput: CheckpointStore.FinishedInput?
-    /// The endpoint's state: whether it ever answered, and an outage under way.
-    var health: EndpointHealth
-    /// Failed lines held back while nothing has succeeded yet (a systematic failure leaves them pending).
-    var firstFailures = FirstFailures()
     /// The longest pause already announced (a long Retry-After is said once, not per 429).
     var announcedPause = 0.0
     /// Line count of the input, for progress.
@@ -34,17 +30,17 @@ struct RunMachine: Sendable {
     /// Actions of the event being handled.
     var actions: [RunAction] = []
 
+    /// `spent`, `refusedModels` and `proven` are per provider, in the run's order (what the checkpoint says of each).
     init(
-        config: RunConfiguration, spent: Double, refusedModels: [String: ModelRefusal], endpointProven: Bool,
+        config: RunConfiguration, spent: [Double], refusedModels: [[String: ModelRefusal]], proven: [Bool],
         finishedInput: CheckpointStore.FinishedInput?, crashRecovered: Int, now: UInt64, random: Jitter = Jitter()
     ) {
         self.config = config
         retry = RetryPolicy(baseDelay: config.retry.baseDelay, maxDelay: config.retry.maxDelay)
-        scheduler = Scheduler(config: config, spent: spent, refusedModels: refusedModels, now: now)
+        scheduler = Scheduler(config: config, spent: spent, refused: refusedModels, proven: proven, now: now)
         started = now
         self.random = random
         self.finishedInput = finishedInput
-        health = EndpointHealth(proven: endpointProven)
         if crashRecovered > 0 {
             actions.append(.log("chatbatch: \(crashRecovered) prompts were in flight when a previous run stopped; they will be sent again and counted as possibly billed twice"))
         }
@@ -105,7 +101,7 @@ struct RunMachine: Sendable {
     private mutating func requestInput() {
         guard !inputDone, !inputRequested, stop == nil else { return }
         inputRequested = true
-        actions.append(.readInput(limit: max(256, config.limits.concurrency * 2)))
+        actions.append(.readInput(limit: max(256, config.concurrency * 2)))
     }
 
     private mutating func accept(_ batch: FeedBatch, _ now: Moment) {
@@ -152,7 +148,7 @@ struct RunMachine: Sendable {
                 break decide
             }
         }
-        if scheduler.queuedFresh < config.limits.concurrency { requestInput() }
+        if scheduler.queuedFresh < config.concurrency { requestInput() }
     }
 
     /// Asks for `.timer` at `deadline` (a pause, a rate bucket refilling, a retry coming due).
@@ -183,6 +179,18 @@ struct RunMachine: Sendable {
     }
 
     // MARK: stopping
+
+    /// Stops one provider for `reason` (its key refused, it cannot be reached, its first answers all failed alike):
+    /// the others carry on; with none left, the run stops for that reason.
+    mutating func stopLane(_ r: Int, _ reason: RunStop, _ now: Moment) {
+        guard scheduler.lanes[r].stopped == nil else { return }
+        scheduler.stop(route: r, reason.message)
+        if scheduler.lanes.allSatisfy({ $0.stopped != nil }) {
+            halt(reason, now)
+        } else {
+            actions.append(.log("chatbatch: provider \(scheduler.lanes[r].name) stopped: \(reason.message); the other providers carry on"))
+        }
+    }
 
     /// Stops sending for `reason` (the first reason wins); what is in flight finishes, or is cancelled when the
     /// checkpoint cannot record it.
@@ -215,9 +223,11 @@ struct RunMachine: Sendable {
         if stop == nil {
             guard inputDone, scheduler.isDrained else { return }
             // The input ended with nothing answered: the held failures are just the lines' own.
-            for held in firstFailures.release() { finishFailed(held.record, held.attempt) }
+            for r in scheduler.lanes.indices { for held in scheduler.lanes[r].firstFailures.release() { finishFailed(held.record, held.attempt) } }
         } else {
-            for held in firstFailures.release() { requeue(held.record, held.attempt, note: held.record.errorMessage) }
+            for r in scheduler.lanes.indices {
+                for held in scheduler.lanes[r].firstFailures.release() { requeue(held.record, held.attempt, note: held.record.errorMessage) }
+            }
         }
         finished = true
         actions.append(.finish)
@@ -228,9 +238,11 @@ struct RunMachine: Sendable {
         actions.append(.record(.requeue(customID: record.customID, line: record.line, bodyHash: record.bodyHash, model: record.model, attempt: attempt, note: note)))
     }
 
-    /// Sampled into the checkpoint's timeline (the report draws it).
+    /// Each provider's state, sampled into the checkpoint's timeline (the report draws it).
     mutating func sample() {
-        actions.append(.record(.sample(inflight: scheduler.inflight, window: scheduler.limiter.limit, paused: health.outage != nil, route: 0)))
+        for lane in scheduler.lanes {
+            actions.append(.record(.sample(inflight: lane.inflight, window: lane.limiter.limit, paused: lane.health.outage != nil, route: lane.route)))
+        }
     }
 
     // MARK: progress
@@ -246,7 +258,7 @@ struct RunMachine: Sendable {
             rate = Double(sum.attempts - first.1) / (Double(now.uptime - first.0) / 1e9)
         }
         return ProgressSnapshot(
-            finished: finishedLines, total: progressTotal, inflight: scheduler.inflight, limit: scheduler.limiter.limit,
+            finished: finishedLines, total: progressTotal, inflight: scheduler.inflight, limit: scheduler.limit,
             requestsPerSecond: rate, tokens: sum.totalTokens, cost: sum.cost, retries: sum.retries, failures: sum.failed + sum.invalid,
             elapsed: Double(now.uptime &- started) / 1e9)
     }

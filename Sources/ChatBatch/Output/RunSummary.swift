@@ -1,6 +1,39 @@
 import ChatBatchCore
 import Foundation
 
+/// One provider's part of a run with several.
+public struct ProviderSummary: Sendable, Equatable {
+    public var name: String
+    /// Requests sent to it (retries included), answered, failed there, answered 429.
+    public var sent = 0
+    public var done = 0
+    public var failed = 0
+    public var rateLimited = 0
+    public var tokens = 0
+    public var cost = 0.0
+    public var latencyP50: Double? = nil
+    public var latencyP99: Double? = nil
+    /// Its in-flight limit at the end.
+    public var window = 0
+    /// Why it took no more lines, if it stopped.
+    public var stopped: String? = nil
+
+    public var json: JSON {
+        [
+            "name": .string(name), "sent": .int(sent), "done": .int(done), "failed": .int(failed), "rate_limited": .int(rateLimited),
+            "tokens": .int(tokens), "cost_usd": .double(cost), "latency_ms_p50": latencyP50.map(JSON.double) ?? .null,
+            "latency_ms_p99": latencyP99.map(JSON.double) ?? .null, "window": .int(window), "stopped": stopped.map(JSON.string) ?? .null,
+        ]
+    }
+
+    var line: String {
+        func ms(_ v: Double?) -> String { v.map { String(format: "%.0f", $0) } ?? "-" }
+        return String(format: "  %-10@ %d sent, %d done, %d failed, %d 429s, %d tokens, $%.6f, p50 %@ ms, p99 %@ ms, window %d",
+                      name, sent, done, failed, rateLimited, tokens, cost, ms(latencyP50), ms(latencyP99), window)
+            + (stopped.map { "; stopped: \($0)" } ?? "")
+    }
+}
+
 /// What a run did: outcomes, tokens, money, retries, time.
 public struct RunSummary: Sendable {
     public var inputLines = 0
@@ -18,6 +51,8 @@ public struct RunSummary: Sendable {
     public var otherEndpoint = 0
     /// What happened to the prompts, in one line.
     public var headline = ""
+    /// A row per provider (runs with several).
+    public var providers: [ProviderSummary] = []
     /// Lines not sent because the provider refused their model (403/404); they are in the errors file.
     public var blocked = 0
     public var promptTokens = 0
@@ -80,7 +115,7 @@ public struct RunSummary: Sendable {
             "input_lines": .int(inputLines), "sent": .int(sent), "done": .int(done), "failed": .int(failed),
             "invalid": .int(invalid), "already_done": .int(alreadyDone), "already_failed": .int(alreadyFailed),
             "changed": .int(changed), "other_endpoint": .int(otherEndpoint), "left_pending": .int(leftPending), "blocked": .int(blocked),
-            "headline": .string(headline),
+            "headline": .string(headline), "providers": .array(providers.map(\.json)),
             "prompt_tokens": .int(promptTokens), "completion_tokens": .int(completionTokens), "total_tokens": .int(totalTokens),
             "cost_usd": .double(cost), "checkpoint_cost_usd": .double(checkpointCost),
             "attempts": .int(attempts), "retries": .int(retries),
@@ -125,6 +160,7 @@ public struct RunSummary: Sendable {
         lines.append("  requests   \(attempts) attempts, \(retries) retries, \(possiblyBilledTwice) possibly billed twice, \(resentAfterCrash) resent after a crash")
         lines.append("  in flight  limit \(concurrencyLimit) at the end, lowest \(lowestConcurrency)" + (warmupRetries > 0 ? ", warm-up waited through \(warmupRetries) failures" : ""))
         lines.append(String(format: "  time       %.2f s, %.1f requests/s", wallSeconds, requestsPerSecond))
+        if !providers.isEmpty { lines.append("  providers"); lines += providers.map(\.line) }
         return lines.joined(separator: "\n")
     }
 }

@@ -21,6 +21,8 @@ public struct ValidationReport: Sendable {
     /// Least: prompts only. Most: prompts plus every answer at `max_tokens`.
     public var costLeast = 0.0
     public var costMost = 0.0
+    /// With several providers: the same range at each one's prices (every line sent there).
+    public var costByProvider: [(name: String, least: Double, most: Double)] = []
     public var problems: [String] = []
 
     public var json: JSON {
@@ -29,6 +31,7 @@ public struct ValidationReport: Sendable {
             "already_failed": .int(alreadyFailed), "changed": .int(changed), "other_endpoint": .int(otherEndpoint), "to_send": .int(toSend), "cache_hits": .int(cacheHits),
             "estimated_prompt_tokens": .int(promptTokens), "max_completion_tokens": .int(maxCompletionTokens),
             "cost_usd_least": .double(costLeast), "cost_usd_most": .double(costMost),
+            "cost_by_provider": .array(costByProvider.map { ["name": .string($0.name), "cost_usd_least": .double($0.least), "cost_usd_most": .double($0.most)] }),
             "problems": .array(problems.prefix(100).map(JSON.string)),
         ]
     }
@@ -42,7 +45,13 @@ public struct ValidationReport: Sendable {
             + (otherEndpoint > 0 ? ", \(otherEndpoint) answered by another endpoint (see --other-endpoint-answers)" : ""))
         if cacheHits > 0 { out.append("cache      \(cacheHits) more answered from the cache (not sent; the counts below leave them out)") }
         out.append("tokens     about \(promptTokens) prompt, at most \(maxCompletionTokens) completion")
-        out.append(String(format: "cost       $%.6f (prompts only) to $%.6f (every answer at max_tokens)", costLeast, costMost))
+        if costByProvider.isEmpty {
+            out.append(String(format: "cost       $%.6f (prompts only) to $%.6f (every answer at max_tokens)", costLeast, costMost))
+        } else {
+            for p in costByProvider {
+                out.append(String(format: "cost       $%.6f to $%.6f if every line went to %@ (prompts only to every answer at max_tokens)", p.least, p.most, p.name))
+            }
+        }
         return out.joined(separator: "\n")
     }
 }
@@ -59,7 +68,7 @@ public enum BatchValidator {
             let store = try CheckpointStore(path: config.files.checkpoint, create: false, lock: false)  // refuses foreign or damaged files
             reader = try CheckpointReader(path: config.files.checkpoint, version: store.version)
             for e in try store.endpoints() {
-                if e.identity == config.endpoint.identity { claims.current.insert(e.id) }
+                if config.routes.contains(where: { $0.endpoint.identity == e.identity }) { claims.current.insert(e.id) }
                 if e.fake { claims.fakes.insert(e.id) }
                 claims.names[e.id] = e.fake ? "the fake gateway" : e.label
             }
@@ -90,8 +99,14 @@ public enum BatchValidator {
             }
         }
         report.valid = report.lines - report.invalid
-        report.costLeast = config.limits.prices.cost(prompt: report.promptTokens, completion: 0)
-        report.costMost = config.limits.prices.cost(prompt: report.promptTokens, completion: report.maxCompletionTokens)
+        report.costLeast = config.routes[0].prices.cost(prompt: report.promptTokens, completion: 0)
+        report.costMost = config.routes[0].prices.cost(prompt: report.promptTokens, completion: report.maxCompletionTokens)
+        if config.routes.count > 1 {
+            report.costByProvider = config.routes.map { route in
+                (route.name, route.prices.cost(prompt: report.promptTokens, completion: 0),
+                 route.prices.cost(prompt: report.promptTokens, completion: report.maxCompletionTokens))
+            }
+        }
         return report
     }
 }

@@ -13,16 +13,22 @@ struct PreparedRun: Sendable {
     /// Used only on the input queue once the run starts.
     nonisolated(unsafe) let feed: InputFeed
     let cacheWriter: CacheWriter?
-    let call: RequestCall
+    /// How each provider is called, by route.
+    let calls: [RequestCall]
+    /// Takes every provider's key out of what comes back.
+    let redactor: Redactor
     /// The input's fingerprint as the run started (nil if unreadable), and, when it matches the last run that
     /// finished every line, that run's record: then the input is not read at all.
     let fingerprint: String?
     let finishedInput: CheckpointStore.FinishedInput?
 
-    init(config: RunConfiguration, apiKey: String?, log: @escaping @Sendable (String) -> Void) throws {
+    /// `keys` holds each provider's key (nil: none), in the run's order.
+    init(config: RunConfiguration, keys: [String?], log: @escaping @Sendable (String) -> Void) throws {
         self.config = config
-        if let caCert = config.endpoint.caCert, !FileManager.default.isReadableFile(atPath: caCert) {
-            throw ChatBatchError(.badCACert, "cannot read the CA bundle \(caCert) given with --ca-cert (job key ca_cert)")
+        for route in config.routes {
+            if let caCert = route.endpoint.caCert, !FileManager.default.isReadableFile(atPath: caCert) {
+                throw ChatBatchError(.badCACert, "cannot read the CA bundle \(caCert) given with --ca-cert (job key ca_cert)")
+            }
         }
         signal(SIGXFSZ, SIG_IGN)  // a file-size limit must fail a write, not kill the run
         try InputFeed.refuseIfNotJSONL(config.files.input)
@@ -39,12 +45,15 @@ struct PreparedRun: Sendable {
             recorded: [.results: try store.outputPosition(.results)?.path, .errors: try store.outputPosition(.errors)?.path].compactMapValues { $0 },
             overwrite: files.overwrite, [.results: files.output, .errors: files.errors])
         let outputs = OutputFiles(resultsPath: files.output, errorsPath: files.errors, format: files.format)
-        let endpoint = config.endpoint
         let skipInput = !(config.choices.force || config.choices.retryFailed || config.choices.otherEndpointAnswers == .resend)
         var fingerprint: String? = nil
         let opened = try store.openRun(
             sink: outputs, forgetRefusedModels: config.choices.retryFailed,
-            endpoints: [(endpoint.identity, endpoint.fake ? "the fake gateway" : endpoint.url, endpoint.provider.rawValue, endpoint.url, endpoint.fake)],
+            endpoints: config.routes.map { r in
+                let place = r.endpoint.fake ? "the fake gateway" : r.endpoint.url
+                return (r.endpoint.identity, config.routes.count > 1 ? "\(r.name) (\(place))" : place, r.endpoint.provider.rawValue, r.endpoint.url,
+                        r.endpoint.fake)
+            },
             fingerprint: { identities in
                 fingerprint = InputFingerprint.of(config, endpoints: identities)
                 return skipInput ? fingerprint : nil
@@ -64,19 +73,26 @@ struct PreparedRun: Sendable {
             cacheReader = try ResponseCache(path: path, create: true)
         }
         self.cacheWriter = cacheWriter
-        var claims = EndpointClaims(current: Set(opened.endpoints.map(\.id)), runIsFake: endpoint.fake, choice: config.choices.otherEndpointAnswers)
+        var claims = EndpointClaims(current: Set(opened.endpoints.map(\.id)), runIsFake: config.endpoint.fake, choice: config.choices.otherEndpointAnswers)
         for e in opened.endpoints + opened.otherEndpoints {
             if e.fake { claims.fakes.insert(e.id) }
             claims.names[e.id] = e.fake ? "the fake gateway" : e.label
         }
         feed = try InputFeed(
             config: config, checkpoint: reader, hasInvalidRows: opened.hasInvalidRows, cache: cacheReader, backfills: true, endpoints: claims)
-        call = RequestCall(
-            url: endpoint.url, authorization: apiKey.flatMap { $0.isEmpty ? nil : endpoint.profile.authorization($0) }, key: apiKey,
-            extra: endpoint.headers, connectTimeout: endpoint.connectTimeout, timeout: endpoint.timeout,
-            connection: ConnectionOptions.resolve(caCert: endpoint.caCert, proxy: endpoint.proxy, environment: ProcessInfo.processInfo.environment))
+        redactor = Redactor(secrets: keys.compactMap { $0 })
+        let environment = ProcessInfo.processInfo.environment
+        calls = zip(config.routes, keys).map { route, key in
+            let e = route.endpoint
+            return RequestCall(
+                url: e.url, authorization: key.flatMap { $0.isEmpty ? nil : e.profile.authorization($0) }, key: key, extra: e.headers,
+                connectTimeout: e.connectTimeout, timeout: e.timeout,
+                connection: ConnectionOptions.resolve(caCert: e.caCert, proxy: e.proxy, environment: environment), model: route.model,
+                redactor: Redactor(secrets: keys.compactMap { $0 }))
+        }
         machine = RunMachine(
-            config: config, spent: opened.spent, refusedModels: opened.refusedModels, endpointProven: opened.endpoints.allSatisfy(\.proven),
+            config: config, spent: opened.endpoints.map { opened.spentByEndpoint[$0.id] ?? 0 } + [max(0, opened.spent - opened.spentByEndpoint.values.reduce(0, +))],
+            refusedModels: opened.refusedModels, proven: opened.endpoints.map(\.proven),
             finishedInput: opened.finishedInput, crashRecovered: opened.crashRecovered, now: DispatchTime.now().uptimeNanoseconds)
     }
 }

@@ -36,7 +36,7 @@ final class RunDriver: Sendable {
         self.opened = opened
         self.progress = progress
         self.log = log
-        transport = CurlTransport(maxConnections: opened.config.limits.concurrency + 8)
+        transport = CurlTransport(maxConnections: opened.config.concurrency + 8)
         room = Mutex(Room(machine: opened.machine, writer: opened.writer))
         feed = Mutex(opened.feed)
     }
@@ -111,9 +111,9 @@ final class RunDriver: Sendable {
 
     private func send(_ jobs: [ScheduledJob]) {
         let startedAt = Date().timeIntervalSince1970
-        let call = opened.call
+        let calls = opened.calls
         transport.submit(jobs.map { job in
-            (call.request(for: job.request), { [self] response in completed(Answer(job: job, response: response, startedAt: startedAt)) })
+            (calls[job.route].request(for: job.request), { [self] response in completed(Answer(job: job, response: response, startedAt: startedAt)) })
         })
     }
 
@@ -131,7 +131,7 @@ final class RunDriver: Sendable {
                 defer { c.items = [] }
                 return c.items
             }
-            let redactor = self.opened.call.redactor
+            let redactor = self.opened.redactor
             self.turn(.answered(items.map { var a = $0; a.response = redactor.scrub(a.response); return a }))
         }
     }

@@ -12,14 +12,18 @@ public enum RunSession {
         var refused = RunSummary()
         refused.refused = true
         do {
-            let key = try apiKeyOverride ?? APIKeySource.resolve(config)
-            if let key, !key.isEmpty, let host = APIKeySource.plainTextHost(endpoint: config.endpoint.url) {
-                guard config.endpoint.allowHTTP else {
-                    throw ChatBatchError(.plainHTTP, "refusing to send the API key unencrypted over plain http to \(host): use an https:// base URL, or pass --allow-http (job key allow_http: true) if the network between is yours")
+            var keys: [String?] = []
+            for route in config.routes {
+                let key = try apiKeyOverride ?? APIKeySource.resolve(route.endpoint)
+                if let key, !key.isEmpty, let host = APIKeySource.plainTextHost(endpoint: route.endpoint.url) {
+                    guard route.endpoint.allowHTTP else {
+                        throw ChatBatchError(.plainHTTP, "refusing to send the API key unencrypted over plain http to \(host): use an https:// base URL, or pass --allow-http (job key allow_http: true) if the network between is yours")
+                    }
+                    log("chatbatch: warning: the API key travels unencrypted over plain http to \(host) (--allow-http)")
                 }
-                log("chatbatch: warning: the API key travels unencrypted over plain http to \(host) (--allow-http)")
+                keys.append(key)
             }
-            let redactor = Redactor(secrets: [key].compactMap { $0 })
+            let redactor = Redactor(secrets: keys.compactMap { $0 })
             let log: @Sendable (String) -> Void = { log(redactor.scrub($0)) }
             if config.choices.strict {
                 let problems = try BatchValidator.validate(config, useCheckpoint: false).problems
@@ -32,7 +36,7 @@ public enum RunSession {
                 }
             }
             if let path = config.files.summaryJSON { try checkWritable(path) }
-            let prepared = try PreparedRun(config: config, apiKey: key, log: log)
+            let prepared = try PreparedRun(config: config, keys: keys, log: log)
             let summary = RunDriver(prepared, progress: progress, log: log).run(handleSignals: handleSignals)
             if let path = config.files.summaryJSON {
                 if summary.sentNothingNew && FileManager.default.fileExists(atPath: path) {
@@ -80,8 +84,8 @@ public enum RunSession {
 /// Where the API key comes from: an environment variable or a file, never a flag's value.
 enum APIKeySource {
     /// The key, or nil when the provider needs none and none is set.
-    static func resolve(_ config: RunConfiguration) throws(ChatBatchError) -> String? {
-        if let file = config.endpoint.apiKeyFile {
+    static func resolve(_ endpoint: EndpointSettings) throws(ChatBatchError) -> String? {
+        if let file = endpoint.apiKeyFile {
             guard let data = FileManager.default.contents(atPath: file), let text = String(data: data, encoding: .utf8) else {
                 throw ChatBatchError(.unreadableKeyFile, "cannot read the API key file \(file)")
             }
@@ -89,11 +93,11 @@ enum APIKeySource {
             guard !key.isEmpty else { throw ChatBatchError(.emptyKeyFile, "the API key file \(file) is empty") }
             return key
         }
-        if let key = ProcessInfo.processInfo.environment[config.endpoint.apiKeyEnv], !key.isEmpty { return key }
-        if config.endpoint.profile.requiresKey && !config.endpoint.fake {
+        if let key = ProcessInfo.processInfo.environment[endpoint.apiKeyEnv], !key.isEmpty { return key }
+        if endpoint.profile.requiresKey && !endpoint.fake {
             throw ChatBatchError(
                 .missingKey,
-                "no API key: set \(config.endpoint.apiKeyEnv) in the environment (or name another variable with --api-key-env, or use --api-key-file PATH)")
+                "no API key: set \(endpoint.apiKeyEnv) in the environment (or name another variable with --api-key-env, or use --api-key-file PATH)")
         }
         return nil
     }

@@ -68,6 +68,8 @@ enum AnswerPolicy {
     /// What the policy needs to know besides the answer.
     struct Context: Sendable {
         var config: RunConfiguration
+        /// The provider that answered: its prices, its request-id header, its key's variable.
+        var route: RouteSettings
         var retry: RetryPolicy
         /// The job is the warm-up probe, still within its patience for a cold backend (its 503s do not use up
         /// its attempts).
@@ -80,7 +82,7 @@ enum AnswerPolicy {
         of response: HTTPResponse, for job: ScheduledJob, startedAt: Double, context c: Context, random: inout some RandomNumberGenerator
     ) -> AnswerEffect {
         let r = job.request
-        var requestID = AnswerReading.requestID(headers: response.headers, body: nil, profileHeader: c.config.endpoint.profile.requestIDHeader)
+        var requestID = AnswerReading.requestID(headers: response.headers, body: nil, profileHeader: c.route.endpoint.profile.requestIDHeader)
         var attempt = AttemptRecord(
             customID: r.customID, attempt: job.attempt, startedAt: startedAt, status: response.status > 0 ? response.status : nil,
             latencyMs: response.totalSeconds * 1000, requestID: requestID, error: response.failure?.description, ambiguous: false)
@@ -98,7 +100,7 @@ enum AnswerPolicy {
         if verdict == .success {
             let read = AnswerReading(status: response.status, headers: response.headers, bytes: response.body, askedToStream: r.stream)
             reading = read
-            requestID = AnswerReading.requestID(headers: response.headers, body: read.body, profileHeader: c.config.endpoint.profile.requestIDHeader)
+            requestID = AnswerReading.requestID(headers: response.headers, body: read.body, profileHeader: c.route.endpoint.profile.requestIDHeader)
             attempt.requestID = requestID
             if let problem = read.problem {
                 // Not an answer, though the server may have billed it: asked again, counted as possibly billed twice.
@@ -135,11 +137,11 @@ enum AnswerPolicy {
             let record = failedRecord(job, code: errorCode(response), message: server.message, response: response, requestID: requestID)
             return effect(.wrongRoute(reason: "HTTP \(response.status) \(server.message)", record), signature: "HTTP \(response.status) \(errorCode(response))")
         case .stopRun where response.failure?.kind == .tlsRefused:
-            return effect(.stopUnsent(reason: "\(hostAndPort(c.config.endpoint.url)): the server's TLS certificate was refused (\(response.failure?.message ?? "")); nothing was sent. If the gateway uses a private CA, pass --ca-cert PATH (job key ca_cert) or set SSL_CERT_FILE or CURL_CA_BUNDLE, then run the same command again"))
+            return effect(.stopUnsent(reason: "\(hostAndPort(c.route.endpoint.url)): the server's TLS certificate was refused (\(response.failure?.message ?? "")); nothing was sent. If the gateway uses a private CA, pass --ca-cert PATH (job key ca_cert) or set SSL_CERT_FILE or CURL_CA_BUNDLE, then run the same command again"))
         case .stopRun:
             let server = ServerError(status: response.status, body: response.body)
             return effect(.stopRun(
-                reason: "the API key was refused (HTTP \(response.status): \(server.message)); check \(c.config.endpoint.apiKeyEnv) or --api-key-file, then run the same command again",
+                reason: "the API key was refused (HTTP \(response.status): \(server.message)); check \(c.route.endpoint.apiKeyEnv) or --api-key-file, then run the same command again",
                 note: server.message))
         case .blockModel:
             let server = ServerError(status: response.status, body: response.body)
@@ -161,7 +163,7 @@ enum AnswerPolicy {
         let tokens = AnswerReading.usage(body, promptEstimate: r.promptTokens)
         let usage = Usage(
             promptTokens: tokens.prompt, completionTokens: tokens.completion,
-            cost: c.config.limits.prices.cost(prompt: tokens.prompt, completion: tokens.completion), estimated: tokens.estimated)
+            cost: c.route.prices.cost(prompt: tokens.prompt, completion: tokens.completion), estimated: tokens.estimated)
         // Everything this prompt was billed for, earlier invalid answers included.
         var paid = job
         paid.paidPrompt += usage.promptTokens

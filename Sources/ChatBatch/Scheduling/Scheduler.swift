@@ -12,7 +12,9 @@ struct ScheduledJob: Sendable {
     var sentEpoch = 0
     var probe = false
     /// The first request for its model: until it is answered, the model's other lines wait (one request per refused model).
-    var modelProbe = false
+    var modelProbe: Bool { modelProbeRoute != nil }
+    /// The lane at which it is its model's first request (the lane's other lines of the model wait for its answer).
+    var modelProbeRoute: Int? = nil
     /// Tokens and dollars already billed for this prompt (answers that failed their check), and how often it was asked again.
     var paidPrompt = 0
     var paidCompletion = 0
@@ -39,18 +41,20 @@ enum ModelProbeOutcome: Sendable {
     case unknown
 }
 
-/// Decides what may be sent next, and when: the rules of a run with no I/O and no clock of its own.
+/// Decides what may be sent next, where, and when: the rules of a run with no I/O and no clock of its own.
 ///
-/// It holds the queues (fresh requests, retries due now, retries waiting for their time, lines held behind a
-/// model's first request) and every limit: the concurrency window, the warm-up probe, the Retry-After pause of
-/// the whole key, the requests- and tokens-per-minute buckets, and the budget. Times are uptime nanoseconds
-/// passed in by the caller, so tests drive it with a fake clock.
+/// It holds the queues every provider takes from (fresh requests, retries due now, retries waiting for their time,
+/// lines held behind a model's first request at a provider) and one `Lane` per provider with its own limits: the
+/// window, the warm-up probe, the Retry-After pause of its key, its rate buckets, its share of the budget and the
+/// models it refused. `fill` lets every provider take lines as its window allows (the one with the most room
+/// first); `priority` offers each line to the providers in list order. A retry may go to another provider. Times
+/// are uptime nanoseconds passed in by the caller, so tests drive it with a fake clock.
 struct Scheduler: Sendable {
     /// What `next(now:)` says to do.
     enum Decision: Sendable {
-        /// Send this job now (it is counted in flight).
+        /// Send this job now, to the lane its `route` names (it is counted in flight).
         case send(ScheduledJob)
-        /// Do not send this job: its model was refused. Write it to the errors file.
+        /// Do not send this job: every provider refused its model. Write it to the errors file.
         case refuse(ScheduledJob, ModelRefusal)
         /// The next request could pass the budget cap: the run must stop.
         case overBudget
@@ -59,41 +63,27 @@ struct Scheduler: Sendable {
     }
 
     let config: RunConfiguration
-    private(set) var limiter: AdaptiveLimit
+    var lanes: [Lane]
+    /// The total: spent over every run on the checkpoint, and the worst case of everything in flight.
     private(set) var budget: Budget
-    private var requestBucket: TokenBucket?
-    private var tokenBucket: TokenBucket?
-    /// Real tokens ÷ estimated tokens, smoothed: corrects the tokens-per-minute estimates as answers arrive.
-    private var tokenRatio = 1.0
 
     private var fresh: [PreparedRequest] = []
     private var freshHead = 0
     private var due: [ScheduledJob] = []
     private var delayed: [(at: UInt64, job: ScheduledJob)] = []
-    private(set) var inflight = 0
-    private(set) var pausedUntil: UInt64 = 0
-
-    private(set) var warmedUp: Bool
-    /// The warm-up probe is on the wire, or waiting to be retried (then only it may be sent).
-    private var probeInFlight = false
-    private var probeWaiting = false
-
-    /// Models the provider refused (this run or an earlier one): their lines are refused unsent.
-    private(set) var refusedModels: [String: ModelRefusal]
-    /// Models a request has been answered for; a model not in here is probed by one request first (with warm-up on).
-    private var provenModels = Set<String>()
-    private var probingModels = Set<String>()
+    /// Lines of a model held while its first request at a lane is out, by lane and model.
     private var held: [String: [ScheduledJob]] = [:]
     private(set) var heldCount = 0
 
-    init(config: RunConfiguration, spent: Double, refusedModels: [String: ModelRefusal], now: UInt64) {
+    /// `spent` is each lane's spend so far, and `refused` the models each refused, both by route.
+    init(config: RunConfiguration, spent: [Double], refused: [[String: ModelRefusal]], proven: [Bool], now: UInt64) {
         self.config = config
-        limiter = AdaptiveLimit(maximum: config.limits.concurrency, adaptive: config.limits.adaptive)
-        budget = Budget(cap: config.limits.maxCost, spent: spent)
-        requestBucket = config.limits.requestsPerMinute.map { TokenBucket(perMinute: $0, now: now) }
-        tokenBucket = config.limits.tokensPerMinute.map { TokenBucket(perMinute: $0, now: now) }
-        warmedUp = !config.limits.warmup
-        self.refusedModels = refusedModels
+        budget = Budget(cap: config.limits.maxCost, spent: spent.reduce(0, +))
+        lanes = config.routes.enumerated().map { i, route in
+            Lane(route: i, settings: route, adaptive: config.limits.adaptive, warmup: config.limits.warmup,
+                 spent: i < spent.count ? spent[i] : 0, refusedModels: i < refused.count ? refused[i] : [:],
+                 proven: i < proven.count ? proven[i] : false, now: now)
+        }
     }
 
     // MARK: queues
@@ -112,14 +102,28 @@ struct Scheduler: Sendable {
         fresh[freshHead...].filter { !$0.hasRow }.count + held.values.reduce(0) { $0 + $1.filter { !$0.request.hasRow && $0.attempt == 0 }.count }
     }
 
+    /// Requests in flight, over every provider.
+    var inflight: Int { lanes.reduce(0) { $0 + $1.inflight } }
+    /// The in-flight limit over every provider, and its lowest.
+    var limit: Int { lanes.reduce(0) { $0 + $1.limiter.limit } }
+    var lowest: Int { lanes.reduce(0) { $0 + $1.limiter.lowest } }
+    /// Every provider is warmed up.
+    var warmedUp: Bool { lanes.allSatisfy(\.warmedUp) }
+
     /// True when nothing is queued, waiting, held or in flight.
     var isDrained: Bool { queuedFresh == 0 && due.isEmpty && delayed.isEmpty && heldCount == 0 && inflight == 0 }
 
-    /// Sends `job` again at `at`; a 429 also pauses the whole key until `pauseUntil`.
+    /// Sends `job` again at `at`; a 429 also pauses its provider's key until `pauseUntil`.
     mutating func retry(_ job: ScheduledJob, at: UInt64, pauseUntil: UInt64? = nil) {
-        if let pauseUntil, pauseUntil > pausedUntil { pausedUntil = pauseUntil }
-        if job.probe && !warmedUp { probeWaiting = true }  // only this retry may go out until it succeeds
+        let r = job.route
+        if let pauseUntil, pauseUntil > lanes[r].pausedUntil { lanes[r].pausedUntil = pauseUntil }
+        if job.probe && !lanes[r].warmedUp { lanes[r].probeWaiting = true }  // only this retry may go out there until it succeeds
         delayed.append((at, job))
+    }
+
+    /// Holds lane `r` back until `until` (an outage's backoff, while its lines go to the other providers).
+    mutating func pause(route r: Int, until: UInt64) {
+        if until > lanes[r].pausedUntil { lanes[r].pausedUntil = until }
     }
 
     /// Sends `job` again as soon as the limits allow (a structured answer asked again).
@@ -127,64 +131,112 @@ struct Scheduler: Sendable {
 
     // MARK: deciding
 
+    /// The lanes that may take a line now, best first.
+    private func candidates(now: UInt64) -> [Int] {
+        var open = lanes.indices.filter { lanes[$0].free > 0 && now >= lanes[$0].pausedUntil }
+        if config.routing == .priority, let warming = lanes.firstIndex(where: { $0.stopped == nil && !$0.warmedUp && $0.health.outage == nil }) {
+            // A provider still warming up holds back the ones after it: they take what it cannot, not what it has not tried.
+            open = open.filter { $0 <= warming }
+        }
+        guard config.routing == .fill else { return open }
+        return open.sorted { a, b in
+            let fa = Double(lanes[a].free) / Double(max(1, lanes[a].room)), fb = Double(lanes[b].free) / Double(max(1, lanes[b].room))
+            return fa != fb ? fa > fb : a < b
+        }
+    }
+
     /// What to do next at `now`; call until it says `wait`.
     mutating func next(now: UInt64) -> Decision {
         releaseDelayed(now: now)
-        if now < pausedUntil { return .wait(until: min(pausedUntil, earliestDelayed ?? .max)) }
-        var room = limiter.limit
-        if !warmedUp {
-            if probeWaiting, let i = due.firstIndex(where: \.probe), i > 0 { due.insert(due.remove(at: i), at: 0) }  // the probe goes first
-            if probeInFlight { room = 0 } else if probeWaiting { room = due.first?.probe == true ? 1 : 0 } else { room = 1 }
-        }
-        while inflight < room {
+        var wake = earliestDelayed
+        for lane in lanes where lane.stopped == nil && lane.pausedUntil > now && lane.free > 0 { wake = min(wake ?? .max, lane.pausedUntil) }
+        while true {
+            let order = candidates(now: now)
+            if order.isEmpty { return .wait(until: wake) }
+            // A lane probing after a warm-up or an outage takes only its probe's retry, which goes first.
+            for r in order where lanes[r].probeWaiting && !lanes[r].warmedUp {
+                if let i = due.firstIndex(where: { $0.probe && $0.route == r }) {
+                    let job = due.remove(at: i)
+                    return send(job, lane: r)
+                }
+            }
             let fromRetry = !due.isEmpty
-            var job: ScheduledJob
-            if fromRetry {
-                job = due[0]
-            } else if freshHead < fresh.count {
-                job = ScheduledJob(request: fresh[freshHead])
-            } else {
-                break
-            }
-            let r = job.request
-            if let model = r.model, let refusal = refusedModels[model] {
+            guard fromRetry || freshHead < fresh.count else { return .wait(until: wake) }
+            let job = fromRetry ? due[0] : ScheduledJob(request: fresh[freshHead])
+            let model = job.request.model
+            // Refused by every provider that is still sending: refused unsent.
+            let live = lanes.filter { $0.stopped == nil }
+            if let model, !live.isEmpty, live.allSatisfy({ $0.refusedModels[model] != nil }) {
                 take(fromRetry)
-                return .refuse(job, refusal)
+                return .refuse(job, live[0].refusedModels[model]!)
             }
-            let probesModel = config.limits.warmup && r.model.map { !provenModels.contains($0) } == true
-            if probesModel && !job.modelProbe && probingModels.contains(r.model!) {
+            var taken = false
+            for r in order where !(lanes[r].probeWaiting && !lanes[r].warmedUp) {
+                if let model, lanes[r].refusedModels[model] != nil { continue }
+                if let model, config.limits.warmup, !lanes[r].provenModels.contains(model), lanes[r].probingModels.contains(model), !job.modelProbe {
+                    // Its model's first request at this lane is out: the line waits for its answer (one request per refused model).
+                    if lanes.count == 1 || !order.contains(where: { $0 != r && lanes[$0].refusedModels[model] == nil && !lanes[$0].probingModels.contains(model) }) {
+                        take(fromRetry)
+                        held[Self.heldKey(r, model), default: []].append(job)
+                        heldCount += 1
+                        taken = true
+                        break
+                    }
+                    continue
+                }
+                let worst = config.worstCost(promptTokens: job.request.promptTokens, maxTokens: job.request.maxTokens, prices: lanes[r].settings.prices)
+                if !budget.allows(worst) { return .overBudget }
+                if !lanes[r].budget.allows(worst) { continue }  // its share is spent: the others may take it
+                if let bucketWait = bucketWait(job, lane: r, now: now) {
+                    wake = min(wake ?? .max, bucketWait)
+                    continue
+                }
                 take(fromRetry)
-                held[r.model!, default: []].append(job)
-                heldCount += 1
-                continue
+                return send(job, lane: r)
             }
-            job.worst = config.worstCost(promptTokens: r.promptTokens, maxTokens: r.maxTokens)
-            if !budget.allows(job.worst) { return .overBudget }
-            job.estimate = Double(r.promptTokens + config.completionBound(r.maxTokens)) * tokenRatio
-            var wait = requestBucket?.wait(for: 1, now: now) ?? 0
-            wait = max(wait, tokenBucket?.wait(for: job.estimate, now: now) ?? 0)
-            if wait > 0 { return .wait(until: min(now &+ Clock.nanoseconds(wait), earliestDelayed ?? .max)) }
-            take(fromRetry)
-            requestBucket?.take(1)
-            tokenBucket?.take(job.estimate)
-            budget.inflightWorst += job.worst
-            job.sentEpoch = limiter.epoch
-            if !warmedUp {
-                job.probe = true
-                probeInFlight = true
-                probeWaiting = false
-            }
-            if probesModel {
-                job.modelProbe = true
-                probingModels.insert(r.model!)
-            }
-            job.attempt += 1
-            inflight += 1
-            job.sentInflight = inflight
-            job.sentWindow = limiter.limit
-            return .send(job)
+            if !taken { return .wait(until: wake) }
         }
-        return .wait(until: earliestDelayed)
+    }
+
+    /// When `lane`'s buckets allow `job`, or nil when they do now.
+    private mutating func bucketWait(_ job: ScheduledJob, lane r: Int, now: UInt64) -> UInt64? {
+        let estimate = Double(job.request.promptTokens + config.completionBound(job.request.maxTokens)) * lanes[r].tokenRatio
+        var wait = lanes[r].requestBucket?.wait(for: 1, now: now) ?? 0
+        wait = max(wait, lanes[r].tokenBucket?.wait(for: estimate, now: now) ?? 0)
+        return wait > 0 ? now &+ Clock.nanoseconds(wait) : nil
+    }
+
+    /// Hands `job` to lane `r`: counted in flight there, with what it may cost and how many tokens it should use.
+    private mutating func send(_ job: ScheduledJob, lane r: Int) -> Decision {
+        var job = job
+        let prices = lanes[r].settings.prices
+        job.worst = config.worstCost(promptTokens: job.request.promptTokens, maxTokens: job.request.maxTokens, prices: prices)
+        job.estimate = Double(job.request.promptTokens + config.completionBound(job.request.maxTokens)) * lanes[r].tokenRatio
+        lanes[r].requestBucket?.take(1)
+        lanes[r].tokenBucket?.take(job.estimate)
+        budget.inflightWorst += job.worst
+        lanes[r].budget.inflightWorst += job.worst
+        job.route = r
+        job.sentEpoch = lanes[r].limiter.epoch
+        if !lanes[r].warmedUp {
+            job.probe = true
+            lanes[r].probeInFlight = true
+            lanes[r].probeWaiting = false
+        } else {
+            job.probe = false
+        }
+        if job.modelProbeRoute == nil, let model = job.request.model, config.limits.warmup, !lanes[r].provenModels.contains(model),
+            !lanes[r].probingModels.contains(model)
+        {
+            job.modelProbeRoute = r
+            lanes[r].probingModels.insert(model)
+        }
+        job.attempt += 1
+        lanes[r].inflight += 1
+        lanes[r].sent += 1
+        job.sentInflight = inflight
+        job.sentWindow = limit
+        return .send(job)
     }
 
     /// The budget's state, for the message when it stops the run.
@@ -206,60 +258,86 @@ struct Scheduler: Sendable {
         delayed = waiting
     }
 
+    private static func heldKey(_ route: Int, _ model: String) -> String { "\(route)\u{0}\(model)" }
+
     // MARK: answers
 
     /// A sent job came back, whatever the answer: it no longer holds a place in flight.
     mutating func returned(_ job: ScheduledJob) {
-        inflight -= 1
+        let r = job.route
+        lanes[r].inflight -= 1
         budget.inflightWorst -= job.worst
-        if job.probe { probeInFlight = false }  // unless it is retried, the next request becomes the probe
+        lanes[r].budget.inflightWorst -= job.worst
+        if job.probe { lanes[r].probeInFlight = false }  // unless it is retried, the next request becomes the probe
     }
 
     /// A 2xx answer: the money is spent, the window may grow, the warm-up (or an outage's probing) is over, the
     /// token estimate learns.
     mutating func succeeded(_ job: ScheduledJob, promptTokens: Int, completionTokens: Int, cost: Double) {
+        let r = job.route
         budget.spent += cost
-        limiter.succeeded()
-        warmedUp = true
+        lanes[r].budget.spent += cost
+        lanes[r].limiter.succeeded()
+        lanes[r].warmedUp = true
         if promptTokens + completionTokens > 0 {
-            tokenBucket?.adjust(job.estimate - Double(promptTokens + completionTokens))
+            lanes[r].tokenBucket?.adjust(job.estimate - Double(promptTokens + completionTokens))
             let raw = Double(job.request.promptTokens + config.completionBound(job.request.maxTokens))
-            tokenRatio = 0.9 * tokenRatio + 0.1 * min(1, Double(promptTokens + completionTokens) / max(1, raw))
+            lanes[r].tokenRatio = 0.9 * lanes[r].tokenRatio + 0.1 * min(1, Double(promptTokens + completionTokens) / max(1, raw))
         }
     }
 
-    /// The endpoint stopped answering: until something succeeds, one request at a time goes out (a probe), as in
-    /// the warm-up.
-    mutating func holdForProbe() {
-        warmedUp = false
-        probeWaiting = false
+    /// The lane's endpoint stopped answering: until something succeeds there, one request at a time goes out (a
+    /// probe), as in the warm-up.
+    mutating func holdForProbe(route r: Int) {
+        lanes[r].warmedUp = false
+        lanes[r].probeWaiting = false
     }
 
-    /// A 429 for `job`: the window halves (once per round).
-    mutating func rateLimited(_ job: ScheduledJob) { limiter.rateLimited(sentEpoch: job.sentEpoch) }
+    /// A 429 for `job`: its lane's window shrinks.
+    mutating func rateLimited(_ job: ScheduledJob) {
+        lanes[job.route].rateLimits += 1
+        lanes[job.route].limiter.rateLimited(sentEpoch: job.sentEpoch)
+    }
 
-    /// Records a refusal; returns it as kept (the first refusal of a model wins).
-    mutating func refuse(model: String, _ refusal: ModelRefusal) -> (refusal: ModelRefusal, isNew: Bool) {
-        if let known = refusedModels[model] { return (known, false) }
-        refusedModels[model] = refusal
+    /// A lane takes no more lines; returns the lines held at it, back to the queue for the others.
+    mutating func stop(route r: Int, _ reason: String) {
+        lanes[r].stopped = lanes[r].stopped ?? reason
+        for key in held.keys where key.hasPrefix("\(r)\u{0}") {
+            let jobs = held.removeValue(forKey: key) ?? []
+            heldCount -= jobs.count
+            due.append(contentsOf: jobs)
+        }
+    }
+
+    /// Records that lane `r` refused `model`; returns it as kept (the first refusal there wins).
+    mutating func refuse(model: String, _ refusal: ModelRefusal, route r: Int) -> (refusal: ModelRefusal, isNew: Bool) {
+        if let known = lanes[r].refusedModels[model] { return (known, false) }
+        lanes[r].refusedModels[model] = refusal
         return (refusal, true)
     }
 
-    /// Settles a model's first request; returns the held jobs that must now be refused unsent.
+    /// Models refused by every provider (their lines go to the errors file), with the first provider's refusal.
+    var refusedEverywhere: [String: ModelRefusal] {
+        var out: [String: ModelRefusal] = [:]
+        for (model, refusal) in lanes[0].refusedModels where lanes.allSatisfy({ $0.refusedModels[model] != nil }) { out[model] = refusal }
+        return out
+    }
+
+    /// Settles a model's first request at its lane; returns the held jobs that must now be refused unsent (refused
+    /// by every provider); the others go back to the queue.
     mutating func settleModelProbe(_ job: ScheduledJob, _ outcome: ModelProbeOutcome) -> [ScheduledJob] {
-        guard job.modelProbe, let model = job.request.model else { return [] }
-        probingModels.remove(model)
-        let jobs = held.removeValue(forKey: model) ?? []
+        guard let r = job.modelProbeRoute, let model = job.request.model else { return [] }
+        lanes[r].probingModels.remove(model)
+        let jobs = held.removeValue(forKey: Self.heldKey(r, model)) ?? []
         heldCount -= jobs.count
         switch outcome {
         case .answered:
-            provenModels.insert(model)
-            due.append(contentsOf: jobs)
-        case .unknown:
-            due.append(contentsOf: jobs)
-        case .refused:
-            return jobs
+            lanes[job.route].provenModels.insert(model)  // proven where it was answered (a retry may go elsewhere)
+        case .unknown, .refused:
+            break
         }
+        if case .refused = outcome, lanes.allSatisfy({ $0.stopped != nil || $0.refusedModels[model] != nil }) { return jobs }
+        due.append(contentsOf: jobs)
         return []
     }
 }

@@ -1,0 +1,59 @@
+/// One provider's share of a run: its in-flight window, warm-up gate, Retry-After pause, rate buckets, share of the
+/// budget, the models it refused, its health, and whether it was stopped (its key refused). A 429, an outage or a
+/// refusal at one provider touches its lane only.
+struct Lane: Sendable {
+    let route: Int
+    let settings: RouteSettings
+    var limiter: AdaptiveLimit
+    var budget: Budget
+    var requestBucket: TokenBucket?
+    var tokenBucket: TokenBucket?
+    /// Real tokens ÷ estimated tokens, smoothed: corrects the tokens-per-minute estimates as answers arrive.
+    var tokenRatio = 1.0
+    var inflight = 0
+    var pausedUntil: UInt64 = 0
+    var warmedUp: Bool
+    /// The warm-up (or outage) probe is on the wire, or waiting to be retried (then only it may be sent here).
+    var probeInFlight = false
+    var probeWaiting = false
+    /// Models this provider refused (this run or an earlier one).
+    var refusedModels: [String: ModelRefusal]
+    /// Models it answered for; a model not in here is probed by one request first (with warm-up on).
+    var provenModels = Set<String>()
+    var probingModels = Set<String>()
+    /// Why it takes no more lines (its key was refused, it cannot be reached, its first answers all failed alike).
+    var stopped: String? = nil
+    var health: EndpointHealth
+    var firstFailures = FirstFailures()
+    /// What happened here, for the summary's row.
+    var sent = 0
+    var rateLimits = 0
+    var done = 0
+    var failed = 0
+    var tokens = 0
+    var cost = 0.0
+
+    init(route: Int, settings: RouteSettings, adaptive: Bool, warmup: Bool, spent: Double, refusedModels: [String: ModelRefusal], proven: Bool, now: UInt64) {
+        self.route = route
+        self.settings = settings
+        limiter = AdaptiveLimit(maximum: settings.concurrency, adaptive: adaptive)
+        budget = Budget(cap: settings.maxCost, spent: spent)
+        requestBucket = settings.requestsPerMinute.map { TokenBucket(perMinute: $0, now: now) }
+        tokenBucket = settings.tokensPerMinute.map { TokenBucket(perMinute: $0, now: now) }
+        warmedUp = !warmup
+        self.refusedModels = refusedModels
+        health = EndpointHealth(proven: proven)
+    }
+
+    var name: String { settings.name }
+
+    /// Requests it may have in flight now (one at a time while warming up or probing an outage).
+    var room: Int {
+        guard stopped == nil else { return 0 }
+        if warmedUp { return limiter.limit }
+        return probeInFlight ? 0 : 1
+    }
+
+    /// Free places, for choosing where the next line goes.
+    var free: Int { max(0, room - inflight) }
+}
