@@ -32,14 +32,16 @@ enum AnswerGenerator {
         "first", "second", "check", "count", "order", "state", "write", "read", "cost", "time",
     ]
 
-    static func generate(body: JSON) -> GeneratedAnswer {
+    /// `answerTokens` pads plain answers to about that many tokens (reasoning then content), for realistic sizes.
+    static func generate(body: JSON, answerTokens: Int? = nil) -> GeneratedAnswer {
         var seedSource = JSON.object(JSONObject())
         for key in ["model", "messages", "tools", "tool_choice", "response_format", "seed", "temperature", "parallel_tool_calls"] {
             if let v = body[key] { seedSource[key] = v }
         }
         var rng = SplitMix64(seed: StableHash.of(seedSource.serialized()))
         let prompt = lastUserText(body)
-        let reasoning = "The user asks: \(firstWords(prompt, 8)). " + words(&rng, 6 + Int(rng.next() % 18)) + "."
+        var reasoning = "The user asks: \(firstWords(prompt, 8)). " + words(&rng, 6 + Int(rng.next() % 18)) + "."
+        if let answerTokens { reasoning += " " + words(&rng, answerTokens * 3 / 5 * TokenEstimate.bytesPerToken / 6) + "." }
 
         var content: String? = nil
         var toolCalls: [GeneratedAnswer.ToolCall] = []
@@ -73,6 +75,7 @@ enum AnswerGenerator {
                 content = obj.serialized()
             default:
                 content = "Answer to \"\(firstWords(prompt, 6))\": " + words(&rng, 10 + Int(rng.next() % 30)) + "."
+                if let answerTokens { content! += " " + words(&rng, answerTokens * 2 / 5 * TokenEstimate.bytesPerToken / 6) + "." }
             }
         }
 

@@ -23,6 +23,8 @@ public struct FakeGatewayConfiguration: Sendable {
     public var latencyMilliseconds = 0.0
     public var jitterMilliseconds = 0.0
     public var perTokenMicroseconds = 0.0
+    /// Pad plain answers to about this many tokens (reasoning and content), for realistic answer sizes.
+    public var answerTokens: Int? = nil
     /// Delay between streamed chunks.
     public var streamChunkDelayMilliseconds = 0.0
 

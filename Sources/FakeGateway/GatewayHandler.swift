@@ -127,7 +127,7 @@ final class GatewayHandler: ChannelInboundHandler {
         }
         if let invalid = RequestValidation.check(request, maxOutputTokens: config.maxOutputTokens) { return fail(invalid) }
 
-        var answer = AnswerGenerator.generate(body: request)
+        var answer = AnswerGenerator.generate(body: request, answerTokens: config.answerTokens)
         let stream = request["stream"]?.boolValue == true
         entry.stream = stream
         let admission = core.state.admit(key: key, clientID: clientID, estimatedTokens: answer.totalTokens, at: receivedAt)

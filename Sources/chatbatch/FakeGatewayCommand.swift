@@ -30,6 +30,7 @@ struct FakeGatewayCommand: ParsableCommand {
     @Option(help: "Extra random latency up to this many ms.") var jitterMs = 0.0
     @Option(help: "Extra latency per completion token, in µs.") var perTokenUs = 0.0
     @Option(help: "Delay between streamed chunks, in ms.") var streamDelayMs = 0.0
+    @Option(help: "Pad plain answers to about this many tokens (reasoning and content).") var answerTokens: Int?
     @Option(name: .customLong("fail-429"), help: "Rate of 429 rate_limit_error answers.") var fail429 = 0.0
     @Option(name: .customLong("fail-500"), help: "Rate of 500 server_error answers.") var fail500 = 0.0
     @Option(name: .customLong("fail-503"), help: "Rate of 503 service_unavailable answers.") var fail503 = 0.0
@@ -62,6 +63,7 @@ struct FakeGatewayCommand: ParsableCommand {
         c.jitterMilliseconds = jitterMs
         c.perTokenMicroseconds = perTokenUs
         c.streamChunkDelayMilliseconds = streamDelayMs
+        c.answerTokens = answerTokens
         c.fail429Rate = fail429
         c.fail500Rate = fail500
         c.fail503Rate = fail503

@@ -65,7 +65,7 @@ struct SchedulingTests {
         let again = Self.drain(&s, at: Self.t0 + Self.second).sent
         #expect(again.map(\.request.customID) == ["p1"] && again[0].attempt == 2)
         s.returned(again[0])
-        s.succeeded(again[0], promptTokens: 10, completionTokens: 10, cost: 0)
+        s.succeeded(again[0], promptTokens: 10, completionTokens: 10, cost: 0, now: Self.t0)
         #expect(s.settleModelProbe(again[0], .answered).isEmpty)  // the probe was also its model's first request
         #expect(Self.drain(&s, at: Self.t0 + Self.second).sent.count == 4)
     }
@@ -89,7 +89,7 @@ struct SchedulingTests {
         s.enqueue([Self.request("a1")])
         let warm = Self.drain(&s, at: Self.t0).sent[0]
         s.returned(warm)
-        s.succeeded(warm, promptTokens: 1, completionTokens: 1, cost: 0)
+        s.succeeded(warm, promptTokens: 1, completionTokens: 1, cost: 0, now: Self.t0)
         #expect(s.settleModelProbe(warm, .answered).isEmpty)
         s.enqueue([Self.request("b1", model: "gpt-4o"), Self.request("a2"), Self.request("b2", model: "gpt-4o"), Self.request("b3", model: "gpt-4o")])
         let sent = Self.drain(&s, at: Self.t0).sent
@@ -122,39 +122,73 @@ struct SchedulingTests {
         #expect(Self.drain(&s, at: Self.t0 + Self.second).sent.count == 1)
     }
 
-    @Test func oneThrottledRequestCostsAHalvingNotTheRestOfTheRun() {
+    @Test func aConcurrencyLimitIsLearntFromWhereThe429CameAndLookedPastRarely() {
         var w = AdaptiveLimit(maximum: 64, adaptive: true)
-        while w.limit < 64 { w.succeeded() }
-        // A sporadic 429 at 64: halve, then straight back up to one below where it came.
-        w.rateLimited(sentEpoch: w.epoch)
-        #expect(w.limit == 32 && w.lowest == 8)  // lowest: where the ramp started
-        for _ in 0..<31 { w.succeeded() }
-        #expect(w.limit == 63)
-        // A 429 for a request sent before the cut does not cut again.
-        w.rateLimited(sentEpoch: w.epoch - 1)
-        #expect(w.limit == 63)
-        // Ten sporadic 429s leave it in the fifties, not at ten.
-        for _ in 0..<10 {
-            w.rateLimited(sentEpoch: w.epoch)
-            for _ in 0..<64 { w.succeeded() }
-        }
-        #expect(w.limit >= 50 && w.limit <= 63, "\(w.limit)")
+        var now = Self.t0
+        #expect(w.limit == 8)
+        for _ in 0..<2 { w.succeeded(now: now) }
+        #expect(w.limit == 16)  // four per success until a 429: about ×5 per round trip
+        while w.limit < 64 { w.succeeded(now: now) }
+        // The key allows 16: a burst of 429s from further up, in any order, and the one from 17 in flight.
+        w.rateLimited(sentEpoch: w.epoch, inflight: 30)
+        #expect(w.limit == 29)  // the first 429 ever: learnt where it came, not cut by a quarter
+        w.rateLimited(sentEpoch: w.epoch - 1, inflight: 17)
+        w.rateLimited(sentEpoch: w.epoch - 1, inflight: 25)
+        #expect(w.limit == 16 && w.ceiling == 16)  // not halved: the level the key allows
+        // At the ceiling it looks one higher only after 30 s there; the look answered 429 costs no cut.
+        w.succeeded(now: now)
+        now += 29 * Self.second
+        w.succeeded(now: now)
+        #expect(w.limit == 16)
+        now += Self.second
+        w.succeeded(now: now)
+        #expect(w.limit == 17)
+        w.rateLimited(sentEpoch: w.epoch, inflight: 17)
+        #expect(w.limit == 16 && w.ceiling == 16 && w.probeAfter == 60)
+        w.succeeded(now: now)
+        now += 59 * Self.second
+        w.succeeded(now: now)
+        #expect(w.limit == 16)  // the next look waits twice as long
+        now += Self.second
+        w.succeeded(now: now)
+        #expect(w.limit == 17)
+        w.succeeded(now: now, inflight: 12)  // an answer to a request sent below the look proves nothing
+        #expect(w.ceiling == 16)
+        w.succeeded(now: now, inflight: 17)  // this time the key allows it
+        #expect(w.ceiling == 17)
+        // A run that remembers the level starts there.
+        let next = AdaptiveLimit(maximum: 64, adaptive: true, remembered: 16)
+        #expect(next.limit == 16 && next.throttled)
     }
 
-    @Test func aKeyAtItsLimitKeepsTheWindowAtThatLimit() {
-        // The key allows 8 in flight: any request beyond 8 at once is a 429.
+    @Test func rateLimitsOneAfterAnotherAreNotConcurrencyAndShrinkTheWindowByAQuarter() {
+        var w = AdaptiveLimit(maximum: 64, adaptive: true, remembered: 40)
+        w.rateLimited(sentEpoch: w.epoch, inflight: 40)
+        w.rateLimited(sentEpoch: w.epoch, inflight: 39)
+        #expect(w.limit == 38)  // two cuts to where they came: still concurrency, as far as it can tell
+        w.rateLimited(sentEpoch: w.epoch - 1, inflight: 40)  // the same round's others cut no further
+        #expect(w.limit == 38)
+        w.rateLimited(sentEpoch: w.epoch, inflight: 38)  // a third in a row: a token rate
+        #expect(w.limit == 28)
+        w.rateLimited(sentEpoch: w.epoch, inflight: 28)
+        #expect(w.limit == 21 && w.lowest == 21)
+    }
+
+    @Test func aKeyAtItsLimitCostsAFew429sNotAStallEveryFewSeconds() {
+        // The key allows 8 in flight: a request sent with more than 8 out is a 429.
         var w = AdaptiveLimit(maximum: 64, adaptive: true)
         var throttled = 0
-        for _ in 0..<2000 {
+        for i in 0..<20_000 {  // at 160 answers a second: about two minutes
+            let now = Self.t0 + UInt64(i) * Self.second / 160
             if w.limit > 8 {
                 throttled += 1
-                w.rateLimited(sentEpoch: w.epoch)
+                w.rateLimited(sentEpoch: w.epoch, inflight: w.limit)
             } else {
-                w.succeeded()
+                w.succeeded(now: now)
             }
         }
-        #expect(w.limit <= 8 && w.limit >= 4)
-        #expect(throttled <= 12, "\(throttled) windows over the key's limit in 2000 answers")
+        #expect(w.limit == 8)
+        #expect(throttled <= 4, "\(throttled) 429 rounds in 20,000 answers")
     }
 
     // MARK: answers

@@ -138,6 +138,8 @@ final class CheckpointStore: @unchecked Sendable {
         var otherEndpoints: [Endpoint] = []
         /// What each endpoint spent, by its id.
         var spentByEndpoint: [Int: Double] = [:]
+        /// The in-flight level each of the run's endpoints' keys allowed in an earlier run, in the run's order.
+        var ceilings: [Int?] = []
     }
 
     /// An endpoint as the checkpoint records it.
@@ -212,7 +214,8 @@ final class CheckpointStore: @unchecked Sendable {
             return OpenedRun(
                 runID: try beginRun(), crashRecovered: 0, isEmpty: false, hasInvalidRows: false, spent: finished.cost,
                 refusedModels: try known.map { e throws(ChatBatchError) in try refusedModels(endpointID: e.id) }, finishedInput: finished,
-                endpoints: known, otherEndpoints: others, spentByEndpoint: try spentByEndpoint())
+                endpoints: known, otherEndpoints: others, spentByEndpoint: try spentByEndpoint(),
+                ceilings: try known.map { e throws(ChatBatchError) in try ceiling(endpointID: e.id) })
         }
         try db.query("DELETE FROM meta WHERE key='input.finished'")
         let recovered = try recoverInflight()
@@ -222,7 +225,8 @@ final class CheckpointStore: @unchecked Sendable {
             runID: id, crashRecovered: recovered, isEmpty: try isEmpty(),
             hasInvalidRows: (try db.query("SELECT count(*) FROM requests WHERE error_code='invalid_line'").first?.first?.int ?? 0) > 0,
             spent: try totals().cost, refusedModels: try known.map { e throws(ChatBatchError) in try refusedModels(endpointID: e.id) },
-            endpoints: known, otherEndpoints: others, spentByEndpoint: try spentByEndpoint())
+            endpoints: known, otherEndpoints: others, spentByEndpoint: try spentByEndpoint(),
+            ceilings: try known.map { e throws(ChatBatchError) in try ceiling(endpointID: e.id) })
     }
 
     /// The endpoint with this identity, recorded if it is new.
@@ -290,6 +294,11 @@ final class CheckpointStore: @unchecked Sendable {
     func recordRefusedModel(_ refusal: ModelRefusal, endpointID: Int) throws(ChatBatchError) {
         try setMeta("refused_model.e\(endpointID)." + refusal.model, refusal.json.serialized())
     }
+
+    /// The in-flight level an endpoint's key was found to allow (a 429 said so), as a run recorded it.
+    func ceiling(endpointID: Int) throws(ChatBatchError) -> Int? { try meta("ceiling.e\(endpointID)").flatMap { Int($0) } }
+
+    func recordCeiling(_ ceiling: Int, endpointID: Int) throws(ChatBatchError) { try setMeta("ceiling.e\(endpointID)", String(ceiling)) }
 
     /// What each endpoint has spent over every run on this checkpoint.
     func spentByEndpoint() throws(ChatBatchError) -> [Int: Double] {

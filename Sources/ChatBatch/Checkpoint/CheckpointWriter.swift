@@ -214,7 +214,10 @@ final class CheckpointWriter {
     /// what is left. `known` (a run that read no input) gives the counts without scanning the checkpoint;
     /// otherwise, when `fingerprint` is given (the run finished every line it read) and nothing is left pending
     /// or in flight, it is recorded so that the next run with the same input can skip it.
-    func endRun(log: (String) -> Void, fingerprint: String?, known: CheckpointStore.FinishedInput?, input: (path: String, lines: Int)?) -> RunEnding {
+    func endRun(
+        log: (String) -> Void, fingerprint: String?, known: CheckpointStore.FinishedInput?, input: (path: String, lines: Int)?, ceilings: [Int: Int] = [:]
+    ) -> RunEnding {
+        for (route, ceiling) in ceilings where failure == nil { try? store.recordCeiling(ceiling, endpointID: endpointID(route)) }
         if let input, failure == nil {
             try? store.setMeta("input.path", input.path)
             try? store.setMeta("input.lines", String(input.lines))

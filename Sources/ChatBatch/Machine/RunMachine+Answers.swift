@@ -33,7 +33,7 @@ extension RunMachine {
                 }
                 summary.usageEstimated += 1
             }
-            scheduler.succeeded(job, promptTokens: usage.promptTokens, completionTokens: usage.completionTokens, cost: usage.cost)
+            scheduler.succeeded(job, promptTokens: usage.promptTokens, completionTokens: usage.completionTokens, cost: usage.cost, now: now.uptime)
             scheduler.lanes[lane].tokens += usage.promptTokens + usage.completionTokens
             scheduler.lanes[lane].cost += usage.cost
             summary.promptTokens += usage.promptTokens

@@ -32,12 +32,12 @@ struct RunMachine: Sendable {
 
     /// `spent`, `refusedModels` and `proven` are per provider, in the run's order (what the checkpoint says of each).
     init(
-        config: RunConfiguration, spent: [Double], refusedModels: [[String: ModelRefusal]], proven: [Bool],
+        config: RunConfiguration, spent: [Double], refusedModels: [[String: ModelRefusal]], proven: [Bool], remembered: [Int?] = [],
         finishedInput: CheckpointStore.FinishedInput?, crashRecovered: Int, now: UInt64, random: Jitter = Jitter()
     ) {
         self.config = config
         retry = RetryPolicy(baseDelay: config.retry.baseDelay, maxDelay: config.retry.maxDelay)
-        scheduler = Scheduler(config: config, spent: spent, refused: refusedModels, proven: proven, now: now)
+        scheduler = Scheduler(config: config, spent: spent, refused: refusedModels, proven: proven, remembered: remembered, now: now)
         started = now
         self.random = random
         self.finishedInput = finishedInput
@@ -243,6 +243,13 @@ struct RunMachine: Sendable {
         for lane in scheduler.lanes {
             actions.append(.record(.sample(inflight: lane.inflight, window: lane.limiter.limit, paused: lane.health.outage != nil, route: lane.route)))
         }
+    }
+
+    /// The in-flight level each provider's key was found to allow, to start the next run there (by route).
+    var learntCeilings: [Int: Int] {
+        var out: [Int: Int] = [:]
+        for lane in scheduler.lanes where lane.limiter.throttled && lane.limiter.ceiling < Int.max { out[lane.route] = lane.limiter.ceiling }
+        return out
     }
 
     // MARK: progress

@@ -92,7 +92,7 @@ struct PreparedRun: Sendable {
         }
         machine = RunMachine(
             config: config, spent: opened.endpoints.map { opened.spentByEndpoint[$0.id] ?? 0 } + [max(0, opened.spent - opened.spentByEndpoint.values.reduce(0, +))],
-            refusedModels: opened.refusedModels, proven: opened.endpoints.map(\.proven),
+            refusedModels: opened.refusedModels, proven: opened.endpoints.map(\.proven), remembered: opened.ceilings,
             finishedInput: opened.finishedInput, crashRecovered: opened.crashRecovered, now: DispatchTime.now().uptimeNanoseconds)
     }
 }

@@ -177,7 +177,8 @@ final class RunDriver: Sendable {
         let input = machine.inputDone && machine.finishedInput == nil && opened.config.shape.shard == nil
             ? (OutputFiles.absolute(opened.config.files.input), machine.summary.inputLines) : nil
         let ending = queue.sync {
-            writer.endRun(log: log, fingerprint: complete ? opened.fingerprint : nil, known: opened.finishedInput, input: input)
+            writer.endRun(
+                log: log, fingerprint: complete ? opened.fingerprint : nil, known: opened.finishedInput, input: input, ceilings: machine.learntCeilings)
         }
         let summary = machine.conclude(ending, unread: unread, now: Self.now())
         queue.sync { writer.close(exitCode: summary.exit.rawValue, summary: summary.json) }

@@ -33,10 +33,13 @@ struct Lane: Sendable {
     var tokens = 0
     var cost = 0.0
 
-    init(route: Int, settings: RouteSettings, adaptive: Bool, warmup: Bool, spent: Double, refusedModels: [String: ModelRefusal], proven: Bool, now: UInt64) {
+    init(
+        route: Int, settings: RouteSettings, adaptive: Bool, warmup: Bool, spent: Double, refusedModels: [String: ModelRefusal], proven: Bool,
+        remembered: Int?, now: UInt64
+    ) {
         self.route = route
         self.settings = settings
-        limiter = AdaptiveLimit(maximum: settings.concurrency, adaptive: adaptive)
+        limiter = AdaptiveLimit(maximum: settings.concurrency, adaptive: adaptive, remembered: remembered)
         budget = Budget(cap: settings.maxCost, spent: spent)
         requestBucket = settings.requestsPerMinute.map { TokenBucket(perMinute: $0, now: now) }
         tokenBucket = settings.tokensPerMinute.map { TokenBucket(perMinute: $0, now: now) }

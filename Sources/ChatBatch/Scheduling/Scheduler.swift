@@ -27,6 +27,8 @@ struct ScheduledJob: Sendable {
     /// Requests in flight (itself included) and the in-flight limit when it was sent.
     var sentInflight = 0
     var sentWindow = 0
+    /// Requests in flight at its provider (itself included) when it was sent: a 429 says the key allows fewer.
+    var sentLaneInflight = 0
 
     init(request: PreparedRequest) { self.request = request }
 }
@@ -76,13 +78,14 @@ struct Scheduler: Sendable {
     private(set) var heldCount = 0
 
     /// `spent` is each lane's spend so far, and `refused` the models each refused, both by route.
-    init(config: RunConfiguration, spent: [Double], refused: [[String: ModelRefusal]], proven: [Bool], now: UInt64) {
+    /// `remembered` is the in-flight level each provider's key was found to allow in an earlier run (nil: unknown).
+    init(config: RunConfiguration, spent: [Double], refused: [[String: ModelRefusal]], proven: [Bool], remembered: [Int?] = [], now: UInt64) {
         self.config = config
         budget = Budget(cap: config.limits.maxCost, spent: spent.reduce(0, +))
         lanes = config.routes.enumerated().map { i, route in
             Lane(route: i, settings: route, adaptive: config.limits.adaptive, warmup: config.limits.warmup,
                  spent: i < spent.count ? spent[i] : 0, refusedModels: i < refused.count ? refused[i] : [:],
-                 proven: i < proven.count ? proven[i] : false, now: now)
+                 proven: i < proven.count ? proven[i] : false, remembered: i < remembered.count ? remembered[i] : nil, now: now)
         }
     }
 
@@ -234,6 +237,7 @@ struct Scheduler: Sendable {
         job.attempt += 1
         lanes[r].inflight += 1
         lanes[r].sent += 1
+        job.sentLaneInflight = lanes[r].inflight
         job.sentInflight = inflight
         job.sentWindow = limit
         return .send(job)
@@ -273,11 +277,11 @@ struct Scheduler: Sendable {
 
     /// A 2xx answer: the money is spent, the window may grow, the warm-up (or an outage's probing) is over, the
     /// token estimate learns.
-    mutating func succeeded(_ job: ScheduledJob, promptTokens: Int, completionTokens: Int, cost: Double) {
+    mutating func succeeded(_ job: ScheduledJob, promptTokens: Int, completionTokens: Int, cost: Double, now: UInt64) {
         let r = job.route
         budget.spent += cost
         lanes[r].budget.spent += cost
-        lanes[r].limiter.succeeded()
+        lanes[r].limiter.succeeded(now: now, inflight: job.sentLaneInflight)
         lanes[r].warmedUp = true
         if promptTokens + completionTokens > 0 {
             lanes[r].tokenBucket?.adjust(job.estimate - Double(promptTokens + completionTokens))
@@ -296,7 +300,7 @@ struct Scheduler: Sendable {
     /// A 429 for `job`: its lane's window shrinks.
     mutating func rateLimited(_ job: ScheduledJob) {
         lanes[job.route].rateLimits += 1
-        lanes[job.route].limiter.rateLimited(sentEpoch: job.sentEpoch)
+        lanes[job.route].limiter.rateLimited(sentEpoch: job.sentEpoch, inflight: job.sentLaneInflight)
     }
 
     /// A lane takes no more lines; returns the lines held at it, back to the queue for the others.

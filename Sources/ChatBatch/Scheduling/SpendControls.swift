@@ -40,53 +40,6 @@ struct TokenBucket {
     mutating func adjust(_ amount: Double) { level = min(capacity, level + amount) }
 }
 
-/// The in-flight limit: doubling per round trip up to a ceiling, halving on 429, and back up fast.
-///
-/// After the warm-up it starts at `min(8, maximum)` and grows by one per success (doubling each round trip).
-/// A 429 halves it (at most once per round: a 429 for a request sent before the last cut does not cut again)
-/// and sets the ceiling one below the level where it came. Below the ceiling the limit grows back by one per
-/// success again, so one throttled request costs a halving and a few round trips, not the rest of the run.
-/// Every 429 pauses the whole run (Retry-After is per key), so growing past the ceiling costs a pause each
-/// time: the ceiling is raised by one only after `probeEvery` successes at it. A key that really is at its
-/// limit keeps answering 429 at the ceiling's level, which keeps the ceiling there.
-struct AdaptiveLimit: Sendable {
-    let maximum: Int
-    let adaptive: Bool
-    private(set) var limit: Int
-    private(set) var lowest: Int
-    private var ceiling = Int.max
-    private var atCeiling = 0
-    let probeEvery = 200
-    private(set) var epoch = 0
-
-    init(maximum: Int, adaptive: Bool) {
-        self.maximum = maximum
-        self.adaptive = adaptive
-        limit = adaptive ? min(8, maximum) : maximum
-        lowest = limit
-    }
-
-    mutating func succeeded() {
-        guard adaptive, limit < maximum else { return }
-        if limit >= ceiling {
-            atCeiling += 1
-            if atCeiling >= probeEvery { ceiling += 1; atCeiling = 0 }
-            return
-        }
-        limit += 1
-    }
-
-    /// A 429 for a request sent in `sentEpoch`.
-    mutating func rateLimited(sentEpoch: Int) {
-        guard adaptive, sentEpoch == epoch else { return }
-        ceiling = max(1, limit - 1)
-        atCeiling = 0
-        limit = max(1, limit / 2)
-        lowest = min(lowest, limit)
-        epoch += 1
-    }
-}
-
 /// What a run may still spend: the cap, what is spent, and the worst case of what is in flight.
 struct Budget {
     let cap: Double?

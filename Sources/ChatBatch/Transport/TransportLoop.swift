@@ -33,6 +33,10 @@ final class TransportLoop {
     var spare: [UnsafeMutableRawPointer] = []
     /// When libcurl next wants `CURL_SOCKET_TIMEOUT`, in uptime nanoseconds; nil when it wants none.
     var timerDeadline: UInt64? = nil
+    /// What the server speaks, learnt from answers: over HTTP/2 (and nothing else) connections per host are capped,
+    /// so that after a GOAWAY the waiting transfers share a few new connections instead of opening one each.
+    var sawHTTP1 = false
+    var cappedForHTTP2 = false
 
     init(shared: CurlTransport.Shared, maxConnections: Int, eventLoop: TransportEventLoop) {
         self.shared = shared
@@ -176,6 +180,19 @@ final class TransportLoop {
                      firstByteSeconds: 0, totalSeconds: 0)
     }
 
+    /// HTTP/2 answers only: at most 8 connections per host (multiplexed); any HTTP/1.1 answer lifts the cap again.
+    func learnProtocol(_ version: Int) {
+        if version == Int(CURL_HTTP_VERSION_1_1) || version == Int(CURL_HTTP_VERSION_1_0) {
+            if !sawHTTP1 {
+                sawHTTP1 = true
+                cb_curl_multi_setopt_long(multi, CURLMOPT_MAX_HOST_CONNECTIONS, 0)
+            }
+        } else if version == Int(CURL_HTTP_VERSION_2_0) && !sawHTTP1 && !cappedForHTTP2 {
+            cappedForHTTP2 = true
+            cb_curl_multi_setopt_long(multi, CURLMOPT_MAX_HOST_CONNECTIONS, 8)
+        }
+    }
+
     func recycle(_ easy: UnsafeMutableRawPointer) {
         curl_easy_reset(easy)
         spare.append(easy)
@@ -231,6 +248,9 @@ final class TransportLoop {
         cb_curl_easy_getinfo_long(easy, CURLINFO_REQUEST_SIZE, &requestSize)
         cb_curl_easy_getinfo_off(easy, CURLINFO_STARTTRANSFER_TIME_T, &firstByte)
         cb_curl_easy_getinfo_off(easy, CURLINFO_TOTAL_TIME_T, &total)
+        var version = 0
+        cb_curl_easy_getinfo_long(easy, CURLINFO_HTTP_VERSION, &version)
+        learnProtocol(version)
         var failure: TransportFailure? = nil
         if code != CURLE_OK {
             let detail = String(cString: transfer.errorBuffer)
