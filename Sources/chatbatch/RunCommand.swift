@@ -92,6 +92,9 @@ struct JobOptions: ParsableArguments {
     @Option(help: "Mustache template that turns record lines into the user message.") var template: String?
     @Option(help: "Record field holding the id (with --template).") var idField: String?
     @Option(help: "Write the run summary as JSON to this file.") var summaryJSON: String?
+    @Option(help: "Write Prometheus metrics (text format, for node_exporter's textfile collector) to this file, replaced atomically.")
+    var metricsFile: String?
+    @Option(help: "Seconds between rewrites of --metrics-file (default 10; it is also written at the end).") var metricsInterval: Double?
     @Option(help: "What {date} in the job file's paths becomes (default: today, YYYY-MM-DD).") var date: String?
     @Option(help: "Take only shard i of n (0-based): lines whose custom_id's FNV-1a 64 hash mod n is i.") var shard: String?
     @Option(help: "Stop sending before the total spent on this checkpoint could pass this many USD.") var maxCost: Double?
@@ -181,6 +184,8 @@ struct JobOptions: ParsableArguments {
         flags.template = template
         flags.idField = idField
         flags.summaryJSON = summaryJSON
+        flags.metricsFile = metricsFile
+        flags.metricsInterval = metricsInterval
         flags.shard = try shard.map { try Shard(parsing: $0) }
         if strict { flags.strict = true }
         if force { flags.force = true }

@@ -73,11 +73,11 @@ struct FirstHourTests {
             """
         try yaml.write(toFile: scratch.file("nightly.yaml"), atomically: true, encoding: .utf8)
         let prefix = scratch.file("prefix")
-        func cron() throws -> (Int32, String) {
+        func cron(_ extra: [String] = []) throws -> (Int32, String) {
             try runToEnd("/usr/bin/env", [
                 "-i", "PATH=/usr/bin:/bin", "HOME=\(scratch.path)", "PREFIX=\(prefix)", "NIGHTLY_KEY=sk-fake", "JOB=\(scratch.file("nightly.yaml"))",
-                "DATE=2026-11-30", "LOCK=\(scratch.file("nightly.lock"))", Self.repository.appendingPathComponent("scripts/nightly").path,
-            ])
+                "DATE=2026-11-30", "LOCK=\(scratch.file("nightly.lock"))",
+            ] + extra + [Self.repository.appendingPathComponent("scripts/nightly").path])
         }
         // Nothing installed: one line that says what to do, and no build.
         let (missing, said) = try cron()
@@ -85,9 +85,13 @@ struct FirstHourTests {
         // Installed under PREFIX (as scripts/install does): the run goes through.
         try FileManager.default.createDirectory(atPath: prefix + "/bin", withIntermediateDirectories: true)
         try FileManager.default.copyItem(atPath: chatbatchBinary(), toPath: prefix + "/bin/chatbatch")
-        let (code, text) = try cron()
+        let (code, text) = try cron(["METRICS_DIR=\(scratch.file("textfile"))"])
         #expect(code == 0, "\(text)")
         #expect(scratch.lines("out/2026-11-30/results.jsonl").count == 5)
+        // METRICS_DIR: the file node_exporter's textfile collector reads, named after the job.
+        let metrics = try String(contentsOfFile: scratch.file("textfile/nightly.prom"), encoding: .utf8)
+        #expect(metrics.contains(#"chatbatch_prompts{chatbatch_job="nightly",state="answered"} 5"#), "\(metrics)")
+        #expect(metrics.contains("chatbatch_last_exit_code{chatbatch_job=\"nightly\"} 0"), "\(metrics)")
     }
 
     @Test func aTemplateNamingAMissingFieldOrARecordWithoutItsIdIsAnInvalidLineNotAnEmptyPrompt() throws {

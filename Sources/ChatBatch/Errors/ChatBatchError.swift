@@ -73,6 +73,7 @@ public struct ChatBatchError: Error, Sendable, CustomStringConvertible {
         case badChoice = "bad_choice"
         case notJSONL = "not_jsonl"
         case unwritableSummary = "unwritable_summary"
+        case unwritableMetrics = "unwritable_metrics"
         case plainHTTP = "plain_http"
         case outputClash = "output_clash"
         case notOurFile = "not_our_file"

@@ -33,6 +33,8 @@ public enum JobFile {
         ("strict", { r, s throws(ChatBatchError) in s.strict = try r.flag("strict") }),
         ("stream", { r, s throws(ChatBatchError) in s.stream = try r.flag("stream") }),
         ("summary_json", { r, s throws(ChatBatchError) in s.summaryJSON = try r.path("summary_json") }),
+        ("metrics_file", { r, s throws(ChatBatchError) in s.metricsFile = try r.path("metrics_file") }),
+        ("metrics_interval", { r, s throws(ChatBatchError) in s.metricsInterval = try r.number("metrics_interval") }),
         ("retry_invalid", { r, s throws(ChatBatchError) in s.retryInvalid = try r.integer("retry_invalid") }),
         ("drop_reasoning", { r, s throws(ChatBatchError) in s.dropReasoning = try r.flag("drop_reasoning") }),
         ("max_cost", { r, s throws(ChatBatchError) in s.maxCost = try r.number("max_cost") }),
@@ -89,7 +91,9 @@ public enum JobFile {
             throw ChatBatchError(.badJob, "\(path): a job file is a YAML mapping of settings")
         }
         let folder = (path as NSString).deletingLastPathComponent
-        return try settings(from: fields, relativeTo: folder.isEmpty ? "." : folder, source: path, date: date ?? today())
+        var settings = try settings(from: fields, relativeTo: folder.isEmpty ? "." : folder, source: path, date: date ?? today())
+        settings.jobName = JobSettings.stem(of: path)
+        return settings
     }
 
     static func settings(from fields: JSONObject, relativeTo folder: String, source: String, date: String) throws(ChatBatchError) -> JobSettings {

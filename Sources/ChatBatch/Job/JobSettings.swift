@@ -35,6 +35,11 @@ public struct JobSettings: Sendable {
     public var retryFailed: Bool?
     public var stream: Bool?
     public var summaryJSON: String?
+    /// A Prometheus text file (node_exporter's textfile collector) rewritten every `metricsInterval` seconds and at the end.
+    public var metricsFile: String?
+    public var metricsInterval: Double?
+    /// What the metrics call the job (`job` label): the job file's name, else the input's.
+    public var jobName: String?
     /// Stop sending before the total spent on this checkpoint could pass this many US dollars.
     public var maxCost: Double?
     public var requestsPerMinute: Double?
@@ -89,7 +94,7 @@ public struct JobSettings: Sendable {
         f(\.limits), f(\.strict), f(\.force), f(\.retryFailed), f(\.stream), f(\.summaryJSON), f(\.maxCost), f(\.requestsPerMinute),
         f(\.tokensPerMinute), f(\.adaptiveConcurrency), f(\.warmup), f(\.retryInvalid), f(\.dropReasoning), f(\.cache), f(\.cacheMode),
         f(\.caCert), f(\.proxy), f(\.shard), f(\.allowHTTP), f(\.overwrite), f(\.maxWait), f(\.outageBudget), f(\.otherEndpointAnswers),
-        f(\.fakeGateway), f(\.name), f(\.providers), f(\.route),
+        f(\.fakeGateway), f(\.name), f(\.providers), f(\.route), f(\.metricsFile), f(\.metricsInterval), f(\.jobName),
     ] }
 
     private static func f<T>(_ path: WritableKeyPath<JobSettings, T?>) -> (inout JobSettings, JobSettings) -> Void {
@@ -108,7 +113,7 @@ public struct JobSettings: Sendable {
         let maxAttempts = self.maxAttempts ?? 6
         guard maxAttempts >= 1 else { throw ChatBatchError(.badMaxAttempts, "max_attempts must be at least 1") }
         if let c = maxCost, c < 0 { throw ChatBatchError(.badMaxCost, "max_cost must not be negative") }
-        for (name, v) in [("max_wait", maxWait), ("outage_budget", outageBudget)] {
+        for (name, v) in [("max_wait", maxWait), ("outage_budget", outageBudget), ("metrics_interval", metricsInterval)] {
             if let v, !(v > 0) { throw ChatBatchError(.badTimeout, "\(name) must be more than 0 seconds") }
         }
         if template?.isEmpty == true {
@@ -124,7 +129,8 @@ public struct JobSettings: Sendable {
         return RunConfiguration(
             files: FileSettings(
                 input: input, output: output, errors: errors ?? Self.defaultErrors(for: output), checkpoint: checkpoint ?? output + ".checkpoint",
-                format: format ?? .batch, summaryJSON: summaryJSON, dropReasoning: dropReasoning ?? false, overwrite: overwrite ?? false),
+                format: format ?? .batch, summaryJSON: summaryJSON, dropReasoning: dropReasoning ?? false, overwrite: overwrite ?? false,
+                metricsFile: metricsFile, metricsInterval: metricsInterval ?? 10, jobName: jobName ?? Self.stem(of: input)),
             routes: routes, routing: route ?? .fill,
             retry: RetrySettings(
                 maxAttempts: maxAttempts, baseDelay: retryBaseDelay ?? 0.5, maxDelay: retryMaxDelay ?? 60, retryInvalid: max(0, retryInvalid ?? 0),
@@ -186,6 +192,13 @@ public struct JobSettings: Sendable {
     static func defaultOutput(for input: String) -> String {
         let base = input.hasSuffix(".jsonl") ? String(input.dropLast(6)) : input
         return base + ".results.jsonl"
+    }
+
+    /// `jobs/nightly.yaml` → `nightly`: a file's name without folder or extension.
+    static func stem(of path: String) -> String {
+        let name = (path as NSString).lastPathComponent
+        let dot = name.lastIndex(of: ".").map { name[..<$0] } ?? Substring(name)
+        return dot.isEmpty ? name : String(dot)
     }
 
     /// `results.jsonl` → `results.errors.jsonl`.

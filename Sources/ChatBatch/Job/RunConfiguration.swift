@@ -56,6 +56,11 @@ public struct FileSettings: Sendable {
     public var dropReasoning: Bool
     /// Replace existing output files this checkpoint did not write.
     public var overwrite: Bool
+    /// The Prometheus text file, and how often it is rewritten (seconds).
+    public var metricsFile: String?
+    public var metricsInterval: Double
+    /// The `job` label of the metrics: the job file's name, else the input's, without extension.
+    public var jobName: String
 }
 
 /// Where requests go and how: the provider, the URL, the key's source, headers, timeouts, trust and proxy.

@@ -10,6 +10,10 @@ extension RunMachine {
         let route = config.routes[lane]
         scheduler.returned(job)
         let r = job.request
+        if response.failure?.kind != .withheld && response.failure?.kind != .cancelled {
+            if response.status > 0 { scheduler.lanes[lane].statusCounts[response.status, default: 0] += 1 } else { scheduler.lanes[lane].noAnswer += 1 }
+            scheduler.lanes[lane].latency.add(seconds: response.totalSeconds)
+        }
         if response.status > 0 {
             summary.statusCounts[response.status, default: 0] += 1
             if let ended = scheduler.lanes[lane].health.answered() {
@@ -35,6 +39,8 @@ extension RunMachine {
             }
             scheduler.succeeded(job, promptTokens: usage.promptTokens, completionTokens: usage.completionTokens, cost: usage.cost, now: now.uptime)
             scheduler.lanes[lane].tokens += usage.promptTokens + usage.completionTokens
+            scheduler.lanes[lane].promptTokens += usage.promptTokens
+            scheduler.lanes[lane].completionTokens += usage.completionTokens
             scheduler.lanes[lane].cost += usage.cost
             summary.promptTokens += usage.promptTokens
             summary.completionTokens += usage.completionTokens

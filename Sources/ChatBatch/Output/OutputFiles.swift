@@ -33,8 +33,8 @@ final class OutputFiles: OutputSink {
 
     deinit { for f in files where f.fd >= 0 { close(f.fd) } }
 
-    static func openForWriting(_ path: String, truncate: Bool) throws(ChatBatchError) -> Int32 {
-        let fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | (truncate ? O_TRUNC : 0), 0o600)
+    static func openForWriting(_ path: String, truncate: Bool, mode: mode_t = 0o600) throws(ChatBatchError) -> Int32 {
+        let fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | (truncate ? O_TRUNC : 0), mode)
         guard fd >= 0 else {
             throw ChatBatchError(.unwritable, "cannot open \(path) for writing: \(String(cString: strerror(errno)))")
         }
@@ -140,7 +140,8 @@ final class OutputFiles: OutputSink {
 
     /// Writes `bytes` as the whole of `path`: into a temporary file renamed over it, so a reader never sees half
     /// of it (a device or a pipe is written in place, never renamed over).
-    static func replace(_ path: String, with bytes: [UInt8]) throws(ChatBatchError) {
+    /// `mode` is the new file's (0600 unless it is meant for other readers, as the metrics file is for node_exporter).
+    static func replace(_ path: String, with bytes: [UInt8], mode: mode_t = 0o600) throws(ChatBatchError) {
         guard isRegularOrMissing(path) else {
             let fd = try openForWriting(path, truncate: false)
             defer { close(fd) }
@@ -148,7 +149,7 @@ final class OutputFiles: OutputSink {
             return
         }
         let tmp = temporaryPath(for: path)
-        let fd = try openForWriting(tmp, truncate: true)
+        let fd = try openForWriting(tmp, truncate: true, mode: mode)
         do {
             try writeAll(fd, bytes, path: path)
             close(fd)

@@ -31,6 +31,10 @@ final class RunDriver: Sendable {
     let completions = Mutex<(items: [Answer], scheduled: Bool)>(([], false))
     let finished = DispatchSemaphore(value: 0)
     let result = Mutex<RunSummary?>(nil)
+    /// Where the metrics file is written from (off the run queue); the wall clock when the run started.
+    let metricsQueue = DispatchQueue(label: "chatbatch.metrics")
+    let startTime = Date().timeIntervalSince1970
+    let metricsWarned = Mutex(false)
 
     init(_ opened: PreparedRun, progress: ProgressOptions?, log: @escaping @Sendable (String) -> Void) {
         self.opened = opened
@@ -58,6 +62,16 @@ final class RunDriver: Sendable {
             }
         }
         repeatEvery(1) { [self] in deliver(.tick); return !room.withLock { $0.machine.finished } }
+        if let path = opened.config.files.metricsFile {
+            let job = opened.config.files.jobName
+            let first = room.withLock { $0.machine.metrics(job: job, startTime: startTime) }
+            metricsQueue.async { self.write(first, to: path) }
+            repeatEvery(opened.config.files.metricsInterval) { [self] in
+                let snapshot = room.withLock { r in r.machine.finished ? nil : r.machine.metrics(job: job, startTime: startTime) }
+                if let snapshot { metricsQueue.async { self.write(snapshot, to: path) } }
+                return snapshot != nil
+            }
+        }
         deliver(.start)
         finished.wait()
         return result.withLock { $0! }
@@ -147,6 +161,16 @@ final class RunDriver: Sendable {
         }
     }
 
+    /// Replaces the metrics file (temporary file and rename); a failure is said once and never stops the run.
+    private func write(_ metrics: MetricsSnapshot, to path: String) {
+        do {
+            try OutputFiles.replace(path, with: Array(metrics.text.utf8), mode: 0o644)
+        } catch {
+            let first = metricsWarned.withLock { warned in defer { warned = true }; return !warned }
+            if first { log("chatbatch: warning: cannot write the metrics to \(path) (\(error.message)); the run goes on") }
+        }
+    }
+
     /// Calls `body` every `interval` seconds on the run queue while it returns true.
     private func repeatEvery(_ interval: Double, _ body: @escaping @Sendable () -> Bool) {
         queue.asyncAfter(deadline: .now() + interval) { if body() { self.repeatEvery(interval, body) } }
@@ -182,6 +206,10 @@ final class RunDriver: Sendable {
         }
         let summary = machine.conclude(ending, unread: unread, now: Self.now())
         queue.sync { writer.close(exitCode: summary.exit.rawValue, summary: summary.json) }
+        if let path = opened.config.files.metricsFile {
+            let last = machine.metrics(job: opened.config.files.jobName, startTime: startTime, ended: (summary, Date().timeIntervalSince1970))
+            metricsQueue.sync { write(last, to: path) }
+        }
         if let progress { progress.sink(queue.sync { room.withLock { $0.machine.snapshot(Self.now()) } }, true) }
         result.withLock { $0 = summary }
         finished.signal()

@@ -35,7 +35,8 @@ public enum RunSession {
                     return refused
                 }
             }
-            if let path = config.files.summaryJSON { try checkWritable(path) }
+            if let path = config.files.summaryJSON { try checkWritable(path, holding: "the summary", code: .unwritableSummary) }
+            if let path = config.files.metricsFile { try checkWritable(path, holding: "the metrics", code: .unwritableMetrics) }
             let prepared = try PreparedRun(config: config, keys: keys, log: log)
             let summary = RunDriver(prepared, progress: progress, log: log).run(handleSignals: handleSignals)
             if let path = config.files.summaryJSON {
@@ -67,14 +68,14 @@ public enum RunSession {
         try OutputFiles.replace(path, with: bytes)
     }
 
-    /// Refuses, before anything is sent, a summary path that cannot be written (its folder is created).
-    static func checkWritable(_ path: String) throws(ChatBatchError) {
+    /// Refuses, before anything is sent, a summary or metrics path that cannot be written (its folder is created).
+    static func checkWritable(_ path: String, holding what: String, code: ChatBatchError.Code) throws(ChatBatchError) {
         let folder = (path as NSString).deletingLastPathComponent
         if !folder.isEmpty { try? FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true) }
         let probe = OutputFiles.isRegularOrMissing(path) ? OutputFiles.temporaryPath(for: path) : path
         let fd = open(probe, O_WRONLY | O_CREAT | O_CLOEXEC, 0o600)
         guard fd >= 0 else {
-            throw ChatBatchError(.unwritableSummary, "cannot write the summary to \(path): \(String(cString: strerror(errno))); nothing was sent")
+            throw ChatBatchError(code, "cannot write \(what) to \(path): \(String(cString: strerror(errno))); nothing was sent")
         }
         close(fd)
         if probe != path { unlink(probe) }

@@ -31,7 +31,13 @@ struct Lane: Sendable {
     var done = 0
     var failed = 0
     var tokens = 0
+    var promptTokens = 0
+    var completionTokens = 0
     var cost = 0.0
+    /// Answers by status, transport failures, and how long answers took (for the metrics file).
+    var statusCounts: [Int: Int] = [:]
+    var noAnswer = 0
+    var latency = LatencyHistogram()
 
     init(
         route: Int, settings: RouteSettings, adaptive: Bool, warmup: Bool, spent: Double, refusedModels: [String: ModelRefusal], proven: Bool,

@@ -1,0 +1,85 @@
+import ChatBatchCore
+
+/// What the metrics file says about a run at one moment: taken from the run's machine, written by the executor.
+public struct MetricsSnapshot: Sendable {
+    /// One provider's figures.
+    public struct Provider: Sendable {
+        public var name: String
+        public var statusCounts: [Int: Int] = [:]
+        public var noAnswer = 0
+        public var promptTokens = 0
+        public var completionTokens = 0
+        public var cost = 0.0
+        public var inflight = 0
+        public var limit = 0
+        public var pauses = 0
+        public var latency = LatencyHistogram()
+    }
+
+    /// The label naming the job. Not `job`: Prometheus sets `job` itself on every scrape (node_exporter's), and
+    /// would rename ours to `exported_job`.
+    public static let jobLabel = "chatbatch_job"
+
+    public var job: String
+    public var prompts: [(state: String, count: Int)] = []
+    /// Input lines read so far (all of them once the input has been read through).
+    public var linesRead = 0
+    public var providers: [Provider] = []
+    public var possiblyBilledTwice = 0
+    public var cacheHits = 0
+    public var startTime = 0.0
+    /// Set once the run has ended.
+    public var endTime: Double? = nil
+    public var exitCode: Int32? = nil
+
+    /// The Prometheus text exposition format (what node_exporter's textfile collector reads).
+    public var text: String {
+        var out: [String] = []
+        func family(_ name: String, _ type: String, _ help: String, _ samples: [(labels: [(String, String)], value: String)]) {
+            out.append("# HELP \(name) \(help)")
+            out.append("# TYPE \(name) \(type)")
+            for s in samples {
+                let labels = s.labels.map { "\($0.0)=\"\(Self.escape($0.1))\"" }.joined(separator: ",")
+                out.append("\(name){\(labels)} \(s.value)")
+            }
+        }
+        let j = (Self.jobLabel, job)
+        func n(_ v: Double) -> String { v.isFinite ? (v == v.rounded() && abs(v) < 1e15 ? String(Int(v)) : String(format: "%.10g", v)) : "NaN" }
+        family("chatbatch_build_info", "gauge", "The chatbatch version that wrote this file.", [([j, ("version", ChatBatchVersion.current)], "1")])
+        family("chatbatch_prompts", "gauge", "Prompts of the run by state.", prompts.map { ([j, ("state", $0.state)], String($0.count)) })
+        family("chatbatch_input_lines_read", "gauge", "Input lines read so far (the whole file once read through).", [([j], String(linesRead))])
+        family("chatbatch_requests_total", "counter", "Requests answered, by provider and HTTP status (0: no answer).", providers.flatMap { p in
+            p.statusCounts.keys.sorted().map { ([j, ("provider", p.name), ("code", String($0))], String(p.statusCounts[$0]!)) }
+                + [([j, ("provider", p.name), ("code", "0")], String(p.noAnswer))]
+        })
+        family("chatbatch_tokens_total", "counter", "Tokens billed, by provider and kind.", providers.flatMap { p in
+            [([j, ("provider", p.name), ("kind", "prompt")], String(p.promptTokens)), ([j, ("provider", p.name), ("kind", "completion")], String(p.completionTokens))]
+        })
+        family("chatbatch_cost_usd_total", "counter", "US dollars spent at the provider's prices.", providers.map { ([j, ("provider", $0.name)], n($0.cost)) })
+        family("chatbatch_requests_in_flight", "gauge", "Requests in flight now.", providers.map { ([j, ("provider", $0.name)], String($0.inflight)) })
+        family("chatbatch_inflight_limit", "gauge", "The current in-flight limit (adaptive).", providers.map { ([j, ("provider", $0.name)], String($0.limit)) })
+        family("chatbatch_rate_limit_pauses_total", "counter", "429 answers (each pauses the provider's key).", providers.map { ([j, ("provider", $0.name)], String($0.pauses)) })
+        family("chatbatch_possibly_billed_twice_total", "counter", "Sends that may have been billed twice (a reset, a cut stream, a crash resend).", [([j], String(possiblyBilledTwice))])
+        family("chatbatch_cache_hits_total", "counter", "Lines answered from the response cache.", [([j], String(cacheHits))])
+        out.append("# HELP chatbatch_request_duration_seconds Time from sending a request to its whole answer.")
+        out.append("# TYPE chatbatch_request_duration_seconds histogram")
+        for p in providers {
+            var cumulative = 0
+            for (i, bound) in (LatencyHistogram.bounds.map { n($0) } + ["+Inf"]).enumerated() {
+                cumulative += p.latency.counts[i]
+                out.append("chatbatch_request_duration_seconds_bucket{\(Self.jobLabel)=\"\(Self.escape(job))\",provider=\"\(Self.escape(p.name))\",le=\"\(bound)\"} \(cumulative)")
+            }
+            out.append("chatbatch_request_duration_seconds_sum{\(Self.jobLabel)=\"\(Self.escape(job))\",provider=\"\(Self.escape(p.name))\"} \(n(p.latency.sum))")
+            out.append("chatbatch_request_duration_seconds_count{\(Self.jobLabel)=\"\(Self.escape(job))\",provider=\"\(Self.escape(p.name))\"} \(p.latency.count)")
+        }
+        family("chatbatch_run_start_time_seconds", "gauge", "When the run started (Unix time).", [([j], n(startTime))])
+        family("chatbatch_run_end_time_seconds", "gauge", "When the run ended (Unix time; 0 while it runs).", [([j], n(endTime ?? 0))])
+        family("chatbatch_running", "gauge", "1 while the run goes on, 0 once it ended.", [([j], endTime == nil ? "1" : "0")])
+        if let exitCode { family("chatbatch_last_exit_code", "gauge", "The exit code the run ended with.", [([j], String(exitCode))]) }
+        return out.joined(separator: "\n") + "\n"
+    }
+
+    static func escape(_ s: String) -> String {
+        s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"").replacingOccurrences(of: "\n", with: "\\n")
+    }
+}
