@@ -6,7 +6,7 @@ import Testing
 @Suite("Architecture: one-way folders, exit codes written once")
 struct ArchitectureTests {
     /// `Sources/ChatBatch`'s folders, upstream first: each may use only names declared in itself or above it.
-    static let layers = ["Errors", "SQLite", "Providers", "Job", "Input", "Transport", "Answers", "Scheduling", "Checkpoint", "Cache", "Feed", "Output", "Machine", "Run"]
+    static let layers = ["Errors", "SQLite", "Providers", "Job", "Input", "Transport", "Answers", "Scheduling", "Checkpoint", "Cache", "Feed", "Output", "Report", "Machine", "Run"]
 
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 

@@ -27,6 +27,8 @@ struct RunMachine: Sendable {
     /// Line count of the input, for progress.
     var progressTotal: Int? = nil
     private var recentAttempts: [(UInt64, Int)] = []
+    /// The windows last sampled, by route.
+    private var sampledWindows: [Int] = []
     /// Actions of the event being handled.
     var actions: [RunAction] = []
 
@@ -132,6 +134,7 @@ struct RunMachine: Sendable {
     mutating func pump(_ now: Moment) {
         defer { checkFinished(now) }
         guard stop == nil else { return }
+        sample(onlyChanged: true)
         decide: while true {
             switch scheduler.next(now: now.uptime) {
             case .send(let job):
@@ -238,9 +241,12 @@ struct RunMachine: Sendable {
         actions.append(.record(.requeue(customID: record.customID, line: record.line, bodyHash: record.bodyHash, model: record.model, attempt: attempt, note: note)))
     }
 
-    /// Each provider's state, sampled into the checkpoint's timeline (the report draws it).
-    mutating func sample() {
-        for lane in scheduler.lanes {
+    /// Each provider's state, sampled into the checkpoint's timeline (the report draws it): every second, and when
+    /// a window changes.
+    mutating func sample(onlyChanged: Bool = false) {
+        if sampledWindows.count != scheduler.lanes.count { sampledWindows = Array(repeating: -1, count: scheduler.lanes.count) }
+        for lane in scheduler.lanes where !onlyChanged || sampledWindows[lane.route] != lane.limiter.limit {
+            sampledWindows[lane.route] = lane.limiter.limit
             actions.append(.record(.sample(inflight: lane.inflight, window: lane.limiter.limit, paused: lane.health.outage != nil, route: lane.route)))
         }
     }

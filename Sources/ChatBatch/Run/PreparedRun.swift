@@ -22,6 +22,17 @@ struct PreparedRun: Sendable {
     let fingerprint: String?
     let finishedInput: CheckpointStore.FinishedInput?
 
+    /// What the report shows of a run's settings (never a key).
+    static func settings(_ config: RunConfiguration) -> JSON {
+        [
+            "input": .string(config.files.input), "output": .string(config.files.output), "format": .string(config.files.format.rawValue),
+            "model": config.shape.model.map(JSON.string) ?? .null, "stream": .bool(config.shape.stream),
+            "max_cost": config.limits.maxCost.map(JSON.double) ?? .null, "adaptive": .bool(config.limits.adaptive), "warmup": .bool(config.limits.warmup),
+            "max_attempts": .int(config.retry.maxAttempts), "route": .string(config.routing.rawValue),
+            "providers": .array(config.routes.map { ["name": .string($0.name), "url": .string($0.endpoint.fake ? "fake gateway" : $0.endpoint.url), "concurrency": .int($0.concurrency)] }),
+        ]
+    }
+
     /// `keys` holds each provider's key (nil: none), in the run's order.
     init(config: RunConfiguration, keys: [String?], log: @escaping @Sendable (String) -> Void) throws {
         self.config = config
@@ -61,6 +72,7 @@ struct PreparedRun: Sendable {
             log: log)
         self.fingerprint = fingerprint
         finishedInput = opened.finishedInput
+        try? store.setMeta("run.\(opened.runID).settings", Self.settings(config).serialized())
         writer = CheckpointWriter(store: store, sink: outputs, runID: opened.runID, endpointIDs: opened.endpoints.map(\.id))
         // A fresh checkpoint holds nothing to look up: the feed then skips the per-line lookups.
         let reader = opened.isEmpty || opened.finishedInput != nil ? nil : try CheckpointReader(path: files.checkpoint)
