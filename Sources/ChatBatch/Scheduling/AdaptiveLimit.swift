@@ -1,14 +1,17 @@
 /// A provider's in-flight limit: it finds the level the key allows and stays there, paying little to look higher.
 ///
 /// After the warm-up it starts at `min(8, maximum)` (or at the level a run before learnt, `remembered`) and, until
-/// the key has answered a 429, grows by four per success (about ×5 per round trip: 8 to 128 in two). A 429 says how many were in flight
-/// when it was sent: the key allows fewer than that, so the limit goes to one below that level (the ceiling) rather
-/// than halving, and later 429s of the same round only lower it to where they came. A 429 for a request sent at or
-/// again and again with no quiet spell between is not about concurrency (a token rate): from the third, the limit
-/// shrinks to three quarters. Below the ceiling it grows by one per success. At the ceiling it looks one higher only after
-/// `probeAfter` seconds there; a look answered 429 confirms the ceiling without shrinking anything and doubles the
-/// wait before the next (30 s, 60 s, 120 s …), so a key at a stable limit costs one paused round (its Retry-After) in
-/// a minute at first and ever more rarely after, whatever the request rate; a look that succeeds raises the ceiling.
+/// the key has answered a 429, grows by four per success (about ×5 per round trip: 8 to 128 in two). What a 429 means
+/// depends on how many were in flight when its request left:
+/// - more than the key has ever answered at (`proven`): concurrency. The key allows fewer than that, so the limit goes
+///   to one below that level (the ceiling) rather than halving; the round's other 429s only lower it to where they came.
+/// - at most that: not concurrency (a token rate, or a 429 that comes now and then whatever the load). The limit steps
+///   down one per such 429 of the round, never below half of what the round had, and the ceiling stays there: a token
+///   rate that empties its bucket answers most of a round 429 and halves the limit, a stray 429 costs one step.
+/// Below the ceiling it grows by one per success. At the ceiling it looks one higher only after `probeAfter` seconds
+/// there; a look answered 429 confirms the ceiling without shrinking anything and doubles the wait before the next
+/// (30 s, 60 s, 120 s …), so a key at a stable limit costs one paused round (its Retry-After) in a minute at first and
+/// ever more rarely after, whatever the request rate; a look that succeeds raises the ceiling.
 struct AdaptiveLimit: Sendable {
     let maximum: Int
     let adaptive: Bool
@@ -24,8 +27,10 @@ struct AdaptiveLimit: Sendable {
     private var probing = false
     /// A 429 has been seen (the fast ramp is over).
     private(set) var throttled = false
-    /// Cuts since the limit last held for a while (a third in a row means a token rate, not concurrency).
-    private var recentCuts = 0
+    /// The most requests in flight at this provider that a request was sent with and answered 2xx.
+    private(set) var proven = 0
+    /// Half the limit the current round of 429s started from: a round's 429s that are not concurrency stop there.
+    private var roundFloor = 1
     /// Bumped by every cut: a 429 for a request sent before the last cut cuts no further than where it was sent.
     private(set) var epoch = 0
 
@@ -44,7 +49,9 @@ struct AdaptiveLimit: Sendable {
 
     /// A success at `now` for a request sent when `inflight` requests (itself included) were out at this provider.
     mutating func succeeded(now: UInt64, inflight: Int = 0) {
-        guard adaptive, limit < maximum || probing else { return }
+        guard adaptive else { return }
+        proven = max(proven, inflight)
+        guard limit < maximum || probing else { return }
         if probing {
             // The look one higher succeeded (a request sent above the ceiling was answered): the key allows it.
             if inflight > ceiling {
@@ -57,7 +64,6 @@ struct AdaptiveLimit: Sendable {
         if limit >= ceiling {
             let since = atCeilingSince ?? now
             atCeilingSince = since
-            if Double(now &- since) / 1e9 >= 5 { recentCuts = 0 }  // it held: the next 429 is news again
             if Double(now &- since) / 1e9 >= probeAfter {
                 atCeilingSince = nil
                 probing = true
@@ -81,22 +87,18 @@ struct AdaptiveLimit: Sendable {
             epoch += 1
             return
         }
-        let level = max(1, inflight - 1)
-        if sentEpoch < epoch {
-            // Sent before the last cut: it lowers the ceiling only to where it came.
-            guard level < ceiling || level < limit else { return }
-            ceiling = min(ceiling, level)
+        let before = limit
+        if inflight > proven {
+            // Concurrency: the key has never answered this many at once; it allows fewer than were in flight.
+            ceiling = min(ceiling, max(1, inflight - 1))
             limit = min(limit, ceiling)
-        } else if recentCuts >= 2 {
-            // 429 after 429 with no quiet spell between: more than concurrency (a token rate): shrink by a quarter.
-            limit = max(1, min(level, limit * 3 / 4))
-            ceiling = limit
         } else {
-            // Concurrency: the key allows fewer than were in flight when this one left.
-            ceiling = min(ceiling, level)
-            limit = min(limit, ceiling)
+            // The key answered this many before: a token rate or a stray 429. One step per 429, to half at most.
+            if sentEpoch == epoch { roundFloor = max(1, limit / 2) }
+            limit = max(roundFloor, min(limit, limit - 1))
+            ceiling = min(ceiling, limit)
         }
-        if sentEpoch == epoch { recentCuts += 1 }
+        guard limit < before || sentEpoch == epoch else { return }
         probing = false
         atCeilingSince = nil
         lowest = min(lowest, limit)
