@@ -153,6 +153,12 @@ final class ResponseCache: @unchecked Sendable {
         }
     }
 
+    /// Runs `body` inside one read transaction, so a batch of lookups takes the file's lock once (outside one,
+    /// every lookup locks, unlocks and checks the write-ahead log on its own: a few syscalls per line).
+    func batch<T>(_ body: () throws -> T) throws -> T {
+        try db.inReadTransaction(body)
+    }
+
     /// The answer stored for `key`, if any.
     func lookup(_ key: String) throws(ChatBatchError) -> CachedAnswer? {
         if lookupStatement == nil {

@@ -94,15 +94,21 @@ final class InputFeed {
 
     /// Reads on until `limit` requests are ready to send or the input ends.
     func next(limit: Int) throws -> FeedBatch {
-        if let checkpoint { return try checkpoint.batch { try read(limit: limit) } }
-        return try read(limit: limit)
+        // One read transaction per batch on each database the batch looks lines up in.
+        let inCache: () throws -> FeedBatch = { [self] in
+            if let cache, config.cache.mode.reads { return try cache.batch { try read(limit: limit) } }
+            return try read(limit: limit)
+        }
+        if let checkpoint { return try checkpoint.batch(inCache) }
+        return try inCache()
     }
 
     private func read(limit: Int) throws -> FeedBatch {
         var batch = FeedBatch()
         batch.messages = startWarnings
         startWarnings = []
-        while batch.requests.count < limit {
+        // Lines the cache answers count too: an input the cache answers whole is not one batch the size of the input.
+        while batch.requests.count + batch.cached.count < limit {
             guard let raw = try reader.next() else {
                 done = true
                 batch.endOfInput = true
