@@ -277,20 +277,5 @@ struct RunMachine: Sendable {
     }
 }
 
-/// A small random number generator the machine owns (backoff jitter), seeded from the system unless a test seeds it.
-struct Jitter: RandomNumberGenerator, Sendable {
-    private var state: UInt64
-
-    init(seed: UInt64? = nil) {
-        var system = SystemRandomNumberGenerator()
-        state = seed ?? system.next()
-    }
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
+/// The machine's backoff jitter: seeded from the system, or by a test (`Jitter(seed:)`).
+typealias Jitter = SplitMix64
