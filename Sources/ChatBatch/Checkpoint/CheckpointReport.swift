@@ -42,9 +42,7 @@ public enum CheckpointReport {
                 [.int(e.id)]).first ?? []
             let latencies = try store.db.query(
                 "SELECT latency_ms FROM attempts WHERE endpoint_id=? AND status IS NOT NULL ORDER BY latency_ms", [.int(e.id)]).compactMap { $0[0].double }
-            func at(_ p: Double) -> JSON {
-                latencies.isEmpty ? .null : .double((latencies[min(latencies.count - 1, max(0, Int((p * Double(latencies.count)).rounded(.up)) - 1))] * 10).rounded() / 10)
-            }
+            func at(_ p: Double) -> JSON { latencies.nearestRank(p).map { .double(($0 * 10).rounded() / 10) } ?? .null }
             rows.append([
                 "name": .string(e.label), "requests": .int(a.first?.int ?? 0), "rate_limited": .int(a.count > 1 ? a[1].int ?? 0 : 0),
                 "done": .int(r.first?.int ?? 0), "failed": .int(r.count > 1 ? r[1].int ?? 0 : 0), "tokens": .int(r.count > 2 ? r[2].int ?? 0 : 0),
@@ -97,11 +95,7 @@ public enum CheckpointReport {
         let store = try CheckpointStore(path: checkpoint, create: false, lock: false)
         let db = store.db
         let latencies = try db.query("SELECT latency_ms FROM attempts WHERE status IS NOT NULL ORDER BY latency_ms").compactMap { $0[0].double }
-        func percentile(_ p: Double) -> JSON {
-            guard !latencies.isEmpty else { return .null }
-            let i = min(latencies.count - 1, Int((p / 100 * Double(latencies.count)).rounded(.up)) - 1)
-            return .double((latencies[max(0, i)] * 10).rounded() / 10)
-        }
+        func percentile(_ p: Double) -> JSON { latencies.nearestRank(p / 100).map { .double(($0 * 10).rounded() / 10) } ?? .null }
         var statuses = JSONObject()
         for row in try db.query("SELECT coalesce(status, 0), count(*) FROM attempts GROUP BY 1 ORDER BY 1") {
             statuses[row[0].int == 0 ? "no_answer" : String(row[0].int ?? 0)] = .int(row[1].int ?? 0)

@@ -240,9 +240,8 @@ final class CheckpointWriter {
                 let sorted = ((try? store.db.query(
                     "SELECT latency_ms FROM attempts WHERE run_id=? AND endpoint_id=? AND status IS NOT NULL ORDER BY latency_ms",
                     [.int(runID), .int(id)])) ?? []).compactMap { $0.first?.double }
-                guard !sorted.isEmpty else { continue }
-                func at(_ p: Double) -> Double { sorted[min(sorted.count - 1, max(0, Int((p * Double(sorted.count)).rounded(.up)) - 1))] }
-                latencies[route] = (at(0.5), at(0.99))
+                guard let p50 = sorted.nearestRank(0.5), let p99 = sorted.nearestRank(0.99) else { continue }
+                latencies[route] = (p50, p99)
             }
         }
         let counts = (try? store.stateCounts()) ?? [:]

@@ -92,7 +92,7 @@ final class InputFeed {
         cache?.close()
     }
 
-    /// Reads on until `limit` requests are ready to send or the input ends.
+    /// Reads on until `limit` lines are ready to send or answered by the cache, or the input ends.
     func next(limit: Int) throws -> FeedBatch {
         // One read transaction per batch on each database the batch looks lines up in.
         let inCache: () throws -> FeedBatch = { [self] in

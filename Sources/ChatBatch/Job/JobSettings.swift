@@ -38,7 +38,7 @@ public struct JobSettings: Sendable {
     /// A Prometheus text file (node_exporter's textfile collector) rewritten every `metricsInterval` seconds and at the end.
     public var metricsFile: String?
     public var metricsInterval: Double?
-    /// What the metrics call the job (`job` label): the job file's name, else the input's.
+    /// What the metrics call the job (the `chatbatch_job` label): the job file's name, else the input's.
     public var jobName: String?
     /// Stop sending before the total spent on this checkpoint could pass this many US dollars.
     public var maxCost: Double?

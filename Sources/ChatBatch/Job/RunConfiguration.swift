@@ -59,7 +59,7 @@ public struct FileSettings: Sendable {
     /// The Prometheus text file, and how often it is rewritten (seconds).
     public var metricsFile: String?
     public var metricsInterval: Double
-    /// The `job` label of the metrics: the job file's name, else the input's, without extension.
+    /// The `chatbatch_job` label of the metrics: the job file's name, else the input's, without extension.
     public var jobName: String
 }
 

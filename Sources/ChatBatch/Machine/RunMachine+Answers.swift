@@ -38,7 +38,6 @@ extension RunMachine {
                 summary.usageEstimated += 1
             }
             scheduler.succeeded(job, promptTokens: usage.promptTokens, completionTokens: usage.completionTokens, cost: usage.cost, now: now.uptime)
-            scheduler.lanes[lane].tokens += usage.promptTokens + usage.completionTokens
             scheduler.lanes[lane].promptTokens += usage.promptTokens
             scheduler.lanes[lane].completionTokens += usage.completionTokens
             scheduler.lanes[lane].cost += usage.cost

@@ -2,7 +2,7 @@ import ChatBatchCore
 
 extension RunMachine {
     /// What the metrics file says: now, or at the end when `ended` holds the concluded summary (its exit code, the
-    /// lines left pending). `job` is the `job` label; `startTime` the wall clock when the run started.
+    /// lines left pending). `job` is the `chatbatch_job` label; `startTime` the wall clock when the run started.
     func metrics(job: String, startTime: Double, ended: (summary: RunSummary, at: Double)? = nil) -> MetricsSnapshot {
         let s = ended?.summary ?? summary
         var m = MetricsSnapshot(job: job)

@@ -35,13 +35,13 @@ public struct MetricsSnapshot: Sendable {
     /// The Prometheus text exposition format (what node_exporter's textfile collector reads).
     public var text: String {
         var out: [String] = []
+        func sample(_ name: String, _ labels: [(String, String)], _ value: String) {
+            out.append("\(name){\(labels.map { "\($0.0)=\"\(Self.escape($0.1))\"" }.joined(separator: ","))} \(value)")
+        }
         func family(_ name: String, _ type: String, _ help: String, _ samples: [(labels: [(String, String)], value: String)]) {
             out.append("# HELP \(name) \(help)")
             out.append("# TYPE \(name) \(type)")
-            for s in samples {
-                let labels = s.labels.map { "\($0.0)=\"\(Self.escape($0.1))\"" }.joined(separator: ",")
-                out.append("\(name){\(labels)} \(s.value)")
-            }
+            for s in samples { sample(name, s.labels, s.value) }
         }
         let j = (Self.jobLabel, job)
         func n(_ v: Double) -> String { v.isFinite ? (v == v.rounded() && abs(v) < 1e15 ? String(Int(v)) : String(format: "%.10g", v)) : "NaN" }
@@ -64,13 +64,14 @@ public struct MetricsSnapshot: Sendable {
         out.append("# HELP chatbatch_request_duration_seconds Time from sending a request to its whole answer.")
         out.append("# TYPE chatbatch_request_duration_seconds histogram")
         for p in providers {
+            let labels = [j, ("provider", p.name)]
             var cumulative = 0
             for (i, bound) in (LatencyHistogram.bounds.map { n($0) } + ["+Inf"]).enumerated() {
                 cumulative += p.latency.counts[i]
-                out.append("chatbatch_request_duration_seconds_bucket{\(Self.jobLabel)=\"\(Self.escape(job))\",provider=\"\(Self.escape(p.name))\",le=\"\(bound)\"} \(cumulative)")
+                sample("chatbatch_request_duration_seconds_bucket", labels + [("le", bound)], String(cumulative))
             }
-            out.append("chatbatch_request_duration_seconds_sum{\(Self.jobLabel)=\"\(Self.escape(job))\",provider=\"\(Self.escape(p.name))\"} \(n(p.latency.sum))")
-            out.append("chatbatch_request_duration_seconds_count{\(Self.jobLabel)=\"\(Self.escape(job))\",provider=\"\(Self.escape(p.name))\"} \(p.latency.count)")
+            sample("chatbatch_request_duration_seconds_sum", labels, n(p.latency.sum))
+            sample("chatbatch_request_duration_seconds_count", labels, String(p.latency.count))
         }
         family("chatbatch_run_start_time_seconds", "gauge", "When the run started (Unix time).", [([j], n(startTime))])
         family("chatbatch_run_end_time_seconds", "gauge", "When the run ended (Unix time; 0 while it runs).", [([j], n(endTime ?? 0))])

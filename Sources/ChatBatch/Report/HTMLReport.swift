@@ -123,7 +123,7 @@ public enum HTMLReport {
     static func histogram(_ title: String, _ sorted: [Double], cls: String) -> String {
         var chart = SVGChart(title: title)
         guard let last = sorted.last else { return chart.svg() }
-        func at(_ p: Double) -> Double { sorted[min(sorted.count - 1, max(0, Int((p * Double(sorted.count)).rounded(.up)) - 1))] }
+        func at(_ p: Double) -> Double { sorted.nearestRank(p) ?? last }
         let hi = SVGChart.nice(max(1, min(last, at(0.99) * 1.25)))
         var bins = [Double](repeating: 0, count: 40)
         for v in sorted { bins[min(39, Int(v / hi * 40))] += 1 }

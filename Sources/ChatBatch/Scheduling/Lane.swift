@@ -30,9 +30,9 @@ struct Lane: Sendable {
     var rateLimits = 0
     var done = 0
     var failed = 0
-    var tokens = 0
     var promptTokens = 0
     var completionTokens = 0
+    var tokens: Int { promptTokens + completionTokens }
     var cost = 0.0
     /// Answers by status, transport failures, and how long answers took (for the metrics file).
     var statusCounts: [Int: Int] = [:]
