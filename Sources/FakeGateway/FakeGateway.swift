@@ -45,7 +45,9 @@ public final class FakeGateway: Sendable {
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            // TCP_NODELAY lives at the TCP level: `.socketOption(.tcp_nodelay)` would set option 1 at the socket level,
+            // which is SO_DEBUG, refused (EACCES) to every user but root, closing each connection it accepts.
+            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)

@@ -8,10 +8,14 @@ public struct FakeGatewayConfiguration: Sendable {
 
     /// Keys that are accepted and scoped to every model.
     public var apiKeys: [String] = ["sk-fake"]
+    /// Accept any key, or none, as a local model server started without a key does (`apiKeys` is then not checked).
+    public var anyKey = false
     /// Keys that are valid but not scoped to the models (answered with 403 permission_error).
     public var unscopedKeys: [String] = []
     /// Models in the catalog; any other model is 404 model_not_found.
     public var models: [String] = ["openai/gpt-oss-120b", "gpt_oss_120b"]
+    /// Answer an unknown model as LiteLLM does (400 "Invalid model name passed in model=…") instead of a 404.
+    public var unknownModelAs400 = false
     /// The TIR project id this gateway serves on its `/project/p-{id}/...` route.
     public var projectID = "1234"
     /// Largest `max_tokens` accepted (the seed's max output).
@@ -85,6 +89,8 @@ public enum ScriptedAction: String, Sendable, CaseIterable {
     case errorIn200 = "error200"
     /// A stream that carries an `error` event, then `[DONE]` (a 200 with an error body when not streamed).
     case errorInStream = "sseerror"
+    /// A stream with one `data:` event cut short (not JSON), going on to its end and `[DONE]`.
+    case brokenEvent = "brokenevent"
     /// A plain chat.completion JSON even when the request asked to stream (a server ignoring `stream`).
     case plainJSON = "plainjson"
     /// A 200 whose body is an HTML page.

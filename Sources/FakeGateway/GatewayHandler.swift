@@ -121,7 +121,7 @@ final class GatewayHandler: ChannelInboundHandler {
         }
         guard request.objectValue != nil else { return fail(.invalid("The request body must be a JSON object.")) }
         guard let model = request["model"]?.stringValue else { return fail(.invalid("'model' is required.")) }
-        guard config.models.contains(model) else { return fail(.modelNotFound(model)) }
+        guard config.models.contains(model) else { return fail(config.unknownModelAs400 ? .invalidModelName(model) : .modelNotFound(model)) }
         if config.unscopedKeys.contains(key) {
             return fail(.forbidden("This key is not scoped to the model '\(model)'. Request scope for it."))
         }
@@ -191,9 +191,11 @@ final class GatewayHandler: ChannelInboundHandler {
     }
 
     func authorizedKey(_ head: HTTPRequestHead) -> String? {
-        guard let auth = head.headers.first(name: "authorization"), auth.hasPrefix("Bearer ") else { return nil }
-        let key = String(auth.dropFirst("Bearer ".count)).trimmingCharacters(in: .whitespaces)
         let config = core.state.config
+        let auth = head.headers.first(name: "authorization")
+        if config.anyKey { return auth.map { String($0.dropFirst("Bearer ".count)) } ?? "" }  // limits are per key given
+        guard let auth, auth.hasPrefix("Bearer ") else { return nil }
+        let key = String(auth.dropFirst("Bearer ".count)).trimmingCharacters(in: .whitespaces)
         return config.apiKeys.contains(key) || config.unscopedKeys.contains(key) ? key : nil
     }
 

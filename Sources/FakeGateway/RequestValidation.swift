@@ -21,6 +21,11 @@ struct GatewayErrorAnswer: Sendable, Equatable {
     static func forbidden(_ message: String) -> Self {
         .init(status: 403, type: "permission_error", code: "model_not_permitted", message: message)
     }
+    /// LiteLLM's answer for a model it does not route: a 400, not a 404.
+    static func invalidModelName(_ model: String) -> Self {
+        .init(status: 400, type: "invalid_request_error", code: "400",
+              message: "/chat/completions: Invalid model name passed in model=\(model). Call `/v1/models` to view available models for your key.")
+    }
     static func modelNotFound(_ model: String) -> Self {
         .init(status: 404, type: "model_not_found", code: "model_not_found",
               message: "The model '\(model)' does not exist. Check /v1/models.")

@@ -20,7 +20,7 @@ struct DemoCommand: ParsableCommand {
             try text.write(toFile: path, atomically: true, encoding: .utf8)
         }
         Stream.write("chatbatch: the demo job is \(job); running it against the built-in fake gateway\n")
-        var run = try RunCommand.parse([job, "--fake-gateway"])
+        let run = try RunCommand.parse([job, "--fake-gateway"])
         try run.run()
     }
 }

@@ -18,7 +18,7 @@ struct FakeGatewayCommand: ParsableCommand {
     @Option(help: "Port to listen on; 0 picks a free one.") var port = 0
     @Option(help: "Address to listen on.") var host = "127.0.0.1"
     @Option(help: "Event-loop threads.") var threads = 1
-    @Option(name: .customLong("api-key"), help: "An accepted API key (repeatable). Default: sk-fake.") var apiKeys: [String] = []
+    @Option(name: .customLong("api-key"), help: "An accepted API key (repeatable); others get 401. Default: any key, or none.") var apiKeys: [String] = []
     @Option(name: .customLong("unscoped-key"), help: "A valid key not scoped to the models: answered 403 (repeatable).")
     var unscopedKeys: [String] = []
     @Option(name: .customLong("model"), help: "A model in the catalog (repeatable). Default: openai/gpt-oss-120b and gpt_oss_120b.")
@@ -53,7 +53,9 @@ struct FakeGatewayCommand: ParsableCommand {
         c.host = host
         c.port = port
         c.threads = threads
-        if !apiKeys.isEmpty { c.apiKeys = apiKeys }
+        // Without --api-key it takes any key or none, as llama-server or vLLM started without one do; with it, only
+        // the keys given (or --unscoped-key) are accepted, and others are answered 401.
+        if apiKeys.isEmpty && unscopedKeys.isEmpty { c.anyKey = true } else if !apiKeys.isEmpty { c.apiKeys = apiKeys }
         c.unscopedKeys = unscopedKeys
         if !models.isEmpty { c.models = models }
         c.projectID = projectID
@@ -91,6 +93,8 @@ struct FakeGatewayCommand: ParsableCommand {
         let gateway = try FakeGateway(c)
         print(gateway.baseURL)
         fflush(nil)
+        Stream.write(c.anyKey ? "fake-gateway: any API key is accepted, or none (--api-key KEY accepts only KEY)\n"
+                     : "fake-gateway: accepting the keys given with --api-key; any other is answered 401\n")
         var received: Int32 = 0
         sigwait(&stopSignals, &received)
         Stream.write("fake-gateway: stopping: no new connections, up to 1 s for answers in flight; signal again to exit at once\n")

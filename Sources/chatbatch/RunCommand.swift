@@ -19,11 +19,20 @@ struct RunCommand: ParsableCommand {
 
     @OptionGroup var job: JobOptions
     @Flag(help: "Run against a fake gateway started in-process on loopback (no key, no network, no cost).") var fakeGateway = false
-    @Option(help: "With --fake-gateway: its latency in ms.") var fakeLatencyMs = 20.0
+    @Option(parsing: .unconditional, help: "With --fake-gateway: its latency in ms (0 to 600000).") var fakeLatencyMs = 20.0
     @Flag(help: "No progress output.") var quiet = false
     @Option(help: "Write messages and progress to this file instead of stderr.") var logFile: String?
-    @Option(help: "Seconds between progress reports (default: 0.25 redrawn on a terminal, 30 as log lines otherwise).")
+    @Option(parsing: .unconditional, help: "Seconds between progress reports (default: 0.25 redrawn on a terminal, 30 as log lines otherwise).")
     var progressInterval: Double?
+
+    func validate() throws {
+        guard fakeLatencyMs.isFinite, (0...600_000).contains(fakeLatencyMs) else {
+            throw ValidationError("--fake-latency-ms must be a number from 0 to 600000, not \(fakeLatencyMs)")
+        }
+        if let p = progressInterval, !(p.isFinite && p > 0 && p <= 86_400) {
+            throw ValidationError("--progress-interval must be a number of seconds from more than 0 to 86400, not \(p)")
+        }
+    }
 
     func run() throws {
         var settings = try job.jobSettings()
@@ -32,6 +41,8 @@ struct RunCommand: ParsableCommand {
         if fakeGateway {
             var c = FakeGatewayConfiguration()
             c.latencyMilliseconds = fakeLatencyMs
+            // It serves whatever model the job names, so that any job can be tried for free.
+            c.models += ([settings.model] + (settings.providers ?? []).map(\.model)).compactMap { $0 }.filter { !c.models.contains($0) }
             c.projectID = settings.projectID ?? settings.providers?.compactMap(\.projectID).first ?? "1234"
             settings.projectID = c.projectID
             let g = try FakeGateway(c)
@@ -50,12 +61,13 @@ struct RunCommand: ParsableCommand {
             if !quiet { Stream.write("chatbatch: fake gateway on \(g.baseURL)\n") }
         }
         let config = try settings.resolve()
+        try SideFiles.check(config, logFile: logFile)
         let output = try RunOutput(quiet: quiet, logFile: logFile)
         let summary = RunSession.execute(config, apiKeyOverride: keyOverride, progress: output.progress(interval: progressInterval)) { message in
             output.message(message)
         }
         gateway?.shutdown()
-        output.summary(summary.text, logFile: logFile)
+        output.summary(summary.text, logFile: logFile, exit: summary.exit)
         throw ExitCode(summary.exit.rawValue)
     }
 }
@@ -74,32 +86,32 @@ struct JobOptions: ParsableArguments {
     @Option(help: "Environment variable holding the API key.") var apiKeyEnv: String?
     @Option(help: "File holding the API key.") var apiKeyFile: String?
     @Option(name: .customLong("header"), help: "Extra request header 'Name: value' (repeatable).") var headers: [String] = []
-    @Option(help: "Requests in flight at most.") var concurrency: Int?
-    @Option(help: "HTTP attempts per prompt at most.") var maxAttempts: Int?
-    @Option(help: "Seconds allowed for one request.") var timeout: Double?
-    @Option(help: "Seconds allowed to connect.") var connectTimeout: Double?
-    @Option(help: "Seconds in-flight requests may finish after SIGINT/SIGTERM.") var grace: Double?
+    @Option(parsing: .unconditional, help: "Requests in flight at most.") var concurrency: Int?
+    @Option(parsing: .unconditional, help: "HTTP attempts per prompt at most.") var maxAttempts: Int?
+    @Option(parsing: .unconditional, help: "Seconds allowed for one request.") var timeout: Double?
+    @Option(parsing: .unconditional, help: "Seconds allowed to connect.") var connectTimeout: Double?
+    @Option(parsing: .unconditional, help: "Seconds in-flight requests may finish after SIGINT/SIGTERM/SIGHUP.") var grace: Double?
     @Option(help: "Output format: \(OutputFormat.choices) (batch: the OpenAI Batch output shape).") var format: String?
     @Option(name: .customLong("set"), help: "A request default, KEY=JSON (repeatable), e.g. --set max_tokens=512 --set 'response_format={\"type\":\"json_object\"}'.")
     var requestDefaults: [String] = []
-    @Option(help: "Input price, USD per million tokens.") var priceInput: Double?
-    @Option(help: "Output price, USD per million tokens (reasoning is output).") var priceOutput: Double?
-    @Option(help: "The model's maximum output tokens (pre-flight check).") var maxOutputTokens: Int?
-    @Option(help: "The model's context in tokens (pre-flight check).") var contextTokens: Int?
-    @Option(help: "Backoff base in seconds (full jitter, doubling per attempt).") var retryBaseDelay: Double?
-    @Option(help: "Backoff cap in seconds.") var retryMaxDelay: Double?
+    @Option(parsing: .unconditional, help: "Input price, USD per million tokens.") var priceInput: Double?
+    @Option(parsing: .unconditional, help: "Output price, USD per million tokens (reasoning is output).") var priceOutput: Double?
+    @Option(parsing: .unconditional, help: "The model's maximum output tokens (pre-flight check).") var maxOutputTokens: Int?
+    @Option(parsing: .unconditional, help: "The model's context in tokens (pre-flight check).") var contextTokens: Int?
+    @Option(parsing: .unconditional, help: "Backoff base in seconds (full jitter, doubling per attempt).") var retryBaseDelay: Double?
+    @Option(parsing: .unconditional, help: "Backoff cap in seconds.") var retryMaxDelay: Double?
     @Option(help: "System prompt added to lines that have none.") var system: String?
     @Option(help: "Mustache template that turns record lines into the user message.") var template: String?
     @Option(help: "Record field holding the id (with --template).") var idField: String?
     @Option(help: "Write the run summary as JSON to this file.") var summaryJSON: String?
     @Option(help: "Write Prometheus metrics (text format, for node_exporter's textfile collector) to this file, replaced atomically.")
     var metricsFile: String?
-    @Option(help: "Seconds between rewrites of --metrics-file (default 10; it is also written at the end).") var metricsInterval: Double?
+    @Option(parsing: .unconditional, help: "Seconds between rewrites of --metrics-file (default 10; it is also written at the end).") var metricsInterval: Double?
     @Option(help: "What {date} in the job file's paths becomes (default: today, YYYY-MM-DD).") var date: String?
     @Option(help: "Take only shard i of n (0-based): lines whose custom_id's FNV-1a 64 hash mod n is i.") var shard: String?
-    @Option(help: "Stop sending before the total spent on this checkpoint could pass this many USD.") var maxCost: Double?
-    @Option(name: .customLong("rpm"), help: "Client-side limit: requests per minute.") var requestsPerMinute: Double?
-    @Option(name: .customLong("tpm"), help: "Client-side limit: tokens per minute (estimated, corrected from usage).") var tokensPerMinute: Double?
+    @Option(parsing: .unconditional, help: "Stop sending before the total spent on this checkpoint could pass this many USD.") var maxCost: Double?
+    @Option(name: .customLong("rpm"), parsing: .unconditional, help: "Client-side limit: requests per minute.") var requestsPerMinute: Double?
+    @Option(name: .customLong("tpm"), parsing: .unconditional, help: "Client-side limit: tokens per minute (estimated, corrected from usage).") var tokensPerMinute: Double?
     @Flag(help: "Keep concurrency fixed instead of halving it on 429 and growing it back.") var noAdaptive = false
     @Flag(help: "Fan out at once instead of waiting for a first request to succeed.") var noWarmup = false
     @Option(help: "Ask again up to N times when a structured answer is not valid JSON or does not fit its schema (extra spend).")
@@ -120,9 +132,9 @@ struct JobOptions: ParsableArguments {
     @Flag(help: "Stream every request (stream: true) and reassemble the answers.") var stream = false
     @Flag(help: "Allow sending the API key over plain http to a host that is not this machine (refused otherwise).") var allowHttp = false
     @Flag(help: "Replace existing output files that this checkpoint did not write (refused otherwise).") var overwrite = false
-    @Option(help: "Seconds one pause of the whole key (Retry-After) may last before the run stops, resumable (default 300).")
+    @Option(parsing: .unconditional, help: "Seconds one pause of the whole key (Retry-After) may last before the run stops, resumable (default 300).")
     var maxWait: Double?
-    @Option(help: "Seconds the endpoint may stay unreachable (refused connections, failed lookups) before the run stops, resumable (default 600).")
+    @Option(parsing: .unconditional, help: "Seconds the endpoint may stay unreachable (refused connections, failed lookups) before the run stops, resumable (default 600).")
     var outageBudget: Double?
 
     /// The job file (if SOURCE is one) overridden by the flags.
@@ -133,6 +145,7 @@ struct JobOptions: ParsableArguments {
         } else if source == "-" {
             guard let output else { throw ValidationError("reading the input from standard input (-) needs --output: it names the run's files") }
             settings.input = try StandardInput.spool(to: output + ".input.jsonl")
+            settings.inputLabel = "standard input"
         } else {
             settings.input = source
         }

@@ -38,7 +38,8 @@ struct RunOutput: Sendable {
         if terminal {
             Stream.write("\r\u{1B}[2K" + text + "\n")
         } else {
-            logger.notice("\(LineLogHandler.unprefixed(text))")
+            let (level, plain) = LineLogHandler.leveled(text)
+            logger.log(level: level, "\(plain)")
         }
     }
 
@@ -61,9 +62,13 @@ struct RunOutput: Sendable {
     }
 
     /// The summary at the end: on stderr, and in the log file when there is one.
-    func summary(_ text: String, logFile: String?) {
+    /// In the log, one event a line (every line timestamped), at a level the exit code gives: notice when all is
+    /// done, warning when some lines failed, error otherwise.
+    func summary(_ text: String, logFile: String?, exit: RunExit) {
         Stream.write(text + "\n")
-        if logFile != nil { logger.notice("\(LineLogHandler.unprefixed(text))") }
+        guard logFile != nil else { return }
+        let level: Logger.Level = exit == .allDone ? .notice : exit == .doneWithFailures ? .warning : .error
+        for line in text.split(separator: "\n") { logger.log(level: level, "\(LineLogHandler.unprefixed(String(line)))") }
     }
 }
 
@@ -86,6 +91,16 @@ struct LineLogHandler: LogHandler {
     /// Library messages start with "chatbatch: "; the log line names chatbatch once already.
     static func unprefixed(_ text: String) -> String {
         text.hasPrefix("chatbatch: ") ? String(text.dropFirst("chatbatch: ".count)) : text
+    }
+
+    /// A library message's level from its words ("chatbatch: warning: …", "chatbatch: error: …"), with those
+    /// words taken off: the log line says the level once.
+    static func leveled(_ text: String) -> (Logger.Level, String) {
+        let plain = unprefixed(text)
+        for (word, level) in [("warning: ", Logger.Level.warning), ("error: ", .error)] where plain.hasPrefix(word) {
+            return (level, String(plain.dropFirst(word.count)))
+        }
+        return (.notice, plain)
     }
 
     subscript(metadataKey key: String) -> Logger.Metadata.Value? {

@@ -12,9 +12,13 @@ struct ValidateCommand: ParsableCommand {
 
     @OptionGroup var job: JobOptions
     @Flag(help: "Print the report as JSON.") var json = false
+    @Flag(help: "Judge the job as a `run --fake-gateway` would: the fake gateway's answers (in the checkpoint and the cache) count.")
+    var fakeGateway = false
 
     func run() throws {
-        let config = try job.jobSettings().resolve()
+        var settings = try job.jobSettings()
+        if fakeGateway { settings.fakeGateway = true }
+        let config = try settings.resolve()
         let report = try BatchValidator.validate(config)
         print(json ? report.json.serialized() : report.text)
         if report.invalid > 0 { throw ExitCode(RunExit.usageOrInput.rawValue) }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import ChatBatch
+import ChatBatchCore
 import FakeGateway
 import Foundation
 
@@ -17,6 +18,19 @@ func fail(_ message: String, code: Int32) -> Never {
     exit(code)
 }
 
+/// A first word that is no command, no path and no flag (`chatbatch runn`): say which command it likely meant.
+func refuseUnknownCommand(_ arguments: [String]) {
+    guard let word = arguments.first, !word.hasPrefix("-"), !word.contains("/"), !word.contains(".") else { return }
+    let names = ChatBatchCommand.configuration.subcommands.compactMap { $0.configuration.commandName } + ["help"]
+    guard !names.contains(word) else { return }
+    let guess = EditDistance.nearest(to: word, among: names).map { " Did you mean '\($0)'?" } ?? ""
+    fail("'\(word)' is not a chatbatch command.\(guess) The commands: \(names.dropLast().joined(separator: ", ")) (chatbatch --help)",
+         code: RunExit.usageOrInput.rawValue)
+}
+
+// A run catches its stop signals before anything else: one that comes while it opens its files is not lost.
+if ["run", "demo"].contains(CommandLine.arguments.dropFirst().first) { StopSignals.install() }
+refuseUnknownCommand(Array(CommandLine.arguments.dropFirst()))
 // Usage and input errors exit with 2 (ArgumentParser's own default for usage errors is 64).
 do {
     var command = try ChatBatchCommand.parseAsRoot()

@@ -118,9 +118,12 @@ struct FakeGatewayProcessTests {
         #expect(eventually(timeout: 10) { inFlight(again, transport) == 2 })
         kill(again.process.processIdentifier, SIGINT)
         // Once it says it is stopping, a second signal ends it at once, with 128 + the signal.
+        // (The first line says which keys it accepts; the next one is the stop's.)
         var said = [UInt8]()
-        while let byte = try again.stderr.fileHandleForReading.read(upToCount: 1)?.first, byte != 0x0A { said.append(byte) }
-        #expect(String(decoding: said, as: UTF8.self).contains("stopping"))
+        while !String(decoding: said, as: UTF8.self).contains("stopping"),
+            let byte = try again.stderr.fileHandleForReading.read(upToCount: 1)?.first
+        { said.append(byte) }
+        #expect(String(decoding: said, as: UTF8.self).contains("fake-gateway: stopping"))
         kill(again.process.processIdentifier, SIGTERM)
         #expect(again.exited(within: 10))
         #expect(again.process.terminationStatus == 128 + SIGTERM)

@@ -150,7 +150,7 @@ struct FaultTests {
         defer { g.shutdown() }
         scratch.write("in.jsonl", lines: promptLines(200))
         writeJob(scratch, g, concurrency: 16, extra: ["checkpoint: out.ckpt", "warmup: false", "adaptive_concurrency: false"])
-        let (code, stderr) = try run(scratch, ["--output", "/dev/full"])
+        let (code, stderr) = try run(scratch, ["--output", "/dev/full", "--errors", scratch.file("out.errors.jsonl")])
         #expect(code == 4, "\(stderr)")
         #expect(stderr.contains("finish into the checkpoint"), "\(stderr)")
         // Every request the gateway billed has its answer in the checkpoint: none was cancelled, none is in flight.
@@ -166,8 +166,9 @@ struct FaultTests {
         #expect(g.ledger.billedCounts().values.allSatisfy { $0 == 1 })
     }
 
-    @Test func aCheckpointLeftByAFullDiskIsResumedFromItsWriteAheadLog() throws {
-        guard let prlimit = installed("prlimit") else { print("skipped: no prlimit (util-linux)"); return }
+    @Test(needs("no prlimit (util-linux)") { installed("prlimit") != nil })
+    func aCheckpointLeftByAFullDiskIsResumedFromItsWriteAheadLog() throws {
+        guard let prlimit = installed("prlimit") else { Issue.record("no prlimit (util-linux)"); return }
         let scratch = Scratch()
         let g = try FakeGateway.start()
         defer { g.shutdown() }

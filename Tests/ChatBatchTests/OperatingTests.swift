@@ -64,7 +64,9 @@ struct OperatingTests {
         #expect(!quietText.contains("progress:"))
         let log = try String(contentsOfFile: again.file("run.log"), encoding: .utf8)
         #expect(log.contains("in.jsonl:21: not valid JSON"))
-        #expect(log.contains("chatbatch notice: done: 20 of 21 lines answered, 1 failed (see the errors file)"), "\(log)")
+        // Some lines not answered: the summary is logged as warnings, a line an event, in the detail line's words.
+        #expect(log.contains("chatbatch warning: done: 20 of 21 lines answered, 1 invalid (see the errors file)"), "\(log)")
+        #expect(log.contains("chatbatch warning:   lines      21 read: 20 done, 0 failed, 1 invalid"), "\(log)")
     }
 
     @Test func shardsCoverEveryLineOnceAndMergeEqualsOneRun() throws {

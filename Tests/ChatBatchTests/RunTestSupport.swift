@@ -150,3 +150,12 @@ func eventually(timeout: Double = 10, _ condition: () -> Bool) -> Bool {
     }
     return condition()
 }
+
+/// True in CI (`CI=true`): `.ci/run` installs every tool the tests use, so there no test may skip for a missing one.
+let inCI = ProcessInfo.processInfo.environment["CI"] == "true"
+
+/// A test that needs a tool: it runs when `available` holds, and always in CI, where a missing tool then fails it
+/// (never a skip that reads as a pass). Elsewhere the runner counts it as skipped, saying `why`.
+func needs(_ why: Comment, _ available: @escaping @Sendable () -> Bool) -> ConditionTrait {
+    .enabled(if: inCI || available(), why)
+}

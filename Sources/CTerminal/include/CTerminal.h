@@ -1,4 +1,4 @@
-// Small POSIX calls Swift cannot make directly (ioctl is variadic).
+// Small POSIX calls Swift cannot make directly (ioctl is variadic), and what must run before Swift starts.
 #ifndef CHATBATCH_CTERMINAL_H
 #define CHATBATCH_CTERMINAL_H
 

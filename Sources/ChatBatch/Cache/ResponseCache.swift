@@ -32,6 +32,9 @@ public struct CacheStats: Sendable {
     public var oldest: Double? = nil
     public var newest: Double? = nil
     public var byModel: [String: Int] = [:]
+    /// Answers a real endpoint gave, and answers the fake gateway gave (which only ever answer fake runs).
+    public var real = 0
+    public var fake = 0
 
     public var json: JSON {
         var models = JSONObject()
@@ -39,12 +42,13 @@ public struct CacheStats: Sendable {
         return [
             "entries": .int(entries), "bytes": .int(bytes), "prompt_tokens": .int(promptTokens), "completion_tokens": .int(completionTokens),
             "oldest": oldest.map { .string(Self.iso($0)) } ?? .null, "newest": newest.map { .string(Self.iso($0)) } ?? .null,
-            "by_model": .object(models),
+            "by_model": .object(models), "by_endpoint": ["real": .int(real), "fake_gateway": .int(fake)],
         ]
     }
 
     public var text: String {
         var lines = ["entries    \(entries) answers, \(bytes) bytes of answer bodies"]
+        lines.append("endpoints  \(real) from real endpoints, \(fake) from the fake gateway (they answer only --fake-gateway runs)")
         lines.append("tokens     \(promptTokens) prompt + \(completionTokens) completion paid for once")
         if let oldest, let newest { lines.append("stored     \(Self.iso(oldest)) to \(Self.iso(newest))") }
         for (model, n) in byModel.sorted(by: { $0.key < $1.key }) { lines.append("model      \(model): \(n)") }
@@ -86,6 +90,16 @@ final class ResponseCache: @unchecked Sendable {
         default: break
         }
         if !exists {
+            // A cache under a folder not made yet (~/.cache/chatbatch/answers.db on a new machine): make it, owner-only.
+            let folder = (path as NSString).deletingLastPathComponent
+            if !folder.isEmpty && !FileManager.default.fileExists(atPath: folder) {
+                do {
+                    try FileManager.default.createDirectory(
+                        atPath: folder, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+                } catch {
+                    throw ChatBatchError(.badCache, "cannot create the folder \(folder) for cache \(path): \(error.localizedDescription)")
+                }
+            }
             let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
             guard fd >= 0 else { throw ChatBatchError(.badCache, "cannot create cache \(path): \(String(cString: strerror(errno)))") }
             _ = closeFile(fd)
@@ -199,6 +213,10 @@ final class ResponseCache: @unchecked Sendable {
             s.newest = row[5].double
         }
         for row in try db.query("SELECT coalesce(model, '(none)'), count(*) FROM answers GROUP BY 1") { s.byModel[row[0].text ?? ""] = row[1].int ?? 0 }
+        let fake = try db.query("SELECT count(*) FROM answers WHERE substr(key, 1, ?) = ?",
+                                [.int(CacheKey.fakePrefix.utf8.count), .text(CacheKey.fakePrefix)])
+        s.fake = fake.first?.first?.int ?? 0
+        s.real = s.entries - s.fake
         return s
     }
 

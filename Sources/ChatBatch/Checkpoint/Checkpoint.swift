@@ -24,11 +24,14 @@ final class CheckpointStore: @unchecked Sendable {
     var version = CheckpointStore.schemaVersion
 
     /// Opens (creating if needed) the checkpoint at `path`, owner-only, locked for this process.
-    init(path: String, create: Bool = true, lock: Bool = true) throws(ChatBatchError) {
+    ///
+    /// A new checkpoint is made whole in a file of its own and then linked into place, so that a run killed while
+    /// creating it never leaves a checkpoint without its tables (`inPlace` makes that file).
+    init(path: String, create: Bool = true, lock: Bool = true, inPlace: Bool = false) throws(ChatBatchError) {
         self.path = path
         let fm = FileManager.default
         var isDir: ObjCBool = false
-        let exists = fm.fileExists(atPath: path, isDirectory: &isDir)
+        var exists = fm.fileExists(atPath: path, isDirectory: &isDir)
         if isDir.boolValue {
             throw ChatBatchError(.notAFile, "checkpoint \(path) is a directory")
         }
@@ -36,6 +39,9 @@ final class CheckpointStore: @unchecked Sendable {
             try Self.checkHeader(path)
         } else if !create {
             throw ChatBatchError(.missingCheckpoint, "no checkpoint at \(path)")
+        } else if !inPlace {
+            try Self.createWhole(path)
+            exists = true
         }
         let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
         guard fd >= 0 else {
@@ -59,10 +65,33 @@ final class CheckpointStore: @unchecked Sendable {
 
     deinit { releaseLock() }
 
+    /// Makes a checkpoint with all its tables beside `path`, then links it into place (another run that made one at
+    /// the same moment wins, and this one is dropped).
+    private static func createWhole(_ path: String) throws(ChatBatchError) {
+        let whole = path + ".new-\(getpid())"
+        unlink(whole)
+        defer { unlink(whole) }
+        let store = try CheckpointStore(path: whole, create: true, lock: false, inPlace: true)
+        store.closeAndUnlock()
+        // link() fails rather than replace a checkpoint made meanwhile; a file system without hard links renames.
+        if link(whole, path) != 0 && errno != EEXIST && rename(whole, path) != 0 {
+            throw ChatBatchError(.openFailed, "cannot create checkpoint \(path): \(String(cString: strerror(errno)))")
+        }
+    }
+
     /// Closes the connection (SQLite folds the WAL back and removes it) and releases the lock.
     func closeAndUnlock() {
         db.close()
         releaseLock()
+    }
+
+    /// True when the file at `path` is no longer the one this store holds open (deleted or replaced under it).
+    func isGone() -> Bool {
+        lockFD.withLock { fd in
+            guard fd >= 0 else { return false }
+            var open = stat(), named = stat()
+            return fstat(fd, &open) != 0 || stat(path, &named) != 0 || open.st_ino != named.st_ino || open.st_dev != named.st_dev
+        }
     }
 
     /// Lets another run take the checkpoint; called when a run ends, not left to deinit.
@@ -95,7 +124,7 @@ final class CheckpointStore: @unchecked Sendable {
         case .notSQLite:
             throw ChatBatchError(
                 .notACheckpoint,
-                "\(path) is not a chatbatch checkpoint (not an SQLite file, or truncated); refusing to overwrite it. Move it away or pass another --checkpoint")
+                "\(path) is not a chatbatch checkpoint (not an SQLite file, or truncated); refusing to overwrite it. Move it away, or give the path of a chatbatch checkpoint (a run takes --checkpoint or --output)")
         case .truncated(let size, let recorded):
             throw ChatBatchError(
                 .damaged,
@@ -258,13 +287,18 @@ final class CheckpointStore: @unchecked Sendable {
                      [.double(Date().timeIntervalSince1970), .int(Int(exitCode)), .text(summary.serialized()), .int(id)])
     }
 
-    /// Rows a previous run left in flight: it died while they were (possibly) on the wire.
-    /// They become pending, marked so their next send is counted as a resend after a crash.
+    /// The state a row returns to when a send of it ends without an answer: the one its recorded answer gives
+    /// (done, or failed for an errors-file line), or pending when it has none. A resend of an answered line never
+    /// takes its answer away before a new one is there.
+    static let answeredStateOrPending =
+        "CASE WHEN out_seq IS NULL THEN 'pending' WHEN out_kind=\(OutputKind.results.rawValue) THEN 'done' ELSE 'failed' END"
+
+    /// Rows a previous run left in flight: it died while they were (possibly) on the wire. They go back to pending
+    /// (or to the answer they had, for a resend of an answered line), marked so that their next send is counted
+    /// as a resend after a crash. Returns how many had no answer, and so will be sent again.
     func recoverInflight() throws(ChatBatchError) -> Int {
-        let n = try db.query("SELECT count(*) FROM requests WHERE state='inflight'").first?.first?.int ?? 0
-        if n > 0 {
-            try db.query("UPDATE requests SET state='pending', crash_resend=1 WHERE state='inflight'")
-        }
+        let n = try db.query("SELECT count(*) FROM requests WHERE state='inflight' AND out_seq IS NULL").first?.first?.int ?? 0
+        try db.query("UPDATE requests SET state=\(Self.answeredStateOrPending), crash_resend=1 WHERE state='inflight'")
         return n
     }
 

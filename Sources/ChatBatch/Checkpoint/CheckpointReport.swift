@@ -19,10 +19,11 @@ public enum CheckpointReport {
                 "exit_code": last[3].int.map(JSON.int) ?? .null,
             ]
         }
-        let inputLines = try store.meta("input.lines").flatMap { Int($0) }
+        let inputLines = try store.inputLines()
         return [
             "checkpoint": .string(checkpoint), "held_by_a_run": .bool(CheckpointStore.isHeld(path: checkpoint)),
             "input": .string(try store.meta("input.path") ?? ""), "input_lines": inputLines.map(JSON.int) ?? .null,
+            "not_read": .int(max(0, (inputLines ?? 0) - counts.values.reduce(0, +))),
             "prompts": .object(byState), "prompt_tokens": .int(totals.prompt), "completion_tokens": .int(totals.completion),
             "cost_usd": .double(totals.cost), "runs": .int(runs), "last_run": lastRun, "cache": try cacheSavings(store),
             "providers": .array(try providerRows(store)),
@@ -68,11 +69,10 @@ public enum CheckpointReport {
         var lines = ["\(s["checkpoint"]?.stringValue ?? ""): " + (held ? "a run holds it now" : "no run holds it")]
         let total = s["input_lines"]?.intValue.map { " (the input has \($0) lines: \(s["input"]?.stringValue ?? ""))" } ?? ""
         let done = p["done"]?.intValue ?? 0, failed = p["failed"]?.intValue ?? 0, pending = p["pending"]?.intValue ?? 0, inflight = p["inflight"]?.intValue ?? 0
-        var unread = ""
-        if let lines = s["input_lines"]?.intValue, lines > done + failed + pending + inflight {
-            unread = ", \(lines - done - failed - pending - inflight) not yet read"
-        }
-        lines.append("  prompts    \(done) done, \(failed) failed, \(pending) pending, \(inflight) in flight\(unread)\(total)")
+        // Lines never read yet (a stopped run, or one still going) are pending too: the same count a run's summary gives.
+        let unread = max(0, (s["input_lines"]?.intValue ?? 0) - done - failed - pending - inflight)
+        let pendingText = unread > 0 ? "\(pending + unread) pending (\(unread) not yet read)" : "\(pending) pending"
+        lines.append("  prompts    \(done) done, \(failed) failed, \(pendingText), \(inflight) in flight\(total)")
         lines.append("  tokens     \(s["prompt_tokens"]?.intValue ?? 0) prompt + \(s["completion_tokens"]?.intValue ?? 0) completion")
         lines.append(String(format: "  spent      $%.6f", s["cost_usd"]?.doubleValue ?? 0))
         if let cache = cacheLine(s["cache"]) { lines.append(cache) }
@@ -100,7 +100,9 @@ public enum CheckpointReport {
         for row in try db.query("SELECT coalesce(status, 0), count(*) FROM attempts GROUP BY 1 ORDER BY 1") {
             statuses[row[0].int == 0 ? "no_answer" : String(row[0].int ?? 0)] = .int(row[1].int ?? 0)
         }
-        let attempts = try db.query("SELECT count(*), count(DISTINCT custom_id) FROM attempts").first ?? []
+        // Retries as each run counted them: a line's attempts in one run after its first (a later run sending it
+        // again after a stop is not a retry).
+        let attempts = try db.query("SELECT count(*), count(DISTINCT run_id || ':' || custom_id) FROM attempts").first ?? []
         let ambiguous = try db.query("SELECT coalesce(sum(ambiguous), 0) FROM requests").first?.first?.int ?? 0
         let totals = try store.totals()
         var failures = JSONObject()

@@ -93,7 +93,7 @@ extension CheckpointStore {
         guard appID == Self.applicationID else {
             throw ChatBatchError(
                 .foreign,
-                "\(path) is an SQLite file of another program, not a chatbatch checkpoint; refusing to touch it. Pass another --checkpoint")
+                "\(path) is an SQLite file of another program, not a chatbatch checkpoint; refusing to touch it. Give the path of a chatbatch checkpoint (a run takes --checkpoint or --output)")
         }
         version = Int(try db.query("SELECT value FROM meta WHERE key='schema_version'").first?.first?.text ?? "") ?? 0
         if (1..<Self.schemaVersion).contains(version) && migrate {

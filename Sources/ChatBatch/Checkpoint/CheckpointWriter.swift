@@ -12,7 +12,8 @@ enum CheckpointOp: Sendable {
     case requeue(customID: String, line: Int, bodyHash: String, model: String?, attempt: AttemptRecord?, note: String?)
     /// A provider refused a model: remembered, so a resume sends nothing for it there either.
     case refuseModel(ModelRefusal, route: Int)
-    /// Forget a finished row's output (a forced resend of a changed line); outputs are rebuilt at the end.
+    /// A finished row is sent again (a forced resend, a retried failure, another endpoint's answer): it keeps its
+    /// answer until a new one replaces it, and the outputs are rebuilt at the end.
     case supersede(customID: String)
     /// Forget a row altogether (a line that was invalid and is fixed now has its `line-N` row removed).
     case forget(customID: String)
@@ -54,9 +55,12 @@ final class CheckpointWriter {
     /// checkpoint still is (what is in flight finishes into it) but the files are not written.
     private(set) var failure: ChatBatchError?
     private var outputFailed = false
+    /// Answered lines this run set out to answer again (hashes of their custom_ids) and has not yet: they keep
+    /// their old answer, and the run counts them as left pending.
+    private var unreplaced = Set<UInt64>()
 
     struct Statements {
-        let claim, finish, requeue, attempt, supersede, forget, sample, answered: SQLiteStatement
+        let claim, finish, requeue, attempt, forget, sample, answered: SQLiteStatement
         let nextSeq: SQLiteStatement
     }
 
@@ -75,7 +79,8 @@ final class CheckpointWriter {
             claim: try db.prepare("""
                 INSERT INTO requests(custom_id, line, state, attempts, body_hash, model, updated_at)
                 VALUES(?1, ?2, 'inflight', 1, ?3, ?4, ?5)
-                ON CONFLICT(custom_id) DO UPDATE SET state='inflight', attempts=attempts+1, line=?2, body_hash=?3, model=?4,
+                ON CONFLICT(custom_id) DO UPDATE SET state='inflight', attempts=attempts+1, line=?2,
+                    body_hash=CASE WHEN out_seq IS NULL THEN ?3 ELSE body_hash END, model=?4,
                     updated_at=?5, ambiguous=ambiguous+crash_resend, crash_resend=0
                 """),
             finish: try db.prepare("""
@@ -92,15 +97,15 @@ final class CheckpointWriter {
             requeue: try db.prepare("""
                 INSERT INTO requests(custom_id, line, state, attempts, body_hash, model, error_message, updated_at)
                 VALUES(?1, ?2, 'pending', 0, ?3, ?4, ?5, ?6)
-                ON CONFLICT(custom_id) DO UPDATE SET state='pending', error_message=coalesce(?5, error_message), updated_at=?6,
-                    ambiguous=ambiguous+?7
+                ON CONFLICT(custom_id) DO UPDATE SET state=\(CheckpointStore.answeredStateOrPending),
+                    error_message=coalesce(?5, error_message), updated_at=?6, ambiguous=ambiguous+?7
                 """),
             attempt: try db.prepare("""
                 INSERT INTO attempts(custom_id, run_id, attempt, started_at, status, latency_ms, request_id, error, ambiguous, endpoint_id,
                     inflight, window)
                 VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """),
-            supersede: try db.prepare("UPDATE requests SET out_seq=NULL, out_kind=NULL, state='pending' WHERE custom_id=?"),
+
             forget: try db.prepare("DELETE FROM requests WHERE custom_id=?"),
             sample: try db.prepare("INSERT INTO samples(run_id, t, endpoint_id, inflight, window, paused) VALUES(?, ?, ?, ?, ?, ?)"),
             answered: try db.prepare("UPDATE endpoints SET first_success_at=coalesce(first_success_at, ?) WHERE id=?"),
@@ -156,6 +161,7 @@ final class CheckpointWriter {
         case .claim(let id, let line, let hash, let model):
             try s.claim.run([.text(id), .int(line), .text(hash), .optional(model), .double(now)])
         case .finish(let r, let attempt):
+            if !unreplaced.isEmpty { unreplaced.remove(StableHash.of(r.customID)) }
             seq += 1
             try s.finish.run([
                 .text(r.customID), .int(r.line), .text(r.state.rawValue), .text(r.bodyHash), .optional(r.model), .optional(r.statusCode),
@@ -174,7 +180,9 @@ final class CheckpointWriter {
         case .refuseModel(let refusal, let route):
             try store.recordRefusedModel(refusal, endpointID: endpointID(route))
         case .supersede(let id):
-            try s.supersede.run([.text(id)])
+            unreplaced.insert(StableHash.of(id))
+            // The row keeps its answer until a new one replaces it (a resend that never gets an answer changes
+            // nothing); the replacement is appended to the files, so they are rebuilt without the old line.
             // Persisted with the change: a run that dies before rebuilding leaves the next one to do it.
             if !needsRebuild { try store.setOutputNeedsRebuild(true) }
             needsRebuild = true
@@ -203,7 +211,8 @@ final class CheckpointWriter {
     struct RunEnding: Sendable {
         /// A commit or an output write failed during the run.
         var writeFailure: ChatBatchError?
-        /// Prompts left pending, and the spend over every run (nil if it could not be read).
+        /// Prompts left pending (answered lines this run was to answer again and did not count too: they keep their
+        /// old answer), and the spend over every run (nil if it could not be read).
         var pending: Int
         var spent: Double?
         /// This run's latency percentiles per route (with several providers).
@@ -222,6 +231,13 @@ final class CheckpointWriter {
             try? store.setMeta("input.path", input.path)
             try? store.setMeta("input.lines", String(input.lines))
         }
+        // A file emptied, cut or deleted under the run no longer holds what the run wrote: rebuilt from the checkpoint.
+        let damaged = failure == nil ? sink.damagedFiles() : []
+        for path in damaged { log("chatbatch: \(path) was changed while the run wrote it (emptied, cut, deleted or replaced); rebuilding it from the checkpoint") }
+        if !damaged.isEmpty { needsRebuild = true }
+        if failure == nil, store.isGone() {
+            log("chatbatch: warning: the checkpoint \(store.path) was deleted or replaced while the run used it; this run's answers are in the outputs, but a new run there starts a new checkpoint and would send every line again. Keep the outputs, and restore the checkpoint from a copy if you have one")
+        }
         if failure == nil && needsRebuild {
             do {
                 try sink.rebuildAll(from: store)
@@ -233,7 +249,7 @@ final class CheckpointWriter {
         }
         sink.sync()
         commit([], forceRecord: true)
-        if let known { return RunEnding(writeFailure: failure, pending: 0, spent: known.cost) }
+        if let known { return RunEnding(writeFailure: failure, pending: unreplaced.count, spent: known.cost) }
         var latencies: [Int: (p50: Double, p99: Double)] = [:]
         if endpointIDs.count > 1 {
             for (route, id) in endpointIDs.enumerated() {
@@ -246,12 +262,12 @@ final class CheckpointWriter {
         }
         let counts = (try? store.stateCounts()) ?? [:]
         let totals = try? store.totals()
-        if let fingerprint, let totals, failure == nil, counts[.pending] == nil, counts[.inflight] == nil {
+        if let fingerprint, let totals, failure == nil, unreplaced.isEmpty, counts[.pending] == nil, counts[.inflight] == nil {
             try? store.recordFinishedInput(CheckpointStore.FinishedInput(
                 fingerprint: fingerprint, done: counts[.done] ?? 0, failed: counts[.failed] ?? 0,
                 promptTokens: totals.prompt, completionTokens: totals.completion, cost: totals.cost))
         }
-        return RunEnding(writeFailure: failure, pending: counts[.pending] ?? 0, spent: totals?.cost, latencies: latencies)
+        return RunEnding(writeFailure: failure, pending: (counts[.pending] ?? 0) + unreplaced.count, spent: totals?.cost, latencies: latencies)
     }
 
     /// Records the run's end with its exit code and summary, then closes the checkpoint and gives up its lock.

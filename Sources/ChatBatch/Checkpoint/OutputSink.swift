@@ -34,6 +34,9 @@ protocol OutputSink: AnyObject {
     func rebuildAll(from store: CheckpointStore) throws
     /// Flushes the files to disk.
     func sync()
+    /// Names the files that were changed under the run (emptied, truncated, deleted or replaced): what they hold is
+    /// no longer what the run wrote, so they must be rebuilt from the checkpoint.
+    func damagedFiles() -> [String]
 }
 
 /// Named reads and writes for the output files' side of the checkpoint.

@@ -20,7 +20,7 @@ public enum RunExit: Int32, Sendable, CaseIterable {
         case .doneWithFailures: return "done; some lines failed or their model was refused: see the errors file"
         case .usageOrInput: return "usage or input error: flags, job, input, changed lines, another endpoint's answers, no key, an output or checkpoint that is not chatbatch's"
         case .stoppedEarly: return "stopped early, resumable: key or certificate refused, endpoint unreachable or URL wrong, first answers all failed alike, --max-cost or --max-wait"
-        case .interrupted: return "interrupted (SIGINT/SIGTERM) or a write failed (disk full); resumable"
+        case .interrupted: return "interrupted (SIGINT/SIGTERM/SIGHUP) or a write failed (disk full); resumable"
         case .checkpointBusy: return "another run holds the checkpoint"
         }
     }
@@ -77,6 +77,7 @@ public struct ChatBatchError: Error, Sendable, CustomStringConvertible {
         case plainHTTP = "plain_http"
         case outputClash = "output_clash"
         case notOurFile = "not_our_file"
+        case otherInput = "other_input"
         // Merging shards.
         case badOutput = "bad_output"
         case badSummary = "bad_summary"

@@ -72,7 +72,7 @@ final class InputFeed {
     ) throws(ChatBatchError) {
         self.cache = cache
         self.config = config
-        self.path = config.files.input
+        self.path = config.files.inputLabel
         self.reader = try LineReader(path: config.files.input)
         self.builder = try RequestBuilder(config: config)
         self.checkpoint = checkpoint
@@ -92,7 +92,7 @@ final class InputFeed {
         cache?.close()
     }
 
-    /// Reads on until `limit` lines are ready to send or answered by the cache, or the input ends.
+    /// Reads on until `limit` lines are ready to send, answered by the cache or settled as invalid, or the input ends.
     func next(limit: Int) throws -> FeedBatch {
         // One read transaction per batch on each database the batch looks lines up in.
         let inCache: () throws -> FeedBatch = { [self] in
@@ -107,8 +107,9 @@ final class InputFeed {
         var batch = FeedBatch()
         batch.messages = startWarnings
         startWarnings = []
-        // Lines the cache answers count too: an input the cache answers whole is not one batch the size of the input.
-        while batch.requests.count + batch.cached.count < limit {
+        // Lines the cache answers and invalid lines count too: an input the cache answers whole, or one whose every line
+        // is invalid (a missing setting), is not one batch the size of the input held in memory.
+        while batch.requests.count + batch.cached.count + batch.settled.count < limit {
             guard let raw = try reader.next() else {
                 done = true
                 batch.endOfInput = true
@@ -211,7 +212,12 @@ final class InputFeed {
             }
             if config.choices.force { batch.superseded.append(request.customID); return true }
             batch.changed += 1
-            batch.messages.append("\(path):\(request.line): custom_id '\(request.customID)' was answered before with a different request body; not sent again (pass --force to send it and replace the answer)")
+            // Said three times, then counted at the end of the input (a replaced input changes every line).
+            let seenBefore = repeats[Self.changedProblem, default: 0]
+            repeats[Self.changedProblem] = seenBefore + 1
+            if seenBefore < 3 {
+                batch.messages.append("\(path):\(request.line): custom_id '\(request.customID)' was answered before with a different request body; not sent again (pass --force to send it and replace the answer)")
+            }
             return false
         case .failed:
             if sameBody && !config.choices.retryFailed { batch.alreadyFailed += 1; return false }
@@ -245,6 +251,9 @@ final class InputFeed {
             return false
         }
     }
+
+    /// The repeated-problem key of a line whose body changed since it was answered.
+    static let changedProblem = " was answered before with a different request body; not sent again (pass --force to send it and replace the answer)"
 
     private func recordInvalid(key: String, customID: String, line: Int, reason: String, into batch: inout FeedBatch) throws {
         if let prior = try checkpoint?.prior(key), prior.state == .failed || prior.state == .done {

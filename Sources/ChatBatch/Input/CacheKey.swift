@@ -3,9 +3,14 @@ import ChatBatchCore
 /// The response cache's key for a request body: a 128-bit hash of its canonical form.
 ///
 /// Canonical: object keys sorted at every level, no whitespace, and without `stream` and `stream_options`
-/// (a streamed and a plain request get the same answer). `custom_id` and headers are not in the body.
+/// (a streamed and a plain request get the same answer). `custom_id` and headers are not in the body. Answers the
+/// fake gateway gave are keyed apart (`fake:` first), so a run against a real endpoint never finds them.
 enum CacheKey {
-    static func of(_ body: JSON) -> String {
+    /// What starts the key of an answer the fake gateway gave: such an answer never answers a real endpoint's request.
+    static let fakePrefix = "fake:"
+
+    /// The key of `body`; `fake` (a run against the fake gateway) keys it apart from every real endpoint's answers.
+    static func of(_ body: JSON, fake: Bool = false) -> String {
         var bytes: [UInt8] = []
         bytes.reserveCapacity(512)
         write(body, topLevel: true, to: &bytes)
@@ -19,7 +24,7 @@ enum CacheKey {
                 b = (b ^ UInt64(buffer[i])) &* 0x0000_0100_0000_01B3
             }
         }
-        return StableHash.hex(a) + StableHash.hex(b)
+        return (fake ? fakePrefix : "") + StableHash.hex(a) + StableHash.hex(b)
     }
 
     static func write(_ value: JSON, topLevel: Bool = false, to out: inout [UInt8]) {

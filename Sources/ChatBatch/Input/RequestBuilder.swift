@@ -178,7 +178,7 @@ struct RequestBuilder: Sendable {
         return .request(PreparedRequest(
             customID: customID, line: raw.number, body: bytes, bodyHash: StableHash.hex(StableHash.of(bytes)),
             model: body["model"]?.stringValue, maxTokens: maxTokens, promptTokens: promptTokens, stream: stream,
-            responseFormat: body["response_format"], cacheKey: config.cache.path == nil ? nil : CacheKey.of(body),
+            responseFormat: body["response_format"], cacheKey: config.cache.path == nil ? nil : CacheKey.of(body, fake: config.endpoint.fake),
             unknownFields: unknown.isEmpty ? nil : unknown))
     }
 

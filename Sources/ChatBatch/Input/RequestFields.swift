@@ -1,3 +1,5 @@
+import ChatBatchCore
+
 /// What a request body may hold, and what a template names: for the warnings and checks that catch a typo
 /// before it is paid for.
 enum RequestFields {
@@ -12,27 +14,7 @@ enum RequestFields {
 
     /// The known field a typo most likely meant (at most two edits away).
     static func suggestion(for name: String) -> String? {
-        var best: (name: String, distance: Int)? = nil
-        for candidate in known.sorted() {
-            let d = distance(candidate, name)
-            if d <= 2 && d < (best?.distance ?? .max) { best = (candidate, d) }
-        }
-        return best?.name
-    }
-
-    static func distance(_ a: String, _ b: String) -> Int {
-        let a = Array(a), b = Array(b)
-        var row = Array(0...b.count)
-        for i in 1...max(1, a.count) where !a.isEmpty {
-            var previous = row[0]
-            row[0] = i
-            for j in 1...max(1, b.count) where !b.isEmpty {
-                let old = row[j]
-                row[j] = min(row[j] + 1, row[j - 1] + 1, previous + (a[i - 1] == b[j - 1] ? 0 : 1))
-                previous = old
-            }
-        }
-        return a.isEmpty ? b.count : row[b.count]
+        EditDistance.nearest(to: name, among: known.sorted())
     }
 
     /// The record fields a Mustache template names outside sections (`{{text}}`, `{{{text}}}`, `{{& text}}`; for a

@@ -5,6 +5,8 @@ import Foundation
 /// some, flags override any, and `resolve()` supplies the defaults, checks the values and groups them.
 public struct JobSettings: Sendable {
     public var input: String?
+    /// What messages call the input when its path is not what the user gave (`-`: "standard input").
+    public var inputLabel: String?
     public var output: String?
     public var errors: String?
     public var checkpoint: String?
@@ -95,6 +97,7 @@ public struct JobSettings: Sendable {
         f(\.tokensPerMinute), f(\.adaptiveConcurrency), f(\.warmup), f(\.retryInvalid), f(\.dropReasoning), f(\.cache), f(\.cacheMode),
         f(\.caCert), f(\.proxy), f(\.shard), f(\.allowHTTP), f(\.overwrite), f(\.maxWait), f(\.outageBudget), f(\.otherEndpointAnswers),
         f(\.fakeGateway), f(\.name), f(\.providers), f(\.route), f(\.metricsFile), f(\.metricsInterval), f(\.jobName),
+        f(\.inputLabel),
     ] }
 
     private static func f<T>(_ path: WritableKeyPath<JobSettings, T?>) -> (inout JobSettings, JobSettings) -> Void {
@@ -109,6 +112,12 @@ public struct JobSettings: Sendable {
         var output = self.output ?? Self.defaultOutput(for: input)
         if let shard, self.output == nil {
             output = String(output.dropLast(".results.jsonl".count)) + ".shard-\(shard.index)-of-\(shard.count).results.jsonl"
+        }
+        try checkNumbers()
+        // A device or a pipe has no folder beside it for the errors file and the checkpoint (no /dev/full.errors.jsonl).
+        var st = stat()
+        if stat(output, &st) == 0, (st.st_mode & S_IFMT) != S_IFREG, (st.st_mode & S_IFMT) != S_IFDIR, errors == nil || checkpoint == nil {
+            throw ChatBatchError(.outputClash, "\(output) is a device or a pipe: there is no folder beside it for the errors file and the checkpoint; give --errors and --checkpoint too (job keys errors and checkpoint)")
         }
         let maxAttempts = self.maxAttempts ?? 6
         guard maxAttempts >= 1 else { throw ChatBatchError(.badMaxAttempts, "max_attempts must be at least 1") }
@@ -128,7 +137,7 @@ public struct JobSettings: Sendable {
         let first = routes[0]
         return RunConfiguration(
             files: FileSettings(
-                input: input, output: output, errors: errors ?? Self.defaultErrors(for: output), checkpoint: checkpoint ?? output + ".checkpoint",
+                input: input, inputLabel: inputLabel ?? input, output: output, errors: errors ?? Self.defaultErrors(for: output), checkpoint: checkpoint ?? output + ".checkpoint",
                 format: format ?? .batch, summaryJSON: summaryJSON, dropReasoning: dropReasoning ?? false, overwrite: overwrite ?? false,
                 metricsFile: metricsFile, metricsInterval: metricsInterval ?? 10, jobName: jobName ?? Self.stem(of: input)),
             routes: routes, routing: route ?? .fill,
@@ -144,6 +153,40 @@ public struct JobSettings: Sendable {
             choices: RunChoices(
                 strict: strict ?? false, force: force ?? false, retryFailed: retryFailed ?? false, otherEndpointAnswers: otherEndpointAnswers ?? .ask))
     }
+
+    /// Every number a user gives, checked in one place before anything is opened, claimed or sent: finite, and in a
+    /// range that makes sense (a timeout of a millisecond, a NaN price or an infinite wait is refused, naming the job
+    /// key and its flag).
+    func checkNumbers() throws(ChatBatchError) {
+        let entries = [(self, "")] + (providers ?? []).enumerated().map { ($1, "providers[\($0)].") }
+        for (s, scope) in entries {
+            // (job key, its flag, value, least, most, code)
+            let checks: [(String, String, Double?, Double, Double, ChatBatchError.Code)] = [
+                ("timeout", "--timeout", s.timeout, 0.5, 86_400, .badTimeout),
+                ("connect_timeout", "--connect-timeout", s.connectTimeout, 0.1, 3_600, .badTimeout),
+                ("retry_base_delay", "--retry-base-delay", s.retryBaseDelay, 0, 3_600, .badTimeout),
+                ("retry_max_delay", "--retry-max-delay", s.retryMaxDelay, 0, 86_400, .badTimeout),
+                ("grace", "--grace", s.grace, 0, 86_400, .badTimeout),
+                ("max_wait", "--max-wait", s.maxWait, 0.001, 604_800, .badTimeout),
+                ("outage_budget", "--outage-budget", s.outageBudget, 0.001, 604_800, .badTimeout),
+                ("metrics_interval", "--metrics-interval", s.metricsInterval, 0.001, 86_400, .badTimeout),
+                ("max_cost", "--max-cost", s.maxCost, 0, 1e9, .badMaxCost),
+                ("requests_per_minute", "--rpm", s.requestsPerMinute, 0.001, 1e9, .badRate),
+                ("tokens_per_minute", "--tpm", s.tokensPerMinute, 0.001, 1e12, .badRate),
+                ("prices.input", "--price-input", s.prices?.inputPerMillion, 0, 1e6, .badMaxCost),
+                ("prices.output", "--price-output", s.prices?.outputPerMillion, 0, 1e6, .badMaxCost),
+            ]
+            for (key, flag, value, least, most, code) in checks {
+                guard let v = value else { continue }
+                guard v.isFinite, v >= least, v <= most else {
+                    throw ChatBatchError(code, "\(scope)\(key) (\(flag)) must be a number from \(Self.plain(least)) to \(Self.plain(most)), not \(v)")
+                }
+            }
+        }
+    }
+
+    /// 0.5 → "0.5", 86400 → "86400", 1e9 → "1000000000".
+    static func plain(_ v: Double) -> String { v == v.rounded() && abs(v) < 1e15 ? String(Int(v)) : String(v) }
 
     /// One provider: an entry of `providers` (with the job's connection manners as defaults), or the job itself.
     private func route(_ entry: JobSettings, index: Int, single: Bool) throws(ChatBatchError) -> RouteSettings {

@@ -47,6 +47,8 @@ public struct RouteSettings: Sendable {
 /// The files a run reads and writes.
 public struct FileSettings: Sendable {
     public var input: String
+    /// The input as messages name it (`standard input` for `-`, whose lines are kept in a file beside the outputs).
+    public var inputLabel: String
     public var output: String
     public var errors: String
     public var checkpoint: String

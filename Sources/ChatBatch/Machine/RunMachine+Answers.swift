@@ -156,7 +156,11 @@ extension RunMachine {
         guard scheduler.lanes[lane].health.proven else {
             again.probe = false
             scheduler.retryNow(again)
-            stopLane(lane, .unreachable("\(url): \(reason); nothing was sent. \(Self.hint(reason, url: url)) Then run the same command again"), now)
+            // "Nothing was sent" only when it is true: earlier sends that timed out may have reached the server.
+            let sent = summary.possiblyBilledTwice > 0
+                ? "no answer came back (\(summary.possiblyBilledTwice) earlier sends may have reached it: counted as possibly billed twice)"
+                : "nothing was sent"
+            stopLane(lane, .unreachable("\(url): \(reason); \(sent). \(Self.hint(reason, url: url)) Then run the same command again"), now)
             return
         }
         let (wait, isNew) = scheduler.lanes[lane].health.unreachable(reason, now: now.uptime, budget: config.retry.outageBudget, base: config.retry.baseDelay)

@@ -10,6 +10,7 @@ extension RunMachine {
         s.possiblyBilledTwice += s.resentAfterCrash
         s.blockedModels = scheduler.refusedEverywhere.mapValues { "HTTP \($0.status) \($0.code): \($0.message)" }
         s.concurrencyLimit = scheduler.limit
+        s.shard = config.shape.shard.map { "\($0.index)/\($0.count)" }
         s.lowestConcurrency = scheduler.lowest
         if config.routes.count > 1 {
             s.providers = scheduler.lanes.map { lane in
@@ -29,12 +30,16 @@ extension RunMachine {
         if let stop {
             s.exit = stop.exit
             s.stopReason = stop.message
-        } else if s.changed > 0 || s.otherEndpoint > 0 {
+        } else if s.changed > 0 || s.otherEndpoint > 0 || (inputDone && s.leftPending > 0) {
             s.exit = .usageOrInput
             var reasons: [String] = []
             if s.changed > 0 { reasons.append("\(s.changed) lines changed since they were answered; pass --force to send them again") }
             if s.otherEndpoint > 0 {
                 reasons.append("\(s.otherEndpoint) lines were answered by another endpoint; pass --other-endpoint-answers keep to keep those answers, or resend to send them again to \(config.endpoint.url)")
+            }
+            // The input was read through and still lines are pending: they are not in this input (it was replaced).
+            if inputDone && s.leftPending > 0 {
+                reasons.append("\(s.leftPending) lines the checkpoint holds as pending are not in the input (was it replaced?); they were not sent. Run the input they came from again, or give this input its own --output")
             }
             s.stopReason = reasons.joined(separator: "; ")
         } else if s.failed + s.invalid + s.alreadyFailed > 0 {
@@ -63,9 +68,17 @@ extension RunMachine {
         case .outputFailed: return "stopped: an output file could not be written (disk full?); every answer is in the checkpoint, \(pending) (resumable)"
         case .inputFailed: return "stopped: the input could not be read on; \(answered) answered, \(pending) (resumable)"
         case nil:
-            if s.changed > 0 || s.otherEndpoint > 0 { return "done, but \(s.changed + s.otherEndpoint) lines were not sent: see below" }
-            let failed = s.failed + s.invalid + s.alreadyFailed
-            if failed > 0 { return "done: \(answered) of \(total) lines answered, \(failed) failed (see the errors file)" }
+            let orphans = inputDone && s.leftPending > 0 ? "\(s.leftPending) pending lines are not in the input" : nil
+            if s.changed > 0 || s.otherEndpoint > 0 {
+                return "done, but \(s.changed + s.otherEndpoint) lines were not sent" + (orphans.map { " and \($0)" } ?? "") + ": see below"
+            }
+            if let orphans { return "done with the input, but \(orphans): see below" }
+            // The same words as the summary's detail line: failed (answered with an error), invalid, already failed.
+            let notAnswered = [(s.failed, "failed"), (s.invalid, "invalid"), (s.alreadyFailed, "already failed")]
+                .filter { $0.0 > 0 }.map { "\($0.0) \($0.1)" }
+            if !notAnswered.isEmpty {
+                return "done: \(answered) of \(total) lines answered, \(notAnswered.joined(separator: ", ")) (see the errors file)"
+            }
             if s.inputUnchanged || s.sentNothingNew { return "nothing to do: all \(total) lines were done before" }
             return "all \(total) lines done"
         }

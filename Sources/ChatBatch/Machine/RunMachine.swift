@@ -117,7 +117,7 @@ struct RunMachine: Sendable {
         summary.otherEndpoint += batch.otherEndpoint
         for m in batch.messages {
             messagesShown += 1
-            if messagesShown <= 50 { actions.append(.log(m)) } else if messagesShown == 51 { actions.append(.log("chatbatch: more input problems; see the errors file")) }
+            if messagesShown <= 50 { actions.append(.log(m)) } else if messagesShown == 51 { actions.append(.log("chatbatch: more input problems, not said here (invalid lines are in the errors file; the summary counts the rest)")) }
         }
         for id in batch.forgotten { actions.append(.record(.forget(customID: id))) }
         for id in batch.superseded { actions.append(.record(.supersede(customID: id))) }
@@ -264,12 +264,13 @@ struct RunMachine: Sendable {
     mutating func snapshot(_ now: Moment) -> ProgressSnapshot {
         let sum = summary
         let finishedLines = sum.done + sum.failed + sum.invalid + sum.alreadyDone + sum.alreadyFailed + sum.changed + sum.otherEndpoint
+        // The rate over about the last 10 s: samples older than that go, but one earlier sample always stays (a log
+        // line every 30 s has no other); the first line, with none, takes the rate since the run started.
         recentAttempts.append((now.uptime, sum.attempts))
-        recentAttempts.removeAll { now.uptime &- $0.0 > 10_000_000_000 }
+        while recentAttempts.count > 2 && now.uptime &- recentAttempts[1].0 >= 10_000_000_000 { recentAttempts.removeFirst() }
         var rate = 0.0
-        if let first = recentAttempts.first, now.uptime > first.0 {
-            rate = Double(sum.attempts - first.1) / (Double(now.uptime - first.0) / 1e9)
-        }
+        let (since, attemptsThen) = recentAttempts.count > 1 ? recentAttempts[0] : (started, 0)
+        if now.uptime > since { rate = Double(sum.attempts - attemptsThen) / (Double(now.uptime - since) / 1e9) }
         return ProgressSnapshot(
             finished: finishedLines, total: progressTotal, inflight: scheduler.inflight, limit: scheduler.limit,
             requestsPerSecond: rate, tokens: sum.totalTokens, cost: sum.cost, retries: sum.retries, failures: sum.failed + sum.invalid,

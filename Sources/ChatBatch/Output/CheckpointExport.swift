@@ -31,6 +31,9 @@ public enum CheckpointExport {
         if errors != nil && results == nil {
             throw ChatBatchError(.noOutputPath, "--errors needs --output too (export writes both files; without either it rewrites the run's own)")
         }
+        if let results, errors == nil, !OutputFiles.isRegularOrMissing(results) {
+            throw ChatBatchError(.noOutputPath, "\(results) is a device or a pipe, with no folder beside it for the errors file; give --errors too")
+        }
         let targets = results.map { [$0, errors ?? JobSettings.defaultErrors(for: $0)] } ?? recorded
         guard let resultsPath = targets[0], let errorsPath = targets[1] else {
             throw ChatBatchError(.noOutputPath, "checkpoint \(checkpoint) records no output paths; pass --output")
@@ -47,11 +50,19 @@ public enum CheckpointExport {
         let replacesRunFiles = targets[0] == recorded[0] || targets[1] == recorded[1]
         let store = replacesRunFiles ? try CheckpointStore(path: checkpoint, create: false, lock: true) : probe
         defer { if replacesRunFiles { store.releaseLock() } }
+        for path in [resultsPath, errorsPath] where OutputFiles.isRegularOrMissing(path) {
+            var st = stat()
+            if lstat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFLNK {
+                throw ChatBatchError(.notOurFile, "\(path) is a symbolic link; refusing to replace it (or the file it points to). Pass the file itself, or another path")
+            }
+        }
         var counts = [0, 0]
         for kind in OutputKind.allCases {
             let path = kind == .results ? resultsPath : errorsPath
-            let tmp = OutputFiles.temporaryPath(for: path)
-            let fd = try OutputFiles.openForWriting(tmp, truncate: true)
+            // A device or a pipe (/dev/stdout, a FIFO) is written as a stream, never renamed over.
+            let stream = !OutputFiles.isRegularOrMissing(path)
+            let tmp = stream ? path : OutputFiles.temporaryPath(for: path)
+            let fd = try OutputFiles.openForWriting(tmp, truncate: !stream)
             var bytes = 0
             var maxSeq = 0
             do {
@@ -66,9 +77,9 @@ public enum CheckpointExport {
                 try OutputFiles.writeAll(fd, buffer, path: tmp)
                 bytes += buffer.count
                 counts[kind.rawValue] = lines.count
-                fsync(fd)
+                if !stream { fsync(fd) }
             }
-            guard rename(tmp, path) == 0 else {
+            guard stream || rename(tmp, path) == 0 else {
                 throw ChatBatchError(.renameFailed, "cannot replace \(path): \(String(cString: strerror(errno)))")
             }
             if path == recorded[kind.rawValue] {

@@ -64,7 +64,7 @@ final class OutputFiles: OutputSink {
             let recordedBytes = recorded?.bytes ?? 0
             let size = Self.size(f.path)
             let sameFile = recorded?.path == f.path && (kind == .errors || recorded?.format == format.rawValue)
-            if sameFile, let size, size >= recordedBytes {
+            if sameFile, let size, size >= recordedBytes, Self.looksWhole(f.path, upTo: recordedBytes) {
                 f.fd = try Self.openForWriting(f.path, truncate: false)
                 if size > recordedBytes { ftruncate(f.fd, off_t(recordedBytes)) }
                 lseek(f.fd, off_t(recordedBytes), SEEK_SET)
@@ -78,6 +78,27 @@ final class OutputFiles: OutputSink {
                 }
                 try rebuild(kind, store: store)
             }
+        }
+    }
+
+    /// A cheap check that the first `bytes` of a file are lines chatbatch wrote: it begins a JSON line and ends one
+    /// (a file emptied under a running run fills with NUL bytes where its lines were).
+    static func looksWhole(_ path: String, upTo bytes: Int) -> Bool {
+        guard bytes > 0, isRegularOrMissing(path) else { return true }
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var first: UInt8 = 0, last: UInt8 = 0
+        return pread(fd, &first, 1, 0) == 1 && pread(fd, &last, 1, off_t(bytes - 1)) == 1 && first == UInt8(ascii: "{")
+            && last == 0x0A
+    }
+
+    func damagedFiles() -> [String] {
+        files.compactMap { f in
+            guard f.fd >= 0, Self.isRegularOrMissing(f.path) else { return nil }
+            var open = stat(), named = stat()
+            let replaced = fstat(f.fd, &open) != 0 || stat(f.path, &named) != 0 || open.st_ino != named.st_ino || open.st_dev != named.st_dev
+            return replaced || Int(named.st_size) != f.bytes || !Self.looksWhole(f.path, upTo: f.bytes) ? f.path : nil
         }
     }
 

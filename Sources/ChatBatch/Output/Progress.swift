@@ -61,18 +61,3 @@ public struct ProgressOptions: Sendable {
         self.sink = sink
     }
 }
-
-/// Counts the lines of a file quickly (for progress totals): newline bytes, plus a last line without one.
-func countLines(_ path: String) -> Int? {
-    guard let handle = FileHandle(forReadingAtPath: path) else { return nil }
-    defer { try? handle.close() }
-    var count = 0
-    var last: UInt8 = 0x0A
-    while let chunk = try? handle.read(upToCount: 1 << 20), !chunk.isEmpty {
-        chunk.withUnsafeBytes { raw in
-            for b in raw where b == 0x0A { count += 1 }
-        }
-        last = chunk.last ?? last
-    }
-    return count + (last == 0x0A ? 0 : 1)
-}

@@ -94,6 +94,8 @@ public struct RunSummary: Sendable {
     public var inputUnchanged = false
     /// The run was refused before it started (no key, a busy or foreign checkpoint, `--strict`): nothing was sent.
     public var refused = false
+    /// The run's shard (`i/n`), so that `merge` can tell a missing shard.
+    public var shard: String?
 
     public var totalTokens: Int { promptTokens + completionTokens }
     /// The run finished without sending or writing anything new (everything was done before).
@@ -125,7 +127,7 @@ public struct RunSummary: Sendable {
             "warmup_retries": .int(warmupRetries), "invalid_retries": .int(invalidRetries),
             "cache_hits": .int(cacheHits), "cache_misses": .int(cacheMisses), "tokens_saved": .int(tokensSaved),
             "cost_saved_usd": .double(costSaved), "usage_estimated": .int(usageEstimated), "text_repaired": .int(repaired), "input_unchanged": .bool(inputUnchanged), "wall_seconds": .double((wallSeconds * 1000).rounded() / 1000),
-            "requests_per_second": .double((requestsPerSecond * 10).rounded() / 10),
+            "requests_per_second": .double((requestsPerSecond * 10).rounded() / 10), "shard": shard.map(JSON.string) ?? .null,
         ]
     }
 
@@ -135,7 +137,7 @@ public struct RunSummary: Sendable {
         var lines: [String] = []
         lines.append("chatbatch: " + (headline.isEmpty ? exit.meaning : headline))
         if let stopReason { lines.append("  why        \(stopReason)") }
-        lines.append("  lines      \(inputLines) read: \(done) done, \(failed) failed, \(invalid) invalid, \(alreadyDone) already done"
+        lines.append("  lines      \(inputLines) \(inputUnchanged ? "in the input" : "read"): \(done) done, \(failed) failed, \(invalid) invalid, \(alreadyDone) already done"
             + (alreadyFailed > 0 ? ", \(alreadyFailed) already failed" : "")
             + (leftPending > 0 ? ", \(leftPendingIsAtLeast ? "at least " : "")\(leftPending) left pending" : "")
             + (changed > 0 ? ", \(changed) changed (not resent)" : "")

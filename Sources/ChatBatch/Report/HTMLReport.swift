@@ -15,7 +15,7 @@ public enum HTMLReport {
             let head = String(decoding: existing.readData(ofLength: 512), as: UTF8.self)
             try? existing.close()
             guard head.contains(title) else {
-                throw ChatBatchError(.unwritable, "\(path) exists and is not a chatbatch report: choose another --html file (it was left as it is)")
+                throw ChatBatchError(.notOurFile, "\(path) exists and is not a chatbatch report: choose another --html file (it was left as it is)")
             }
         }
         let page = try render(checkpoint: checkpoint)

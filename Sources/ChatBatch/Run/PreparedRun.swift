@@ -50,13 +50,26 @@ struct PreparedRun: Sendable {
                 try? FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
             }
         }
+        let created = !FileManager.default.fileExists(atPath: files.checkpoint)
         let store = try CheckpointStore(path: files.checkpoint)
-        try OutputFiles.checkTargets(
-            input: files.input, checkpoint: files.checkpoint,
-            recorded: [.results: try store.outputPosition(.results)?.path, .errors: try store.outputPosition(.errors)?.path].compactMapValues { $0 },
-            overwrite: files.overwrite, [.results: files.output, .errors: files.errors])
+        do {
+            try store.claim(input: files.input, label: files.inputLabel, shard: config.shape.shard)
+            try OutputFiles.checkTargets(
+                input: files.input, checkpoint: files.checkpoint,
+                recorded: [.results: try store.outputPosition(.results)?.path, .errors: try store.outputPosition(.errors)?.path]
+                    .compactMapValues { $0 },
+                overwrite: files.overwrite, [.results: files.output, .errors: files.errors])
+        } catch {
+            // A run refused before it began leaves no checkpoint of its own behind.
+            store.closeAndUnlock()
+            if created { unlink(files.checkpoint) }
+            throw error
+        }
         let outputs = OutputFiles(resultsPath: files.output, errorsPath: files.errors, format: files.format)
-        let skipInput = !(config.choices.force || config.choices.retryFailed || config.choices.otherEndpointAnswers == .resend)
+        // A run that stores in a response cache reads the input even when it finished before: answers the checkpoint
+        // holds and the cache lacks (a cache given only now, or a run killed before storing) are stored from it.
+        let storesInCache = config.cache.path != nil && config.cache.mode.writes
+        let skipInput = !(config.choices.force || config.choices.retryFailed || config.choices.otherEndpointAnswers == .resend || storesInCache)
         var fingerprint: String? = nil
         let opened = try store.openRun(
             sink: outputs, forgetRefusedModels: config.choices.retryFailed,

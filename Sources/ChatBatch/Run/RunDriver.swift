@@ -26,7 +26,6 @@ final class RunDriver: Sendable {
     let room: Mutex<Room>
     /// The input reader; used only on `inputQueue`.
     let feed: Mutex<InputFeed>
-    let signalSources = Mutex<[any DispatchSourceSignal]>([])
     /// Answers waiting for the run queue: answers that arrive together are handled in one turn.
     let completions = Mutex<(items: [Answer], scheduled: Bool)>(([], false))
     let finished = DispatchSemaphore(value: 0)
@@ -49,7 +48,6 @@ final class RunDriver: Sendable {
 
     /// Runs to the end (or to a stop) and returns the summary; its `exit` is the process exit code.
     func run(handleSignals: Bool = true) -> RunSummary {
-        if handleSignals { installSignalHandlers() }
         if let progress {
             let config = opened.config
             if config.shape.shard == nil && opened.finishedInput == nil {
@@ -73,6 +71,8 @@ final class RunDriver: Sendable {
             }
         }
         deliver(.start)
+        // After the start: a signal that came while the run was being prepared stops it as its first event.
+        if handleSignals { installSignalHandlers() }
         finished.wait()
         return result.withLock { $0! }
     }
@@ -177,21 +177,13 @@ final class RunDriver: Sendable {
     }
 
     private func installSignalHandlers() {
-        signalSources.withLock { sources in
-            for sig in [SIGINT, SIGTERM] {
-                signal(sig, SIG_IGN)
-                let source = DispatchSource.makeSignalSource(signal: sig, queue: queue)
-                source.setEventHandler { [self] in turn(.signal) }
-                source.resume()
-                sources.append(source)
-            }
-        }
+        StopSignals.attach { [self] in queue.async { self.turn(.signal) } }
     }
 
     /// Winds the run down on the input queue (idle by then, so closing the feed cannot race a read): stops the
     /// transport, counts what a stopped run left unread, ends the checkpoint's writing, and records the summary.
     private func finish() {
-        signalSources.withLock { sources in for source in sources { source.cancel() } }
+        StopSignals.detach()
         transport.shutdown()
         let (machine, writer) = queue.sync { room.withLock { ($0.machine, $0.writer) } }
         let unread = machine.inputDone ? 0 : feed.withLock { $0.countRest(seconds: 2) }

@@ -26,17 +26,20 @@ public enum RunSession {
             let redactor = Redactor(secrets: keys.compactMap { $0 })
             let log: @Sendable (String) -> Void = { log(redactor.scrub($0)) }
             if config.choices.strict {
-                let problems = try BatchValidator.validate(config, useCheckpoint: false).problems
-                if !problems.isEmpty {
-                    for p in problems.prefix(50) { log(p) }
+                // Invalid lines are counted as `validate` and a run count them; warnings (an unknown field) are said, not counted.
+                let report = try BatchValidator.validate(config, useCheckpoint: false)
+                if report.invalid > 0 {
+                    for p in report.problems.prefix(50) { log(p) }
                     refused.exit = .usageOrInput
-                    refused.invalid = problems.count
-                    refused.stopReason = "--strict: \(problems.count) invalid lines"
+                    refused.invalid = report.invalid
+                    refused.stopReason = "--strict: \(report.invalid) invalid lines"
                     return refused
                 }
             }
+            try SideFiles.check(config, logFile: nil)
             if let path = config.files.summaryJSON { try checkWritable(path, holding: "the summary", code: .unwritableSummary) }
             if let path = config.files.metricsFile { try checkWritable(path, holding: "the metrics", code: .unwritableMetrics) }
+            let config = OpenFileLimit.fit(config, log: log)
             let prepared = try PreparedRun(config: config, keys: keys, log: log)
             let summary = RunDriver(prepared, progress: progress, log: log).run(handleSignals: handleSignals)
             if let path = config.files.summaryJSON {
