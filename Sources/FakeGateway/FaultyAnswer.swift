@@ -29,6 +29,14 @@ enum FaultyAnswer {
             return Raw(contentType: "text/event-stream", body: Array(events.map { "data: \($0)\n\n" }.joined().utf8))
         case .errorInStream:
             return Raw(body: bytes(error))
+        case .brokenEvent where stream:
+            // One event cut short (not JSON), then the rest of the stream to its end, as a faulty proxy sends it.
+            var events = shapes.chunks(answer, includeUsage: includeUsage)
+            let cut = min(1, events.count - 1)
+            events[cut] = String(events[cut].prefix(events[cut].count / 2))
+            return Raw(contentType: "text/event-stream", body: Array(events.map { "data: \($0)\n\n" }.joined().utf8))
+        case .brokenEvent:
+            return Raw(body: bytes(completion))
         case .plainJSON:
             return Raw(body: bytes(completion))
         case .html:

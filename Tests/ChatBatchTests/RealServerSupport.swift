@@ -25,7 +25,7 @@ final class LlamaServer {
     static var unavailable: String? {
         let binary = folder + "/llama-server"
         guard FileManager.default.isExecutableFile(atPath: binary), FileManager.default.fileExists(atPath: folder + "/tiny.gguf") else {
-            return "skipped: no llama-server at \(folder) (the real-server suite needs ../shared/real-servers beside the repository)"
+            return "no llama-server at \(folder) (the real-server suite needs ../shared/real-servers beside the repository)"
         }
         return nil
     }
@@ -33,7 +33,7 @@ final class LlamaServer {
     /// Starts it with `-np slots` and `extra` arguments, on `port` (a free one by default), and waits for /health.
     static func start(slots: Int = 8, extra: [String] = [], port: Int? = nil) throws -> LlamaServer? {
         if let why = unavailable {
-            print(why)
+            Issue.record(Comment(rawValue: why))
             return nil
         }
         let port = port ?? freeLoopbackPort()
@@ -49,7 +49,7 @@ final class LlamaServer {
         let up = eventually(timeout: 60) { !p.isRunning || httpStatus(port: port, path: "/health") == 200 }
         guard up, p.isRunning else {
             let how = p.isRunning ? "did not answer /health within 60 s" : "ended (status \(p.terminationStatus), \(p.terminationReason == .uncaughtSignal ? "killed by a signal" : "exited"))"
-            print("skipped: llama-server cannot run on this machine: it \(how)")
+            Issue.record("llama-server cannot run on this machine: it \(how)")
             stopProcess(p)
             return nil
         }

@@ -6,7 +6,8 @@ import Testing
 /// Against a model server nobody here wrote: llama.cpp's `llama-server` with a tiny model (answers are token soup,
 /// but usage, finish_reason, SSE framing, slots, grammar-constrained json_schema, tool-call parsing, its error bodies
 /// and its 503 "Loading model" are the real server's). Skips, saying so, when `../shared/real-servers` is absent.
-@Suite("A real model server: llama.cpp's llama-server", .serialized)
+@Suite("A real model server: llama.cpp's llama-server", .serialized,
+       needs("no llama-server in ../shared/real-servers (or CHATBATCH_REAL_SERVERS)") { LlamaServer.unavailable == nil })
 struct RealServerTests {
     func writeJob(_ scratch: Scratch, _ server: LlamaServer, concurrency: Int = 8, extra: [String] = []) {
         let yaml = [

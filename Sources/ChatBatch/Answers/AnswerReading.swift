@@ -8,8 +8,8 @@ import ChatBatchCore
 struct AnswerReading {
     /// The completion body (a stream put back together), when there is one.
     var body: JSON?
-    /// Why the bytes are not an answer: `error_in_answer`, `no_choices`, `bad_response`, or `stream_cut` for a
-    /// stream that ended before `data: [DONE]`.
+    /// Why the bytes are not an answer: `error_in_answer`, `no_choices`, `bad_response`, `stream_cut` for a
+    /// stream that ended before `data: [DONE]`, or `broken_stream` for one with an event that is not JSON.
     var problem: (code: String, message: String)?
     /// Text that could not be decoded was replaced with U+FFFD.
     var repaired = false
@@ -35,6 +35,11 @@ struct AnswerReading {
             }
             guard assembled.chunks > 0 else {
                 problem = ("no_choices", "HTTP \(status) with a stream of no chunks")
+                return
+            }
+            // An event that cannot be read leaves a gap in the answer: the stream is broken, never taken as whole.
+            guard assembled.unreadable == 0 else {
+                problem = ("broken_stream", "the stream held \(assembled.unreadable) events that are not JSON (the first: \(assembled.firstUnreadable)…); a piece of the answer would be missing")
                 return
             }
             body = assembled.body

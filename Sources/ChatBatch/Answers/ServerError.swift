@@ -50,6 +50,7 @@ struct ServerError {
     var namesModel: Bool {
         if words.contains(where: { $0.contains("model_not_found") }) { return true }
         let m = message.lowercased()
-        return m.contains("model") && (m.contains("does not exist") || m.contains("not found"))
+        // LiteLLM answers an unknown model with a 400: "Invalid model name passed in model=…".
+        return m.contains("model") && (m.contains("does not exist") || m.contains("not found") || m.contains("invalid model name"))
     }
 }

@@ -13,6 +13,9 @@ enum StreamAssembler {
         var repaired = false
         /// Chunks read (a stream of none is no answer, even with `[DONE]`).
         var chunks = 0
+        /// Events that could not be read (not JSON), and the start of the first: a piece of the answer is missing.
+        var unreadable = 0
+        var firstUnreadable = ""
     }
 
     static func assemble(_ bytes: [UInt8]) -> Assembled {
@@ -29,6 +32,8 @@ enum StreamAssembler {
         var repaired = false
         var eventIsError = false
         var chunks = 0
+        var unreadable = 0
+        var firstUnreadable = ""
 
         for rawLine in bytes.split(separator: 0x0A, omittingEmptySubsequences: true) {
             var line = rawLine[...]
@@ -41,7 +46,11 @@ enum StreamAssembler {
             var payload = line.dropFirst(5)
             while payload.first == 0x20 { payload = payload.dropFirst() }
             if payload.elementsEqual("[DONE]".utf8) { complete = true; continue }
-            guard let (chunk, fixed) = try? JSON.parseRepairing(payload) else { continue }
+            guard let (chunk, fixed) = try? JSON.parseRepairing(payload) else {
+                if unreadable == 0 { firstUnreadable = String(decoding: payload.prefix(80), as: UTF8.self) }
+                unreadable += 1
+                continue
+            }
             repaired = repaired || fixed
             if eventIsError || (chunk["error"].map { !$0.isNull } ?? false) {
                 error = error ?? (chunk["error"] ?? chunk)
@@ -83,6 +92,8 @@ enum StreamAssembler {
             "choices": [["index": 0, "message": message, "logprobs": nil, "finish_reason": finishReason]],
         ]
         if let usage { body["usage"] = usage }
-        return Assembled(body: body, complete: complete, error: error, repaired: repaired, chunks: chunks)
+        return Assembled(
+            body: body, complete: complete, error: error, repaired: repaired, chunks: chunks, unreadable: unreadable,
+            firstUnreadable: firstUnreadable)
     }
 }

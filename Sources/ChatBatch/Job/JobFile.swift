@@ -81,7 +81,11 @@ public enum JobFile {
         }
         let root: JSON
         do {
-            root = try Yams.compose(yaml: text).map(toJSON) ?? .object(JSONObject())
+            var budget = maxValues
+            root = try Yams.compose(yaml: text).map { node throws(ChatBatchError) in try toJSON(node, budget: &budget, path) }
+                ?? .object(JSONObject())
+        } catch let error as ChatBatchError {
+            throw error
         } catch let error as YamlError {
             throw ChatBatchError(.badJob, "\(path): not valid YAML: \(error)")
         } catch {
@@ -219,8 +223,16 @@ public enum JobFile {
         }
     }
 
-    /// Converts a YAML node into a JSON value, keeping mapping order.
-    static func toJSON(_ node: Node) -> JSON {
+    /// The most values a job file may hold once its YAML aliases are expanded: a real job has a few hundred, and a
+    /// file whose aliases nest (the "billion laughs") would expand past any memory.
+    static let maxValues = 100_000
+
+    /// Converts a YAML node into a JSON value, keeping mapping order; refuses one that expands past `budget` values.
+    static func toJSON(_ node: Node, budget: inout Int, _ path: String) throws(ChatBatchError) -> JSON {
+        budget -= 1
+        guard budget >= 0 else {
+            throw ChatBatchError(.badJob, "\(path): the job file expands to more than \(maxValues) values (YAML aliases that nest?); refusing it")
+        }
         switch node {
         case .scalar:
             switch Tag.Name(rawValue: node.tag.description) {
@@ -232,10 +244,12 @@ public enum JobFile {
             }
         case .mapping(let mapping):
             var o = JSONObject()
-            for (key, value) in mapping { o[key.string ?? ""] = toJSON(value) }
+            for (key, value) in mapping { o[key.string ?? ""] = try toJSON(value, budget: &budget, path) }
             return .object(o)
         case .sequence(let sequence):
-            return .array(sequence.map(toJSON))
+            var items: [JSON] = []
+            for item in sequence { items.append(try toJSON(item, budget: &budget, path)) }
+            return .array(items)
         case .alias:
             return .null
         }

@@ -55,7 +55,8 @@ struct RetryPolicy: Sendable {
         switch status {
         case 429: return .retry(after: after, pauseAll: true, ambiguous: false)
         case 408, 500, 502, 503, 504, 506..<600: return .retry(after: after, pauseAll: false, ambiguous: false)
-        case 403 where server.isPermission, 404 where server.namesModel, 403 where server.namesModel: return .blockModel
+        case 403 where server.isPermission, 404 where server.namesModel, 403 where server.namesModel, 400 where server.namesModel:
+            return .blockModel
         case 404, 405: return .wrongRoute
         default: return .fail
         }

@@ -1,0 +1,98 @@
+@testable import ChatBatch
+import ChatBatchCore
+import FakeGateway
+import Foundation
+import Testing
+
+/// What third-party fault servers and proxies still caught, with the real binary.
+@Suite("Reliability round 4", .serialized)
+struct ReliabilityRound4Tests {
+    @Test func anUnreadableEventInsideAStreamIsABrokenStreamNeverASilentGap() throws {
+        let scratch = Scratch()
+        // Two lines broken on every attempt (they fail, keeping what came back), one broken once (retried, then whole).
+        let g = try FakeGateway.start { $0.script = ["p0001": Array(repeating: .brokenEvent, count: 9), "p0002": [.brokenEvent], "p0003": Array(repeating: .brokenEvent, count: 9)] }
+        defer { g.shutdown() }
+        scratch.write("in.jsonl", lines: promptLines(20))
+        writeJob(scratch, g, extra: ["stream: true", "retry: {max_attempts: 3, base_delay: 0.01, max_delay: 0.05}"])
+        let (code, text) = try runToEnd(chatbatchBinary(), ["run", scratch.file("job.yaml")])
+        #expect(code == 1, "\(text)")
+        let errors = scratch.lines("out.errors.jsonl")
+        #expect(Set(errors.compactMap { $0["custom_id"]?.stringValue }) == ["p0001", "p0003"], "\(errors)")
+        #expect(errors.allSatisfy { $0["error"]?["code"]?.stringValue == "broken_stream" }, "\(errors)")
+        #expect(text.contains("possibly billed twice") && !text.contains(" 0 possibly billed twice"), "\(text)")
+        // Every answer taken is whole: the same text as the gateway gives unstreamed.
+        let results = scratch.lines("out.jsonl")
+        #expect(results.count == 18)
+        let direct = try FakeGateway.start()
+        defer { direct.shutdown() }
+        scratch.write("again.jsonl", lines: promptLines(20))
+        let (plain, _) = try runToEnd(chatbatchBinary(), ["run", scratch.file("again.jsonl"), "--provider", "openai-compatible", "--base-url", direct.baseURL,
+                                                          "--model", "openai/gpt-oss-120b"], environment: ["OPENAI_API_KEY": "sk-fake"])
+        #expect(plain == 0)
+        var expected: [String: String] = [:]
+        for line in scratch.lines("again.results.jsonl") {
+            expected[line["custom_id"]?.stringValue ?? ""] = line["response"]?["body"]?["choices"]?.arrayValue?.first?["message"]?["content"]?.stringValue
+        }
+        for line in results {
+            let id = line["custom_id"]?.stringValue ?? ""
+            #expect(line["response"]?["body"]?["choices"]?.arrayValue?.first?["message"]?["content"]?.stringValue == expected[id], "\(id)")
+        }
+    }
+
+    @Test func aModelA400NamesAsUnknownIsRefusedLikeA404AndTheOtherModelsGoOn() throws {
+        let scratch = Scratch()
+        let g = try FakeGateway.start { $0.unknownModelAs400 = true }
+        defer { g.shutdown() }
+        let lines = (1...12).map { i in #"{"custom_id":"k\#(i)","prompt":"q\#(i)","model":"\#(i % 3 == 0 ? "no-such-model-1" : "openai/gpt-oss-120b")"}"# }
+        scratch.write("in.jsonl", lines: lines)
+        let (code, text) = try runToEnd(chatbatchBinary(), ["run", scratch.file("in.jsonl"), "--provider", "openai-compatible", "--base-url", g.baseURL],
+                                        environment: ["OPENAI_API_KEY": "sk-fake"])
+        #expect(code == 1 && text.contains("no-such-model-1") && text.contains("refused"), "\(text)")
+        #expect(scratch.lines("in.results.jsonl").count == 8 && scratch.lines("in.results.errors.jsonl").count == 4)
+        let refusedModelRequests = g.ledger.snapshot().filter { $0.status == 400 }.count
+        #expect(refusedModelRequests == 1, "one request for the refused model, not one per line")
+    }
+
+    @Test func invalidLinesStreamToTheErrorsFileInBoundedMemory() throws {
+        let scratch = Scratch()
+        let n = 100_000
+        let text = (1...n).map { #"{"custom_id":"n\#($0)","prompt":"no model given"}"# }.joined(separator: "\n") + "\n"
+        _ = FileManager.default.createFile(atPath: scratch.file("in.jsonl"), contents: Data(text.utf8))
+        let (code, said) = try runToEnd("/usr/bin/env", ["time", "-f", "maxrss_kb=%M", chatbatchBinary(), "run", scratch.file("in.jsonl"),
+                                                         "--provider", "openai-compatible", "--fake-gateway", "--quiet"])
+        #expect(code == 1, "\(said)")
+        let rss = said.split(separator: "\n").first { $0.hasPrefix("maxrss_kb=") }.flatMap { Int($0.dropFirst(10)) } ?? .max
+        #expect(rss < 150_000, "\(rss) kB for \(n) invalid lines")  // a batch the size of the input took over 250 MB
+        #expect(scratch.lines("in.results.errors.jsonl").count == n)
+    }
+
+    @Test(needs("no prlimit (util-linux)") { installed("prlimit") != nil })
+    func moreInFlightThanOpenFilesAllowIsCappedAndSaidNeverAnOutage() throws {
+        let scratch = Scratch()
+        let g = try FakeGateway.start { $0.latencyMilliseconds = 200 }
+        defer { g.shutdown() }
+        scratch.write("in.jsonl", lines: promptLines(600))
+        writeJob(scratch, g, concurrency: 5000, extra: ["warmup: false", "adaptive_concurrency: false"])
+        guard let prlimit = installed("prlimit") else { Issue.record("no prlimit"); return }
+        let (code, text) = try runToEnd(prlimit, ["--nofile=256:256", chatbatchBinary(), "run", scratch.file("job.yaml")])
+        #expect(code == 0 && text.contains("ulimit -n") && text.contains("0 possibly billed twice"), "\(text)")
+        #expect(!text.contains("unreachable") && !text.contains("Couldn't connect"), "\(text)")
+        #expect(g.ledger.count == 600)
+    }
+
+    @Test func aJobFileWhoseAliasesNestIsRefusedAtOnce() throws {
+        let scratch = Scratch()
+        var yaml = [#"a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]"#]
+        for i in 1...8 { yaml.append("a\(i): &a\(i) [" + Array(repeating: "*a\(i - 1)", count: 9).joined(separator: ",") + "]") }
+        yaml.append("input: in.jsonl")
+        try yaml.joined(separator: "\n").write(toFile: scratch.file("laughs.yaml"), atomically: true, encoding: .utf8)
+        scratch.write("in.jsonl", lines: promptLines(1))
+        let (code, text) = try runToEnd(chatbatchBinary(), ["validate", scratch.file("laughs.yaml")], captureStdout: true)
+        #expect(code == 2 && text.contains("laughs.yaml") && text.contains("aliases"), "\(text)")
+        // A job file with an ordinary alias still works.
+        let plain = "input: &name in.jsonl\nprovider: tera\nsystem: *name\n"
+        try plain.write(toFile: scratch.file("plain.yaml"), atomically: true, encoding: .utf8)
+        let (ok, okText) = try runToEnd(chatbatchBinary(), ["validate", scratch.file("plain.yaml")], captureStdout: true)
+        #expect(ok == 0, "\(okText)")
+    }
+}
