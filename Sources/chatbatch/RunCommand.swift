@@ -90,6 +90,8 @@ struct JobOptions: ParsableArguments {
     @Option(parsing: .unconditional, help: "HTTP attempts per prompt at most.") var maxAttempts: Int?
     @Option(parsing: .unconditional, help: "Seconds allowed for one request.") var timeout: Double?
     @Option(parsing: .unconditional, help: "Seconds allowed to connect.") var connectTimeout: Double?
+    @Option(parsing: .unconditional, help: "The most bytes one answer may have, decoded (default 16777216); past it the line fails as response_too_large.")
+    var maxResponseBytes: Int?
     @Option(parsing: .unconditional, help: "Seconds in-flight requests may finish after SIGINT/SIGTERM/SIGHUP.") var grace: Double?
     @Option(help: "Output format: \(OutputFormat.choices) (batch: the OpenAI Batch output shape).") var format: String?
     @Option(name: .customLong("set"), help: "A request default, KEY=JSON (repeatable), e.g. --set max_tokens=512 --set 'response_format={\"type\":\"json_object\"}'.")
@@ -173,6 +175,7 @@ struct JobOptions: ParsableArguments {
         flags.maxAttempts = maxAttempts
         flags.timeout = timeout
         flags.connectTimeout = connectTimeout
+        flags.maxResponseBytes = maxResponseBytes
         flags.grace = grace
         flags.system = system
         if !requestDefaults.isEmpty {

@@ -1,4 +1,5 @@
 import ChatBatch
+import ChatBatchCore
 import Foundation
 
 /// `-` as the input: standard input is written to a file beside the outputs, so the run (and a resume) has a file
@@ -6,7 +7,7 @@ import Foundation
 enum StandardInput {
     static func spool(to path: String) throws -> String {
         let folder = (path as NSString).deletingLastPathComponent
-        if !folder.isEmpty { try? FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true) }
+        makeFolders(folder)
         let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw ChatBatchError(.unreadableInput, "cannot write \(path) to keep standard input: \(String(cString: strerror(errno)))") }
         defer { close(fd) }

@@ -294,3 +294,24 @@ struct MachineTests {
         #expect(checkpoint.cancels == [0])
     }
 }
+
+extension MachineTests {
+    /// A log line every 30 s (the default when not on a terminal) gives a real rate and an ETA, not "0.0 req/s":
+    /// the window of about 10 s keeps one earlier sample whatever the interval, and the first line takes the rate
+    /// since the start.
+    @Test func progressLinesThirtySecondsApartGiveARateAndAnETA() throws {
+        var h = try Harness()
+        h.feed((1...40).map { "p\($0)" }, end: true)
+        h.handle(.inputCounted(40))
+        var snapshots: [ProgressSnapshot] = []
+        for round in 1...3 {
+            for id in h.sentIDs { h.answer(id, 200) }  // four answered each round
+            h.now = MachineTests.t0 + UInt64(round) * 30 * MachineTests.second
+            snapshots.append(h.machine.snapshot(Moment(uptime: h.now, wall: 1_800_000_000)))
+        }
+        for s in snapshots {
+            #expect(s.requestsPerSecond > 0, "\(s.line)")
+            #expect(s.line.contains("ETA "), "\(s.line)")
+        }
+    }
+}

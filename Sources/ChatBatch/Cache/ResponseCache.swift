@@ -92,13 +92,8 @@ final class ResponseCache: @unchecked Sendable {
         if !exists {
             // A cache under a folder not made yet (~/.cache/chatbatch/answers.db on a new machine): make it, owner-only.
             let folder = (path as NSString).deletingLastPathComponent
-            if !folder.isEmpty && !FileManager.default.fileExists(atPath: folder) {
-                do {
-                    try FileManager.default.createDirectory(
-                        atPath: folder, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-                } catch {
-                    throw ChatBatchError(.badCache, "cannot create the folder \(folder) for cache \(path): \(error.localizedDescription)")
-                }
+            guard makeFolders(folder) else {
+                throw ChatBatchError(.badCache, "cannot create the folder \(folder) for cache \(path): \(String(cString: strerror(errno)))")
             }
             let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
             guard fd >= 0 else { throw ChatBatchError(.badCache, "cannot create cache \(path): \(String(cString: strerror(errno)))") }

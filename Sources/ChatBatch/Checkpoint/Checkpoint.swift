@@ -35,6 +35,10 @@ final class CheckpointStore: @unchecked Sendable {
         if isDir.boolValue {
             throw ChatBatchError(.notAFile, "checkpoint \(path) is a directory")
         }
+        var link = stat()
+        if lstat(path, &link) == 0 && (link.st_mode & S_IFMT) == S_IFLNK {
+            throw ChatBatchError(.notAFile, "checkpoint \(path) is a symbolic link; refusing to write through it (give the file itself)")
+        }
         if exists {
             try Self.checkHeader(path)
         } else if !create {
@@ -53,6 +57,8 @@ final class CheckpointStore: @unchecked Sendable {
                 .checkpointBusy,
                 "checkpoint \(path) is held by another chatbatch run; wait for it to finish (or stop it) and run again")
         }
+        // A file made empty beforehand (touch, another umask) becomes owner-only as the checkpoint starts in it.
+        if Self.fileSize(path) == 0 { fchmod(fd, 0o600) }
         lockFD = Mutex(fd)
         do {
             db = try SQLiteDatabase(path: path)

@@ -78,6 +78,8 @@ public struct ChatBatchError: Error, Sendable, CustomStringConvertible {
         case outputClash = "output_clash"
         case notOurFile = "not_our_file"
         case otherInput = "other_input"
+        case badURL = "bad_url"
+        case badKey = "bad_key"
         // Merging shards.
         case badOutput = "bad_output"
         case badSummary = "bad_summary"

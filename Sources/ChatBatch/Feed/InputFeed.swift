@@ -278,7 +278,7 @@ final class InputFeed {
             batch.messages.append("\(path): … and \(count - 3) more lines with the same problem:\(problem)")
         }
         if fakeResends > 0 {
-            batch.messages.append("chatbatch: \(fakeResends) lines were answered by the fake gateway (--fake-gateway); a fake answer never stands for a real one, so they are sent to \(config.endpoint.url)")
+            batch.messages.append("chatbatch: \(fakeResends) lines were answered by the fake gateway (--fake-gateway); a fake answer never stands for a real one, so they are sent to \(config.endpoint.shownURL)")
         }
     }
 }

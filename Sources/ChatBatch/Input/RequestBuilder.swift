@@ -30,6 +30,12 @@ enum ParsedLine: Sendable {
     case invalid(key: String, customID: String, line: Int, reason: String)
 }
 
+extension RequestBuilder {
+    /// The longest custom_id accepted, in UTF-8 bytes (OpenAI's Batch API allows 64 characters; ids of a few hundred
+    /// bytes are seen in real files).
+    static let maxCustomIDBytes = 512
+}
+
 /// Turns input lines into request bodies: the OpenAI Batch shape, `messages` or `prompt` lines, or records
 /// rendered through the job's template; then merges the job's request defaults, system prompt and model,
 /// and checks the result against the model's limits.
@@ -118,8 +124,13 @@ struct RequestBuilder: Sendable {
             return invalid("expected `body` (OpenAI Batch shape), `messages` or `prompt`, or a record with a template set in the job", id: id)
         }
         let customID = id ?? key
-        if let bad = customID.unicodeScalars.first(where: { $0.value < 0x20 || $0.value == 0x7F }) {
-            // It travels as the X-Client-Request-Id header: a CR or LF there would put text of the line's choosing on the wire.
+        // It travels as the X-Client-Request-Id header: a CR or LF there would put text of the line's choosing on the
+        // wire, and a huge one makes libcurl fail for want of memory (which must never read as an outage).
+        if customID.utf8.count > Self.maxCustomIDBytes {
+            return invalid("custom_id is \(customID.utf8.count) bytes long; at most \(Self.maxCustomIDBytes) are allowed (it is sent as a request header)",
+                           id: String(customID.prefix(64)) + "…")
+        }
+        if let bad = customID.unicodeScalars.first(where: { $0.value < 0x20 || $0.value == 0x7F || (0x80...0x9F).contains($0.value) }) {
             return invalid("custom_id holds a control character (U+\(String(format: "%04X", bad.value))); it is sent as a request header and must be printable", id: customID)
         }
 

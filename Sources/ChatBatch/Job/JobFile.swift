@@ -22,6 +22,7 @@ public enum JobFile {
         ("max_attempts", { r, s throws(ChatBatchError) in s.maxAttempts = try r.integer("max_attempts") ?? s.maxAttempts }),
         ("timeout", { r, s throws(ChatBatchError) in s.timeout = try r.number("timeout") }),
         ("connect_timeout", { r, s throws(ChatBatchError) in s.connectTimeout = try r.number("connect_timeout") }),
+        ("max_response_bytes", { r, s throws(ChatBatchError) in s.maxResponseBytes = try r.integer("max_response_bytes") }),
         ("grace", { r, s throws(ChatBatchError) in s.grace = try r.number("grace") }),
         ("retry", { r, s throws(ChatBatchError) in try r.retry(&s) }),
         ("request", { r, s throws(ChatBatchError) in s.request = try r.object("request", "a mapping of request body fields") }),
@@ -59,6 +60,7 @@ public enum JobFile {
     static let providerKeys: Set<String> = [
         "provider", "base_url", "model", "project_id", "api_key_env", "api_key_file", "headers", "concurrency", "max_cost",
         "requests_per_minute", "tokens_per_minute", "prices", "ca_cert", "proxy", "timeout", "connect_timeout", "allow_http",
+        "max_response_bytes",
     ]
 
     static var knownKeys: Set<String> { Set(keys.map(\.key)) }
@@ -73,6 +75,12 @@ public enum JobFile {
 
     /// Loads and checks a job file; `{date}` in its paths becomes `date` (default: today).
     public static func load(path: String, date: String? = nil) throws(ChatBatchError) -> JobSettings {
+        // `{date}` goes into paths: a word of letters, digits, `.`, `_` and `-`, never a way out of the job's folder.
+        if let date, date.isEmpty || date.contains("..") || date.hasPrefix(".")
+            || !date.unicodeScalars.allSatisfy({ CharacterSet.alphanumerics.contains($0) && $0.isASCII || "._-".unicodeScalars.contains($0) })
+        {
+            throw ChatBatchError(.badJob, "--date \(date.terminalSafe) is not a date: give YYYY-MM-DD (letters, digits, '.', '_' and '-' only, no '..')")
+        }
         guard let data = FileManager.default.contents(atPath: path) else {
             throw ChatBatchError(.missingJob, "\(path): cannot read job file")
         }

@@ -22,6 +22,8 @@ public struct JobSettings: Sendable {
     public var maxAttempts: Int?
     public var timeout: Double?
     public var connectTimeout: Double?
+    /// The most bytes one answer may have (decoded); default 16 MiB.
+    public var maxResponseBytes: Int?
     public var retryBaseDelay: Double?
     public var retryMaxDelay: Double?
     public var grace: Double?
@@ -91,7 +93,7 @@ public struct JobSettings: Sendable {
     /// Every field, each as "take it from `other` when set": the one list `overridden` walks.
     static var fields: [(inout JobSettings, JobSettings) -> Void] { [
         f(\.input), f(\.output), f(\.errors), f(\.checkpoint), f(\.format), f(\.provider), f(\.baseURL), f(\.model), f(\.projectID),
-        f(\.apiKeyEnv), f(\.apiKeyFile), f(\.headers), f(\.concurrency), f(\.maxAttempts), f(\.timeout), f(\.connectTimeout),
+        f(\.apiKeyEnv), f(\.apiKeyFile), f(\.headers), f(\.concurrency), f(\.maxAttempts), f(\.timeout), f(\.connectTimeout), f(\.maxResponseBytes),
         f(\.retryBaseDelay), f(\.retryMaxDelay), f(\.grace), f(\.request), f(\.system), f(\.template), f(\.idField), f(\.prices),
         f(\.limits), f(\.strict), f(\.force), f(\.retryFailed), f(\.stream), f(\.summaryJSON), f(\.maxCost), f(\.requestsPerMinute),
         f(\.tokensPerMinute), f(\.adaptiveConcurrency), f(\.warmup), f(\.retryInvalid), f(\.dropReasoning), f(\.cache), f(\.cacheMode),
@@ -127,6 +129,11 @@ public struct JobSettings: Sendable {
         }
         if template?.isEmpty == true {
             throw ChatBatchError(.badTemplate, "template is empty")
+        }
+        // A partial would load another template (a file, for some renderers) and renders empty here: refused, as is a
+        // change of delimiters that could hide one.
+        if let template, template.contains("{{>") || template.contains("{{<") || template.contains("{{=") {
+            throw ChatBatchError(.badTemplate, "the template uses a partial ({{> name}}) or changes its delimiters ({{= =}}); chatbatch renders one template with the record's fields only")
         }
         let routes = try (providers ?? [JobSettings()]).enumerated().map { i, entry throws(ChatBatchError) in
             try route(entry, index: i, single: providers == nil)
@@ -175,6 +182,7 @@ public struct JobSettings: Sendable {
                 ("tokens_per_minute", "--tpm", s.tokensPerMinute, 0.001, 1e12, .badRate),
                 ("prices.input", "--price-input", s.prices?.inputPerMillion, 0, 1e6, .badMaxCost),
                 ("prices.output", "--price-output", s.prices?.outputPerMillion, 0, 1e6, .badMaxCost),
+                ("max_response_bytes", "--max-response-bytes", s.maxResponseBytes.map(Double.init), 1024, Double(1 << 32), .badTimeout),
             ]
             for (key, flag, value, least, most, code) in checks {
                 guard let v = value else { continue }
@@ -212,7 +220,8 @@ public struct JobSettings: Sendable {
         let endpoint = EndpointSettings(
             provider: kind, url: try profile.endpoint(baseURL: s.baseURL, projectID: s.projectID, model: model),
             apiKeyEnv: s.apiKeyEnv ?? profile.keyVariable, apiKeyFile: s.apiKeyFile, headers: headers, timeout: timeout,
-            connectTimeout: s.connectTimeout ?? connectTimeout ?? 10, caCert: s.caCert ?? caCert, proxy: s.proxy ?? proxy,
+            connectTimeout: s.connectTimeout ?? connectTimeout ?? 10,
+            maxResponseBytes: s.maxResponseBytes ?? maxResponseBytes ?? EndpointSettings.defaultMaxResponseBytes, caCert: s.caCert ?? caCert, proxy: s.proxy ?? proxy,
             allowHTTP: s.allowHTTP ?? allowHTTP ?? false, fake: fakeGateway ?? false)
         return RouteSettings(
             name: s.name ?? (single ? kind.rawValue : "\(kind.rawValue)-\(index + 1)"), endpoint: endpoint, model: single ? nil : model,
@@ -222,6 +231,10 @@ public struct JobSettings: Sendable {
 
     /// A header name must be an HTTP token and its value one line: libcurl writes them to the wire as they are.
     static func checkHeader(name: String, value: String) throws(ChatBatchError) {
+        // The key has its own sources, kept out of `ps`, the job file and the logs, and scrubbed from every answer.
+        if name.lowercased() == "authorization" || name.lowercased() == "proxy-authorization" {
+            throw ChatBatchError(.badHeader, "the \(name) header is not given with --header or headers:; put the key in an environment variable (--api-key-env NAME) or a file (--api-key-file PATH), and chatbatch sends it as the provider wants it")
+        }
         let token = Set("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ".unicodeScalars)
         guard !name.isEmpty, name.unicodeScalars.allSatisfy({ token.contains($0) }) else {
             throw ChatBatchError(.badHeader, "header name '\(name.debugDescription.dropFirst().dropLast())' is not a valid HTTP header name (letters, digits and !#$%&'*+-.^_`|~ only)")

@@ -75,6 +75,10 @@ public struct EndpointSettings: Sendable {
     public var headers: [String: String]
     public var timeout: Double
     public var connectTimeout: Double
+    /// The most bytes one answer may have once decoded (`max_response_bytes`): past it, `response_too_large`.
+    public var maxResponseBytes: Int
+    /// 16 MiB: a real answer of 4,096 output tokens is well under 1 MB.
+    public static let defaultMaxResponseBytes = 16 << 20
     public var caCert: String?
     public var proxy: String?
     /// The key may travel over plain http to a host that is not this machine.
@@ -84,9 +88,15 @@ public struct EndpointSettings: Sendable {
 
     public var profile: any ProviderProfile { provider.profile }
 
+    /// What the URL and the proxy carry that is secret (a password, a key in the query): scrubbed like the key.
+    public var urlSecrets: [String] { EndpointURL.secrets(in: url) + (proxy.map(EndpointURL.secrets(in:)) ?? []) }
+
+    /// The URL as it may be shown and stored (credentials masked).
+    public var shownURL: String { EndpointURL.shown(url) }
+
     /// What names this endpoint in a checkpoint: provider and URL (the fake gateway is one endpoint whatever its port).
     public var identity: String {
-        var url = self.url
+        var url = EndpointURL.shown(self.url)
         if let q = url.firstIndex(of: "?"), provider != .tir { url = String(url[..<q]) }
         if fake {
             // Its port changes from run to run: the path (and provider) name the route on it.

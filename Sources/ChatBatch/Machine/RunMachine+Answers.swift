@@ -124,7 +124,7 @@ extension RunMachine {
             } else {
                 actions.append(requeue(effect.attempt, note: reason))
                 scheduler.retryNow(job)
-                stopLane(lane, .unreachable("\(route.endpoint.url) answered \(reason): does the base URL end in /v1 (for TIR: is the project id right)? Nothing else was sent\(Self.at(route, config)); fix the URL and run the same command again"), now)
+                stopLane(lane, .unreachable("\(route.endpoint.shownURL) answered \(reason): does the base URL end in /v1 (for TIR: is the project id right)? Nothing else was sent\(Self.at(route, config)); fix the URL and run the same command again"), now)
             }
         case .stopRun(let reason, let note):
             actions.append(requeue(effect.attempt, note: note))
@@ -152,7 +152,7 @@ extension RunMachine {
         let r = job.request
         let lane = job.route
         actions.append(.record(.requeue(customID: r.customID, line: r.line, bodyHash: r.bodyHash, model: r.model, attempt: attempt, note: nil)))
-        let url = config.routes[lane].endpoint.url
+        let url = config.routes[lane].endpoint.shownURL
         guard scheduler.lanes[lane].health.proven else {
             again.probe = false
             scheduler.retryNow(again)

@@ -35,7 +35,7 @@ extension RunMachine {
             var reasons: [String] = []
             if s.changed > 0 { reasons.append("\(s.changed) lines changed since they were answered; pass --force to send them again") }
             if s.otherEndpoint > 0 {
-                reasons.append("\(s.otherEndpoint) lines were answered by another endpoint; pass --other-endpoint-answers keep to keep those answers, or resend to send them again to \(config.endpoint.url)")
+                reasons.append("\(s.otherEndpoint) lines were answered by another endpoint; pass --other-endpoint-answers keep to keep those answers, or resend to send them again to \(config.endpoint.shownURL)")
             }
             // The input was read through and still lines are pending: they are not in this input (it was replaced).
             if inputDone && s.leftPending > 0 {

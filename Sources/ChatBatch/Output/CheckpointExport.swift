@@ -40,7 +40,7 @@ public enum CheckpointExport {
         }
         for path in [resultsPath, errorsPath] {
             let folder = (path as NSString).deletingLastPathComponent
-            if !folder.isEmpty { try? FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true) }
+            makeFolders(folder)
         }
         try OutputFiles.checkTargets(
             input: "-", checkpoint: checkpoint,

@@ -54,6 +54,14 @@ public enum SideFiles {
             for (other, what) in taken where same(path, other) {
                 throw ChatBatchError(.outputClash, "\(path) is \(what); refusing to write \(role.what) over it. Pass another \(role.flag)")
             }
+            var link = stat()
+            if role == .log && lstat(path, &link) == 0 && (link.st_mode & S_IFMT) == S_IFLNK {
+                var target = stat()
+                let device = stat(path, &target) == 0 && (target.st_mode & S_IFMT) != S_IFREG
+                if !device {  // /dev/stderr is a link to a device, and is fine
+                    throw ChatBatchError(.notOurFile, "\(path) is a symbolic link; refusing to append the log through it. Pass the file itself")
+                }
+            }
             try refuseForeign(path, role)
             taken.append((path, "the file given with \(role.flag)"))
         }

@@ -49,9 +49,18 @@ extension ProviderProfile {
         guard var base = baseURL ?? defaultBaseURL else {
             throw ChatBatchError(.missingBaseURL, "provider \(kind.rawValue) needs a base URL: set base_url in the job or pass --base-url")
         }
+        try EndpointURL.check(base, what: "the base URL")
+        // The path is joined before any query the base URL carries.
+        var query = ""
+        if let q = base.firstIndex(of: "?") {
+            query = String(base[q...])
+            base = String(base[..<q])
+        }
         while base.hasSuffix("/") { base.removeLast() }
-        if base.contains("/chat/completions") { return base }
-        return try chatURL(base: base, projectID: projectID, model: model)
+        if base.contains("/chat/completions") { return base + query }
+        let url = try chatURL(base: base, projectID: projectID, model: model)
+        guard !query.isEmpty else { return url }
+        return url.contains("?") ? url + "&" + query.dropFirst() : url + query
     }
 }
 

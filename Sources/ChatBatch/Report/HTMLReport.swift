@@ -20,7 +20,7 @@ public enum HTMLReport {
         }
         let page = try render(checkpoint: checkpoint)
         let folder = (path as NSString).deletingLastPathComponent
-        if !folder.isEmpty { try? FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true) }
+        makeFolders(folder, mode: 0o755)  // a report page is made to be shared
         try OutputFiles.replace(path, with: Array(page.utf8), mode: 0o644)
     }
 

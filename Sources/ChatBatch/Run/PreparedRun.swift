@@ -29,7 +29,7 @@ struct PreparedRun: Sendable {
             "model": config.shape.model.map(JSON.string) ?? .null, "stream": .bool(config.shape.stream),
             "max_cost": config.limits.maxCost.map(JSON.double) ?? .null, "adaptive": .bool(config.limits.adaptive), "warmup": .bool(config.limits.warmup),
             "max_attempts": .int(config.retry.maxAttempts), "route": .string(config.routing.rawValue),
-            "providers": .array(config.routes.map { ["name": .string($0.name), "url": .string($0.endpoint.fake ? "fake gateway" : $0.endpoint.url), "concurrency": .int($0.concurrency)] }),
+            "providers": .array(config.routes.map { ["name": .string($0.name), "url": .string($0.endpoint.fake ? "fake gateway" : $0.endpoint.shownURL), "concurrency": .int($0.concurrency)] }),
         ]
     }
 
@@ -47,7 +47,7 @@ struct PreparedRun: Sendable {
         for path in [files.checkpoint, files.output, files.errors] {
             let folder = (path as NSString).deletingLastPathComponent
             if !folder.isEmpty {
-                try? FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+                makeFolders(folder)
             }
         }
         let created = !FileManager.default.fileExists(atPath: files.checkpoint)
@@ -74,8 +74,8 @@ struct PreparedRun: Sendable {
         let opened = try store.openRun(
             sink: outputs, forgetRefusedModels: config.choices.retryFailed,
             endpoints: config.routes.map { r in
-                let place = r.endpoint.fake ? "the fake gateway" : r.endpoint.url
-                return (r.endpoint.identity, config.routes.count > 1 ? "\(r.name) (\(place))" : place, r.endpoint.provider.rawValue, r.endpoint.url,
+                let place = r.endpoint.fake ? "the fake gateway" : r.endpoint.shownURL
+                return (r.endpoint.identity, config.routes.count > 1 ? "\(r.name) (\(place))" : place, r.endpoint.provider.rawValue, r.endpoint.shownURL,
                         r.endpoint.fake)
             },
             fingerprint: { identities in
@@ -105,15 +105,16 @@ struct PreparedRun: Sendable {
         }
         feed = try InputFeed(
             config: config, checkpoint: reader, hasInvalidRows: opened.hasInvalidRows, cache: cacheReader, backfills: true, endpoints: claims)
-        redactor = Redactor(secrets: keys.compactMap { $0 })
+        let secrets = keys.compactMap { $0 } + config.routes.flatMap(\.endpoint.urlSecrets)
+        redactor = Redactor(secrets: secrets)
         let environment = ProcessInfo.processInfo.environment
         calls = zip(config.routes, keys).map { route, key in
             let e = route.endpoint
             return RequestCall(
                 url: e.url, authorization: key.flatMap { $0.isEmpty ? nil : e.profile.authorization($0) }, key: key, extra: e.headers,
-                connectTimeout: e.connectTimeout, timeout: e.timeout,
+                connectTimeout: e.connectTimeout, timeout: e.timeout, maxResponseBytes: e.maxResponseBytes,
                 connection: ConnectionOptions.resolve(caCert: e.caCert, proxy: e.proxy, environment: environment), model: route.model,
-                redactor: Redactor(secrets: keys.compactMap { $0 }))
+                redactor: Redactor(secrets: secrets))
         }
         machine = RunMachine(
             config: config, spent: opened.endpoints.map { opened.spentByEndpoint[$0.id] ?? 0 } + [max(0, opened.spent - opened.spentByEndpoint.values.reduce(0, +))],

@@ -146,7 +146,7 @@ final class RunDriver: Sendable {
                 return c.items
             }
             let redactor = self.opened.redactor
-            self.turn(.answered(items.map { var a = $0; a.response = redactor.scrub(a.response); return a }))
+            self.turn(.answered(items.map { var a = $0; a.response = redactor.scrubAnswer(a.response); return a }))
         }
     }
 

@@ -127,6 +127,11 @@ enum AnswerPolicy {
             return effect(.retry(after: after, pauseKey: pauseAll, ambiguous: ambiguous, warming: warming))
         case .unreachable:
             return effect(.unreachable(reason: response.failure?.message ?? "no connection"))
+        case .fail where response.failure?.kind == .tooLarge:
+            attempt.ambiguous = true  // the server had it: possibly billed, and not asked again
+            let message = response.failure?.message ?? "the answer is too large"
+            return effect(.failed(failedRecord(job, code: "response_too_large", message: message, response: response, requestID: requestID)),
+                          signature: "response_too_large")
         case .fail:
             let server = ServerError(status: response.status, body: response.body)
             let code = errorCode(response)
@@ -136,6 +141,8 @@ enum AnswerPolicy {
             let server = ServerError(status: response.status, body: response.body)
             let record = failedRecord(job, code: errorCode(response), message: server.message, response: response, requestID: requestID)
             return effect(.wrongRoute(reason: "HTTP \(response.status) \(server.message)", record), signature: "HTTP \(response.status) \(errorCode(response))")
+        case .stopRun where response.failure?.kind == .proxyRefused:
+            return effect(.stopUnsent(reason: "\(response.failure?.message ?? "the proxy refused the tunnel"); nothing reached the API. Check the proxy (--proxy, HTTPS_PROXY) and its rules, then run the same command again"))
         case .stopRun where response.failure?.kind == .tlsRefused:
             return effect(.stopUnsent(reason: "\(hostAndPort(c.route.endpoint.url)): the server's TLS certificate was refused (\(response.failure?.message ?? "")); nothing was sent. If the gateway uses a private CA, pass --ca-cert PATH (job key ca_cert) or set SSL_CERT_FILE or CURL_CA_BUNDLE, then run the same command again"))
         case .stopRun:

@@ -36,8 +36,9 @@ struct RetryPolicy: Sendable {
     func verdict(for response: HTTPResponse, attempt: Int, random: inout some RandomNumberGenerator) -> AttemptVerdict {
         if let failure = response.failure {
             switch failure.kind {
-            case .tlsRefused: return .stopRun  // every request would meet the same certificate
+            case .tlsRefused, .proxyRefused: return .stopRun  // every request would meet the same certificate, or proxy
             case .notSent: return .unreachable
+            case .tooLarge: return .fail
             default: return .retry(after: backoff(attempt, &random), pauseAll: false, ambiguous: failure.kind == .sentNoAnswer)
             }
         }

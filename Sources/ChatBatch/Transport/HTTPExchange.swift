@@ -11,6 +11,8 @@ struct HTTPRequest: Sendable {
     var timeout: Double
     /// Trust and proxy for the connection.
     var connection = ConnectionOptions()
+    /// The most bytes an answer may have once decoded (gzip included); past it the transfer stops as `tooLarge`.
+    var maxResponseBytes = EndpointSettings.defaultMaxResponseBytes
 
     init(url: String, headers: [String], body: [UInt8], connectTimeout: Double = 10, timeout: Double = 300) {
         self.url = url
@@ -73,6 +75,12 @@ struct TransportFailure: Error, Sendable, CustomStringConvertible {
         /// The server's TLS certificate was refused before the request went out: nothing was sent, and every
         /// other request would be refused the same way.
         case tlsRefused = "tls_refused"
+        /// The answer passed the size cap (`max_response_bytes`): the server had the request, so it may be billed;
+        /// never asked again (another answer that size would be read and thrown away again).
+        case tooLarge = "too_large"
+        /// The proxy refused to open a tunnel (its answer to CONNECT was not 2xx): nothing reached the API, and every
+        /// other request would be refused the same way.
+        case proxyRefused = "proxy_refused"
     }
     var kind: Kind
     /// libcurl's error code and message.

@@ -1,3 +1,5 @@
+import Foundation
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -12,9 +14,41 @@ struct Redactor: Sendable {
     static let mask = "[redacted]"
     let secrets: [[UInt8]]
 
-    /// Keys shorter than 4 bytes are not searched for (they would match ordinary text).
+    /// The secrets as given (for a decoded text), without their encoded forms.
+    let plain: [[UInt8]]
+
+    /// Keys shorter than 4 bytes are not searched for (they would match ordinary text). Each secret is searched for
+    /// as it is and in the forms a server may echo it in: JSON-escaped (`\/`, `\u00XX`), percent-encoded, and
+    /// base64 (standard and URL-safe, at each of the three alignments it can have inside a longer text).
     init(secrets: [String]) {
-        self.secrets = secrets.map { Array($0.utf8) }.filter { $0.count >= 4 }
+        plain = Array(Set(secrets)).map { Array($0.utf8) }.filter { $0.count >= 4 }
+        var forms = Set<[UInt8]>()
+        for secret in plain { forms.formUnion(Self.encodings(of: secret)) }
+        self.secrets = forms.sorted { $0.count > $1.count }  // longest first: no form is cut by a shorter one's mask
+    }
+
+    static func encodings(of secret: [UInt8]) -> [[UInt8]] {
+        var out: [[UInt8]] = [secret]
+        func hex(_ b: UInt8, _ upper: Bool) -> String { String(format: upper ? "%02X" : "%02x", b) }
+        for upper in [false, true] {
+            out.append(Array(secret.map { "\\u00" + hex($0, upper) }.joined().utf8))
+            let unreserved = Set(Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~".utf8))
+            out.append(Array(secret.map { unreserved.contains($0) ? String(UnicodeScalar($0)) : "%" + hex($0, upper) }.joined().utf8))
+        }
+        if secret.contains(UInt8(ascii: "/")) {
+            out.append(Array(String(decoding: secret, as: UTF8.self).replacingOccurrences(of: "/", with: "\\/").utf8))
+        }
+        // base64 of the secret preceded by 0, 1 or 2 other bytes: the characters that depend only on the secret.
+        for offset in 0..<3 {
+            let encoded = Array(Data(Array(repeating: 0, count: offset) + secret).base64EncodedString().utf8)
+            let skip = offset == 0 ? 0 : (offset == 1 ? 2 : 3)
+            let whole = (offset + secret.count) / 3 * 4
+            guard whole > skip + 4 else { continue }
+            let core = Array(encoded[skip..<whole])
+            out.append(core)
+            out.append(core.map { $0 == UInt8(ascii: "+") ? UInt8(ascii: "-") : $0 == UInt8(ascii: "/") ? UInt8(ascii: "_") : $0 })
+        }
+        return out.filter { $0.count >= 4 }
     }
 
     /// The bytes with every secret replaced by the mask (unchanged, and not copied, when none occurs).

@@ -7,6 +7,7 @@ struct RequestCall: Sendable {
     let headers: [String]
     let connectTimeout: Double
     let timeout: Double
+    let maxResponseBytes: Int
     let connection: ConnectionOptions
     let redactor: Redactor
     /// The model's name at this provider, written into each body that names another (nil: bodies go as built).
@@ -16,7 +17,8 @@ struct RequestCall: Sendable {
     /// already checked to be one line each.
     init(
         url: String, authorization: String?, key: String?, extra: [String: String], connectTimeout: Double, timeout: Double,
-        connection: ConnectionOptions, model: String? = nil, redactor: Redactor? = nil
+        maxResponseBytes: Int = EndpointSettings.defaultMaxResponseBytes, connection: ConnectionOptions, model: String? = nil,
+        redactor: Redactor? = nil
     ) {
         var h = ["Content-Type: application/json", "Accept: application/json, text/event-stream", "User-Agent: chatbatch/\(ChatBatchVersion.current)"]
         if let authorization { h.append(authorization) }
@@ -25,6 +27,7 @@ struct RequestCall: Sendable {
         headers = h
         self.connectTimeout = connectTimeout
         self.timeout = timeout
+        self.maxResponseBytes = maxResponseBytes
         self.connection = connection
         self.redactor = redactor ?? Redactor(secrets: [key].compactMap { $0 })
         self.model = model
@@ -44,6 +47,7 @@ struct RequestCall: Sendable {
         var r = HTTPRequest(
             url: url, headers: headers + ["X-Client-Request-Id: \(prepared.customID)"], body: body, connectTimeout: connectTimeout, timeout: timeout)
         r.connection = connection
+        r.maxResponseBytes = maxResponseBytes
         return r
     }
 }

@@ -7,6 +7,9 @@ final class Transfer {
     let body: [UInt8]
     var sent = 0
     var response: [UInt8] = []
+    /// The most bytes `response` may hold; past it the write callback stops the transfer.
+    var limit = EndpointSettings.defaultMaxResponseBytes
+    var tooLarge = false
     var headers: [String: String] = [:]
     var headerList: UnsafeMutablePointer<curl_slist>?
     /// libcurl's detailed message for a failure (CURLOPT_ERRORBUFFER), e.g. why a certificate was refused.
@@ -201,6 +204,9 @@ final class TransportLoop {
     func start(_ request: HTTPRequest, _ completion: @escaping CurlTransport.Completion) {
         let easy = spare.popLast() ?? curl_easy_init()!
         let transfer = Transfer(easy: easy, body: request.body, completion: completion)
+        transfer.limit = request.maxResponseBytes
+        // A declared length past the cap stops before a byte of it is read (the write callback checks the rest).
+        cb_curl_easy_setopt_off(easy, CURLOPT_MAXFILESIZE_LARGE, curl_off_t(request.maxResponseBytes))
         let context = Unmanaged.passUnretained(transfer).toOpaque()
         cb_curl_easy_setopt_string(easy, CURLOPT_URL, request.url)
         cb_curl_easy_setopt_long(easy, CURLOPT_NOSIGNAL, 1)
@@ -263,8 +269,18 @@ final class TransportLoop {
             let reached = transfer.sent > 0 || (!connectFailure && requestSize > 0)
             let certificate = [CURLE_PEER_FAILED_VERIFICATION, CURLE_SSL_CERTPROBLEM, CURLE_SSL_CACERT_BADFILE, CURLE_SSL_ISSUER_ERROR,
                                CURLE_SSL_PINNEDPUBKEYNOTMATCH, CURLE_SSL_INVALIDCERTSTATUS].contains(code)
-            let kind: TransportFailure.Kind = certificate && !reached ? .tlsRefused : (reached ? .sentNoAnswer : .notSent)
-            failure = TransportFailure(kind: kind, curlCode: Int(code.rawValue), message: message)
+            var kind: TransportFailure.Kind = certificate && !reached ? .tlsRefused : (reached ? .sentNoAnswer : .notSent)
+            var said = message
+            var connectCode = 0
+            cb_curl_easy_getinfo_long(easy, CURLINFO_HTTP_CONNECTCODE, &connectCode)
+            if connectCode >= 300 {
+                kind = .proxyRefused
+                said = "the proxy refused to open a tunnel to the server (it answered CONNECT with HTTP \(connectCode))"
+            } else if transfer.tooLarge || code == CURLE_FILESIZE_EXCEEDED {
+                kind = .tooLarge
+                said = "the answer is larger than \(transfer.limit) bytes (max_response_bytes); it was not read further"
+            }
+            failure = TransportFailure(kind: kind, curlCode: Int(code.rawValue), message: said)
             status = 0
         }
         if let list = transfer.headerList { curl_slist_free_all(list) }
@@ -305,7 +321,13 @@ private let readBody: cb_curl_data_callback = { buffer, size, count, userdata in
 
 private let writeBody: cb_curl_data_callback = { buffer, size, count, userdata in
     let n = size * count
-    transfer(userdata).response.append(contentsOf: UnsafeRawBufferPointer(start: buffer, count: n))
+    let t = transfer(userdata)
+    // Decoded bytes (gzip inflated) count too: a small body that inflates to gigabytes stops here.
+    guard t.response.count + n <= t.limit else {
+        t.tooLarge = true
+        return 0  // libcurl ends the transfer (CURLE_WRITE_ERROR)
+    }
+    t.response.append(contentsOf: UnsafeRawBufferPointer(start: buffer, count: n))
     return n
 }
 
