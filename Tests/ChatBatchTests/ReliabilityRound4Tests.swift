@@ -95,4 +95,28 @@ struct ReliabilityRound4Tests {
         let (ok, okText) = try runToEnd(chatbatchBinary(), ["validate", scratch.file("plain.yaml")], captureStdout: true)
         #expect(ok == 0, "\(okText)")
     }
+
+    @Test func aProviderWithoutPricesIsPriceUnknownNeverFreeAndItsBudgetIsRefused() throws {
+        let scratch = Scratch()
+        scratch.write("in.jsonl", lines: promptLines(5))
+        let tir = ["run", scratch.file("in.jsonl"), "--fake-gateway", "--provider", "tir", "--project-id", "7"]
+        let (code, text) = try runToEnd(chatbatchBinary(), tir + ["--summary-json", scratch.file("s.json"), "--metrics-file", scratch.file("m.prom")])
+        #expect(code == 0 && text.contains("price unknown") && !text.contains("$0.000000 this run"), "\(text)")
+        let summary = try JSON.parse(String(contentsOfFile: scratch.file("s.json"), encoding: .utf8))
+        #expect(summary["cost_usd"]?.isNull == true && summary["price_known"] == false, "\(summary)")
+        let metrics = try String(contentsOfFile: scratch.file("m.prom"), encoding: .utf8)
+        #expect(!metrics.contains("chatbatch_cost_usd_total") && metrics.contains("chatbatch_tokens_total"), "\(metrics)")
+        let checkpoint = scratch.file("in.results.jsonl.checkpoint")
+        let (_, status) = try runToEnd(chatbatchBinary(), ["status", checkpoint], captureStdout: true)
+        let (_, report) = try runToEnd(chatbatchBinary(), ["report", checkpoint], captureStdout: true)
+        #expect(status.contains("price unknown") && report.contains("price unknown"), "\(status)\n\(report)")
+        let (_, validated) = try runToEnd(chatbatchBinary(), ["validate", scratch.file("in.jsonl"), "--provider", "tir", "--project-id", "7"], captureStdout: true)
+        #expect(validated.contains("price unknown"), "\(validated)")
+        // A budget with no price would never stop the run: refused, unless the job gives the prices.
+        let (budget, budgetText) = try runToEnd(chatbatchBinary(), tir + ["--max-cost", "1", "--output", scratch.file("b.jsonl")])
+        #expect(budget == 2 && budgetText.contains("publishes no prices"), "\(budgetText)")
+        let (priced, pricedText) = try runToEnd(chatbatchBinary(), tir + ["--max-cost", "1", "--price-input", "0.1", "--price-output", "0.4",
+                                                                          "--output", scratch.file("p.jsonl")])
+        #expect(priced == 0 && pricedText.contains(" this run, $") && !pricedText.contains("price unknown"), "\(pricedText)")
+    }
 }

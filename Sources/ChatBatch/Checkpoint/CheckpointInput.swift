@@ -19,6 +19,11 @@ extension CheckpointStore {
         try setMeta("shard", plan)
     }
 
+    /// Every provider of the last run had known prices (a checkpoint from before this was recorded: taken as known).
+    func pricesKnown() throws(ChatBatchError) -> Bool {
+        (try meta("prices.unknown") ?? "").isEmpty
+    }
+
     /// How many lines the checkpoint's input has: as the last run that read it through recorded, else counted now
     /// (nil for a shard, whose lines are a part of its input, or when the input cannot be read).
     func inputLines() throws(ChatBatchError) -> Int? {

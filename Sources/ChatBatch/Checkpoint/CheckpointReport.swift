@@ -25,7 +25,7 @@ public enum CheckpointReport {
             "input": .string(try store.meta("input.path") ?? ""), "input_lines": inputLines.map(JSON.int) ?? .null,
             "not_read": .int(max(0, (inputLines ?? 0) - counts.values.reduce(0, +))),
             "prompts": .object(byState), "prompt_tokens": .int(totals.prompt), "completion_tokens": .int(totals.completion),
-            "cost_usd": .double(totals.cost), "runs": .int(runs), "last_run": lastRun, "cache": try cacheSavings(store),
+            "cost_usd": try store.pricesKnown() ? .double(totals.cost) : .null, "runs": .int(runs), "last_run": lastRun, "cache": try cacheSavings(store),
             "providers": .array(try providerRows(store)),
         ]
     }
@@ -74,7 +74,8 @@ public enum CheckpointReport {
         let pendingText = unread > 0 ? "\(pending + unread) pending (\(unread) not yet read)" : "\(pending) pending"
         lines.append("  prompts    \(done) done, \(failed) failed, \(pendingText), \(inflight) in flight\(total)")
         lines.append("  tokens     \(s["prompt_tokens"]?.intValue ?? 0) prompt + \(s["completion_tokens"]?.intValue ?? 0) completion")
-        lines.append(String(format: "  spent      $%.6f", s["cost_usd"]?.doubleValue ?? 0))
+        lines.append(s["cost_usd"]?.doubleValue.map { String(format: "  spent      $%.6f", $0) }
+            ?? "  spent      price unknown (the provider publishes no prices; give prices: in the job to count the cost)")
         if let cache = cacheLine(s["cache"]) { lines.append(cache) }
         lines += providerLines(s["providers"])
         if let last = s["last_run"], !last.isNull {
@@ -125,7 +126,7 @@ public enum CheckpointReport {
             "answers_by_status": .object(statuses), "attempts": .int(attempts.first?.int ?? 0),
             "retries": .int((attempts.first?.int ?? 0) - (attempts.count > 1 ? attempts[1].int ?? 0 : 0)),
             "possibly_billed_twice": .int(ambiguous), "failures_by_code": .object(failures),
-            "prompt_tokens": .int(totals.prompt), "completion_tokens": .int(totals.completion), "cost_usd": .double(totals.cost),
+            "prompt_tokens": .int(totals.prompt), "completion_tokens": .int(totals.completion), "cost_usd": try store.pricesKnown() ? .double(totals.cost) : .null,
             "cache": try cacheSavings(store), "providers": .array(try providerRows(store)),
             "throughput": ["slice_seconds": .double((sliceSeconds * 1000).rounded() / 1000), "answers_per_slice": .array(series.map(JSON.int))],
         ]
@@ -142,7 +143,7 @@ public enum CheckpointReport {
         let failures = (r["failures_by_code"]?.objectValue ?? JSONObject()).map { "\($0.key) \($0.value.intValue ?? 0)" }
         if !failures.isEmpty { lines.append("  failures     " + failures.joined(separator: ", ")) }
         lines.append("  tokens       \(r["prompt_tokens"]?.intValue ?? 0) prompt + \(r["completion_tokens"]?.intValue ?? 0) completion")
-        lines.append(String(format: "  cost         $%.6f", r["cost_usd"]?.doubleValue ?? 0))
+        lines.append(r["cost_usd"]?.doubleValue.map { String(format: "  cost         $%.6f", $0) } ?? "  cost         price unknown (the provider publishes no prices)")
         if let cache = cacheLine(r["cache"]) { lines.append("  " + cache.dropFirst(2).replacingOccurrences(of: "cache      ", with: "cache        ")) }
         lines += providerLines(r["providers"])
         let series = r["throughput"]?["answers_per_slice"]?.arrayValue?.compactMap(\.intValue) ?? []

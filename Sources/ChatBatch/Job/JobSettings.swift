@@ -139,6 +139,10 @@ public struct JobSettings: Sendable {
             try route(entry, index: i, single: providers == nil)
         }
         guard !routes.isEmpty else { throw ChatBatchError(.badJob, "`providers` lists no provider") }
+        // A budget needs a price: without one every request would look free and max_cost would never stop the run.
+        if maxCost != nil || routes.contains(where: { $0.maxCost != nil }), let unpriced = routes.first(where: { !$0.pricesKnown }) {
+            throw ChatBatchError(.badMaxCost, "max_cost cannot hold: \(unpriced.name) publishes no prices, so its cost is unknown; give prices: {input: USD, output: USD} per million tokens in the job (or --price-input and --price-output)")
+        }
         let names = routes.map(\.name)
         if Set(names).count != names.count { throw ChatBatchError(.badJob, "provider names must differ: \(names.joined(separator: ", "))") }
         let first = routes[0]
@@ -226,7 +230,7 @@ public struct JobSettings: Sendable {
         return RouteSettings(
             name: s.name ?? (single ? kind.rawValue : "\(kind.rawValue)-\(index + 1)"), endpoint: endpoint, model: single ? nil : model,
             concurrency: concurrency, requestsPerMinute: s.requestsPerMinute, tokensPerMinute: s.tokensPerMinute,
-            maxCost: single ? nil : s.maxCost, prices: s.prices ?? profile.prices)
+            maxCost: single ? nil : s.maxCost, prices: s.prices ?? profile.prices, pricesKnown: s.prices != nil || profile.publishesPrices)
     }
 
     /// A header name must be an HTTP token and its value one line: libcurl writes them to the wire as they are.

@@ -17,6 +17,9 @@ public struct RunConfiguration: Sendable {
     /// The first (or only) provider.
     public var endpoint: EndpointSettings { routes[0].endpoint }
 
+    /// Every provider's prices are known: costs, `max_cost` and the cost series mean something.
+    public var pricesKnown: Bool { routes.allSatisfy(\.pricesKnown) }
+
     /// Requests in flight at most, over every provider.
     public var concurrency: Int { routes.reduce(0) { $0 + $1.concurrency } }
 
@@ -42,6 +45,8 @@ public struct RouteSettings: Sendable {
     /// This provider's share of the spend (the job's `max_cost` caps the total).
     public var maxCost: Double?
     public var prices: Prices
+    /// The prices are known (given in the job, or published by the provider); otherwise costs are not shown as $0.
+    public var pricesKnown: Bool
 }
 
 /// The files a run reads and writes.

@@ -11,13 +11,14 @@ extension RunMachine {
         s.blockedModels = scheduler.refusedEverywhere.mapValues { "HTTP \($0.status) \($0.code): \($0.message)" }
         s.concurrencyLimit = scheduler.limit
         s.shard = config.shape.shard.map { "\($0.index)/\($0.count)" }
+        s.priceKnown = config.pricesKnown
         s.lowestConcurrency = scheduler.lowest
         if config.routes.count > 1 {
             s.providers = scheduler.lanes.map { lane in
                 ProviderSummary(
                     name: lane.name, sent: lane.sent, done: lane.done, failed: lane.failed, rateLimited: lane.rateLimits, tokens: lane.tokens,
                     cost: lane.cost, latencyP50: ending.latencies[lane.route]?.p50, latencyP99: ending.latencies[lane.route]?.p99,
-                    window: lane.limiter.limit, stopped: lane.stopped)
+                    window: lane.limiter.limit, stopped: lane.stopped, priceKnown: lane.settings.pricesKnown)
             }
         }
         // Pending: the checkpoint's pending rows, the lines read but never claimed (no row yet), and the lines a

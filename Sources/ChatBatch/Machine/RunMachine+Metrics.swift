@@ -19,6 +19,7 @@ extension RunMachine {
             p.promptTokens = lane.promptTokens
             p.completionTokens = lane.completionTokens
             p.cost = lane.cost
+            p.priceKnown = lane.settings.pricesKnown
             p.inflight = lane.inflight
             p.limit = lane.limiter.limit
             p.pauses = lane.rateLimits

@@ -274,7 +274,7 @@ struct RunMachine: Sendable {
         return ProgressSnapshot(
             finished: finishedLines, total: progressTotal, inflight: scheduler.inflight, limit: scheduler.limit,
             requestsPerSecond: rate, tokens: sum.totalTokens, cost: sum.cost, retries: sum.retries, failures: sum.failed + sum.invalid,
-            elapsed: Double(now.uptime &- started) / 1e9)
+            elapsed: Double(now.uptime &- started) / 1e9, priceKnown: config.pricesKnown)
     }
 }
 

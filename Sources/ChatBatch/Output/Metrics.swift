@@ -10,6 +10,8 @@ public struct MetricsSnapshot: Sendable {
         public var promptTokens = 0
         public var completionTokens = 0
         public var cost = 0.0
+        /// Its prices are known: without them the cost series is left out rather than written as 0.
+        public var priceKnown = true
         public var inflight = 0
         public var limit = 0
         public var pauses = 0
@@ -55,7 +57,10 @@ public struct MetricsSnapshot: Sendable {
         family("chatbatch_tokens_total", "counter", "Tokens billed, by provider and kind.", providers.flatMap { p in
             [([j, ("provider", p.name), ("kind", "prompt")], String(p.promptTokens)), ([j, ("provider", p.name), ("kind", "completion")], String(p.completionTokens))]
         })
-        family("chatbatch_cost_usd_total", "counter", "US dollars spent at the provider's prices.", providers.map { ([j, ("provider", $0.name)], n($0.cost)) })
+        let priced = providers.filter(\.priceKnown)
+        if !priced.isEmpty {
+            family("chatbatch_cost_usd_total", "counter", "US dollars spent at the provider's prices.", priced.map { ([j, ("provider", $0.name)], n($0.cost)) })
+        }
         family("chatbatch_requests_in_flight", "gauge", "Requests in flight now.", providers.map { ([j, ("provider", $0.name)], String($0.inflight)) })
         family("chatbatch_inflight_limit", "gauge", "The current in-flight limit (adaptive).", providers.map { ([j, ("provider", $0.name)], String($0.limit)) })
         family("chatbatch_rate_limit_pauses_total", "counter", "429 answers (each pauses the provider's key).", providers.map { ([j, ("provider", $0.name)], String($0.pauses)) })

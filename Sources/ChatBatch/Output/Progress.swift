@@ -13,6 +13,8 @@ public struct ProgressSnapshot: Sendable {
     public var retries: Int
     public var failures: Int
     public var elapsed: Double
+    /// The prices are known (else no dollar figure is shown).
+    public var priceKnown = true
 
     /// One line: done/total, percent, requests per second, ETA, in flight, tokens, dollars, retries, failures.
     public var line: String { line(width: nil) }
@@ -33,7 +35,7 @@ public struct ProgressSnapshot: Sendable {
         }
         parts.append(("in flight \(inflight)/\(limit)", 3))
         parts.append(("\(tokens) tokens", 1))
-        parts.append((String(format: "$%.4f", cost), 5))
+        if priceKnown { parts.append((String(format: "$%.4f", cost), 5)) }
         parts.append(("\(retries) retries", 2))
         parts.append(("\(failures) failed", 4))
         func joined() -> String { parts.map(\.text).joined(separator: " · ") }

@@ -17,19 +17,22 @@ public struct ProviderSummary: Sendable, Equatable {
     public var window = 0
     /// Why it took no more lines, if it stopped.
     public var stopped: String? = nil
+    /// Its prices are known; otherwise its cost is shown as unknown, never as $0.
+    public var priceKnown = true
 
     public var json: JSON {
         [
             "name": .string(name), "sent": .int(sent), "done": .int(done), "failed": .int(failed), "rate_limited": .int(rateLimited),
-            "tokens": .int(tokens), "cost_usd": .double(cost), "latency_ms_p50": latencyP50.map(JSON.double) ?? .null,
+            "tokens": .int(tokens), "cost_usd": priceKnown ? .double(cost) : .null, "latency_ms_p50": latencyP50.map(JSON.double) ?? .null,
             "latency_ms_p99": latencyP99.map(JSON.double) ?? .null, "window": .int(window), "stopped": stopped.map(JSON.string) ?? .null,
         ]
     }
 
     var line: String {
         func ms(_ v: Double?) -> String { v.map { String(format: "%.0f", $0) } ?? "-" }
-        return String(format: "  %-10@ %d sent, %d done, %d failed, %d 429s, %d tokens, $%.6f, p50 %@ ms, p99 %@ ms, window %d",
-                      name, sent, done, failed, rateLimited, tokens, cost, ms(latencyP50), ms(latencyP99), window)
+        return String(format: "  %-10@ %d sent, %d done, %d failed, %d 429s, %d tokens, %@, p50 %@ ms, p99 %@ ms, window %d",
+                      name, sent, done, failed, rateLimited, tokens, priceKnown ? String(format: "$%.6f", cost) : "price unknown",
+                      ms(latencyP50), ms(latencyP99), window)
             + (stopped.map { "; stopped: \($0)" } ?? "")
     }
 }
@@ -96,6 +99,8 @@ public struct RunSummary: Sendable {
     public var refused = false
     /// The run's shard (`i/n`), so that `merge` can tell a missing shard.
     public var shard: String?
+    /// Every provider's prices are known; otherwise the cost is "price unknown", never $0.
+    public var priceKnown = true
 
     public var totalTokens: Int { promptTokens + completionTokens }
     /// The run finished without sending or writing anything new (everything was done before).
@@ -119,7 +124,8 @@ public struct RunSummary: Sendable {
             "changed": .int(changed), "other_endpoint": .int(otherEndpoint), "left_pending": .int(leftPending), "blocked": .int(blocked),
             "headline": .string(headline), "providers": .array(providers.map(\.json)),
             "prompt_tokens": .int(promptTokens), "completion_tokens": .int(completionTokens), "total_tokens": .int(totalTokens),
-            "cost_usd": .double(cost), "checkpoint_cost_usd": .double(checkpointCost),
+            "cost_usd": priceKnown ? .double(cost) : .null, "checkpoint_cost_usd": priceKnown ? .double(checkpointCost) : .null,
+            "price_known": .bool(priceKnown),
             "attempts": .int(attempts), "retries": .int(retries),
             "possibly_billed_twice": .int(possiblyBilledTwice), "resent_after_crash": .int(resentAfterCrash),
             "failures_by_code": .object(failures), "status_counts": .object(statuses), "blocked_models": .object(blockedJSON),
@@ -158,7 +164,8 @@ public struct RunSummary: Sendable {
         lines.append("  tokens     \(promptTokens) prompt + \(completionTokens) completion = \(totalTokens)"
             + (usageEstimated > 0 ? " (\(usageEstimated) answers came without usage: their tokens are estimated)" : ""))
         if repaired > 0 { lines.append("  text       \(repaired) answers held bytes that are not text; kept with U+FFFD in their place") }
-        lines.append(String(format: "  cost       $%.6f this run, $%.6f on this checkpoint", cost, checkpointCost))
+        lines.append(priceKnown ? String(format: "  cost       $%.6f this run, $%.6f on this checkpoint", cost, checkpointCost)
+            : "  cost       price unknown (the provider publishes no prices; give prices: in the job to count the cost)")
         lines.append("  requests   \(attempts) attempts, \(retries) retries, \(possiblyBilledTwice) possibly billed twice, \(resentAfterCrash) resent after a crash")
         lines.append("  in flight  limit \(concurrencyLimit) at the end, lowest \(lowestConcurrency)" + (warmupRetries > 0 ? ", warm-up waited through \(warmupRetries) failures" : ""))
         lines.append(String(format: "  time       %.2f s, %.1f requests/s", wallSeconds, requestsPerSecond))

@@ -31,6 +31,8 @@ public protocol ProviderProfile: Sendable {
     var requiresKey: Bool { get }
     /// Prices in USD per million tokens (0 where the provider publishes none: set `prices` in the job).
     var prices: Prices { get }
+    /// The provider's page gives prices (a run without `prices:` shows its cost as unknown, never as $0, otherwise).
+    var publishesPrices: Bool { get }
     var limits: ModelLimits { get }
     /// The response header carrying the provider's id for a request, if it has its own.
     var requestIDHeader: String? { get }
@@ -78,7 +80,7 @@ public struct TeraProfile: ProviderProfile {
 }
 
 /// E2E Networks TIR: `/project/p-{id}/genai/{model}/v1/chat/completions?project_id={id}`, model `gpt_oss_120b`.
-/// Its page lists no prices: cost shows 0 until the job sets `prices`.
+/// Its page lists no prices: cost shows as "price unknown", and `max_cost` is refused, until the job sets `prices`.
 public struct TIRProfile: ProviderProfile {
     public var kind: ProviderKind { .tir }
     public var defaultBaseURL: String? { "https://infer.e2enetworks.net" }
@@ -113,4 +115,8 @@ public struct OpenAICompatibleProfile: ProviderProfile {
     public var prices: Prices { Prices(inputPerMillion: 0, outputPerMillion: 0) }
     public var limits: ModelLimits { .gptOSS120b }
     public func chatURL(base: String, projectID: String?, model: String?) -> String { base + "/chat/completions" }
+}
+
+extension ProviderProfile {
+    public var publishesPrices: Bool { prices.inputPerMillion > 0 || prices.outputPerMillion > 0 }
 }

@@ -101,7 +101,9 @@ public enum HTMLReport {
         // 4. Cost and tokens against the budget.
         let settings = (try? store.meta("run.\(runs.last?[0].int ?? 0).settings")).flatMap { $0 }.flatMap { try? JSON.parse($0) }
         let cap = settings?["max_cost"]?.doubleValue
-        var spent = SVGChart(title: "Cost and tokens over time" + (cap.map { String(format: " (max_cost $%.2f)", $0) } ?? ""))
+        let priced = try store.pricesKnown()
+        var spent = SVGChart(title: (priced ? "Cost and tokens over time" : "Tokens over time (price unknown: the provider publishes none)")
+            + (cap.map { String(format: " (max_cost $%.2f)", $0) } ?? ""))
         var cost = 0.0, tokens = 0.0
         let costs = answered.map { a -> (Double, Double, Double) in cost += a.cost; tokens += Double(a.tokens); return (a.t - t0, cost, tokens) }
         let costMax = SVGChart.nice(max(cap ?? 0, cost, 1e-9) * 1.05)

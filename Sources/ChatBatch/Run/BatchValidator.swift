@@ -19,6 +19,8 @@ public struct ValidationReport: Sendable {
     /// `max_tokens` summed over the lines to send (the model's maximum output where a line sets none).
     public var maxCompletionTokens = 0
     /// Least: prompts only. Most: prompts plus every answer at `max_tokens`.
+    /// Every provider's prices are known (else the cost range is "price unknown").
+    public var priceKnown = true
     public var costLeast = 0.0
     public var costMost = 0.0
     /// With several providers: the same range at each one's prices (every line sent there).
@@ -30,7 +32,7 @@ public struct ValidationReport: Sendable {
             "lines": .int(lines), "valid": .int(valid), "invalid": .int(invalid), "already_done": .int(alreadyDone),
             "already_failed": .int(alreadyFailed), "changed": .int(changed), "other_endpoint": .int(otherEndpoint), "to_send": .int(toSend), "cache_hits": .int(cacheHits),
             "estimated_prompt_tokens": .int(promptTokens), "max_completion_tokens": .int(maxCompletionTokens),
-            "cost_usd_least": .double(costLeast), "cost_usd_most": .double(costMost),
+            "cost_usd_least": priceKnown ? .double(costLeast) : .null, "cost_usd_most": priceKnown ? .double(costMost) : .null,
             "cost_by_provider": .array(costByProvider.map { ["name": .string($0.name), "cost_usd_least": .double($0.least), "cost_usd_most": .double($0.most)] }),
             "problems": .array(problems.prefix(100).map(JSON.string)),
         ]
@@ -45,7 +47,9 @@ public struct ValidationReport: Sendable {
             + (otherEndpoint > 0 ? ", \(otherEndpoint) answered by another endpoint (see --other-endpoint-answers)" : ""))
         if cacheHits > 0 { out.append("cache      \(cacheHits) more answered from the cache (not sent; the counts below leave them out)") }
         out.append("tokens     about \(promptTokens) prompt, at most \(maxCompletionTokens) completion")
-        if costByProvider.isEmpty {
+        if !priceKnown {
+            out.append("cost       price unknown: the provider publishes no prices (give prices: in the job to get a range)")
+        } else if costByProvider.isEmpty {
             out.append(String(format: "cost       $%.6f (prompts only) to $%.6f (every answer at max_tokens)", costLeast, costMost))
         } else {
             for p in costByProvider {
@@ -99,6 +103,7 @@ public enum BatchValidator {
             }
         }
         report.valid = report.lines - report.invalid
+        report.priceKnown = config.pricesKnown
         report.costLeast = config.routes[0].prices.cost(prompt: report.promptTokens, completion: 0)
         report.costMost = config.routes[0].prices.cost(prompt: report.promptTokens, completion: report.maxCompletionTokens)
         if config.routes.count > 1 {

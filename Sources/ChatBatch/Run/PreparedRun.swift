@@ -86,6 +86,8 @@ struct PreparedRun: Sendable {
         self.fingerprint = fingerprint
         finishedInput = opened.finishedInput
         try? store.setMeta("run.\(opened.runID).settings", Self.settings(config).serialized())
+        // status, report and the page say "price unknown" rather than $0 for a provider that publishes none.
+        try? store.setMeta("prices.unknown", config.routes.filter { !$0.pricesKnown }.map(\.name).joined(separator: ","))
         writer = CheckpointWriter(store: store, sink: outputs, runID: opened.runID, endpointIDs: opened.endpoints.map(\.id))
         // A fresh checkpoint holds nothing to look up: the feed then skips the per-line lookups.
         let reader = opened.isEmpty || opened.finishedInput != nil ? nil : try CheckpointReader(path: files.checkpoint)
