@@ -157,6 +157,35 @@ struct RealWireTests {
         try expectExactlyOnce(scratch, ids: (1...n).map { String(format: "p%04d", $0) }, gateway: g)
     }
 
+    @Test func anNginxReloadAt128InFlightOpensAFewNewConnectionsNotOnePerWaitingRequest() throws {
+        let scratch = Scratch()
+        let (g, certs, nginx) = try setUp(scratch) { $0.latencyMilliseconds = 100 }
+        defer { g.shutdown() }
+        let n = 2000
+        scratch.write("in.jsonl", lines: promptLines(n))
+        var s = tls(scratch, g, baseURL: nginx.h2URL, ca: certs.ca)
+        s.concurrency = 128
+        s.adaptiveConcurrency = false
+        s.warmup = false
+        s.maxAttempts = 20
+        let done = DispatchSemaphore(value: 0)
+        let result = Mutex<RunSummary?>(nil)
+        let job = s
+        Thread {
+            let summary = try? runJob(job).0
+            result.withLock { $0 = summary }
+            done.signal()
+        }.start()
+        #expect(eventually(timeout: 30) { g.ledger.count >= 500 })
+        nginx.reload()  // its old worker sends GOAWAY on every connection
+        done.wait()
+        let summary = try #require(result.withLock { $0 })
+        #expect(summary.exit == .allDone && summary.done == n, "\(summary.text)")
+        let connections = Set(nginx.accessLog().map(\.connection)).count
+        #expect(connections <= 8, "\(connections) connections over the run")
+        try expectExactlyOnce(scratch, ids: (1...n).map { String(format: "p%04d", $0) }, gateway: g)
+    }
+
     @Test func retryAfterReachesTheClientThroughNginxAndPausesTheKey() throws {
         let scratch = Scratch()
         let (g, certs, nginx) = try setUp(scratch) { $0.script = ["p0003": [.rateLimited, .ok]]; $0.retryAfterSeconds = 1 }

@@ -2,12 +2,13 @@ import ChatBatchCore
 
 /// The checkpoint's tables, and the upgrades from older schema versions.
 extension CheckpointStore {
-    /// What version 3 adds to a version 2 checkpoint (and a new checkpoint has from the start).
+    /// What version 3 adds to a version 2 checkpoint (and a new checkpoint has from the start), as version 3 shipped.
+    /// A shipped step is never edited: what comes later is a step of its own (`addV4`), and Tests/Fixtures
+    /// holds a checkpoint written by each released schema's binary, which today's binary must open, resume and export.
     static let v3Additions = """
         ALTER TABLE requests ADD COLUMN usage_estimated INTEGER NOT NULL DEFAULT 0;
         ALTER TABLE requests ADD COLUMN repaired INTEGER NOT NULL DEFAULT 0;
         ALTER TABLE requests ADD COLUMN endpoint_id INTEGER;
-        ALTER TABLE requests ADD COLUMN provider TEXT;
         ALTER TABLE attempts ADD COLUMN endpoint_id INTEGER;
         ALTER TABLE attempts ADD COLUMN inflight INTEGER;
         ALTER TABLE attempts ADD COLUMN window INTEGER;
@@ -27,6 +28,13 @@ extension CheckpointStore {
             window INTEGER NOT NULL,
             paused INTEGER NOT NULL DEFAULT 0);
         """
+    /// What version 4 adds: the provider of an answer (several providers in one run). It was added to the version 3
+    /// step after version 3 had shipped, so a version 3 checkpoint may or may not have it: added only when missing.
+    func addV4() throws(ChatBatchError) {
+        let columns = try db.query("PRAGMA table_info(requests)").compactMap { $0.count > 1 ? $0[1].text : nil }
+        if !columns.contains("provider") { try db.execute("ALTER TABLE requests ADD COLUMN provider TEXT") }
+    }
+
     func prepareSchema(fresh: Bool, migrate: Bool) throws(ChatBatchError) {
         let appID: Int32
         do {
@@ -85,6 +93,7 @@ extension CheckpointStore {
                     exit_code INTEGER,
                     summary TEXT);
                 \(Self.v3Additions)
+                ALTER TABLE requests ADD COLUMN provider TEXT;
                 INSERT INTO meta VALUES('schema_version', '\(Self.schemaVersion)');
                 INSERT INTO meta VALUES('created_by', 'chatbatch');
                 """) }
@@ -105,7 +114,8 @@ extension CheckpointStore {
                         ALTER TABLE requests ADD COLUMN saved_cost REAL NOT NULL DEFAULT 0;
                         """)
                 }
-                try db.execute(Self.v3Additions)
+                if version < 3 { try db.execute(Self.v3Additions) }
+                try addV4()
                 try db.execute("UPDATE meta SET value='\(Self.schemaVersion)' WHERE key='schema_version'")
             }
             version = Self.schemaVersion

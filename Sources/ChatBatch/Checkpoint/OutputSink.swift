@@ -70,7 +70,7 @@ extension CheckpointStore {
         let orderBy = inputOrder ? "line, out_seq" : "out_seq"
         let v3 = version >= 3
         return try db.query(
-            "SELECT output, attempts, latency_ms, cost, out_seq, ttft_ms, \(version >= 2 ? "cached" : "0"), \(v3 ? "usage_estimated" : "0"), \(v3 ? "repaired" : "0"), \(v3 ? "provider" : "NULL") FROM requests WHERE out_kind=? AND out_seq>? ORDER BY \(orderBy)",
+            "SELECT output, attempts, latency_ms, cost, out_seq, ttft_ms, \(version >= 2 ? "cached" : "0"), \(v3 ? "usage_estimated" : "0"), \(v3 ? "repaired" : "0"), \(version >= 4 ? "provider" : "NULL") FROM requests WHERE out_kind=? AND out_seq>? ORDER BY \(orderBy)",
             [.int(kind.rawValue), .int(seq)]
         ).map { row in
             StoredLine(
