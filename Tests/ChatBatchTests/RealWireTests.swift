@@ -138,21 +138,13 @@ struct RealWireTests {
         var s = tls(scratch, g, baseURL: nginx.h2URL, ca: certs.ca)
         s.concurrency = 32
         s.maxAttempts = 20
-        let done = DispatchSemaphore(value: 0)
-        let result = Mutex<RunSummary?>(nil)
-        let job = s
-        Thread {
-            let summary = try? runJob(job).0
-            result.withLock { $0 = summary }
-            done.signal()
-        }.start()
+        let finished = runJobInBackground(s)
         #expect(eventually(timeout: 30) { g.ledger.count >= 150 })
         nginx.reload()  // graceful: HTTP/2 connections get GOAWAY
         #expect(eventually(timeout: 30) { g.ledger.count >= 350 })
         nginx.stop()  // a restart: connections reset
         try nginx.start()
-        done.wait()
-        let summary = try #require(result.withLock { $0 })
+        let summary = try #require(finished())
         #expect(summary.exit == .allDone && summary.done == n, "\(summary.text)")
         try expectExactlyOnce(scratch, ids: (1...n).map { String(format: "p%04d", $0) }, gateway: g)
     }
@@ -168,18 +160,10 @@ struct RealWireTests {
         s.adaptiveConcurrency = false
         s.warmup = false
         s.maxAttempts = 20
-        let done = DispatchSemaphore(value: 0)
-        let result = Mutex<RunSummary?>(nil)
-        let job = s
-        Thread {
-            let summary = try? runJob(job).0
-            result.withLock { $0 = summary }
-            done.signal()
-        }.start()
+        let finished = runJobInBackground(s)
         #expect(eventually(timeout: 30) { g.ledger.count >= 500 })
         nginx.reload()  // its old worker sends GOAWAY on every connection
-        done.wait()
-        let summary = try #require(result.withLock { $0 })
+        let summary = try #require(finished())
         #expect(summary.exit == .allDone && summary.done == n, "\(summary.text)")
         let connections = Set(nginx.accessLog().map(\.connection)).count
         #expect(connections <= 8, "\(connections) connections over the run")

@@ -159,3 +159,18 @@ let inCI = ProcessInfo.processInfo.environment["CI"] == "true"
 func needs(_ why: Comment, _ available: @escaping @Sendable () -> Bool) -> ConditionTrait {
     .enabled(if: inCI || available(), why)
 }
+
+/// Runs a job in-process on a thread of its own; the closure returned waits for it and gives its summary.
+func runJobInBackground(_ s: JobSettings) -> () -> RunSummary? {
+    let done = DispatchSemaphore(value: 0)
+    let result = Mutex<RunSummary?>(nil)
+    Thread {
+        let summary = try? runJob(s).0
+        result.withLock { $0 = summary }
+        done.signal()
+    }.start()
+    return {
+        done.wait()
+        return result.withLock { $0 }
+    }
+}
