@@ -15,7 +15,7 @@ struct OperatingTests {
         let g = try FakeGateway.start { $0.latencyMilliseconds = 40 }
         defer { g.shutdown() }
         scratch.write("in.jsonl", lines: promptLines(150))
-        writeJob(scratch, g)
+        writeJob(scratch, g, extra: ["prices: {input: 0.09, output: 0.36}"])  // a known price: the line shows dollars
         // A pseudo-terminal as stderr: Python's pty.spawn runs the binary on one and copies what it shows.
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
