@@ -21,7 +21,8 @@ struct RunCommand: ParsableCommand {
     @Flag(help: "Run against a fake gateway started in-process on loopback (no key, no network, no cost).") var fakeGateway = false
     @Option(parsing: .unconditional, help: "With --fake-gateway: its latency in ms (0 to 600000).") var fakeLatencyMs = 20.0
     @Flag(help: "No progress output.") var quiet = false
-    @Option(help: "Write messages and progress to this file instead of stderr.") var logFile: String?
+    @Option(help: "Write messages and progress to this file, one line an event (the summary goes to stderr as well).")
+    var logFile: String?
     @Option(parsing: .unconditional, help: "Seconds between progress reports (default: 0.25 redrawn on a terminal, 30 as log lines otherwise).")
     var progressInterval: Double?
 

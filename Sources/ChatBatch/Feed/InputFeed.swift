@@ -57,6 +57,9 @@ final class InputFeed {
     /// Backfill the cache from the checkpoint (a run, not `validate`).
     let backfills: Bool
     let endpoints: EndpointClaims
+    /// `validate`: a line that is invalid is counted so even when a run recorded it already (a gate before a nightly
+    /// run must not pass a broken file because the last run saw the same break).
+    let recountsInvalid: Bool
     var seen = Set<UInt64>()
     var done = false
     /// Reasons already said, with how many more lines had the same one (said as one count at the end).
@@ -68,8 +71,9 @@ final class InputFeed {
 
     init(
         config: RunConfiguration, checkpoint: CheckpointReader?, hasInvalidRows: Bool, cache: ResponseCache? = nil, backfills: Bool = false,
-        endpoints: EndpointClaims = EndpointClaims()
+        endpoints: EndpointClaims = EndpointClaims(), recountsInvalid: Bool = false
     ) throws(ChatBatchError) {
+        self.recountsInvalid = recountsInvalid
         self.cache = cache
         self.config = config
         self.path = config.files.inputLabel
@@ -256,7 +260,7 @@ final class InputFeed {
     static let changedProblem = " was answered before with a different request body; not sent again (pass --force to send it and replace the answer)"
 
     private func recordInvalid(key: String, customID: String, line: Int, reason: String, into batch: inout FeedBatch) throws {
-        if let prior = try checkpoint?.prior(key), prior.state == .failed || prior.state == .done {
+        if !recountsInvalid, let prior = try checkpoint?.prior(key), prior.state == .failed || prior.state == .done {
             batch.alreadyFailed += 1
             return
         }

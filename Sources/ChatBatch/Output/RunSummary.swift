@@ -139,7 +139,10 @@ public struct RunSummary: Sendable {
 
     /// The summary printed at the end of a run.
     public var text: String {
-        if refused { return "chatbatch: \(stopReason ?? exit.meaning) (nothing was sent)" }
+        if refused {
+            let reason = stopReason ?? exit.meaning
+            return "chatbatch: \(reason)" + (reason.contains("nothing was sent") ? "" : " (nothing was sent)")
+        }
         var lines: [String] = []
         lines.append("chatbatch: " + (headline.isEmpty ? exit.meaning : headline))
         if let stopReason { lines.append("  why        \(stopReason)") }

@@ -83,7 +83,7 @@ public enum BatchValidator {
         if let path = config.cache.path, config.cache.mode.reads, FileManager.default.fileExists(atPath: path) {
             cache = try ResponseCache(path: path, create: false)
         }
-        let feed = try InputFeed(config: config, checkpoint: reader, hasInvalidRows: false, cache: cache, endpoints: claims)
+        let feed = try InputFeed(config: config, checkpoint: reader, hasInvalidRows: false, cache: cache, endpoints: claims, recountsInvalid: true)
         defer { feed.close() }
         var report = ValidationReport()
         while !feed.done {
