@@ -61,7 +61,7 @@ struct ReliabilityRound4Tests {
         let (code, said) = try runToEnd("/usr/bin/env", ["time", "-f", "maxrss_kb=%M", chatbatchBinary(), "run", scratch.file("in.jsonl"),
                                                          "--provider", "openai-compatible", "--fake-gateway", "--quiet"])
         #expect(code == 1, "\(said)")
-        let rss = said.split(separator: "\n").first { $0.hasPrefix("maxrss_kb=") }.flatMap { Int($0.dropFirst(10)) } ?? .max
+        let rss = peakRSSKilobytes(said)
         #expect(rss < 150_000, "\(rss) kB for \(n) invalid lines")  // a batch the size of the input took over 250 MB
         #expect(scratch.lines("in.results.errors.jsonl").count == n)
     }

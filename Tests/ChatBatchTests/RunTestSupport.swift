@@ -174,3 +174,8 @@ func runJobInBackground(_ s: JobSettings) -> () -> RunSummary? {
         return result.withLock { $0 }
     }
 }
+
+/// The peak resident memory, in kB, that `/usr/bin/time -f maxrss_kb=%M` printed among `text` (Int.max if none).
+func peakRSSKilobytes(_ text: String) -> Int {
+    text.split(separator: "\n").first { $0.hasPrefix("maxrss_kb=") }.flatMap { Int($0.dropFirst(10)) } ?? .max
+}

@@ -163,7 +163,7 @@ struct SecurityTests {
             let errors = scratch.lines("\(mode).results.errors.jsonl")
             #expect(errors.count == 2 && errors.allSatisfy { $0["error"]?["code"]?.stringValue == "response_too_large" }, "\(mode): \(errors)")
             #expect(text.contains("2 possibly billed twice"), "\(mode): \(text)")
-            let rss = text.split(separator: "\n").first { $0.hasPrefix("maxrss_kb=") }.flatMap { Int($0.dropFirst(10)) } ?? .max
+            let rss = peakRSSKilobytes(text)
             #expect(rss < 300_000, "\(mode): \(rss) kB")
         }
         // Never asked again: one request per line and mode.

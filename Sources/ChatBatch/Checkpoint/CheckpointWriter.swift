@@ -222,15 +222,13 @@ final class CheckpointWriter {
     /// Ends the run's writing: rebuilds the output files if a forced resend asked for it, flushes them, and reads
     /// what is left. `known` (a run that read no input) gives the counts without scanning the checkpoint;
     /// otherwise, when `fingerprint` is given (the run finished every line it read) and nothing is left pending
-    /// or in flight, it is recorded so that the next run with the same input can skip it.
+    /// or in flight, it is recorded so that the next run with the same input can skip it. `inputLines` (a run that
+    /// read its whole input) is recorded for `status`; the input's path was recorded as the run began (`claim`).
     func endRun(
-        log: (String) -> Void, fingerprint: String?, known: CheckpointStore.FinishedInput?, input: (path: String, lines: Int)?, ceilings: [Int: Int] = [:]
+        log: (String) -> Void, fingerprint: String?, known: CheckpointStore.FinishedInput?, inputLines: Int?, ceilings: [Int: Int] = [:]
     ) -> RunEnding {
         for (route, ceiling) in ceilings where failure == nil { try? store.recordCeiling(ceiling, endpointID: endpointID(route)) }
-        if let input, failure == nil {
-            try? store.setMeta("input.path", input.path)
-            try? store.setMeta("input.lines", String(input.lines))
-        }
+        if let inputLines, failure == nil { try? store.setMeta("input.lines", String(inputLines)) }
         // A file emptied, cut or deleted under the run no longer holds what the run wrote: rebuilt from the checkpoint.
         let damaged = failure == nil ? sink.damagedFiles() : []
         for path in damaged { log("chatbatch: \(path) was changed while the run wrote it (emptied, cut, deleted or replaced); rebuilding it from the checkpoint") }

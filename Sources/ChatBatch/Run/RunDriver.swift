@@ -190,11 +190,11 @@ final class RunDriver: Sendable {
         feed.withLock { $0.close() }
         opened.cacheWriter?.close()
         let complete = machine.stop == nil && machine.summary.changed == 0 && machine.summary.otherEndpoint == 0 && machine.inputDone
-        let input = machine.inputDone && machine.finishedInput == nil && opened.config.shape.shard == nil
-            ? (OutputFiles.absolute(opened.config.files.input), machine.summary.inputLines) : nil
+        let inputLines = machine.inputDone && machine.finishedInput == nil && opened.config.shape.shard == nil
+            ? machine.summary.inputLines : nil
         let ending = queue.sync {
             writer.endRun(
-                log: log, fingerprint: complete ? opened.fingerprint : nil, known: opened.finishedInput, input: input, ceilings: machine.learntCeilings)
+                log: log, fingerprint: complete ? opened.fingerprint : nil, known: opened.finishedInput, inputLines: inputLines, ceilings: machine.learntCeilings)
         }
         let summary = machine.conclude(ending, unread: unread, now: Self.now())
         queue.sync { writer.close(exitCode: summary.exit.rawValue, summary: summary.json) }
