@@ -48,6 +48,15 @@ struct KillResumeTests {
         // Each kill left prompts in flight; their resends were counted (the proof above relies on it).
         let counted = try ambiguousCounts(scratch.file("out.jsonl.checkpoint")).values.reduce(0, +)
         #expect(counted >= kills)
+        // The audit has a row for every request that left: each kill's requests in flight say "no answer recorded".
+        let rows = try checkpointRows(scratch.file("out.jsonl.checkpoint")).count
+        let attempts = try SQLiteDatabase(path: scratch.file("out.jsonl.checkpoint"), readOnly: true).query(
+            "SELECT count(*), coalesce(sum(error=?), 0) FROM attempts", [.text(CheckpointWriter.noAnswerRecorded)])[0].map { $0.int ?? 0 }
+        let seen = g.ledger.snapshot().count
+        #expect(rows == n)
+        #expect(attempts[0] >= seen && attempts[0] - attempts[1] <= seen && attempts[1] >= kills, "attempts \(attempts), gateway \(seen)")
+        let report = try CheckpointReport.report(checkpoint: scratch.file("out.jsonl.checkpoint"))
+        #expect(report["attempts"]?.intValue == attempts[0] && report["answers_by_status"]?["no_answer_recorded"]?.intValue == attempts[1])
         // No line is torn, and the summary of the last run is there.
         #expect(scratch.lines("out.jsonl").allSatisfy { $0["custom_id"] != nil })
         let summary = try JSON.parse(String(contentsOfFile: scratch.file("summary.json"), encoding: .utf8))

@@ -46,7 +46,7 @@ struct MachineTests {
             for action in actions {
                 switch action {
                 case .record(let op):
-                    if case .claim(let id, _, _, _) = op { claimed.insert(id) }
+                    if case .claim(let id, _, _, _, _, _) = op { claimed.insert(id) }
                     records.append(op)
                 case .send(let job):
                     #expect(claimed.contains(job.request.customID), "a send without its claim in the same turn")

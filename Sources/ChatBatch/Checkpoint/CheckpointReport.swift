@@ -98,8 +98,14 @@ public enum CheckpointReport {
         let latencies = try db.query("SELECT latency_ms FROM attempts WHERE status IS NOT NULL ORDER BY latency_ms").compactMap { $0[0].double }
         func percentile(_ p: Double) -> JSON { latencies.nearestRank(p / 100).map { .double(($0 * 10).rounded() / 10) } ?? .null }
         var statuses = JSONObject()
-        for row in try db.query("SELECT coalesce(status, 0), count(*) FROM attempts GROUP BY 1 ORDER BY 1") {
-            statuses[row[0].int == 0 ? "no_answer" : String(row[0].int ?? 0)] = .int(row[1].int ?? 0)
+        // -1: a request that left and whose answer no run recorded (in flight now, or the run that sent it died).
+        let unrecorded = SQLiteValue.text(CheckpointWriter.noAnswerRecorded)
+        for row in try db.query(
+            "SELECT CASE WHEN status IS NULL AND error=? THEN -1 ELSE coalesce(status, 0) END, count(*) FROM attempts GROUP BY 1 ORDER BY 1",
+            [unrecorded])
+        {
+            let code = row[0].int ?? 0
+            statuses[code == 0 ? "no_answer" : code < 0 ? "no_answer_recorded" : String(code)] = .int(row[1].int ?? 0)
         }
         // Retries as each run counted them: a line's attempts in one run after its first (a later run sending it
         // again after a stop is not a retry).

@@ -4,8 +4,11 @@ import Foundation
 
 /// A change the writer commits.
 enum CheckpointOp: Sendable {
-    /// About to send: committed before the request leaves, so a crash leaves it visibly in flight.
-    case claim(customID: String, line: Int, bodyHash: String, model: String?)
+    /// About to send: committed before the request leaves, so a crash leaves it visibly in flight, with an attempt
+    /// row that says "sent, no answer recorded" until its answer (or the news that it never left) replaces it.
+    case claim(customID: String, line: Int, bodyHash: String, model: String?, attempt: Int, route: Int)
+    /// A claimed request never left (the run stopped first, or the transport gave it back): its attempt row goes.
+    case unsent(customID: String)
     /// Finished, with its output line.
     case finish(FinishedRecord, attempt: AttemptRecord?)
     /// Back to pending (a retry will claim it again, or a later run will send it).
@@ -58,9 +61,11 @@ final class CheckpointWriter {
     /// Answered lines this run set out to answer again (hashes of their custom_ids) and has not yet: they keep
     /// their old answer, and the run counts them as left pending.
     private var unreplaced = Set<UInt64>()
+    /// The attempt row written at each claim not yet answered, by custom_id (a line is in flight once at a time).
+    private var openAttempts: [String: Int] = [:]
 
     struct Statements {
-        let claim, finish, requeue, attempt, forget, sample, answered: SQLiteStatement
+        let claim, finish, requeue, attempt, openAttempt, closeAttempt, dropAttempt, forget, sample, answered: SQLiteStatement
         let nextSeq: SQLiteStatement
     }
 
@@ -105,7 +110,16 @@ final class CheckpointWriter {
                     inflight, window)
                 VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """),
-
+            openAttempt: try db.prepare("""
+                INSERT INTO attempts(custom_id, run_id, attempt, started_at, error, endpoint_id) VALUES(?, ?, ?, ?, ?, ?)
+                RETURNING id
+                """),
+            closeAttempt: try db.prepare("""
+                UPDATE attempts SET started_at=?2, status=?3, latency_ms=?4, request_id=?5, error=?6, ambiguous=?7,
+                    endpoint_id=?8, inflight=?9, window=?10
+                WHERE id=?1
+                """),
+            dropAttempt: try db.prepare("DELETE FROM attempts WHERE id=?"),
             forget: try db.prepare("DELETE FROM requests WHERE custom_id=?"),
             sample: try db.prepare("INSERT INTO samples(run_id, t, endpoint_id, inflight, window, paused) VALUES(?, ?, ?, ?, ?, ?)"),
             answered: try db.prepare("UPDATE endpoints SET first_success_at=coalesce(first_success_at, ?) WHERE id=?"),
@@ -158,8 +172,14 @@ final class CheckpointWriter {
         _ op: CheckpointOp, _ s: Statements, now: Double, seq: inout Int, written: inout [(seq: Int, record: FinishedRecord)]
     ) throws(ChatBatchError) {
         switch op {
-        case .claim(let id, let line, let hash, let model):
+        case .claim(let id, let line, let hash, let model, let attempt, let route):
             try s.claim.run([.text(id), .int(line), .text(hash), .optional(model), .double(now)])
+            let row = try s.openAttempt.scalar([
+                .text(id), .int(runID), .int(attempt), .double(now), .text(Self.noAnswerRecorded), .int(endpointID(route)),
+            ])
+            if let row = row?.int { openAttempts[id] = row }
+        case .unsent(let id):
+            try settleAttempt(of: id, nil, s)
         case .finish(let r, let attempt):
             if !unreplaced.isEmpty { unreplaced.remove(StableHash.of(r.customID)) }
             seq += 1
@@ -171,12 +191,12 @@ final class CheckpointWriter {
                 .double(r.savedCost), .int(r.usageEstimated ? 1 : 0), .int(r.repaired ? 1 : 0), .optional(r.route.map(endpointID)),
                 .optional(r.provider),
             ])
-            if let attempt { try insert(attempt, s) }
+            try settleAttempt(of: r.customID, attempt, s)
             written.append((seq, r))
         case .requeue(let id, let line, let hash, let model, let attempt, let note):
             try s.requeue.run([.text(id), .int(line), .text(hash), .optional(model), .optional(note), .double(now),
                                .int(attempt?.ambiguous == true ? 1 : 0)])
-            if let attempt { try insert(attempt, s) }
+            try settleAttempt(of: id, attempt, s)
         case .refuseModel(let refusal, let route):
             try store.recordRefusedModel(refusal, endpointID: endpointID(route))
         case .supersede(let id):
@@ -198,6 +218,25 @@ final class CheckpointWriter {
     }
 
     private func endpointID(_ route: Int) -> Int { endpointIDs.indices.contains(route) ? endpointIDs[route] : endpointIDs.first ?? 0 }
+
+    /// What an attempt row says while its request is out: left so by a run that died, it is the audit's record of a
+    /// request that left and whose answer nobody recorded.
+    static let noAnswerRecorded = "sent; no answer recorded (the run ended while it was in flight)"
+
+    /// Completes the attempt row opened at the claim with what came back (`nil`: the request never left, the row
+    /// goes), or writes one when nothing was opened (an answer settled without a claim).
+    private func settleAttempt(of id: String, _ a: AttemptRecord?, _ s: Statements) throws(ChatBatchError) {
+        let open = openAttempts.removeValue(forKey: id)
+        guard let a else {
+            if let open { try s.dropAttempt.run([.int(open)]) }
+            return
+        }
+        guard let open else { return try insert(a, s) }
+        try s.closeAttempt.run([
+            .int(open), .double(a.startedAt), .optional(a.status), .double(a.latencyMs), .optional(a.requestID), .optional(a.error),
+            .int(a.ambiguous ? 1 : 0), .int(endpointID(a.route)), .optional(a.inflight), .optional(a.window),
+        ])
+    }
 
     private func insert(_ a: AttemptRecord, _ s: Statements) throws(ChatBatchError) {
         try s.attempt.run([

@@ -61,6 +61,7 @@ struct RunMachine: Sendable {
             for job in jobs {
                 scheduler.returned(job)
                 uncount(job)
+                actions.append(.record(.unsent(customID: job.request.customID)))
             }
             pump(now)
         case .timer:
@@ -139,7 +140,9 @@ struct RunMachine: Sendable {
             switch scheduler.next(now: now.uptime) {
             case .send(let job):
                 count(job)
-                actions.append(.record(.claim(customID: job.request.customID, line: job.request.line, bodyHash: job.request.bodyHash, model: job.request.model)))
+                actions.append(.record(.claim(
+                    customID: job.request.customID, line: job.request.line, bodyHash: job.request.bodyHash, model: job.request.model,
+                    attempt: job.attempt, route: job.route)))
                 actions.append(.send(job))
             case .refuse(let job, let refusal):
                 refuseUnsent(job, refusal)
