@@ -23,6 +23,8 @@ struct RunCommand: ParsableCommand {
     @Flag(help: "No progress output.") var quiet = false
     @Option(help: "Write messages and progress to this file, one line an event (the summary goes to stderr as well).")
     var logFile: String?
+    @Option(help: "Log lines as text (time chatbatch level: message) or json (one object a line: time, level, program, message).")
+    var logFormat: LogFormat = .text
     @Option(parsing: .unconditional, help: "Seconds between progress reports (default: 0.25 redrawn on a terminal, 30 as log lines otherwise).")
     var progressInterval: Double?
 
@@ -59,16 +61,17 @@ struct RunCommand: ParsableCommand {
             settings.fakeGateway = true
             keyOverride = c.apiKeys[0]
             gateway = g
-            if !quiet { Stream.write("chatbatch: fake gateway on \(g.baseURL)\n") }
+
         }
         let config = try settings.resolve()
         try SideFiles.check(config, logFile: logFile)
-        let output = try RunOutput(quiet: quiet, logFile: logFile)
+        let output = try RunOutput(quiet: quiet, logFile: logFile, format: logFormat)
+        if let gateway, !quiet { output.message("chatbatch: fake gateway on \(gateway.baseURL)") }
         let summary = RunSession.execute(config, apiKeyOverride: keyOverride, progress: output.progress(interval: progressInterval)) { message in
             output.message(message)
         }
         gateway?.shutdown()
-        output.summary(summary.text, logFile: logFile, exit: summary.exit)
+        output.summary(summary.text, logFile: logFile, format: logFormat, exit: summary.exit)
         throw ExitCode(summary.exit.rawValue)
     }
 }

@@ -1,5 +1,7 @@
+import ArgumentParser
 import CTerminal
 import ChatBatch
+import ChatBatchCore
 import Foundation
 import Logging
 import Synchronization
@@ -25,11 +27,12 @@ struct RunOutput: Sendable {
     let quiet: Bool
     let logger: Logger
 
-    /// Terminal mode when stderr is a terminal and no log file is set; log lines to stderr or the log file otherwise.
-    init(quiet: Bool, logFile: String?) throws {
+    /// Terminal mode when stderr is a terminal and no log file is set (and the format is text); log lines to
+    /// stderr or the log file otherwise.
+    init(quiet: Bool, logFile: String?, format: LogFormat = .text) throws {
         self.quiet = quiet
-        terminal = logFile == nil && isatty(2) == 1
-        let handler = try LineLogHandler(path: logFile)
+        terminal = logFile == nil && format == .text && isatty(2) == 1
+        let handler = try LineLogHandler(path: logFile, format: format)
         logger = Logger(label: "chatbatch", factory: { _ in handler })
     }
 
@@ -61,25 +64,33 @@ struct RunOutput: Sendable {
         }
     }
 
-    /// The summary at the end: on stderr, and in the log file when there is one.
+    /// The summary at the end: on stderr, and in the log file when there is one (JSON log lines on stderr carry it
+    /// as events only, so that a shipper reading stderr gets nothing but JSON).
     /// In the log, one event a line (every line timestamped), at a level the exit code gives: notice when all is
     /// done, warning when some lines failed, error otherwise.
-    func summary(_ text: String, logFile: String?, exit: RunExit) {
-        Stream.write(text + "\n")
-        guard logFile != nil else { return }
+    func summary(_ text: String, logFile: String?, format: LogFormat = .text, exit: RunExit) {
+        if logFile != nil || format == .text { Stream.write(text + "\n") }
+        guard logFile != nil || format == .json else { return }
         let level: Logger.Level = exit == .allDone ? .notice : exit == .doneWithFailures ? .warning : .error
         for line in text.split(separator: "\n") { logger.log(level: level, "\(LineLogHandler.unprefixed(String(line)))") }
     }
 }
 
-/// A swift-log handler writing `time chatbatch level: message` lines to stderr or appending them to a file
-/// (created owner-only). A failed write is dropped, never raised.
+/// How log lines are written: `text` (`time chatbatch level: message`) or `json` (one object a line, for log shippers).
+enum LogFormat: String, ExpressibleByArgument, CaseIterable, Sendable {
+    case text, json
+}
+
+/// A swift-log handler writing one event a line, as text or JSON, to stderr or appended to a file (created
+/// owner-only). A failed write is dropped, never raised.
 struct LineLogHandler: LogHandler {
     let fd: Int32
+    let format: LogFormat
     var metadata: Logger.Metadata = [:]
     var logLevel: Logger.Level = .info
 
-    init(path: String?) throws {
+    init(path: String?, format: LogFormat = .text) throws {
+        self.format = format
         guard let path else { fd = 2; return }
         let opened = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
         guard opened >= 0 else {
@@ -110,6 +121,13 @@ struct LineLogHandler: LogHandler {
 
     func log(event: LogEvent) {
         let time = ISO8601DateFormatter().string(from: Date())
-        Stream.write("\(time) chatbatch \(event.level): \(event.message)\n", to: fd)
+        switch format {
+        case .text:
+            Stream.write("\(time) chatbatch \(event.level): \(event.message)\n", to: fd)
+        case .json:
+            let line: JSON = ["time": .string(time), "level": .string("\(event.level)"), "program": "chatbatch",
+                              "message": .string("\(event.message)")]
+            Stream.write(line.serialized() + "\n", to: fd)
+        }
     }
 }

@@ -30,6 +30,36 @@ struct OperatingNightsTests {
         #expect(code == 2 && text.components(separatedBy: "nothing was sent").count - 1 == 1, "\(text)")
     }
 
+    @Test func logsAreOneEventALineAsTextOrJSON() throws {
+        let scratch = Scratch()
+        let g = try FakeGateway.start()
+        defer { g.shutdown() }
+        scratch.write("in.jsonl", lines: promptLines(20) + ["{broken"])
+        writeJob(scratch, g)
+        let levels = Set(["trace", "debug", "info", "notice", "warning", "error", "critical"])
+        let (code, _) = try runToEnd(chatbatchBinary(), ["run", scratch.file("job.yaml"), "--log-file", scratch.file("text.log"),
+                                                         "--progress-interval", "0.05"])
+        #expect(code == 1)
+        let text = try String(contentsOfFile: scratch.file("text.log"), encoding: .utf8).split(separator: "\n")
+        #expect(text.count > 5 && text.allSatisfy { line in
+            let parts = line.split(separator: " ", maxSplits: 3)
+            return parts.count == 4 && parts[0].hasSuffix("Z") && parts[1] == "chatbatch" && levels.contains(String(parts[2].dropLast()))
+        }, "\(text)")
+        #expect(text.contains { $0.contains(" warning: done: 20 of 21 lines answered") })
+        // JSON lines: to the log file, and to stderr with nothing else on it (a shipper reading stderr gets JSON only).
+        let (again, stderr) = try runToEnd(chatbatchBinary(), ["run", scratch.file("job.yaml"), "--log-format", "json", "--force"])
+        let (_, _) = try runToEnd(chatbatchBinary(), ["run", scratch.file("job.yaml"), "--log-format", "json", "--log-file",
+                                                      scratch.file("json.log")])
+        #expect(again == 1)
+        let file = try String(contentsOfFile: scratch.file("json.log"), encoding: .utf8).split(separator: "\n")
+        for line in file + stderr.split(separator: "\n") {
+            let event = try? JSON.parse(String(line))
+            #expect(event?["time"]?.stringValue != nil && levels.contains(event?["level"]?.stringValue ?? "")
+                    && event?["message"]?.stringValue != nil, "not a JSON event: \(line)")
+        }
+        #expect(stderr.contains("\"level\":\"warning\"") && stderr.contains("done: "))
+    }
+
     @Test func theNightlyLockIsThisUsersAndThisJobsOwn() throws {
         let scratch = Scratch()
         let g = try FakeGateway.start()
