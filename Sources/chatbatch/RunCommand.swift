@@ -133,6 +133,8 @@ struct JobOptions: ParsableArguments {
     var caCert: String?
     @Option(help: "Proxy URL (http://host:port); without it HTTPS_PROXY, https_proxy and NO_PROXY are honoured.") var proxy: String?
     @Flag(help: "Refuse the whole run, before sending anything, if any line is invalid.") var strict = false
+    @Flag(help: "Exit 0 once every line has ended, even if some failed (they stay in the errors file and the summary): for schedulers that rerun what exits non-zero.")
+    var exitZeroWhenDone = false
     @Flag(help: "Send again lines answered before whose request body changed, replacing their answers.") var force = false
     @Flag(help: "Send again lines that failed in an earlier run, those of a refused model (403/404) included.") var retryFailed = false
     @Flag(help: "Stream every request (stream: true) and reassemble the answers.") var stream = false
@@ -208,6 +210,7 @@ struct JobOptions: ParsableArguments {
         flags.metricsInterval = metricsInterval
         flags.shard = try shard.map { try Shard(parsing: $0) }
         if strict { flags.strict = true }
+        if exitZeroWhenDone { flags.exitZeroWhenDone = true }
         if force { flags.force = true }
         if retryFailed { flags.retryFailed = true }
         if stream { flags.stream = true }

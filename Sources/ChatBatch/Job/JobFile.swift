@@ -32,6 +32,7 @@ public enum JobFile {
         ("prices", { r, s throws(ChatBatchError) in s.prices = try r.prices("prices") }),
         ("limits", { r, s throws(ChatBatchError) in s.limits = try r.limits("limits") }),
         ("strict", { r, s throws(ChatBatchError) in s.strict = try r.flag("strict") }),
+        ("exit_zero_when_done", { r, s throws(ChatBatchError) in s.exitZeroWhenDone = try r.flag("exit_zero_when_done") }),
         ("stream", { r, s throws(ChatBatchError) in s.stream = try r.flag("stream") }),
         ("summary_json", { r, s throws(ChatBatchError) in s.summaryJSON = try r.path("summary_json") }),
         ("metrics_file", { r, s throws(ChatBatchError) in s.metricsFile = try r.path("metrics_file") }),

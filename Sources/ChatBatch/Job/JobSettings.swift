@@ -35,6 +35,7 @@ public struct JobSettings: Sendable {
     public var prices: Prices?
     public var limits: ModelLimits?
     public var strict: Bool?
+    public var exitZeroWhenDone: Bool?
     public var force: Bool?
     public var retryFailed: Bool?
     public var stream: Bool?
@@ -95,7 +96,7 @@ public struct JobSettings: Sendable {
         f(\.input), f(\.output), f(\.errors), f(\.checkpoint), f(\.format), f(\.provider), f(\.baseURL), f(\.model), f(\.projectID),
         f(\.apiKeyEnv), f(\.apiKeyFile), f(\.headers), f(\.concurrency), f(\.maxAttempts), f(\.timeout), f(\.connectTimeout), f(\.maxResponseBytes),
         f(\.retryBaseDelay), f(\.retryMaxDelay), f(\.grace), f(\.request), f(\.system), f(\.template), f(\.idField), f(\.prices),
-        f(\.limits), f(\.strict), f(\.force), f(\.retryFailed), f(\.stream), f(\.summaryJSON), f(\.maxCost), f(\.requestsPerMinute),
+        f(\.limits), f(\.strict), f(\.exitZeroWhenDone), f(\.force), f(\.retryFailed), f(\.stream), f(\.summaryJSON), f(\.maxCost), f(\.requestsPerMinute),
         f(\.tokensPerMinute), f(\.adaptiveConcurrency), f(\.warmup), f(\.retryInvalid), f(\.dropReasoning), f(\.cache), f(\.cacheMode),
         f(\.caCert), f(\.proxy), f(\.shard), f(\.allowHTTP), f(\.overwrite), f(\.maxWait), f(\.outageBudget), f(\.otherEndpointAnswers),
         f(\.fakeGateway), f(\.name), f(\.providers), f(\.route), f(\.metricsFile), f(\.metricsInterval), f(\.jobName),
@@ -162,7 +163,8 @@ public struct JobSettings: Sendable {
                 modelLimits: limits ?? first.endpoint.profile.limits, shard: shard),
             cache: CacheSettings(path: cache, mode: cacheMode ?? .readWrite),
             choices: RunChoices(
-                strict: strict ?? false, force: force ?? false, retryFailed: retryFailed ?? false, otherEndpointAnswers: otherEndpointAnswers ?? .ask))
+                strict: strict ?? false, force: force ?? false, retryFailed: retryFailed ?? false, otherEndpointAnswers: otherEndpointAnswers ?? .ask,
+                exitZeroWhenDone: exitZeroWhenDone ?? false))
     }
 
     /// Every number a user gives, checked in one place before anything is opened, claimed or sent: finite, and in a

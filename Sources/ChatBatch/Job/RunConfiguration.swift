@@ -169,5 +169,8 @@ public struct RunChoices: Sendable {
     public var retryFailed: Bool
     /// What to do with lines another endpoint answered.
     public var otherEndpointAnswers: OtherEndpointAnswers
+    /// Exit 0 once every line has ended, even when some failed (they stay in the errors file, the summary and the
+    /// metrics): for schedulers that run again a container or task that exits non-zero.
+    public var exitZeroWhenDone = false
 }
 

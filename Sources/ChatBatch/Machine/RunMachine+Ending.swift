@@ -44,7 +44,7 @@ extension RunMachine {
             }
             s.stopReason = reasons.joined(separator: "; ")
         } else if s.failed + s.invalid + s.alreadyFailed > 0 {
-            s.exit = .doneWithFailures
+            s.exit = config.choices.exitZeroWhenDone ? .allDone : .doneWithFailures
         } else {
             s.exit = .allDone
         }
