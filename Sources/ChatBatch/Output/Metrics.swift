@@ -1,4 +1,5 @@
 import ChatBatchCore
+import Foundation
 
 /// What the metrics file says about a run at one moment: taken from the run's machine, written by the executor.
 public struct MetricsSnapshot: Sendable {
@@ -33,6 +34,10 @@ public struct MetricsSnapshot: Sendable {
     /// Set once the run has ended.
     public var endTime: Double? = nil
     public var exitCode: Int32? = nil
+    /// When a run on this file last ended with exit 0: this run's end, or carried from the file it replaces.
+    public var lastSuccessTime: Double? = nil
+    /// When the file was written: a run that still says it is running but stopped writing was killed.
+    public var writtenTime = 0.0
 
     /// The Prometheus text exposition format (what node_exporter's textfile collector reads).
     public var text: String {
@@ -79,10 +84,26 @@ public struct MetricsSnapshot: Sendable {
             sample("chatbatch_request_duration_seconds_count", labels, String(p.latency.count))
         }
         family("chatbatch_run_start_time_seconds", "gauge", "When the run started (Unix time).", [([j], n(startTime))])
-        family("chatbatch_run_end_time_seconds", "gauge", "When the run ended (Unix time; 0 while it runs).", [([j], n(endTime ?? 0))])
+        if let endTime { family("chatbatch_run_end_time_seconds", "gauge", "When the run ended (Unix time).", [([j], n(endTime))]) }
         family("chatbatch_running", "gauge", "1 while the run goes on, 0 once it ended.", [([j], endTime == nil ? "1" : "0")])
         if let exitCode { family("chatbatch_last_exit_code", "gauge", "The exit code the run ended with.", [([j], String(exitCode))]) }
+        if let lastSuccessTime {
+            family("chatbatch_last_success_time_seconds", "gauge", "When a run last ended with exit 0 (Unix time; kept across runs).",
+                   [([j], n(lastSuccessTime))])
+        }
+        family("chatbatch_metrics_written_time_seconds", "gauge", "When this file was written (every interval while a run goes).",
+               [([j], n(writtenTime))])
         return out.joined(separator: "\n") + "\n"
+    }
+
+    /// The last success a metrics file at `path` recorded (nil when there is none, or no file).
+    public static func lastSuccessTime(inFileAt path: String) -> Double? {
+        guard let data = FileManager.default.contents(atPath: path), data.count < 1 << 20 else { return nil }
+        let prefix = "chatbatch_last_success_time_seconds{"
+        for line in String(decoding: data, as: UTF8.self).split(separator: "\n") where line.hasPrefix(prefix) {
+            if let value = line.split(separator: " ").last.flatMap({ Double($0) }), value.isFinite { return value }
+        }
+        return nil
     }
 
     static func escape(_ s: String) -> String {

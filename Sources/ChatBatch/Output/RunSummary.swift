@@ -108,6 +108,9 @@ public struct RunSummary: Sendable {
         sent == 0 && done == 0 && failed == 0 && invalid == 0 && blocked == 0 && cacheHits == 0 && changed == 0 && otherEndpoint == 0
             && stopReason == nil
     }
+    /// A summary or metrics file that `existed` before this run is kept as the last run that did some work wrote it
+    /// when this run had nothing to do (a rerun on the same night keeps the night's figures).
+    public func keeps(fileThatExisted existed: Bool) -> Bool { existed && sentNothingNew }
     public var requestsPerSecond: Double { wallSeconds > 0 ? Double(attempts) / wallSeconds : 0 }
 
     public var json: JSON {

@@ -34,9 +34,15 @@ final class RunDriver: Sendable {
     let metricsQueue = DispatchQueue(label: "chatbatch.metrics")
     let startTime = Date().timeIntervalSince1970
     let metricsWarned = Mutex(false)
+    /// The metrics file as the run found it: there already (a run that has nothing to do keeps it as the last run that
+    /// did work wrote it, as the summary does), and the last success it recorded (carried forward).
+    let metricsBefore: (existed: Bool, lastSuccess: Double?)
 
     init(_ opened: PreparedRun, progress: ProgressOptions?, log: @escaping @Sendable (String) -> Void) {
         self.opened = opened
+        let metricsPath = opened.config.files.metricsFile
+        metricsBefore = (metricsPath.map { FileManager.default.fileExists(atPath: $0) } ?? false,
+                         metricsPath.flatMap { MetricsSnapshot.lastSuccessTime(inFileAt: $0) })
         self.progress = progress
         self.log = log
         transport = CurlTransport(maxConnections: opened.config.concurrency + 8)
@@ -62,12 +68,16 @@ final class RunDriver: Sendable {
         repeatEvery(1) { [self] in deliver(.tick); return !room.withLock { $0.machine.finished } }
         if let path = opened.config.files.metricsFile {
             let job = opened.config.files.jobName
-            let first = room.withLock { $0.machine.metrics(job: job, startTime: startTime) }
-            metricsQueue.async { self.write(first, to: path) }
+            // Until it sends something, a run leaves an existing file alone: with nothing to do, it is kept.
+            let holding: @Sendable (RunMachine) -> Bool = { [metricsBefore] in metricsBefore.existed && $0.summary.sentNothingNew }
+            let first = room.withLock { holding($0.machine) ? nil : $0.machine.metrics(job: job, startTime: startTime) }
+            if let first { metricsQueue.async { self.write(first, to: path) } }
             repeatEvery(opened.config.files.metricsInterval) { [self] in
-                let snapshot = room.withLock { r in r.machine.finished ? nil : r.machine.metrics(job: job, startTime: startTime) }
+                let snapshot = room.withLock { r in
+                    r.machine.finished || holding(r.machine) ? nil : r.machine.metrics(job: job, startTime: startTime)
+                }
                 if let snapshot { metricsQueue.async { self.write(snapshot, to: path) } }
-                return snapshot != nil
+                return !room.withLock { $0.machine.finished }
             }
         }
         deliver(.start)
@@ -162,7 +172,10 @@ final class RunDriver: Sendable {
     }
 
     /// Replaces the metrics file (temporary file and rename); a failure is said once and never stops the run.
-    private func write(_ metrics: MetricsSnapshot, to path: String) {
+    private func write(_ snapshot: MetricsSnapshot, to path: String) {
+        var metrics = snapshot
+        if metrics.endTime == nil { metrics.lastSuccessTime = metricsBefore.lastSuccess }
+        metrics.writtenTime = Date().timeIntervalSince1970
         do {
             try OutputFiles.replace(path, with: Array(metrics.text.utf8), mode: 0o644)
         } catch {
@@ -199,8 +212,14 @@ final class RunDriver: Sendable {
         let summary = machine.conclude(ending, unread: unread, now: Self.now())
         queue.sync { writer.close(exitCode: summary.exit.rawValue, summary: summary.json) }
         if let path = opened.config.files.metricsFile {
-            let last = machine.metrics(job: opened.config.files.jobName, startTime: startTime, ended: (summary, Date().timeIntervalSince1970))
-            metricsQueue.sync { write(last, to: path) }
+            if summary.keeps(fileThatExisted: metricsBefore.existed) {
+                log("chatbatch: \(path) kept as the last run that did some work wrote it (this run had nothing to do)")
+            } else {
+                let end = Date().timeIntervalSince1970
+                var last = machine.metrics(job: opened.config.files.jobName, startTime: startTime, ended: (summary, end))
+                last.lastSuccessTime = summary.exit == .allDone ? end : metricsBefore.lastSuccess
+                metricsQueue.sync { write(last, to: path) }
+            }
         }
         if let progress { progress.sink(queue.sync { room.withLock { $0.machine.snapshot(Self.now()) } }, true) }
         result.withLock { $0 = summary }

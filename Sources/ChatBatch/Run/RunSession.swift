@@ -61,7 +61,7 @@ public enum RunSession {
             let prepared = try PreparedRun(config: config, keys: keys, log: log)
             let summary = RunDriver(prepared, progress: progress, log: log).run(handleSignals: handleSignals)
             if let path = config.files.summaryJSON {
-                if summary.sentNothingNew && FileManager.default.fileExists(atPath: path) {
+                if summary.keeps(fileThatExisted: FileManager.default.fileExists(atPath: path)) {
                     log("chatbatch: \(path) kept as the last run that did some work wrote it (this run had nothing to do)")
                 } else {
                     do {
