@@ -55,6 +55,12 @@ public struct FakeGatewayConfiguration: Sendable {
     public var maxInflightPerKey: Int? = nil
     /// Tokens per second allowed per key (prompt + completion); past it → 429 with Retry-After.
     public var tokensPerSecondPerKey: Double? = nil
+    /// Requests per minute allowed per key: a bucket refilling continuously, holding `rateBucketSeconds` of them;
+    /// past it → 429 whose Retry-After is the real wait (rounded up to whole seconds).
+    public var requestsPerMinutePerKey: Double? = nil
+    public var rateBucketSeconds = 60.0
+    /// Send `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` on every answer, as OpenAI and LiteLLM do.
+    public var rateLimitHeaders = false
 
     /// Scripted answers per client request id (the `X-Client-Request-Id` header), attempt by attempt.
     public var script: [String: [ScriptedAction]] = [:]

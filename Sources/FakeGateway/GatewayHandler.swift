@@ -20,6 +20,8 @@ final class GatewayHandler: ChannelInboundHandler {
     var body: ByteBuffer?
     var receivedAt = 0.0
     var open: Open?
+    /// The key's `x-ratelimit-*` headers for the request being answered (set once it was admitted or refused).
+    var rateHeaders: [(String, String)] = []
 
     init(core: GatewayCore) { self.core = core }
 
@@ -57,6 +59,7 @@ final class GatewayHandler: ChannelInboundHandler {
     func handle(context: ChannelHandlerContext, head: HTTPRequestHead, body: [UInt8]) {
         let requestID = core.state.nextRequestID()
         let clientID = head.headers.first(name: "x-client-request-id")
+        rateHeaders = []
         var entry = LedgerEntry(
             sequence: 0, receivedAt: receivedAt, respondedAt: 0, method: head.method.rawValue, path: head.uri,
             route: "unknown", status: 0, outcome: "error", clientRequestID: clientID, requestID: requestID,
@@ -131,6 +134,7 @@ final class GatewayHandler: ChannelInboundHandler {
         let stream = request["stream"]?.boolValue == true
         entry.stream = stream
         let admission = core.state.admit(key: key, clientID: clientID, estimatedTokens: answer.totalTokens, at: receivedAt)
+        rateHeaders = core.state.rateLimitHeaders(key: key, at: receivedAt)
         if case .fail(let status, let retryAfter) = admission {
             return fail(GatewayErrorAnswer.forStatus(status), retryAfter: retryAfter)
         }
@@ -225,6 +229,7 @@ final class GatewayHandler: ChannelInboundHandler {
         h.add(name: "content-type", value: contentType)
         h.add(name: "x-tera-request-id", value: requestID)
         if !keepAlive { h.add(name: "connection", value: "close") }
+        for (name, value) in rateHeaders { h.add(name: name, value: value) }
         return h
     }
 

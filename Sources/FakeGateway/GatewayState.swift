@@ -17,6 +17,9 @@ final class GatewayState: Sendable {
         var inflight = 0
         var tokens: Double = 0
         var lastRefill: Double = 0
+        /// The request bucket (requests per minute): its level and when it was last refilled.
+        var requests: Double = 0
+        var requestsRefill: Double = 0
     }
 
     struct State {
@@ -79,10 +82,20 @@ final class GatewayState: Sendable {
             } else {
                 if now < s.coldUntil { return .fail(status: 503, retryAfter: nil) }
             }
-            var k = s.keys[key, default: KeyState(tokens: config.tokensPerSecondPerKey ?? 0, lastRefill: now)]
+            var k = s.keys[key, default: KeyState(
+                tokens: config.tokensPerSecondPerKey ?? 0, lastRefill: now, requests: requestCapacity, requestsRefill: now)]
             defer { s.keys[key] = k }
             if let limit = config.maxInflightPerKey, k.inflight >= limit {
                 return .fail(status: 429, retryAfter: retryAfter(config.retryAfterSeconds ?? 1))
+            }
+            if let perMinute = config.requestsPerMinutePerKey {
+                let rate = perMinute / 60
+                k.requests = min(requestCapacity, k.requests + (now - k.requestsRefill) * rate)
+                k.requestsRefill = now
+                if k.requests < 1 {
+                    return .fail(status: 429, retryAfter: retryAfter(max(1, Int(((1 - k.requests) / rate).rounded(.up)))))
+                }
+                k.requests -= 1
             }
             if let rate = config.tokensPerSecondPerKey {
                 k.tokens = min(rate, k.tokens + (now - k.lastRefill) * rate)
@@ -108,6 +121,31 @@ final class GatewayState: Sendable {
             }
             k.inflight += 1
             return .answer(corrupt: nil)
+        }
+    }
+
+    /// The request bucket's size: `rateBucketSeconds` of the per-minute rate, at least one request.
+    var requestCapacity: Double { max(1, (config.requestsPerMinutePerKey ?? 0) / 60 * config.rateBucketSeconds) }
+
+    /// The `x-ratelimit-*` headers for `key` as its buckets stand now (none unless `rateLimitHeaders` is set).
+    func rateLimitHeaders(key: String, at now: Double) -> [(String, String)] {
+        guard config.rateLimitHeaders else { return [] }
+        return state.withLock { s in
+            let k = s.keys[key] ?? KeyState(tokens: config.tokensPerSecondPerKey ?? 0, lastRefill: now, requests: requestCapacity, requestsRefill: now)
+            var out: [(String, String)] = []
+            func seconds(_ v: Double) -> String { String(format: "%.3gs", max(0, v)) }
+            if let perMinute = config.requestsPerMinutePerKey {
+                let rate = perMinute / 60
+                let level = min(requestCapacity, k.requests + (now - k.requestsRefill) * rate)
+                out += [("x-ratelimit-limit-requests", String(Int(requestCapacity))), ("x-ratelimit-remaining-requests", String(Int(level))),
+                        ("x-ratelimit-reset-requests", seconds((requestCapacity - level) / rate))]
+            }
+            if let rate = config.tokensPerSecondPerKey {
+                let level = min(rate, k.tokens + (now - k.lastRefill) * rate)
+                out += [("x-ratelimit-limit-tokens", String(Int(rate))), ("x-ratelimit-remaining-tokens", String(Int(max(0, level)))),
+                        ("x-ratelimit-reset-tokens", seconds((rate - level) / rate))]
+            }
+            return out
         }
     }
 

@@ -44,6 +44,10 @@ struct FakeGatewayCommand: ParsableCommand {
     @Option(help: "Idle seconds after which the backend is cold again.") var idleAfter = 60.0
     @Option(help: "Per-key limit of requests in flight; more get 429.") var maxInflight: Int?
     @Option(help: "Per-key tokens per second; more get 429.") var tokensPerSecond: Double?
+    @Option(help: "Per-key requests per minute (a bucket refilling continuously); more get 429 with the real wait.")
+    var requestsPerMinute: Double?
+    @Option(help: "Seconds of --requests-per-minute the bucket holds (its burst).") var rateBucketSeconds = 60.0
+    @Flag(help: "Send x-ratelimit-{limit,remaining,reset}-{requests,tokens} headers on every answer.") var rateLimitHeaders = false
     @Option(help: "Scripted answers: 'ID=ACTION,ACTION;ID2=...'.") var script: String?
     @Option(help: "Seed for the failure dice.") var seed: UInt64 = 42
     @Option(help: "Append every request received to this JSONL file.") var ledger: String?
@@ -79,6 +83,9 @@ struct FakeGatewayCommand: ParsableCommand {
         c.idleSeconds = idleAfter
         c.maxInflightPerKey = maxInflight
         c.tokensPerSecondPerKey = tokensPerSecond
+        c.requestsPerMinutePerKey = requestsPerMinute
+        c.rateBucketSeconds = rateBucketSeconds
+        c.rateLimitHeaders = rateLimitHeaders
         if let script { c.script = try ScriptedAction.parseScript(script) }
         c.randomSeed = seed
         c.ledgerPath = ledger

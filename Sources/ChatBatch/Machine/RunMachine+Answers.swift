@@ -13,6 +13,7 @@ extension RunMachine {
         if response.failure?.kind != .withheld && response.failure?.kind != .cancelled {
             if response.status > 0 { scheduler.lanes[lane].statusCounts[response.status, default: 0] += 1 } else { scheduler.lanes[lane].noAnswer += 1 }
             scheduler.lanes[lane].latency.add(seconds: response.totalSeconds)
+            if (200..<300).contains(response.status) { scheduler.lanes[lane].answered(inSeconds: response.totalSeconds) }
         }
         if response.status > 0 {
             summary.statusCounts[response.status, default: 0] += 1
@@ -49,7 +50,15 @@ extension RunMachine {
         }
         // A send that may have been billed and is not the prompt's answer (a reset, a cut stream, a cancel).
         if effect.attempt.ambiguous { summary.possiblyBilledTwice += 1 }
-        if effect.rateLimited { scheduler.rateLimited(job) }
+        let hint = response.status > 0 ? RateLimitHint(headers: response.headers) : nil
+        if effect.rateLimited {
+            let limitedFor = scheduler.rateLimited(job, wait: effect.serverWait, hint: hint, now: now.uptime)
+            if limitedFor > config.retry.outageBudget {
+                stopLane(lane, .waitTooLong("the key\(Self.at(route, config)) has answered nothing but 429s for \(Self.duration(limitedFor)) (more than --outage-budget \(Self.duration(config.retry.outageBudget))); nothing was lost. Run the same command again later to carry on"), now)
+            }
+        } else if response.status > 0 {
+            scheduler.answered(job, hint: hint, now: now.uptime)
+        }
         let back = (customID: r.customID, line: r.line, bodyHash: r.bodyHash, model: r.model)
         func requeue(_ attempt: AttemptRecord?, note: String?) -> RunAction {
             .record(.requeue(customID: back.customID, line: back.line, bodyHash: back.bodyHash, model: back.model, attempt: attempt, note: note))
@@ -81,7 +90,9 @@ extension RunMachine {
             summary.retries += 1
             actions.append(requeue(effect.attempt, note: nil))
             let at = now.uptime &+ Clock.nanoseconds(after)
-            scheduler.retry(job, at: at, pauseUntil: pauseKey ? at : nil)
+            var again = job
+            if effect.rateLimited { again.rateLimitedAttempts += 1 }  // "not now": not one of the line's attempts
+            scheduler.retry(again, at: at, pauseUntil: pauseKey ? at : nil)
             if pauseKey { announcePause(after, now) }
         case .unreachable(let reason):
             unreachable(job, reason, effect.attempt, now)

@@ -89,6 +89,7 @@ struct RunMachine: Sendable {
         if let known = finishedInput {
             // Unchanged since a run that finished every line: every line is done or failed already.
             inputDone = true
+            scheduler.inputExhausted = true
             summary.inputUnchanged = true
             summary.inputLines = known.done + known.failed
             summary.alreadyDone = known.done
@@ -110,6 +111,7 @@ struct RunMachine: Sendable {
     private mutating func accept(_ batch: FeedBatch, _ now: Moment) {
         inputRequested = false
         inputDone = batch.endOfInput
+        scheduler.inputExhausted = batch.endOfInput
         summary.inputLines += batch.linesRead
         summary.invalid += batch.invalid
         summary.alreadyDone += batch.alreadyDone

@@ -24,7 +24,7 @@ struct AdaptiveLimit: Sendable {
     /// Seconds at the ceiling before looking one higher; doubles each time a look is answered 429.
     private(set) var probeAfter = 30.0
     /// The limit is one above the ceiling, looking.
-    private var probing = false
+    private(set) var probing = false
     /// A 429 has been seen (the fast ramp is over).
     private(set) var throttled = false
     /// The most requests in flight at this provider that a request was sent with and answered 2xx.
@@ -33,6 +33,14 @@ struct AdaptiveLimit: Sendable {
     private var roundFloor = 1
     /// Bumped by every cut: a 429 for a request sent before the last cut cuts no further than where it was sent.
     private(set) var epoch = 0
+    /// The last concurrency cut, while one 429 alone made it: the ceiling and limit before it, and the successes
+    /// since for requests sent above the new ceiling. One 429 is weak evidence: a level the key really refuses
+    /// refuses again, and `disproof` successes above it undo the cut.
+    private var lastCut: (ceiling: Int, limit: Int, successesAbove: Int)? = nil
+    /// A concurrency cut was confirmed by a second 429: the key has a concurrency limit, and no later cut is undone
+    /// (a request sent above it can still succeed, answered before the server counted it).
+    private var concurrencyConfirmed = false
+    static let disproof = 3
 
     init(maximum: Int, adaptive: Bool, remembered: Int? = nil) {
         self.maximum = maximum
@@ -51,6 +59,17 @@ struct AdaptiveLimit: Sendable {
     mutating func succeeded(now: UInt64, inflight: Int = 0) {
         guard adaptive else { return }
         proven = max(proven, inflight)
+        if let cut = lastCut, !probing, inflight > ceiling {
+            if cut.successesAbove + 1 >= Self.disproof {
+                // A stray 429 (a fault, a blip at the server), not the key's concurrency: as if it never came.
+                ceiling = cut.ceiling
+                limit = max(limit, min(maximum, cut.limit))
+                atCeilingSince = nil
+                lastCut = nil
+                return
+            }
+            lastCut?.successesAbove += 1
+        }
         guard limit < maximum || probing else { return }
         if probing {
             // The look one higher succeeded (a request sent above the ceiling was answered): the key allows it.
@@ -90,6 +109,13 @@ struct AdaptiveLimit: Sendable {
         let before = limit
         if inflight > proven {
             // Concurrency: the key has never answered this many at once; it allows fewer than were in flight.
+            // The first such 429 of a round may be a stray one (kept undoable); a second confirms the cut.
+            if lastCut != nil {
+                lastCut = nil
+                concurrencyConfirmed = true
+            } else if !concurrencyConfirmed && sentEpoch == epoch {
+                lastCut = (ceiling, limit, 0)
+            }
             ceiling = min(ceiling, max(1, inflight - 1))
             limit = min(limit, ceiling)
         } else {

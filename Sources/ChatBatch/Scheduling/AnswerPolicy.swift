@@ -49,8 +49,10 @@ struct AnswerEffect: Sendable {
     /// The status and error code when the answer was a failure the line cannot recover from by itself (for the
     /// run's "every first answer fails the same way" check).
     var failureSignature: String? = nil
-    /// A 429: the in-flight window shrinks.
+    /// A 429: the key pauses, and what it means for its limits is learnt (`Scheduler.rateLimited`).
     var rateLimited = false
+    /// The wait a 429 asked for (`retry-after-ms`, `Retry-After`), nil when it said none.
+    var serverWait: Double? = nil
 
     /// What the answer says about the job's model, when the job was the model's first request.
     var probeOutcome: ModelProbeOutcome? {
@@ -88,7 +90,10 @@ enum AnswerPolicy {
             latencyMs: response.totalSeconds * 1000, requestID: requestID, error: response.failure?.description, ambiguous: false)
         var rateLimited = false
         func effect(_ outcome: AnswerEffect.Outcome, usage: Usage? = nil, signature: String? = nil) -> AnswerEffect {
-            AnswerEffect(outcome: outcome, attempt: attempt, usage: usage, failureSignature: signature, rateLimited: rateLimited)
+            AnswerEffect(outcome: outcome, attempt: attempt, usage: usage, failureSignature: signature, rateLimited: rateLimited,
+                         serverWait: rateLimited
+                            ? RetryPolicy.retryAfter(milliseconds: response.headers["retry-after-ms"], seconds: response.headers["retry-after"], now: Date())
+                            : nil)
         }
         if let failure = response.failure, failure.kind == .withheld { return effect(.withheld) }
         if let failure = response.failure, failure.kind == .cancelled {
@@ -117,7 +122,9 @@ enum AnswerPolicy {
             rateLimited = pauseAll
             let warming = c.warmingUp && response.status == 503  // only a cold backend's 503 earns patience
             if warming { after = max(after, min(8, c.config.retry.baseDelay * pow(2, Double(min(30, c.warmupRetries))))) }
-            if job.attempt >= c.config.retry.maxAttempts && !warming {
+            // A 429 is "not now": it uses none of the line's attempts (waiting is bounded by --max-wait and the
+            // outage budget instead).
+            if job.attempt - job.rateLimitedAttempts >= c.config.retry.maxAttempts && !warming && !pauseAll {
                 let problem = reading?.problem
                 let code = problem?.code ?? (response.failure != nil ? "transport_error" : errorCode(response))
                 let message = problem?.message ?? response.failure?.description ?? ServerError(status: response.status, body: response.body).message

@@ -8,6 +8,12 @@ struct Lane: Sendable {
     var budget: Budget
     var requestBucket: TokenBucket?
     var tokenBucket: TokenBucket?
+    /// The key's request and token rates as its answers show them (headers, or 429s that are not noise).
+    var requestPacer = RatePacer()
+    var tokenPacer = RatePacer()
+    /// The first 429 since the last answer that was not one: a key that answers nothing else for longer than the
+    /// outage budget stops the lane.
+    var rateLimitedSince: UInt64? = nil
     /// Real tokens ÷ estimated tokens, smoothed: corrects the tokens-per-minute estimates as answers arrive.
     var tokenRatio = 1.0
     var inflight = 0
@@ -38,6 +44,17 @@ struct Lane: Sendable {
     var statusCounts: [Int: Int] = [:]
     var noAnswer = 0
     var latency = LatencyHistogram()
+    /// How long its answers take (seconds, smoothed over the last few dozen), nil before the first.
+    var answerSeconds: Double? = nil
+
+    /// A 2xx answer took `seconds`.
+    mutating func answered(inSeconds seconds: Double) {
+        guard seconds.isFinite, seconds >= 0 else { return }
+        answerSeconds = answerSeconds.map { 0.95 * $0 + 0.05 * seconds } ?? seconds
+    }
+
+    /// Answers a second it can give at its present limit (nil before its first answer).
+    var answersPerSecond: Double? { answerSeconds.map { Double(room) / max(0.001, $0) } }
 
     init(
         route: Int, settings: RouteSettings, adaptive: Bool, warmup: Bool, spent: Double, refusedModels: [String: ModelRefusal], proven: Bool,

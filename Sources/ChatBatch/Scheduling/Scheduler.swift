@@ -29,6 +29,10 @@ struct ScheduledJob: Sendable {
     var sentWindow = 0
     /// Requests in flight at its provider (itself included) when it was sent: a 429 says the key allows fewer.
     var sentLaneInflight = 0
+    /// When it was last sent (uptime ns).
+    var sentAt: UInt64 = 0
+    /// Its attempts answered 429: "not now", not one of the attempts `max_attempts` allows.
+    var rateLimitedAttempts = 0
 
     init(request: PreparedRequest) { self.request = request }
 }
@@ -76,6 +80,9 @@ struct Scheduler: Sendable {
     /// Lines of a model held while its first request at a lane is out, by lane and model.
     private var held: [String: [ScheduledJob]] = [:]
     private(set) var heldCount = 0
+    /// The whole input has been read: what is queued is all that is left, so the last lines can be routed by when
+    /// they would finish.
+    var inputExhausted = false
 
     /// `spent` is each lane's spend so far, and `refused` the models each refused, both by route.
     /// `remembered` is the in-flight level each provider's key was found to allow in an earlier run (nil: unknown).
@@ -99,6 +106,8 @@ struct Scheduler: Sendable {
 
     /// Fresh requests not yet sent (the input is read ahead while this is low).
     var queuedFresh: Int { fresh.count - freshHead }
+    /// Lines not yet sent: fresh, retries due, and retries waiting for their time.
+    var unsent: Int { queuedFresh + due.count + delayed.count }
 
     /// Requests never claimed that the checkpoint has no row for (queued, or held behind a model's first request).
     var unrecorded: Int {
@@ -134,20 +143,6 @@ struct Scheduler: Sendable {
 
     // MARK: deciding
 
-    /// The lanes that may take a line now, best first.
-    private func candidates(now: UInt64) -> [Int] {
-        var open = lanes.indices.filter { lanes[$0].free > 0 && now >= lanes[$0].pausedUntil }
-        if config.routing == .priority, let warming = lanes.firstIndex(where: { $0.stopped == nil && !$0.warmedUp && $0.health.outage == nil }) {
-            // A provider still warming up holds back the ones after it: they take what it cannot, not what it has not tried.
-            open = open.filter { $0 <= warming }
-        }
-        guard config.routing == .fill else { return open }
-        return open.sorted { a, b in
-            let fa = Double(lanes[a].free) / Double(max(1, lanes[a].room)), fb = Double(lanes[b].free) / Double(max(1, lanes[b].room))
-            return fa != fb ? fa > fb : a < b
-        }
-    }
-
     /// What to do next at `now`; call until it says `wait`.
     mutating func next(now: UInt64) -> Decision {
         releaseDelayed(now: now)
@@ -160,7 +155,7 @@ struct Scheduler: Sendable {
             for r in order where lanes[r].probeWaiting && !lanes[r].warmedUp {
                 if let i = due.firstIndex(where: { $0.probe && $0.route == r }) {
                     let job = due.remove(at: i)
-                    return send(job, lane: r)
+                    return send(job, lane: r, now: now)
                 }
             }
             let fromRetry = !due.isEmpty
@@ -195,7 +190,7 @@ struct Scheduler: Sendable {
                     continue
                 }
                 take(fromRetry)
-                return send(job, lane: r)
+                return send(job, lane: r, now: now)
             }
             if !taken { return .wait(until: wake) }
         }
@@ -206,17 +201,21 @@ struct Scheduler: Sendable {
         let estimate = Double(job.request.promptTokens + config.completionBound(job.request.maxTokens)) * lanes[r].tokenRatio
         var wait = lanes[r].requestBucket?.wait(for: 1, now: now) ?? 0
         wait = max(wait, lanes[r].tokenBucket?.wait(for: estimate, now: now) ?? 0)
+        wait = max(wait, lanes[r].requestPacer.wait(for: 1, now: now), lanes[r].tokenPacer.wait(for: estimate, now: now))
         return wait > 0 ? now &+ Clock.nanoseconds(wait) : nil
     }
 
     /// Hands `job` to lane `r`: counted in flight there, with what it may cost and how many tokens it should use.
-    private mutating func send(_ job: ScheduledJob, lane r: Int) -> Decision {
+    private mutating func send(_ job: ScheduledJob, lane r: Int, now: UInt64) -> Decision {
         var job = job
         let prices = lanes[r].settings.prices
         job.worst = config.worstCost(promptTokens: job.request.promptTokens, maxTokens: job.request.maxTokens, prices: prices)
         job.estimate = Double(job.request.promptTokens + config.completionBound(job.request.maxTokens)) * lanes[r].tokenRatio
         lanes[r].requestBucket?.take(1)
         lanes[r].tokenBucket?.take(job.estimate)
+        lanes[r].requestPacer.take(1)
+        lanes[r].tokenPacer.take(job.estimate)
+        job.sentAt = now
         budget.inflightWorst += job.worst
         lanes[r].budget.inflightWorst += job.worst
         job.route = r
@@ -297,10 +296,41 @@ struct Scheduler: Sendable {
         lanes[r].probeWaiting = false
     }
 
-    /// A 429 for `job`: its lane's window shrinks.
-    mutating func rateLimited(_ job: ScheduledJob) {
-        lanes[job.route].rateLimits += 1
-        lanes[job.route].limiter.rateLimited(sentEpoch: job.sentEpoch, inflight: job.sentLaneInflight)
+    /// An answer from `job`'s provider that was not a 429, with what its headers say about the key's limits.
+    mutating func answered(_ job: ScheduledJob, hint: RateLimitHint?, now: UInt64) {
+        let r = job.route
+        lanes[r].rateLimitedSince = nil
+        _ = lanes[r].requestPacer.answered(limited: false, now: now)
+        if let quota = hint?.requests { lanes[r].requestPacer.heard(quota, now: now) }
+        if let quota = hint?.tokens { lanes[r].tokenPacer.heard(quota, now: now) }
+    }
+
+    /// A 429 for `job`, asking to wait `wait` seconds (nil: it said nothing). What it means decides what changes:
+    /// - sent with more requests in flight than the key ever answered (or while looking one above the ceiling):
+    ///   the key's concurrency, and the in-flight window shrinks;
+    /// - one of several among the key's last answers: a rate (requests or tokens a minute), and sends are paced;
+    /// - a 429 that came alone: noise. The key pauses for its wait, as for every 429, and nothing else changes.
+    /// Returns how long the key has answered nothing but 429s (seconds).
+    @discardableResult
+    mutating func rateLimited(_ job: ScheduledJob, wait: Double?, hint: RateLimitHint?, now: UInt64) -> Double {
+        let r = job.route
+        lanes[r].rateLimits += 1
+        let since = lanes[r].rateLimitedSince ?? now
+        lanes[r].rateLimitedSince = since
+        let showsRate = lanes[r].requestPacer.answered(limited: true, now: now)
+        if let quota = hint?.requests { lanes[r].requestPacer.heard(quota, now: now) }
+        if let quota = hint?.tokens { lanes[r].tokenPacer.heard(quota, now: now) }
+        let limiter = lanes[r].limiter
+        if job.sentLaneInflight > limiter.proven || limiter.probing {
+            lanes[r].limiter.rateLimited(sentEpoch: job.sentEpoch, inflight: job.sentLaneInflight)
+        } else if showsRate || hint != nil {
+            if wait == nil && hint == nil {
+                lanes[r].limiter.rateLimited(sentEpoch: job.sentEpoch, inflight: job.sentLaneInflight)
+            } else {
+                lanes[r].requestPacer.rateLimited(wait: wait, sentAt: job.sentAt, now: now)
+            }
+        }
+        return Double(now &- since) / 1e9
     }
 
     /// A lane takes no more lines; returns the lines held at it, back to the queue for the others.

@@ -333,9 +333,9 @@ private let writeBody: cb_curl_data_callback = { buffer, size, count, userdata i
 
 /// The response headers anything reads; the others are skipped without building strings (this callback runs
 /// for every header line of every answer).
-private let keptHeaders: [[UInt8]] = [
+private let keptHeaders: [[UInt8]] = ([
     "retry-after", "retry-after-ms", "x-should-retry", "x-tera-request-id", "x-request-id", "x-litellm-call-id", "content-type",
-].map { Array($0.utf8) }
+] + RateLimitHint.headerNames).map { Array($0.utf8) }
 
 private let writeHeader: cb_curl_data_callback = { buffer, size, count, userdata in
     let n = size * count

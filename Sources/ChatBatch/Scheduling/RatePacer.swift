@@ -1,0 +1,105 @@
+/// A key's request rate, when it has one: paced sends, so that a key limited to N requests a minute gets them one
+/// after another instead of a window of requests at once of which all but one come back 429.
+///
+/// It is off until the key shows a rate: headers that state it (then it follows them from the first answer, before
+/// any 429), or 429s that are not noise. A 429 is noise unless at least `evidence` of the key's last `window` answers
+/// were 429s (a key out of its quota refuses most of what is sent; a stray 429 comes alone); the 429s' waits then
+/// give a first rate (a bucket refilling one request every `1/rate` seconds asks to wait at most that long; a wait
+/// in whole seconds says little more than "one a second or more"). From there it doubles for every second without
+/// a 429 while it held a send back, until the first 429 sent at the new rate: the key then took what it allows, so
+/// the rate becomes what it answered over the last two seconds (less 5%). After that, ten seconds without a 429
+/// speed it up by a twentieth, and each 429 slows it by 15%.
+struct RatePacer: Sendable {
+    /// Answers kept to tell a rate from noise, and the 429s among them that show one.
+    static let window = 16
+    static let evidence = 4
+
+    /// Units (requests, or tokens) a second, nil while off.
+    private(set) var rate: Double? = nil
+    /// The rate comes from headers: 429s do not change it.
+    private(set) var fromHeaders = false
+    private var capacity = 1.0
+    private var level = 0.0
+    private var updated: UInt64 = 0
+    /// When the rate last changed, and whether a send was held back since (only then may it speed up).
+    private var changed: UInt64 = 0
+    private var held = false
+    /// Still looking for the rate from below (twice as fast every quiet second).
+    private var slowStart = false
+    /// When its last answers that were not 429s came (uptime ns), oldest first.
+    private var answeredAt: [UInt64] = []
+    /// The key's recent answers, oldest first: true for a 429.
+    private var recent: [Bool] = []
+
+    /// Seconds until `amount` may be sent (0 when it may now, or when off).
+    mutating func wait(for amount: Double = 1, now: UInt64) -> Double {
+        guard let rate else { return 0 }
+        refill(now)
+        let need = min(amount, capacity)
+        if level >= need { return 0 }
+        held = true
+        return (need - level) / rate
+    }
+
+    /// A send of `amount` went out.
+    mutating func take(_ amount: Double = 1) {
+        if rate != nil { level -= amount }
+    }
+
+    /// An answer that was not a 429 (`limited` false), or was: kept for telling a rate from noise.
+    /// Returns true when the 429s now show a rate (or it is pacing already).
+    mutating func answered(limited: Bool, now: UInt64) -> Bool {
+        recent.append(limited)
+        if recent.count > Self.window { recent.removeFirst(recent.count - Self.window) }
+        if !limited {
+            answeredAt.append(now)
+            if answeredAt.count > 256 { answeredAt.removeFirst(answeredAt.count - 256) }
+        }
+        if !limited, let rate, !fromHeaders, held, Double(now &- changed) / 1e9 >= (slowStart ? 1 : 10) {
+            self.rate = rate * (slowStart ? 2 : 1.05)
+            changed = now
+            held = false
+        }
+        // Once pacing, every 429 is the rate's: it sends slower.
+        return limited && (rate != nil || recent.lazy.filter { $0 }.count >= Self.evidence)
+    }
+
+    /// A 429 that shows a rate, for a request sent at `sentAt`, asking to wait `wait` seconds (nil: it did not say):
+    /// the key's bucket is empty. A 429 for a request sent before the rate last changed slows it no further.
+    mutating func rateLimited(wait: Double?, sentAt: UInt64, now: UInt64) {
+        refill(now)
+        level = 0
+        guard !fromHeaders, rate == nil || sentAt >= changed else { return }
+        if let rate, slowStart {
+            let answered = answeredAt.lazy.filter { now &- $0 <= 2_000_000_000 }.count
+            self.rate = min(rate, max(rate / 4, Double(answered) / 2)) * 0.95
+            slowStart = false
+        } else if let rate {
+            self.rate = rate * 0.85
+        } else if let wait, wait > 0, wait <= 3600 {
+            rate = 1 / wait
+            capacity = 1
+            slowStart = true
+        } else {
+            return
+        }
+        changed = now
+        held = false
+    }
+
+    /// The server said how much of its quota is left and how fast it refills.
+    mutating func heard(_ quota: RateLimitHint.Quota, now: UInt64) {
+        refill(now)
+        let start = rate == nil
+        rate = quota.rate
+        fromHeaders = true
+        capacity = max(1, quota.limit)
+        level = start ? quota.remaining : min(level, quota.remaining)
+        changed = now
+    }
+
+    private mutating func refill(_ now: UInt64) {
+        if let rate, now > updated { level = min(capacity, level + Double(now &- updated) / 1e9 * rate) }
+        updated = max(updated, now)
+    }
+}
