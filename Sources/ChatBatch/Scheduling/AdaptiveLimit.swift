@@ -5,9 +5,11 @@
 /// depends on how many were in flight when its request left:
 /// - more than the key has ever answered at (`proven`): concurrency. The key allows fewer than that, so the limit goes
 ///   to one below that level (the ceiling) rather than halving; the round's other 429s only lower it to where they came.
-/// - at most that: not concurrency (a token rate, or a 429 that comes now and then whatever the load). The limit steps
-///   down one per such 429 of the round, never below half of what the round had, and the ceiling stays there: a token
-///   rate that empties its bucket answers most of a round 429 and halves the limit, a stray 429 costs one step.
+///   Until a second such 429 confirms that the key has a concurrency limit, a cut made by one 429 alone is undone by
+///   `disproof` successes for requests sent above it (a stray 429 while the ramp ran ahead of `proven`).
+/// - at most that: not concurrency. The scheduler tells a rate from noise (`RatePacer`) and calls this only for a
+///   rate it cannot pace (no wait said, no headers): the limit steps down one per such 429 of the round, never below
+///   half of what the round had, and the ceiling stays there.
 /// Below the ceiling it grows by one per success. At the ceiling it looks one higher only after `probeAfter` seconds
 /// there; a look answered 429 confirms the ceiling without shrinking anything and doubles the wait before the next
 /// (30 s, 60 s, 120 s …), so a key at a stable limit costs one paused round (its Retry-After) in a minute at first and

@@ -4,11 +4,12 @@
 /// It is off until the key shows a rate: headers that state it (then it follows them from the first answer, before
 /// any 429), or 429s that are not noise. A 429 is noise unless at least `evidence` of the key's last `window` answers
 /// were 429s (a key out of its quota refuses most of what is sent; a stray 429 comes alone); the 429s' waits then
-/// give a first rate (a bucket refilling one request every `1/rate` seconds asks to wait at most that long; a wait
-/// in whole seconds says little more than "one a second or more"). From there it doubles for every second without
-/// a 429 while it held a send back, until the first 429 sent at the new rate: the key then took what it allows, so
-/// the rate becomes what it answered over the last two seconds (less 5%). After that, ten seconds without a 429
-/// speed it up by a twentieth, and each 429 slows it by 15%.
+/// give a first rate: a wait of two seconds or more means one request in that time; a shorter one says little more
+/// than "one a second or more", so what the key answered over the last two seconds is the first guess. From there it
+/// doubles for every second without a 429 while it held a send back, until a 429 for a request sent at the new
+/// rate: the rate becomes what the key answered over the last second (less 5%; a quarter of the rate at most per
+/// step, measuring again while that clamps it). After that, ten seconds without a 429 speed it up by a twentieth,
+/// and each 429 slows it by 15%.
 struct RatePacer: Sendable {
     /// Answers kept to tell a rate from noise, and the 429s among them that show one.
     static let window = 16
@@ -71,13 +72,22 @@ struct RatePacer: Sendable {
         level = 0
         guard !fromHeaders, rate == nil || sentAt >= changed else { return }
         if let rate, slowStart {
-            let answered = answeredAt.lazy.filter { now &- $0 <= 2_000_000_000 }.count
-            self.rate = min(rate, max(rate / 4, Double(answered) / 2)) * 0.95
-            slowStart = false
+            // Sent at a rate the key refused: what it answered over the last second is what it allows (a quarter
+            // of the rate at most per step, measuring again while that clamps it).
+            let measured = Double(answered(within: 1, now: now))
+            self.rate = min(rate, max(rate / 4, measured)) * 0.95
+            slowStart = measured < rate / 4
         } else if let rate {
             self.rate = rate * 0.85
-        } else if let wait, wait > 0, wait <= 3600 {
+        } else if let wait, wait >= 2, wait <= 3600 {
+            // A wait of whole seconds: at most one request in that time.
             rate = 1 / wait
+            capacity = 1
+            slowStart = true
+        } else if let wait, wait > 0 {
+            // A second or less: the key allows at least that; what it answered over the last two seconds is the
+            // first guess (a key that had just spent a burst is measured down from there).
+            rate = max(1 / wait, Double(answered(within: 2, now: now)) / 2)
             capacity = 1
             slowStart = true
         } else {
@@ -96,6 +106,11 @@ struct RatePacer: Sendable {
         capacity = max(1, quota.limit)
         level = start ? quota.remaining : min(level, quota.remaining)
         changed = now
+    }
+
+    /// Answers that were not 429s over the last `seconds`.
+    private func answered(within seconds: Double, now: UInt64) -> Int {
+        answeredAt.lazy.filter { now &- $0 <= UInt64(seconds * 1e9) }.count
     }
 
     private mutating func refill(_ now: UInt64) {
