@@ -27,8 +27,9 @@ struct RatePacer: Sendable {
     private var held = false
     /// Still looking for the rate from below (twice as fast every quiet second).
     private var slowStart = false
-    /// When its last answers that were not 429s came (uptime ns), oldest first.
-    private var answeredAt: [UInt64] = []
+    /// Answers that were not 429s per tenth of a second over the last two seconds (a ring), and the latest tenth.
+    private var answeredPerTenth = [Int](repeating: 0, count: 20)
+    private var lastTenth: UInt64 = 0
     /// The key's recent answers, oldest first: true for a 429.
     private var recent: [Bool] = []
 
@@ -53,8 +54,12 @@ struct RatePacer: Sendable {
         recent.append(limited)
         if recent.count > Self.window { recent.removeFirst(recent.count - Self.window) }
         if !limited {
-            answeredAt.append(now)
-            if answeredAt.count > 256 { answeredAt.removeFirst(answeredAt.count - 256) }
+            let tenth = now / 100_000_000
+            if tenth > lastTenth {
+                for t in (lastTenth + 1)...min(tenth, lastTenth + 20) { answeredPerTenth[Int(t % 20)] = 0 }
+                lastTenth = tenth
+            }
+            answeredPerTenth[Int(tenth % 20)] += 1
         }
         if !limited, let rate, !fromHeaders, held, Double(now &- changed) / 1e9 >= (slowStart ? 1 : 10) {
             self.rate = rate * (slowStart ? 2 : 1.05)
@@ -97,20 +102,24 @@ struct RatePacer: Sendable {
         held = false
     }
 
-    /// The server said how much of its quota is left and how fast it refills.
+    /// The server said how much of its quota is left, and (unless it is whole) how fast it refills.
     mutating func heard(_ quota: RateLimitHint.Quota, now: UInt64) {
         refill(now)
         let start = rate == nil
-        rate = quota.rate
+        if let refills = quota.rate { rate = refills } else if start { return }  // a whole quota: nothing to pace yet
         fromHeaders = true
         capacity = max(1, quota.limit)
         level = start ? quota.remaining : min(level, quota.remaining)
         changed = now
     }
 
-    /// Answers that were not 429s over the last `seconds`.
+    /// Answers that were not 429s over the last `seconds` (at most two).
     private func answered(within seconds: Double, now: UInt64) -> Int {
-        answeredAt.lazy.filter { now &- $0 <= UInt64(seconds * 1e9) }.count
+        let tenth = now / 100_000_000
+        let first = tenth &- UInt64(min(20, max(1, Int(seconds * 10)))) &+ 1
+        return (first...max(first, tenth)).reduce(0) { sum, t in
+            t <= lastTenth && lastTenth - t < 20 && t + 20 > tenth ? sum + answeredPerTenth[Int(t % 20)] : sum
+        }
     }
 
     private mutating func refill(_ now: UInt64) {

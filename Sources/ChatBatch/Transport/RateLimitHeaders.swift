@@ -7,11 +7,11 @@ struct RateLimitHint: Sendable, Equatable {
         var remaining: Double
         var reset: Double?
 
-        /// Units per second the quota refills at: what it lacks over the time it takes to be whole, or (when it is
-        /// whole, or no reset is said) its size per minute, as OpenAI's limits are.
-        var rate: Double {
-            if let reset, reset > 0, remaining < limit { return max(limit / 3600, (limit - remaining) / reset) }
-            return limit / 60
+        /// Units per second the quota refills at: what it lacks over the time it takes to be whole. Nil when it is
+        /// whole or says no reset (then it says what is left, not how fast it comes back).
+        var rate: Double? {
+            guard let reset, reset > 0, remaining < limit else { return nil }
+            return max(limit / 3600, (limit - remaining) / reset)
         }
     }
 
