@@ -7,9 +7,9 @@
 ///   to one below that level (the ceiling) rather than halving; the round's other 429s only lower it to where they came.
 ///   Until a second such 429 confirms that the key has a concurrency limit, a cut made by one 429 alone is undone by
 ///   `disproof` successes for requests sent above it (a stray 429 while the ramp ran ahead of `proven`).
-/// - at most that: not concurrency. The scheduler tells a rate from noise (`RatePacer`) and calls this only for a
-///   rate it cannot pace (no wait said, no headers): the limit steps down one per such 429 of the round, never below
-///   half of what the round had, and the ceiling stays there.
+/// - at most that: not concurrency, or a concurrency limit whose answers were counted late. The scheduler paces a
+///   rate it can tell (`RatePacer`) and calls this for the others: the limit steps down one per such 429 of the
+///   round, never below half of what the round had, and the ceiling stays there.
 /// Below the ceiling it grows by one per success. At the ceiling it looks one higher only after `probeAfter` seconds
 /// there; a look answered 429 confirms the ceiling without shrinking anything and doubles the wait before the next
 /// (30 s, 60 s, 120 s …), so a key at a stable limit costs one paused round (its Retry-After) in a minute at first and

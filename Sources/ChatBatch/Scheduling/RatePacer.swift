@@ -3,7 +3,8 @@
 ///
 /// It is off until the key shows a rate: headers that state it (then it follows them from the first answer, before
 /// any 429), or 429s that are not noise. A 429 is noise unless at least `evidence` of the key's last `window` answers
-/// were 429s (a key out of its quota refuses most of what is sent; a stray 429 comes alone); the 429s' waits then
+/// were clear 429s, or twice that many were 429s at all (a key out of its quota refuses most of what is sent; a
+/// stray 429 comes alone; `Scheduler.rateLimited` says which are clear); the 429s' waits then
 /// give a first rate: a wait of two seconds or more means one request in that time; a shorter one says little more
 /// than "one a second or more", so what the key answered over the last two seconds is the first guess. From there it
 /// doubles for every second without a 429 while it held a send back, until a 429 for a request sent at the new
@@ -30,8 +31,8 @@ struct RatePacer: Sendable {
     /// Answers that were not 429s per tenth of a second over the last two seconds (a ring), and the latest tenth.
     private var answeredPerTenth = [Int](repeating: 0, count: 20)
     private var lastTenth: UInt64 = 0
-    /// The key's recent answers, oldest first: true for a 429.
-    private var recent: [Bool] = []
+    /// The key's recent answers, oldest first: 0 for an answer, 1 for a 429 that may be a rate's, 2 for one that is.
+    private var recent: [UInt8] = []
 
     /// Seconds until `amount` may be sent (0 when it may now, or when off).
     mutating func wait(for amount: Double = 1, now: UInt64) -> Double {
@@ -48,10 +49,16 @@ struct RatePacer: Sendable {
         if rate != nil { level -= amount }
     }
 
-    /// An answer that was not a 429 (`limited` false), or was: kept for telling a rate from noise.
-    /// Returns true when the 429s now show a rate (or it is pacing already).
-    mutating func answered(limited: Bool, now: UInt64) -> Bool {
-        recent.append(limited)
+    /// Gives back (or takes more of) what an estimate got wrong, once the answer's usage is known.
+    mutating func adjust(_ amount: Double) {
+        if rate != nil { level = min(capacity, level + amount) }
+    }
+
+    /// An answer that was not a 429 (`limited` false), or was (`clear`: sent with so few in flight that only a rate
+    /// explains it): kept for telling a rate from noise. Returns true when the 429s now show a rate (or it is pacing
+    /// already).
+    mutating func answered(limited: Bool, clear: Bool = true, now: UInt64) -> Bool {
+        recent.append(limited ? (clear ? 2 : 1) : 0)
         if recent.count > Self.window { recent.removeFirst(recent.count - Self.window) }
         if !limited {
             let tenth = now / 100_000_000
@@ -67,7 +74,8 @@ struct RatePacer: Sendable {
             held = false
         }
         // Once pacing, every 429 is the rate's: it sends slower.
-        return limited && (rate != nil || recent.lazy.filter { $0 }.count >= Self.evidence)
+        let clearOnes = recent.lazy.filter { $0 == 2 }.count, all = recent.lazy.filter { $0 > 0 }.count
+        return limited && (rate != nil || clearOnes >= Self.evidence || all >= 2 * Self.evidence)
     }
 
     /// A 429 that shows a rate, for a request sent at `sentAt`, asking to wait `wait` seconds (nil: it did not say):

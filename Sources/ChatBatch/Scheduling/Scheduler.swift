@@ -284,6 +284,7 @@ struct Scheduler: Sendable {
         lanes[r].warmedUp = true
         if promptTokens + completionTokens > 0 {
             lanes[r].tokenBucket?.adjust(job.estimate - Double(promptTokens + completionTokens))
+            lanes[r].tokenPacer.adjust(job.estimate - Double(promptTokens + completionTokens))
             let raw = Double(job.request.promptTokens + config.completionBound(job.request.maxTokens))
             lanes[r].tokenRatio = 0.9 * lanes[r].tokenRatio + 0.1 * min(1, Double(promptTokens + completionTokens) / max(1, raw))
         }
@@ -308,8 +309,13 @@ struct Scheduler: Sendable {
     /// A 429 for `job`, asking to wait `wait` seconds (nil: it said nothing). What it means decides what changes:
     /// - sent with more requests in flight than the key ever answered (or while looking one above the ceiling):
     ///   the key's concurrency, and the in-flight window shrinks;
-    /// - one of several among the key's last answers: a rate (requests or tokens a minute), and sends are paced;
-    /// - a 429 that came alone: noise. The key pauses for its wait, as for every 429, and nothing else changes.
+    /// - one of several among the key's last answers: a rate (requests or tokens a minute), and sends are paced. A 429
+    ///   sent with at most half as many in flight is clearly not concurrency (a key that allows N at once never
+    ///   refuses at N/2, however late its answers are counted): four of the last sixteen answers show a rate. One
+    ///   sent with more may be a concurrency limit answered late: it takes eight. Once pacing, every such 429 is
+    ///   the rate's;
+    /// - otherwise noise, or a concurrency limit counted late: the key pauses for its wait, as for every 429, and
+    ///   the window steps down one (never below half of the round's), growing back one per success.
     /// Returns how long the key has answered nothing but 429s (seconds).
     @discardableResult
     mutating func rateLimited(_ job: ScheduledJob, wait: Double?, hint: RateLimitHint?, now: UInt64) -> Double {
@@ -317,17 +323,20 @@ struct Scheduler: Sendable {
         lanes[r].rateLimits += 1
         let since = lanes[r].rateLimitedSince ?? now
         lanes[r].rateLimitedSince = since
-        let showsRate = lanes[r].requestPacer.answered(limited: true, now: now)
         if let quota = hint?.requests { lanes[r].requestPacer.heard(quota, now: now) }
         if let quota = hint?.tokens { lanes[r].tokenPacer.heard(quota, now: now) }
         let limiter = lanes[r].limiter
+        let pacing = lanes[r].requestPacer.rate != nil
         if job.sentLaneInflight > limiter.proven || limiter.probing {
             lanes[r].limiter.rateLimited(sentEpoch: job.sentEpoch, inflight: job.sentLaneInflight)
-        } else if showsRate || hint != nil {
-            if wait == nil && hint == nil {
-                lanes[r].limiter.rateLimited(sentEpoch: job.sentEpoch, inflight: job.sentLaneInflight)
-            } else {
+        } else {
+            let clear = pacing || job.sentLaneInflight <= max(1, limiter.proven / 2)
+            let showsRate = lanes[r].requestPacer.answered(limited: true, clear: clear, now: now) || hint != nil
+            if showsRate && (wait != nil || hint != nil) {
                 lanes[r].requestPacer.rateLimited(wait: wait, sentAt: job.sentAt, now: now)
+            } else {
+                // Not (yet) a rate it can pace: the window steps down one, to half of the round's at most.
+                lanes[r].limiter.rateLimited(sentEpoch: job.sentEpoch, inflight: job.sentLaneInflight)
             }
         }
         return Double(now &- since) / 1e9
