@@ -88,16 +88,7 @@ struct KubernetesExampleTests {
         let scratch = Scratch()
         let g = try FakeGateway.start { $0.latencyMilliseconds = 400 }
         defer { g.shutdown() }
-        let fm = FileManager.default
-        for dir in ["work/jobs", "work/out", "keys"] { try fm.createDirectory(atPath: scratch.file(dir), withIntermediateDirectories: true) }
-        scratch.write("work/jobs/in.jsonl", lines: promptLines(40) + ["{\"custom_id\":\"broken\"}"])
-        let job = ["input: in.jsonl", "provider: openai-compatible", "model: openai/gpt-oss-120b", "base_url: \(g.baseURL)",
-                   "concurrency: 4"]
-        try job.joined(separator: "\n").write(toFile: scratch.file("work/jobs/extract.yaml"), atomically: true, encoding: .utf8)
-        for i in 0..<4 {
-            try "sk-fake\n".write(toFile: scratch.file("keys/key-\(i)"), atomically: true, encoding: .utf8)
-            chmod(scratch.file("keys/key-\(i)"), 0o400)
-        }
+        try writeShardedExample(scratch, under: "work", g, lines: 40, keyMode: 0o400)
         let arguments = Self.containerArguments()
         #expect(arguments.first == "run" && !arguments.contains { $0 == "sh" || $0.hasSuffix("/sh") || $0 == "-c" }, "no shell between the runtime and chatbatch")
         func pod(_ index: Int) -> [String] {

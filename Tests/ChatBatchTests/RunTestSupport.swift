@@ -179,3 +179,20 @@ func runJobInBackground(_ s: JobSettings) -> () -> RunSummary? {
 func peakRSSKilobytes(_ text: String) -> Int {
     text.split(separator: "\n").first { $0.hasPrefix("maxrss_kb=") }.flatMap { Int($0.dropFirst(10)) } ?? .max
 }
+
+/// The sharded examples' work folder: `jobs/in.jsonl` (`lines` prompts and one invalid line), `jobs/extract.yaml` on the
+/// gateway at concurrency 4, and `keys/key-0` … `key-3` (mode `keyMode`), under `folder` of `scratch`.
+func writeShardedExample(_ scratch: Scratch, under folder: String, _ gateway: FakeGateway, lines: Int, keyMode: mode_t) throws {
+    let base = folder.isEmpty ? "" : folder + "/"
+    for dir in ["\(base)jobs", "\(base)out", "keys"] {
+        try FileManager.default.createDirectory(atPath: scratch.file(dir), withIntermediateDirectories: true)
+    }
+    scratch.write("\(base)jobs/in.jsonl", lines: promptLines(lines) + ["{\"custom_id\":\"broken\"}"])
+    let job = ["input: in.jsonl", "provider: openai-compatible", "model: openai/gpt-oss-120b", "base_url: \(gateway.baseURL)",
+               "concurrency: 4"]
+    try job.joined(separator: "\n").write(toFile: scratch.file("\(base)jobs/extract.yaml"), atomically: true, encoding: .utf8)
+    for i in 0..<4 {
+        try "sk-fake\n".write(toFile: scratch.file("keys/key-\(i)"), atomically: true, encoding: .utf8)
+        chmod(scratch.file("keys/key-\(i)"), keyMode)
+    }
+}

@@ -19,15 +19,9 @@ struct SlurmExampleTests {
         init() throws {
             gateway = try FakeGateway.start { $0.latencyMilliseconds = 400 }
             let fm = FileManager.default
-            for dir in ["jobs", "keys", "bin"] { try fm.createDirectory(atPath: scratch.file(dir), withIntermediateDirectories: true) }
-            scratch.write("jobs/in.jsonl", lines: promptLines(60) + ["{\"custom_id\":\"broken\"}"])
-            let job = ["input: in.jsonl", "provider: openai-compatible", "model: openai/gpt-oss-120b", "base_url: \(gateway.baseURL)",
-                       "concurrency: 4"]
-            try job.joined(separator: "\n").write(toFile: scratch.file("jobs/extract.yaml"), atomically: true, encoding: .utf8)
-            for i in 0..<4 {
-                try "sk-fake\n".write(toFile: scratch.file("keys/key-\(i)"), atomically: true, encoding: .utf8)
-                chmod(scratch.file("keys/key-\(i)"), 0o600)
-            }
+            try writeShardedExample(scratch, under: "", gateway, lines: 60, keyMode: 0o600)
+            try fm.createDirectory(atPath: scratch.file("bin"), withIntermediateDirectories: true)
+            try? fm.removeItem(atPath: scratch.file("out"))  // Slurm's usage line makes it (the test checks it does)
             // sbatch: a submission of the array checks, as Slurm will, that the log's folder exists; a --wrap job is
             // recorded. scontrol: records what it was asked.
             let sbatch = """
