@@ -12,13 +12,11 @@ struct ExportCommand: ParsableCommand {
     @Argument(help: "The checkpoint file.") var checkpoint: String
     @Option(help: "Results file (default: the one the last run wrote).") var output: String?
     @Option(help: "Errors file (default: beside --output as X.errors.jsonl, else the one the last run wrote).") var errors: String?
-    @Option(help: "Line order: input or completion.") var order = "completion"
-    @Option(help: "Results format: batch or flat.") var format = "batch"
+    @Option(help: "Line order.") var order = CheckpointExport.Order.completion
+    @Option(help: "Results format.") var format = OutputFormat.batch
     @Flag(help: "Replace existing files that this checkpoint did not write (refused otherwise).") var overwrite = false
 
     func run() throws {
-        guard let order = CheckpointExport.Order(rawValue: order) else { throw ValidationError("--order must be input or completion") }
-        guard let format = OutputFormat(rawValue: format) else { throw ValidationError("--format must be batch or flat") }
         let report = try CheckpointExport.export(checkpoint: checkpoint, results: output, errors: errors, order: order, format: format, overwrite: overwrite)
         print("wrote \(report.results) results to \(report.resultsPath) and \(report.errors) errors to \(report.errorsPath)")
     }

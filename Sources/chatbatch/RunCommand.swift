@@ -83,7 +83,7 @@ struct JobOptions: ParsableArguments {
     @Option(help: "Results file (default: INPUT.results.jsonl).") var output: String?
     @Option(help: "Errors file (default: results file with .errors.jsonl).") var errors: String?
     @Option(help: "Checkpoint file (default: results file + .checkpoint).") var checkpoint: String?
-    @Option(help: "Provider: \(ProviderKind.choices).") var provider: String?
+    @Option(help: "Provider.") var provider: ProviderKind?
     @Option(help: "Base URL (or a full chat-completions URL).") var baseURL: String?
     @Option(help: "Model; replaces the model of every line.") var model: String?
     @Option(help: "TIR project id.") var projectID: String?
@@ -97,7 +97,7 @@ struct JobOptions: ParsableArguments {
     @Option(parsing: .unconditional, help: "The most bytes one answer may have, decoded (default 16777216); past it the line fails as response_too_large.")
     var maxResponseBytes: Int?
     @Option(parsing: .unconditional, help: "Seconds in-flight requests may finish after SIGINT/SIGTERM/SIGHUP.") var grace: Double?
-    @Option(help: "Output format: \(OutputFormat.choices) (batch: the OpenAI Batch output shape).") var format: String?
+    @Option(help: "Output format (batch: the OpenAI Batch output shape).") var format: OutputFormat?
     @Option(name: .customLong("set"), help: "A request default, KEY=JSON (repeatable), e.g. --set max_tokens=512 --set 'response_format={\"type\":\"json_object\"}'.")
     var requestDefaults: [String] = []
     @Option(parsing: .unconditional, help: "Input price, USD per million tokens.") var priceInput: Double?
@@ -125,10 +125,10 @@ struct JobOptions: ParsableArguments {
     @Flag(help: "Leave reasoning out of the output files.") var dropReasoning = false
     @Option(help: "A response cache (SQLite file, shared by runs and shards): a request answered before, in any run, is answered from it without being sent.")
     var cache: String?
-    @Option(help: "How the cache is used: \(CacheMode.choices) (default read-write; read-only stores nothing, refresh sends everything and replaces what is stored).")
-    var cacheMode: String?
-    @Option(help: "Lines another endpoint answered: \(OtherEndpointAnswers.choices) (default ask: not sent, exit 2; keep takes them; resend sends them again). A fake gateway's answers are always sent again to a real endpoint.")
-    var otherEndpointAnswers: String?
+    @Option(help: "How the cache is used (default read-write; read-only stores nothing, refresh sends everything and replaces what is stored).")
+    var cacheMode: CacheMode?
+    @Option(help: "Lines another endpoint answered (default ask: not sent, exit 2; keep takes them; resend sends them again). A fake gateway's answers are always sent again to a real endpoint.")
+    var otherEndpointAnswers: OtherEndpointAnswers?
     @Option(help: "A CA bundle (PEM) trusted besides the system's, for a gateway with a private CA. SSL_CERT_FILE and CURL_CA_BUNDLE are honoured too.")
     var caCert: String?
     @Option(help: "Proxy URL (http://host:port); without it HTTPS_PROXY, https_proxy and NO_PROXY are honoured.") var proxy: String?
@@ -161,9 +161,9 @@ struct JobOptions: ParsableArguments {
         flags.output = output
         flags.errors = errors
         flags.checkpoint = checkpoint
-        flags.provider = try provider.map { try ProviderKind.parse($0, for: "--provider") }
-        flags.format = try format.map { try OutputFormat.parse($0, for: "--format") }
-        flags.otherEndpointAnswers = try otherEndpointAnswers.map { try OtherEndpointAnswers.parse($0, for: "--other-endpoint-answers") }
+        flags.provider = provider
+        flags.format = format
+        flags.otherEndpointAnswers = otherEndpointAnswers
         flags.baseURL = baseURL
         flags.model = model
         flags.projectID = projectID
@@ -228,7 +228,7 @@ struct JobOptions: ParsableArguments {
         flags.cache = cache
         flags.caCert = caCert
         flags.proxy = proxy
-        flags.cacheMode = try cacheMode.map { try CacheMode.parse($0, for: "--cache-mode") }
+        flags.cacheMode = cacheMode
         settings = settings.overridden(by: flags)
 
         return settings

@@ -22,6 +22,18 @@ struct OperatingNightsTests {
         #expect(again == 2 && againText.contains("1 invalid"), "a gate before the nightly run must not pass a broken file: \(againText)")
     }
 
+    @Test func aWrongChoiceIsRefusedWithTheChoicesItHasAndExit2() throws {
+        for (arguments, choices) in [
+            (["run", "in.jsonl", "--provider", "foo"], "'tera', 'tir' or 'openai-compatible'"),
+            (["run", "in.jsonl", "--format", "csv"], "'batch' and 'flat'"),
+            (["run", "in.jsonl", "--cache-mode", "sometimes"], "'read-write', 'read-only' or 'refresh'"),
+            (["export", "x.checkpoint", "--order", "sideways"], "'input' and 'completion'"),
+        ] {
+            let (code, text) = try runToEnd(chatbatchBinary(), arguments)
+            #expect(code == 2 && text.contains(choices), "\(arguments): \(text)")
+        }
+    }
+
     @Test func aRefusedRunSaysNothingWasSentOnce() throws {
         let scratch = Scratch()
         scratch.write("in.jsonl", lines: promptLines(2))
