@@ -170,9 +170,12 @@ struct FirstHourTests {
         try p.run()
         p.waitUntilExit()
         #expect(p.terminationStatus == 0 && scratch.lines("piped.jsonl").count == 7)
-        // run --help: what it is, how to call it and the exit codes fit one screen before the options.
+        // run --help: what it is, how to call it and the exit codes fit one screen before the arguments and the
+        // options, which come in titled sections.
         let (_, help) = try runToEnd(chatbatchBinary(), ["run", "--help"], captureStdout: true)
-        let head = help.components(separatedBy: "OPTIONS:")[0]
+        let head = help.components(separatedBy: "ARGUMENTS:")[0]
+        #expect(["FILES:", "PROVIDER:", "REQUESTS:", "CONCURRENCY, RETRIES AND WAITING:", "SPENDING AND EARLIER ANSWERS:", "OPTIONS:"]
+            .allSatisfy { help.contains("\n\($0)\n") }, "\(help)")
         #expect(head.components(separatedBy: "\n").count - 1 <= 24, "\(head)")
         #expect(head.contains("EXIT CODES") && head.contains("USAGE"))
         let usage = head.components(separatedBy: "USAGE:")[1]
