@@ -16,13 +16,12 @@ struct RatePacer: Sendable {
     static let window = 16
     static let evidence = 4
 
+    /// The bucket sends are paced by, nil while off.
+    private var bucket: TokenBucket? = nil
     /// Units (requests, or tokens) a second, nil while off.
-    private(set) var rate: Double? = nil
+    var rate: Double? { bucket?.rate }
     /// The rate comes from headers: 429s do not change it.
     private(set) var fromHeaders = false
-    private var capacity = 1.0
-    private var level = 0.0
-    private var updated: UInt64 = 0
     /// When the rate last changed, and whether a send was held back since (only then may it speed up).
     private var changed: UInt64 = 0
     private var held = false
@@ -36,23 +35,16 @@ struct RatePacer: Sendable {
 
     /// Seconds until `amount` may be sent (0 when it may now, or when off).
     mutating func wait(for amount: Double = 1, now: UInt64) -> Double {
-        guard let rate else { return 0 }
-        refill(now)
-        let need = min(amount, capacity)
-        if level >= need { return 0 }
+        guard let seconds = bucket?.wait(for: amount, now: now), seconds > 0 else { return 0 }
         held = true
-        return (need - level) / rate
+        return seconds
     }
 
     /// A send of `amount` went out.
-    mutating func take(_ amount: Double = 1) {
-        if rate != nil { level -= amount }
-    }
+    mutating func take(_ amount: Double = 1) { bucket?.take(amount) }
 
     /// Gives back (or takes more of) what an estimate got wrong, once the answer's usage is known.
-    mutating func adjust(_ amount: Double) {
-        if rate != nil { level = min(capacity, level + amount) }
-    }
+    mutating func adjust(_ amount: Double) { bucket?.adjust(amount) }
 
     /// An answer that was not a 429 (`limited` false), or was (`clear`: sent with so few in flight that only a rate
     /// explains it): kept for telling a rate from noise. Returns true when the 429s now show a rate (or it is pacing
@@ -69,7 +61,7 @@ struct RatePacer: Sendable {
             answeredPerTenth[Int(tenth % 20)] += 1
         }
         if !limited, let rate, !fromHeaders, held, Double(now &- changed) / 1e9 >= (slowStart ? 1 : 10) {
-            self.rate = rate * (slowStart ? 2 : 1.05)
+            bucket?.rate = rate * (slowStart ? 2 : 1.05)
             changed = now
             held = false
         }
@@ -81,27 +73,25 @@ struct RatePacer: Sendable {
     /// A 429 that shows a rate, for a request sent at `sentAt`, asking to wait `wait` seconds (nil: it did not say):
     /// the key's bucket is empty. A 429 for a request sent before the rate last changed slows it no further.
     mutating func rateLimited(wait: Double?, sentAt: UInt64, now: UInt64) {
-        refill(now)
-        level = 0
+        bucket?.refill(now)
+        bucket?.level = 0
         guard !fromHeaders, rate == nil || sentAt >= changed else { return }
         if let rate, slowStart {
             // Sent at a rate the key refused: what it answered over the last second is what it allows (a quarter
             // of the rate at most per step, measuring again while that clamps it).
             let measured = Double(answered(within: 1, now: now))
-            self.rate = min(rate, max(rate / 4, measured)) * 0.95
+            bucket?.rate = min(rate, max(rate / 4, measured)) * 0.95
             slowStart = measured < rate / 4
         } else if let rate {
-            self.rate = rate * 0.85
+            bucket?.rate = rate * 0.85
         } else if let wait, wait >= 2, wait <= 3600 {
             // A wait of whole seconds: at most one request in that time.
-            rate = 1 / wait
-            capacity = 1
+            bucket = TokenBucket(rate: 1 / wait, capacity: 1, level: 0, now: now)
             slowStart = true
         } else if let wait, wait > 0 {
             // A second or less: the key allows at least that; what it answered over the last two seconds is the
             // first guess (a key that had just spent a burst is measured down from there).
-            rate = max(1 / wait, Double(answered(within: 2, now: now)) / 2)
-            capacity = 1
+            bucket = TokenBucket(rate: max(1 / wait, Double(answered(within: 2, now: now)) / 2), capacity: 1, level: 0, now: now)
             slowStart = true
         } else {
             return
@@ -112,12 +102,18 @@ struct RatePacer: Sendable {
 
     /// The server said how much of its quota is left, and (unless it is whole) how fast it refills.
     mutating func heard(_ quota: RateLimitHint.Quota, now: UInt64) {
-        refill(now)
-        let start = rate == nil
-        if let refills = quota.rate { rate = refills } else if start { return }  // a whole quota: nothing to pace yet
+        if var paced = bucket {
+            paced.refill(now)
+            paced.rate = quota.rate ?? paced.rate
+            paced.capacity = max(1, quota.limit)
+            paced.level = min(paced.level, quota.remaining)
+            bucket = paced
+        } else if let refills = quota.rate {
+            bucket = TokenBucket(rate: refills, capacity: max(1, quota.limit), level: quota.remaining, now: now)
+        } else {
+            return  // a whole quota: nothing to pace yet
+        }
         fromHeaders = true
-        capacity = max(1, quota.limit)
-        level = start ? quota.remaining : min(level, quota.remaining)
         changed = now
     }
 
@@ -128,10 +124,5 @@ struct RatePacer: Sendable {
         return (first...max(first, tenth)).reduce(0) { sum, t in
             t <= lastTenth && lastTenth - t < 20 && t + 20 > tenth ? sum + answeredPerTenth[Int(t % 20)] : sum
         }
-    }
-
-    private mutating func refill(_ now: UInt64) {
-        if let rate, now > updated { level = min(capacity, level + Double(now &- updated) / 1e9 * rate) }
-        updated = max(updated, now)
     }
 }

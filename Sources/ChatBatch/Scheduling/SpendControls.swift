@@ -11,20 +11,26 @@ enum Clock {
 
 /// A token bucket: `rate` units per second, holding at most `capacity`.
 struct TokenBucket {
-    let rate: Double
-    let capacity: Double
+    var rate: Double
+    var capacity: Double
     var level: Double
     var updated: UInt64
 
     init(perMinute: Double, now: UInt64) {
-        rate = perMinute / 60
-        capacity = max(1, perMinute / 60)
-        level = capacity
+        self.init(rate: perMinute / 60, capacity: max(1, perMinute / 60), level: max(1, perMinute / 60), now: now)
+    }
+
+    init(rate: Double, capacity: Double, level: Double, now: UInt64) {
+        self.rate = rate
+        self.capacity = capacity
+        self.level = level
         updated = now
     }
 
+    /// Adds what came in since it was last refilled (a time before that adds nothing).
     mutating func refill(_ now: UInt64) {
-        level = min(capacity, level + Double(now &- updated) / 1e9 * rate)
+        guard now > updated else { return }
+        level = min(capacity, level + Double(now - updated) / 1e9 * rate)
         updated = now
     }
 
