@@ -13,8 +13,9 @@ struct RunMachine: Sendable {
     private(set) var stop: RunStop? = nil
     /// The run has handed out `.finish`.
     private(set) var finished = false
-    /// The input is all read (or was not read at all: unchanged since a finished run).
-    private(set) var inputDone = false
+    /// The input is all read (or was not read at all: unchanged since a finished run). The scheduler is told, so
+    /// that the last lines are routed by when they would finish.
+    private(set) var inputDone = false { didSet { scheduler.inputExhausted = inputDone } }
     private var inputRequested = false
     private var wakeArmedAt: UInt64? = nil
     var random: Jitter
@@ -89,7 +90,6 @@ struct RunMachine: Sendable {
         if let known = finishedInput {
             // Unchanged since a run that finished every line: every line is done or failed already.
             inputDone = true
-            scheduler.inputExhausted = true
             summary.inputUnchanged = true
             summary.inputLines = known.done + known.failed
             summary.alreadyDone = known.done
@@ -111,7 +111,6 @@ struct RunMachine: Sendable {
     private mutating func accept(_ batch: FeedBatch, _ now: Moment) {
         inputRequested = false
         inputDone = batch.endOfInput
-        scheduler.inputExhausted = batch.endOfInput
         summary.inputLines += batch.linesRead
         summary.invalid += batch.invalid
         summary.alreadyDone += batch.alreadyDone

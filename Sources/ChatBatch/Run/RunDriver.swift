@@ -174,7 +174,8 @@ final class RunDriver: Sendable {
     /// Replaces the metrics file (temporary file and rename); a failure is said once and never stops the run.
     private func write(_ snapshot: MetricsSnapshot, to path: String) {
         var metrics = snapshot
-        if metrics.endTime == nil { metrics.lastSuccessTime = metricsBefore.lastSuccess }
+        // Only a run that ended with exit 0 moves the last success; otherwise the file it replaces said it.
+        metrics.lastSuccessTime = metrics.exitCode == RunExit.allDone.rawValue ? metrics.endTime : metricsBefore.lastSuccess
         metrics.writtenTime = Date().timeIntervalSince1970
         do {
             try OutputFiles.replace(path, with: Array(metrics.text.utf8), mode: 0o644)
@@ -215,9 +216,7 @@ final class RunDriver: Sendable {
             if summary.keeps(fileThatExisted: metricsBefore.existed) {
                 log("chatbatch: \(path) kept as the last run that did some work wrote it (this run had nothing to do)")
             } else {
-                let end = Date().timeIntervalSince1970
-                var last = machine.metrics(job: opened.config.files.jobName, startTime: startTime, ended: (summary, end))
-                last.lastSuccessTime = summary.exit == .allDone ? end : metricsBefore.lastSuccess
+                let last = machine.metrics(job: opened.config.files.jobName, startTime: startTime, ended: (summary, Date().timeIntervalSince1970))
                 metricsQueue.sync { write(last, to: path) }
             }
         }
