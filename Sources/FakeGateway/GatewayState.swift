@@ -20,6 +20,18 @@ final class GatewayState: Sendable {
         /// The request bucket (requests per minute): its level and when it was last refilled.
         var requests: Double = 0
         var requestsRefill: Double = 0
+
+        /// Brings the request bucket (`rate` a second, holding `capacity`) up to `now`.
+        mutating func refillRequests(rate: Double, capacity: Double, now: Double) {
+            requests = min(capacity, requests + (now - requestsRefill) * rate)
+            requestsRefill = now
+        }
+
+        /// Brings the token bucket (`rate` a second, holding one second of it) up to `now`.
+        mutating func refillTokens(rate: Double, now: Double) {
+            tokens = min(rate, tokens + (now - lastRefill) * rate)
+            lastRefill = now
+        }
     }
 
     struct State {
@@ -82,24 +94,21 @@ final class GatewayState: Sendable {
             } else {
                 if now < s.coldUntil { return .fail(status: 503, retryAfter: nil) }
             }
-            var k = s.keys[key, default: KeyState(
-                tokens: config.tokensPerSecondPerKey ?? 0, lastRefill: now, requests: requestCapacity, requestsRefill: now)]
+            var k = s.keys[key, default: newKey(at: now)]
             defer { s.keys[key] = k }
             if let limit = config.maxInflightPerKey, k.inflight >= limit {
                 return .fail(status: 429, retryAfter: retryAfter(config.retryAfterSeconds ?? 1))
             }
             if let perMinute = config.requestsPerMinutePerKey {
                 let rate = perMinute / 60
-                k.requests = min(requestCapacity, k.requests + (now - k.requestsRefill) * rate)
-                k.requestsRefill = now
+                k.refillRequests(rate: rate, capacity: requestCapacity, now: now)
                 if k.requests < 1 {
                     return .fail(status: 429, retryAfter: retryAfter(max(1, Int(((1 - k.requests) / rate).rounded(.up)))))
                 }
                 k.requests -= 1
             }
             if let rate = config.tokensPerSecondPerKey {
-                k.tokens = min(rate, k.tokens + (now - k.lastRefill) * rate)
-                k.lastRefill = now
+                k.refillTokens(rate: rate, now: now)
                 if k.tokens < Double(estimatedTokens) && k.tokens < rate {
                     let wait = Int(((Double(estimatedTokens) - k.tokens) / rate).rounded(.up))
                     return .fail(status: 429, retryAfter: retryAfter(max(1, wait)))
@@ -124,6 +133,11 @@ final class GatewayState: Sendable {
         }
     }
 
+    /// A key the first time it is seen: its buckets full.
+    private func newKey(at now: Double) -> KeyState {
+        KeyState(tokens: config.tokensPerSecondPerKey ?? 0, lastRefill: now, requests: requestCapacity, requestsRefill: now)
+    }
+
     /// The request bucket's size: `rateBucketSeconds` of the per-minute rate, at least one request.
     var requestCapacity: Double { max(1, (config.requestsPerMinutePerKey ?? 0) / 60 * config.rateBucketSeconds) }
 
@@ -131,17 +145,19 @@ final class GatewayState: Sendable {
     func rateLimitHeaders(key: String, at now: Double) -> [(String, String)] {
         guard config.rateLimitHeaders else { return [] }
         return state.withLock { s in
-            let k = s.keys[key] ?? KeyState(tokens: config.tokensPerSecondPerKey ?? 0, lastRefill: now, requests: requestCapacity, requestsRefill: now)
+            var k = s.keys[key] ?? newKey(at: now)  // a copy: the headers say how the buckets stand, they change nothing
             var out: [(String, String)] = []
             func seconds(_ v: Double) -> String { String(format: "%.3gs", max(0, v)) }
             if let perMinute = config.requestsPerMinutePerKey {
                 let rate = perMinute / 60
-                let level = min(requestCapacity, k.requests + (now - k.requestsRefill) * rate)
+                k.refillRequests(rate: rate, capacity: requestCapacity, now: now)
+                let level = k.requests
                 out += [("x-ratelimit-limit-requests", String(Int(requestCapacity))), ("x-ratelimit-remaining-requests", String(Int(level))),
                         ("x-ratelimit-reset-requests", seconds((requestCapacity - level) / rate))]
             }
             if let rate = config.tokensPerSecondPerKey {
-                let level = min(rate, k.tokens + (now - k.lastRefill) * rate)
+                k.refillTokens(rate: rate, now: now)
+                let level = k.tokens
                 out += [("x-ratelimit-limit-tokens", String(Int(rate))), ("x-ratelimit-remaining-tokens", String(Int(max(0, level)))),
                         ("x-ratelimit-reset-tokens", seconds((rate - level) / rate))]
             }
