@@ -47,6 +47,12 @@ struct Lane: Sendable {
     /// How long its answers take (seconds, smoothed over the last few dozen), nil before the first.
     var answerSeconds: Double? = nil
 
+    /// What an answer's `x-ratelimit-*` headers said of the key's quotas (nothing when it sent none).
+    mutating func heard(_ hint: RateLimitHint?, now: UInt64) {
+        if let quota = hint?.requests { requestPacer.heard(quota, now: now) }
+        if let quota = hint?.tokens { tokenPacer.heard(quota, now: now) }
+    }
+
     /// A 2xx answer took `seconds`.
     mutating func answered(inSeconds seconds: Double) {
         guard seconds.isFinite, seconds >= 0 else { return }

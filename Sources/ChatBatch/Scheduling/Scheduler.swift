@@ -302,8 +302,7 @@ struct Scheduler: Sendable {
         let r = job.route
         lanes[r].rateLimitedSince = nil
         _ = lanes[r].requestPacer.answered(limited: false, now: now)
-        if let quota = hint?.requests { lanes[r].requestPacer.heard(quota, now: now) }
-        if let quota = hint?.tokens { lanes[r].tokenPacer.heard(quota, now: now) }
+        lanes[r].heard(hint, now: now)
     }
 
     /// A 429 for `job`, asking to wait `wait` seconds (nil: it said nothing). What it means decides what changes:
@@ -323,8 +322,7 @@ struct Scheduler: Sendable {
         lanes[r].rateLimits += 1
         let since = lanes[r].rateLimitedSince ?? now
         lanes[r].rateLimitedSince = since
-        if let quota = hint?.requests { lanes[r].requestPacer.heard(quota, now: now) }
-        if let quota = hint?.tokens { lanes[r].tokenPacer.heard(quota, now: now) }
+        lanes[r].heard(hint, now: now)
         let limiter = lanes[r].limiter
         let pacing = lanes[r].requestPacer.rate != nil
         if job.sentLaneInflight > limiter.proven || limiter.probing {
