@@ -123,7 +123,8 @@ extension JSON: Codable {
 extension JSONObject: Codable {
     public init(from decoder: any Decoder) throws {
         guard let object = try JSON(from: decoder).objectValue else {
-            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "not a JSON object"))
+            throw DecodingError.dataCorrupted(
+                .init(codingPath: decoder.codingPath, debugDescription: "not a JSON object"))
         }
         self = object
     }

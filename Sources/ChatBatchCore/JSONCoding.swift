@@ -17,7 +17,8 @@ extension JSON {
 
     /// Parses like `parse`, but keeps what cannot be decoded instead of refusing the document: invalid UTF-8
     /// and unpaired surrogate escapes in strings become U+FFFD. `repaired` says whether anything was replaced.
-    public static func parseRepairing<C: Collection>(_ bytes: C) throws(JSONParseError) -> (value: JSON, repaired: Bool) where C.Element == UInt8 {
+    public static func parseRepairing<C: Collection>(_ bytes: C) throws(JSONParseError) -> (value: JSON, repaired: Bool)
+    where C.Element == UInt8 {
         let array = Array(bytes)
         return try array.withUnsafeBufferPointer { buffer throws(JSONParseError) -> (value: JSON, repaired: Bool) in
             var parser = JSONParser(bytes: buffer)
@@ -85,21 +86,32 @@ extension JSON {
         s.withUTF8 { bytes in
             // Copy runs that need no escaping in one go; escape the rest byte by byte.
             var runStart = 0
-            for (i, byte) in bytes.enumerated() where byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") {
+            for (i, byte) in bytes.enumerated()
+            where byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") {
                 if i > runStart { out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[runStart..<i])) }
                 runStart = i + 1
                 switch byte {
-                case UInt8(ascii: "\""), UInt8(ascii: "\\"): out.append(UInt8(ascii: "\\")); out.append(byte)
-                case 0x0A: out.append(UInt8(ascii: "\\")); out.append(UInt8(ascii: "n"))
-                case 0x0D: out.append(UInt8(ascii: "\\")); out.append(UInt8(ascii: "r"))
-                case 0x09: out.append(UInt8(ascii: "\\")); out.append(UInt8(ascii: "t"))
+                case UInt8(ascii: "\""), UInt8(ascii: "\\"):
+                    out.append(UInt8(ascii: "\\"))
+                    out.append(byte)
+                case 0x0A:
+                    out.append(UInt8(ascii: "\\"))
+                    out.append(UInt8(ascii: "n"))
+                case 0x0D:
+                    out.append(UInt8(ascii: "\\"))
+                    out.append(UInt8(ascii: "r"))
+                case 0x09:
+                    out.append(UInt8(ascii: "\\"))
+                    out.append(UInt8(ascii: "t"))
                 default:
                     out.append(contentsOf: "\\u00".utf8)
                     out.append(hexDigits[Int(byte >> 4)])
                     out.append(hexDigits[Int(byte & 0xF)])
                 }
             }
-            if bytes.count > runStart { out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[runStart..<bytes.count])) }
+            if bytes.count > runStart {
+                out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[runStart..<bytes.count]))
+            }
         }
         out.append(UInt8(ascii: "\""))
     }
@@ -110,7 +122,8 @@ struct JSONParser {
     let bytes: UnsafeBufferPointer<UInt8>
     var i = 0
     var depth = 0
-    /// Replace invalid UTF-8 and unpaired surrogates with U+FFFD instead of failing; `repaired` records that it happened.
+    /// Replace invalid UTF-8 and unpaired surrogates with U+FFFD instead of failing; `repaired` records that it
+    /// happened.
     var repairs = false
     var repaired = false
 
@@ -141,9 +154,15 @@ struct JSONParser {
         case UInt8(ascii: "{"): return try parseObject()
         case UInt8(ascii: "["): return try parseArray()
         case UInt8(ascii: "\""): return .string(try parseString())
-        case UInt8(ascii: "t"): try literal("true"); return .bool(true)
-        case UInt8(ascii: "f"): try literal("false"); return .bool(false)
-        case UInt8(ascii: "n"): try literal("null"); return .null
+        case UInt8(ascii: "t"):
+            try literal("true")
+            return .bool(true)
+        case UInt8(ascii: "f"):
+            try literal("false")
+            return .bool(false)
+        case UInt8(ascii: "n"):
+            try literal("null")
+            return .null
         case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): return try parseNumber()
         default: throw fail("unexpected character '\(printable(bytes[i]))'")
         }
@@ -170,7 +189,11 @@ struct JSONParser {
         i += 1
         var members: [(key: String, value: JSON)] = []
         skipSpace()
-        if i < bytes.count && bytes[i] == UInt8(ascii: "}") { i += 1; depth -= 1; return .object(JSONObject()) }
+        if i < bytes.count && bytes[i] == UInt8(ascii: "}") {
+            i += 1
+            depth -= 1
+            return .object(JSONObject())
+        }
         while true {
             skipSpace()
             guard i < bytes.count, bytes[i] == UInt8(ascii: "\"") else { throw fail("expected a string key") }
@@ -187,8 +210,14 @@ struct JSONParser {
             }
             skipSpace()
             guard i < bytes.count else { throw fail("unexpected end of JSON inside an object") }
-            if bytes[i] == UInt8(ascii: ",") { i += 1; continue }
-            if bytes[i] == UInt8(ascii: "}") { i += 1; break }
+            if bytes[i] == UInt8(ascii: ",") {
+                i += 1
+                continue
+            }
+            if bytes[i] == UInt8(ascii: "}") {
+                i += 1
+                break
+            }
             throw fail("expected ',' or '}' in an object")
         }
         depth -= 1
@@ -202,14 +231,24 @@ struct JSONParser {
         i += 1
         var items: [JSON] = []
         skipSpace()
-        if i < bytes.count && bytes[i] == UInt8(ascii: "]") { i += 1; depth -= 1; return .array(items) }
+        if i < bytes.count && bytes[i] == UInt8(ascii: "]") {
+            i += 1
+            depth -= 1
+            return .array(items)
+        }
         while true {
             skipSpace()
             items.append(try parseValue())
             skipSpace()
             guard i < bytes.count else { throw fail("unexpected end of JSON inside an array") }
-            if bytes[i] == UInt8(ascii: ",") { i += 1; continue }
-            if bytes[i] == UInt8(ascii: "]") { i += 1; break }
+            if bytes[i] == UInt8(ascii: ",") {
+                i += 1
+                continue
+            }
+            if bytes[i] == UInt8(ascii: "]") {
+                i += 1
+                break
+            }
             throw fail("expected ',' or ']' in an array")
         }
         depth -= 1
@@ -256,7 +295,11 @@ struct JSONParser {
         while i < bytes.count {
             let b = bytes[i]
             if b == UInt8(ascii: "\"") { break }
-            if b == UInt8(ascii: "\\") { hasEscape = true; i += 2; continue }
+            if b == UInt8(ascii: "\\") {
+                hasEscape = true
+                i += 2
+                continue
+            }
             if b < 0x20 { throw fail("control character in a string") }
             if b >= 0x80 { hasNonASCII = true }
             i += 1
@@ -297,7 +340,11 @@ struct JSONParser {
         }
         while k < raw.count {
             let b = raw[k]
-            if b != UInt8(ascii: "\\") { out.append(b); k += 1; continue }
+            if b != UInt8(ascii: "\\") {
+                out.append(b)
+                k += 1
+                continue
+            }
             guard k + 1 < raw.count else { throw bad("invalid escape") }
             let e = raw[k + 1]
             k += 2
@@ -315,7 +362,9 @@ struct JSONParser {
                 k += 4
                 if scalar >= 0xD800 && scalar < 0xDC00 {
                     // High surrogate: a low one must follow.
-                    let low: UInt32? = k + 6 <= raw.count && raw[k] == UInt8(ascii: "\\") && raw[k + 1] == UInt8(ascii: "u") ? try hex4(k + 2) : nil
+                    let low: UInt32? =
+                        k + 6 <= raw.count && raw[k] == UInt8(ascii: "\\") && raw[k + 1] == UInt8(ascii: "u")
+                        ? try hex4(k + 2) : nil
                     if let low, low >= 0xDC00 && low < 0xE000 {
                         scalar = 0x10000 + ((scalar - 0xD800) << 10) + (low - 0xDC00)
                         k += 6
@@ -337,4 +386,3 @@ struct JSONParser {
         return String(decoding: out, as: UTF8.self)
     }
 }
-

@@ -29,19 +29,23 @@ enum AnswerGenerator {
     static let vocabulary = [
         "the", "model", "batch", "answer", "token", "request", "gateway", "reason", "result", "value",
         "quick", "careful", "simple", "clear", "short", "data", "prompt", "line", "field", "record",
-        "first", "second", "check", "count", "order", "state", "write", "read", "cost", "time",
+        "first", "second", "check", "count", "order", "state", "write", "read", "cost", "time"
     ]
 
     /// `answerTokens` pads plain answers to about that many tokens (reasoning then content), for realistic sizes.
     static func generate(body: JSON, answerTokens: Int? = nil) -> GeneratedAnswer {
         var seedSource = JSON.object(JSONObject())
-        for key in ["model", "messages", "tools", "tool_choice", "response_format", "seed", "temperature", "parallel_tool_calls"] {
+        for key in [
+            "model", "messages", "tools", "tool_choice", "response_format", "seed", "temperature", "parallel_tool_calls"
+        ] {
             if let v = body[key] { seedSource[key] = v }
         }
         var rng = SplitMix64(seed: StableHash.of(seedSource.serialized()))
         let prompt = lastUserText(body)
         var reasoning = "The user asks: \(firstWords(prompt, 8)). " + words(&rng, 6 + Int(rng.next() % 18)) + "."
-        if let answerTokens { reasoning += " " + words(&rng, answerTokens * 3 / 5 * TokenEstimate.bytesPerToken / 6) + "." }
+        if let answerTokens {
+            reasoning += " " + words(&rng, answerTokens * 3 / 5 * TokenEstimate.bytesPerToken / 6) + "."
+        }
 
         var content: String? = nil
         var toolCalls: [GeneratedAnswer.ToolCall] = []
@@ -58,10 +62,11 @@ enum AnswerGenerator {
                 let function = tool["function"] ?? .null
                 let schema = function["parameters"] ?? ["type": "object", "properties": [:]]
                 let args = SchemaInstance.make(schema, rng: &rng, depth: 0)
-                toolCalls.append(.init(
-                    id: "call_" + StableHash.hex(rng.next()).prefix(12),
-                    name: function["name"]?.stringValue ?? "tool",
-                    arguments: args.serialized()))
+                toolCalls.append(
+                    .init(
+                        id: "call_" + StableHash.hex(rng.next()).prefix(12),
+                        name: function["name"]?.stringValue ?? "tool",
+                        arguments: args.serialized()))
             }
         }
         if toolCalls.isEmpty {
@@ -71,11 +76,16 @@ enum AnswerGenerator {
                 let schema = format?["json_schema"]?["schema"] ?? ["type": "object"]
                 content = SchemaInstance.make(schema, rng: &rng, depth: 0).serialized()
             case "json_object":
-                let obj: JSON = ["answer": .string(words(&rng, 5)), "quoted": .string(firstWords(prompt, 6)), "score": .int(Int(rng.next() % 100))]
+                let obj: JSON = [
+                    "answer": .string(words(&rng, 5)), "quoted": .string(firstWords(prompt, 6)),
+                    "score": .int(Int(rng.next() % 100))
+                ]
                 content = obj.serialized()
             default:
                 content = "Answer to \"\(firstWords(prompt, 6))\": " + words(&rng, 10 + Int(rng.next() % 30)) + "."
-                if let answerTokens { content! += " " + words(&rng, answerTokens * 2 / 5 * TokenEstimate.bytesPerToken / 6) + "." }
+                if let answerTokens {
+                    content! += " " + words(&rng, answerTokens * 2 / 5 * TokenEstimate.bytesPerToken / 6) + "."
+                }
             }
         }
 
@@ -83,7 +93,8 @@ enum AnswerGenerator {
             content: content, reasoning: reasoning, toolCalls: toolCalls,
             finishReason: toolCalls.isEmpty ? "stop" : "tool_calls",
             promptTokens: TokenEstimate.promptTokens(body: body), completionTokens: 0, reasoningTokens: 0)
-        let contentTokens = TokenEstimate.tokens(content ?? "")
+        let contentTokens =
+            TokenEstimate.tokens(content ?? "")
             + toolCalls.reduce(0) { $0 + TokenEstimate.tokens($1.name + $1.arguments) }
         var reasoningTokens = TokenEstimate.tokens(reasoning)
         let limit = (body["max_tokens"] ?? body["max_completion_tokens"])?.intValue ?? Int.max
@@ -120,7 +131,8 @@ enum AnswerGenerator {
     }
 
     static func firstWords(_ text: String, _ n: Int) -> String {
-        text.split(whereSeparator: { $0 == " " || $0 == "\n" || $0 == "\t" || $0 == "\"" }).prefix(n).joined(separator: " ")
+        text.split(whereSeparator: { $0 == " " || $0 == "\n" || $0 == "\t" || $0 == "\"" }).prefix(n).joined(
+            separator: " ")
     }
 
     static func words(_ rng: inout SplitMix64, _ n: Int) -> String {
@@ -159,7 +171,8 @@ enum SchemaInstance {
             return .array(depth < 8 ? (0..<n).map { _ in make(items, rng: &rng, depth: depth + 1) } : [])
         case "integer":
             let lo = schema["minimum"]?.intValue ?? (schema["exclusiveMinimum"]?.intValue).map { $0 + 1 } ?? 0
-            let hi = schema["maximum"]?.intValue ?? (schema["exclusiveMaximum"]?.intValue).map { $0 - 1 } ?? max(lo, 100)
+            let hi =
+                schema["maximum"]?.intValue ?? (schema["exclusiveMaximum"]?.intValue).map { $0 - 1 } ?? max(lo, 100)
             return .int(hi <= lo ? lo : lo + Int(rng.next() % UInt64(hi - lo + 1)))
         case "number":
             let lo = schema["minimum"]?.doubleValue ?? 0

@@ -1,9 +1,9 @@
 import ChatBatchCore
+import Dispatch
+import Foundation
 import NIOCore
 import NIOHTTP1
 import NIOPosix
-import Dispatch
-import Foundation
 import Synchronization
 
 /// What every connection handler shares: the state and the ledger.
@@ -33,7 +33,12 @@ public final class FakeGateway: Sendable {
     private let stopped = Mutex(false)
 
     /// True the first time only.
-    private func stopOnce() -> Bool { stopped.withLock { s in defer { s = true }; return !s } }
+    private func stopOnce() -> Bool {
+        stopped.withLock { s in
+            defer { s = true }
+            return !s
+        }
+    }
 
     /// Binds and starts serving; returns once the port is open.
     public init(_ configuration: FakeGatewayConfiguration) throws(FakeGatewayError) {
@@ -58,13 +63,16 @@ public final class FakeGateway: Sendable {
             channel = try bootstrap.bind(host: configuration.host, port: configuration.port).wait()
         } catch {
             try? group.syncShutdownGracefully()
-            throw FakeGatewayError(code: "bind_failed", message: "cannot listen on \(configuration.host):\(configuration.port): \(error)")
+            throw FakeGatewayError(
+                code: "bind_failed", message: "cannot listen on \(configuration.host):\(configuration.port): \(error)")
         }
         port = channel.localAddress?.port ?? configuration.port
     }
 
     /// Starts a gateway with the default configuration changed by `change`.
-    public static func start(_ change: (inout FakeGatewayConfiguration) -> Void = { _ in }) throws(FakeGatewayError) -> FakeGateway {
+    public static func start(_ change: (inout FakeGatewayConfiguration) -> Void = { _ in }) throws(FakeGatewayError)
+        -> FakeGateway
+    {
         var c = FakeGatewayConfiguration()
         change(&c)
         return try FakeGateway(c)

@@ -42,7 +42,8 @@ public struct FakeGatewayConfiguration: Sendable {
     public var stallRate = 0.0
     /// The Retry-After value, in seconds, sent with 429s; nil sends none.
     public var retryAfterSeconds: Int? = 1
-    /// Sent as the Retry-After header of every 429 instead of `retryAfterSeconds`, as it is (`inf`, `1.5`, an HTTP date).
+    /// Sent as the Retry-After header of every 429 instead of `retryAfterSeconds`, as it is (`inf`, `1.5`, an HTTP
+    /// date).
     public var retryAfterText: String? = nil
     /// A 401 quotes the key it was given in its message, as some servers do.
     public var echoKeyInErrors = false
@@ -116,14 +117,16 @@ public enum ScriptedAction: String, Sendable, CaseIterable {
         for entry in text.split(separator: ";") where !entry.trimmingCharacters(in: .whitespaces).isEmpty {
             let parts = entry.split(separator: "=", maxSplits: 1)
             guard parts.count == 2 else {
-                throw FakeGatewayError(code: "bad_script", message: "script entry '\(entry)' is not ID=ACTION,ACTION,...")
+                throw FakeGatewayError(
+                    code: "bad_script", message: "script entry '\(entry)' is not ID=ACTION,ACTION,...")
             }
             var actions: [ScriptedAction] = []
             for word in parts[1].split(separator: ",") {
                 let name = word.trimmingCharacters(in: .whitespaces)
                 guard let action = ScriptedAction(rawValue: name) else {
                     let known = ScriptedAction.allCases.map(\.rawValue).joined(separator: ", ")
-                    throw FakeGatewayError(code: "bad_script", message: "unknown action '\(name)' in script (known: \(known))")
+                    throw FakeGatewayError(
+                        code: "bad_script", message: "unknown action '\(name)' in script (known: \(known))")
                 }
                 actions.append(action)
             }
@@ -141,5 +144,5 @@ public struct FakeGatewayError: Error, Sendable, CustomStringConvertible {
 }
 
 #if canImport(Foundation)
-import Foundation
+    import Foundation
 #endif

@@ -13,11 +13,17 @@ enum FaultyAnswer {
 
     /// The raw answer for `action`, or nil when the action shapes the answer's content only (badjson, mismatch).
     static func make(
-        _ action: ScriptedAction, shapes: ResponseShapes, answer: GeneratedAnswer, stream: Bool, includeUsage: Bool, omitUsage: Bool
+        _ action: ScriptedAction, shapes: ResponseShapes, answer: GeneratedAnswer, stream: Bool, includeUsage: Bool,
+        omitUsage: Bool
     ) -> Raw? {
         var completion = shapes.completion(answer)
         if omitUsage || action == .noUsage { completion["usage"] = nil }
-        let error: JSON = ["error": ["message": "The upstream model failed while generating.", "type": "server_error", "code": "upstream_error"]]
+        let error: JSON = [
+            "error": [
+                "message": "The upstream model failed while generating.", "type": "server_error",
+                "code": "upstream_error"
+            ]
+        ]
         switch action {
         case .noChoices:
             completion["choices"] = []
@@ -40,12 +46,17 @@ enum FaultyAnswer {
         case .plainJSON:
             return Raw(body: bytes(completion))
         case .html:
-            return Raw(contentType: "text/html", body: Array("<html><body><h1>Moved</h1><p>This service moved.</p></body></html>".utf8))
+            return Raw(
+                contentType: "text/html",
+                body: Array("<html><body><h1>Moved</h1><p>This service moved.</p></body></html>".utf8))
         case .gzip:
-            let plain = stream
+            let plain =
+                stream
                 ? Array(shapes.chunks(answer, includeUsage: includeUsage).map { "data: \($0)\n\n" }.joined().utf8)
                 : bytes(completion)
-            return Raw(contentType: stream ? "text/event-stream" : "application/json", headers: [("content-encoding", "gzip")], body: Gzip.stored(plain))
+            return Raw(
+                contentType: stream ? "text/event-stream" : "application/json", headers: [("content-encoding", "gzip")],
+                body: Gzip.stored(plain))
         case .badUTF8, .loneSurrogate:
             var shaped = answer
             shaped.content = "before " + marker + " after"
@@ -69,7 +80,11 @@ enum FaultyAnswer {
     }
 
     static func replace(_ needle: [UInt8], with replacement: [UInt8], in haystack: [UInt8]) -> [UInt8] {
-        guard let at = (0...(haystack.count - needle.count)).first(where: { Array(haystack[$0..<$0 + needle.count]) == needle }) else { return haystack }
+        guard
+            let at = (0...(haystack.count - needle.count)).first(where: {
+                Array(haystack[$0..<$0 + needle.count]) == needle
+            })
+        else { return haystack }
         return Array(haystack[..<at]) + replacement + Array(haystack[(at + needle.count)...])
     }
 }

@@ -47,7 +47,11 @@ final class GatewayHandler: ChannelInboundHandler {
             if o.entry.outcome == "ok" { o.entry.outcome = "cancelled" }
             o.entry.respondedAt = GatewayState.now()
             let entry = o.entry
-            core.ledger.record { seq in var e = entry; e.sequence = seq; return e }
+            core.ledger.record { seq in
+                var e = entry
+                e.sequence = seq
+                return e
+            }
             core.state.release(key: o.key)
             open = nil
         }
@@ -71,9 +75,14 @@ final class GatewayHandler: ChannelInboundHandler {
             entry.status = answer.status
             entry.respondedAt = GatewayState.now()
             let e = entry
-            core.ledger.record { seq in var x = e; x.sequence = seq; return x }
-            sendJSON(context: context, status: answer.status, body: answer.body, requestID: requestID,
-                     keepAlive: keepAlive, retryAfter: retryAfter)
+            core.ledger.record { seq in
+                var x = e
+                x.sequence = seq
+                return x
+            }
+            sendJSON(
+                context: context, status: answer.status, body: answer.body, requestID: requestID,
+                keepAlive: keepAlive, retryAfter: retryAfter)
         }
 
         let (path, query) = splitURI(head.uri)
@@ -93,8 +102,14 @@ final class GatewayHandler: ChannelInboundHandler {
             entry.outcome = "ok"
             entry.respondedAt = GatewayState.now()
             let e = entry
-            core.ledger.record { seq in var x = e; x.sequence = seq; return x }
-            sendJSON(context: context, status: 200, body: ["object": "list", "data": data], requestID: requestID, keepAlive: keepAlive)
+            core.ledger.record { seq in
+                var x = e
+                x.sequence = seq
+                return x
+            }
+            sendJSON(
+                context: context, status: 200, body: ["object": "list", "data": data], requestID: requestID,
+                keepAlive: keepAlive)
             return
         }
         if path == "/v1/chat/completions" {
@@ -113,7 +128,8 @@ final class GatewayHandler: ChannelInboundHandler {
         }
         guard head.method == .POST else { return fail(.notFound) }
         guard let key = authorizedKey(head) else {
-            let presented = head.headers.first(name: "authorization").map { String($0.dropFirst("Bearer ".count)) } ?? ""
+            let presented =
+                head.headers.first(name: "authorization").map { String($0.dropFirst("Bearer ".count)) } ?? ""
             return fail(config.echoKeyInErrors ? .unauthorized(echoing: presented) : .unauthorized)
         }
         let request: JSON
@@ -124,16 +140,21 @@ final class GatewayHandler: ChannelInboundHandler {
         }
         guard request.objectValue != nil else { return fail(.invalid("The request body must be a JSON object.")) }
         guard let model = request["model"]?.stringValue else { return fail(.invalid("'model' is required.")) }
-        guard config.models.contains(model) else { return fail(config.unknownModelAs400 ? .invalidModelName(model) : .modelNotFound(model)) }
+        guard config.models.contains(model) else {
+            return fail(config.unknownModelAs400 ? .invalidModelName(model) : .modelNotFound(model))
+        }
         if config.unscopedKeys.contains(key) {
             return fail(.forbidden("This key is not scoped to the model '\(model)'. Request scope for it."))
         }
-        if let invalid = RequestValidation.check(request, maxOutputTokens: config.maxOutputTokens) { return fail(invalid) }
+        if let invalid = RequestValidation.check(request, maxOutputTokens: config.maxOutputTokens) {
+            return fail(invalid)
+        }
 
         var answer = AnswerGenerator.generate(body: request, answerTokens: config.answerTokens)
         let stream = request["stream"]?.boolValue == true
         entry.stream = stream
-        let admission = core.state.admit(key: key, clientID: clientID, estimatedTokens: answer.totalTokens, at: receivedAt)
+        let admission = core.state.admit(
+            key: key, clientID: clientID, estimatedTokens: answer.totalTokens, at: receivedAt)
         rateHeaders = core.state.rateLimitHeaders(key: key, at: receivedAt)
         if case .fail(let status, let retryAfter) = admission {
             return fail(GatewayErrorAnswer.forStatus(status), retryAfter: retryAfter)
@@ -152,23 +173,31 @@ final class GatewayHandler: ChannelInboundHandler {
         case .answer(let corrupt):
             if corrupt == .badJSON { answer.content = String((answer.content ?? "{}").prefix(9)) }
             if corrupt == .mismatch { answer.content = "{}" }
-            let includeUsage = !config.omitUsage && corrupt != .noUsage && request["stream_options"]?["include_usage"]?.boolValue == true
+            let includeUsage =
+                !config.omitUsage && corrupt != .noUsage
+                && request["stream_options"]?["include_usage"]?.boolValue == true
             entry.outcome = "ok"
             entry.status = 200
             open = Open(key: key, entry: entry, scheduled: nil)
             let shapes = ResponseShapes(
-                id: "chatcmpl-" + requestID, model: model, created: Int(receivedAt), reasoningField: config.reasoningField)
+                id: "chatcmpl-" + requestID, model: model, created: Int(receivedAt),
+                reasoningField: config.reasoningField)
             let delay = core.state.latencyNanoseconds(completionTokens: answer.completionTokens)
             let respond = { [self] in
-                if let corrupt, let raw = FaultyAnswer.make(
-                    corrupt, shapes: shapes, answer: answer, stream: stream, includeUsage: includeUsage, omitUsage: config.omitUsage)
+                if let corrupt,
+                    let raw = FaultyAnswer.make(
+                        corrupt, shapes: shapes, answer: answer, stream: stream, includeUsage: includeUsage,
+                        omitUsage: config.omitUsage)
                 {
                     finishOpen()
-                    sendRaw(context: context, status: raw.status, contentType: raw.contentType, extra: raw.headers, body: raw.body,
-                            requestID: requestID, keepAlive: keepAlive)
+                    sendRaw(
+                        context: context, status: raw.status, contentType: raw.contentType, extra: raw.headers,
+                        body: raw.body,
+                        requestID: requestID, keepAlive: keepAlive)
                 } else if stream {
-                    startStream(context: context, events: shapes.chunks(answer, includeUsage: includeUsage),
-                                requestID: requestID, keepAlive: keepAlive)
+                    startStream(
+                        context: context, events: shapes.chunks(answer, includeUsage: includeUsage),
+                        requestID: requestID, keepAlive: keepAlive)
                 } else {
                     finishOpen()
                     var body = shapes.completion(answer)
@@ -190,14 +219,19 @@ final class GatewayHandler: ChannelInboundHandler {
         open = nil
         o.entry.respondedAt = GatewayState.now()
         let entry = o.entry
-        core.ledger.record { seq in var e = entry; e.sequence = seq; return e }
+        core.ledger.record { seq in
+            var e = entry
+            e.sequence = seq
+            return e
+        }
         core.state.release(key: o.key)
     }
 
     func authorizedKey(_ head: HTTPRequestHead) -> String? {
         let config = core.state.config
         let auth = head.headers.first(name: "authorization")
-        if config.anyKey { return auth.map { String($0.dropFirst("Bearer ".count)) } ?? "" }  // limits are per key given
+        // limits are per key given
+        if config.anyKey { return auth.map { String($0.dropFirst("Bearer ".count)) } ?? "" }
         guard let auth, auth.hasPrefix("Bearer ") else { return nil }
         let key = String(auth.dropFirst("Bearer ".count)).trimmingCharacters(in: .whitespaces)
         return config.apiKeys.contains(key) || config.unscopedKeys.contains(key) ? key : nil
@@ -233,15 +267,21 @@ final class GatewayHandler: ChannelInboundHandler {
         return h
     }
 
-    func sendJSON(context: ChannelHandlerContext, status: Int, body: JSON, requestID: String, keepAlive: Bool, retryAfter: String? = nil) {
+    func sendJSON(
+        context: ChannelHandlerContext, status: Int, body: JSON, requestID: String, keepAlive: Bool,
+        retryAfter: String? = nil
+    ) {
         var bytes = [UInt8]()
         body.write(to: &bytes)
-        sendRaw(context: context, status: status, contentType: "application/json", extra: retryAfter.map { [("retry-after", $0)] } ?? [],
-                body: bytes, requestID: requestID, keepAlive: keepAlive)
+        sendRaw(
+            context: context, status: status, contentType: "application/json",
+            extra: retryAfter.map { [("retry-after", $0)] } ?? [],
+            body: bytes, requestID: requestID, keepAlive: keepAlive)
     }
 
     func sendRaw(
-        context: ChannelHandlerContext, status: Int, contentType: String, extra: [(String, String)], body bytes: [UInt8], requestID: String, keepAlive: Bool
+        context: ChannelHandlerContext, status: Int, contentType: String, extra: [(String, String)],
+        body bytes: [UInt8], requestID: String, keepAlive: Bool
     ) {
         var h = headers(requestID: requestID, contentType: contentType, keepAlive: keepAlive)
         h.add(name: "content-length", value: String(bytes.count))
@@ -265,7 +305,8 @@ final class GatewayHandler: ChannelInboundHandler {
             while index < events.count {
                 let event = "data: " + events[index] + "\n\n"
                 index += 1
-                context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: event)))), promise: nil)
+                context.write(
+                    wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: event)))), promise: nil)
                 if gap > 0 && index < events.count {
                     context.flush()
                     open?.scheduled = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(gap)) { next() }

@@ -57,7 +57,10 @@ final class GatewayState: Sendable {
 
     /// A unique `X-Tera-Request-ID`.
     func nextRequestID() -> String {
-        let n = state.withLock { s -> UInt64 in s.requestCounter += 1; return s.requestCounter }
+        let n = state.withLock { s -> UInt64 in
+            s.requestCounter += 1
+            return s.requestCounter
+        }
         return "tera-\(prefix)-\(n)"
     }
 
@@ -87,9 +90,15 @@ final class GatewayState: Sendable {
                 case .badRequest: return .fail(status: 400, retryAfter: nil)
                 case .requestTimeout: return .fail(status: 408, retryAfter: nil)
                 case .overloaded: return .fail(status: 529, retryAfter: nil)
-                case .reset: s.keys[key, default: KeyState()].inflight += 1; return .reset
-                case .stall: s.keys[key, default: KeyState()].inflight += 1; return .stall
-                default: s.keys[key, default: KeyState()].inflight += 1; return .answer(corrupt: action)
+                case .reset:
+                    s.keys[key, default: KeyState()].inflight += 1
+                    return .reset
+                case .stall:
+                    s.keys[key, default: KeyState()].inflight += 1
+                    return .stall
+                default:
+                    s.keys[key, default: KeyState()].inflight += 1
+                    return .answer(corrupt: action)
                 }
             } else {
                 if now < s.coldUntil { return .fail(status: 503, retryAfter: nil) }
@@ -103,7 +112,8 @@ final class GatewayState: Sendable {
                 let rate = perMinute / 60
                 k.refillRequests(rate: rate, capacity: requestCapacity, now: now)
                 if k.requests < 1 {
-                    return .fail(status: 429, retryAfter: retryAfter(max(1, Int(((1 - k.requests) / rate).rounded(.up)))))
+                    return .fail(
+                        status: 429, retryAfter: retryAfter(max(1, Int(((1 - k.requests) / rate).rounded(.up)))))
                 }
                 k.requests -= 1
             }
@@ -124,9 +134,15 @@ final class GatewayState: Sendable {
                 edge += config.fail503Rate
                 if roll < edge { return .fail(status: 503, retryAfter: nil) }
                 edge += config.resetRate
-                if roll < edge { k.inflight += 1; return .reset }
+                if roll < edge {
+                    k.inflight += 1
+                    return .reset
+                }
                 edge += config.stallRate
-                if roll < edge { k.inflight += 1; return .stall }
+                if roll < edge {
+                    k.inflight += 1
+                    return .stall
+                }
             }
             k.inflight += 1
             return .answer(corrupt: nil)
@@ -135,7 +151,8 @@ final class GatewayState: Sendable {
 
     /// A key the first time it is seen: its buckets full.
     private func newKey(at now: Double) -> KeyState {
-        KeyState(tokens: config.tokensPerSecondPerKey ?? 0, lastRefill: now, requests: requestCapacity, requestsRefill: now)
+        KeyState(
+            tokens: config.tokensPerSecondPerKey ?? 0, lastRefill: now, requests: requestCapacity, requestsRefill: now)
     }
 
     /// The request bucket's size: `rateBucketSeconds` of the per-minute rate, at least one request.
@@ -145,21 +162,28 @@ final class GatewayState: Sendable {
     func rateLimitHeaders(key: String, at now: Double) -> [(String, String)] {
         guard config.rateLimitHeaders else { return [] }
         return state.withLock { s in
-            var k = s.keys[key] ?? newKey(at: now)  // a copy: the headers say how the buckets stand, they change nothing
+            // a copy: the headers say how the buckets stand, they change nothing
+            var k = s.keys[key] ?? newKey(at: now)
             var out: [(String, String)] = []
             func seconds(_ v: Double) -> String { String(format: "%.3gs", max(0, v)) }
             if let perMinute = config.requestsPerMinutePerKey {
                 let rate = perMinute / 60
                 k.refillRequests(rate: rate, capacity: requestCapacity, now: now)
                 let level = k.requests
-                out += [("x-ratelimit-limit-requests", String(Int(requestCapacity))), ("x-ratelimit-remaining-requests", String(Int(level))),
-                        ("x-ratelimit-reset-requests", seconds((requestCapacity - level) / rate))]
+                out += [
+                    ("x-ratelimit-limit-requests", String(Int(requestCapacity))),
+                    ("x-ratelimit-remaining-requests", String(Int(level))),
+                    ("x-ratelimit-reset-requests", seconds((requestCapacity - level) / rate))
+                ]
             }
             if let rate = config.tokensPerSecondPerKey {
                 k.refillTokens(rate: rate, now: now)
                 let level = k.tokens
-                out += [("x-ratelimit-limit-tokens", String(Int(rate))), ("x-ratelimit-remaining-tokens", String(Int(max(0, level)))),
-                        ("x-ratelimit-reset-tokens", seconds((rate - level) / rate))]
+                out += [
+                    ("x-ratelimit-limit-tokens", String(Int(rate))),
+                    ("x-ratelimit-remaining-tokens", String(Int(max(0, level)))),
+                    ("x-ratelimit-reset-tokens", seconds((rate - level) / rate))
+                ]
             }
             return out
         }

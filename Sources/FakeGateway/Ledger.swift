@@ -34,8 +34,11 @@ public struct LedgerEntry: Sendable {
             "method": .string(method), "path": .string(path), "route": .string(route), "status": .int(status),
             "outcome": .string(outcome), "client_request_id": clientRequestID.map(JSON.string) ?? .null,
             "request_id": .string(requestID), "billed": .bool(billed),
-            "usage": ["prompt_tokens": .int(promptTokens), "completion_tokens": .int(completionTokens), "total_tokens": .int(totalTokens)],
-            "stream": .bool(stream),
+            "usage": [
+                "prompt_tokens": .int(promptTokens), "completion_tokens": .int(completionTokens),
+                "total_tokens": .int(totalTokens)
+            ],
+            "stream": .bool(stream)
         ]
     }
 }
@@ -49,7 +52,10 @@ public final class Ledger: Sendable {
 
     init(path: String?, inMemory: Bool) throws(FakeGatewayError) {
         self.inMemory = inMemory
-        guard let path else { file = nil; return }
+        guard let path else {
+            file = nil
+            return
+        }
         guard FileManager.default.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600]),
             let handle = FileHandle(forWritingAtPath: path)
         else {

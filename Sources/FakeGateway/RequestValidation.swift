@@ -16,35 +16,47 @@ struct GatewayErrorAnswer: Sendable, Equatable {
         status: 401, type: "authentication_error", code: "invalid_api_key", message: "Missing or invalid API key.")
     /// A 401 that quotes the key it was given, as some servers do.
     static func unauthorized(echoing key: String) -> Self {
-        .init(status: 401, type: "authentication_error", code: "invalid_api_key", message: "Incorrect API key provided: \(key).")
+        .init(
+            status: 401, type: "authentication_error", code: "invalid_api_key",
+            message: "Incorrect API key provided: \(key).")
     }
     static func forbidden(_ message: String) -> Self {
         .init(status: 403, type: "permission_error", code: "model_not_permitted", message: message)
     }
     /// LiteLLM's answer for a model it does not route: a 400, not a 404.
     static func invalidModelName(_ model: String) -> Self {
-        .init(status: 400, type: "invalid_request_error", code: "400",
-              message: "/chat/completions: Invalid model name passed in model=\(model). Call `/v1/models` to view available models for your key.")
+        .init(
+            status: 400, type: "invalid_request_error", code: "400",
+            message:
+                "/chat/completions: Invalid model name passed in model=\(model). Call `/v1/models` to view available models for your key."
+        )
     }
     static func modelNotFound(_ model: String) -> Self {
-        .init(status: 404, type: "model_not_found", code: "model_not_found",
-              message: "The model '\(model)' does not exist. Check /v1/models.")
+        .init(
+            status: 404, type: "model_not_found", code: "model_not_found",
+            message: "The model '\(model)' does not exist. Check /v1/models.")
     }
     static let notFound = Self(status: 404, type: "not_found_error", code: "not_found", message: "No such route.")
     static let rateLimited = Self(
-        status: 429, type: "rate_limit_error", code: "rate_limit_exceeded", message: "Per-key rate limit hit. Retry after the Retry-After interval.")
+        status: 429, type: "rate_limit_error", code: "rate_limit_exceeded",
+        message: "Per-key rate limit hit. Retry after the Retry-After interval.")
     static let serverError = Self(
-        status: 500, type: "server_error", code: "server_error", message: "Gateway-side failure after backend retries exhausted.")
+        status: 500, type: "server_error", code: "server_error",
+        message: "Gateway-side failure after backend retries exhausted.")
     static let unavailable = Self(
-        status: 503, type: "service_unavailable", code: "service_unavailable", message: "Backend cold or no healthy replica.")
+        status: 503, type: "service_unavailable", code: "service_unavailable",
+        message: "Backend cold or no healthy replica.")
 
     static func forStatus(_ status: Int) -> Self {
         switch status {
         case 429: return .rateLimited
         case 500: return .serverError
         case 503: return .unavailable
-        case 408: return Self(status: 408, type: "timeout_error", code: "request_timeout", message: "The request timed out.")
-        case 529: return Self(status: 529, type: "overloaded_error", code: "overloaded", message: "The service is overloaded.")
+        case 408:
+            return Self(status: 408, type: "timeout_error", code: "request_timeout", message: "The request timed out.")
+        case 529:
+            return Self(
+                status: 529, type: "overloaded_error", code: "overloaded", message: "The service is overloaded.")
         default: return .invalid("Scripted bad request.")
         }
     }
@@ -68,7 +80,9 @@ enum RequestValidation {
                 return .invalid("messages[\(i)].content must be a string or an array of parts.")
             }
         }
-        if let v = body["temperature"], !inRange(v, 0, 2) { return .invalid("'temperature' must be a number from 0 to 2.") }
+        if let v = body["temperature"], !inRange(v, 0, 2) {
+            return .invalid("'temperature' must be a number from 0 to 2.")
+        }
         if let v = body["top_p"], !inRange(v, 0, 1) { return .invalid("'top_p' must be a number from 0 to 1.") }
         for key in ["frequency_penalty", "presence_penalty"] {
             if let v = body[key], !inRange(v, -2, 2) { return .invalid("'\(key)' must be a number from -2 to 2.") }
@@ -77,7 +91,8 @@ enum RequestValidation {
             if let v = body[key], !v.isNull {
                 guard let n = v.intValue, n >= 1 else { return .invalid("'\(key)' must be a positive integer.") }
                 if n > maxOutputTokens {
-                    return .invalid("'\(key)' is \(n), more than this model's maximum output of \(maxOutputTokens) tokens.")
+                    return .invalid(
+                        "'\(key)' is \(n), more than this model's maximum output of \(maxOutputTokens) tokens.")
                 }
             }
         }

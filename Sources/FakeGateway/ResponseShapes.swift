@@ -12,14 +12,18 @@ struct ResponseShapes {
             "prompt_tokens": .int(a.promptTokens),
             "completion_tokens": .int(a.completionTokens),
             "total_tokens": .int(a.totalTokens),
-            "completion_tokens_details": ["reasoning_tokens": .int(a.reasoningTokens)],
+            "completion_tokens_details": ["reasoning_tokens": .int(a.reasoningTokens)]
         ]
     }
 
     func toolCallsJSON(_ a: GeneratedAnswer) -> JSON {
-        .array(a.toolCalls.map { call in
-            ["id": .string(call.id), "type": "function", "function": ["name": .string(call.name), "arguments": .string(call.arguments)]]
-        })
+        .array(
+            a.toolCalls.map { call in
+                [
+                    "id": .string(call.id), "type": "function",
+                    "function": ["name": .string(call.name), "arguments": .string(call.arguments)]
+                ]
+            })
     }
 
     /// The non-streamed body.
@@ -30,14 +34,16 @@ struct ResponseShapes {
         return [
             "id": .string(id), "object": "chat.completion", "created": .int(created), "model": .string(model),
             "choices": [["index": 0, "message": message, "logprobs": nil, "finish_reason": .string(a.finishReason)]],
-            "usage": usage(a),
+            "usage": usage(a)
         ]
     }
 
     func chunk(delta: JSON, finishReason: String? = nil) -> JSON {
         [
             "id": .string(id), "object": "chat.completion.chunk", "created": .int(created), "model": .string(model),
-            "choices": [["index": 0, "delta": delta, "logprobs": nil, "finish_reason": finishReason.map(JSON.string) ?? .null]],
+            "choices": [
+                ["index": 0, "delta": delta, "logprobs": nil, "finish_reason": finishReason.map(JSON.string) ?? .null]
+            ]
         ]
     }
 
@@ -58,19 +64,26 @@ struct ResponseShapes {
             out.append(chunk(delta: ["content": .string(piece)]).serialized())
         }
         for (index, call) in a.toolCalls.enumerated() {
-            out.append(chunk(delta: ["tool_calls": [[
-                "index": .int(index), "id": .string(call.id), "type": "function",
-                "function": ["name": .string(call.name), "arguments": ""],
-            ]]]).serialized())
+            out.append(
+                chunk(delta: [
+                    "tool_calls": [
+                        [
+                            "index": .int(index), "id": .string(call.id), "type": "function",
+                            "function": ["name": .string(call.name), "arguments": ""]
+                        ]
+                    ]
+                ]).serialized())
             for piece in Self.split(call.arguments, every: 7) {
-                out.append(chunk(delta: ["tool_calls": [["index": .int(index), "function": ["arguments": .string(piece)]]]]).serialized())
+                out.append(
+                    chunk(delta: ["tool_calls": [["index": .int(index), "function": ["arguments": .string(piece)]]]])
+                        .serialized())
             }
         }
         out.append(chunk(delta: .object(JSONObject()), finishReason: a.finishReason).serialized())
         if includeUsage {
             let usageChunk: JSON = [
                 "id": .string(id), "object": "chat.completion.chunk", "created": .int(created), "model": .string(model),
-                "choices": [], "usage": usage(a),
+                "choices": [], "usage": usage(a)
             ]
             out.append(usageChunk.serialized())
         }
@@ -86,7 +99,11 @@ struct ResponseShapes {
         for ch in text {
             current.append(ch)
             size += ch.utf8.count
-            if size >= every { pieces.append(current); current = ""; size = 0 }
+            if size >= every {
+                pieces.append(current)
+                current = ""
+                size = 0
+            }
         }
         if !current.isEmpty { pieces.append(current) }
         return pieces

@@ -11,7 +11,8 @@ struct CacheCommand: ParsableCommand {
 
     /// `chatbatch cache stats PATH`.
     struct Stats: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Answers, bytes, tokens paid for once, age and models in a cache.")
+        static let configuration = CommandConfiguration(
+            abstract: "Answers, bytes, tokens paid for once, age and models in a cache.")
         @Argument(help: "The cache file.") var path: String
         @Flag(help: "Print JSON.") var json = false
 
@@ -23,7 +24,8 @@ struct CacheCommand: ParsableCommand {
 
     /// `chatbatch cache prune PATH --older-than 30d`.
     struct Prune: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Delete the answers stored longer ago than a duration.")
+        static let configuration = CommandConfiguration(
+            abstract: "Delete the answers stored longer ago than a duration.")
         @Argument(help: "The cache file.") var path: String
         @Option(help: "Delete answers older than this: 30d, 12h, 90m or 3600s.") var olderThan: String
 

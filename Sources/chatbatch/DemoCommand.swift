@@ -6,8 +6,11 @@ import Foundation
 struct DemoCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "demo",
-        abstract: "Write the demo job (200 questions) into a folder and run it against the built-in fake gateway: no key, no network, no cost.",
-        discussion: "Run it again: nothing is sent, everything is already done. Then try `chatbatch status DIR/demo.yaml` and `chatbatch report DIR/demo.yaml`.")
+        abstract:
+            "Write the demo job (200 questions) into a folder and run it against the built-in fake gateway: no key, no network, no cost.",
+        discussion:
+            "Run it again: nothing is sent, everything is already done. Then try `chatbatch status DIR/demo.yaml` and `chatbatch report DIR/demo.yaml`."
+    )
 
     @Argument(help: "The folder to write the demo into (created if needed).") var folder = "chatbatch-demo"
 
@@ -15,7 +18,9 @@ struct DemoCommand: ParsableCommand {
         let data = (folder as NSString).appendingPathComponent("data")
         try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
         let job = (folder as NSString).appendingPathComponent("demo.yaml")
-        for (path, text) in [(job, DemoJob.yaml), ((data as NSString).appendingPathComponent("demo-questions.jsonl"), DemoJob.questions)]
+        for (path, text) in [
+            (job, DemoJob.yaml), ((data as NSString).appendingPathComponent("demo-questions.jsonl"), DemoJob.questions)
+        ]
         where !FileManager.default.fileExists(atPath: path) {
             try text.write(toFile: path, atomically: true, encoding: .utf8)
         }

@@ -18,10 +18,14 @@ struct FakeGatewayCommand: ParsableCommand {
     @Option(help: "Port to listen on; 0 picks a free one.") var port = 0
     @Option(help: "Address to listen on.") var host = "127.0.0.1"
     @Option(help: "Event-loop threads.") var threads = 1
-    @Option(name: .customLong("api-key"), help: "An accepted API key (repeatable); others get 401. Default: any key, or none.") var apiKeys: [String] = []
+    @Option(
+        name: .customLong("api-key"),
+        help: "An accepted API key (repeatable); others get 401. Default: any key, or none.") var apiKeys: [String] = []
     @Option(name: .customLong("unscoped-key"), help: "A valid key not scoped to the models: answered 403 (repeatable).")
     var unscopedKeys: [String] = []
-    @Option(name: .customLong("model"), help: "A model in the catalog (repeatable). Default: openai/gpt-oss-120b and gpt_oss_120b.")
+    @Option(
+        name: .customLong("model"),
+        help: "A model in the catalog (repeatable). Default: openai/gpt-oss-120b and gpt_oss_120b.")
     var models: [String] = []
     @Option(name: .customLong("project-id"), help: "The TIR project id served.") var projectID = "1234"
     @Option(help: "Largest max_tokens accepted.") var maxOutputTokens = 4096
@@ -37,7 +41,8 @@ struct FakeGatewayCommand: ParsableCommand {
     @Option(help: "Rate of connections closed after the request was read (billed, no answer).") var reset = 0.0
     @Option(help: "Rate of requests never answered (billed).") var stall = 0.0
     @Option(help: "Retry-After seconds sent with 429s; -1 sends none.") var retryAfter = 1
-    @Option(help: "Send this text as the Retry-After of every 429 instead (inf, 1.5, an HTTP date).") var retryAfterText: String?
+    @Option(help: "Send this text as the Retry-After of every 429 instead (inf, 1.5, an HTTP date).")
+    var retryAfterText: String?
     @Flag(help: "A 401 quotes the key it was given in its message.") var echoKey = false
     @Flag(help: "Answers carry no usage.") var omitUsage = false
     @Option(help: "Seconds of 503s after an idle spell (cold start).") var coldStart = 0.0
@@ -47,7 +52,8 @@ struct FakeGatewayCommand: ParsableCommand {
     @Option(help: "Per-key requests per minute (a bucket refilling continuously); more get 429 with the real wait.")
     var requestsPerMinute: Double?
     @Option(help: "Seconds of --requests-per-minute the bucket holds (its burst).") var rateBucketSeconds = 60.0
-    @Flag(help: "Send x-ratelimit-{limit,remaining,reset}-{requests,tokens} headers on every answer.") var rateLimitHeaders = false
+    @Flag(help: "Send x-ratelimit-{limit,remaining,reset}-{requests,tokens} headers on every answer.")
+    var rateLimitHeaders = false
     @Option(help: "Scripted answers: 'ID=ACTION,ACTION;ID2=...'.") var script: String?
     @Option(help: "Seed for the failure dice.") var seed: UInt64 = 42
     @Option(help: "Append every request received to this JSONL file.") var ledger: String?
@@ -100,11 +106,15 @@ struct FakeGatewayCommand: ParsableCommand {
         let gateway = try FakeGateway(c)
         print(gateway.baseURL)
         fflush(nil)
-        Stream.write(c.anyKey ? "fake-gateway: any API key is accepted, or none (--api-key KEY accepts only KEY)\n"
-                     : "fake-gateway: accepting the keys given with --api-key; any other is answered 401\n")
+        Stream.write(
+            c.anyKey
+                ? "fake-gateway: any API key is accepted, or none (--api-key KEY accepts only KEY)\n"
+                : "fake-gateway: accepting the keys given with --api-key; any other is answered 401\n")
         var received: Int32 = 0
         sigwait(&stopSignals, &received)
-        Stream.write("fake-gateway: stopping: no new connections, up to 1 s for answers in flight; signal again to exit at once\n")
+        Stream.write(
+            "fake-gateway: stopping: no new connections, up to 1 s for answers in flight; signal again to exit at once\n"
+        )
         let mask = stopSignals
         let second = Thread {
             var waitFor = mask

@@ -72,7 +72,9 @@ struct RunOutput: Sendable {
         if logFile != nil || format == .text { Stream.write(text + "\n") }
         guard logFile != nil || format == .json else { return }
         let level: Logger.Level = exit == .allDone ? .notice : exit == .doneWithFailures ? .warning : .error
-        for line in text.split(separator: "\n") { logger.log(level: level, "\(LineLogHandler.unprefixed(String(line)))") }
+        for line in text.split(separator: "\n") {
+            logger.log(level: level, "\(LineLogHandler.unprefixed(String(line)))")
+        }
     }
 }
 
@@ -91,10 +93,14 @@ struct LineLogHandler: LogHandler {
 
     init(path: String?, format: LogFormat = .text) throws {
         self.format = format
-        guard let path else { fd = 2; return }
+        guard let path else {
+            fd = 2
+            return
+        }
         let opened = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
         guard opened >= 0 else {
-            throw ChatBatchError(.unwritableLog, "cannot write the log file \(path): \(String(cString: strerror(errno)))")
+            throw ChatBatchError(
+                .unwritableLog, "cannot write the log file \(path): \(String(cString: strerror(errno)))")
         }
         fd = opened
     }
@@ -125,8 +131,10 @@ struct LineLogHandler: LogHandler {
         case .text:
             Stream.write("\(time) chatbatch \(event.level): \(event.message)\n", to: fd)
         case .json:
-            let line: JSON = ["time": .string(time), "level": .string("\(event.level)"), "program": "chatbatch",
-                              "message": .string("\(event.message)")]
+            let line: JSON = [
+                "time": .string(time), "level": .string("\(event.level)"), "program": "chatbatch",
+                "message": .string("\(event.message)")
+            ]
             Stream.write(line.serialized() + "\n", to: fd)
         }
     }

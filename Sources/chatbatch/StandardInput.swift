@@ -9,7 +9,10 @@ enum StandardInput {
         let folder = (path as NSString).deletingLastPathComponent
         makeFolders(folder)
         let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw ChatBatchError(.unreadableInput, "cannot write \(path) to keep standard input: \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else {
+            throw ChatBatchError(
+                .unreadableInput, "cannot write \(path) to keep standard input: \(String(cString: strerror(errno)))")
+        }
         defer { close(fd) }
         var buffer = [UInt8](repeating: 0, count: 1 << 16)
         while true {
@@ -19,7 +22,9 @@ enum StandardInput {
             var offset = 0
             while offset < n {
                 let w = buffer.withUnsafeBytes { write(fd, $0.baseAddress! + offset, n - offset) }
-                guard w > 0 else { throw ChatBatchError(.writeFailed, "cannot write \(path): \(String(cString: strerror(errno)))") }
+                guard w > 0 else {
+                    throw ChatBatchError(.writeFailed, "cannot write \(path): \(String(cString: strerror(errno)))")
+                }
                 offset += w
             }
         }

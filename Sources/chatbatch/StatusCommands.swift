@@ -28,12 +28,15 @@ struct StatusCommand: ParsableCommand {
 struct ReportCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "report",
-        abstract: "Latency p50/p90/p99/max, answers by status, retries, ambiguous sends, tokens, cost, and throughput over time; --html for a page with charts.")
+        abstract:
+            "Latency p50/p90/p99/max, answers by status, retries, ambiguous sends, tokens, cost, and throughput over time; --html for a page with charts."
+    )
 
     @Argument(help: "A checkpoint file or a job file.") var target: String
     @Option(help: "What {date} in the job file's paths becomes (default: today, YYYY-MM-DD).") var date: String?
     @Flag(help: "Print JSON.") var json = false
-    @Option(help: "Write the report as one self-contained HTML page (charts as inline SVG, nothing fetched) to this file.")
+    @Option(
+        help: "Write the report as one self-contained HTML page (charts as inline SVG, nothing fetched) to this file.")
     var html: String?
 
     func run() throws {

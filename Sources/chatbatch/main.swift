@@ -10,7 +10,10 @@ struct ChatBatchCommand: ParsableCommand {
         commandName: "chatbatch",
         abstract: "Run a JSONL batch of chat completions: bounded fan-out, correct retries, exactly-once checkpoint.",
         version: ChatBatchVersion.current,
-        subcommands: [RunCommand.self, DemoCommand.self, ValidateCommand.self, ExportCommand.self, StatusCommand.self, ReportCommand.self, MergeCommand.self, CacheCommand.self, FakeGatewayCommand.self])
+        subcommands: [
+            RunCommand.self, DemoCommand.self, ValidateCommand.self, ExportCommand.self, StatusCommand.self,
+            ReportCommand.self, MergeCommand.self, CacheCommand.self, FakeGatewayCommand.self
+        ])
 }
 
 func fail(_ message: String, code: Int32) -> Never {
@@ -24,8 +27,9 @@ func refuseUnknownCommand(_ arguments: [String]) {
     let names = ChatBatchCommand.configuration.subcommands.compactMap { $0.configuration.commandName } + ["help"]
     guard !names.contains(word) else { return }
     let guess = EditDistance.nearest(to: word, among: names).map { " Did you mean '\($0)'?" } ?? ""
-    fail("'\(word)' is not a chatbatch command.\(guess) The commands: \(names.dropLast().joined(separator: ", ")) (chatbatch --help)",
-         code: RunExit.usageOrInput.rawValue)
+    fail(
+        "'\(word)' is not a chatbatch command.\(guess) The commands: \(names.dropLast().joined(separator: ", ")) (chatbatch --help)",
+        code: RunExit.usageOrInput.rawValue)
 }
 
 // A run catches its stop signals before anything else: one that comes while it opens its files is not lost.

@@ -1,14 +1,19 @@
-@testable import ChatBatch
 import Foundation
 import Testing
+
+@testable import ChatBatch
 
 /// The shape of the code: data flows one way, and what the README promises matches the code.
 @Suite("Architecture: one-way folders, exit codes written once")
 struct ArchitectureTests {
     /// `Sources/ChatBatch`'s folders, upstream first: each may use only names declared in itself or above it.
-    static let layers = ["Errors", "SQLite", "Providers", "Job", "Input", "Transport", "Answers", "Scheduling", "Checkpoint", "Cache", "Feed", "Output", "Report", "Machine", "Run"]
+    static let layers = [
+        "Errors", "SQLite", "Providers", "Job", "Cache", "Input", "Transport", "Answers", "Scheduling", "Checkpoint",
+        "Feed", "Output", "Report", "Machine", "Run"
+    ]
 
-    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
 
     /// A file's text without comments and string literals, so only code is read.
     static func code(_ path: String) -> String {
@@ -25,17 +30,22 @@ struct ArchitectureTests {
         var out: [String: [String]] = [:]
         for folder in try FileManager.default.contentsOfDirectory(atPath: base) {
             let dir = base + "/" + folder
-            out[folder] = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasSuffix(".swift") }.map { dir + "/" + $0 }
+            out[folder] = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasSuffix(".swift") }.map
+            { dir + "/" + $0 }
         }
         return out
     }
 
     /// Top-level names a file declares: types, protocols, free functions and globals.
     static func declarations(_ text: String) -> Set<String> {
-        let pattern = #"(?m)^(?:(?:public|internal|private|fileprivate|final|nonisolated\(unsafe\))\s+)*(?:struct|class|enum|protocol|typealias|actor|func|let|var)\s+([A-Za-z_][A-Za-z0-9_]*)"#
+        let pattern =
+            #"(?m)^(?:(?:public|internal|private|fileprivate|final|nonisolated\(unsafe\))\s+)*(?:struct|class|enum|protocol|typealias|actor|func|let|var)\s+([A-Za-z_][A-Za-z0-9_]*)"#
         let regex = try! NSRegularExpression(pattern: pattern)
         let range = NSRange(text.startIndex..., in: text)
-        return Set(regex.matches(in: text, range: range).compactMap { Range($0.range(at: 1), in: text).map { String(text[$0]) } })
+        return Set(
+            regex.matches(in: text, range: range).compactMap {
+                Range($0.range(at: 1), in: text).map { String(text[$0]) }
+            })
     }
 
     @Test func everyFolderDependsOnlyOnFoldersUpstreamOfIt() throws {
@@ -54,7 +64,9 @@ struct ArchitectureTests {
                 let words = Set(text.split { !($0.isLetter || $0.isNumber || $0 == "_") }.map(String.init))
                 for word in words {
                     if let declaredIn = owner[word], declaredIn > layer {
-                        violations.append("\(folder)/\(URL(fileURLWithPath: path).lastPathComponent) uses \(word) from \(Self.layers[declaredIn])")
+                        violations.append(
+                            "\(folder)/\(URL(fileURLWithPath: path).lastPathComponent) uses \(word) from \(Self.layers[declaredIn])"
+                        )
                     }
                 }
             }
@@ -74,15 +86,24 @@ struct ArchitectureTests {
         #expect(offenders.isEmpty, "\(offenders)")
     }
 
-    @Test func theRunMachineDoesNoIO() throws {
-        let files = try Self.files()["Machine"] ?? []
-        #expect(!files.isEmpty)
-        let forbidden = ["import Foundation", "import Dispatch", "import Glibc", "import Darwin", "DispatchQueue", "Date(", "FileManager",
-                         "FileHandle", "usleep", "sleep(", "fopen", "Thread", "CurlTransport", "SQLiteDatabase", "ProcessInfo"]
-        for path in files {
-            let text = Self.code(path)
-            for word in forbidden where text.contains(word) {
-                Issue.record("\(URL(fileURLWithPath: path).lastPathComponent) uses \(word): the machine takes events and returns actions, it does no I/O")
+    /// The run machine and the rules it applies (`Scheduling/`) take events and time as values and return decisions:
+    /// no clock, queue, file, socket or database of their own. The machine also does without Foundation.
+    @Test func theRunMachineAndTheSchedulingRulesDoNoIO() throws {
+        let io = [
+            "import Dispatch", "import Glibc", "import Darwin", "DispatchQueue", "DispatchTime", "Date(", "Date.now",
+            "FileManager", "FileHandle", "usleep", "sleep(", "fopen", "Thread", "CurlTransport", "SQLiteDatabase",
+            "ProcessInfo", "clock_gettime", "uptimeNanoseconds"
+        ]
+        let folders = try Self.files()
+        for (folder, forbidden) in [("Machine", io + ["import Foundation"]), ("Scheduling", io)] {
+            let files = folders[folder] ?? []
+            #expect(!files.isEmpty, "\(folder) has no files")
+            for path in files {
+                let text = Self.code(path)
+                for word in forbidden where text.contains(word) {
+                    let file = URL(fileURLWithPath: path).lastPathComponent
+                    Issue.record("\(folder)/\(file) uses \(word): it takes events and time as values and does no I/O")
+                }
             }
         }
     }
@@ -93,15 +114,42 @@ struct ArchitectureTests {
         var long: [String] = []
         while let path = enumerator?.nextObject() as? String {
             guard path.hasSuffix(".swift") || path.hasSuffix(".h") else { continue }
-            let lines = try String(contentsOfFile: sources + "/" + path, encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: false).count
+            let lines = try String(contentsOfFile: sources + "/" + path, encoding: .utf8).split(
+                separator: "\n", omittingEmptySubsequences: false
+            ).count
             if lines > 400 { long.append("\(path): \(lines)") }
         }
         #expect(long.isEmpty, "\(long)")
     }
 
+    /// The house style's 120 columns, outside string literals (a message or an SQL statement may run longer; the
+    /// formatter leaves those alone, and so does this test).
+    @Test func noSourceLineIsWiderThanOneHundredTwentyColumnsOutsideStringLiterals() throws {
+        var wide: [String] = []
+        for folder in ["Sources", "Tests"] {
+            let base = Self.root.appendingPathComponent(folder).path
+            let enumerator = FileManager.default.enumerator(atPath: base)
+            while let path = enumerator?.nextObject() as? String {
+                guard path.hasSuffix(".swift") else { continue }
+                var inMultilineString = false
+                let lines = try String(contentsOfFile: base + "/" + path, encoding: .utf8).split(
+                    separator: "\n", omittingEmptySubsequences: false)
+                for (index, line) in lines.enumerated() {
+                    let quotes = line.components(separatedBy: "\"\"\"").count - 1
+                    if line.count > 120 && !inMultilineString && !line.contains("\"") {
+                        wide.append("\(folder)/\(path):\(index + 1)")
+                    }
+                    if quotes % 2 == 1 { inMultilineString.toggle() }
+                }
+            }
+        }
+        #expect(wide.isEmpty, "wider than 120 columns: \(wide)")
+    }
+
     @Test func readmeAndHelpListExactlyTheExitCodesOfRunExit() throws {
         let readme = try String(contentsOf: Self.root.appendingPathComponent("README.md"), encoding: .utf8)
-        let section = try #require(readme.components(separatedBy: "## Exit codes").dropFirst().first?.components(separatedBy: "\n## ").first)
+        let section = try #require(
+            readme.components(separatedBy: "## Exit codes").dropFirst().first?.components(separatedBy: "\n## ").first)
         var rows: [Int32: String] = [:]
         for line in section.split(separator: "\n") where line.hasPrefix("| ") {
             let cells = line.split(separator: "|").map { $0.trimmingCharacters(in: .whitespaces) }
@@ -109,8 +157,11 @@ struct ArchitectureTests {
         }
         #expect(rows == Dictionary(uniqueKeysWithValues: RunExit.allCases.map { ($0.rawValue, $0.meaning) }))
         let (_, help) = try runToEnd(chatbatchBinary(), ["run", "--help"], captureStdout: true)
-        let flat = help.replacingOccurrences(of: "\n", with: " ").replacingOccurrences(of: #" +"#, with: " ", options: .regularExpression)
-        for exit in RunExit.allCases { #expect(flat.contains("\(exit.rawValue) \(exit.meaning)"), "--help lacks exit code \(exit.rawValue)") }
+        let flat = help.replacingOccurrences(of: "\n", with: " ").replacingOccurrences(
+            of: #" +"#, with: " ", options: .regularExpression)
+        for exit in RunExit.allCases {
+            #expect(flat.contains("\(exit.rawValue) \(exit.meaning)"), "--help lacks exit code \(exit.rawValue)")
+        }
         // Every error code maps to one of them.
         #expect(Set(ChatBatchError.Code.allCases.map(\.exit)).isSubset(of: Set(RunExit.allCases)))
     }

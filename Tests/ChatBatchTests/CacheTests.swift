@@ -1,9 +1,10 @@
-@testable import ChatBatch
 import ChatBatchCore
 import FakeGateway
 import Foundation
 import Synchronization
 import Testing
+
+@testable import ChatBatch
 
 /// The response cache: a request answered in any earlier run is answered again without being sent.
 @Suite("Response cache: pay once per distinct request across runs", .serialized)
@@ -33,7 +34,9 @@ struct CacheTests {
         defer { g.shutdown() }
         var lines = promptLines(40)
         lines.append(#"{"custom_id":"s1","messages":[{"role":"user","content":"Streamed"}],"stream":true}"#)
-        lines.append(#"{"custom_id":"j1","prompt":"Extract","response_format":{"type":"json_schema","json_schema":{"name":"n","schema":{"type":"object","properties":{"name":{"type":"string"}},"required":["name"]}}}}"#)
+        lines.append(
+            #"{"custom_id":"j1","prompt":"Extract","response_format":{"type":"json_schema","json_schema":{"name":"n","schema":{"type":"object","properties":{"name":{"type":"string"}},"required":["name"]}}}}"#
+        )
         scratch.write("in.jsonl", lines: lines)
         let (first, _) = try runJob(cached(scratch, g, output: "first.jsonl"))
         #expect(first.done == 42 && first.cacheMisses == 42 && first.cacheHits == 0)
@@ -43,14 +46,16 @@ struct CacheTests {
         let (second, _) = try runJob(cached(scratch, g, output: "second.jsonl"))
         #expect(second.exit == .allDone && second.done == 42 && second.attempts == 0 && second.cacheHits == 42)
         #expect(g.ledger.snapshot().count == paid)
-        #expect(second.cost == 0 && abs(second.costSaved - first.cost) < 1e-12 && second.tokensSaved == first.totalTokens)
+        #expect(
+            second.cost == 0 && abs(second.costSaved - first.cost) < 1e-12 && second.tokensSaved == first.totalTokens)
         #expect(try linesByID(scratch, "second.jsonl") == linesByID(scratch, "first.jsonl"))
         // The flat format marks them, and status counts what they saved.
         var flat = cached(scratch, g, output: "flat.jsonl")
         flat.format = .flat
         _ = try runJob(flat)
         let rows = scratch.lines("flat.jsonl")
-        #expect(rows.count == 42 && rows.allSatisfy { $0["cached"] == true && $0["attempts"] == 0 && $0["cost"] == 0.0 })
+        #expect(
+            rows.count == 42 && rows.allSatisfy { $0["cached"] == true && $0["attempts"] == 0 && $0["cost"] == 0.0 })
         let status = try CheckpointReport.status(checkpoint: scratch.file("second.jsonl.checkpoint"))
         #expect(status["cache"]?["hits"] == 42 && status["cost_usd"] == 0.0)
         #expect(CheckpointReport.statusText(status).contains("42 answered from the cache"))
@@ -67,8 +72,12 @@ struct CacheTests {
         _ = try runJob(cached(scratch, g, output: "first.jsonl"))
         let before = g.ledger.snapshot().count
         // Five lines ask something else; key order and whitespace in the others do not matter.
-        var lines = (1...50).map { i in #"{ "prompt": "Question number \#(i)?",   "custom_id": "p\#(String(format: "%04d", i))" }"# }
-        for i in [3, 11, 20, 37, 49] { lines[i - 1] = #"{"custom_id":"p\#(String(format: "%04d", i))","prompt":"Changed \#(i)?"}"# }
+        var lines = (1...50).map { i in
+            #"{ "prompt": "Question number \#(i)?",   "custom_id": "p\#(String(format: "%04d", i))" }"#
+        }
+        for i in [3, 11, 20, 37, 49] {
+            lines[i - 1] = #"{"custom_id":"p\#(String(format: "%04d", i))","prompt":"Changed \#(i)?"}"#
+        }
         scratch.write("in.jsonl", lines: lines)
         let (second, _) = try runJob(cached(scratch, g, output: "second.jsonl"))
         #expect(second.cacheHits == 45 && second.cacheMisses == 5 && second.done == 50)
@@ -101,7 +110,10 @@ struct CacheTests {
 
     @Test func aKillDuringACachedRunResumesWithNothingPaidTwice() throws {
         let scratch = Scratch()
-        let g = try FakeGateway.start { $0.latencyMilliseconds = 40; $0.jitterMilliseconds = 40 }
+        let g = try FakeGateway.start {
+            $0.latencyMilliseconds = 40
+            $0.jitterMilliseconds = 40
+        }
         defer { g.shutdown() }
         let n = 300
         // The first half is in the cache already.
@@ -165,7 +177,8 @@ struct CacheTests {
         scratch.write("in.jsonl", lines: promptLines(3))
         scratch.write("answers.cache", lines: ["not a database"])
         let (junk, _) = try runJob(cached(scratch, g, output: "a.jsonl"))
-        #expect(junk.refused && junk.exit == .usageOrInput && junk.stopReason?.contains("not a chatbatch cache") == true)
+        #expect(
+            junk.refused && junk.exit == .usageOrInput && junk.stopReason?.contains("not a chatbatch cache") == true)
         #expect(try String(contentsOfFile: scratch.file("answers.cache"), encoding: .utf8) == "not a database\n")
         try FileManager.default.removeItem(atPath: scratch.file("answers.cache"))
         let other = try SQLiteDatabase(path: scratch.file("answers.cache"))

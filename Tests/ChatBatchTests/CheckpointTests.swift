@@ -1,9 +1,10 @@
-@testable import ChatBatch
 import CSQLite
 import ChatBatchCore
 import FakeGateway
 import Foundation
 import Testing
+
+@testable import ChatBatch
 
 @Suite("Checkpoint: refusals, export, and a full disk")
 struct CheckpointTests {
@@ -33,7 +34,8 @@ struct CheckpointTests {
 
         // A real checkpoint, truncated.
         try FileManager.default.removeItem(atPath: checkpoint)
-        try? FileManager.default.removeItem(atPath: scratch.file("out.jsonl"))  // a new checkpoint does not overwrite outputs it did not write
+        // a new checkpoint does not overwrite outputs it did not write
+        try? FileManager.default.removeItem(atPath: scratch.file("out.jsonl"))
         _ = try runJob(settings(scratch, g))
         let whole = try Data(contentsOf: URL(fileURLWithPath: checkpoint))
         try whole.prefix(whole.count / 2).write(to: URL(fileURLWithPath: checkpoint))
@@ -65,13 +67,16 @@ struct CheckpointTests {
         let errors = try String(contentsOfFile: scratch.file("out.errors.jsonl"), encoding: .utf8)
         try? FileManager.default.removeItem(atPath: scratch.file("out.jsonl"))
         try FileManager.default.removeItem(atPath: scratch.file("out.errors.jsonl"))
-        let report = try CheckpointExport.export(checkpoint: scratch.file("out.jsonl.checkpoint"), results: nil, errors: nil, order: .completion, format: .batch)
+        let report = try CheckpointExport.export(
+            checkpoint: scratch.file("out.jsonl.checkpoint"), results: nil, errors: nil, order: .completion,
+            format: .batch)
         #expect(report.results == 29 && report.errors == 2)
         #expect(try String(contentsOfFile: scratch.file("out.jsonl"), encoding: .utf8) == results)
         #expect(try String(contentsOfFile: scratch.file("out.errors.jsonl"), encoding: .utf8) == errors)
         // Input order, flat, elsewhere.
-        _ = try CheckpointExport.export(checkpoint: scratch.file("out.jsonl.checkpoint"), results: scratch.file("flat.jsonl"),
-                                        errors: scratch.file("flat.errors.jsonl"), order: .input, format: .flat)
+        _ = try CheckpointExport.export(
+            checkpoint: scratch.file("out.jsonl.checkpoint"), results: scratch.file("flat.jsonl"),
+            errors: scratch.file("flat.errors.jsonl"), order: .input, format: .flat)
         let flat = scratch.lines("flat.jsonl").compactMap { $0["custom_id"]?.stringValue }
         #expect(flat == (1...30).map { String(format: "p%04d", $0) }.filter { $0 != "p0004" })
         // The run's own files still resume cleanly after an export replaced them.
@@ -94,23 +99,28 @@ struct CheckpointTests {
             concurrency: 8
             """
         _ = FileManager.default.createFile(atPath: scratch.file("job.yaml"), contents: Data(yaml.utf8))
-        let checkpoint = yaml.split(separator: "\n").first { $0.hasPrefix("checkpoint:") }!.dropFirst(12).trimmingCharacters(in: .whitespaces)
+        let checkpoint = yaml.split(separator: "\n").first { $0.hasPrefix("checkpoint:") }!.dropFirst(12)
+            .trimmingCharacters(in: .whitespaces)
         defer { for s in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: checkpoint + s) } }
         // ulimit -f caps every file the process writes, so the results file or the checkpoint, whichever grows
         // past 60 KiB first, fails its write; either way the run must stop clearly and resume without paying twice.
         func run(limitKiB: Int?) throws -> (Int32, String) {
             let limit = limitKiB.map { "ulimit -f \($0 * 2); " } ?? ""  // dash counts 512-byte blocks
-            return try runToEnd("/bin/sh", ["-c", "\(limit)exec \"$0\" run \"$1\"", chatbatchBinary(), scratch.file("job.yaml")])
+            return try runToEnd(
+                "/bin/sh", ["-c", "\(limit)exec \"$0\" run \"$1\"", chatbatchBinary(), scratch.file("job.yaml")])
         }
         let (status, stderr) = try run(limitKiB: 60)
         #expect(status == 4, "\(stderr)")
         #expect(stderr.contains("file size limit") && stderr.contains("run the same command again"), "\(stderr)")
         let (resumed, _) = try run(limitKiB: nil)
         #expect(resumed == 0)
-        try expectExactlyOnceWithCheckpoint(scratch, checkpoint: checkpoint, ids: (1...200).map { String(format: "p%04d", $0) }, gateway: g)
+        try expectExactlyOnceWithCheckpoint(
+            scratch, checkpoint: checkpoint, ids: (1...200).map { String(format: "p%04d", $0) }, gateway: g)
     }
 
-    func expectExactlyOnceWithCheckpoint(_ scratch: Scratch, checkpoint: String, ids: [String], gateway: FakeGateway) throws {
+    func expectExactlyOnceWithCheckpoint(_ scratch: Scratch, checkpoint: String, ids: [String], gateway: FakeGateway)
+        throws
+    {
         let results = scratch.lines("out.jsonl").compactMap { $0["custom_id"]?.stringValue }
         #expect(results.sorted() == ids.sorted())
         let ambiguous = try ambiguousCounts(checkpoint)

@@ -1,8 +1,9 @@
-@testable import ChatBatch
 import ChatBatchCore
 import FakeGateway
 import Foundation
 import Testing
+
+@testable import ChatBatch
 
 /// The endpoint as a whole, with the real binary: an outage of seconds, a wrong URL, a systematic failure, and
 /// whose answers count.
@@ -18,13 +19,19 @@ struct EndpointTests {
         let port = first.port
         let n = 300
         scratch.write("in.jsonl", lines: promptLines(n))
-        writeJob(scratch, first, concurrency: 16, extra: ["timeout: 5", "retry: {max_attempts: 3, base_delay: 0.05, max_delay: 0.5}"])
+        writeJob(
+            scratch, first, concurrency: 16,
+            extra: ["timeout: 5", "retry: {max_attempts: 3, base_delay: 0.05, max_delay: 0.5}"])
         let err = Pipe()
-        let p = try launch(chatbatchBinary(), ["run", scratch.file("job.yaml"), "--summary-json", scratch.file("s.json")], stderr: err)
+        let p = try launch(
+            chatbatchBinary(), ["run", scratch.file("job.yaml"), "--summary-json", scratch.file("s.json")], stderr: err)
         #expect(eventually(timeout: 20) { first.ledger.count >= 80 })
         first.shutdown()  // the gateway goes away: connections refused
         usleep(2_500_000)  // the outage itself lasts a couple of seconds (not a wait for anything)
-        let second = try FakeGateway.start { $0.latencyMilliseconds = 40; $0.port = port }
+        let second = try FakeGateway.start {
+            $0.latencyMilliseconds = 40
+            $0.port = port
+        }
         defer { second.shutdown() }
         let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         p.waitUntilExit()
@@ -38,7 +45,9 @@ struct EndpointTests {
         var billed: [String: Int] = [:]
         for ledger in [first.ledger, second.ledger] { billed.merge(ledger.billedCounts()) { $0 + $1 } }
         let ambiguous = try ambiguousCounts(scratch.file("out.jsonl.checkpoint"))
-        for (id, count) in billed where count > 1 + (ambiguous[id] ?? 0) { Issue.record("\(id) billed \(count) times, \(ambiguous[id] ?? 0) counted") }
+        for (id, count) in billed where count > 1 + (ambiguous[id] ?? 0) {
+            Issue.record("\(id) billed \(count) times, \(ambiguous[id] ?? 0) counted")
+        }
     }
 
     @Test func aWrongURLStopsAtOnceWithItsCauseAndFailsNoLine() throws {
@@ -52,7 +61,10 @@ struct EndpointTests {
         #expect(noV1 == 3 && said.contains("404") && said.contains("does the base URL end in /v1"), "\(said)")
         #expect(scratch.lines("out.errors.jsonl").isEmpty && g.ledger.count == 1)
         // A closed port, and https against a plain-http port.
-        for (url, hint) in [("http://127.0.0.1:\(freeLoopbackPort())/v1", "Is the server running"), ("https://127.0.0.1:\(g.port)/v1", "Is it plain http")] {
+        for (url, hint) in [
+            ("http://127.0.0.1:\(freeLoopbackPort())/v1", "Is the server running"),
+            ("https://127.0.0.1:\(g.port)/v1", "Is it plain http")
+        ] {
             let start = Date()
             let (code, text) = try run(scratch, ["--base-url", url])
             #expect(code == 3 && text.contains(hint) && text.contains("nothing was sent"), "\(url): \(text)")
@@ -106,7 +118,8 @@ struct EndpointTests {
         let (resent, _) = try run(scratch, ["--base-url", other.baseURL, "--other-endpoint-answers", "resend"])
         #expect(resent == 0 && other.ledger.count == 12 && scratch.lines("out.jsonl").count == 12)
         // validate says what a run on the job's own endpoint would do: nothing to send, 12 answered elsewhere.
-        let (code, report) = try runToEnd(chatbatchBinary(), ["validate", scratch.file("job.yaml"), "--json"], captureStdout: true)
+        let (code, report) = try runToEnd(
+            chatbatchBinary(), ["validate", scratch.file("job.yaml"), "--json"], captureStdout: true)
         let json = try? JSON.parse(report)
         #expect(code == 0 && json?["to_send"] == 0 && json?["other_endpoint"] == 12, "\(report)")
     }

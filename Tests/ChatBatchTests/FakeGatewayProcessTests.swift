@@ -1,8 +1,9 @@
-@testable import ChatBatch
 import ChatBatchCore
 import Foundation
 import Synchronization
 import Testing
+
+@testable import ChatBatch
 
 /// `chatbatch fake-gateway` as a process: it must stop when told, as every harness expects.
 @Suite("The fake gateway binary stops on SIGTERM and SIGINT", .serialized)
@@ -44,14 +45,19 @@ struct FakeGatewayProcessTests {
 
     /// Sends `n` chat requests at once.
     func send(_ n: Int, to baseURL: String, transport: CurlTransport, statuses: Statuses) {
-        transport.submit((1...n).map { i in
-            let body: JSON = ["model": "openai/gpt-oss-120b", "messages": [["role": "user", "content": .string("q\(i)")]]]
-            let request = HTTPRequest(
-                url: baseURL + "/chat/completions",
-                headers: ["Content-Type: application/json", "Authorization: Bearer sk-fake", "X-Client-Request-Id: r\(i)"],
-                body: Array(body.serialized().utf8), timeout: 10)
-            return (request, { response in statuses.withLock { $0["r\(i)"] = response.status } })
-        })
+        transport.submit(
+            (1...n).map { i in
+                let body: JSON = [
+                    "model": "openai/gpt-oss-120b", "messages": [["role": "user", "content": .string("q\(i)")]]
+                ]
+                let request = HTTPRequest(
+                    url: baseURL + "/chat/completions",
+                    headers: [
+                        "Content-Type: application/json", "Authorization: Bearer sk-fake", "X-Client-Request-Id: r\(i)"
+                    ],
+                    body: Array(body.serialized().utf8), timeout: 10)
+                return (request, { response in statuses.withLock { $0["r\(i)"] = response.status } })
+            })
     }
 
     /// The gateway's own count of requests in flight.
@@ -83,15 +89,21 @@ struct FakeGatewayProcessTests {
         #expect(server.exited(within: 10))
         #expect(server.process.terminationStatus == 0)
         #expect(eventually(timeout: 10) { statuses.withLock { $0.count } == 8 })
-        // Every request answered is in the ledger with the status the client saw; in-flight ones finished within the grace.
+        // Every request answered is in the ledger with the status the client saw; in-flight ones finished within the
+        // grace.
         let answered = statuses.withLock { $0 }.filter { $0.value == 200 }
         #expect(answered.count == 8)
         let entries = ledgerEntries(ledger)
         for (id, status) in answered {
-            #expect(entries.contains { $0["client_request_id"]?.stringValue == id && $0["status"]?.intValue == status }, "\(id) missing")
+            #expect(
+                entries.contains { $0["client_request_id"]?.stringValue == id && $0["status"]?.intValue == status },
+                "\(id) missing")
         }
         // The listener is closed: a new request is not answered.
-        #expect(transport.send(HTTPRequest(url: server.baseURL + "/models", headers: [], body: [], connectTimeout: 2, timeout: 2)).status == 0)
+        #expect(
+            transport.send(
+                HTTPRequest(url: server.baseURL + "/models", headers: [], body: [], connectTimeout: 2, timeout: 2)
+            ).status == 0)
     }
 
     @Test func stalledRequestsAreDroppedAfterTheGraceAndASecondSignalExitsAtOnce() throws {

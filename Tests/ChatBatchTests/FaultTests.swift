@@ -1,21 +1,27 @@
-@testable import ChatBatch
 import ChatBatchCore
 import FakeGateway
 import Foundation
 import Testing
+
+@testable import ChatBatch
 
 /// Money and data under faults, with the real binary: what a misbehaving server, a full disk or a hostile input
 /// line must not do (crash, pay twice uncounted, lose or destroy a file).
 @Suite("Faults: headers, bad 200s, full disks, keys, files", .serialized)
 struct FaultTests {
     /// Runs the binary on `job.yaml` (written by `writeJob`) with `arguments` added; returns the exit code and stderr.
-    func run(_ scratch: Scratch, _ arguments: [String] = [], environment: [String: String] = [:]) throws -> (Int32, String) {
+    func run(_ scratch: Scratch, _ arguments: [String] = [], environment: [String: String] = [:]) throws -> (
+        Int32, String
+    ) {
         try runToEnd(chatbatchBinary(), ["run", scratch.file("job.yaml")] + arguments, environment: environment)
     }
 
     @Test func noRetryAfterValueCrashesTheRunAndALongOneIsSaidOrStopsIt() throws {
         let scratch = Scratch()
-        let g = try FakeGateway.start { $0.script = ["p0002": [.rateLimited, .ok]]; $0.retryAfterText = "inf" }
+        let g = try FakeGateway.start {
+            $0.script = ["p0002": [.rateLimited, .ok]]
+            $0.retryAfterText = "inf"
+        }
         defer { g.shutdown() }
         scratch.write("in.jsonl", lines: promptLines(4))
         writeJob(scratch, g, concurrency: 1, extra: ["warmup: false"])
@@ -25,7 +31,10 @@ struct FaultTests {
         #expect(g.ledger.snapshot().filter { $0.clientRequestID == "p0002" }.count == 1)
         // A wait longer than --retry-max-delay (but within --max-wait) is said, with when sending resumes.
         let second = Scratch()
-        let h = try FakeGateway.start { $0.script = ["p0002": [.rateLimited, .ok]]; $0.retryAfterText = "1.5" }
+        let h = try FakeGateway.start {
+            $0.script = ["p0002": [.rateLimited, .ok]]
+            $0.retryAfterText = "1.5"
+        }
         defer { h.shutdown() }
         second.write("in.jsonl", lines: promptLines(4))
         writeJob(second, h, concurrency: 1, extra: ["warmup: false", "retry: {max_delay: 0.5}"])
@@ -41,10 +50,17 @@ struct FaultTests {
         let scratch = Scratch()
         let g = try FakeGateway.start()
         defer { g.shutdown() }
-        let smuggler = JSON.object(JSONObject([
-            ("custom_id", .string("a\r\nContent-Length: 0\r\n\r\nPOST /v1/chat/completions HTTP/1.1\r\nX-Client-Request-Id: b\r\n")),
-            ("prompt", "hello"),
-        ])).serialized()
+        let smuggler = JSON.object(
+            JSONObject([
+                (
+                    "custom_id",
+                    .string(
+                        "a\r\nContent-Length: 0\r\n\r\nPOST /v1/chat/completions HTTP/1.1\r\nX-Client-Request-Id: b\r\n"
+                    )
+                ),
+                ("prompt", "hello")
+            ])
+        ).serialized()
         scratch.write("in.jsonl", lines: promptLines(3) + [smuggler])
         writeJob(scratch, g)
         let (code, stderr) = try run(scratch)
@@ -52,12 +68,14 @@ struct FaultTests {
         #expect(stderr.contains("in.jsonl:4: custom_id holds a control character"), "\(stderr)")
         let errors = scratch.lines("out.errors.jsonl")
         #expect(errors.count == 1 && errors.first?["error"]?["code"] == "invalid_line")
-        #expect(errors.first?["custom_id"]?.stringValue?.hasPrefix("a\r\n") == true)  // the id itself stays in the output
+        // the id itself stays in the output
+        #expect(errors.first?["custom_id"]?.stringValue?.hasPrefix("a\r\n") == true)
         #expect(g.ledger.snapshot().count == 3)
         #expect(!g.ledger.snapshot().contains { $0.clientRequestID == "b" })
         // A header value with a line break is refused before anything is sent.
         let before = g.ledger.count
-        let (refused, message) = try run(scratch, ["--header", "X-Team: a\r\nX-Injected: 1", "--output", scratch.file("h.jsonl")])
+        let (refused, message) = try run(
+            scratch, ["--header", "X-Team: a\r\nX-Injected: 1", "--output", scratch.file("h.jsonl")])
         #expect(refused == 2 && message.contains("header X-Team"), "\(message)")
         #expect(g.ledger.count == before)
     }
@@ -66,13 +84,16 @@ struct FaultTests {
         let scratch = Scratch()
         let g = try FakeGateway.start {
             $0.script = [
-                "p0001": [.noChoices, .ok], "p0002": [.errorIn200, .ok], "p0003": [.errorInStream, .ok], "p0004": [.html, .html],
-                "p0005": [.plainJSON], "p0006": [.requestTimeout, .ok], "p0007": [.overloaded, .ok], "p0008": [.gzip], "p0009": [.gzip],
+                "p0001": [.noChoices, .ok], "p0002": [.errorIn200, .ok], "p0003": [.errorInStream, .ok],
+                "p0004": [.html, .html],
+                "p0005": [.plainJSON], "p0006": [.requestTimeout, .ok], "p0007": [.overloaded, .ok], "p0008": [.gzip],
+                "p0009": [.gzip]
             ]
         }
         defer { g.shutdown() }
         var lines = promptLines(9)
-        for i in [2, 4, 8] { lines[i] = lines[i].replacingOccurrences(of: "}", with: #","stream":true}"#) }  // p0003, p0005, p0009 stream
+        // p0003, p0005, p0009 stream
+        for i in [2, 4, 8] { lines[i] = lines[i].replacingOccurrences(of: "}", with: #","stream":true}"#) }
         scratch.write("in.jsonl", lines: lines)
         writeJob(scratch, g, extra: ["retry: {max_attempts: 2, base_delay: 0.01, max_delay: 0.05}", "warmup: false"])
         let (code, stderr) = try run(scratch, ["--summary-json", scratch.file("s.json")])
@@ -84,12 +105,17 @@ struct FaultTests {
         let bad = try #require(scratch.lines("out.errors.jsonl").first)
         #expect(bad["custom_id"] == "p0004" && bad["error"]?["code"] == "bad_response")
         #expect(bad["response"]?["body"]?.stringValue?.contains("<h1>Moved</h1>") == true, "\(bad)")
-        let results = Dictionary(uniqueKeysWithValues: scratch.lines("out.jsonl").map { ($0["custom_id"]?.stringValue ?? "", $0) })
+        let results = Dictionary(
+            uniqueKeysWithValues: scratch.lines("out.jsonl").map { ($0["custom_id"]?.stringValue ?? "", $0) })
         for id in ["p0001", "p0002", "p0003", "p0005", "p0008", "p0009"] {
-            #expect(results[id]?["response"]?["body"]?["choices"]?.arrayValue?.first?["message"]?["content"]?.stringValue?.isEmpty == false, "\(id)")
+            #expect(
+                results[id]?["response"]?["body"]?["choices"]?.arrayValue?.first?["message"]?["content"]?.stringValue?
+                    .isEmpty == false, "\(id)")
         }
         // A server that ignored stream: true was taken at its word, once; gzip answers were decoded.
-        #expect(g.ledger.billedCounts()["p0005"] == 1 && g.ledger.billedCounts()["p0008"] == 1 && g.ledger.billedCounts()["p0009"] == 1)
+        #expect(
+            g.ledger.billedCounts()["p0005"] == 1 && g.ledger.billedCounts()["p0008"] == 1
+                && g.ledger.billedCounts()["p0009"] == 1)
         #expect(summary["status_counts"]?["408"] == 1 && summary["status_counts"]?["529"] == 1)
         try expectExactlyOnce(scratch, ids: (1...9).map { String(format: "p%04d", $0) }, gateway: g)
     }
@@ -104,7 +130,8 @@ struct FaultTests {
         #expect(code == 0, "\(stderr)")
         let raw = try Data(contentsOf: URL(fileURLWithPath: scratch.file("out.jsonl")))
         #expect(String(data: raw, encoding: .utf8) != nil)  // the file stays UTF-8
-        let lines = Dictionary(uniqueKeysWithValues: scratch.lines("out.jsonl").map { ($0["custom_id"]?.stringValue ?? "", $0) })
+        let lines = Dictionary(
+            uniqueKeysWithValues: scratch.lines("out.jsonl").map { ($0["custom_id"]?.stringValue ?? "", $0) })
         for id in ["p0001", "p0002"] {
             #expect(lines[id]?["content"]?.stringValue?.contains("\u{FFFD}") == true, "\(id)")
             #expect(lines[id]?["text_repaired"] == true)
@@ -125,7 +152,9 @@ struct FaultTests {
         #expect(code == 0, "\(stderr)")
         #expect(stderr.components(separatedBy: "sent no usage").count == 2, "\(stderr)")  // warned once
         let summary = try JSON.parse(String(contentsOfFile: scratch.file("s.json"), encoding: .utf8))
-        #expect(summary["usage_estimated"] == 6 && (summary["completion_tokens"]?.intValue ?? 0) > 0 && (summary["cost_usd"]?.doubleValue ?? 0) > 0)
+        #expect(
+            summary["usage_estimated"] == 6 && (summary["completion_tokens"]?.intValue ?? 0) > 0
+                && (summary["cost_usd"]?.doubleValue ?? 0) > 0)
         #expect(scratch.lines("out.jsonl").allSatisfy { $0["usage_estimated"] == true })
         let estimated = try SQLiteDatabase(path: scratch.file("out.jsonl.checkpoint"), readOnly: true)
             .query("SELECT count(*) FROM requests WHERE usage_estimated=1").first?.first?.int
@@ -149,7 +178,9 @@ struct FaultTests {
         let g = try FakeGateway.start { $0.latencyMilliseconds = 60 }
         defer { g.shutdown() }
         scratch.write("in.jsonl", lines: promptLines(200))
-        writeJob(scratch, g, concurrency: 16, extra: ["checkpoint: out.ckpt", "warmup: false", "adaptive_concurrency: false"])
+        writeJob(
+            scratch, g, concurrency: 16, extra: ["checkpoint: out.ckpt", "warmup: false", "adaptive_concurrency: false"]
+        )
         let (code, stderr) = try run(scratch, ["--output", "/dev/full", "--errors", scratch.file("out.errors.jsonl")])
         #expect(code == 4, "\(stderr)")
         #expect(stderr.contains("finish into the checkpoint"), "\(stderr)")
@@ -162,27 +193,41 @@ struct FaultTests {
         // Space again: the resume writes every line once and pays for nothing twice.
         let (resumed, more) = try run(scratch, ["--output", scratch.file("out.jsonl")])
         #expect(resumed == 0, "\(more)")
-        try expectExactlyOnce(scratch, ids: (1...200).map { String(format: "p%04d", $0) }, gateway: g, checkpoints: [scratch.file("out.ckpt")])
+        try expectExactlyOnce(
+            scratch, ids: (1...200).map { String(format: "p%04d", $0) }, gateway: g,
+            checkpoints: [scratch.file("out.ckpt")])
         #expect(g.ledger.billedCounts().values.allSatisfy { $0 == 1 })
     }
 
     @Test(needs("no prlimit (util-linux)") { installed("prlimit") != nil })
     func aCheckpointLeftByAFullDiskIsResumedFromItsWriteAheadLog() throws {
-        guard let prlimit = installed("prlimit") else { Issue.record("no prlimit (util-linux)"); return }
+        guard let prlimit = installed("prlimit") else {
+            Issue.record("no prlimit (util-linux)")
+            return
+        }
         let scratch = Scratch()
         let g = try FakeGateway.start()
         defer { g.shutdown() }
         let n = 9000
-        scratch.write("in.jsonl", lines: (1...n).map { #"{"custom_id":"p\#($0)","prompt":"Question \#($0)? \#(String(repeating: "x", count: 200))"}"# })
+        scratch.write(
+            "in.jsonl",
+            lines: (1...n).map {
+                #"{"custom_id":"p\#($0)","prompt":"Question \#($0)? \#(String(repeating: "x", count: 200))"}"#
+            })
         let yaml = [
-            "input: in.jsonl", "output: out/out.jsonl", "checkpoint: ck/out.ckpt", "provider: openai-compatible", "model: openai/gpt-oss-120b",
-            "base_url: \(g.baseURL)", "api_key_env: CB_TEST_KEY", "concurrency: 32", "warmup: false",
+            "input: in.jsonl", "output: out/out.jsonl", "checkpoint: ck/out.ckpt", "provider: openai-compatible",
+            "model: openai/gpt-oss-120b",
+            "base_url: \(g.baseURL)", "api_key_env: CB_TEST_KEY", "concurrency: 32", "warmup: false"
         ]
         try yaml.joined(separator: "\n").write(toFile: scratch.file("job.yaml"), atomically: true, encoding: .utf8)
         // A file size limit stands in for a full disk: the write-ahead log can be rewritten in place, the checkpoint
         // file cannot grow, so folding the log back into it stops half way.
-        let limited = try runToEnd(prlimit, ["--fsize=6291456", chatbatchBinary(), "run", scratch.file("job.yaml"), "--quiet"])
-        guard limited.0 == 4 else { Issue.record("the limited run: \(limited)"); return }
+        let limited = try runToEnd(
+            prlimit, ["--fsize=6291456", chatbatchBinary(), "run", scratch.file("job.yaml"), "--quiet"])
+        guard limited.0 == 4 else {
+            Issue.record("the limited run: \(limited)")
+            return
+        }
         #expect(limited.0 == 4, "\(limited.1)")
         let checkpoint = scratch.file("ck/out.ckpt")
         #expect(FileManager.default.fileExists(atPath: checkpoint + "-wal"))
@@ -225,12 +270,16 @@ struct FaultTests {
         #expect(ran == 1)
         let errors = try Data(contentsOf: URL(fileURLWithPath: scratch.file("out.errors.jsonl")))
         let exported = scratch.file("exports/copy.jsonl")  // a folder that does not exist yet
-        let (code, text) = try runToEnd(chatbatchBinary(), ["export", scratch.file("out.jsonl.checkpoint"), "--output", exported], captureStdout: true)
+        let (code, text) = try runToEnd(
+            chatbatchBinary(), ["export", scratch.file("out.jsonl.checkpoint"), "--output", exported],
+            captureStdout: true)
         #expect(code == 0, "\(text)")
         #expect(try Data(contentsOf: URL(fileURLWithPath: scratch.file("out.errors.jsonl"))) == errors)
-        #expect(scratch.lines("exports/copy.jsonl").count == 20 && scratch.lines("exports/copy.errors.jsonl").count == 1)
+        #expect(
+            scratch.lines("exports/copy.jsonl").count == 20 && scratch.lines("exports/copy.errors.jsonl").count == 1)
         // Exporting over a file the checkpoint did not write is refused too.
-        let (refused, why) = try runToEnd(chatbatchBinary(), ["export", scratch.file("out.jsonl.checkpoint"), "--output", notes], captureStdout: true)
+        let (refused, why) = try runToEnd(
+            chatbatchBinary(), ["export", scratch.file("out.jsonl.checkpoint"), "--output", notes], captureStdout: true)
         #expect(refused == 2 && why.contains("--overwrite"), "\(why)")
     }
 
@@ -242,10 +291,13 @@ struct FaultTests {
         scratch.write("in.jsonl", lines: promptLines(10))
         writeJob(scratch, g)
         let (code, stderr) = try run(
-            scratch, ["--summary-json", scratch.file("s.json"), "--log-file", scratch.file("run.log")], environment: ["CB_TEST_KEY": key])
+            scratch, ["--summary-json", scratch.file("s.json"), "--log-file", scratch.file("run.log")],
+            environment: ["CB_TEST_KEY": key])
         #expect(code == 3, "\(stderr)")
         #expect(stderr.contains("[redacted]"), "\(stderr)")
-        for name in ["s.json", "run.log", "out.jsonl", "out.errors.jsonl", "out.jsonl.checkpoint", "out.jsonl.checkpoint-wal"] {
+        for name in [
+            "s.json", "run.log", "out.jsonl", "out.errors.jsonl", "out.jsonl.checkpoint", "out.jsonl.checkpoint-wal"
+        ] {
             let bytes = (try? Data(contentsOf: URL(fileURLWithPath: scratch.file(name)))) ?? Data()
             #expect(bytes.range(of: Data(key.utf8)) == nil, "\(name) holds the key")
         }
@@ -255,7 +307,10 @@ struct FaultTests {
     @Test func theKeyIsNeverSentInClearToAnotherHost() throws {
         let scratch = Scratch()
         scratch.write("in.jsonl", lines: promptLines(2))
-        let yaml = ["input: in.jsonl", "provider: tera", "base_url: http://gateway.example.invalid/v1", "api_key_env: CB_TEST_KEY"]
+        let yaml = [
+            "input: in.jsonl", "provider: tera", "base_url: http://gateway.example.invalid/v1",
+            "api_key_env: CB_TEST_KEY"
+        ]
         try yaml.joined(separator: "\n").write(toFile: scratch.file("job.yaml"), atomically: true, encoding: .utf8)
         let (code, stderr) = try run(scratch)
         #expect(code == 2 && stderr.contains("--allow-http") && stderr.contains("gateway.example.invalid"), "\(stderr)")
@@ -275,7 +330,9 @@ struct FaultTests {
         // When writing it fails at the end, the run's own result stands and the message says what happened.
         let (code, stderr) = try run(scratch, ["--summary-json", "/dev/full"])
         #expect(code == 0, "\(stderr)")
-        #expect(stderr.contains("could not write the summary") && stderr.contains("all 10 lines done") && !stderr.contains("nothing was sent"), "\(stderr)")
+        #expect(
+            stderr.contains("could not write the summary") && stderr.contains("all 10 lines done")
+                && !stderr.contains("nothing was sent"), "\(stderr)")
         #expect(scratch.lines("out.jsonl").count == 10)
     }
 }

@@ -1,8 +1,9 @@
-@testable import ChatBatch
 import ChatBatchCore
 import FakeGateway
 import Foundation
 import Testing
+
+@testable import ChatBatch
 
 /// What a careless or unlucky user does to a running job, with the real binary: flags pointed at the wrong file,
 /// files changed under a run, signals at awkward moments, odd numbers.
@@ -29,9 +30,12 @@ struct FilesAndSignalsTests {
             (["--metrics-file", scratch.file("out.jsonl.checkpoint")], "is the checkpoint"),
             (["--metrics-file", scratch.file("out.errors.jsonl")], "is the errors file"),
             (["--log-file", scratch.file("out.jsonl")], "is the results file"),
-            (["--summary-json", scratch.file("s.json"), "--metrics-file", scratch.file("s.json")], "is the file given with --summary-json"),
+            (
+                ["--summary-json", scratch.file("s.json"), "--metrics-file", scratch.file("s.json")],
+                "is the file given with --summary-json"
+            ),
             (["--summary-json", scratch.file("notes.txt")], "chatbatch did not write it"),
-            (["--log-file", scratch.file("notes.txt")], "chatbatch did not write it"),
+            (["--log-file", scratch.file("notes.txt")], "chatbatch did not write it")
         ]
         for (flags, why) in attempts {
             let (code, text) = try run(scratch, flags + ["--force"])
@@ -44,8 +48,12 @@ struct FilesAndSignalsTests {
         #expect(again == 0 && againText.contains("nothing to do") && g.ledger.count == 20, "\(againText)")
         // Files chatbatch wrote are replaced (summary, metrics) or appended to (the log) on the next runs.
         for _ in 0..<2 {
-            let (code, text) = try run(scratch, ["--summary-json", scratch.file("s.json"), "--metrics-file", scratch.file("m.prom"),
-                                                 "--log-file", scratch.file("run.log")])
+            let (code, text) = try run(
+                scratch,
+                [
+                    "--summary-json", scratch.file("s.json"), "--metrics-file", scratch.file("m.prom"),
+                    "--log-file", scratch.file("run.log")
+                ])
             #expect(code == 0, "\(text)")
         }
     }
@@ -59,22 +67,28 @@ struct FilesAndSignalsTests {
         #expect(try run(scratch, []).0 == 0)
         let checkpoint = scratch.file("out.jsonl.checkpoint")
         // /dev/stdout is a symlink to a device: written through, and still a symlink afterwards.
-        let (code, text) = try runToEnd(chatbatchBinary(), ["export", checkpoint, "--output", "/dev/stdout", "--errors", scratch.file("e.jsonl")],
-                                        captureStdout: true)
+        let (code, text) = try runToEnd(
+            chatbatchBinary(), ["export", checkpoint, "--output", "/dev/stdout", "--errors", scratch.file("e.jsonl")],
+            captureStdout: true)
         #expect(code == 0 && text.components(separatedBy: "\"custom_id\"").count - 1 == 5, "\(text)")
         var st = stat()
         #expect(lstat("/dev/stdout", &st) == 0 && (st.st_mode & S_IFMT) == S_IFLNK)
         // A device has no folder beside it for the errors file.
-        let (noErrors, noErrorsText) = try runToEnd(chatbatchBinary(), ["export", checkpoint, "--output", "/dev/null"], captureStdout: true)
+        let (noErrors, noErrorsText) = try runToEnd(
+            chatbatchBinary(), ["export", checkpoint, "--output", "/dev/null"], captureStdout: true)
         #expect(noErrors == 2 && noErrorsText.contains("--errors"), "\(noErrorsText)")
         let (runToDevice, runText) = try run(scratch, ["--output", "/dev/null"])
         #expect(runToDevice == 2 && runText.contains("--errors and --checkpoint"), "\(runText)")
-        #expect(!FileManager.default.fileExists(atPath: "/dev/null.errors.jsonl") && !FileManager.default.fileExists(atPath: "/dev/null.checkpoint"))
+        #expect(
+            !FileManager.default.fileExists(atPath: "/dev/null.errors.jsonl")
+                && !FileManager.default.fileExists(atPath: "/dev/null.checkpoint"))
         // A symlink at the target is refused, and what it points to is untouched.
         scratch.write("precious.jsonl", lines: ["keep me"])
-        try FileManager.default.createSymbolicLink(atPath: scratch.file("link.jsonl"), withDestinationPath: scratch.file("precious.jsonl"))
-        let (linked, linkedText) = try runToEnd(chatbatchBinary(), ["export", checkpoint, "--output", scratch.file("link.jsonl"), "--overwrite"],
-                                                captureStdout: true)
+        try FileManager.default.createSymbolicLink(
+            atPath: scratch.file("link.jsonl"), withDestinationPath: scratch.file("precious.jsonl"))
+        let (linked, linkedText) = try runToEnd(
+            chatbatchBinary(), ["export", checkpoint, "--output", scratch.file("link.jsonl"), "--overwrite"],
+            captureStdout: true)
         #expect(linked == 2 && linkedText.contains("symbolic link"), "\(linkedText)")
         #expect(bytes(scratch.file("precious.jsonl")) == Array("keep me\n".utf8))
     }
@@ -115,7 +129,9 @@ struct FilesAndSignalsTests {
         let size = bytes(scratch.file("out.jsonl")).count
         _ = FileManager.default.createFile(atPath: scratch.file("out.jsonl"), contents: Data(count: size))
         let (again, text) = try run(scratch, [])
-        #expect(again == 0 && text.contains("rebuilding it from the checkpoint") && scratch.lines("out.jsonl").count == 30, "\(text)")
+        #expect(
+            again == 0 && text.contains("rebuilding it from the checkpoint") && scratch.lines("out.jsonl").count == 30,
+            "\(text)")
         #expect(g.ledger.count == 30)
     }
 
@@ -125,16 +141,25 @@ struct FilesAndSignalsTests {
         defer { g.shutdown() }
         scratch.write("a.jsonl", lines: promptLines(10, prefix: "a"))
         scratch.write("b.jsonl", lines: promptLines(8, prefix: "b"))
-        let common = ["--provider", "openai-compatible", "--base-url", g.baseURL, "--model", "openai/gpt-oss-120b", "--output", scratch.file("out.jsonl")]
-        let (a, _) = try runToEnd(chatbatchBinary(), ["run", scratch.file("a.jsonl")] + common, environment: ["OPENAI_API_KEY": "sk-fake"])
+        let common = [
+            "--provider", "openai-compatible", "--base-url", g.baseURL, "--model", "openai/gpt-oss-120b", "--output",
+            scratch.file("out.jsonl")
+        ]
+        let (a, _) = try runToEnd(
+            chatbatchBinary(), ["run", scratch.file("a.jsonl")] + common, environment: ["OPENAI_API_KEY": "sk-fake"])
         #expect(a == 0)
-        let (b, bText) = try runToEnd(chatbatchBinary(), ["run", scratch.file("b.jsonl")] + common, environment: ["OPENAI_API_KEY": "sk-fake"])
+        let (b, bText) = try runToEnd(
+            chatbatchBinary(), ["run", scratch.file("b.jsonl")] + common, environment: ["OPENAI_API_KEY": "sk-fake"])
         #expect(b == 2 && bText.contains("a.jsonl") && bText.contains("b.jsonl") && g.ledger.count == 10, "\(bText)")
         #expect(scratch.lines("out.jsonl").count == 10)
-        let shard = ["run", scratch.file("a.jsonl"), "--fake-gateway", "--provider", "tera", "--output", scratch.file("s.jsonl")]
+        let shard = [
+            "run", scratch.file("a.jsonl"), "--fake-gateway", "--provider", "tera", "--output", scratch.file("s.jsonl")
+        ]
         let (two, _) = try runToEnd(chatbatchBinary(), shard + ["--shard", "0/2"])
         let (three, threeText) = try runToEnd(chatbatchBinary(), shard + ["--shard", "0/3"])
-        #expect(two == 0 && three == 2 && threeText.contains("shard 0/2") && threeText.contains("shard 0/3"), "\(threeText)")
+        #expect(
+            two == 0 && three == 2 && threeText.contains("shard 0/2") && threeText.contains("shard 0/3"), "\(threeText)"
+        )
     }
 
     @Test func anInputReplacedBeforeAResumeIsSaidAndChangedLinesAreCounted() throws {
@@ -147,16 +172,21 @@ struct FilesAndSignalsTests {
         #expect(eventually(timeout: 20) { g.ledger.count >= 20 })
         kill(p.processIdentifier, SIGKILL)
         p.waitUntilExit()
-        let pending = try SQLiteDatabase(path: scratch.file("out.jsonl.checkpoint"), readOnly: true)
+        let pending =
+            try SQLiteDatabase(path: scratch.file("out.jsonl.checkpoint"), readOnly: true)
             .query("SELECT count(*) FROM requests WHERE state IN ('inflight', 'pending')").first?.first?.int ?? 0
         #expect(pending > 0)
         // The same ids with other bodies, and none of the lines that were in flight.
-        let done = Set(try SQLiteDatabase(path: scratch.file("out.jsonl.checkpoint"), readOnly: true)
-            .query("SELECT custom_id FROM requests WHERE state='done'").compactMap { $0[0].text })
+        let done = Set(
+            try SQLiteDatabase(path: scratch.file("out.jsonl.checkpoint"), readOnly: true)
+                .query("SELECT custom_id FROM requests WHERE state='done'").compactMap { $0[0].text })
         scratch.write("in.jsonl", lines: done.sorted().map { #"{"custom_id":"\#($0)","prompt":"another question"}"# })
         let (code, text) = try run(scratch, [])
-        #expect(code == 2 && text.contains("\(pending) pending lines are not in the input") && text.contains("\(pending) left pending"), "\(text)")
-        #expect(text.components(separatedBy: "with a different request body").count - 1 == 4, "\(text)")  // three, then the count
+        #expect(
+            code == 2 && text.contains("\(pending) pending lines are not in the input")
+                && text.contains("\(pending) left pending"), "\(text)")
+        // three, then the count
+        #expect(text.components(separatedBy: "with a different request body").count - 1 == 4, "\(text)")
         let (_, status) = try runToEnd(chatbatchBinary(), ["status", scratch.file("job.yaml")], captureStdout: true)
         #expect(status.contains("\(pending) pending"), "\(status)")
     }
@@ -173,16 +203,21 @@ struct FilesAndSignalsTests {
             // starts; only the dynamic loader runs before it), then a few moments later in some attempts.
             let blocked = eventually(timeout: 10) {
                 let status = (try? String(contentsOfFile: "/proc/\(p.processIdentifier)/status", encoding: .utf8)) ?? ""
-                let mask = status.split(separator: "\n").first { $0.hasPrefix("SigBlk:") }.flatMap { UInt64($0.dropFirst(7).trimmingCharacters(in: .whitespaces), radix: 16) }
+                let mask = status.split(separator: "\n").first { $0.hasPrefix("SigBlk:") }.flatMap {
+                    UInt64($0.dropFirst(7).trimmingCharacters(in: .whitespaces), radix: 16)
+                }
                 return (mask ?? 0) & 0x4007 == 0x4007
             }
             #expect(blocked)
             if attempt % 3 == 1 { usleep(useconds_t(attempt * 3_000)) }  // varies the moment; not a synchronisation
             kill(p.processIdentifier, [SIGTERM, SIGINT, SIGHUP][attempt % 3])
             p.waitUntilExit()
-            #expect(p.terminationReason == .exit && p.terminationStatus == 4, "attempt \(attempt): \(p.terminationReason) \(p.terminationStatus)")
+            #expect(
+                p.terminationReason == .exit && p.terminationStatus == 4,
+                "attempt \(attempt): \(p.terminationReason) \(p.terminationStatus)")
             if FileManager.default.fileExists(atPath: scratch.file("out.jsonl.checkpoint")) {
-                let (code, status) = try runToEnd(chatbatchBinary(), ["status", scratch.file("job.yaml")], captureStdout: true)
+                let (code, status) = try runToEnd(
+                    chatbatchBinary(), ["status", scratch.file("job.yaml")], captureStdout: true)
                 #expect(code == 0 && status.contains("done"), "\(status)")
             }
             let (resumed, _) = try run(scratch, [])
@@ -216,11 +251,13 @@ struct FilesAndSignalsTests {
         scratch.write("in.jsonl", lines: promptLines(3))
         writeJob(scratch, g)
         let bad: [([String], String)] = [
-            (["--timeout", "inf"], "--timeout"), (["--timeout", "1e300"], "--timeout"), (["--timeout", "0.001"], "--timeout"),
+            (["--timeout", "inf"], "--timeout"), (["--timeout", "1e300"], "--timeout"),
+            (["--timeout", "0.001"], "--timeout"),
             (["--connect-timeout", "nan"], "--connect-timeout"), (["--connect-timeout", "inf"], "--connect-timeout"),
-            (["--price-input", "nan"], "--price-input"), (["--max-cost", "nan"], "--max-cost"), (["--rpm", "-5"], "--rpm"),
+            (["--price-input", "nan"], "--price-input"), (["--max-cost", "nan"], "--max-cost"),
+            (["--rpm", "-5"], "--rpm"),
             (["--concurrency", "-1"], "concurrency must be from 1"), (["--grace", "inf"], "--grace"),
-            (["--fake-gateway", "--fake-latency-ms", "nan"], "--fake-latency-ms"), (["--max-wait", "nan"], "--max-wait"),
+            (["--fake-gateway", "--fake-latency-ms", "nan"], "--fake-latency-ms"), (["--max-wait", "nan"], "--max-wait")
         ]
         for (flags, named) in bad {
             let (code, text) = try run(scratch, flags)
@@ -240,9 +277,11 @@ struct FilesAndSignalsTests {
         defer { g.shutdown() }
         scratch.write("in.jsonl", lines: promptLines(2000))
         writeJob(scratch, g, concurrency: 16)
-        let p = try launch(chatbatchBinary(), ["run", scratch.file("job.yaml"), "--summary-json", scratch.file("s.json")])
+        let p = try launch(
+            chatbatchBinary(), ["run", scratch.file("job.yaml"), "--summary-json", scratch.file("s.json")])
         #expect(eventually(timeout: 20) { g.ledger.count >= 16 })
-        let (_, during) = try runToEnd(chatbatchBinary(), ["status", scratch.file("job.yaml"), "--json"], captureStdout: true)
+        let (_, during) = try runToEnd(
+            chatbatchBinary(), ["status", scratch.file("job.yaml"), "--json"], captureStdout: true)
         let live = try JSON.parse(during)
         #expect(live["input_lines"]?.intValue == 2000 && (live["not_read"]?.intValue ?? 0) > 0, "\(during)")
         kill(p.processIdentifier, SIGINT)

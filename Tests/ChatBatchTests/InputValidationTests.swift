@@ -1,8 +1,9 @@
-@testable import ChatBatch
 import ChatBatchCore
 import FakeGateway
 import Foundation
 import Testing
+
+@testable import ChatBatch
 
 @Suite("Bad input: clear messages with file and line, and the valid lines still run")
 struct InputValidationTests {
@@ -22,14 +23,20 @@ struct InputValidationTests {
         (#"{"custom_id":["x"],"prompt":"x"}"#, "custom_id must be"),
         (#"{"custom_id":"i","method":"GET","url":"/v1/chat/completions","body":{}}"#, "unsupported method"),
         (#"{"custom_id":"j","method":"POST","url":"/v1/embeddings","body":{"input":"x"}}"#, "unsupported url"),
-        (#"{"custom_id":"k","method":"POST","url":"/v1/chat/completions","body":"text"}"#, "`body` must be a JSON object"),
+        (
+            #"{"custom_id":"k","method":"POST","url":"/v1/chat/completions","body":"text"}"#,
+            "`body` must be a JSON object"
+        ),
         (#"{"custom_id":"l","prompt":"x","max_tokens":9000}"#, "maximum output of 4096"),
         (#"{"custom_id":"m","prompt":"x","max_tokens":-3}"#, "positive whole number"),
         (#"{"custom_id":"n","prompt":"x","model":7}"#, "`model` must be a string"),
         (#"{"custom_id":"p0001","prompt":"duplicate of the first line"}"#, "duplicate custom_id"),
         (#"{"custom_id":"o","prompt":"x"} trailing"#, "unexpected text after"),
         (#"{"custom_id":"q","prompt":"\ud800"}"#, "surrogate"),
-        (#"{"custom_id":"r","prompt":"x","max_tokens":4000,"messages":[{"role":"user","content":"\#(String(repeating: "w", count: 520_000))"}]}"#, "exceed the model's context"),
+        (
+            #"{"custom_id":"r","prompt":"x","max_tokens":4000,"messages":[{"role":"user","content":"\#(String(repeating: "w", count: 520_000))"}]}"#,
+            "exceed the model's context"
+        )
     ]
 
     @Test func everyKindOfBadLineIsReportedWithFileAndLineWhileValidLinesRun() throws {
@@ -41,7 +48,8 @@ struct InputValidationTests {
         lines.append(#"{"custom_id":"last","prompt":"still runs"}"#)
         var data = Data(lines.map { $0 + "\n" }.joined().utf8)
         data.append(contentsOf: [0x7B, 0x22, 0x70, 0x22, 0x3A, 0x22, 0xFF, 0xFE, 0x22, 0x7D, 0x0A])  // invalid UTF-8
-        data.append(Data(("{\"custom_id\":\"big\",\"prompt\":\"" + String(repeating: "x", count: 10 << 20) + "\"}\n").utf8))
+        data.append(
+            Data(("{\"custom_id\":\"big\",\"prompt\":\"" + String(repeating: "x", count: 10 << 20) + "\"}\n").utf8))
         _ = FileManager.default.createFile(atPath: scratch.file("in.jsonl"), contents: data)
         let (summary, messages) = try runJob(settings(scratch, g))
         #expect(summary.done == 4)
@@ -51,10 +59,13 @@ struct InputValidationTests {
         #expect(errors.count == Self.corpus.count + 2)
         for (i, bad) in Self.corpus.enumerated() {
             let lineNumber = 4 + i
-            let entry = errors.first { $0["error"]?["message"]?.stringValue?.contains("in.jsonl:\(lineNumber): ") == true }
+            let entry = errors.first {
+                $0["error"]?["message"]?.stringValue?.contains("in.jsonl:\(lineNumber): ") == true
+            }
             #expect(entry?["error"]?["code"] == "invalid_line", "line \(lineNumber)")
-            #expect(entry?["error"]?["message"]?.stringValue?.contains(bad.reason) == true,
-                    "line \(lineNumber): \(entry?["error"]?["message"]?.stringValue ?? "none") lacks '\(bad.reason)'")
+            #expect(
+                entry?["error"]?["message"]?.stringValue?.contains(bad.reason) == true,
+                "line \(lineNumber): \(entry?["error"]?["message"]?.stringValue ?? "none") lacks '\(bad.reason)'")
         }
         #expect(errors.contains { $0["error"]?["message"]?.stringValue?.contains("invalid UTF-8") == true })
         #expect(errors.contains { $0["error"]?["message"]?.stringValue?.contains("MiB a line may hold") == true })
@@ -83,7 +94,8 @@ struct InputValidationTests {
         let scratch = Scratch()
         let g = try FakeGateway.start()
         defer { g.shutdown() }
-        let text = "\u{FEFF}{\"custom_id\":\"a\",\"prompt\":\"x\"}\r\n\r\n   \n{\"custom_id\":\"b\",\"prompt\":\"y\"}\r\n{\"custom_id\":\"c\",\"prompt\":\"no newline at the end\"}"
+        let text =
+            "\u{FEFF}{\"custom_id\":\"a\",\"prompt\":\"x\"}\r\n\r\n   \n{\"custom_id\":\"b\",\"prompt\":\"y\"}\r\n{\"custom_id\":\"c\",\"prompt\":\"no newline at the end\"}"
         _ = FileManager.default.createFile(atPath: scratch.file("in.jsonl"), contents: Data(text.utf8))
         let (summary, _) = try runJob(settings(scratch, g))
         #expect(summary.exit == .allDone && summary.done == 3 && summary.invalid == 0)
@@ -109,7 +121,8 @@ struct InputValidationTests {
         let scratch = Scratch()
         let g = try FakeGateway.start()
         defer { g.shutdown() }
-        scratch.write("records.jsonl", lines: [#"{"id":17,"text":"Ada <Lovelace> & co"}"#, #"{"id":18,"text":"Grace Hopper"}"#])
+        scratch.write(
+            "records.jsonl", lines: [#"{"id":17,"text":"Ada <Lovelace> & co"}"#, #"{"id":18,"text":"Grace Hopper"}"#])
         let yaml = """
             input: records.jsonl
             output: out.jsonl
@@ -127,15 +140,21 @@ struct InputValidationTests {
         let (summary, _) = try runJob(s)
         #expect(summary.done == 2)
         let first = try #require(scratch.lines("out.jsonl").first { $0["custom_id"] == "17" })
-        let content = first["response"]?["body"]?["choices"]?.arrayValue?.first?["message"]?["content"]?.stringValue ?? ""
+        let content =
+            first["response"]?["body"]?["choices"]?.arrayValue?.first?["message"]?["content"]?.stringValue ?? ""
         #expect(content.contains("Extract people from: Ada <Lovelace> &"))  // raw text: no HTML escaping
     }
 
     @Test func jobFileMistakesAreNamed() throws {
         let scratch = Scratch()
-        _ = FileManager.default.createFile(atPath: scratch.file("job.yaml"), contents: Data("input: x.jsonl\nconcurency: 8\n".utf8))
-        #expect { try JobFile.load(path: scratch.file("job.yaml")) } throws: { ($0 as? ChatBatchError)?.message.contains("unknown setting `concurency`") == true }
+        _ = FileManager.default.createFile(
+            atPath: scratch.file("job.yaml"), contents: Data("input: x.jsonl\nconcurency: 8\n".utf8))
+        #expect { try JobFile.load(path: scratch.file("job.yaml")) } throws: {
+            ($0 as? ChatBatchError)?.message.contains("unknown setting `concurency`") == true
+        }
         _ = FileManager.default.createFile(atPath: scratch.file("bad.yaml"), contents: Data("input: [unclosed\n".utf8))
-        #expect { try JobFile.load(path: scratch.file("bad.yaml")) } throws: { ($0 as? ChatBatchError)?.message.contains("not valid YAML") == true }
+        #expect { try JobFile.load(path: scratch.file("bad.yaml")) } throws: {
+            ($0 as? ChatBatchError)?.message.contains("not valid YAML") == true
+        }
     }
 }

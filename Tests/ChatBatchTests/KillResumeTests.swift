@@ -1,18 +1,21 @@
-@testable import ChatBatch
 import ChatBatchCore
 import FakeGateway
 import Foundation
 import Testing
+
+@testable import ChatBatch
 
 /// Runs the real `chatbatch` binary, kills it, and resumes it: money is only safe if this holds.
 @Suite("Crash safety: SIGKILL, SIGINT and resume", .serialized)
 struct KillResumeTests {
     /// A job file for the binary: short timeouts and backoff, many attempts.
     func writeJob(_ scratch: Scratch, _ g: FakeGateway, concurrency: Int = 16) {
-        ChatBatchTests.writeJob(scratch, g, concurrency: concurrency, extra: [
-            "timeout: 5", "grace: 5", "retry: {max_attempts: 40, base_delay: 0.01, max_delay: 0.2}",
-            "prices: {input: 0.09, output: 0.36}",
-        ])
+        ChatBatchTests.writeJob(
+            scratch, g, concurrency: concurrency,
+            extra: [
+                "timeout: 5", "grace: 5", "retry: {max_attempts: 40, base_delay: 0.01, max_delay: 0.2}",
+                "prices: {input: 0.09, output: 0.36}"
+            ])
     }
 
     func start(_ scratch: Scratch) throws -> Process {
@@ -22,9 +25,14 @@ struct KillResumeTests {
     @Test func sigkillAtSeveralPointsThenResumeSendsEveryPromptOnceAndCountsEveryResend() throws {
         let scratch = Scratch()
         let g = try FakeGateway.start {
-            $0.latencyMilliseconds = 20; $0.jitterMilliseconds = 40
-            $0.fail429Rate = 0.03; $0.fail500Rate = 0.03; $0.fail503Rate = 0.03; $0.resetRate = 0.03
-            $0.retryAfterSeconds = nil; $0.randomSeed = 11
+            $0.latencyMilliseconds = 20
+            $0.jitterMilliseconds = 40
+            $0.fail429Rate = 0.03
+            $0.fail500Rate = 0.03
+            $0.fail503Rate = 0.03
+            $0.resetRate = 0.03
+            $0.retryAfterSeconds = nil
+            $0.randomSeed = 11
         }
         defer { g.shutdown() }
         let n = 400
@@ -51,12 +59,17 @@ struct KillResumeTests {
         // The audit has a row for every request that left: each kill's requests in flight say "no answer recorded".
         let rows = try checkpointRows(scratch.file("out.jsonl.checkpoint")).count
         let attempts = try SQLiteDatabase(path: scratch.file("out.jsonl.checkpoint"), readOnly: true).query(
-            "SELECT count(*), coalesce(sum(error=?), 0) FROM attempts", [.text(CheckpointWriter.noAnswerRecorded)])[0].map { $0.int ?? 0 }
+            "SELECT count(*), coalesce(sum(error=?), 0) FROM attempts", [.text(CheckpointWriter.noAnswerRecorded)])[0]
+            .map { $0.int ?? 0 }
         let seen = g.ledger.snapshot().count
         #expect(rows == n)
-        #expect(attempts[0] >= seen && attempts[0] - attempts[1] <= seen && attempts[1] >= kills, "attempts \(attempts), gateway \(seen)")
+        #expect(
+            attempts[0] >= seen && attempts[0] - attempts[1] <= seen && attempts[1] >= kills,
+            "attempts \(attempts), gateway \(seen)")
         let report = try CheckpointReport.report(checkpoint: scratch.file("out.jsonl.checkpoint"))
-        #expect(report["attempts"]?.intValue == attempts[0] && report["answers_by_status"]?["no_answer_recorded"]?.intValue == attempts[1])
+        #expect(
+            report["attempts"]?.intValue == attempts[0]
+                && report["answers_by_status"]?["no_answer_recorded"]?.intValue == attempts[1])
         // No line is torn, and the summary of the last run is there.
         #expect(scratch.lines("out.jsonl").allSatisfy { $0["custom_id"] != nil })
         let summary = try JSON.parse(String(contentsOfFile: scratch.file("summary.json"), encoding: .utf8))

@@ -1,13 +1,15 @@
-@testable import ChatBatch
 import ChatBatchCore
 import Testing
+
+@testable import ChatBatch
 
 /// A run's whole logic, event by event, with no HTTP, no queue and no clock: what `RunMachine` decides.
 @Suite("The run machine, event by event")
 struct MachineTests {
     static let second: UInt64 = 1_000_000_000
     static let t0: UInt64 = 1_000 * second
-    static let answer = #"{"id":"c1","choices":[{"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":10,"completion_tokens":5}}"#
+    static let answer =
+        #"{"id":"c1","choices":[{"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":10,"completion_tokens":5}}"#
 
     /// A machine, the clock it is driven by, and everything it asked for so far.
     struct Harness {
@@ -34,7 +36,8 @@ struct MachineTests {
             s.retryMaxDelay = 8
             change(&s)
             machine = RunMachine(
-                config: try s.resolve(), spent: [0], refusedModels: [[:]], proven: [proven], finishedInput: nil, crashRecovered: 0,
+                config: try s.resolve(), spent: [0], refusedModels: [[:]], proven: [proven], finishedInput: nil,
+                crashRecovered: 0,
                 now: MachineTests.t0, random: Jitter(seed: 1))
         }
 
@@ -66,7 +69,9 @@ struct MachineTests {
             batch.linesRead = ids.count
             batch.endOfInput = end
             batch.requests = ids.enumerated().map { i, id in
-                var r = PreparedRequest(customID: id, line: i + 1, body: [], bodyHash: id, model: "m", maxTokens: 100, promptTokens: 50, stream: false)
+                var r = PreparedRequest(
+                    customID: id, line: i + 1, body: [], bodyHash: id, model: "m", maxTokens: 100, promptTokens: 50,
+                    stream: false)
                 r.resentAfterCrash = resentAfterCrash
                 return r
             }
@@ -74,8 +79,10 @@ struct MachineTests {
         }
 
         /// Answers the request in flight for `id` with `status` (and `body`), or with a transport failure.
-        mutating func answer(_ id: String, _ status: Int, _ body: String = MachineTests.answer, headers: [String: String] = [:],
-                             failure: TransportFailure.Kind? = nil) {
+        mutating func answer(
+            _ id: String, _ status: Int, _ body: String = MachineTests.answer, headers: [String: String] = [:],
+            failure: TransportFailure.Kind? = nil
+        ) {
             guard let i = inflight.firstIndex(where: { $0.request.customID == id }) else {
                 Issue.record("\(id) is not in flight")
                 return
@@ -83,12 +90,18 @@ struct MachineTests {
             let job = inflight.remove(at: i)
             let response = HTTPResponse(
                 status: failure == nil ? status : 0, headers: headers, body: failure == nil ? Array(body.utf8) : [],
-                failure: failure.map { TransportFailure(kind: $0, curlCode: 7, message: "Failed to connect to 127.0.0.1 port 9: Connection refused") },
+                failure: failure.map {
+                    TransportFailure(
+                        kind: $0, curlCode: 7, message: "Failed to connect to 127.0.0.1 port 9: Connection refused")
+                },
                 firstByteSeconds: 0.01, totalSeconds: 0.05)
             handle(.answered([Answer(job: job, response: response, startedAt: 0)]))
         }
 
-        mutating func at(_ t: UInt64) { now = t; handle(.timer) }
+        mutating func at(_ t: UInt64) {
+            now = t
+            handle(.timer)
+        }
 
         /// Lets time pass, wake-up by wake-up, until something is sent or the run finishes.
         mutating func waitForSend() {
@@ -104,11 +117,15 @@ struct MachineTests {
             records.compactMap { if case .finish(let r, _) = $0 { return r.customID } else { return nil } }
         }
         var failedIDs: [String] {
-            records.compactMap { if case .finish(let r, _) = $0, r.state == .failed { return r.customID } else { return nil } }
+            records.compactMap {
+                if case .finish(let r, _) = $0, r.state == .failed { return r.customID } else { return nil }
+            }
         }
 
         func conclude() -> RunSummary {
-            machine.conclude(CheckpointWriter.RunEnding(writeFailure: nil, pending: 0, spent: nil), unread: 0, now: Moment(uptime: now, wall: 0))
+            machine.conclude(
+                CheckpointWriter.RunEnding(writeFailure: nil, pending: 0, spent: nil), unread: 0,
+                now: Moment(uptime: now, wall: 0))
         }
     }
 
@@ -122,7 +139,9 @@ struct MachineTests {
         h.answer("e", 200)
         #expect(h.finished && h.finishedIDs.count == 5)
         let s = h.conclude()
-        #expect(s.exit == .allDone && s.sent == 5 && s.done == 5 && s.promptTokens == 50 && s.headline == "all 5 lines done")
+        #expect(
+            s.exit == .allDone && s.sent == 5 && s.done == 5 && s.promptTokens == 50 && s.headline == "all 5 lines done"
+        )
     }
 
     @Test func aResumeCountsWhatACrashLeftInFlightAsPossiblyBilledTwice() throws {
@@ -171,7 +190,10 @@ struct MachineTests {
             let before = h.now
             h.waitForSend()
             gaps.append(h.now - before)
-            try #require(h.sentIDs.count == 1, "round \(round): now \(h.now - Self.t0) wakes \(h.wakes.map { $0 - Self.t0 }) stop \(String(describing: h.machine.stop)) logs \(h.logs)")
+            try #require(
+                h.sentIDs.count == 1,
+                "round \(round): now \(h.now - Self.t0) wakes \(h.wakes.map { $0 - Self.t0 }) stop \(String(describing: h.machine.stop)) logs \(h.logs)"
+            )
             #expect(h.inflight[0].attempt == 1)
             h.answer(h.sentIDs[0], 0, failure: .notSent)
         }
@@ -213,8 +235,10 @@ struct MachineTests {
         refused.answer("c", 0, failure: .notSent)
         let s = refused.conclude()
         #expect(s.exit == .stoppedEarly && s.failed == 0 && s.sent == 0)
-        #expect(s.stopReason?.contains("Is the server running, and is the port right?") == true, "\(s.stopReason ?? "")")
-        // A 404 that names no model, on an endpoint that never answered, is a wrong URL: the run stops, the line stays pending.
+        #expect(
+            s.stopReason?.contains("Is the server running, and is the port right?") == true, "\(s.stopReason ?? "")")
+        // A 404 that names no model, on an endpoint that never answered, is a wrong URL: the run stops, the line stays
+        // pending.
         var wrong = try Harness(proven: false) { $0.concurrency = 1 }
         wrong.handle(.start)
         wrong.feed(["a", "b"])
@@ -246,18 +270,27 @@ struct MachineTests {
     }
 
     @Test func aRefusedModelCostsOneRequestAndItsLinesGoToTheErrorsFile() throws {
-        var h = try Harness { $0.warmup = true; $0.concurrency = 8 }
+        var h = try Harness {
+            $0.warmup = true
+            $0.concurrency = 8
+        }
         h.handle(.start)
         h.feed(["a", "b", "c"])
         #expect(h.sentIDs == ["a"])  // the model's first request goes alone
-        h.answer("a", 404, #"{"error":{"message":"The model 'm' does not exist","type":"invalid_request_error","code":"model_not_found"}}"#)
+        h.answer(
+            "a", 404,
+            #"{"error":{"message":"The model 'm' does not exist","type":"invalid_request_error","code":"model_not_found"}}"#
+        )
         #expect(h.finished && Set(h.failedIDs) == ["a", "b", "c"])
         let s = h.conclude()
         #expect(s.exit == .doneWithFailures && s.attempts == 1 && s.blocked == 2)
     }
 
     @Test func theBudgetStopsBeforeARequestCouldPassTheCap() throws {
-        var h = try Harness { $0.maxCost = 0.008; $0.prices = Prices(inputPerMillion: 0, outputPerMillion: 36) }
+        var h = try Harness {
+            $0.maxCost = 0.008
+            $0.prices = Prices(inputPerMillion: 0, outputPerMillion: 36)
+        }
         h.handle(.start)
         h.feed(["a", "b", "c", "d"])
         #expect(h.sentIDs.count == 2)  // 100 tokens at most each: $0.0036 a request

@@ -1,8 +1,9 @@
-@testable import ChatBatch
 import ChatBatchCore
 import FakeGateway
 import Foundation
 import Testing
+
+@testable import ChatBatch
 
 @Suite("Operating it: progress, status, report, shards, nightly")
 struct OperatingTests {
@@ -19,7 +20,10 @@ struct OperatingTests {
         // A pseudo-terminal as stderr: Python's pty.spawn runs the binary on one and copies what it shows.
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["python3", "-c", "import pty, sys; sys.exit(pty.spawn(sys.argv[1:]) >> 8)", chatbatchBinary(), "run", scratch.file("job.yaml")]
+        p.arguments = [
+            "python3", "-c", "import pty, sys; sys.exit(pty.spawn(sys.argv[1:]) >> 8)", chatbatchBinary(), "run",
+            scratch.file("job.yaml")
+        ]
         var env = ProcessInfo.processInfo.environment
         env["CB_TEST_KEY"] = "sk-fake"
         p.environment = env
@@ -58,14 +62,19 @@ struct OperatingTests {
         again.write("in.jsonl", lines: promptLines(20) + ["{broken"])
         writeJob(again, g)
         let quietPipe = Pipe()
-        let q = try binary(["run", again.file("job.yaml"), "--quiet", "--log-file", again.file("run.log"), "--progress-interval", "0.05"], stderr: quietPipe)
+        let q = try binary(
+            [
+                "run", again.file("job.yaml"), "--quiet", "--log-file", again.file("run.log"), "--progress-interval",
+                "0.05"
+            ], stderr: quietPipe)
         let quietText = String(decoding: quietPipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         q.waitUntilExit()
         #expect(!quietText.contains("progress:"))
         let log = try String(contentsOfFile: again.file("run.log"), encoding: .utf8)
         #expect(log.contains("in.jsonl:21: not valid JSON"))
         // Some lines not answered: the summary is logged as warnings, a line an event, in the detail line's words.
-        #expect(log.contains("chatbatch warning: done: 20 of 21 lines answered, 1 invalid (see the errors file)"), "\(log)")
+        #expect(
+            log.contains("chatbatch warning: done: 20 of 21 lines answered, 1 invalid (see the errors file)"), "\(log)")
         #expect(log.contains("chatbatch warning:   lines      21 read: 20 done, 0 failed, 1 invalid"), "\(log)")
     }
 
@@ -95,17 +104,22 @@ struct OperatingTests {
         }
         #expect(perShard.reduce(0, +) == 121)
         #expect(perShard.allSatisfy { $0 > 20 })
-        let report = try OutputMerge.merge(results: outputs, output: sharded.file("out.jsonl"), errors: nil, summaries: summaries,
-                                           summaryOutput: sharded.file("summary.json"))
+        let report = try OutputMerge.merge(
+            results: outputs, output: sharded.file("out.jsonl"), errors: nil, summaries: summaries,
+            summaryOutput: sharded.file("summary.json"))
         #expect(report.results == 119 && report.errors == 2)
-        func ids(_ s: Scratch, _ name: String) -> [String] { s.lines(name).compactMap { $0["custom_id"]?.stringValue }.sorted() }
+        func ids(_ s: Scratch, _ name: String) -> [String] {
+            s.lines(name).compactMap { $0["custom_id"]?.stringValue }.sorted()
+        }
         #expect(ids(sharded, "out.jsonl") == ids(whole, "out.jsonl"))
         #expect(ids(sharded, "out.errors.jsonl") == ids(whole, "out.errors.jsonl"))
         let merged = try JSON.parse(String(contentsOfFile: sharded.file("summary.json"), encoding: .utf8))
         #expect(merged["done"] == 119 && merged["input_lines"] == 121 && merged["shards"] == 3)
         // A custom_id in two shards' outputs is refused.
         #expect(throws: ChatBatchError.self) {
-            try OutputMerge.merge(results: [outputs[0], outputs[0]], output: sharded.file("dup.jsonl"), errors: nil, summaries: [], summaryOutput: nil)
+            try OutputMerge.merge(
+                results: [outputs[0], outputs[0]], output: sharded.file("dup.jsonl"), errors: nil, summaries: [],
+                summaryOutput: nil)
         }
     }
 
@@ -120,7 +134,8 @@ struct OperatingTests {
         _ = try runJob(settings(scratch, g))
         let checkpoint = scratch.file("out.jsonl.checkpoint")
         let status = try CheckpointReport.status(checkpoint: checkpoint)
-        #expect(status["prompts"]?["done"] == 29 && status["prompts"]?["failed"] == 1 && status["prompts"]?["pending"] == 0)
+        #expect(
+            status["prompts"]?["done"] == 29 && status["prompts"]?["failed"] == 1 && status["prompts"]?["pending"] == 0)
         #expect(status["held_by_a_run"] == false)
         #expect(status["last_run"]?["exit_code"] == 1)
         #expect((status["cost_usd"]?.doubleValue ?? 0) > 0)
@@ -155,18 +170,24 @@ struct OperatingTests {
             """
         _ = FileManager.default.createFile(atPath: scratch.file("nightly.yaml"), contents: Data(yaml.utf8))
         let s = try JobFile.load(path: scratch.file("nightly.yaml"), date: "2026-11-21")
-        #expect(s.input == scratch.file("data/2026-11-21.jsonl") && s.output == scratch.file("out/2026-11-21/results.jsonl"))
+        #expect(
+            s.input == scratch.file("data/2026-11-21.jsonl") && s.output == scratch.file("out/2026-11-21/results.jsonl")
+        )
         // The wrapper: a run still holding the lock makes tonight's exit 5 with one line.
-        let scripts = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let scripts = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
             .appendingPathComponent("scripts/nightly").path
         let lockPath = scratch.file("nightly.lock")
         let fd = open(lockPath, O_CREAT | O_RDWR, 0o600)
         defer { close(fd) }
         #expect(flock(fd, LOCK_EX | LOCK_NB) == 0)
         func wrapper() throws -> (Int32, String) {
-            try runToEnd(scripts, [], environment: [
-                "JOB": scratch.file("nightly.yaml"), "DATE": "2026-11-21", "LOCK": lockPath, "CHATBATCH": chatbatchBinary(),
-            ])
+            try runToEnd(
+                scripts, [],
+                environment: [
+                    "JOB": scratch.file("nightly.yaml"), "DATE": "2026-11-21", "LOCK": lockPath,
+                    "CHATBATCH": chatbatchBinary()
+                ])
         }
         let (busy, message) = try wrapper()
         #expect(busy == 5)

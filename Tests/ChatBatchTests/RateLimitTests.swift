@@ -1,8 +1,9 @@
-@testable import ChatBatch
 import ChatBatchCore
 import FakeGateway
 import Foundation
 import Testing
+
+@testable import ChatBatch
 
 /// A key's rate is not its concurrency, and a stray 429 is not its limit: the rules with a fake clock, then real
 /// runs against gateways limited by requests per minute, with and without `x-ratelimit-*` headers.
@@ -12,13 +13,19 @@ struct RateLimitTests {
     static let t0 = SchedulingTests.t0
 
     @Test func rateLimitHeadersAreReadAsServersWriteThem() throws {
-        #expect(RateLimitHint.duration("1s") == 1 && RateLimitHint.duration("6m0s") == 360 && RateLimitHint.duration("20ms") == 0.02)
+        #expect(
+            RateLimitHint.duration("1s") == 1 && RateLimitHint.duration("6m0s") == 360
+                && RateLimitHint.duration("20ms") == 0.02)
         #expect(RateLimitHint.duration("1h2m3.5s") == 3723.5 && RateLimitHint.duration("1.5") == 1.5)
-        #expect(RateLimitHint.duration("soon") == nil && RateLimitHint.duration("-1") == nil && RateLimitHint.duration("5x") == nil)
-        let hint = try #require(RateLimitHint(headers: [
-            "x-ratelimit-limit-requests": "60", "x-ratelimit-remaining-requests": "50", "x-ratelimit-reset-requests": "10s",
-            "x-ratelimit-limit-tokens": "150000", "x-ratelimit-remaining-tokens": "149000",
-        ]))
+        #expect(
+            RateLimitHint.duration("soon") == nil && RateLimitHint.duration("-1") == nil
+                && RateLimitHint.duration("5x") == nil)
+        let hint = try #require(
+            RateLimitHint(headers: [
+                "x-ratelimit-limit-requests": "60", "x-ratelimit-remaining-requests": "50",
+                "x-ratelimit-reset-requests": "10s",
+                "x-ratelimit-limit-tokens": "150000", "x-ratelimit-remaining-tokens": "149000"
+            ]))
         #expect(hint.requests?.rate == 1 && hint.tokens?.rate == nil)  // 10 missing over 10 s; tokens: no reset said
         #expect(RateLimitHint(headers: ["retry-after": "1"]) == nil)
         #expect(RateLimitHint.headerNames.count == 6)
@@ -51,9 +58,11 @@ struct RateLimitTests {
 
     @Test func headersSetTheRateBeforeAny429() throws {
         var pacer = RatePacer()
-        let quota = try #require(RateLimitHint(headers: [
-            "x-ratelimit-limit-requests": "10", "x-ratelimit-remaining-requests": "2", "x-ratelimit-reset-requests": "4s",
-        ])?.requests)
+        let quota = try #require(
+            RateLimitHint(headers: [
+                "x-ratelimit-limit-requests": "10", "x-ratelimit-remaining-requests": "2",
+                "x-ratelimit-reset-requests": "4s"
+            ])?.requests)
         pacer.heard(quota, now: Self.t0)
         #expect(pacer.rate == 2 && pacer.fromHeaders)
         pacer.take()
@@ -119,7 +128,11 @@ struct RateLimitTests {
 
     @Test func aKeyLimitedByRequestsPerMinuteAnswersEveryLineAnd429sUseNoAttempts() throws {
         let scratch = Scratch()
-        let g = try FakeGateway.start { $0.requestsPerMinutePerKey = 1200; $0.rateBucketSeconds = 1; $0.latencyMilliseconds = 20 }
+        let g = try FakeGateway.start {
+            $0.requestsPerMinutePerKey = 1200
+            $0.rateBucketSeconds = 1
+            $0.latencyMilliseconds = 20
+        }
         defer { g.shutdown() }
         // Two attempts a line: 429s that used them up would fail lines.
         let (_, summary) = try Self.run(scratch, g, lines: 120, extra: ["retry: {max_attempts: 2}"])
@@ -134,7 +147,10 @@ struct RateLimitTests {
     @Test func withRateLimitHeadersTheKeyIsPacedBeforeIt429s() throws {
         let scratch = Scratch()
         let g = try FakeGateway.start {
-            $0.requestsPerMinutePerKey = 1200; $0.rateBucketSeconds = 1; $0.latencyMilliseconds = 20; $0.rateLimitHeaders = true
+            $0.requestsPerMinutePerKey = 1200
+            $0.rateBucketSeconds = 1
+            $0.latencyMilliseconds = 20
+            $0.rateLimitHeaders = true
         }
         defer { g.shutdown() }
         let (_, summary) = try Self.run(scratch, g, lines: 80, extra: [])
@@ -145,12 +161,17 @@ struct RateLimitTests {
 
     @Test func aKeyThatAnswersNothingBut429sStopsTheRunResumableAfterTheOutageBudget() throws {
         let scratch = Scratch()
-        let g = try FakeGateway.start { $0.fail429Rate = 1; $0.retryAfterText = "0.05" }
+        let g = try FakeGateway.start {
+            $0.fail429Rate = 1
+            $0.retryAfterText = "0.05"
+        }
         defer { g.shutdown() }
         scratch.write("in.jsonl", lines: promptLines(5))
         writeJob(scratch, g, extra: ["outage_budget: 1", "allow_http: true"])
         let (code, stderr) = try runToEnd(chatbatchBinary(), ["run", scratch.file("job.yaml"), "--quiet"])
         #expect(code == 3 && stderr.contains("nothing but 429s"), "\(stderr)")
-        #expect(try checkpointRows(scratch.file("out.jsonl.checkpoint"), where: "state='failed'").isEmpty, "no line failed: all pending")
+        #expect(
+            try checkpointRows(scratch.file("out.jsonl.checkpoint"), where: "state='failed'").isEmpty,
+            "no line failed: all pending")
     }
 }

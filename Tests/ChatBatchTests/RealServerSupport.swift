@@ -6,7 +6,8 @@ import Testing
 final class LlamaServer {
     static let folder: String = {
         if let dir = ProcessInfo.processInfo.environment["CHATBATCH_REAL_SERVERS"] { return dir }
-        return URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        return URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
             .deletingLastPathComponent().appendingPathComponent("shared/real-servers").path
     }()
 
@@ -24,8 +25,11 @@ final class LlamaServer {
     /// Why the suite cannot run here, or nil when it can.
     static var unavailable: String? {
         let binary = folder + "/llama-server"
-        guard FileManager.default.isExecutableFile(atPath: binary), FileManager.default.fileExists(atPath: folder + "/tiny.gguf") else {
-            return "no llama-server at \(folder) (the real-server suite needs ../shared/real-servers beside the repository)"
+        guard FileManager.default.isExecutableFile(atPath: binary),
+            FileManager.default.fileExists(atPath: folder + "/tiny.gguf")
+        else {
+            return
+                "no llama-server at \(folder) (the real-server suite needs ../shared/real-servers beside the repository)"
         }
         return nil
     }
@@ -37,8 +41,12 @@ final class LlamaServer {
             return nil
         }
         let port = port ?? freeLoopbackPort()
-        let arguments = ["-m", folder + "/tiny.gguf", "--host", "127.0.0.1", "--port", String(port), "-np", String(slots), "-c", "16384",
-                         "-t", "1", "--alias", "tiny", "--jinja", "--no-webui"] + extra
+        let arguments =
+            [
+                "-m", folder + "/tiny.gguf", "--host", "127.0.0.1", "--port", String(port), "-np", String(slots), "-c",
+                "16384",
+                "-t", "1", "--alias", "tiny", "--jinja", "--no-webui"
+            ] + extra
         let p = Process()
         p.executableURL = URL(fileURLWithPath: folder + "/llama-server")
         p.arguments = arguments
@@ -48,7 +56,10 @@ final class LlamaServer {
         let server = LlamaServer(process: p, port: port, arguments: arguments)
         let up = eventually(timeout: 60) { !p.isRunning || httpStatus(port: port, path: "/health") == 200 }
         guard up, p.isRunning else {
-            let how = p.isRunning ? "did not answer /health within 60 s" : "ended (status \(p.terminationStatus), \(p.terminationReason == .uncaughtSignal ? "killed by a signal" : "exited"))"
+            let how =
+                p.isRunning
+                ? "did not answer /health within 60 s"
+                : "ended (status \(p.terminationStatus), \(p.terminationReason == .uncaughtSignal ? "killed by a signal" : "exited"))"
             Issue.record("llama-server cannot run on this machine: it \(how)")
             stopProcess(p)
             return nil
@@ -83,7 +94,9 @@ func httpStatus(port: Int, path: String) -> Int? {
     addr.sin_addr.s_addr = inet_addr("127.0.0.1")
     addr.sin_port = in_port_t(UInt16(port).bigEndian)
     let connected = withUnsafePointer(to: &addr) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+        }
     }
     guard connected == 0 else { return nil }
     let request = Array("GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".utf8)

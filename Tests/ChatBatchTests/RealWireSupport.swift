@@ -1,8 +1,9 @@
-@testable import ChatBatch
 import ChatBatchCore
 import FakeGateway
 import Foundation
 import Testing
+
+@testable import ChatBatch
 
 /// A free TCP port on loopback (bound, read, released).
 func freeLoopbackPort() -> Int {
@@ -13,8 +14,12 @@ func freeLoopbackPort() -> Int {
     addr.sin_addr.s_addr = inet_addr("127.0.0.1")
     addr.sin_port = 0
     var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-    _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
-    _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+    _ = withUnsafeMutablePointer(to: &addr) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) }
+    }
+    _ = withUnsafeMutablePointer(to: &addr) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
+    }
     return Int(UInt16(bigEndian: addr.sin_port))
 }
 
@@ -26,7 +31,11 @@ func isListening(_ port: Int) -> Bool {
     addr.sin_family = sa_family_t(AF_INET)
     addr.sin_addr.s_addr = inet_addr("127.0.0.1")
     addr.sin_port = in_port_t(UInt16(port).bigEndian)
-    return withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } } == 0
+    return withUnsafePointer(to: &addr) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+        }
+    } == 0
 }
 
 /// Stops a helper process: SIGTERM, then SIGKILL if it has not ended within three seconds.
@@ -39,7 +48,8 @@ func stopProcess(_ p: Process) {
 
 /// A path to an installed program, or nil.
 func installed(_ name: String) -> String? {
-    for dir in ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin", "/sbin", "/bin"] where FileManager.default.isExecutableFile(atPath: "\(dir)/\(name)") {
+    for dir in ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin", "/sbin", "/bin"]
+    where FileManager.default.isExecutableFile(atPath: "\(dir)/\(name)") {
         return "\(dir)/\(name)"
     }
     return nil
@@ -58,10 +68,15 @@ struct TestCertificates {
             .write(toFile: ext, atomically: true, encoding: .utf8)
         let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
         for args in [
-            ["req", "-x509"] + ec + ["-keyout", dir + "/ca.key", "-out", ca, "-days", "2", "-subj", "/CN=chatbatch test CA"],
+            ["req", "-x509"] + ec + [
+                "-keyout", dir + "/ca.key", "-out", ca, "-days", "2", "-subj", "/CN=chatbatch test CA"
+            ],
             ["req"] + ec + ["-keyout", key, "-out", dir + "/server.csr", "-subj", "/CN=127.0.0.1"],
-            ["x509", "-req", "-in", dir + "/server.csr", "-CA", ca, "-CAkey", dir + "/ca.key", "-CAcreateserial", "-out", cert,
-             "-days", "2", "-extfile", ext],
+            [
+                "x509", "-req", "-in", dir + "/server.csr", "-CA", ca, "-CAkey", dir + "/ca.key", "-CAcreateserial",
+                "-out", cert,
+                "-days", "2", "-extfile", ext
+            ]
         ] {
             let (code, err) = try runToEnd(installed("openssl") ?? "/usr/bin/openssl", args)
             guard code == 0 else { throw ChatBatchError(.badCACert, "openssl \(args[0]) failed: \(err)") }
@@ -70,7 +85,8 @@ struct TestCertificates {
 }
 
 /// A real nginx on loopback: TLS with HTTP/2 on `h2Port`, TLS with HTTP/1.1 only on `h1Port`, both passing
-/// requests to the fake gateway over keep-alive upstream connections; access log `$connection $server_protocol $status`.
+/// requests to the fake gateway over keep-alive upstream connections; access log `$connection $server_protocol
+/// $status`.
 final class TestNginx {
     let dir: String
     let certificates: TestCertificates
@@ -92,7 +108,10 @@ final class TestNginx {
         for _ in 0..<5 {
             h2Port = freeLoopbackPort()
             h1Port = freeLoopbackPort()
-            do { try start(); return } catch { lastError = error }
+            do {
+                try start()
+                return
+            } catch { lastError = error }
         }
         throw lastError!
     }
@@ -136,7 +155,8 @@ final class TestNginx {
     func start() throws {
         try writeConfig()
         try? FileManager.default.removeItem(atPath: dir + "/error.log")
-        let p = try launch(installed("nginx") ?? "/usr/sbin/nginx", ["-p", dir, "-c", dir + "/nginx.conf", "-g", "daemon off;"])
+        let p = try launch(
+            installed("nginx") ?? "/usr/sbin/nginx", ["-p", dir, "-c", dir + "/nginx.conf", "-g", "daemon off;"])
         process = p
         let log = { (try? String(contentsOfFile: self.dir + "/error.log", encoding: .utf8)) ?? "" }
         _ = eventually(timeout: 10) { log().contains("start worker process") || !p.isRunning }
@@ -192,7 +212,9 @@ final class TestProxy {
             """
         try conf.write(toFile: dir + "/tinyproxy.conf", atomically: true, encoding: .utf8)
         process = try launch(installed("tinyproxy") ?? "/usr/bin/tinyproxy", ["-d", "-c", dir + "/tinyproxy.conf"])
-        guard eventually(timeout: 10, { isListening(self.port) }) else { throw ChatBatchError(.openFailed, "tinyproxy did not start") }
+        guard eventually(timeout: 10, { isListening(self.port) }) else {
+            throw ChatBatchError(.openFailed, "tinyproxy did not start")
+        }
     }
 
     deinit { stopProcess(process) }

@@ -1,21 +1,25 @@
-@testable import ChatBatch
 import ChatBatchCore
 import FakeGateway
 import Foundation
 import Synchronization
 import Testing
 
+@testable import ChatBatch
+
 /// The wire users pay for: TLS, HTTP/2, a forward proxy and a private CA, with real nginx and tinyproxy
 /// (Debian's packages, which `scripts/test` and `.ci/run` install) in front of the fake gateway.
-@Suite("The real wire: TLS, HTTP/2, proxies and custom CAs", .serialized,
-       .enabled(if: installed("nginx") != nil && installed("tinyproxy") != nil && installed("openssl") != nil))
+@Suite(
+    "The real wire: TLS, HTTP/2, proxies and custom CAs", .serialized,
+    .enabled(if: installed("nginx") != nil && installed("tinyproxy") != nil && installed("openssl") != nil))
 struct RealWireTests {
-    func setUp(_ scratch: Scratch, gateway: (inout FakeGatewayConfiguration) -> Void = { _ in }, maxStreams: Int = 128) throws
+    func setUp(_ scratch: Scratch, gateway: (inout FakeGatewayConfiguration) -> Void = { _ in }, maxStreams: Int = 128)
+        throws
         -> (FakeGateway, TestCertificates, TestNginx)
     {
         let g = try FakeGateway.start(gateway)
         let certificates = try TestCertificates(in: scratch.path)
-        let nginx = try TestNginx(dir: scratch.file("nginx"), certificates: certificates, upstream: g.port, maxStreams: maxStreams)
+        let nginx = try TestNginx(
+            dir: scratch.file("nginx"), certificates: certificates, upstream: g.port, maxStreams: maxStreams)
         return (g, certificates, nginx)
     }
 
@@ -70,7 +74,9 @@ struct RealWireTests {
         let (summary, messages) = try runJob(s)
         #expect(summary.exit == .stoppedEarly)
         let reason = summary.stopReason ?? ""
-        #expect(reason.contains("127.0.0.1:\(nginx.h2Port)") && reason.contains("certificate") && reason.contains("--ca-cert") && reason.contains("SSL_CERT_FILE"), "\(reason)")
+        #expect(
+            reason.contains("127.0.0.1:\(nginx.h2Port)") && reason.contains("certificate")
+                && reason.contains("--ca-cert") && reason.contains("SSL_CERT_FILE"), "\(reason)")
         #expect(summary.sent == 0 && summary.attempts == 0 && summary.retries == 0)
         #expect(messages.filter { $0.contains("certificate was refused") }.count == 1)
         #expect(g.ledger.snapshot().isEmpty && nginx.accessLog().isEmpty)
@@ -90,8 +96,10 @@ struct RealWireTests {
         scratch.write("in.jsonl", lines: promptLines(20))
         ChatBatchTests.writeJob(scratch, g)
         // CURL_CA_BUNDLE comes first, as in the curl tool: unset it (empty) when SSL_CERT_FILE is the one tested.
-        let environment = variable == "SSL_CERT_FILE" ? [variable: certs.ca, "CURL_CA_BUNDLE": ""] : [variable: certs.ca]
-        let (code, stderr) = try runToEnd(chatbatchBinary(), ["run", scratch.file("job.yaml"), "--base-url", nginx.h2URL], environment: environment)
+        let environment =
+            variable == "SSL_CERT_FILE" ? [variable: certs.ca, "CURL_CA_BUNDLE": ""] : [variable: certs.ca]
+        let (code, stderr) = try runToEnd(
+            chatbatchBinary(), ["run", scratch.file("job.yaml"), "--base-url", nginx.h2URL], environment: environment)
         #expect(code == 0, "\(stderr)")
         #expect(scratch.lines("out.jsonl").count == 20)
     }
@@ -110,10 +118,12 @@ struct RealWireTests {
         #expect(proxy.log.contains("CONNECT"))
         // By the environment, with the real binary.
         ChatBatchTests.writeJob(scratch, g, extra: ["ca_cert: ca.pem", "output: env.jsonl"])
-        let yaml = try String(contentsOfFile: scratch.file("job.yaml"), encoding: .utf8).replacingOccurrences(of: "output: out.jsonl\n", with: "")
+        let yaml = try String(contentsOfFile: scratch.file("job.yaml"), encoding: .utf8).replacingOccurrences(
+            of: "output: out.jsonl\n", with: "")
         try yaml.write(toFile: scratch.file("job.yaml"), atomically: true, encoding: .utf8)
-        let (code, stderr) = try runToEnd(chatbatchBinary(), ["run", scratch.file("job.yaml"), "--base-url", nginx.h2URL],
-                                          environment: ["CB_TEST_KEY": key, "HTTPS_PROXY": proxy.url])
+        let (code, stderr) = try runToEnd(
+            chatbatchBinary(), ["run", scratch.file("job.yaml"), "--base-url", nginx.h2URL],
+            environment: ["CB_TEST_KEY": key, "HTTPS_PROXY": proxy.url])
         #expect(code == 0, "\(stderr)")
         #expect(proxy.log.components(separatedBy: "CONNECT").count > 2)
         // A proxy that refuses is an error without the key in it.
@@ -126,12 +136,16 @@ struct RealWireTests {
         #expect(refused.exit == .stoppedEarly && refused.failed == 0 && refused.leftPending == 40, "\(refused.text)")
         #expect(refused.stopReason?.contains("nothing was sent") == true, "\(refused.text)")
         for text in messages + refusedMessages + [stderr, proxy.log, refused.text] { #expect(!text.contains(key)) }
-        #expect(!((try? String(contentsOfFile: scratch.file("refused.errors.jsonl"), encoding: .utf8)) ?? "").contains(key))
+        #expect(
+            !((try? String(contentsOfFile: scratch.file("refused.errors.jsonl"), encoding: .utf8)) ?? "").contains(key))
     }
 
     @Test func aReloadAndARestartOfTheServerMidRunLoseNothingAndBillNothingTwiceUncounted() throws {
         let scratch = Scratch()
-        let (g, certs, nginx) = try setUp(scratch) { $0.latencyMilliseconds = 30; $0.jitterMilliseconds = 30 }
+        let (g, certs, nginx) = try setUp(scratch) {
+            $0.latencyMilliseconds = 30
+            $0.jitterMilliseconds = 30
+        }
         defer { g.shutdown() }
         let n = 600
         scratch.write("in.jsonl", lines: promptLines(n))
@@ -172,7 +186,10 @@ struct RealWireTests {
 
     @Test func retryAfterReachesTheClientThroughNginxAndPausesTheKey() throws {
         let scratch = Scratch()
-        let (g, certs, nginx) = try setUp(scratch) { $0.script = ["p0003": [.rateLimited, .ok]]; $0.retryAfterSeconds = 1 }
+        let (g, certs, nginx) = try setUp(scratch) {
+            $0.script = ["p0003": [.rateLimited, .ok]]
+            $0.retryAfterSeconds = 1
+        }
         defer { g.shutdown() }
         scratch.write("in.jsonl", lines: promptLines(10))
         let (summary, _) = try runJob(tls(scratch, g, baseURL: nginx.h2URL, ca: certs.ca))

@@ -1,8 +1,9 @@
-@testable import ChatBatch
 import ChatBatchCore
 import FakeGateway
 import Foundation
 import Testing
+
+@testable import ChatBatch
 
 /// Lines for a model the provider refuses (403/404): one request per model, every line in the errors file once.
 @Suite("Refused models: one request, every line lands")
@@ -11,7 +12,8 @@ struct RefusedModelTests {
     func mixedModelLines(_ n: Int = 30, refused: String = "gpt-4o", every: Int = 3) -> [String] {
         (1...n).map { i in
             let model = i % every == 0 ? refused : "openai/gpt-oss-120b"
-            return #"{"custom_id":"m\#(i)","body":{"model":"\#(model)","messages":[{"role":"user","content":"hi \#(i)"}]},"url":"/v1/chat/completions","method":"POST"}"#
+            return
+                #"{"custom_id":"m\#(i)","body":{"model":"\#(model)","messages":[{"role":"user","content":"hi \#(i)"}]},"url":"/v1/chat/completions","method":"POST"}"#
         }
     }
 
@@ -47,10 +49,18 @@ struct RefusedModelTests {
         }
         #expect(errors.filter { $0["response"]?["status_code"] == 404 }.count == 1)
         // A plain rerun sends nothing and leaves both files byte for byte as they are.
-        let before = try [Data(contentsOf: URL(fileURLWithPath: scratch.file("out.jsonl"))), Data(contentsOf: URL(fileURLWithPath: scratch.file("out.errors.jsonl")))]
+        let before = try [
+            Data(contentsOf: URL(fileURLWithPath: scratch.file("out.jsonl"))),
+            Data(contentsOf: URL(fileURLWithPath: scratch.file("out.errors.jsonl")))
+        ]
         let (again, _) = try runJob(s)
-        #expect(again.attempts == 0 && again.alreadyDone == 20 && again.alreadyFailed == 10 && again.exit == .doneWithFailures)
-        let after = try [Data(contentsOf: URL(fileURLWithPath: scratch.file("out.jsonl"))), Data(contentsOf: URL(fileURLWithPath: scratch.file("out.errors.jsonl")))]
+        #expect(
+            again.attempts == 0 && again.alreadyDone == 20 && again.alreadyFailed == 10
+                && again.exit == .doneWithFailures)
+        let after = try [
+            Data(contentsOf: URL(fileURLWithPath: scratch.file("out.jsonl"))),
+            Data(contentsOf: URL(fileURLWithPath: scratch.file("out.errors.jsonl")))
+        ]
         #expect(before == after)
         #expect(g.ledger.snapshot().count == ledger.count)
     }
@@ -64,7 +74,10 @@ struct RefusedModelTests {
         _ = try runJob(s)
         // The provider now serves the model (say the key was given the scope): the same endpoint, on the same port.
         g.shutdown()
-        let served = try FakeGateway.start { $0.models = ["openai/gpt-oss-120b", "gpt-4o"]; $0.port = g.port }
+        let served = try FakeGateway.start {
+            $0.models = ["openai/gpt-oss-120b", "gpt-4o"]
+            $0.port = g.port
+        }
         defer { served.shutdown() }
         #expect(served.baseURL == s.baseURL)
         let (plain, _) = try runJob(s)
@@ -72,7 +85,9 @@ struct RefusedModelTests {
         s.retryFailed = true
         let (retried, _) = try runJob(s)
         #expect(retried.exit == .allDone && retried.done == 10 && retried.attempts == 10, "\(retried.text)")
-        #expect(Set(served.ledger.snapshot().compactMap(\.clientRequestID)) == Set((1...30).filter { $0 % 3 == 0 }.map { "m\($0)" }))
+        #expect(
+            Set(served.ledger.snapshot().compactMap(\.clientRequestID))
+                == Set((1...30).filter { $0 % 3 == 0 }.map { "m\($0)" }))
         #expect(scratch.lines("out.jsonl").count == 30 && scratch.lines("out.errors.jsonl").isEmpty)
     }
 
@@ -93,7 +108,10 @@ struct RefusedModelTests {
     @Test func eachShardSpendsOneRequestPerRefusedModelAndMergeHasEveryLineOnce() throws {
         let scratch = Scratch()
         let g = try FakeGateway.start {
-            $0.fail500Rate = 0.05; $0.fail503Rate = 0.05; $0.retryAfterSeconds = nil; $0.randomSeed = 3
+            $0.fail500Rate = 0.05
+            $0.fail503Rate = 0.05
+            $0.retryAfterSeconds = nil
+            $0.randomSeed = 3
         }
         defer { g.shutdown() }
         let n = 300
@@ -108,14 +126,17 @@ struct RefusedModelTests {
             #expect(summary.leftPending == 0, "\(summary.text)")
             results.append(scratch.file("shard\(i).jsonl"))
         }
-        _ = try OutputMerge.merge(results: results, output: scratch.file("out.jsonl"), errors: nil, summaries: [], summaryOutput: nil)
+        _ = try OutputMerge.merge(
+            results: results, output: scratch.file("out.jsonl"), errors: nil, summaries: [], summaryOutput: nil)
         let refusedIDs = Set([100, 200, 300].map { "m\($0)" })
         let ledger = g.ledger.snapshot()
         // At most one request per shard for the refused model (a shard without its lines sends none).
         #expect(ledger.filter { $0.status == 404 }.count <= 3)
-        #expect(Set(ledger.filter { refusedIDs.contains($0.clientRequestID ?? "") }.compactMap(\.clientRequestID)).count
-            == ledger.filter { $0.status == 404 }.count)
-        try expectExactlyOnce(scratch, ids: (1...n).map { "m\($0)" }, gateway: g, checkpoints: results.map { $0 + ".checkpoint" })
+        #expect(
+            Set(ledger.filter { refusedIDs.contains($0.clientRequestID ?? "") }.compactMap(\.clientRequestID)).count
+                == ledger.filter { $0.status == 404 }.count)
+        try expectExactlyOnce(
+            scratch, ids: (1...n).map { "m\($0)" }, gateway: g, checkpoints: results.map { $0 + ".checkpoint" })
         #expect(Set(scratch.lines("out.errors.jsonl").compactMap { $0["custom_id"]?.stringValue }) == refusedIDs)
     }
 
@@ -123,9 +144,14 @@ struct RefusedModelTests {
     func interruptedFaultMixRunWithRefusedModelsLandsEveryLineOnceAfterResume(signal: Int32) throws {
         let scratch = Scratch()
         let g = try FakeGateway.start {
-            $0.latencyMilliseconds = 10; $0.jitterMilliseconds = 20
-            $0.fail429Rate = 0.02; $0.fail500Rate = 0.03; $0.fail503Rate = 0.03; $0.resetRate = 0.02
-            $0.retryAfterSeconds = nil; $0.randomSeed = 5
+            $0.latencyMilliseconds = 10
+            $0.jitterMilliseconds = 20
+            $0.fail429Rate = 0.02
+            $0.fail500Rate = 0.03
+            $0.fail503Rate = 0.03
+            $0.resetRate = 0.02
+            $0.retryAfterSeconds = nil
+            $0.randomSeed = 5
         }
         defer { g.shutdown() }
         let n = 600
@@ -153,6 +179,8 @@ struct RefusedModelTests {
         // Across the signal and the resume: one request per refused model.
         let ledger = g.ledger.snapshot()
         #expect(ledger.filter { $0.status == 404 }.count == 2)
-        #expect(Set(ledger.filter { refusedIDs.contains($0.clientRequestID ?? "") }.compactMap(\.clientRequestID)).count == 2)
+        #expect(
+            Set(ledger.filter { refusedIDs.contains($0.clientRequestID ?? "") }.compactMap(\.clientRequestID)).count
+                == 2)
     }
 }

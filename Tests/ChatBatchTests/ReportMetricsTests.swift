@@ -1,15 +1,21 @@
-@testable import ChatBatch
 import ChatBatchCore
 import FakeGateway
 import Foundation
 import Testing
 
-/// The HTML report rendered by a real browser, and the metrics file read by a real Prometheus parser, with the real binary.
+@testable import ChatBatch
+
+/// The HTML report rendered by a real browser, and the metrics file read by a real Prometheus parser, with the real
+/// binary.
 @Suite("Pictures and metrics", .serialized)
 struct ReportMetricsTests {
-    static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
 
-    @Test(needs("chromium is not installed (apt-get install chromium): the report is not rendered") { Browser.chromium() != nil })
+    @Test(
+        needs("chromium is not installed (apt-get install chromium): the report is not rendered") {
+            Browser.chromium() != nil
+        })
     func theReportOfAStoppedAndResumedDemoRendersInHeadlessChromium() throws {
         guard let chromium = Browser.chromium() else {
             Issue.record("chromium is not installed and could not be installed (apt-get install chromium)")
@@ -18,17 +24,23 @@ struct ReportMetricsTests {
         let scratch = Scratch()
         let png = scratch.file("report.png"), html = scratch.file("report.html")
         // The README's picture step: the demo job stopped with SIGTERM part-way and resumed, then rendered.
-        let (code, said) = try runToEnd(Self.repository.appendingPathComponent("scripts/report-picture").path, [png, html], environment: [
-            "CHATBATCH": chatbatchBinary(), "PATH": URL(fileURLWithPath: chromium).deletingLastPathComponent().path + ":/usr/bin:/bin",
-        ])
+        let (code, said) = try runToEnd(
+            Self.repository.appendingPathComponent("scripts/report-picture").path, [png, html],
+            environment: [
+                "CHATBATCH": chatbatchBinary(),
+                "PATH": URL(fileURLWithPath: chromium).deletingLastPathComponent().path + ":/usr/bin:/bin"
+            ])
         #expect(code == 0, "\(said)")
         let page = try String(contentsOfFile: html, encoding: .utf8)
         // Self-contained: nothing to fetch, no script.
         for fetch in ["<script", "src=", "href=", "url(", "@import", "<link", "<img"] {
             #expect(!page.contains(fetch), "the page holds \(fetch)")
         }
-        #expect(page.components(separatedBy: "<svg").count - 1 == 4, "answers over time, latency, status over time, cost")
-        for part in ["run 1", "run 2", "p50 ", "p90 ", "p99 ", "in-flight limit", "By model", "interrupted", "all 200 lines done"] {
+        #expect(
+            page.components(separatedBy: "<svg").count - 1 == 4, "answers over time, latency, status over time, cost")
+        for part in [
+            "run 1", "run 2", "p50 ", "p90 ", "p99 ", "in-flight limit", "By model", "interrupted", "all 200 lines done"
+        ] {
             #expect(page.contains(part), "the page lacks \(part)")
         }
         // The screenshot is the page drawn: the charts' colours are there, not a blank or an error page.
@@ -49,37 +61,55 @@ struct ReportMetricsTests {
         }
         defer { g.shutdown() }
         scratch.write("in.jsonl", lines: promptLines(80))
-        writeJob(scratch, g, concurrency: 4, extra: ["stream: true", "metrics_file: metrics/night.prom", "metrics_interval: 0.1"])
+        writeJob(
+            scratch, g, concurrency: 4,
+            extra: ["stream: true", "metrics_file: metrics/night.prom", "metrics_interval: 0.1"])
         let metrics = scratch.file("metrics/night.prom")
         let run = try launch(chatbatchBinary(), ["run", scratch.file("job.yaml"), "--quiet"])
         defer { if run.isRunning { kill(run.processIdentifier, SIGKILL) } }
-        #expect(eventually(timeout: 20) { Metrics.value(metrics, "chatbatch_prompts", ["state": "answered"]) ?? 0 >= 12 })
+        #expect(
+            eventually(timeout: 20) { Metrics.value(metrics, "chatbatch_prompts", ["state": "answered"]) ?? 0 >= 12 })
         let running = try String(contentsOfFile: metrics, encoding: .utf8)
-        #expect(Metrics.value(metrics, "chatbatch_running") == 1 && Metrics.value(metrics, "chatbatch_last_exit_code") == nil, "\(running)")
-        #expect(Metrics.value(metrics, "chatbatch_inflight_limit", ["provider": "openai-compatible"]) ?? 0 >= 1, "\(running)")
+        #expect(
+            Metrics.value(metrics, "chatbatch_running") == 1
+                && Metrics.value(metrics, "chatbatch_last_exit_code") == nil, "\(running)")
+        #expect(
+            Metrics.value(metrics, "chatbatch_inflight_limit", ["provider": "openai-compatible"]) ?? 0 >= 1,
+            "\(running)")
         #expect(running.contains(#"chatbatch_job="job""#), "labelled with the job file's name: \(running)")
         #expect(try Metrics.check(metrics) ?? true)
         // The report of the run still going: its run has not ended, streamed lines have a time to first token.
-        let (reported, said) = try runToEnd(chatbatchBinary(), ["report", scratch.file("job.yaml"), "--html", scratch.file("now.html")], captureStdout: true)
+        let (reported, said) = try runToEnd(
+            chatbatchBinary(), ["report", scratch.file("job.yaml"), "--html", scratch.file("now.html")],
+            captureStdout: true)
         #expect(reported == 0, "\(said)")
         let now = try String(contentsOfFile: scratch.file("now.html"), encoding: .utf8)
-        #expect(now.contains("not ended") && now.contains("Time to first token") && now.components(separatedBy: "<svg").count - 1 == 5)
+        #expect(
+            now.contains("not ended") && now.contains("Time to first token")
+                && now.components(separatedBy: "<svg").count - 1 == 5)
 
         kill(run.processIdentifier, SIGTERM)
         run.waitUntilExit()
         #expect(run.terminationStatus == 4)
-        #expect(Metrics.value(metrics, "chatbatch_running") == 0 && Metrics.value(metrics, "chatbatch_last_exit_code") == 4)
+        #expect(
+            Metrics.value(metrics, "chatbatch_running") == 0 && Metrics.value(metrics, "chatbatch_last_exit_code") == 4)
         #expect(Metrics.value(metrics, "chatbatch_prompts", ["state": "left_pending"]) ?? 0 > 0)
         #expect(try Metrics.check(metrics) ?? true)
 
         let (resumed, text) = try runToEnd(chatbatchBinary(), ["run", scratch.file("job.yaml"), "--quiet"])
         #expect(resumed == 1, "p0003's 400 failed it: \(text)")
-        let answered = ["answered", "answered_before"].compactMap { Metrics.value(metrics, "chatbatch_prompts", ["state": $0]) }.reduce(0, +)
-        let failed = ["failed", "failed_before"].compactMap { Metrics.value(metrics, "chatbatch_prompts", ["state": $0]) }.reduce(0, +)
+        let answered = ["answered", "answered_before"].compactMap {
+            Metrics.value(metrics, "chatbatch_prompts", ["state": $0])
+        }.reduce(0, +)
+        let failed = ["failed", "failed_before"].compactMap {
+            Metrics.value(metrics, "chatbatch_prompts", ["state": $0])
+        }.reduce(0, +)
         #expect(answered == 79 && failed == 1 && Metrics.value(metrics, "chatbatch_last_exit_code") == 1)
         #expect(Metrics.value(metrics, "chatbatch_input_lines_read") == 80)
         #expect(try Metrics.check(metrics) ?? true)
-        let (_, _) = try runToEnd(chatbatchBinary(), ["report", scratch.file("job.yaml"), "--html", scratch.file("now.html")], captureStdout: true)
+        let (_, _) = try runToEnd(
+            chatbatchBinary(), ["report", scratch.file("job.yaml"), "--html", scratch.file("now.html")],
+            captureStdout: true)
         let done = try String(contentsOfFile: scratch.file("now.html"), encoding: .utf8)
         #expect(done.contains("<code>p0003</code> in.jsonl:3:"), "a failure's example names its line")
         #expect(done.contains("run 2") && !done.contains("not ended"))
@@ -89,28 +119,45 @@ struct ReportMetricsTests {
     func theShippedJobsWriteMetricsThatAgreeWithTheirSummary(_ job: String) throws {
         let scratch = Scratch()
         let jobs = Self.repository.appendingPathComponent("jobs")
-        try FileManager.default.copyItem(atPath: jobs.appendingPathComponent("\(job).yaml").path, toPath: scratch.file("\(job).yaml"))
+        try FileManager.default.copyItem(
+            atPath: jobs.appendingPathComponent("\(job).yaml").path, toPath: scratch.file("\(job).yaml"))
         try FileManager.default.copyItem(atPath: jobs.appendingPathComponent("data").path, toPath: scratch.file("data"))
         let metrics = scratch.file("\(job).prom")
-        let (code, said) = try runToEnd(chatbatchBinary(), [
-            "run", scratch.file("\(job).yaml"), "--fake-gateway", "--quiet", "--metrics-file", metrics, "--summary-json", scratch.file("summary.json"),
-        ])
+        let (code, said) = try runToEnd(
+            chatbatchBinary(),
+            [
+                "run", scratch.file("\(job).yaml"), "--fake-gateway", "--quiet", "--metrics-file", metrics,
+                "--summary-json", scratch.file("summary.json")
+            ])
         #expect(code == 0, "\(said)")
         #expect(try Metrics.check(metrics) ?? true)
         let summary = try JSON.parse(String(contentsOfFile: scratch.file("summary.json"), encoding: .utf8))
         let labels = ["chatbatch_job": job]
-        #expect(Metrics.value(metrics, "chatbatch_prompts", labels.merging(["state": "answered"]) { $1 }) == summary["done"]?.doubleValue)
-        #expect(Metrics.value(metrics, "chatbatch_tokens_total", ["kind": "prompt"]) == summary["prompt_tokens"]?.doubleValue)
-        #expect(Metrics.value(metrics, "chatbatch_tokens_total", ["kind": "completion"]) == summary["completion_tokens"]?.doubleValue)
+        #expect(
+            Metrics.value(metrics, "chatbatch_prompts", labels.merging(["state": "answered"]) { $1 })
+                == summary["done"]?.doubleValue)
+        #expect(
+            Metrics.value(metrics, "chatbatch_tokens_total", ["kind": "prompt"])
+                == summary["prompt_tokens"]?.doubleValue)
+        #expect(
+            Metrics.value(metrics, "chatbatch_tokens_total", ["kind": "completion"])
+                == summary["completion_tokens"]?.doubleValue)
         #expect(Metrics.value(metrics, "chatbatch_requests_total", ["code": "200"]) == summary["done"]?.doubleValue)
         #expect(Metrics.value(metrics, "chatbatch_request_duration_seconds_count") == summary["done"]?.doubleValue)
-        #expect(Metrics.value(metrics, "chatbatch_last_exit_code") == 0 && Metrics.value(metrics, "chatbatch_running") == 0)
-        #expect(abs((Metrics.value(metrics, "chatbatch_cost_usd_total") ?? 0) - (summary["cost_usd"]?.doubleValue ?? -1)) < 1e-9)
+        #expect(
+            Metrics.value(metrics, "chatbatch_last_exit_code") == 0 && Metrics.value(metrics, "chatbatch_running") == 0)
+        #expect(
+            abs((Metrics.value(metrics, "chatbatch_cost_usd_total") ?? 0) - (summary["cost_usd"]?.doubleValue ?? -1))
+                < 1e-9)
         let attrs = try FileManager.default.attributesOfItem(atPath: metrics)
         #expect((attrs[.posixPermissions] as? Int) == 0o644, "node_exporter runs as another user")
-        let (reported, text) = try runToEnd(chatbatchBinary(), ["report", scratch.file("\(job).yaml"), "--html", scratch.file("r.html")], captureStdout: true)
+        let (reported, text) = try runToEnd(
+            chatbatchBinary(), ["report", scratch.file("\(job).yaml"), "--html", scratch.file("r.html")],
+            captureStdout: true)
         #expect(reported == 0 && text.contains("wrote"), "\(text)")
-        #expect(try String(contentsOfFile: scratch.file("r.html"), encoding: .utf8).components(separatedBy: "<svg").count - 1 == 4)
+        #expect(
+            try String(contentsOfFile: scratch.file("r.html"), encoding: .utf8).components(separatedBy: "<svg").count
+                - 1 == 4)
     }
 
     @Test func neitherTheReportNorTheMetricsReplaceAFileTheyDidNotWrite() throws {
@@ -121,19 +168,27 @@ struct ReportMetricsTests {
         writeJob(scratch, g)
         #expect(try runToEnd(chatbatchBinary(), ["run", scratch.file("job.yaml"), "--quiet"]).0 == 0)
         let before = try Data(contentsOf: URL(fileURLWithPath: scratch.file("in.jsonl")))
-        let (code, said) = try runToEnd(chatbatchBinary(), ["report", scratch.file("job.yaml"), "--html", scratch.file("in.jsonl")])
+        let (code, said) = try runToEnd(
+            chatbatchBinary(), ["report", scratch.file("job.yaml"), "--html", scratch.file("in.jsonl")])
         #expect(code != 0 && said.contains("is not a chatbatch report"), "\(said)")
         #expect(try Data(contentsOf: URL(fileURLWithPath: scratch.file("in.jsonl"))) == before)
         // An earlier report is replaced.
-        #expect(try runToEnd(chatbatchBinary(), ["report", scratch.file("job.yaml"), "--html", scratch.file("r.html")]).0 == 0)
-        #expect(try runToEnd(chatbatchBinary(), ["report", scratch.file("job.yaml"), "--html", scratch.file("r.html")]).0 == 0)
+        #expect(
+            try runToEnd(chatbatchBinary(), ["report", scratch.file("job.yaml"), "--html", scratch.file("r.html")]).0
+                == 0)
+        #expect(
+            try runToEnd(chatbatchBinary(), ["report", scratch.file("job.yaml"), "--html", scratch.file("r.html")]).0
+                == 0)
         // A metrics file that cannot be written stops nothing paid: the run is refused before sending.
         try "x".write(toFile: scratch.file("blocker"), atomically: true, encoding: .utf8)
         scratch.write("more.jsonl", lines: promptLines(3, prefix: "m"))
         let sent = g.ledger.count
-        let (refused, why) = try runToEnd(chatbatchBinary(), [
-            "run", scratch.file("more.jsonl"), "--base-url", g.baseURL, "--api-key-env", "CB_TEST_KEY", "--metrics-file", scratch.file("blocker/m.prom"),
-        ])
+        let (refused, why) = try runToEnd(
+            chatbatchBinary(),
+            [
+                "run", scratch.file("more.jsonl"), "--base-url", g.baseURL, "--api-key-env", "CB_TEST_KEY",
+                "--metrics-file", scratch.file("blocker/m.prom")
+            ])
         #expect(refused == 2 && why.contains("cannot write the metrics to"), "\(why)")
         #expect(g.ledger.count == sent)
     }
@@ -147,11 +202,14 @@ enum Metrics {
         for line in text.split(separator: "\n") where line.hasPrefix(name + "{") {
             guard let close = line.lastIndex(of: "}") else { continue }
             let inside = line[line.index(line.startIndex, offsetBy: name.count + 1)..<close]
-            let have = Dictionary(inside.split(separator: ",").compactMap { pair -> (String, String)? in
-                let kv = pair.split(separator: "=", maxSplits: 1)
-                return kv.count == 2 ? (String(kv[0]), String(kv[1].dropFirst().dropLast())) : nil
-            }, uniquingKeysWith: { a, _ in a })
-            if labels.allSatisfy({ have[$0.key] == $0.value }) { return Double(line[line.index(after: close)...].trimmingCharacters(in: .whitespaces)) }
+            let have = Dictionary(
+                inside.split(separator: ",").compactMap { pair -> (String, String)? in
+                    let kv = pair.split(separator: "=", maxSplits: 1)
+                    return kv.count == 2 ? (String(kv[0]), String(kv[1].dropFirst().dropLast())) : nil
+                }, uniquingKeysWith: { a, _ in a })
+            if labels.allSatisfy({ have[$0.key] == $0.value }) {
+                return Double(line[line.index(after: close)...].trimmingCharacters(in: .whitespaces))
+            }
         }
         return nil
     }
@@ -183,7 +241,9 @@ enum Metrics {
         if said.contains("No module named") {
             // In CI, which installs promtool, an unparsed file is a failure; elsewhere the rest of the test still runs.
             if inCI { Issue.record("neither promtool nor prometheus_client is installed: \(path) was not parsed") }
-            print("note: neither promtool (apt-get install prometheus) nor prometheus_client is installed: \(path) was not parsed")
+            print(
+                "note: neither promtool (apt-get install prometheus) nor prometheus_client is installed: \(path) was not parsed"
+            )
             return nil
         }
         if code != 0 { print("prometheus_client could not parse \(path): \(said)") }

@@ -1,8 +1,9 @@
-@testable import ChatBatch
 import ChatBatchCore
 import FakeGateway
 import Foundation
 import Testing
+
+@testable import ChatBatch
 
 /// A rerun of a finished job proves the input unchanged by its fingerprint instead of re-reading every line,
 /// and falls back to the line-level check whenever anything could differ.
@@ -28,13 +29,19 @@ struct ResumeFingerprintTests {
         let s = settings(scratch, g)
         let (first, _) = try runJob(s)
         #expect(!first.inputUnchanged && first.done == 29 && first.failed == 1 && first.invalid == 1)
-        let files = try ["out.jsonl", "out.errors.jsonl"].map { try Data(contentsOf: URL(fileURLWithPath: scratch.file($0))) }
+        let files = try ["out.jsonl", "out.errors.jsonl"].map {
+            try Data(contentsOf: URL(fileURLWithPath: scratch.file($0)))
+        }
         let (again, _) = try runJob(s)
         #expect(again.inputUnchanged && again.attempts == 0)
-        #expect(again.inputLines == 31 && again.alreadyDone == 29 && again.alreadyFailed == 2 && again.exit == .doneWithFailures)
+        #expect(
+            again.inputLines == 31 && again.alreadyDone == 29 && again.alreadyFailed == 2
+                && again.exit == .doneWithFailures)
         #expect(abs(again.checkpointCost - first.cost) < 1e-12 && again.leftPending == 0)
         #expect(again.text.contains("not read again"))
-        #expect(try ["out.jsonl", "out.errors.jsonl"].map { try Data(contentsOf: URL(fileURLWithPath: scratch.file($0))) } == files)
+        #expect(
+            try ["out.jsonl", "out.errors.jsonl"].map { try Data(contentsOf: URL(fileURLWithPath: scratch.file($0))) }
+                == files)
         // A lost output file is still rebuilt from the checkpoint.
         try FileManager.default.removeItem(atPath: scratch.file("out.jsonl"))
         let (rebuilt, _) = try runJob(s)

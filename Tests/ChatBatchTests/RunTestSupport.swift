@@ -1,9 +1,10 @@
-@testable import ChatBatch
 import ChatBatchCore
 import FakeGateway
 import Foundation
 import Synchronization
 import Testing
+
+@testable import ChatBatch
 
 /// A scratch folder for one test, removed when the test ends.
 final class Scratch {
@@ -32,7 +33,14 @@ final class Scratch {
 
 /// `n` prompt lines with ids p0001....
 func promptLines(_ n: Int, prefix: String = "p") -> [String] {
-    (1...n).map { i in JSON.object(JSONObject([("custom_id", .string(String(format: "%@%04d", prefix, i))), ("prompt", .string("Question number \(i)?"))])).serialized() }
+    (1...n).map { i in
+        JSON.object(
+            JSONObject([
+                ("custom_id", .string(String(format: "%@%04d", prefix, i))),
+                ("prompt", .string("Question number \(i)?"))
+            ])
+        ).serialized()
+    }
 }
 
 /// Settings pointing at the gateway with the files in `scratch`.
@@ -50,7 +58,9 @@ func settings(_ scratch: Scratch, _ gateway: FakeGateway, input: String = "in.js
 }
 
 /// Runs a job in-process against the gateway with its key.
-func runJob(_ s: JobSettings, key: String? = "sk-fake", log: (@Sendable (String) -> Void)? = nil) throws -> (RunSummary, [String]) {
+func runJob(_ s: JobSettings, key: String? = "sk-fake", log: (@Sendable (String) -> Void)? = nil) throws -> (
+    RunSummary, [String]
+) {
     let messages = Mutex<[String]>([])
     let config = try s.resolve()
     let summary = RunSession.execute(config, apiKeyOverride: key, handleSignals: false) { m in
@@ -63,7 +73,8 @@ func runJob(_ s: JobSettings, key: String? = "sk-fake", log: (@Sendable (String)
 /// Every input id ends in exactly one output file, exactly once; and the gateway billed no id more than
 /// once beyond the sends the checkpoint counted as possibly billed twice.
 func expectExactlyOnce(
-    _ scratch: Scratch, ids: [String], gateway: FakeGateway, checkpoints: [String]? = nil, sourceLocation: SourceLocation = #_sourceLocation
+    _ scratch: Scratch, ids: [String], gateway: FakeGateway, checkpoints: [String]? = nil,
+    sourceLocation: SourceLocation = #_sourceLocation
 ) throws {
     let results = scratch.lines("out.jsonl").compactMap { $0["custom_id"]?.stringValue }
     let errors = scratch.lines("out.errors.jsonl").compactMap { $0["custom_id"]?.stringValue }
@@ -79,7 +90,9 @@ func expectExactlyOnce(
         ambiguous.merge(try ambiguousCounts(checkpoint)) { $0 + $1 }
     }
     for (id, billed) in gateway.ledger.billedCounts() where billed > 1 + (ambiguous[id] ?? 0) {
-        Issue.record("\(id) billed \(billed) times, only \(ambiguous[id] ?? 0) resends counted as ambiguous", sourceLocation: sourceLocation)
+        Issue.record(
+            "\(id) billed \(billed) times, only \(ambiguous[id] ?? 0) resends counted as ambiguous",
+            sourceLocation: sourceLocation)
     }
 }
 
@@ -94,7 +107,8 @@ func ambiguousCounts(_ checkpoint: String) throws -> [String: Int] {
 }
 
 func checkpointRows(_ checkpoint: String, where condition: String = "1=1") throws -> [[SQLiteValue]] {
-    try SQLiteDatabase(path: checkpoint, readOnly: true).query("SELECT custom_id, state, attempts, error_code FROM requests WHERE \(condition) ORDER BY custom_id")
+    try SQLiteDatabase(path: checkpoint, readOnly: true).query(
+        "SELECT custom_id, state, attempts, error_code FROM requests WHERE \(condition) ORDER BY custom_id")
 }
 
 /// The chatbatch executable built beside the tests.
@@ -108,17 +122,24 @@ func chatbatchBinary() -> String {
     return candidate
 }
 
-/// Writes `job.yaml` for the binary: in.jsonl → out.jsonl on the gateway, key from `CB_TEST_KEY`, plus `extra` YAML lines.
+/// Writes `job.yaml` for the binary: in.jsonl → out.jsonl on the gateway, key from `CB_TEST_KEY`, plus `extra` YAML
+/// lines.
 func writeJob(_ scratch: Scratch, _ gateway: FakeGateway, concurrency: Int = 8, extra: [String] = []) {
-    let yaml = [
-        "input: in.jsonl", "output: out.jsonl", "provider: openai-compatible", "model: openai/gpt-oss-120b",
-        "base_url: \(gateway.baseURL)", "api_key_env: CB_TEST_KEY", "concurrency: \(concurrency)",
-    ] + extra
-    _ = FileManager.default.createFile(atPath: scratch.file("job.yaml"), contents: Data(yaml.joined(separator: "\n").utf8))
+    let yaml =
+        [
+            "input: in.jsonl", "output: out.jsonl", "provider: openai-compatible", "model: openai/gpt-oss-120b",
+            "base_url: \(gateway.baseURL)", "api_key_env: CB_TEST_KEY", "concurrency: \(concurrency)"
+        ] + extra
+    _ = FileManager.default.createFile(
+        atPath: scratch.file("job.yaml"), contents: Data(yaml.joined(separator: "\n").utf8))
 }
 
-/// Starts a program with the fake gateway's key in `CB_TEST_KEY` and `environment` added; output to /dev/null unless given.
-func launch(_ executable: String, _ arguments: [String], environment: [String: String] = [:], stderr: Any? = nil, stdout: Any? = nil) throws -> Process {
+/// Starts a program with the fake gateway's key in `CB_TEST_KEY` and `environment` added; output to /dev/null unless
+/// given.
+func launch(
+    _ executable: String, _ arguments: [String], environment: [String: String] = [:], stderr: Any? = nil,
+    stdout: Any? = nil
+) throws -> Process {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: executable)
     p.arguments = arguments
@@ -132,8 +153,11 @@ func launch(_ executable: String, _ arguments: [String], environment: [String: S
     return p
 }
 
-/// Runs a program to its end and returns its exit status and what it wrote to stderr (or to stdout, with `captureStdout`).
-func runToEnd(_ executable: String, _ arguments: [String], environment: [String: String] = [:], captureStdout: Bool = false) throws -> (Int32, String) {
+/// Runs a program to its end and returns its exit status and what it wrote to stderr (or to stdout, with
+/// `captureStdout`).
+func runToEnd(
+    _ executable: String, _ arguments: [String], environment: [String: String] = [:], captureStdout: Bool = false
+) throws -> (Int32, String) {
     let err = Pipe()
     let p = try launch(executable, arguments, environment: environment, stderr: err, stdout: captureStdout ? err : nil)
     let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
@@ -180,17 +204,23 @@ func peakRSSKilobytes(_ text: String) -> Int {
     text.split(separator: "\n").first { $0.hasPrefix("maxrss_kb=") }.flatMap { Int($0.dropFirst(10)) } ?? .max
 }
 
-/// The sharded examples' work folder: `jobs/in.jsonl` (`lines` prompts and one invalid line), `jobs/extract.yaml` on the
+/// The sharded examples' work folder: `jobs/in.jsonl` (`lines` prompts and one invalid line), `jobs/extract.yaml` on
+/// the
 /// gateway at concurrency 4, and `keys/key-0` … `key-3` (mode `keyMode`), under `folder` of `scratch`.
-func writeShardedExample(_ scratch: Scratch, under folder: String, _ gateway: FakeGateway, lines: Int, keyMode: mode_t) throws {
+func writeShardedExample(_ scratch: Scratch, under folder: String, _ gateway: FakeGateway, lines: Int, keyMode: mode_t)
+    throws
+{
     let base = folder.isEmpty ? "" : folder + "/"
     for dir in ["\(base)jobs", "\(base)out", "keys"] {
         try FileManager.default.createDirectory(atPath: scratch.file(dir), withIntermediateDirectories: true)
     }
     scratch.write("\(base)jobs/in.jsonl", lines: promptLines(lines) + ["{\"custom_id\":\"broken\"}"])
-    let job = ["input: in.jsonl", "provider: openai-compatible", "model: openai/gpt-oss-120b", "base_url: \(gateway.baseURL)",
-               "concurrency: 4"]
-    try job.joined(separator: "\n").write(toFile: scratch.file("\(base)jobs/extract.yaml"), atomically: true, encoding: .utf8)
+    let job = [
+        "input: in.jsonl", "provider: openai-compatible", "model: openai/gpt-oss-120b", "base_url: \(gateway.baseURL)",
+        "concurrency: 4"
+    ]
+    try job.joined(separator: "\n").write(
+        toFile: scratch.file("\(base)jobs/extract.yaml"), atomically: true, encoding: .utf8)
     for i in 0..<4 {
         try "sk-fake\n".write(toFile: scratch.file("keys/key-\(i)"), atomically: true, encoding: .utf8)
         chmod(scratch.file("keys/key-\(i)"), keyMode)

@@ -1,8 +1,9 @@
-@testable import ChatBatch
 import ChatBatchCore
 import FakeGateway
 import Foundation
 import Testing
+
+@testable import ChatBatch
 
 @Suite("chatbatch run: fan-out, outputs, money")
 struct RunTests {
@@ -11,8 +12,11 @@ struct RunTests {
         let g = try FakeGateway.start()
         defer { g.shutdown() }
         var lines = promptLines(40)
-        lines.append(#"{"custom_id":"batch-1","method":"POST","url":"/v1/chat/completions","body":{"model":"openai/gpt-oss-120b","messages":[{"role":"user","content":"From a Batch API file"}],"max_tokens":100}}"#)
-        lines.append(#"{"custom_id":"msgs-1","messages":[{"role":"user","content":"With messages"}],"temperature":0.3}"#)
+        lines.append(
+            #"{"custom_id":"batch-1","method":"POST","url":"/v1/chat/completions","body":{"model":"openai/gpt-oss-120b","messages":[{"role":"user","content":"From a Batch API file"}],"max_tokens":100}}"#
+        )
+        lines.append(
+            #"{"custom_id":"msgs-1","messages":[{"role":"user","content":"With messages"}],"temperature":0.3}"#)
         lines.append(#"{"prompt":"No id here"}"#)
         scratch.write("in.jsonl", lines: lines)
         let (summary, _) = try runJob(settings(scratch, g))
@@ -50,8 +54,12 @@ struct RunTests {
     @Test func failureMixEndsWithEveryPromptInOneFileAndNoUncountedDoubleBilling() throws {
         let scratch = Scratch()
         let g = try FakeGateway.start {
-            $0.fail429Rate = 0.05; $0.fail500Rate = 0.05; $0.fail503Rate = 0.05; $0.resetRate = 0.05
-            $0.retryAfterSeconds = nil; $0.randomSeed = 7
+            $0.fail429Rate = 0.05
+            $0.fail500Rate = 0.05
+            $0.fail503Rate = 0.05
+            $0.resetRate = 0.05
+            $0.retryAfterSeconds = nil
+            $0.randomSeed = 7
         }
         defer { g.shutdown() }
         scratch.write("in.jsonl", lines: promptLines(300))
@@ -73,7 +81,11 @@ struct RunTests {
 
     @Test func retryAfterPausesTheWholeRun() throws {
         let scratch = Scratch()
-        let g = try FakeGateway.start { $0.script = ["p0003": [.rateLimited]]; $0.retryAfterSeconds = 2; $0.latencyMilliseconds = 20 }
+        let g = try FakeGateway.start {
+            $0.script = ["p0003": [.rateLimited]]
+            $0.retryAfterSeconds = 2
+            $0.latencyMilliseconds = 20
+        }
         defer { g.shutdown() }
         scratch.write("in.jsonl", lines: promptLines(60))
         var s = settings(scratch, g)
@@ -82,15 +94,21 @@ struct RunTests {
         #expect(summary.exit == .allDone && summary.done == 60)
         let ledger = g.ledger.snapshot()
         let limited = try #require(ledger.first { $0.status == 429 })
-        // Requests already on their way when the 429 was read may land just after it; nothing else until Retry-After passed.
-        let inWindow = ledger.filter { $0.receivedAt > limited.respondedAt + 0.25 && $0.receivedAt < limited.respondedAt + 1.95 }
+        // Requests already on their way when the 429 was read may land just after it; nothing else until Retry-After
+        // passed.
+        let inWindow = ledger.filter {
+            $0.receivedAt > limited.respondedAt + 0.25 && $0.receivedAt < limited.respondedAt + 1.95
+        }
         #expect(inWindow.isEmpty, "\(inWindow.count) requests inside the Retry-After window")
         #expect(ledger.contains { $0.receivedAt >= limited.respondedAt + 1.95 })
     }
 
     @Test func unauthorizedStopsTheRunAndLeavesTheRestPending() throws {
         let scratch = Scratch()
-        let g = try FakeGateway.start { $0.apiKeys = ["sk-right"]; $0.latencyMilliseconds = 5 }
+        let g = try FakeGateway.start {
+            $0.apiKeys = ["sk-right"]
+            $0.latencyMilliseconds = 5
+        }
         defer { g.shutdown() }
         scratch.write("in.jsonl", lines: promptLines(200))
         var s = settings(scratch, g)
@@ -108,7 +126,9 @@ struct RunTests {
 
     @Test func badRequestIsNotRetriedAndExhaustedAttemptsGoToErrors() throws {
         let scratch = Scratch()
-        let g = try FakeGateway.start { $0.script = ["p0002": [.badRequest], "p0004": [.serverError, .serverError, .serverError]] }
+        let g = try FakeGateway.start {
+            $0.script = ["p0002": [.badRequest], "p0004": [.serverError, .serverError, .serverError]]
+        }
         defer { g.shutdown() }
         scratch.write("in.jsonl", lines: promptLines(5))
         var s = settings(scratch, g)
@@ -151,7 +171,8 @@ struct RunTests {
         let results = scratch.lines("out.jsonl")
         #expect(results.count == 10)
         let answer = try #require(results.first { $0["custom_id"] == "p0005" })
-        let content = answer["response"]?["body"]?["choices"]?.arrayValue?.first?["message"]?["content"]?.stringValue ?? ""
+        let content =
+            answer["response"]?["body"]?["choices"]?.arrayValue?.first?["message"]?["content"]?.stringValue ?? ""
         #expect(content.contains("A different question"))
     }
 
@@ -171,7 +192,10 @@ struct RunTests {
     @Test func keyIsWrittenNowhereAndFilesAreOwnerOnly() throws {
         let scratch = Scratch()
         let key = "sk-tera-SECRET-\(UUID().uuidString)"
-        let g = try FakeGateway.start { $0.apiKeys = [key]; $0.script = ["p0002": [.badRequest]] }
+        let g = try FakeGateway.start {
+            $0.apiKeys = [key]
+            $0.script = ["p0002": [.badRequest]]
+        }
         defer { g.shutdown() }
         scratch.write("in.jsonl", lines: promptLines(20))
         var s = settings(scratch, g)

@@ -1,9 +1,11 @@
-@testable import ChatBatch
 import ChatBatchCore
 import Foundation
 import Testing
 
-/// The scheduling rules with a fake clock and no HTTP: `Scheduler` decides what may go, `AnswerPolicy` what an answer means.
+@testable import ChatBatch
+
+/// The scheduling rules with a fake clock and no HTTP: `Scheduler` decides what may go, `AnswerPolicy` what an answer
+/// means.
 @Suite("Scheduling rules, driven by a fake clock")
 struct SchedulingTests {
     static let second: UInt64 = 1_000_000_000
@@ -24,13 +26,18 @@ struct SchedulingTests {
         Scheduler(config: config, spent: [0], refused: [[:]], proven: [true], now: t0)
     }
 
-    static func request(_ id: String, model: String = "openai/gpt-oss-120b", line: Int = 1, format: JSON? = nil) -> PreparedRequest {
-        PreparedRequest(customID: id, line: line, body: [], bodyHash: id, model: model, maxTokens: 100, promptTokens: 50, stream: false,
-                        responseFormat: format)
+    static func request(_ id: String, model: String = "openai/gpt-oss-120b", line: Int = 1, format: JSON? = nil)
+        -> PreparedRequest
+    {
+        PreparedRequest(
+            customID: id, line: line, body: [], bodyHash: id, model: model, maxTokens: 100, promptTokens: 50,
+            stream: false,
+            responseFormat: format)
     }
 
     /// Calls `next` until it waits; returns what was sent and refused, and the wait.
-    static func drain(_ s: inout Scheduler, at now: UInt64) -> (sent: [ScheduledJob], refused: [String], wait: UInt64??) {
+    static func drain(_ s: inout Scheduler, at now: UInt64) -> (sent: [ScheduledJob], refused: [String], wait: UInt64??)
+    {
         var sent: [ScheduledJob] = [], refused: [String] = []
         while true {
             switch s.next(now: now) {
@@ -85,13 +92,20 @@ struct SchedulingTests {
     }
 
     @Test func aNewModelIsProbedByOneRequestAndARefusalRefusesItsHeldLines() throws {
-        var s = Self.scheduler(try Self.config { $0.warmup = true; $0.concurrency = 8 })
+        var s = Self.scheduler(
+            try Self.config {
+                $0.warmup = true
+                $0.concurrency = 8
+            })
         s.enqueue([Self.request("a1")])
         let warm = Self.drain(&s, at: Self.t0).sent[0]
         s.returned(warm)
         s.succeeded(warm, promptTokens: 1, completionTokens: 1, cost: 0, now: Self.t0)
         #expect(s.settleModelProbe(warm, .answered).isEmpty)
-        s.enqueue([Self.request("b1", model: "gpt-4o"), Self.request("a2"), Self.request("b2", model: "gpt-4o"), Self.request("b3", model: "gpt-4o")])
+        s.enqueue([
+            Self.request("b1", model: "gpt-4o"), Self.request("a2"), Self.request("b2", model: "gpt-4o"),
+            Self.request("b3", model: "gpt-4o")
+        ])
         let sent = Self.drain(&s, at: Self.t0).sent
         #expect(sent.map(\.request.customID) == ["b1", "a2"])
         #expect(s.heldCount == 2)
@@ -207,13 +221,18 @@ struct SchedulingTests {
     // MARK: answers
 
     static func response(_ status: Int, _ body: String = "{}", headers: [String: String] = [:]) -> HTTPResponse {
-        HTTPResponse(status: status, headers: headers, body: Array(body.utf8), failure: nil, firstByteSeconds: 0, totalSeconds: 0.05)
+        HTTPResponse(
+            status: status, headers: headers, body: Array(body.utf8), failure: nil, firstByteSeconds: 0,
+            totalSeconds: 0.05)
     }
 
-    static func effect(_ response: HTTPResponse, _ job: ScheduledJob, config: RunConfiguration, warmingUp: Bool = false) -> AnswerEffect {
+    static func effect(_ response: HTTPResponse, _ job: ScheduledJob, config: RunConfiguration, warmingUp: Bool = false)
+        -> AnswerEffect
+    {
         var rng = SystemRandomNumberGenerator()
         let context = AnswerPolicy.Context(
-            config: config, route: config.routes[0], retry: RetryPolicy(baseDelay: 0.5, maxDelay: 8), warmingUp: warmingUp, warmupRetries: 0)
+            config: config, route: config.routes[0], retry: RetryPolicy(baseDelay: 0.5, maxDelay: 8),
+            warmingUp: warmingUp, warmupRetries: 0, now: 1_800_000_000)
         return AnswerPolicy.effect(of: response, for: job, startedAt: 0, context: context, random: &rng)
     }
 
@@ -226,49 +245,106 @@ struct SchedulingTests {
     @Test func answersBecomeTheEffectsTheErrorTableSays() throws {
         let config = try Self.config { $0.maxAttempts = 3 }
         let job = Self.job(Self.request("x", line: 7))
-        let ok = Self.effect(Self.response(200, #"{"choices":[{"message":{"role":"assistant","content":"hi"}}],"usage":{"prompt_tokens":1000000,"completion_tokens":1000000}}"#), job, config: config)
-        guard case .done(let record, _) = ok.outcome else { Issue.record("200 is done"); return }
-        #expect(record.output.contains(#""custom_id":"x""#) && ok.usage == Usage(promptTokens: 1_000_000, completionTokens: 1_000_000, cost: 0.45))
-        guard case .retry(let after, true, false, _) = Self.effect(Self.response(429, headers: ["retry-after": "3"]), job, config: config).outcome else {
-            Issue.record("429 pauses the key"); return
+        let ok = Self.effect(
+            Self.response(
+                200,
+                #"{"choices":[{"message":{"role":"assistant","content":"hi"}}],"usage":{"prompt_tokens":1000000,"completion_tokens":1000000}}"#
+            ), job, config: config)
+        guard case .done(let record, _) = ok.outcome else {
+            Issue.record("200 is done")
+            return
+        }
+        #expect(
+            record.output.contains(#""custom_id":"x""#)
+                && ok.usage == Usage(promptTokens: 1_000_000, completionTokens: 1_000_000, cost: 0.45))
+        guard
+            case .retry(let after, true, false, _) = Self.effect(
+                Self.response(429, headers: ["retry-after": "3"]), job, config: config
+            ).outcome
+        else {
+            Issue.record("429 pauses the key")
+            return
         }
         #expect(after == 3)
-        guard case .retry(_, false, false, _) = Self.effect(Self.response(503), job, config: config).outcome else { Issue.record("503 retries"); return }
-        guard case .failed(let gaveUp) = Self.effect(Self.response(500), Self.job(job.request, attempt: 3), config: config).outcome else {
-            Issue.record("attempts run out"); return
+        guard case .retry(_, false, false, _) = Self.effect(Self.response(503), job, config: config).outcome else {
+            Issue.record("503 retries")
+            return
+        }
+        guard
+            case .failed(let gaveUp) = Self.effect(
+                Self.response(500), Self.job(job.request, attempt: 3), config: config
+            ).outcome
+        else {
+            Issue.record("attempts run out")
+            return
         }
         #expect(gaveUp.errorMessage?.hasPrefix("gave up after 3 attempts") == true)
-        guard case .failed(let bad) = Self.effect(Self.response(400, #"{"error":{"message":"m","type":"invalid_request_error"}}"#), job, config: config).outcome
-        else { Issue.record("400 fails"); return }
+        guard
+            case .failed(let bad) = Self.effect(
+                Self.response(400, #"{"error":{"message":"m","type":"invalid_request_error"}}"#), job, config: config
+            ).outcome
+        else {
+            Issue.record("400 fails")
+            return
+        }
         #expect(bad.errorCode == "invalid_request_error" && bad.kind == .errors)  // no error.code: the type names it
         let notFound = #"{"error":{"message":"The model 'gpt-4o' does not exist","type":"model_not_found","code":404}}"#
-        guard case .refuseModel(let refusal, let line) = Self.effect(Self.response(404, notFound), job, config: config).outcome else {
-            Issue.record("404 refuses the model"); return
+        guard
+            case .refuseModel(let refusal, let line) = Self.effect(Self.response(404, notFound), job, config: config)
+                .outcome
+        else {
+            Issue.record("404 refuses the model")
+            return
         }
         #expect(refusal.code == "model_not_found" && line.errorMessage?.hasPrefix("in.jsonl:7: ") == true)
-        guard case .stopRun(let reason, _) = Self.effect(Self.response(401), job, config: config).outcome else { Issue.record("401 stops"); return }
+        guard case .stopRun(let reason, _) = Self.effect(Self.response(401), job, config: config).outcome else {
+            Issue.record("401 stops")
+            return
+        }
         #expect(reason.contains("TERA_API_KEY"))
-        let cancelled = HTTPResponse(status: 0, headers: [:], body: [], failure: TransportFailure(kind: .cancelled, curlCode: 0, message: "cancelled"),
-                                     firstByteSeconds: 0, totalSeconds: 0)
+        let cancelled = HTTPResponse(
+            status: 0, headers: [:], body: [],
+            failure: TransportFailure(kind: .cancelled, curlCode: 0, message: "cancelled"),
+            firstByteSeconds: 0, totalSeconds: 0)
         let stop = Self.effect(cancelled, job, config: config)
         #expect(stop.attempt.ambiguous)
         // A cold backend does not use up the warm-up probe's attempts.
-        guard case .retry(_, _, _, true) = Self.effect(Self.response(503), Self.job(job.request, attempt: 3), config: config, warmingUp: true).outcome else {
-            Issue.record("the warm-up probe waits out a cold start"); return
+        guard
+            case .retry(_, _, _, true) = Self.effect(
+                Self.response(503), Self.job(job.request, attempt: 3), config: config, warmingUp: true
+            ).outcome
+        else {
+            Issue.record("the warm-up probe waits out a cold start")
+            return
         }
     }
 
     @Test func anAnswerThatMissesItsSchemaIsAskedAgainThenFailedWithItsCostCounted() throws {
         let config = try Self.config { $0.retryInvalid = 1 }
-        let schema: JSON = ["type": "json_schema", "json_schema": ["name": "n", "schema": ["type": "object", "required": ["name"], "properties": ["name": ["type": "string"]]]]]
+        let schema: JSON = [
+            "type": "json_schema",
+            "json_schema": [
+                "name": "n",
+                "schema": ["type": "object", "required": ["name"], "properties": ["name": ["type": "string"]]]
+            ]
+        ]
         let job = Self.job(Self.request("x", format: schema))
-        let body = #"{"choices":[{"message":{"content":"{\"age\":3}"},"finish_reason":"stop"}],"usage":{"prompt_tokens":10,"completion_tokens":5}}"#
-        guard case .askAgain(let again, let code, _) = Self.effect(Self.response(200, body), job, config: config).outcome else {
-            Issue.record("asked again"); return
+        let body =
+            #"{"choices":[{"message":{"content":"{\"age\":3}"},"finish_reason":"stop"}],"usage":{"prompt_tokens":10,"completion_tokens":5}}"#
+        guard
+            case .askAgain(let again, let code, _) = Self.effect(Self.response(200, body), job, config: config).outcome
+        else {
+            Issue.record("asked again")
+            return
         }
         #expect(code == "schema_mismatch" && again.invalidRetries == 1 && again.paidPrompt == 10)
         let last = Self.effect(Self.response(200, body), again, config: config)
-        guard case .failed(let record) = last.outcome else { Issue.record("then failed"); return }
-        #expect(record.errorCode == "schema_mismatch" && record.promptTokens == 20 && record.completionTokens == 10 && last.usage != nil)
+        guard case .failed(let record) = last.outcome else {
+            Issue.record("then failed")
+            return
+        }
+        #expect(
+            record.errorCode == "schema_mismatch" && record.promptTokens == 20 && record.completionTokens == 10
+                && last.usage != nil)
     }
 }

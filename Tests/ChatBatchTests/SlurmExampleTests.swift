@@ -1,8 +1,9 @@
-@testable import ChatBatch
 import ChatBatchCore
 import FakeGateway
 import Foundation
 import Testing
+
+@testable import ChatBatch
 
 /// `jobs/slurm-array.sh` as Slurm runs it: submitted by its usage line, four array tasks (one cancelled, one warned
 /// of its time limit and requeued), then the merge job it submits. Stand-ins for sbatch and scontrol record what
@@ -31,7 +32,8 @@ struct SlurmExampleTests {
                 echo array >> "$WORK/submitted"
                 """
             try sbatch.write(toFile: scratch.file("bin/sbatch"), atomically: true, encoding: .utf8)
-            try "#!/bin/sh\necho \"$*\" >> \"$WORK/scontrol\"\n".write(toFile: scratch.file("bin/scontrol"), atomically: true, encoding: .utf8)
+            try "#!/bin/sh\necho \"$*\" >> \"$WORK/scontrol\"\n".write(
+                toFile: scratch.file("bin/scontrol"), atomically: true, encoding: .utf8)
             try fm.createSymbolicLink(atPath: scratch.file("bin/chatbatch"), withDestinationPath: chatbatchBinary())
             chmod(scratch.file("bin/sbatch"), 0o755)
             chmod(scratch.file("bin/scontrol"), 0o755)
@@ -42,14 +44,18 @@ struct SlurmExampleTests {
         /// the signal mask cleared (the test process blocks its stop signals; a batch shell never inherits that).
         func task(_ i: Int, restarts: Int? = nil) throws -> Process {
             _ = FileManager.default.createFile(atPath: scratch.file("out/slurm-77_\(i).log"), contents: nil)
-            let log = try #require(FileHandle(forWritingAtPath: scratch.file("out/slurm-77_\(i).log")), "Slurm opens out/…")
-            var environment = ["WORK": scratch.path, "PATH": path, "SLURM_ARRAY_TASK_ID": "\(i)", "SLURM_ARRAY_TASK_COUNT": "4",
-                               "SLURM_ARRAY_JOB_ID": "77", "SLURM_JOB_ID": "\(78 + i)"]
+            let log = try #require(
+                FileHandle(forWritingAtPath: scratch.file("out/slurm-77_\(i).log")), "Slurm opens out/…")
+            var environment = [
+                "WORK": scratch.path, "PATH": path, "SLURM_ARRAY_TASK_ID": "\(i)", "SLURM_ARRAY_TASK_COUNT": "4",
+                "SLURM_ARRAY_JOB_ID": "77", "SLURM_JOB_ID": "\(78 + i)"
+            ]
             if let restarts { environment["SLURM_RESTART_COUNT"] = "\(restarts)" }
             // setsid fails only for a process group's leader already: either way the task leads its own group.
             let clean = "sigprocmask(SIG_SETMASK, POSIX::SigSet->new); POSIX::setsid(); exec @ARGV"
-            return try launch("/usr/bin/perl", ["-MPOSIX", "-e", clean, "--", "/bin/bash", SlurmExampleTests.script],
-                              environment: environment, stderr: log, stdout: log)
+            return try launch(
+                "/usr/bin/perl", ["-MPOSIX", "-e", clean, "--", "/bin/bash", SlurmExampleTests.script],
+                environment: environment, stderr: log, stdout: log)
         }
 
         func summary(_ i: Int) throws -> JSON {
@@ -57,7 +63,8 @@ struct SlurmExampleTests {
         }
 
         func recorded(_ name: String) -> [String] {
-            ((try? String(contentsOfFile: scratch.file(name), encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
+            ((try? String(contentsOfFile: scratch.file(name), encoding: .utf8)) ?? "").split(separator: "\n").map(
+                String.init)
         }
     }
 
@@ -65,10 +72,13 @@ struct SlurmExampleTests {
         let c = try Cluster()
         defer { c.gateway.shutdown() }
         // Submitted by the usage line of the script's header, which makes the log's folder first.
-        let usage = try #require(try String(contentsOfFile: Self.script, encoding: .utf8).split(separator: "\n")
-            .first { $0.contains("&& sbatch jobs/slurm-array.sh") })
-        let submit = String(usage.dropFirst(1).split(separator: "#")[0]).replacingOccurrences(of: "jobs/slurm-array.sh", with: Self.script)
-        let (code, stderr) = try runToEnd("/bin/sh", ["-c", "cd \"$WORK\" && \(submit)"], environment: ["WORK": c.scratch.path, "PATH": c.path])
+        let usage = try #require(
+            try String(contentsOfFile: Self.script, encoding: .utf8).split(separator: "\n")
+                .first { $0.contains("&& sbatch jobs/slurm-array.sh") })
+        let submit = String(usage.dropFirst(1).split(separator: "#")[0]).replacingOccurrences(
+            of: "jobs/slurm-array.sh", with: Self.script)
+        let (code, stderr) = try runToEnd(
+            "/bin/sh", ["-c", "cd \"$WORK\" && \(submit)"], environment: ["WORK": c.scratch.path, "PATH": c.path])
         #expect(code == 0 && c.recorded("submitted") == ["array"], "\(stderr)")
 
         // scancel: SIGTERM to every process of task 0 (its process group), while requests are in flight.
@@ -101,7 +111,9 @@ struct SlurmExampleTests {
         #expect(merged == 0, "\(mergeText)")
         let ids = c.scratch.lines("out/extract.jsonl").compactMap { $0["custom_id"]?.stringValue }
         #expect(ids.count == 60 && Set(ids) == Set((1...60).map { String(format: "p%04d", $0) }))
-        #expect(c.gateway.ledger.billedCounts().values.allSatisfy { $0 == 1 } && c.gateway.ledger.billedCounts().count == 60)
+        #expect(
+            c.gateway.ledger.billedCounts().values.allSatisfy { $0 == 1 } && c.gateway.ledger.billedCounts().count == 60
+        )
         let summary = try JSON.parse(String(contentsOfFile: c.scratch.file("out/summary.json"), encoding: .utf8))
         // Each shard's last run: the resumed ones count what their first run answered as already done.
         let answered = (summary["done"]?.intValue ?? 0) + (summary["already_done"]?.intValue ?? 0)

@@ -1,19 +1,28 @@
-@testable import ChatBatch
 import ChatBatchCore
 import FakeGateway
 import Foundation
 import Testing
 
+@testable import ChatBatch
+
 @Suite("Spend safely: adaptive concurrency, warm-up, budget, client-side limits, validate")
 struct SpendTests {
     /// What the gateway billed, at Tera's prices.
     func billedCost(_ g: FakeGateway) -> Double {
-        g.ledger.snapshot().filter(\.billed).reduce(0) { $0 + Prices(inputPerMillion: 0.09, outputPerMillion: 0.36).cost(prompt: $1.promptTokens, completion: $1.completionTokens) }
+        g.ledger.snapshot().filter(\.billed).reduce(0) {
+            $0
+                + Prices(inputPerMillion: 0.09, outputPerMillion: 0.36).cost(
+                    prompt: $1.promptTokens, completion: $1.completionTokens)
+        }
     }
 
     @Test func convergesUnderAPerKeyConcurrencyLimitWithoutAnErrorStorm() throws {
         let scratch = Scratch()
-        let g = try FakeGateway.start { $0.maxInflightPerKey = 8; $0.retryAfterSeconds = 1; $0.latencyMilliseconds = 30 }
+        let g = try FakeGateway.start {
+            $0.maxInflightPerKey = 8
+            $0.retryAfterSeconds = 1
+            $0.latencyMilliseconds = 30
+        }
         defer { g.shutdown() }
         scratch.write("in.jsonl", lines: promptLines(400))
         var s = settings(scratch, g)
@@ -101,7 +110,9 @@ struct SpendTests {
         let billedPrompt = g.ledger.snapshot().reduce(0) { $0 + $1.promptTokens }
         #expect(report.costLeast <= billed && billed <= report.costMost)
         // The prompt estimate is within a factor of 1.5 of what was billed.
-        #expect(Double(report.promptTokens) / Double(billedPrompt) > 0.67 && Double(report.promptTokens) / Double(billedPrompt) < 1.5)
+        #expect(
+            Double(report.promptTokens) / Double(billedPrompt) > 0.67
+                && Double(report.promptTokens) / Double(billedPrompt) < 1.5)
         // After the run, a resume would send nothing.
         let after = try BatchValidator.validate(try s.resolve())
         #expect(after.toSend == 0 && after.alreadyDone == 100)

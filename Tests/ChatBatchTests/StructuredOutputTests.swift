@@ -1,21 +1,38 @@
-@testable import ChatBatch
 import ChatBatchCore
 import FakeGateway
 import Foundation
 import Testing
 
+@testable import ChatBatch
+
 @Suite("Structured outputs, reasoning, tool calls and streaming, end to end")
 struct StructuredOutputTests {
     static let schema: JSON = [
         "type": "object",
-        "properties": ["name": ["type": "string"], "age": ["type": "integer", "minimum": 0, "maximum": 130],
-                       "tags": ["type": "array", "items": ["type": "string", "enum": ["a", "b"]], "maxItems": 2]],
-        "required": ["name", "age"], "additionalProperties": false,
+        "properties": [
+            "name": ["type": "string"], "age": ["type": "integer", "minimum": 0, "maximum": 130],
+            "tags": ["type": "array", "items": ["type": "string", "enum": ["a", "b"]], "maxItems": 2]
+        ],
+        "required": ["name", "age"], "additionalProperties": false
     ]
-    static let format: JSON = ["type": "json_schema", "json_schema": ["name": "person", "strict": true, "schema": schema]]
+    static let format: JSON = [
+        "type": "json_schema", "json_schema": ["name": "person", "strict": true, "schema": schema]
+    ]
     static let tools: JSON = [
-        ["type": "function", "function": ["name": "get_weather", "parameters": ["type": "object", "properties": ["city": ["type": "string"]], "required": ["city"]]]],
-        ["type": "function", "function": ["name": "get_time", "parameters": ["type": "object", "properties": ["zone": ["type": "string"]], "required": ["zone"]]]],
+        [
+            "type": "function",
+            "function": [
+                "name": "get_weather",
+                "parameters": ["type": "object", "properties": ["city": ["type": "string"]], "required": ["city"]]
+            ]
+        ],
+        [
+            "type": "function",
+            "function": [
+                "name": "get_time",
+                "parameters": ["type": "object", "properties": ["zone": ["type": "string"]], "required": ["zone"]]
+            ]
+        ]
     ]
 
     func structured(_ scratch: Scratch, _ g: FakeGateway, lines: Int = 6) -> JobSettings {
@@ -28,11 +45,20 @@ struct StructuredOutputTests {
     @Test func schemaValidatorNamesTheFirstViolation() {
         #expect(SchemaValidator.firstViolation(["name": "x", "age": 3], Self.schema) == nil)
         #expect(SchemaValidator.firstViolation(["name": "x"], Self.schema)?.contains("missing required 'age'") == true)
-        #expect(SchemaValidator.firstViolation(["name": "x", "age": 3, "extra": 1], Self.schema)?.contains("unexpected property 'extra'") == true)
-        #expect(SchemaValidator.firstViolation(["name": "x", "age": "3"], Self.schema)?.contains("$.age: expected integer, got string") == true)
-        #expect(SchemaValidator.firstViolation(["name": "x", "age": 200], Self.schema)?.contains("more than 130") == true)
-        #expect(SchemaValidator.firstViolation(["name": "x", "age": 1, "tags": ["c"]], Self.schema)?.contains("$.tags[0]") == true)
-        #expect(SchemaValidator.firstViolation(["name": "x", "age": 1, "tags": ["a", "b", "a"]], Self.schema)?.contains("more than 2 items") == true)
+        #expect(
+            SchemaValidator.firstViolation(["name": "x", "age": 3, "extra": 1], Self.schema)?.contains(
+                "unexpected property 'extra'") == true)
+        #expect(
+            SchemaValidator.firstViolation(["name": "x", "age": "3"], Self.schema)?.contains(
+                "$.age: expected integer, got string") == true)
+        #expect(
+            SchemaValidator.firstViolation(["name": "x", "age": 200], Self.schema)?.contains("more than 130") == true)
+        #expect(
+            SchemaValidator.firstViolation(["name": "x", "age": 1, "tags": ["c"]], Self.schema)?.contains("$.tags[0]")
+                == true)
+        #expect(
+            SchemaValidator.firstViolation(["name": "x", "age": 1, "tags": ["a", "b", "a"]], Self.schema)?.contains(
+                "more than 2 items") == true)
     }
 
     @Test func validAnswersAreParsedInFlatOutput() throws {
@@ -82,7 +108,9 @@ struct StructuredOutputTests {
         #expect(g.ledger.snapshot().filter { $0.clientRequestID == "p0001" }.count == 2)
         let db = try SQLiteDatabase(path: scratch.file("out.jsonl.checkpoint"), readOnly: true)
         let billedP1 = g.ledger.snapshot().filter { $0.clientRequestID == "p0001" }.reduce(0) { $0 + $1.totalTokens }
-        #expect(try db.query("SELECT prompt_tokens + completion_tokens FROM requests WHERE custom_id='p0001'").first?.first?.int == billedP1)
+        #expect(
+            try db.query("SELECT prompt_tokens + completion_tokens FROM requests WHERE custom_id='p0001'").first?.first?
+                .int == billedP1)
         #expect(scratch.lines("out.errors.jsonl").first?["error"]?["code"] == "schema_mismatch")
     }
 
@@ -124,8 +152,10 @@ struct StructuredOutputTests {
         func run(stream: Bool) throws -> [JSON] {
             let scratch = Scratch()
             var lines = promptLines(8)
-            lines.append(#"{"custom_id":"tools-1","prompt":"Weather and time in Paris","tools":\#(Self.tools.serialized())}"#)
-            lines.append(#"{"custom_id":"schema-1","prompt":"Extract Ada, 36","response_format":\#(Self.format.serialized())}"#)
+            lines.append(
+                #"{"custom_id":"tools-1","prompt":"Weather and time in Paris","tools":\#(Self.tools.serialized())}"#)
+            lines.append(
+                #"{"custom_id":"schema-1","prompt":"Extract Ada, 36","response_format":\#(Self.format.serialized())}"#)
             scratch.write("in.jsonl", lines: lines)
             var s = settings(scratch, g)
             s.format = .flat

@@ -1,18 +1,19 @@
-@testable import ChatBatch
 import ChatBatchCore
 import FakeGateway
 import Foundation
 import Synchronization
 import Testing
 
+@testable import ChatBatch
+
 /// The transport through each event loop, over real HTTP to the fake gateway.
 @Suite("Transport: epoll and the portable curl_multi_poll loop")
 struct TransportTests {
     static var loops: [TransportEventLoop] {
         #if os(Linux)
-        return [.epoll, .poll]
+            return [.epoll, .poll]
         #else
-        return [.poll]
+            return [.poll]
         #endif
     }
 
@@ -28,10 +29,15 @@ struct TransportTests {
         defer { transport.shutdown() }
         let answers = Answers()
         func request(_ i: Int) -> HTTPRequest {
-            let body: JSON = ["model": "openai/gpt-oss-120b", "messages": [["role": "user", "content": .string("q\(i)")]]]
-            return HTTPRequest(url: g.baseURL + "/chat/completions", headers: ["Authorization: Bearer sk-fake"], body: Array(body.serialized().utf8))
+            let body: JSON = [
+                "model": "openai/gpt-oss-120b", "messages": [["role": "user", "content": .string("q\(i)")]]
+            ]
+            return HTTPRequest(
+                url: g.baseURL + "/chat/completions", headers: ["Authorization: Bearer sk-fake"],
+                body: Array(body.serialized().utf8))
         }
-        transport.submit((1...200).map { i in (request(i), { r in answers.statuses.withLock { $0.append(r.status) } }) })
+        transport.submit(
+            (1...200).map { i in (request(i), { r in answers.statuses.withLock { $0.append(r.status) } }) })
         #expect(eventually(timeout: 20) { answers.statuses.withLock { $0.count } == 200 })
         #expect(answers.statuses.withLock { $0 }.allSatisfy { $0 == 200 })
         #expect(g.ledger.snapshot().count == 200)
@@ -39,10 +45,16 @@ struct TransportTests {
         let stalled = try FakeGateway.start { $0.stallRate = 1 }
         defer { stalled.shutdown() }
         let box = Answers()
-        transport.submit((1...5).map { _ in
-            (HTTPRequest(url: stalled.baseURL + "/chat/completions", headers: ["Authorization: Bearer sk-fake"], body: Array(#"{"model":"openai/gpt-oss-120b","messages":[{"role":"user","content":"x"}]}"#.utf8)),
-             { r in box.statuses.withLock { $0.append(r.failure?.kind == .cancelled ? -1 : r.status) } })
-        })
+        transport.submit(
+            (1...5).map { _ in
+                (
+                    HTTPRequest(
+                        url: stalled.baseURL + "/chat/completions", headers: ["Authorization: Bearer sk-fake"],
+                        body: Array(#"{"model":"openai/gpt-oss-120b","messages":[{"role":"user","content":"x"}]}"#.utf8)
+                    ),
+                    { r in box.statuses.withLock { $0.append(r.failure?.kind == .cancelled ? -1 : r.status) } }
+                )
+            })
         var stats = HTTPRequest(url: stalled.rootURL + "/fake/stats", headers: [], body: [])
         stats.method = "GET"
         #expect(eventually(timeout: 10) { (try? JSON.parse(transport.send(stats).body))?["in_flight"] == 5 })

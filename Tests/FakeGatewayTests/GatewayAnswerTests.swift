@@ -1,8 +1,9 @@
-@testable import ChatBatch
 import ChatBatchCore
 import FakeGateway
 import Foundation
 import Testing
+
+@testable import ChatBatch
 
 @Suite("Fake gateway: deterministic answers, structured outputs, tools, streaming")
 struct GatewayAnswerTests {
@@ -12,17 +13,34 @@ struct GatewayAnswerTests {
             "name": ["type": "string"],
             "age": ["type": "integer", "minimum": 18, "maximum": 99],
             "role": ["type": "string", "enum": ["author", "editor"]],
-            "tags": ["type": "array", "items": ["type": "string"], "minItems": 1, "maxItems": 3],
+            "tags": ["type": "array", "items": ["type": "string"], "minItems": 1, "maxItems": 3]
         ],
         "required": ["name", "age", "role", "tags"],
-        "additionalProperties": false,
+        "additionalProperties": false
     ]
     static let tools: JSON = [
-        ["type": "function", "function": ["name": "get_weather", "parameters": [
-            "type": "object", "properties": ["city": ["type": "string"], "unit": ["type": "string", "enum": ["celsius", "fahrenheit"]]],
-            "required": ["city"]]]],
-        ["type": "function", "function": ["name": "get_time", "parameters": [
-            "type": "object", "properties": ["zone": ["type": "string"]], "required": ["zone"]]]],
+        [
+            "type": "function",
+            "function": [
+                "name": "get_weather",
+                "parameters": [
+                    "type": "object",
+                    "properties": [
+                        "city": ["type": "string"], "unit": ["type": "string", "enum": ["celsius", "fahrenheit"]]
+                    ],
+                    "required": ["city"]
+                ]
+            ]
+        ],
+        [
+            "type": "function",
+            "function": [
+                "name": "get_time",
+                "parameters": [
+                    "type": "object", "properties": ["zone": ["type": "string"]], "required": ["zone"]
+                ]
+            ]
+        ]
     ]
 
     @Test func seedChangesTheAnswerAndTheSameSeedRepeatsIt() throws {
@@ -39,7 +57,9 @@ struct GatewayAnswerTests {
         let g = try FakeGateway.start()
         defer { g.shutdown() }
         for i in 0..<20 {
-            let format: JSON = ["type": "json_schema", "json_schema": ["name": "person", "strict": true, "schema": Self.personSchema]]
+            let format: JSON = [
+                "type": "json_schema", "json_schema": ["name": "person", "strict": true, "schema": Self.personSchema]
+            ]
             let r = post(g, body: chat("Extract person \(i)", [("response_format", format)]))
             let content = try #require(json(r)["choices"]?.arrayValue?.first?["message"]?["content"]?.stringValue)
             let value = try JSON.parse(content)
@@ -65,13 +85,20 @@ struct GatewayAnswerTests {
         #expect(calls.count == 2)
         for call in calls {
             let name = try #require(call["function"]?["name"]?.stringValue)
-            let schema = try #require(Self.tools.arrayValue?.first { $0["function"]?["name"]?.stringValue == name }?["function"]?["parameters"])
+            let schema = try #require(
+                Self.tools.arrayValue?.first { $0["function"]?["name"]?.stringValue == name }?["function"]?[
+                    "parameters"])
             let args = try JSON.parse(try #require(call["function"]?["arguments"]?.stringValue))
             #expect(satisfies(args, schema))
             #expect(call["id"]?.stringValue?.hasPrefix("call_") == true)
         }
         // One named tool: one call. tool_choice none: plain content.
-        let named = json(post(g, body: chat("Weather", [("tools", Self.tools), ("tool_choice", ["type": "function", "function": ["name": "get_time"]])])))
+        let named = json(
+            post(
+                g,
+                body: chat(
+                    "Weather",
+                    [("tools", Self.tools), ("tool_choice", ["type": "function", "function": ["name": "get_time"]])])))
         #expect(named["choices"]?.arrayValue?.first?["message"]?["tool_calls"]?.arrayValue?.count == 1)
         let none = json(post(g, body: chat("Weather", [("tools", Self.tools), ("tool_choice", "none")])))
         #expect(none["choices"]?.arrayValue?.first?["message"]?["tool_calls"] == nil)
@@ -119,7 +146,8 @@ struct GatewayAnswerTests {
         // Tool-call arguments arrive as several fragments per call index.
         var fragments: [Int: Int] = [:]
         for c in chunks {
-            for call in c["choices"]?.arrayValue?.first?["delta"]?["tool_calls"]?.arrayValue ?? [] where call["function"]?["arguments"]?.stringValue?.isEmpty == false {
+            for call in c["choices"]?.arrayValue?.first?["delta"]?["tool_calls"]?.arrayValue ?? []
+            where call["function"]?["arguments"]?.stringValue?.isEmpty == false {
                 fragments[call["index"]?.intValue ?? -1, default: 0] += 1
             }
         }

@@ -1,9 +1,10 @@
-@testable import ChatBatch
 import ChatBatchCore
 import FakeGateway
 import Foundation
 import Synchronization
 import Testing
+
+@testable import ChatBatch
 
 @Suite("Fake gateway: failure modes and the ledger")
 struct GatewayFailureTests {
@@ -28,7 +29,11 @@ struct GatewayFailureTests {
         let g = try FakeGateway.start { $0.fail500Rate = 1 }
         defer { g.shutdown() }
         #expect((0..<5).allSatisfy { _ in post(g, body: chat("x")).status == 500 })
-        let h = try FakeGateway.start { $0.fail429Rate = 0.5; $0.fail503Rate = 0.5; $0.retryAfterSeconds = nil }
+        let h = try FakeGateway.start {
+            $0.fail429Rate = 0.5
+            $0.fail503Rate = 0.5
+            $0.retryAfterSeconds = nil
+        }
         defer { h.shutdown() }
         let s = (0..<40).map { _ in post(h, body: chat("x")) }
         #expect(s.allSatisfy { $0.status == 429 || $0.status == 503 })
@@ -52,14 +57,21 @@ struct GatewayFailureTests {
     }
 
     @Test func perKeyConcurrencyLimitAnswers429WithRetryAfter() throws {
-        let g = try FakeGateway.start { $0.maxInflightPerKey = 2; $0.latencyMilliseconds = 1500; $0.retryAfterSeconds = 2 }
+        let g = try FakeGateway.start {
+            $0.maxInflightPerKey = 2
+            $0.latencyMilliseconds = 1500
+            $0.retryAfterSeconds = 2
+        }
         defer { g.shutdown() }
         let results = Mutex<[HTTPResponse]>([])
         let group = DispatchGroup()
         for i in 0..<5 {
             group.enter()
-            client.submit(HTTPRequest(url: g.baseURL + "/chat/completions", headers: ["Authorization: Bearer sk-fake"],
-                                      body: Array(chat("x\(i)").serialized().utf8))) { r in
+            client.submit(
+                HTTPRequest(
+                    url: g.baseURL + "/chat/completions", headers: ["Authorization: Bearer sk-fake"],
+                    body: Array(chat("x\(i)").serialized().utf8))
+            ) { r in
                 results.withLock { $0.append(r) }
                 group.leave()
             }
@@ -119,9 +131,13 @@ struct GatewayFailureTests {
     }
 
     @Test func ledgerRecordsEveryRequestInMemoryAndAsJSONL() throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("ledger-\(UUID().uuidString).jsonl").path
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("ledger-\(UUID().uuidString).jsonl")
+            .path
         defer { try? FileManager.default.removeItem(atPath: path) }
-        let g = try FakeGateway.start { $0.ledgerPath = path; $0.script = ["b": [.rateLimited]] }
+        let g = try FakeGateway.start {
+            $0.ledgerPath = path
+            $0.script = ["b": [.rateLimited]]
+        }
         defer { g.shutdown() }
         let a = post(g, body: chat("x"), clientID: "a")
         _ = post(g, body: chat("x"), clientID: "b")

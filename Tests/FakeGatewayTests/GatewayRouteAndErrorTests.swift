@@ -1,8 +1,9 @@
-@testable import ChatBatch
 import ChatBatchCore
 import FakeGateway
 import Foundation
 import Testing
+
+@testable import ChatBatch
 
 @Suite("Fake gateway: routes and the seed's error table")
 struct GatewayRouteAndErrorTests {
@@ -20,7 +21,9 @@ struct GatewayRouteAndErrorTests {
         #expect(choice?["message"]?["reasoning"]?.stringValue?.isEmpty == false)
         #expect(choice?["finish_reason"] == "stop")
         let usage = body["usage"]
-        #expect(usage?["total_tokens"]?.intValue == (usage?["prompt_tokens"]?.intValue ?? -1) + (usage?["completion_tokens"]?.intValue ?? -1))
+        #expect(
+            usage?["total_tokens"]?.intValue == (usage?["prompt_tokens"]?.intValue ?? -1)
+                + (usage?["completion_tokens"]?.intValue ?? -1))
         #expect(usage?["prompt_tokens"]?.intValue == TokenEstimate.promptTokens(body: chat("Hello there")))
         let idA = try #require(a.headers["x-tera-request-id"])
         #expect(idA != b.headers["x-tera-request-id"])
@@ -31,12 +34,18 @@ struct GatewayRouteAndErrorTests {
     @Test func tirRouteChecksTheProjectInPathAndQuery() throws {
         let g = try FakeGateway.start { $0.projectID = "77" }
         defer { g.shutdown() }
-        let ok = post(g, path: "/project/p-77/genai/gpt_oss_120b/v1/chat/completions?project_id=77", body: chat("hi", model: "gpt_oss_120b"))
+        let ok = post(
+            g, path: "/project/p-77/genai/gpt_oss_120b/v1/chat/completions?project_id=77",
+            body: chat("hi", model: "gpt_oss_120b"))
         #expect(ok.status == 200)
         #expect(json(ok)["model"] == "gpt_oss_120b")
-        let mismatch = post(g, path: "/project/p-77/genai/gpt_oss_120b/v1/chat/completions?project_id=78", body: chat("hi", model: "gpt_oss_120b"))
+        let mismatch = post(
+            g, path: "/project/p-77/genai/gpt_oss_120b/v1/chat/completions?project_id=78",
+            body: chat("hi", model: "gpt_oss_120b"))
         #expect(mismatch.status == 400)
-        let other = post(g, path: "/project/p-78/genai/gpt_oss_120b/v1/chat/completions?project_id=78", body: chat("hi", model: "gpt_oss_120b"))
+        let other = post(
+            g, path: "/project/p-78/genai/gpt_oss_120b/v1/chat/completions?project_id=78",
+            body: chat("hi", model: "gpt_oss_120b"))
         #expect(other.status == 403)
         #expect(json(other)["error"]?["type"] == "permission_error")
         let ledger = g.ledger.snapshot()
@@ -58,13 +67,25 @@ struct GatewayRouteAndErrorTests {
         // (key, body, status, error.type)
         ("none", "{}", 401, "authentication_error"),
         ("sk-wrong", "{}", 401, "authentication_error"),
-        ("sk-unscoped", #"{"model":"openai/gpt-oss-120b","messages":[{"role":"user","content":"x"}]}"#, 403, "permission_error"),
+        (
+            "sk-unscoped", #"{"model":"openai/gpt-oss-120b","messages":[{"role":"user","content":"x"}]}"#, 403,
+            "permission_error"
+        ),
         ("sk-fake", #"{"model":"gpt-4o","messages":[{"role":"user","content":"x"}]}"#, 404, "model_not_found"),
         ("sk-fake", #"{"model":"openai/gpt-oss-120b","messages":[{"role":"user""#, 400, "invalid_request_error"),
         ("sk-fake", #"{"model":"openai/gpt-oss-120b","messages":[]}"#, 400, "invalid_request_error"),
-        ("sk-fake", #"{"model":"openai/gpt-oss-120b","messages":[{"role":"user","content":"x"}],"temperature":7}"#, 400, "invalid_request_error"),
-        ("sk-fake", #"{"model":"openai/gpt-oss-120b","messages":[{"role":"user","content":"x"}],"max_tokens":5000}"#, 400, "invalid_request_error"),
-        ("sk-fake", #"{"model":"openai/gpt-oss-120b","messages":[{"role":"robot","content":"x"}]}"#, 400, "invalid_request_error"),
+        (
+            "sk-fake", #"{"model":"openai/gpt-oss-120b","messages":[{"role":"user","content":"x"}],"temperature":7}"#,
+            400, "invalid_request_error"
+        ),
+        (
+            "sk-fake", #"{"model":"openai/gpt-oss-120b","messages":[{"role":"user","content":"x"}],"max_tokens":5000}"#,
+            400, "invalid_request_error"
+        ),
+        (
+            "sk-fake", #"{"model":"openai/gpt-oss-120b","messages":[{"role":"robot","content":"x"}]}"#, 400,
+            "invalid_request_error"
+        )
     ])
     func errorsFollowTheSeedsTable(key: String, body: String, status: Int, type: String) throws {
         let g = try FakeGateway.start { $0.unscopedKeys = ["sk-unscoped"] }

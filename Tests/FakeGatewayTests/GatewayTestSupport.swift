@@ -1,7 +1,8 @@
-@testable import ChatBatch
 import ChatBatchCore
 import FakeGateway
 import Foundation
+
+@testable import ChatBatch
 
 /// One libcurl transport for every gateway test: tests talk to the gateway over real HTTP.
 let client = CurlTransport(maxConnections: 64)
@@ -14,12 +15,15 @@ func post(
     var headers = ["Content-Type: application/json"]
     if let key { headers.append("Authorization: Bearer \(key)") }
     if let clientID { headers.append("X-Client-Request-Id: \(clientID)") }
-    return client.send(HTTPRequest(url: gateway.rootURL + path, headers: headers, body: Array(body.serialized().utf8), timeout: timeout))
+    return client.send(
+        HTTPRequest(
+            url: gateway.rootURL + path, headers: headers, body: Array(body.serialized().utf8), timeout: timeout))
 }
 
 /// A GET of `path` on the gateway.
 func get(_ gateway: FakeGateway, _ path: String, key: String?) -> (status: Int, body: JSON) {
-    var request = HTTPRequest(url: gateway.rootURL + path, headers: key.map { ["Authorization: Bearer \($0)"] } ?? [], body: [])
+    var request = HTTPRequest(
+        url: gateway.rootURL + path, headers: key.map { ["Authorization: Bearer \($0)"] } ?? [], body: [])
     request.method = "GET"
     let r = client.send(request)
     return (r.status, json(r))
@@ -58,7 +62,11 @@ func satisfies(_ value: JSON, _ schema: JSON) -> Bool {
         for req in schema["required"]?.arrayValue ?? [] where o[req.stringValue ?? ""] == nil { return false }
         let props = schema["properties"]?.objectValue ?? JSONObject()
         for (k, v) in o {
-            if let sub = props[k] { if !satisfies(v, sub) { return false } } else if schema["additionalProperties"]?.boolValue == false { return false }
+            if let sub = props[k] {
+                if !satisfies(v, sub) { return false }
+            } else if schema["additionalProperties"]?.boolValue == false {
+                return false
+            }
         }
         return true
     case "array":

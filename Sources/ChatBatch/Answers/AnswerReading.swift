@@ -39,14 +39,20 @@ struct AnswerReading {
             }
             // An event that cannot be read leaves a gap in the answer: the stream is broken, never taken as whole.
             guard assembled.unreadable == 0 else {
-                problem = ("broken_stream", "the stream held \(assembled.unreadable) events that are not JSON (the first: \(assembled.firstUnreadable)…); a piece of the answer would be missing")
+                problem = (
+                    "broken_stream",
+                    "the stream held \(assembled.unreadable) events that are not JSON (the first: \(assembled.firstUnreadable)…); a piece of the answer would be missing"
+                )
                 return
             }
             body = assembled.body
         } else {
             guard let (value, fixed) = try? JSON.parseRepairing(bytes), value.objectValue != nil else {
                 let type = headers["content-type"].map { " (\($0))" } ?? ""
-                problem = ("bad_response", "HTTP \(status) with a body that is not a JSON object\(type): \(ServerError.excerpt(bytes, 200))")
+                problem = (
+                    "bad_response",
+                    "HTTP \(status) with a body that is not a JSON object\(type): \(ServerError.excerpt(bytes, 200))"
+                )
                 return
             }
             repaired = fixed
@@ -93,7 +99,9 @@ struct AnswerReading {
     /// Tokens of what the answer wrote: content, reasoning and tool-call arguments.
     static func completionEstimate(_ body: JSON) -> Int {
         let message = body["choices"]?.arrayValue?.first?["message"] ?? .null
-        var text = (message["content"]?.stringValue ?? "") + (message["reasoning"]?.stringValue ?? message["reasoning_content"]?.stringValue ?? "")
+        var text =
+            (message["content"]?.stringValue ?? "")
+            + (message["reasoning"]?.stringValue ?? message["reasoning_content"]?.stringValue ?? "")
         for call in message["tool_calls"]?.arrayValue ?? [] {
             text += (call["function"]?["name"]?.stringValue ?? "") + (call["function"]?["arguments"]?.stringValue ?? "")
         }

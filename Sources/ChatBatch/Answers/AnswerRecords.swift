@@ -41,7 +41,8 @@ struct FinishedRecord: Sendable {
     /// The canonical (batch-shaped) output line, without its newline.
     var output: String
     var kind: OutputKind
-    /// Answered from the response cache: nothing was sent or billed; `savedTokens`/`savedCost` is what it would have cost.
+    /// Answered from the response cache: nothing was sent or billed; `savedTokens`/`savedCost` is what it would have
+    /// cost.
     var cached = false
     var savedTokens = 0
     var savedCost = 0.0
@@ -56,8 +57,10 @@ struct FinishedRecord: Sendable {
 
     /// What the flat output says about it besides the answer.
     var facts: LineFacts {
-        LineFacts(attempts: attempts, latencyMs: latencyMs, cost: cost, ttftMs: ttftMs, cached: cached, usageEstimated: usageEstimated, repaired: repaired,
-                  provider: provider)
+        LineFacts(
+            attempts: attempts, latencyMs: latencyMs, cost: cost, ttftMs: ttftMs, cached: cached,
+            usageEstimated: usageEstimated, repaired: repaired,
+            provider: provider)
     }
 }
 
@@ -102,5 +105,7 @@ struct ModelRefusal: Sendable, Equatable {
         self.init(model: model, status: status, code: code, message: message)
     }
 
-    var json: JSON { ["model": .string(model), "status": .int(status), "code": .string(code), "message": .string(message)] }
+    var json: JSON {
+        ["model": .string(model), "status": .int(status), "code": .string(code), "message": .string(message)]
+    }
 }

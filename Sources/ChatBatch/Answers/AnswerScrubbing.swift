@@ -7,7 +7,9 @@ extension Redactor {
     func scrubAnswer(_ response: HTTPResponse) -> HTTPResponse {
         var r = scrub(response)
         // Reading an answer again costs as much as reading it: only one that may hold a key in another form is.
-        guard !plain.isEmpty, !r.body.isEmpty, Self.hasASCIIEscape(r.body) || mayHoldSplitSecret(r.body) else { return r }
+        guard !plain.isEmpty, !r.body.isEmpty, Self.hasASCIIEscape(r.body) || mayHoldSplitSecret(r.body) else {
+            return r
+        }
         if Self.isStream(r) {
             // A key split across events is whole only in the answer put back together: when it is there, the
             // answer is kept as that whole (scrubbed) body, or dropped if the stream was not complete (and retried).
@@ -31,7 +33,8 @@ extension Redactor {
     /// break) keeps at least one of its ends whole.
     func mayHoldSplitSecret(_ bytes: [UInt8]) -> Bool {
         plain.contains { secret in
-            Self.find(Array(secret.prefix(3)), in: bytes, from: 0) != nil || Self.find(Array(secret.suffix(3)), in: bytes, from: 0) != nil
+            Self.find(Array(secret.prefix(3)), in: bytes, from: 0) != nil
+                || Self.find(Array(secret.suffix(3)), in: bytes, from: 0) != nil
         }
     }
 
@@ -41,7 +44,10 @@ extension Redactor {
         while let at = find([UInt8(ascii: "\\")], in: bytes, from: i) {
             if at + 1 < bytes.count && bytes[at + 1] == UInt8(ascii: "/") { return true }
             if at + 4 < bytes.count && bytes[at + 1] == UInt8(ascii: "u") && bytes[at + 2] == UInt8(ascii: "0")
-                && bytes[at + 3] == UInt8(ascii: "0") && (UInt8(ascii: "0")...UInt8(ascii: "7")).contains(bytes[at + 4]) { return true }
+                && bytes[at + 3] == UInt8(ascii: "0") && (UInt8(ascii: "0")...UInt8(ascii: "7")).contains(bytes[at + 4])
+            {
+                return true
+            }
             i = at + 2
         }
         return false

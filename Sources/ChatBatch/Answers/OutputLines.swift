@@ -1,6 +1,7 @@
 import ChatBatchCore
 
-/// Builds the lines chatbatch writes: OpenAI Batch output shape, errors with `error {code, message}`, and the flat shape.
+/// Builds the lines chatbatch writes: OpenAI Batch output shape, errors with `error {code, message}`, and the flat
+/// shape.
 enum OutputLines {
     static func batchID(_ customID: String) -> String { "batch_req_" + StableHash.hex(StableHash.of(customID)) }
 
@@ -9,7 +10,7 @@ enum OutputLines {
         [
             "id": .string(batchID(customID)), "custom_id": .string(customID),
             "response": ["status_code": .int(status), "request_id": requestID.map(JSON.string) ?? .null, "body": body],
-            "error": nil,
+            "error": nil
         ]
     }
 
@@ -40,14 +41,18 @@ enum OutputLines {
     }
 
     /// An errors-file line; `response` is kept when the server answered (its body carries the server's message).
-    static func error(customID: String, code: String, message: String, status: Int? = nil, requestID: String? = nil, body: JSON? = nil) -> JSON {
+    static func error(
+        customID: String, code: String, message: String, status: Int? = nil, requestID: String? = nil, body: JSON? = nil
+    ) -> JSON {
         var response = JSON.null
         if let status {
-            response = ["status_code": .int(status), "request_id": requestID.map(JSON.string) ?? .null, "body": body ?? .null]
+            response = [
+                "status_code": .int(status), "request_id": requestID.map(JSON.string) ?? .null, "body": body ?? .null
+            ]
         }
         return [
             "id": .string(batchID(customID)), "custom_id": .string(customID), "response": response,
-            "error": ["code": .string(code), "message": .string(message)],
+            "error": ["code": .string(code), "message": .string(message)]
         ]
     }
 
@@ -60,17 +65,23 @@ enum OutputLines {
         let message = choice["message"] ?? .null
         var out: JSON = ["custom_id": canonical["custom_id"] ?? .null]
         out["content"] = message["content"] ?? .null
-        if let text = message["content"]?.stringValue, let value = try? JSON.parse(text), value.objectValue != nil || value.arrayValue != nil {
+        if let text = message["content"]?.stringValue, let value = try? JSON.parse(text),
+            value.objectValue != nil || value.arrayValue != nil
+        {
             out["parsed"] = value
         }
         out["reasoning"] = message["reasoning"] ?? message["reasoning_content"] ?? .null
-        out["tool_calls"] = message["tool_calls"]?.arrayValue.map { calls in
-            JSON.array(calls.map { call -> JSON in
-                let arguments = call["function"]?["arguments"]?.stringValue ?? ""
-                return ["id": call["id"] ?? .null, "name": call["function"]?["name"] ?? .null,
-                        "arguments": (try? JSON.parse(arguments)) ?? .string(arguments)]
-            })
-        } ?? .null
+        out["tool_calls"] =
+            message["tool_calls"]?.arrayValue.map { calls in
+                JSON.array(
+                    calls.map { call -> JSON in
+                        let arguments = call["function"]?["arguments"]?.stringValue ?? ""
+                        return [
+                            "id": call["id"] ?? .null, "name": call["function"]?["name"] ?? .null,
+                            "arguments": (try? JSON.parse(arguments)) ?? .string(arguments)
+                        ]
+                    })
+            } ?? .null
         out["finish_reason"] = choice["finish_reason"] ?? .null
         out["usage"] = body["usage"] ?? .null
         out["cost"] = .double(facts.cost)

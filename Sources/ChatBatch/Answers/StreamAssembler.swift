@@ -39,13 +39,17 @@ enum StreamAssembler {
             var line = rawLine[...]
             if line.last == 0x0D { line = line.dropLast() }
             if line.starts(with: Array("event:".utf8)) {
-                eventIsError = String(decoding: line.dropFirst(6), as: UTF8.self).trimmingCharacters(in: .whitespaces) == "error"
+                eventIsError =
+                    String(decoding: line.dropFirst(6), as: UTF8.self).trimmingCharacters(in: .whitespaces) == "error"
                 continue
             }
             guard line.starts(with: Array("data:".utf8)) else { continue }
             var payload = line.dropFirst(5)
             while payload.first == 0x20 { payload = payload.dropFirst() }
-            if payload.elementsEqual("[DONE]".utf8) { complete = true; continue }
+            if payload.elementsEqual("[DONE]".utf8) {
+                complete = true
+                continue
+            }
             guard let (chunk, fixed) = try? JSON.parseRepairing(payload) else {
                 if unreadable == 0 { firstUnreadable = String(decoding: payload.prefix(80), as: UTF8.self) }
                 unreadable += 1
@@ -58,14 +62,24 @@ enum StreamAssembler {
                 continue
             }
             chunks += 1
-            if id.isNull { id = chunk["id"] ?? .null; created = chunk["created"] ?? .null; model = chunk["model"] ?? .null }
+            if id.isNull {
+                id = chunk["id"] ?? .null
+                created = chunk["created"] ?? .null
+                model = chunk["model"] ?? .null
+            }
             if let u = chunk["usage"], !u.isNull { usage = u }
             for choice in chunk["choices"]?.arrayValue ?? [] {
                 if let f = choice["finish_reason"], !f.isNull { finishReason = f }
                 guard let delta = choice["delta"] else { continue }
-                if let c = delta["content"]?.stringValue { content += c; if !c.isEmpty { sawContent = true } }
+                if let c = delta["content"]?.stringValue {
+                    content += c
+                    if !c.isEmpty { sawContent = true }
+                }
                 for field in ["reasoning", "reasoning_content"] {
-                    if let r = delta[field]?.stringValue { reasoning += r; reasoningField = reasoningField ?? field }
+                    if let r = delta[field]?.stringValue {
+                        reasoning += r
+                        reasoningField = reasoningField ?? field
+                    }
                 }
                 for call in delta["tool_calls"]?.arrayValue ?? [] {
                     let index = call["index"]?.intValue ?? 0
@@ -82,14 +96,18 @@ enum StreamAssembler {
         message["content"] = (!sawContent && !calls.isEmpty) ? .null : .string(content)
         if let field = reasoningField { message[field] = .string(reasoning) }
         if !calls.isEmpty {
-            message["tool_calls"] = .array(calls.keys.sorted().map { i in
-                let c = calls[i]!
-                return ["id": c.id, "type": c.type, "function": ["name": .string(c.name), "arguments": .string(c.arguments)]]
-            })
+            message["tool_calls"] = .array(
+                calls.keys.sorted().map { i in
+                    let c = calls[i]!
+                    return [
+                        "id": c.id, "type": c.type,
+                        "function": ["name": .string(c.name), "arguments": .string(c.arguments)]
+                    ]
+                })
         }
         var body: JSON = [
             "id": id, "object": "chat.completion", "created": created, "model": model,
-            "choices": [["index": 0, "message": message, "logprobs": nil, "finish_reason": finishReason]],
+            "choices": [["index": 0, "message": message, "logprobs": nil, "finish_reason": finishReason]]
         ]
         if let usage { body["usage"] = usage }
         return Assembled(

@@ -18,12 +18,19 @@ enum SchemaValidator {
         if schema.boolValue == false { return "\(path): no value is allowed here" }
         guard schema.objectValue != nil, depth < 64 else { return nil }
         func sub(_ v: JSON, _ s: JSON, _ p: String) -> String? { check(v, s, root: root, path: p, depth: depth + 1) }
-        if let ref = schema["$ref"]?.stringValue, let target = resolve(ref, root: root), let v = sub(value, target, path) { return v }
+        if let ref = schema["$ref"]?.stringValue, let target = resolve(ref, root: root),
+            let v = sub(value, target, path)
+        {
+            return v
+        }
         if let c = schema["const"], !equal(c, value) { return "\(path): must be \(c.serialized())" }
         if let options = schema["enum"]?.arrayValue, !options.contains(where: { equal($0, value) }) {
-            return "\(path): \(value.serialized().prefix(40)) is not one of \(JSON.array(options).serialized().prefix(80))"
+            return
+                "\(path): \(value.serialized().prefix(40)) is not one of \(JSON.array(options).serialized().prefix(80))"
         }
-        if let options = schema["anyOf"]?.arrayValue, !options.isEmpty, !options.contains(where: { sub(value, $0, path) == nil }) {
+        if let options = schema["anyOf"]?.arrayValue, !options.isEmpty,
+            !options.contains(where: { sub(value, $0, path) == nil })
+        {
             return "\(path): matches none of anyOf"
         }
         if let options = schema["oneOf"]?.arrayValue, !options.isEmpty {
@@ -49,8 +56,12 @@ enum SchemaValidator {
             for required in schema["required"]?.arrayValue ?? [] {
                 if let name = required.stringValue, object[name] == nil { return "\(path): missing required '\(name)'" }
             }
-            if let min = schema["minProperties"]?.intValue, object.count < min { return "\(path): fewer than \(min) properties" }
-            if let max = schema["maxProperties"]?.intValue, object.count > max { return "\(path): more than \(max) properties" }
+            if let min = schema["minProperties"]?.intValue, object.count < min {
+                return "\(path): fewer than \(min) properties"
+            }
+            if let max = schema["maxProperties"]?.intValue, object.count > max {
+                return "\(path): more than \(max) properties"
+            }
             let properties = schema["properties"]?.objectValue ?? JSONObject()
             let patterns = schema["patternProperties"]?.objectValue ?? JSONObject()
             for (key, member) in object {
@@ -73,7 +84,8 @@ enum SchemaValidator {
             if let max = schema["maxItems"]?.intValue, items.count > max { return "\(path): more than \(max) items" }
             var prefix = schema["prefixItems"]?.arrayValue ?? []
             var rest = schema["items"]
-            if let tuple = rest?.arrayValue {  // draft 4–2019: items as an array is the prefix, additionalItems the rest
+            // draft 4–2019: items as an array is the prefix, additionalItems the rest
+            if let tuple = rest?.arrayValue {
                 prefix = tuple
                 rest = schema["additionalItems"]
             }
@@ -82,26 +94,40 @@ enum SchemaValidator {
                 if let itemSchema, let v = sub(item, itemSchema, "\(path)[\(i)]") { return v }
             }
             if schema["uniqueItems"]?.boolValue == true {
-                for i in items.indices { for j in items.indices where j > i && equal(items[i], items[j]) { return "\(path): items \(i) and \(j) are equal" } }
+                for i in items.indices {
+                    for j in items.indices where j > i && equal(items[i], items[j]) {
+                        return "\(path): items \(i) and \(j) are equal"
+                    }
+                }
             }
             if let contains = schema["contains"] {
                 let n = items.filter { sub($0, contains, path) == nil }.count
                 let least = schema["minContains"]?.intValue ?? 1
                 if n < least { return "\(path): fewer than \(least) items match contains" }
-                if let most = schema["maxContains"]?.intValue, n > most { return "\(path): more than \(most) items match contains" }
+                if let most = schema["maxContains"]?.intValue, n > most {
+                    return "\(path): more than \(most) items match contains"
+                }
             }
         case .string(let s):
             let length = s.unicodeScalars.count  // the specification counts code points
-            if let min = schema["minLength"]?.intValue, length < min { return "\(path): shorter than \(min) characters" }
+            if let min = schema["minLength"]?.intValue, length < min {
+                return "\(path): shorter than \(min) characters"
+            }
             if let max = schema["maxLength"]?.intValue, length > max { return "\(path): longer than \(max) characters" }
-            if let pattern = schema["pattern"]?.stringValue, !search(pattern, in: s) { return "\(path): does not match the pattern \(pattern)" }
+            if let pattern = schema["pattern"]?.stringValue, !search(pattern, in: s) {
+                return "\(path): does not match the pattern \(pattern)"
+            }
         case .int, .double:
             let d = value.doubleValue ?? 0
             if let min = schema["minimum"]?.doubleValue {
-                if schema["exclusiveMinimum"]?.boolValue == true ? d <= min : d < min { return "\(path): less than \(min)" }
+                if schema["exclusiveMinimum"]?.boolValue == true ? d <= min : d < min {
+                    return "\(path): less than \(min)"
+                }
             }
             if let max = schema["maximum"]?.doubleValue {
-                if schema["exclusiveMaximum"]?.boolValue == true ? d >= max : d > max { return "\(path): more than \(max)" }
+                if schema["exclusiveMaximum"]?.boolValue == true ? d >= max : d > max {
+                    return "\(path): more than \(max)"
+                }
             }
             if let min = schema["exclusiveMinimum"]?.doubleValue, d <= min { return "\(path): not more than \(min)" }
             if let max = schema["exclusiveMaximum"]?.doubleValue, d >= max { return "\(path): not less than \(max)" }
@@ -132,7 +158,10 @@ enum SchemaValidator {
         var node = root
         for raw in ref.dropFirst().split(separator: "/") {
             let key = raw.replacingOccurrences(of: "~1", with: "/").replacingOccurrences(of: "~0", with: "~")
-            if let array = node.arrayValue, let i = Int(key), array.indices.contains(i) { node = array[i]; continue }
+            if let array = node.arrayValue, let i = Int(key), array.indices.contains(i) {
+                node = array[i]
+                continue
+            }
             guard let next = node[key] else { return nil }
             node = next
         }
@@ -152,7 +181,8 @@ enum SchemaValidator {
 
     static func matches(_ value: JSON, _ type: String) -> Bool {
         switch (type, value) {
-        case ("object", .object), ("array", .array), ("string", .string), ("boolean", .bool), ("null", .null): return true
+        case ("object", .object), ("array", .array), ("string", .string), ("boolean", .bool), ("null", .null):
+            return true
         case ("integer", .int): return true
         case ("integer", .double(let d)): return d.rounded() == d
         case ("number", .int), ("number", .double): return true
@@ -170,24 +200,35 @@ struct AnswerProblem: Equatable {
 /// Checks an answer against what its request asked for.
 enum AnswerCheck {
     /// `truncated` when a structured answer or a tool call stopped at max_tokens; `invalid_json` when its content
-    /// (or a tool call's arguments) does not parse; `schema_mismatch` when it does not satisfy the request's json_schema.
+    /// (or a tool call's arguments) does not parse; `schema_mismatch` when it does not satisfy the request's
+    /// json_schema.
     static func problem(responseFormat: JSON?, body: JSON) -> AnswerProblem? {
         let choice = body["choices"]?.arrayValue?.first
         let cut = choice?["finish_reason"]?.stringValue == "length"
         for (i, call) in (choice?["message"]?["tool_calls"]?.arrayValue ?? []).enumerated() {
             let arguments = call["function"]?["arguments"]?.stringValue ?? ""
-            guard !arguments.trimmingCharacters(in: .whitespaces).isEmpty, (try? JSON.parse(arguments)) == nil else { continue }
+            guard !arguments.trimmingCharacters(in: .whitespaces).isEmpty, (try? JSON.parse(arguments)) == nil else {
+                continue
+            }
             let name = call["function"]?["name"]?.stringValue ?? "?"
             if cut {
-                return AnswerProblem(code: "truncated", message: "tool call \(i) (\(name)) stopped at max_tokens before its arguments were complete; raise max_tokens")
+                return AnswerProblem(
+                    code: "truncated",
+                    message:
+                        "tool call \(i) (\(name)) stopped at max_tokens before its arguments were complete; raise max_tokens"
+                )
             }
-            return AnswerProblem(code: "invalid_json", message: "tool call \(i) (\(name)) has arguments that are not JSON: \(arguments.prefix(80))")
+            return AnswerProblem(
+                code: "invalid_json",
+                message: "tool call \(i) (\(name)) has arguments that are not JSON: \(arguments.prefix(80))")
         }
         guard let kind = responseFormat?["type"]?.stringValue, kind == "json_object" || kind == "json_schema" else {
             return nil
         }
         if cut {
-            return AnswerProblem(code: "truncated", message: "the answer stopped at max_tokens before its JSON was complete; raise max_tokens")
+            return AnswerProblem(
+                code: "truncated",
+                message: "the answer stopped at max_tokens before its JSON was complete; raise max_tokens")
         }
         guard let content = choice?["message"]?["content"]?.stringValue else {
             return AnswerProblem(code: "invalid_json", message: "the answer has no content")
@@ -199,12 +240,14 @@ enum AnswerCheck {
             return AnswerProblem(code: "invalid_json", message: "the answer's content is not JSON: \(error)")
         }
         if kind == "json_object" && value.objectValue == nil {
-            return AnswerProblem(code: "invalid_json", message: "the answer's content is JSON \(value.typeName), not an object")
+            return AnswerProblem(
+                code: "invalid_json", message: "the answer's content is JSON \(value.typeName), not an object")
         }
         if kind == "json_schema", let schema = responseFormat?["json_schema"]?["schema"],
             let violation = SchemaValidator.firstViolation(value, schema)
         {
-            return AnswerProblem(code: "schema_mismatch", message: "the answer does not satisfy the schema: \(violation)")
+            return AnswerProblem(
+                code: "schema_mismatch", message: "the answer does not satisfy the schema: \(violation)")
         }
         return nil
     }

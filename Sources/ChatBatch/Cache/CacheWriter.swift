@@ -42,7 +42,10 @@ final class CacheWriter: Sendable {
 
     private func flush() {
         let items = pending.withLock { p -> [Entry] in
-            defer { p.items = []; p.scheduled = false }
+            defer {
+                p.items = []
+                p.scheduled = false
+            }
             return p.items
         }
         guard !items.isEmpty else { return }
@@ -57,6 +60,8 @@ final class CacheWriter: Sendable {
                 usleep(useconds_t(100_000 << attempt))
             }
         }
-        log("chatbatch: warning: \(items.count) answers could not be stored in the cache (\(lastError?.message ?? "unknown error")); they are in the outputs, and a later run will pay for them again")
+        log(
+            "chatbatch: warning: \(items.count) answers could not be stored in the cache (\(lastError?.message ?? "unknown error")); they are in the outputs, and a later run will pay for them again"
+        )
     }
 }

@@ -14,12 +14,14 @@ struct CachedAnswer: Sendable, Equatable {
 extension CachedAnswer {
     /// The answer inside a results line of the batch shape (`response.body`), as the checkpoint keeps it.
     init?(resultLine: String) {
-        guard let line = try? JSON.parse(resultLine), let response = line["response"], response["status_code"]?.intValue == 200,
+        guard let line = try? JSON.parse(resultLine), let response = line["response"],
+            response["status_code"]?.intValue == 200,
             let body = response["body"], body.objectValue != nil
         else { return nil }
         self.init(
             body: Array(body.serialized().utf8), requestID: response["request_id"]?.stringValue,
-            promptTokens: body["usage"]?["prompt_tokens"]?.intValue ?? 0, completionTokens: body["usage"]?["completion_tokens"]?.intValue ?? 0)
+            promptTokens: body["usage"]?["prompt_tokens"]?.intValue ?? 0,
+            completionTokens: body["usage"]?["completion_tokens"]?.intValue ?? 0)
     }
 }
 
@@ -40,15 +42,19 @@ public struct CacheStats: Sendable {
         var models = JSONObject()
         for k in byModel.keys.sorted() { models[k] = .int(byModel[k]!) }
         return [
-            "entries": .int(entries), "bytes": .int(bytes), "prompt_tokens": .int(promptTokens), "completion_tokens": .int(completionTokens),
-            "oldest": oldest.map { .string(Self.iso($0)) } ?? .null, "newest": newest.map { .string(Self.iso($0)) } ?? .null,
-            "by_model": .object(models), "by_endpoint": ["real": .int(real), "fake_gateway": .int(fake)],
+            "entries": .int(entries), "bytes": .int(bytes), "prompt_tokens": .int(promptTokens),
+            "completion_tokens": .int(completionTokens),
+            "oldest": oldest.map { .string(Self.iso($0)) } ?? .null,
+            "newest": newest.map { .string(Self.iso($0)) } ?? .null,
+            "by_model": .object(models), "by_endpoint": ["real": .int(real), "fake_gateway": .int(fake)]
         ]
     }
 
     public var text: String {
         var lines = ["entries    \(entries) answers, \(bytes) bytes of answer bodies"]
-        lines.append("endpoints  \(real) from real endpoints, \(fake) from the fake gateway (they answer only --fake-gateway runs)")
+        lines.append(
+            "endpoints  \(real) from real endpoints, \(fake) from the fake gateway (they answer only --fake-gateway runs)"
+        )
         lines.append("tokens     \(promptTokens) prompt + \(completionTokens) completion paid for once")
         if let oldest, let newest { lines.append("stored     \(Self.iso(oldest)) to \(Self.iso(newest))") }
         for (model, n) in byModel.sorted(by: { $0.key < $1.key }) { lines.append("model      \(model): \(n)") }
@@ -78,25 +84,38 @@ final class ResponseCache: @unchecked Sendable {
         self.path = path
         var isDir: ObjCBool = false
         let exists = FileManager.default.fileExists(atPath: path, isDirectory: &isDir)
-        if isDir.boolValue { throw ChatBatchError(.badCache, "cache \(path) is a directory; pass a file path to --cache") }
+        if isDir.boolValue {
+            throw ChatBatchError(.badCache, "cache \(path) is a directory; pass a file path to --cache")
+        }
         if !exists && !create { throw ChatBatchError(.badCache, "no cache at \(path)") }
         switch SQLiteHeader.read(path) {
         case .notSQLite:
-            throw ChatBatchError(.badCache, "\(path) is not a chatbatch cache (not an SQLite file); refusing to use or overwrite it. Pass another --cache")
+            throw ChatBatchError(
+                .badCache,
+                "\(path) is not a chatbatch cache (not an SQLite file); refusing to use or overwrite it. Pass another --cache"
+            )
         case .truncated(let size, let recorded):
-            throw ChatBatchError(.badCache, "cache \(path) is damaged (\(size) bytes, records \(recorded)); refusing to trust its answers. Move it away to start a new cache")
+            throw ChatBatchError(
+                .badCache,
+                "cache \(path) is damaged (\(size) bytes, records \(recorded)); refusing to trust its answers. Move it away to start a new cache"
+            )
         case nil where exists:
             throw ChatBatchError(.badCache, "cannot read cache \(path)")
         default: break
         }
         if !exists {
-            // A cache under a folder not made yet (~/.cache/chatbatch/answers.db on a new machine): make it, owner-only.
+            // A cache under a folder not made yet (~/.cache/chatbatch/answers.db on a new machine): make it,
+            // owner-only.
             let folder = (path as NSString).deletingLastPathComponent
             guard makeFolders(folder) else {
-                throw ChatBatchError(.badCache, "cannot create the folder \(folder) for cache \(path): \(String(cString: strerror(errno)))")
+                throw ChatBatchError(
+                    .badCache,
+                    "cannot create the folder \(folder) for cache \(path): \(String(cString: strerror(errno)))")
             }
             let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-            guard fd >= 0 else { throw ChatBatchError(.badCache, "cannot create cache \(path): \(String(cString: strerror(errno)))") }
+            guard fd >= 0 else {
+                throw ChatBatchError(.badCache, "cannot create cache \(path): \(String(cString: strerror(errno)))")
+            }
             _ = closeFile(fd)
         }
         db = try SQLiteDatabase(path: path, role: .cache, busyTimeout: 30_000)
@@ -107,7 +126,7 @@ final class ResponseCache: @unchecked Sendable {
             do {
                 try prepareSchema()
                 break
-            } catch where error.code == .cacheBusy && attempt < 100 {
+            } catch  where error.code == .cacheBusy && attempt < 100 {
                 attempt += 1
                 usleep(50_000)
             }
@@ -128,7 +147,8 @@ final class ResponseCache: @unchecked Sendable {
         } catch let error as ChatBatchError where error.code == .cacheBusy {
             throw error
         } catch {
-            throw ChatBatchError(.badCache, "cache \(path) cannot be read (\(error)); it is damaged. Move it away to start a new cache")
+            throw ChatBatchError(
+                .badCache, "cache \(path) cannot be read (\(error)); it is damaged. Move it away to start a new cache")
         }
         if id.tables == 0 && id.appID == 0 {
             // Empty: create it, unless another run did so meanwhile (the check is repeated under the write lock).
@@ -136,7 +156,8 @@ final class ResponseCache: @unchecked Sendable {
             id = try db.inTransaction { () throws(ChatBatchError) in
                 let current = try identity()
                 guard current.tables == 0 && current.appID == 0 else { return current }
-                try db.execute("""
+                try db.execute(
+                    """
                     CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
                     CREATE TABLE answers(
                         key TEXT PRIMARY KEY,
@@ -153,12 +174,18 @@ final class ResponseCache: @unchecked Sendable {
             }
         }
         guard id.appID == Self.applicationID else {
-            throw ChatBatchError(.badCache, "\(path) is an SQLite file of another program, not a chatbatch cache; refusing to touch it. Pass another --cache")
+            throw ChatBatchError(
+                .badCache,
+                "\(path) is an SQLite file of another program, not a chatbatch cache; refusing to touch it. Pass another --cache"
+            )
         }
         try db.execute("PRAGMA synchronous=NORMAL")
-        let version = Int(try db.query("SELECT value FROM meta WHERE key='schema_version'").first?.first?.text ?? "") ?? 0
+        let version =
+            Int(try db.query("SELECT value FROM meta WHERE key='schema_version'").first?.first?.text ?? "") ?? 0
         guard version == Self.schemaVersion else {
-            throw ChatBatchError(.badCache, "cache \(path) has schema version \(version); this chatbatch reads version \(Self.schemaVersion)")
+            throw ChatBatchError(
+                .badCache,
+                "cache \(path) has schema version \(version); this chatbatch reads version \(Self.schemaVersion)")
         }
     }
 
@@ -171,10 +198,13 @@ final class ResponseCache: @unchecked Sendable {
     /// The answer stored for `key`, if any.
     func lookup(_ key: String) throws(ChatBatchError) -> CachedAnswer? {
         if lookupStatement == nil {
-            lookupStatement = try db.prepare("SELECT body, request_id, prompt_tokens, completion_tokens FROM answers WHERE key=?")
+            lookupStatement = try db.prepare(
+                "SELECT body, request_id, prompt_tokens, completion_tokens FROM answers WHERE key=?")
         }
         guard let row = try lookupStatement!.row([.text(key)]) else { return nil }
-        return CachedAnswer(body: row[0].blob ?? [], requestID: row[1].text, promptTokens: row[2].int ?? 0, completionTokens: row[3].int ?? 0)
+        return CachedAnswer(
+            body: row[0].blob ?? [], requestID: row[1].text, promptTokens: row[2].int ?? 0,
+            completionTokens: row[3].int ?? 0)
     }
 
     /// True when an answer is stored for `key`.
@@ -185,12 +215,16 @@ final class ResponseCache: @unchecked Sendable {
     /// Stores answers in one transaction; `replace` overwrites (refresh), otherwise the first answer stored wins.
     func store(_ entries: [(key: String, model: String?, answer: CachedAnswer)], replace: Bool) throws(ChatBatchError) {
         try db.inTransaction { () throws(ChatBatchError) in
-            let insert = try db.prepare((replace ? "INSERT OR REPLACE" : "INSERT OR IGNORE")
-                + " INTO answers(key, model, body, request_id, prompt_tokens, completion_tokens, created_at) VALUES(?, ?, ?, ?, ?, ?, ?)")
+            let insert = try db.prepare(
+                (replace ? "INSERT OR REPLACE" : "INSERT OR IGNORE")
+                    + " INTO answers(key, model, body, request_id, prompt_tokens, completion_tokens, created_at) VALUES(?, ?, ?, ?, ?, ?, ?)"
+            )
             let now = Date().timeIntervalSince1970
             for e in entries {
-                try insert.run([.text(e.key), .optional(e.model), .blob(e.answer.body), .optional(e.answer.requestID),
-                                .int(e.answer.promptTokens), .int(e.answer.completionTokens), .double(now)])
+                try insert.run([
+                    .text(e.key), .optional(e.model), .blob(e.answer.body), .optional(e.answer.requestID),
+                    .int(e.answer.promptTokens), .int(e.answer.completionTokens), .double(now)
+                ])
             }
         }
     }
@@ -207,9 +241,12 @@ final class ResponseCache: @unchecked Sendable {
             s.oldest = row[4].double
             s.newest = row[5].double
         }
-        for row in try db.query("SELECT coalesce(model, '(none)'), count(*) FROM answers GROUP BY 1") { s.byModel[row[0].text ?? ""] = row[1].int ?? 0 }
-        let fake = try db.query("SELECT count(*) FROM answers WHERE substr(key, 1, ?) = ?",
-                                [.int(CacheKey.fakePrefix.utf8.count), .text(CacheKey.fakePrefix)])
+        for row in try db.query("SELECT coalesce(model, '(none)'), count(*) FROM answers GROUP BY 1") {
+            s.byModel[row[0].text ?? ""] = row[1].int ?? 0
+        }
+        let fake = try db.query(
+            "SELECT count(*) FROM answers WHERE substr(key, 1, ?) = ?",
+            [.int(CacheKey.fakePrefix.utf8.count), .text(CacheKey.fakePrefix)])
         s.fake = fake.first?.first?.int ?? 0
         s.real = s.entries - s.fake
         return s

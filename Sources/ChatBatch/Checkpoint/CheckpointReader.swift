@@ -9,7 +9,8 @@ struct PriorState: Sendable {
     var endpointID: Int?
 }
 
-/// A read-only view of the checkpoint for the input reader, on its own connection (WAL lets it read alongside the writer).
+/// A read-only view of the checkpoint for the input reader, on its own connection (WAL lets it read alongside the
+/// writer).
 final class CheckpointReader {
     let db: SQLiteDatabase
     private var statement: SQLiteStatement?
@@ -17,7 +18,9 @@ final class CheckpointReader {
     /// `version` is the checkpoint's schema version (an older one is read as it is, without the columns it lacks).
     init(path: String, version: Int = CheckpointStore.schemaVersion) throws(ChatBatchError) {
         db = try SQLiteDatabase(path: path, readOnly: true)
-        statement = try db.prepare("SELECT state, body_hash, crash_resend, \(version >= 3 ? "endpoint_id" : "NULL") FROM requests WHERE custom_id=?")
+        statement = try db.prepare(
+            "SELECT state, body_hash, crash_resend, \(version >= 3 ? "endpoint_id" : "NULL") FROM requests WHERE custom_id=?"
+        )
     }
 
     /// Closes the connection: the run is over.
@@ -34,14 +37,16 @@ final class CheckpointReader {
 
     /// The output line recorded for a finished prompt.
     func output(_ customID: String) throws(ChatBatchError) -> String? {
-        try db.query("SELECT output FROM requests WHERE custom_id=? AND out_seq IS NOT NULL", [.text(customID)]).first?.first?.text
+        try db.query("SELECT output FROM requests WHERE custom_id=? AND out_seq IS NOT NULL", [.text(customID)]).first?
+            .first?.text
     }
 
     func prior(_ customID: String) throws(ChatBatchError) -> PriorState? {
         guard let lookup = statement else { return nil }
         guard let row = try lookup.row([.text(customID)]) else { return nil }
         return PriorState(
-            state: RequestState(rawValue: row[0].text ?? "") ?? .pending, bodyHash: row[1].text ?? "", crashResend: row[2].int == 1,
+            state: RequestState(rawValue: row[0].text ?? "") ?? .pending, bodyHash: row[1].text ?? "",
+            crashResend: row[2].int == 1,
             endpointID: row[3].int)
     }
 }

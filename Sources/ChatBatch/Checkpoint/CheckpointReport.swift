@@ -8,15 +8,19 @@ public enum CheckpointReport {
         let store = try CheckpointStore(path: checkpoint, create: false, lock: false)
         let counts = try store.stateCounts()
         let totals = try store.totals()
-        let last = try store.db.query("SELECT id, started_at, ended_at, exit_code FROM runs ORDER BY id DESC LIMIT 1").first
+        let last = try store.db.query("SELECT id, started_at, ended_at, exit_code FROM runs ORDER BY id DESC LIMIT 1")
+            .first
         let runs = try store.db.query("SELECT count(*) FROM runs").first?.first?.int ?? 0
         var byState = JSONObject()
-        for state in [RequestState.pending, .inflight, .done, .failed] { byState[state.rawValue] = .int(counts[state] ?? 0) }
+        for state in [RequestState.pending, .inflight, .done, .failed] {
+            byState[state.rawValue] = .int(counts[state] ?? 0)
+        }
         var lastRun = JSON.null
         if let last {
             lastRun = [
-                "id": .int(last[0].int ?? 0), "started_at": isoDate(last[1].double), "ended_at": isoDate(last[2].double),
-                "exit_code": last[3].int.map(JSON.int) ?? .null,
+                "id": .int(last[0].int ?? 0), "started_at": isoDate(last[1].double),
+                "ended_at": isoDate(last[2].double),
+                "exit_code": last[3].int.map(JSON.int) ?? .null
             ]
         }
         let inputLines = try store.inputLines()
@@ -24,9 +28,11 @@ public enum CheckpointReport {
             "checkpoint": .string(checkpoint), "held_by_a_run": .bool(CheckpointStore.isHeld(path: checkpoint)),
             "input": .string(try store.meta("input.path") ?? ""), "input_lines": inputLines.map(JSON.int) ?? .null,
             "not_read": .int(max(0, (inputLines ?? 0) - counts.values.reduce(0, +))),
-            "prompts": .object(byState), "prompt_tokens": .int(totals.prompt), "completion_tokens": .int(totals.completion),
-            "cost_usd": try store.pricesKnown() ? .double(totals.cost) : .null, "runs": .int(runs), "last_run": lastRun, "cache": try cacheSavings(store),
-            "providers": .array(try providerRows(store)),
+            "prompts": .object(byState), "prompt_tokens": .int(totals.prompt),
+            "completion_tokens": .int(totals.completion),
+            "cost_usd": try store.pricesKnown() ? .double(totals.cost) : .null, "runs": .int(runs), "last_run": lastRun,
+            "cache": try cacheSavings(store),
+            "providers": .array(try providerRows(store))
         ]
     }
 
@@ -36,18 +42,27 @@ public enum CheckpointReport {
         guard endpoints.count > 1 else { return [] }
         var rows: [JSON] = []
         for e in endpoints {
-            let a = try store.db.query(
-                "SELECT count(*), coalesce(sum(status=429), 0) FROM attempts WHERE endpoint_id=?", [.int(e.id)]).first ?? []
-            let r = try store.db.query(
-                "SELECT coalesce(sum(state='done'), 0), coalesce(sum(state='failed'), 0), coalesce(sum(prompt_tokens + completion_tokens), 0), coalesce(sum(cost), 0) FROM requests WHERE endpoint_id=?",
-                [.int(e.id)]).first ?? []
+            let a =
+                try store.db.query(
+                    "SELECT count(*), coalesce(sum(status=429), 0) FROM attempts WHERE endpoint_id=?", [.int(e.id)]
+                ).first ?? []
+            let r =
+                try store.db.query(
+                    "SELECT coalesce(sum(state='done'), 0), coalesce(sum(state='failed'), 0), coalesce(sum(prompt_tokens + completion_tokens), 0), coalesce(sum(cost), 0) FROM requests WHERE endpoint_id=?",
+                    [.int(e.id)]
+                ).first ?? []
             let latencies = try store.db.query(
-                "SELECT latency_ms FROM attempts WHERE endpoint_id=? AND status IS NOT NULL ORDER BY latency_ms", [.int(e.id)]).compactMap { $0[0].double }
+                "SELECT latency_ms FROM attempts WHERE endpoint_id=? AND status IS NOT NULL ORDER BY latency_ms",
+                [.int(e.id)]
+            ).compactMap { $0[0].double }
             func at(_ p: Double) -> JSON { latencies.nearestRank(p).map { .double(($0 * 10).rounded() / 10) } ?? .null }
             rows.append([
-                "name": .string(e.label), "requests": .int(a.first?.int ?? 0), "rate_limited": .int(a.count > 1 ? a[1].int ?? 0 : 0),
-                "done": .int(r.first?.int ?? 0), "failed": .int(r.count > 1 ? r[1].int ?? 0 : 0), "tokens": .int(r.count > 2 ? r[2].int ?? 0 : 0),
-                "cost_usd": .double(r.count > 3 ? r[3].double ?? 0 : 0), "latency_ms_p50": at(0.5), "latency_ms_p99": at(0.99),
+                "name": .string(e.label), "requests": .int(a.first?.int ?? 0),
+                "rate_limited": .int(a.count > 1 ? a[1].int ?? 0 : 0),
+                "done": .int(r.first?.int ?? 0), "failed": .int(r.count > 1 ? r[1].int ?? 0 : 0),
+                "tokens": .int(r.count > 2 ? r[2].int ?? 0 : 0),
+                "cost_usd": .double(r.count > 3 ? r[3].double ?? 0 : 0), "latency_ms_p50": at(0.5),
+                "latency_ms_p99": at(0.99)
             ])
         }
         return rows
@@ -56,10 +71,14 @@ public enum CheckpointReport {
     static func providerLines(_ rows: JSON?) -> [String] {
         (rows?.arrayValue ?? []).map { p in
             func ms(_ v: JSON?) -> String { v?.doubleValue.map { String(format: "%.0f", $0) } ?? "-" }
-            return String(format: "  provider   %@: %d requests, %d done, %d failed, %d 429s, %d tokens, $%.6f, p50 %@ ms, p99 %@ ms",
-                          p["name"]?.stringValue ?? "?", p["requests"]?.intValue ?? 0, p["done"]?.intValue ?? 0, p["failed"]?.intValue ?? 0,
-                          p["rate_limited"]?.intValue ?? 0, p["tokens"]?.intValue ?? 0, p["cost_usd"]?.doubleValue ?? 0, ms(p["latency_ms_p50"]),
-                          ms(p["latency_ms_p99"]))
+            return String(
+                format:
+                    "  provider   %@: %d requests, %d done, %d failed, %d 429s, %d tokens, $%.6f, p50 %@ ms, p99 %@ ms",
+                p["name"]?.stringValue ?? "?", p["requests"]?.intValue ?? 0, p["done"]?.intValue ?? 0,
+                p["failed"]?.intValue ?? 0,
+                p["rate_limited"]?.intValue ?? 0, p["tokens"]?.intValue ?? 0, p["cost_usd"]?.doubleValue ?? 0,
+                ms(p["latency_ms_p50"]),
+                ms(p["latency_ms_p99"]))
         }
     }
 
@@ -67,15 +86,22 @@ public enum CheckpointReport {
         let p = s["prompts"] ?? .null
         let held = s["held_by_a_run"]?.boolValue == true
         var lines = ["\(s["checkpoint"]?.stringValue ?? ""): " + (held ? "a run holds it now" : "no run holds it")]
-        let total = s["input_lines"]?.intValue.map { " (the input has \($0) lines: \(s["input"]?.stringValue ?? ""))" } ?? ""
-        let done = p["done"]?.intValue ?? 0, failed = p["failed"]?.intValue ?? 0, pending = p["pending"]?.intValue ?? 0, inflight = p["inflight"]?.intValue ?? 0
-        // Lines never read yet (a stopped run, or one still going) are pending too: the same count a run's summary gives.
+        let total =
+            s["input_lines"]?.intValue.map { " (the input has \($0) lines: \(s["input"]?.stringValue ?? ""))" } ?? ""
+        let done = p["done"]?.intValue ?? 0, failed = p["failed"]?.intValue ?? 0, pending = p["pending"]?.intValue ?? 0,
+            inflight = p["inflight"]?.intValue ?? 0
+        // Lines never read yet (a stopped run, or one still going) are pending too: the same count a run's summary
+        // gives.
         let unread = max(0, (s["input_lines"]?.intValue ?? 0) - done - failed - pending - inflight)
         let pendingText = unread > 0 ? "\(pending + unread) pending (\(unread) not yet read)" : "\(pending) pending"
         lines.append("  prompts    \(done) done, \(failed) failed, \(pendingText), \(inflight) in flight\(total)")
-        lines.append("  tokens     \(s["prompt_tokens"]?.intValue ?? 0) prompt + \(s["completion_tokens"]?.intValue ?? 0) completion")
-        lines.append(s["cost_usd"]?.doubleValue.map { String(format: "  spent      $%.6f", $0) }
-            ?? "  spent      price unknown (the provider publishes no prices; give prices: in the job to count the cost)")
+        lines.append(
+            "  tokens     \(s["prompt_tokens"]?.intValue ?? 0) prompt + \(s["completion_tokens"]?.intValue ?? 0) completion"
+        )
+        lines.append(
+            s["cost_usd"]?.doubleValue.map { String(format: "  spent      $%.6f", $0) }
+                ?? "  spent      price unknown (the provider publishes no prices; give prices: in the job to count the cost)"
+        )
         if let cache = cacheLine(s["cache"]) { lines.append(cache) }
         lines += providerLines(s["providers"])
         if let last = s["last_run"], !last.isNull {
@@ -95,8 +121,11 @@ public enum CheckpointReport {
     public static func report(checkpoint: String, buckets: Int = 40) throws -> JSON {
         let store = try CheckpointStore(path: checkpoint, create: false, lock: false)
         let db = store.db
-        let latencies = try db.query("SELECT latency_ms FROM attempts WHERE status IS NOT NULL ORDER BY latency_ms").compactMap { $0[0].double }
-        func percentile(_ p: Double) -> JSON { latencies.nearestRank(p / 100).map { .double(($0 * 10).rounded() / 10) } ?? .null }
+        let latencies = try db.query("SELECT latency_ms FROM attempts WHERE status IS NOT NULL ORDER BY latency_ms")
+            .compactMap { $0[0].double }
+        func percentile(_ p: Double) -> JSON {
+            latencies.nearestRank(p / 100).map { .double(($0 * 10).rounded() / 10) } ?? .null
+        }
         var statuses = JSONObject()
         // -1: a request that left and whose answer no run recorded (in flight now, or the run that sent it died).
         let unrecorded = SQLiteValue.text(CheckpointWriter.noAnswerRecorded)
@@ -109,16 +138,21 @@ public enum CheckpointReport {
         }
         // Retries as each run counted them: a line's attempts in one run after its first (a later run sending it
         // again after a stop is not a retry).
-        let attempts = try db.query("SELECT count(*), count(DISTINCT run_id || ':' || custom_id) FROM attempts").first ?? []
+        let attempts =
+            try db.query("SELECT count(*), count(DISTINCT run_id || ':' || custom_id) FROM attempts").first ?? []
         let ambiguous = try db.query("SELECT coalesce(sum(ambiguous), 0) FROM requests").first?.first?.int ?? 0
         let totals = try store.totals()
         var failures = JSONObject()
-        for row in try db.query("SELECT error_code, count(*) FROM requests WHERE state='failed' GROUP BY 1 ORDER BY 2 DESC") {
+        for row in try db.query(
+            "SELECT error_code, count(*) FROM requests WHERE state='failed' GROUP BY 1 ORDER BY 2 DESC")
+        {
             failures[row[0].text ?? "unknown"] = .int(row[1].int ?? 0)
         }
         // Throughput: answers finished per time slice.
-        let ends = try db.query("SELECT started_at + coalesce(latency_ms, 0) / 1000.0 FROM attempts WHERE status BETWEEN 200 AND 299 ORDER BY 1")
-            .compactMap { $0[0].double }
+        let ends = try db.query(
+            "SELECT started_at + coalesce(latency_ms, 0) / 1000.0 FROM attempts WHERE status BETWEEN 200 AND 299 ORDER BY 1"
+        )
+        .compactMap { $0[0].double }
         var series: [Int] = []
         var sliceSeconds = 0.0
         if let first = ends.first, let last = ends.last {
@@ -128,13 +162,20 @@ public enum CheckpointReport {
         }
         return [
             "checkpoint": .string(checkpoint),
-            "latency_ms": ["p50": percentile(50), "p90": percentile(90), "p99": percentile(99), "max": latencies.last.map(JSON.double) ?? .null],
+            "latency_ms": [
+                "p50": percentile(50), "p90": percentile(90), "p99": percentile(99),
+                "max": latencies.last.map(JSON.double) ?? .null
+            ],
             "answers_by_status": .object(statuses), "attempts": .int(attempts.first?.int ?? 0),
             "retries": .int((attempts.first?.int ?? 0) - (attempts.count > 1 ? attempts[1].int ?? 0 : 0)),
             "possibly_billed_twice": .int(ambiguous), "failures_by_code": .object(failures),
-            "prompt_tokens": .int(totals.prompt), "completion_tokens": .int(totals.completion), "cost_usd": try store.pricesKnown() ? .double(totals.cost) : .null,
+            "prompt_tokens": .int(totals.prompt), "completion_tokens": .int(totals.completion),
+            "cost_usd": try store.pricesKnown() ? .double(totals.cost) : .null,
             "cache": try cacheSavings(store), "providers": .array(try providerRows(store)),
-            "throughput": ["slice_seconds": .double((sliceSeconds * 1000).rounded() / 1000), "answers_per_slice": .array(series.map(JSON.int))],
+            "throughput": [
+                "slice_seconds": .double((sliceSeconds * 1000).rounded() / 1000),
+                "answers_per_slice": .array(series.map(JSON.int))
+            ]
         ]
     }
 
@@ -142,22 +183,38 @@ public enum CheckpointReport {
         let l = r["latency_ms"] ?? .null
         func ms(_ v: JSON?) -> String { v?.doubleValue.map { String(format: "%.1f", $0) } ?? "-" }
         var lines = ["\(r["checkpoint"]?.stringValue ?? "")"]
-        lines.append("  latency ms   p50 \(ms(l["p50"]))  p90 \(ms(l["p90"]))  p99 \(ms(l["p99"]))  max \(ms(l["max"]))")
-        let statuses = (r["answers_by_status"]?.objectValue ?? JSONObject()).map { "\($0.key): \($0.value.intValue ?? 0)" }
+        lines.append(
+            "  latency ms   p50 \(ms(l["p50"]))  p90 \(ms(l["p90"]))  p99 \(ms(l["p99"]))  max \(ms(l["max"]))")
+        let statuses = (r["answers_by_status"]?.objectValue ?? JSONObject()).map {
+            "\($0.key): \($0.value.intValue ?? 0)"
+        }
         lines.append("  answers      " + statuses.joined(separator: ", "))
-        lines.append("  attempts     \(r["attempts"]?.intValue ?? 0), \(r["retries"]?.intValue ?? 0) retries, \(r["possibly_billed_twice"]?.intValue ?? 0) possibly billed twice")
-        let failures = (r["failures_by_code"]?.objectValue ?? JSONObject()).map { "\($0.key) \($0.value.intValue ?? 0)" }
+        lines.append(
+            "  attempts     \(r["attempts"]?.intValue ?? 0), \(r["retries"]?.intValue ?? 0) retries, \(r["possibly_billed_twice"]?.intValue ?? 0) possibly billed twice"
+        )
+        let failures = (r["failures_by_code"]?.objectValue ?? JSONObject()).map {
+            "\($0.key) \($0.value.intValue ?? 0)"
+        }
         if !failures.isEmpty { lines.append("  failures     " + failures.joined(separator: ", ")) }
-        lines.append("  tokens       \(r["prompt_tokens"]?.intValue ?? 0) prompt + \(r["completion_tokens"]?.intValue ?? 0) completion")
-        lines.append(r["cost_usd"]?.doubleValue.map { String(format: "  cost         $%.6f", $0) } ?? "  cost         price unknown (the provider publishes no prices)")
-        if let cache = cacheLine(r["cache"]) { lines.append("  " + cache.dropFirst(2).replacingOccurrences(of: "cache      ", with: "cache        ")) }
+        lines.append(
+            "  tokens       \(r["prompt_tokens"]?.intValue ?? 0) prompt + \(r["completion_tokens"]?.intValue ?? 0) completion"
+        )
+        lines.append(
+            r["cost_usd"]?.doubleValue.map { String(format: "  cost         $%.6f", $0) }
+                ?? "  cost         price unknown (the provider publishes no prices)")
+        if let cache = cacheLine(r["cache"]) {
+            lines.append("  " + cache.dropFirst(2).replacingOccurrences(of: "cache      ", with: "cache        "))
+        }
         lines += providerLines(r["providers"])
         let series = r["throughput"]?["answers_per_slice"]?.arrayValue?.compactMap(\.intValue) ?? []
         if let peak = series.max(), peak > 0 {
             let blocks = Array("▁▂▃▄▅▆▇█")
             let chart = String(series.map { $0 == 0 ? " " : blocks[min(7, $0 * 8 / (peak + 1))] })
             let slice = r["throughput"]?["slice_seconds"]?.doubleValue ?? 0
-            lines.append(String(format: "  throughput   |%@| peak %.0f answers/s (%.2f s a column)", chart, Double(peak) / max(slice, 0.001), slice))
+            lines.append(
+                String(
+                    format: "  throughput   |%@| peak %.0f answers/s (%.2f s a column)", chart,
+                    Double(peak) / max(slice, 0.001), slice))
         }
         return lines.joined(separator: "\n")
     }
@@ -165,14 +222,21 @@ public enum CheckpointReport {
     /// Lines answered from the response cache, and the tokens and dollars they would have cost.
     static func cacheSavings(_ store: CheckpointStore) throws -> JSON {
         guard store.version >= 2 else { return ["hits": 0, "tokens_saved": 0, "cost_saved_usd": 0.0] }
-        let row = try store.db.query("SELECT count(*), coalesce(sum(saved_tokens), 0), coalesce(sum(saved_cost), 0) FROM requests WHERE cached=1").first ?? []
-        return ["hits": .int(row.first?.int ?? 0), "tokens_saved": .int(row.count > 1 ? row[1].int ?? 0 : 0),
-                "cost_saved_usd": .double(row.count > 2 ? row[2].double ?? 0 : 0)]
+        let row =
+            try store.db.query(
+                "SELECT count(*), coalesce(sum(saved_tokens), 0), coalesce(sum(saved_cost), 0) FROM requests WHERE cached=1"
+            ).first ?? []
+        return [
+            "hits": .int(row.first?.int ?? 0), "tokens_saved": .int(row.count > 1 ? row[1].int ?? 0 : 0),
+            "cost_saved_usd": .double(row.count > 2 ? row[2].double ?? 0 : 0)
+        ]
     }
 
     static func cacheLine(_ c: JSON?) -> String? {
         guard let hits = c?["hits"]?.intValue, hits > 0 else { return nil }
-        return String(format: "  cache      %d answered from the cache; saved %d tokens, $%.6f", hits, c?["tokens_saved"]?.intValue ?? 0, c?["cost_saved_usd"]?.doubleValue ?? 0)
+        return String(
+            format: "  cache      %d answered from the cache; saved %d tokens, $%.6f", hits,
+            c?["tokens_saved"]?.intValue ?? 0, c?["cost_saved_usd"]?.doubleValue ?? 0)
     }
 
     static func isoDate(_ t: Double?) -> JSON {

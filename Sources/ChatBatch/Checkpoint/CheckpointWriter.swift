@@ -65,7 +65,8 @@ final class CheckpointWriter {
     private var openAttempts: [String: Int] = [:]
 
     struct Statements {
-        let claim, finish, requeue, attempt, openAttempt, closeAttempt, dropAttempt, forget, sample, answered: SQLiteStatement
+        let claim, finish, requeue, attempt, openAttempt, closeAttempt, dropAttempt, forget, sample,
+            answered: SQLiteStatement
         let nextSeq: SQLiteStatement
     }
 
@@ -81,14 +82,16 @@ final class CheckpointWriter {
         if let statements { return statements }
         let db = store.db
         let s = Statements(
-            claim: try db.prepare("""
+            claim: try db.prepare(
+                """
                 INSERT INTO requests(custom_id, line, state, attempts, body_hash, model, updated_at)
                 VALUES(?1, ?2, 'inflight', 1, ?3, ?4, ?5)
                 ON CONFLICT(custom_id) DO UPDATE SET state='inflight', attempts=attempts+1, line=?2,
                     body_hash=CASE WHEN out_seq IS NULL THEN ?3 ELSE body_hash END, model=?4,
                     updated_at=?5, ambiguous=ambiguous+crash_resend, crash_resend=0
                 """),
-            finish: try db.prepare("""
+            finish: try db.prepare(
+                """
                 INSERT INTO requests(custom_id, line, state, attempts, body_hash, model, status_code, request_id, prompt_tokens,
                     completion_tokens, cost, error_code, error_message, latency_ms, output, out_kind, out_seq, updated_at, ttft_ms,
                     cached, saved_tokens, saved_cost, usage_estimated, repaired, endpoint_id, provider)
@@ -99,29 +102,34 @@ final class CheckpointWriter {
                     ambiguous=ambiguous+?18, ttft_ms=?19, cached=?20, saved_tokens=saved_tokens+?21, saved_cost=saved_cost+?22,
                     usage_estimated=max(usage_estimated, ?23), repaired=?24, endpoint_id=?25, provider=?26
                 """),
-            requeue: try db.prepare("""
+            requeue: try db.prepare(
+                """
                 INSERT INTO requests(custom_id, line, state, attempts, body_hash, model, error_message, updated_at)
                 VALUES(?1, ?2, 'pending', 0, ?3, ?4, ?5, ?6)
                 ON CONFLICT(custom_id) DO UPDATE SET state=\(CheckpointStore.answeredStateOrPending),
                     error_message=coalesce(?5, error_message), updated_at=?6, ambiguous=ambiguous+?7
                 """),
-            attempt: try db.prepare("""
+            attempt: try db.prepare(
+                """
                 INSERT INTO attempts(custom_id, run_id, attempt, started_at, status, latency_ms, request_id, error, ambiguous, endpoint_id,
                     inflight, window)
                 VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """),
-            openAttempt: try db.prepare("""
+            openAttempt: try db.prepare(
+                """
                 INSERT INTO attempts(custom_id, run_id, attempt, started_at, error, endpoint_id) VALUES(?, ?, ?, ?, ?, ?)
                 RETURNING id
                 """),
-            closeAttempt: try db.prepare("""
+            closeAttempt: try db.prepare(
+                """
                 UPDATE attempts SET started_at=?2, status=?3, latency_ms=?4, request_id=?5, error=?6, ambiguous=?7,
                     endpoint_id=?8, inflight=?9, window=?10
                 WHERE id=?1
                 """),
             dropAttempt: try db.prepare("DELETE FROM attempts WHERE id=?"),
             forget: try db.prepare("DELETE FROM requests WHERE custom_id=?"),
-            sample: try db.prepare("INSERT INTO samples(run_id, t, endpoint_id, inflight, window, paused) VALUES(?, ?, ?, ?, ?, ?)"),
+            sample: try db.prepare(
+                "INSERT INTO samples(run_id, t, endpoint_id, inflight, window, paused) VALUES(?, ?, ?, ?, ?, ?)"),
             answered: try db.prepare("UPDATE endpoints SET first_success_at=coalesce(first_success_at, ?) WHERE id=?"),
             nextSeq: try db.prepare("SELECT coalesce(max(out_seq), 0) FROM requests"))
         statements = s
@@ -169,13 +177,15 @@ final class CheckpointWriter {
     }
 
     private func apply(
-        _ op: CheckpointOp, _ s: Statements, now: Double, seq: inout Int, written: inout [(seq: Int, record: FinishedRecord)]
+        _ op: CheckpointOp, _ s: Statements, now: Double, seq: inout Int,
+        written: inout [(seq: Int, record: FinishedRecord)]
     ) throws(ChatBatchError) {
         switch op {
         case .claim(let id, let line, let hash, let model, let attempt, let route):
             try s.claim.run([.text(id), .int(line), .text(hash), .optional(model), .double(now)])
             let row = try s.openAttempt.scalar([
-                .text(id), .int(runID), .int(attempt), .double(now), .text(Self.noAnswerRecorded), .int(endpointID(route)),
+                .text(id), .int(runID), .int(attempt), .double(now), .text(Self.noAnswerRecorded),
+                .int(endpointID(route))
             ])
             if let row = row?.int { openAttempts[id] = row }
         case .unsent(let id):
@@ -184,18 +194,25 @@ final class CheckpointWriter {
             if !unreplaced.isEmpty { unreplaced.remove(StableHash.of(r.customID)) }
             seq += 1
             try s.finish.run([
-                .text(r.customID), .int(r.line), .text(r.state.rawValue), .text(r.bodyHash), .optional(r.model), .optional(r.statusCode),
-                .optional(r.requestID), .int(r.promptTokens), .int(r.completionTokens), .double(r.cost), .optional(r.errorCode),
-                .optional(r.errorMessage), .optional(r.latencyMs), .text(r.output), .int(r.kind.rawValue), .int(seq), .double(now),
-                .int(attempt?.ambiguous == true ? 1 : 0), .optional(r.ttftMs), .int(r.cached ? 1 : 0), .int(r.savedTokens),
-                .double(r.savedCost), .int(r.usageEstimated ? 1 : 0), .int(r.repaired ? 1 : 0), .optional(r.route.map(endpointID)),
-                .optional(r.provider),
+                .text(r.customID), .int(r.line), .text(r.state.rawValue), .text(r.bodyHash), .optional(r.model),
+                .optional(r.statusCode),
+                .optional(r.requestID), .int(r.promptTokens), .int(r.completionTokens), .double(r.cost),
+                .optional(r.errorCode),
+                .optional(r.errorMessage), .optional(r.latencyMs), .text(r.output), .int(r.kind.rawValue), .int(seq),
+                .double(now),
+                .int(attempt?.ambiguous == true ? 1 : 0), .optional(r.ttftMs), .int(r.cached ? 1 : 0),
+                .int(r.savedTokens),
+                .double(r.savedCost), .int(r.usageEstimated ? 1 : 0), .int(r.repaired ? 1 : 0),
+                .optional(r.route.map(endpointID)),
+                .optional(r.provider)
             ])
             try settleAttempt(of: r.customID, attempt, s)
             written.append((seq, r))
         case .requeue(let id, let line, let hash, let model, let attempt, let note):
-            try s.requeue.run([.text(id), .int(line), .text(hash), .optional(model), .optional(note), .double(now),
-                               .int(attempt?.ambiguous == true ? 1 : 0)])
+            try s.requeue.run([
+                .text(id), .int(line), .text(hash), .optional(model), .optional(note), .double(now),
+                .int(attempt?.ambiguous == true ? 1 : 0)
+            ])
             try settleAttempt(of: id, attempt, s)
         case .refuseModel(let refusal, let route):
             try store.recordRefusedModel(refusal, endpointID: endpointID(route))
@@ -213,11 +230,15 @@ final class CheckpointWriter {
         case .endpointAnswered(let route):
             try s.answered.run([.double(now), .int(endpointID(route))])
         case .sample(let inflight, let window, let paused, let route):
-            try s.sample.run([.int(runID), .double(now), .int(endpointID(route)), .int(inflight), .int(window), .int(paused ? 1 : 0)])
+            try s.sample.run([
+                .int(runID), .double(now), .int(endpointID(route)), .int(inflight), .int(window), .int(paused ? 1 : 0)
+            ])
         }
     }
 
-    private func endpointID(_ route: Int) -> Int { endpointIDs.indices.contains(route) ? endpointIDs[route] : endpointIDs.first ?? 0 }
+    private func endpointID(_ route: Int) -> Int {
+        endpointIDs.indices.contains(route) ? endpointIDs[route] : endpointIDs.first ?? 0
+    }
 
     /// What an attempt row says while its request is out: left so by a run that died, it is the audit's record of a
     /// request that left and whose answer nobody recorded.
@@ -233,16 +254,19 @@ final class CheckpointWriter {
         }
         guard let open else { return try insert(a, s) }
         try s.closeAttempt.run([
-            .int(open), .double(a.startedAt), .optional(a.status), .double(a.latencyMs), .optional(a.requestID), .optional(a.error),
-            .int(a.ambiguous ? 1 : 0), .int(endpointID(a.route)), .optional(a.inflight), .optional(a.window),
+            .int(open), .double(a.startedAt), .optional(a.status), .double(a.latencyMs), .optional(a.requestID),
+            .optional(a.error),
+            .int(a.ambiguous ? 1 : 0), .int(endpointID(a.route)), .optional(a.inflight), .optional(a.window)
         ])
     }
 
     private func insert(_ a: AttemptRecord, _ s: Statements) throws(ChatBatchError) {
         try s.attempt.run([
-            .text(a.customID), .int(runID), .int(a.attempt), .double(a.startedAt), .optional(a.status), .double(a.latencyMs),
-            .optional(a.requestID), .optional(a.error), .int(a.ambiguous ? 1 : 0), .int(endpointID(a.route)), .optional(a.inflight),
-            .optional(a.window),
+            .text(a.customID), .int(runID), .int(a.attempt), .double(a.startedAt), .optional(a.status),
+            .double(a.latencyMs),
+            .optional(a.requestID), .optional(a.error), .int(a.ambiguous ? 1 : 0), .int(endpointID(a.route)),
+            .optional(a.inflight),
+            .optional(a.window)
         ])
     }
 
@@ -264,16 +288,25 @@ final class CheckpointWriter {
     /// or in flight, it is recorded so that the next run with the same input can skip it. `inputLines` (a run that
     /// read its whole input) is recorded for `status`; the input's path was recorded as the run began (`claim`).
     func endRun(
-        log: (String) -> Void, fingerprint: String?, known: CheckpointStore.FinishedInput?, inputLines: Int?, ceilings: [Int: Int] = [:]
+        log: (String) -> Void, fingerprint: String?, known: CheckpointStore.FinishedInput?, inputLines: Int?,
+        ceilings: [Int: Int] = [:]
     ) -> RunEnding {
-        for (route, ceiling) in ceilings where failure == nil { try? store.recordCeiling(ceiling, endpointID: endpointID(route)) }
+        for (route, ceiling) in ceilings where failure == nil {
+            try? store.recordCeiling(ceiling, endpointID: endpointID(route))
+        }
         if let inputLines, failure == nil { try? store.setMeta("input.lines", String(inputLines)) }
         // A file emptied, cut or deleted under the run no longer holds what the run wrote: rebuilt from the checkpoint.
         let damaged = failure == nil ? sink.damagedFiles() : []
-        for path in damaged { log("chatbatch: \(path) was changed while the run wrote it (emptied, cut, deleted or replaced); rebuilding it from the checkpoint") }
+        for path in damaged {
+            log(
+                "chatbatch: \(path) was changed while the run wrote it (emptied, cut, deleted or replaced); rebuilding it from the checkpoint"
+            )
+        }
         if !damaged.isEmpty { needsRebuild = true }
         if failure == nil, store.isGone() {
-            log("chatbatch: warning: the checkpoint \(store.path) was deleted or replaced while the run used it; this run's answers are in the outputs, but a new run there starts a new checkpoint and would send every line again. Keep the outputs, and restore the checkpoint from a copy if you have one")
+            log(
+                "chatbatch: warning: the checkpoint \(store.path) was deleted or replaced while the run used it; this run's answers are in the outputs, but a new run there starts a new checkpoint and would send every line again. Keep the outputs, and restore the checkpoint from a copy if you have one"
+            )
         }
         if failure == nil && needsRebuild {
             do {
@@ -290,21 +323,27 @@ final class CheckpointWriter {
         var latencies: [Int: (p50: Double, p99: Double)] = [:]
         if endpointIDs.count > 1 {
             for (route, id) in endpointIDs.enumerated() {
-                let sorted = ((try? store.db.query(
-                    "SELECT latency_ms FROM attempts WHERE run_id=? AND endpoint_id=? AND status IS NOT NULL ORDER BY latency_ms",
-                    [.int(runID), .int(id)])) ?? []).compactMap { $0.first?.double }
+                let sorted =
+                    ((try? store.db.query(
+                        "SELECT latency_ms FROM attempts WHERE run_id=? AND endpoint_id=? AND status IS NOT NULL ORDER BY latency_ms",
+                        [.int(runID), .int(id)])) ?? []).compactMap { $0.first?.double }
                 guard let p50 = sorted.nearestRank(0.5), let p99 = sorted.nearestRank(0.99) else { continue }
                 latencies[route] = (p50, p99)
             }
         }
         let counts = (try? store.stateCounts()) ?? [:]
         let totals = try? store.totals()
-        if let fingerprint, let totals, failure == nil, unreplaced.isEmpty, counts[.pending] == nil, counts[.inflight] == nil {
-            try? store.recordFinishedInput(CheckpointStore.FinishedInput(
-                fingerprint: fingerprint, done: counts[.done] ?? 0, failed: counts[.failed] ?? 0,
-                promptTokens: totals.prompt, completionTokens: totals.completion, cost: totals.cost))
+        if let fingerprint, let totals, failure == nil, unreplaced.isEmpty, counts[.pending] == nil,
+            counts[.inflight] == nil
+        {
+            try? store.recordFinishedInput(
+                CheckpointStore.FinishedInput(
+                    fingerprint: fingerprint, done: counts[.done] ?? 0, failed: counts[.failed] ?? 0,
+                    promptTokens: totals.prompt, completionTokens: totals.completion, cost: totals.cost))
         }
-        return RunEnding(writeFailure: failure, pending: (counts[.pending] ?? 0) + unreplaced.count, spent: totals?.cost, latencies: latencies)
+        return RunEnding(
+            writeFailure: failure, pending: (counts[.pending] ?? 0) + unreplaced.count, spent: totals?.cost,
+            latencies: latencies)
     }
 
     /// Records the run's end with its exit code and summary, then closes the checkpoint and gives up its lock.

@@ -63,10 +63,14 @@ extension CheckpointStore {
     /// True when a forced resend replaced answers whose old lines may still be in the files.
     func outputNeedsRebuild() throws(ChatBatchError) -> Bool { try meta("output.needs_rebuild") == "1" }
 
-    func setOutputNeedsRebuild(_ needed: Bool) throws(ChatBatchError) { try setMeta("output.needs_rebuild", needed ? "1" : "0") }
+    func setOutputNeedsRebuild(_ needed: Bool) throws(ChatBatchError) {
+        try setMeta("output.needs_rebuild", needed ? "1" : "0")
+    }
 
     /// The finished rows of one output file committed after `seq`, in commit order (or input order).
-    func storedLines(_ kind: OutputKind, after seq: Int = 0, inputOrder: Bool = false) throws(ChatBatchError) -> [StoredLine] {
+    func storedLines(_ kind: OutputKind, after seq: Int = 0, inputOrder: Bool = false) throws(ChatBatchError)
+        -> [StoredLine]
+    {
         let orderBy = inputOrder ? "line, out_seq" : "out_seq"
         let v3 = version >= 3
         return try db.query(
@@ -75,8 +79,11 @@ extension CheckpointStore {
         ).map { row in
             StoredLine(
                 output: row[0].text ?? "{}", seq: row[4].int ?? 0,
-                facts: LineFacts(attempts: row[1].int ?? 0, latencyMs: row[2].double, cost: row[3].double ?? 0, ttftMs: row[5].double,
-                                 cached: row[6].int == 1, usageEstimated: row[7].int == 1, repaired: row[8].int == 1, provider: row[9].text))
+                facts: LineFacts(
+                    attempts: row[1].int ?? 0, latencyMs: row[2].double, cost: row[3].double ?? 0,
+                    ttftMs: row[5].double,
+                    cached: row[6].int == 1, usageEstimated: row[7].int == 1, repaired: row[8].int == 1,
+                    provider: row[9].text))
         }
     }
 }

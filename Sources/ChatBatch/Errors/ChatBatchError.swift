@@ -17,9 +17,15 @@ public enum RunExit: Int32, Sendable, CaseIterable {
     public var meaning: String {
         switch self {
         case .allDone: return "all lines done"
-        case .doneWithFailures: return "done; some lines failed or their model was refused: see the errors file (0 with --exit-zero-when-done)"
-        case .usageOrInput: return "usage or input error: flags, job, input, changed lines, another endpoint's answers, no key, an output or checkpoint that is not chatbatch's"
-        case .stoppedEarly: return "stopped early, resumable: key or certificate refused, endpoint unreachable or URL wrong, first answers all failed alike, --max-cost or --max-wait"
+        case .doneWithFailures:
+            return
+                "done; some lines failed or their model was refused: see the errors file (0 with --exit-zero-when-done)"
+        case .usageOrInput:
+            return
+                "usage or input error: flags, job, input, changed lines, another endpoint's answers, no key, an output or checkpoint that is not chatbatch's"
+        case .stoppedEarly:
+            return
+                "stopped early, resumable: key or certificate refused, endpoint unreachable or URL wrong, first answers all failed alike, --max-cost or --max-wait"
         case .interrupted: return "interrupted (SIGINT/SIGTERM/SIGHUP) or a write failed (disk full); resumable"
         case .checkpointBusy: return "another run holds the checkpoint"
         }

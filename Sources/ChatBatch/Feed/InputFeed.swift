@@ -70,7 +70,8 @@ final class InputFeed {
     private var startWarnings: [String] = []
 
     init(
-        config: RunConfiguration, checkpoint: CheckpointReader?, hasInvalidRows: Bool, cache: ResponseCache? = nil, backfills: Bool = false,
+        config: RunConfiguration, checkpoint: CheckpointReader?, hasInvalidRows: Bool, cache: ResponseCache? = nil,
+        backfills: Bool = false,
         endpoints: EndpointClaims = EndpointClaims(), recountsInvalid: Bool = false
     ) throws(ChatBatchError) {
         self.recountsInvalid = recountsInvalid
@@ -86,7 +87,9 @@ final class InputFeed {
         for key in config.shape.requestDefaults.keys where !RequestFields.known.contains(key) {
             unknownFields.insert(key)
             let guess = RequestFields.suggestion(for: key).map { " (did you mean \($0)?)" } ?? ""
-            startWarnings.append("chatbatch: warning: the job's request defaults set `\(key)`, which is not a Chat Completions field\(guess); it is sent as given")
+            startWarnings.append(
+                "chatbatch: warning: the job's request defaults set `\(key)`, which is not a Chat Completions field\(guess); it is sent as given"
+            )
         }
     }
 
@@ -111,7 +114,8 @@ final class InputFeed {
         var batch = FeedBatch()
         batch.messages = startWarnings
         startWarnings = []
-        // Lines the cache answers and invalid lines count too: an input the cache answers whole, or one whose every line
+        // Lines the cache answers and invalid lines count too: an input the cache answers whole, or one whose every
+        // line
         // is invalid (a missing setting), is not one batch the size of the input held in memory.
         while batch.requests.count + batch.cached.count + batch.settled.count < limit {
             guard let raw = try reader.next() else {
@@ -137,14 +141,18 @@ final class InputFeed {
                 if seen.contains(h) {
                     try recordInvalid(
                         key: "line-\(request.line)", customID: request.customID, line: request.line,
-                        reason: "\(path):\(request.line): duplicate custom_id '\(request.customID)' (an earlier line has it)", into: &batch)
+                        reason:
+                            "\(path):\(request.line): duplicate custom_id '\(request.customID)' (an earlier line has it)",
+                        into: &batch)
                     continue
                 }
                 seen.insert(h)
                 for field in request.unknownFields ?? [] where !unknownFields.contains(field) {
                     unknownFields.insert(field)
                     let guess = RequestFields.suggestion(for: field).map { " (did you mean \($0)?)" } ?? ""
-                    batch.messages.append("chatbatch: warning: \(path):\(request.line): `\(field)` is not a Chat Completions field\(guess); it is sent as given")
+                    batch.messages.append(
+                        "chatbatch: warning: \(path):\(request.line): `\(field)` is not a Chat Completions field\(guess); it is sent as given"
+                    )
                 }
                 var request = request
                 request.unknownFields = nil
@@ -165,7 +173,9 @@ final class InputFeed {
         let deadline = DispatchTime.now().uptimeNanoseconds + UInt64(seconds * 1e9)
         var count = 0
         while !done {
-            guard DispatchTime.now().uptimeNanoseconds < deadline, let batch = try? next(limit: 1024) else { return nil }
+            guard DispatchTime.now().uptimeNanoseconds < deadline, let batch = try? next(limit: 1024) else {
+                return nil
+            }
             count += batch.requests.filter { !$0.hasRow }.count
         }
         return count
@@ -181,10 +191,15 @@ final class InputFeed {
             guard let first = raw.bytes.first(where: { $0 != 0x20 && $0 != 0x09 }) else { continue }  // blank
             if first == UInt8(ascii: "{") || raw.oversize != nil { return }
             looked += 1
-            if sample.isEmpty { sample = "line \(raw.number): " + String(decoding: raw.bytes.prefix(60), as: UTF8.self) }
+            if sample.isEmpty {
+                sample = "line \(raw.number): " + String(decoding: raw.bytes.prefix(60), as: UTF8.self)
+            }
         }
         guard looked == 3 else { return }
-        throw ChatBatchError(.notJSONL, "\(path) is not JSONL: its first lines are not JSON objects (\(sample)…). chatbatch reads one JSON object per line; convert the file first (a CSV: one {\"custom_id\", \"prompt\"} object per row)")
+        throw ChatBatchError(
+            .notJSONL,
+            "\(path) is not JSONL: its first lines are not JSON objects (\(sample)…). chatbatch reads one JSON object per line; convert the file first (a CSV: one {\"custom_id\", \"prompt\"} object per row)"
+        )
     }
 
     /// True when the request must be sent by this run.
@@ -214,17 +229,25 @@ final class InputFeed {
                 }
                 return false
             }
-            if config.choices.force { batch.superseded.append(request.customID); return true }
+            if config.choices.force {
+                batch.superseded.append(request.customID)
+                return true
+            }
             batch.changed += 1
             // Said three times, then counted at the end of the input (a replaced input changes every line).
             let seenBefore = repeats[Self.changedProblem, default: 0]
             repeats[Self.changedProblem] = seenBefore + 1
             if seenBefore < 3 {
-                batch.messages.append("\(path):\(request.line): custom_id '\(request.customID)' was answered before with a different request body; not sent again (pass --force to send it and replace the answer)")
+                batch.messages.append(
+                    "\(path):\(request.line): custom_id '\(request.customID)' was answered before with a different request body; not sent again (pass --force to send it and replace the answer)"
+                )
             }
             return false
         case .failed:
-            if sameBody && !config.choices.retryFailed { batch.alreadyFailed += 1; return false }
+            if sameBody && !config.choices.retryFailed {
+                batch.alreadyFailed += 1
+                return false
+            }
             batch.superseded.append(request.customID)
             return true
         }
@@ -232,7 +255,9 @@ final class InputFeed {
 
     /// A line another endpoint answered: a fake gateway's answer never stands for a real endpoint's; another real
     /// endpoint's stands only with `keep`, is replaced with `resend`, and is left alone (counted) otherwise.
-    private func otherEndpointAnswered(_ request: PreparedRequest, endpoint: Int, into batch: inout FeedBatch) throws -> Bool {
+    private func otherEndpointAnswered(_ request: PreparedRequest, endpoint: Int, into batch: inout FeedBatch) throws
+        -> Bool
+    {
         if endpoints.fakes.contains(endpoint) && !endpoints.runIsFake {
             fakeResends += 1
             batch.superseded.append(request.customID)
@@ -249,7 +274,9 @@ final class InputFeed {
             batch.otherEndpoint += 1
             if batch.otherEndpoint + (repeats["other-endpoint"] ?? 0) == 1 {
                 let name = endpoints.names[endpoint] ?? "another endpoint"
-                batch.messages.append("\(path):\(request.line): custom_id '\(request.customID)' was answered by \(name), not by this run's endpoint; not sent again (--other-endpoint-answers keep takes such answers, resend sends them again)")
+                batch.messages.append(
+                    "\(path):\(request.line): custom_id '\(request.customID)' was answered by \(name), not by this run's endpoint; not sent again (--other-endpoint-answers keep takes such answers, resend sends them again)"
+                )
             }
             repeats["other-endpoint", default: 0] += 1
             return false
@@ -257,9 +284,12 @@ final class InputFeed {
     }
 
     /// The repeated-problem key of a line whose body changed since it was answered.
-    static let changedProblem = " was answered before with a different request body; not sent again (pass --force to send it and replace the answer)"
+    static let changedProblem =
+        " was answered before with a different request body; not sent again (pass --force to send it and replace the answer)"
 
-    private func recordInvalid(key: String, customID: String, line: Int, reason: String, into batch: inout FeedBatch) throws {
+    private func recordInvalid(key: String, customID: String, line: Int, reason: String, into batch: inout FeedBatch)
+        throws
+    {
         if !recountsInvalid, let prior = try checkpoint?.prior(key), prior.state == .failed || prior.state == .done {
             batch.alreadyFailed += 1
             return
@@ -271,9 +301,10 @@ final class InputFeed {
         repeats[problem] = seenBefore + 1
         if seenBefore < 3 { batch.messages.append(reason) }
         let output = OutputLines.error(customID: customID, code: "invalid_line", message: reason)
-        batch.settled.append(FinishedRecord(
-            customID: key, line: line, bodyHash: "", model: nil, state: .failed, errorCode: "invalid_line",
-            errorMessage: reason, output: output.serialized(), kind: .errors))
+        batch.settled.append(
+            FinishedRecord(
+                customID: key, line: line, bodyHash: "", model: nil, state: .failed, errorCode: "invalid_line",
+                errorMessage: reason, output: output.serialized(), kind: .errors))
     }
 
     /// At the end of the input: how many more lines had a problem already said, and how many fake answers are resent.
@@ -282,7 +313,9 @@ final class InputFeed {
             batch.messages.append("\(path): … and \(count - 3) more lines with the same problem:\(problem)")
         }
         if fakeResends > 0 {
-            batch.messages.append("chatbatch: \(fakeResends) lines were answered by the fake gateway (--fake-gateway); a fake answer never stands for a real one, so they are sent to \(config.endpoint.shownURL)")
+            batch.messages.append(
+                "chatbatch: \(fakeResends) lines were answered by the fake gateway (--fake-gateway); a fake answer never stands for a real one, so they are sent to \(config.endpoint.shownURL)"
+            )
         }
     }
 }

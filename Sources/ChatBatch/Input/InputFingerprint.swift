@@ -15,7 +15,8 @@ enum InputFingerprint {
         guard stat(input, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { return nil }
         guard let content = contentHash(input) else { return nil }
         let mtime = Int64(st.st_mtim.tv_sec) * 1_000_000_000 + Int64(st.st_mtim.tv_nsec)
-        return "v2:\(st.st_size):\(mtime):\(StableHash.hex(content)):\(StableHash.hex(shapeHash(config, endpoints: endpoints)))"
+        return
+            "v2:\(st.st_size):\(mtime):\(StableHash.hex(content)):\(StableHash.hex(shapeHash(config, endpoints: endpoints)))"
     }
 
     /// The settings that decide which lines are sent and what their bodies are (the whole `RequestShape`), the
@@ -40,7 +41,10 @@ enum InputFingerprint {
         defer { buffer.deallocate() }
         while true {
             let n = read(fd, buffer.baseAddress, buffer.count)
-            if n < 0 { if errno == EINTR { continue }; return nil }
+            if n < 0 {
+                if errno == EINTR { continue }
+                return nil
+            }
             if n == 0 { break }
             var i = 0
             while i + 8 <= n {

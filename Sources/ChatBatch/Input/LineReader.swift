@@ -45,7 +45,10 @@ final class LineReader {
     deinit { close(fd) }
 
     private func fill() throws(ChatBatchError) {
-        if start > 0 && start == end { start = 0; end = 0 }
+        if start > 0 && start == end {
+            start = 0
+            end = 0
+        }
         if end == buffer.count {
             if start > 0 {
                 buffer.withUnsafeMutableBytes { raw in

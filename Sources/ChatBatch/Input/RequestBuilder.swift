@@ -67,7 +67,8 @@ struct RequestBuilder: Sendable {
             .invalid(key: key, customID: id ?? key, line: raw.number, reason: "\(file):\(raw.number): \(reason)")
         }
         if let size = raw.oversize {
-            return invalid("line is \(size) bytes, more than the \(LineReader.defaultMaxLineBytes >> 20) MiB a line may hold")
+            return invalid(
+                "line is \(size) bytes, more than the \(LineReader.defaultMaxLineBytes >> 20) MiB a line may hold")
         }
         let json: JSON
         do {
@@ -75,7 +76,9 @@ struct RequestBuilder: Sendable {
         } catch {
             return invalid("not valid JSON: \(error)")
         }
-        guard let object = json.objectValue else { return invalid("a line must be a JSON object, not \(json.typeName)") }
+        guard let object = json.objectValue else {
+            return invalid("a line must be a JSON object, not \(json.typeName)")
+        }
 
         var id: String? = nil
         if let c = object["custom_id"] {
@@ -90,12 +93,16 @@ struct RequestBuilder: Sendable {
         if object["body"] != nil || object["url"] != nil || object["method"] != nil {
             // OpenAI Batch API input shape.
             let method = object["method"]?.stringValue ?? "POST"
-            guard method.uppercased() == "POST" else { return invalid("unsupported method '\(method)': only POST", id: id) }
+            guard method.uppercased() == "POST" else {
+                return invalid("unsupported method '\(method)': only POST", id: id)
+            }
             let url = object["url"]?.stringValue ?? "/v1/chat/completions"
             guard Self.chatPaths.contains(url) else {
                 return invalid("unsupported url '\(url)': only /v1/chat/completions", id: id)
             }
-            guard let b = object["body"], b.objectValue != nil else { return invalid("`body` must be a JSON object", id: id) }
+            guard let b = object["body"], b.objectValue != nil else {
+                return invalid("`body` must be a JSON object", id: id)
+            }
             body = b
         } else if let template {
             let idValue = object[config.shape.idField]
@@ -103,10 +110,14 @@ struct RequestBuilder: Sendable {
             let missing = templateFields.filter { object[$0] == nil || object[$0]?.isNull == true }
             if !missing.isEmpty {
                 let fields = object.keys.prefix(8).joined(separator: ", ")
-                return invalid("the template names {{\(missing.joined(separator: "}}, {{"))}} but the record has no such field (it has: \(fields))", id: id)
+                return invalid(
+                    "the template names {{\(missing.joined(separator: "}}, {{"))}} but the record has no such field (it has: \(fields))",
+                    id: id)
             }
             if id == nil {
-                return invalid("the record has no `\(config.shape.idField)` field (id_field), so its answer could not be matched to it; add one, or set id_field to the field that holds the id")
+                return invalid(
+                    "the record has no `\(config.shape.idField)` field (id_field), so its answer could not be matched to it; add one, or set id_field to the field that holds the id"
+                )
             }
             let text = template.render(Self.mustacheValue(json))
             body = ["messages": [["role": "user", "content": .string(text)]]]
@@ -115,23 +126,32 @@ struct RequestBuilder: Sendable {
             body["custom_id"] = nil
             body["messages"] = messages
         } else if let prompt = object["prompt"] {
-            guard let text = prompt.stringValue else { return invalid("`prompt` must be a string, not \(prompt.typeName)", id: id) }
+            guard let text = prompt.stringValue else {
+                return invalid("`prompt` must be a string, not \(prompt.typeName)", id: id)
+            }
             body = .object(object)
             body["custom_id"] = nil
             body["prompt"] = nil
             body["messages"] = [["role": "user", "content": .string(text)]]
         } else {
-            return invalid("expected `body` (OpenAI Batch shape), `messages` or `prompt`, or a record with a template set in the job", id: id)
+            return invalid(
+                "expected `body` (OpenAI Batch shape), `messages` or `prompt`, or a record with a template set in the job",
+                id: id)
         }
         let customID = id ?? key
         // It travels as the X-Client-Request-Id header: a CR or LF there would put text of the line's choosing on the
         // wire, and a huge one makes libcurl fail for want of memory (which must never read as an outage).
         if customID.utf8.count > Self.maxCustomIDBytes {
-            return invalid("custom_id is \(customID.utf8.count) bytes long; at most \(Self.maxCustomIDBytes) are allowed (it is sent as a request header)",
-                           id: String(customID.prefix(64)) + "…")
+            return invalid(
+                "custom_id is \(customID.utf8.count) bytes long; at most \(Self.maxCustomIDBytes) are allowed (it is sent as a request header)",
+                id: String(customID.prefix(64)) + "…")
         }
-        if let bad = customID.unicodeScalars.first(where: { $0.value < 0x20 || $0.value == 0x7F || (0x80...0x9F).contains($0.value) }) {
-            return invalid("custom_id holds a control character (U+\(String(format: "%04X", bad.value))); it is sent as a request header and must be printable", id: customID)
+        if let bad = customID.unicodeScalars.first(where: {
+            $0.value < 0x20 || $0.value == 0x7F || (0x80...0x9F).contains($0.value)
+        }) {
+            return invalid(
+                "custom_id holds a control character (U+\(String(format: "%04X", bad.value))); it is sent as a request header and must be printable",
+                id: customID)
         }
 
         // Messages must make sense before anything is merged into them.
@@ -141,7 +161,9 @@ struct RequestBuilder: Sendable {
         if messages.isEmpty { return invalid("`messages` is empty", id: customID) }
         for (i, m) in messages.enumerated() {
             guard m.objectValue != nil else { return invalid("messages[\(i)] must be an object", id: customID) }
-            guard m["role"]?.stringValue != nil else { return invalid("messages[\(i)].role must be a string", id: customID) }
+            guard m["role"]?.stringValue != nil else {
+                return invalid("messages[\(i)].role must be a string", id: customID)
+            }
             if let c = m["content"], c.stringValue == nil, c.arrayValue == nil, !c.isNull {
                 return invalid("messages[\(i)].content must be a string or an array of parts", id: customID)
             }
@@ -158,7 +180,9 @@ struct RequestBuilder: Sendable {
             body["model"] = .string(model)
         }
         guard let m = body["model"] else {
-            return invalid("no model: the line names none and the job sets none (set `model` in the job or pass --model)", id: customID)
+            return invalid(
+                "no model: the line names none and the job sets none (set `model` in the job or pass --model)",
+                id: customID)
         }
         if m.stringValue == nil { return invalid("`model` must be a string", id: customID) }
         if config.shape.stream { body["stream"] = true }
@@ -173,24 +197,32 @@ struct RequestBuilder: Sendable {
         var maxTokens: Int? = nil
         for k in ["max_tokens", "max_completion_tokens"] {
             guard let v = body[k], !v.isNull else { continue }
-            guard let n = v.intValue, n >= 1 else { return invalid("`\(k)` must be a positive whole number", id: customID) }
+            guard let n = v.intValue, n >= 1 else {
+                return invalid("`\(k)` must be a positive whole number", id: customID)
+            }
             if n > config.shape.modelLimits.maxOutputTokens {
-                return invalid("`\(k)` is \(n), more than the model's maximum output of \(config.shape.modelLimits.maxOutputTokens) tokens", id: customID)
+                return invalid(
+                    "`\(k)` is \(n), more than the model's maximum output of \(config.shape.modelLimits.maxOutputTokens) tokens",
+                    id: customID)
             }
             maxTokens = n
         }
         let promptTokens = TokenEstimate.promptTokens(body: body)
         if promptTokens + (maxTokens ?? 0) > config.shape.modelLimits.contextTokens {
-            return invalid("about \(promptTokens) prompt tokens plus max_tokens \(maxTokens ?? 0) exceed the model's context of \(config.shape.modelLimits.contextTokens) tokens", id: customID)
+            return invalid(
+                "about \(promptTokens) prompt tokens plus max_tokens \(maxTokens ?? 0) exceed the model's context of \(config.shape.modelLimits.contextTokens) tokens",
+                id: customID)
         }
         var bytes = [UInt8]()
         body.write(to: &bytes)
         let unknown = body.objectValue?.keys.filter { !RequestFields.known.contains($0) } ?? []
-        return .request(PreparedRequest(
-            customID: customID, line: raw.number, body: bytes, bodyHash: StableHash.hex(StableHash.of(bytes)),
-            model: body["model"]?.stringValue, maxTokens: maxTokens, promptTokens: promptTokens, stream: stream,
-            responseFormat: body["response_format"], cacheKey: config.cache.path == nil ? nil : CacheKey.of(body, fake: config.endpoint.fake),
-            unknownFields: unknown.isEmpty ? nil : unknown))
+        return .request(
+            PreparedRequest(
+                customID: customID, line: raw.number, body: bytes, bodyHash: StableHash.hex(StableHash.of(bytes)),
+                model: body["model"]?.stringValue, maxTokens: maxTokens, promptTokens: promptTokens, stream: stream,
+                responseFormat: body["response_format"],
+                cacheKey: config.cache.path == nil ? nil : CacheKey.of(body, fake: config.endpoint.fake),
+                unknownFields: unknown.isEmpty ? nil : unknown))
     }
 
     /// A JSON value as the nested dictionaries and arrays Mustache renders.

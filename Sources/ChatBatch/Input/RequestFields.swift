@@ -7,10 +7,14 @@ enum RequestFields {
     static let known: Set<String> = Set(openAI + vllm)
 
     /// OpenAI's Chat Completions fields.
-    private static let openAI = "model messages frequency_penalty logit_bias logprobs top_logprobs max_tokens max_completion_tokens n presence_penalty response_format seed stop stream stream_options temperature top_p tools tool_choice parallel_tool_calls user service_tier store metadata reasoning_effort modalities audio prediction web_search_options functions function_call".split(separator: " ").map(String.init)
+    private static let openAI =
+        "model messages frequency_penalty logit_bias logprobs top_logprobs max_tokens max_completion_tokens n presence_penalty response_format seed stop stream stream_options temperature top_p tools tool_choice parallel_tool_calls user service_tier store metadata reasoning_effort modalities audio prediction web_search_options functions function_call"
+        .split(separator: " ").map(String.init)
 
     /// vLLM's extensions (the Tera page names top_k, min_p and repetition_penalty).
-    private static let vllm = "top_k min_p repetition_penalty min_tokens ignore_eos stop_token_ids include_stop_str_in_output skip_special_tokens spaces_between_special_tokens length_penalty best_of use_beam_search guided_json guided_regex guided_choice guided_grammar guided_decoding_backend chat_template chat_template_kwargs add_generation_prompt continue_final_message echo documents priority truncate_prompt_tokens request_id include_reasoning".split(separator: " ").map(String.init)
+    private static let vllm =
+        "top_k min_p repetition_penalty min_tokens ignore_eos stop_token_ids include_stop_str_in_output skip_special_tokens spaces_between_special_tokens length_penalty best_of use_beam_search guided_json guided_regex guided_choice guided_grammar guided_decoding_backend chat_template chat_template_kwargs add_generation_prompt continue_final_message echo documents priority truncate_prompt_tokens request_id include_reasoning"
+        .split(separator: " ").map(String.init)
 
     /// The known field a typo most likely meant (at most two edits away).
     static func suggestion(for name: String) -> String? {
@@ -32,8 +36,12 @@ enum RequestFields {
             rest = rest[close.upperBound...]
             guard let sigil = tag.first else { continue }
             switch sigil {
-            case "#", "^": depth += 1; continue
-            case "/": depth = max(0, depth - 1); continue
+            case "#", "^":
+                depth += 1
+                continue
+            case "/":
+                depth = max(0, depth - 1)
+                continue
             case "!", ">", "%", "=", "<", "$": continue
             case "&": tag = String(tag.dropFirst()).trimmingCharacters(in: .whitespaces)
             default: break

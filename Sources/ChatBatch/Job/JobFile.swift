@@ -19,20 +19,32 @@ public enum JobFile {
         ("api_key_file", { r, s throws(ChatBatchError) in s.apiKeyFile = try r.path("api_key_file") }),
         ("headers", { r, s throws(ChatBatchError) in s.headers = try r.headers("headers") }),
         ("concurrency", { r, s throws(ChatBatchError) in s.concurrency = try r.integer("concurrency") }),
-        ("max_attempts", { r, s throws(ChatBatchError) in s.maxAttempts = try r.integer("max_attempts") ?? s.maxAttempts }),
+        (
+            "max_attempts",
+            { r, s throws(ChatBatchError) in s.maxAttempts = try r.integer("max_attempts") ?? s.maxAttempts }
+        ),
         ("timeout", { r, s throws(ChatBatchError) in s.timeout = try r.number("timeout") }),
         ("connect_timeout", { r, s throws(ChatBatchError) in s.connectTimeout = try r.number("connect_timeout") }),
-        ("max_response_bytes", { r, s throws(ChatBatchError) in s.maxResponseBytes = try r.integer("max_response_bytes") }),
+        (
+            "max_response_bytes",
+            { r, s throws(ChatBatchError) in s.maxResponseBytes = try r.integer("max_response_bytes") }
+        ),
         ("grace", { r, s throws(ChatBatchError) in s.grace = try r.number("grace") }),
         ("retry", { r, s throws(ChatBatchError) in try r.retry(&s) }),
-        ("request", { r, s throws(ChatBatchError) in s.request = try r.object("request", "a mapping of request body fields") }),
+        (
+            "request",
+            { r, s throws(ChatBatchError) in s.request = try r.object("request", "a mapping of request body fields") }
+        ),
         ("system", { r, s throws(ChatBatchError) in s.system = try r.string("system") }),
         ("template", { r, s throws(ChatBatchError) in s.template = try r.string("template") }),
         ("id_field", { r, s throws(ChatBatchError) in s.idField = try r.string("id_field") }),
         ("prices", { r, s throws(ChatBatchError) in s.prices = try r.prices("prices") }),
         ("limits", { r, s throws(ChatBatchError) in s.limits = try r.limits("limits") }),
         ("strict", { r, s throws(ChatBatchError) in s.strict = try r.flag("strict") }),
-        ("exit_zero_when_done", { r, s throws(ChatBatchError) in s.exitZeroWhenDone = try r.flag("exit_zero_when_done") }),
+        (
+            "exit_zero_when_done",
+            { r, s throws(ChatBatchError) in s.exitZeroWhenDone = try r.flag("exit_zero_when_done") }
+        ),
         ("stream", { r, s throws(ChatBatchError) in s.stream = try r.flag("stream") }),
         ("summary_json", { r, s throws(ChatBatchError) in s.summaryJSON = try r.path("summary_json") }),
         ("metrics_file", { r, s throws(ChatBatchError) in s.metricsFile = try r.path("metrics_file") }),
@@ -40,9 +52,15 @@ public enum JobFile {
         ("retry_invalid", { r, s throws(ChatBatchError) in s.retryInvalid = try r.integer("retry_invalid") }),
         ("drop_reasoning", { r, s throws(ChatBatchError) in s.dropReasoning = try r.flag("drop_reasoning") }),
         ("max_cost", { r, s throws(ChatBatchError) in s.maxCost = try r.number("max_cost") }),
-        ("requests_per_minute", { r, s throws(ChatBatchError) in s.requestsPerMinute = try r.number("requests_per_minute") }),
+        (
+            "requests_per_minute",
+            { r, s throws(ChatBatchError) in s.requestsPerMinute = try r.number("requests_per_minute") }
+        ),
         ("tokens_per_minute", { r, s throws(ChatBatchError) in s.tokensPerMinute = try r.number("tokens_per_minute") }),
-        ("adaptive_concurrency", { r, s throws(ChatBatchError) in s.adaptiveConcurrency = try r.flag("adaptive_concurrency") }),
+        (
+            "adaptive_concurrency",
+            { r, s throws(ChatBatchError) in s.adaptiveConcurrency = try r.flag("adaptive_concurrency") }
+        ),
         ("warmup", { r, s throws(ChatBatchError) in s.warmup = try r.flag("warmup") }),
         ("cache", { r, s throws(ChatBatchError) in s.cache = try r.path("cache") }),
         ("cache_mode", { r, s throws(ChatBatchError) in s.cacheMode = try r.choice("cache_mode") }),
@@ -52,16 +70,21 @@ public enum JobFile {
         ("overwrite", { r, s throws(ChatBatchError) in s.overwrite = try r.flag("overwrite") }),
         ("max_wait", { r, s throws(ChatBatchError) in s.maxWait = try r.number("max_wait") }),
         ("outage_budget", { r, s throws(ChatBatchError) in s.outageBudget = try r.number("outage_budget") }),
-        ("other_endpoint_answers", { r, s throws(ChatBatchError) in s.otherEndpointAnswers = try r.choice("other_endpoint_answers") }),
+        (
+            "other_endpoint_answers",
+            { r, s throws(ChatBatchError) in s.otherEndpointAnswers = try r.choice("other_endpoint_answers") }
+        ),
         ("route", { r, s throws(ChatBatchError) in s.route = try r.choice("route") }),
-        ("providers", { r, s throws(ChatBatchError) in s.providers = try r.providers("providers") }),
+        ("providers", { r, s throws(ChatBatchError) in s.providers = try r.providers("providers") })
     ]
 
     /// The keys an entry of `providers` may hold (besides `name`): what a provider has of its own.
     static let providerKeys: Set<String> = [
-        "provider", "base_url", "model", "project_id", "api_key_env", "api_key_file", "headers", "concurrency", "max_cost",
-        "requests_per_minute", "tokens_per_minute", "prices", "ca_cert", "proxy", "timeout", "connect_timeout", "allow_http",
-        "max_response_bytes",
+        "provider", "base_url", "model", "project_id", "api_key_env", "api_key_file", "headers", "concurrency",
+        "max_cost",
+        "requests_per_minute", "tokens_per_minute", "prices", "ca_cert", "proxy", "timeout", "connect_timeout",
+        "allow_http",
+        "max_response_bytes"
     ]
 
     static var knownKeys: Set<String> { Set(keys.map(\.key)) }
@@ -77,10 +100,16 @@ public enum JobFile {
     /// Loads and checks a job file; `{date}` in its paths becomes `date` (default: today).
     public static func load(path: String, date: String? = nil) throws(ChatBatchError) -> JobSettings {
         // `{date}` goes into paths: a word of letters, digits, `.`, `_` and `-`, never a way out of the job's folder.
-        if let date, date.isEmpty || date.contains("..") || date.hasPrefix(".")
-            || !date.unicodeScalars.allSatisfy({ CharacterSet.alphanumerics.contains($0) && $0.isASCII || "._-".unicodeScalars.contains($0) })
+        if let date,
+            date.isEmpty || date.contains("..") || date.hasPrefix(".")
+                || !date.unicodeScalars.allSatisfy({
+                    CharacterSet.alphanumerics.contains($0) && $0.isASCII || "._-".unicodeScalars.contains($0)
+                })
         {
-            throw ChatBatchError(.badJob, "--date \(date.terminalSafe) is not a date: give YYYY-MM-DD (letters, digits, '.', '_' and '-' only, no '..')")
+            throw ChatBatchError(
+                .badJob,
+                "--date \(date.terminalSafe) is not a date: give YYYY-MM-DD (letters, digits, '.', '_' and '-' only, no '..')"
+            )
         }
         guard let data = FileManager.default.contents(atPath: path) else {
             throw ChatBatchError(.missingJob, "\(path): cannot read job file")
@@ -91,7 +120,10 @@ public enum JobFile {
         let root: JSON
         do {
             var budget = maxValues
-            root = try Yams.compose(yaml: text).map { node throws(ChatBatchError) in try toJSON(node, budget: &budget, path) }
+            root =
+                try Yams.compose(yaml: text).map { node throws(ChatBatchError) in
+                    try toJSON(node, budget: &budget, path)
+                }
                 ?? .object(JSONObject())
         } catch let error as ChatBatchError {
             throw error
@@ -104,14 +136,18 @@ public enum JobFile {
             throw ChatBatchError(.badJob, "\(path): a job file is a YAML mapping of settings")
         }
         let folder = (path as NSString).deletingLastPathComponent
-        var settings = try settings(from: fields, relativeTo: folder.isEmpty ? "." : folder, source: path, date: date ?? today())
+        var settings = try settings(
+            from: fields, relativeTo: folder.isEmpty ? "." : folder, source: path, date: date ?? today())
         settings.jobName = JobSettings.stem(of: path)
         return settings
     }
 
-    static func settings(from fields: JSONObject, relativeTo folder: String, source: String, date: String) throws(ChatBatchError) -> JobSettings {
+    static func settings(from fields: JSONObject, relativeTo folder: String, source: String, date: String)
+        throws(ChatBatchError) -> JobSettings
+    {
         for key in fields.keys where !knownKeys.contains(key) {
-            throw ChatBatchError(.badJob, "\(source): unknown setting `\(key)` (known: \(knownKeys.sorted().joined(separator: ", ")))")
+            throw ChatBatchError(
+                .badJob, "\(source): unknown setting `\(key)` (known: \(knownKeys.sorted().joined(separator: ", ")))")
         }
         let reader = Reader(fields: fields, folder: folder, source: source, date: date)
         var s = JobSettings()
@@ -126,7 +162,9 @@ public enum JobFile {
         let source: String
         let date: String
 
-        func bad(_ key: String, _ what: String) -> ChatBatchError { ChatBatchError(.badJob, "\(source): `\(key)` \(what)") }
+        func bad(_ key: String, _ what: String) -> ChatBatchError {
+            ChatBatchError(.badJob, "\(source): `\(key)` \(what)")
+        }
 
         func value(_ key: String) -> JSON? {
             var node: JSON? = .object(fields)
@@ -183,7 +221,9 @@ public enum JobFile {
             guard let object = try self.object(key, "a mapping of header names to values") else { return nil }
             var headers: [String: String] = [:]
             for (name, value) in object {
-                guard let v = value.stringValue ?? value.intValue.map(String.init) else { throw bad(key, "values must be strings") }
+                guard let v = value.stringValue ?? value.intValue.map(String.init) else {
+                    throw bad(key, "values must be strings")
+                }
                 headers[name] = v
             }
             return headers
@@ -192,16 +232,26 @@ public enum JobFile {
         /// `providers:`, a list of mappings, each read with the keys a provider may have.
         func providers(_ key: String) throws(ChatBatchError) -> [JobSettings]? {
             guard let v = value(key) else { return nil }
-            guard let list = v.arrayValue, !list.isEmpty else { throw bad(key, "must be a list of providers (each with name and provider)") }
+            guard let list = v.arrayValue, !list.isEmpty else {
+                throw bad(key, "must be a list of providers (each with name and provider)")
+            }
             var entries: [JobSettings] = []
             for (i, item) in list.enumerated() {
-                guard let fields = item.objectValue else { throw bad("\(key)[\(i)]", "must be a mapping (name, provider, …)") }
+                guard let fields = item.objectValue else {
+                    throw bad("\(key)[\(i)]", "must be a mapping (name, provider, …)")
+                }
                 for k in fields.keys where k != "name" && !JobFile.providerKeys.contains(k) {
-                    throw bad("\(key)[\(i)]", "has unknown setting `\(k)` (a provider may set: name, \(JobFile.providerKeys.sorted().joined(separator: ", ")))")
+                    throw bad(
+                        "\(key)[\(i)]",
+                        "has unknown setting `\(k)` (a provider may set: name, \(JobFile.providerKeys.sorted().joined(separator: ", ")))"
+                    )
                 }
                 let reader = Reader(fields: fields, folder: folder, source: source, date: date)
                 var entry = JobSettings()
-                for (k, read) in JobFile.keys where JobFile.providerKeys.contains(k) && fields[k].map({ !$0.isNull }) == true { try read(reader, &entry) }
+                for (k, read) in JobFile.keys
+                where JobFile.providerKeys.contains(k) && fields[k].map({ !$0.isNull }) == true {
+                    try read(reader, &entry)
+                }
                 entry.name = try reader.string("name")
                 entries.append(entry)
             }
@@ -225,7 +275,8 @@ public enum JobFile {
 
         func limits(_ key: String) throws(ChatBatchError) -> ModelLimits? {
             guard value(key) != nil else { return nil }
-            guard let out = try integer(key + ".max_output_tokens"), let context = try integer(key + ".context_tokens") else {
+            guard let out = try integer(key + ".max_output_tokens"), let context = try integer(key + ".context_tokens")
+            else {
                 throw bad(key, "needs max_output_tokens and context_tokens")
             }
             return ModelLimits(maxOutputTokens: out, contextTokens: context)
@@ -240,7 +291,9 @@ public enum JobFile {
     static func toJSON(_ node: Node, budget: inout Int, _ path: String) throws(ChatBatchError) -> JSON {
         budget -= 1
         guard budget >= 0 else {
-            throw ChatBatchError(.badJob, "\(path): the job file expands to more than \(maxValues) values (YAML aliases that nest?); refusing it")
+            throw ChatBatchError(
+                .badJob,
+                "\(path): the job file expands to more than \(maxValues) values (YAML aliases that nest?); refusing it")
         }
         switch node {
         case .scalar:

@@ -40,7 +40,8 @@ public struct JobSettings: Sendable {
     public var retryFailed: Bool?
     public var stream: Bool?
     public var summaryJSON: String?
-    /// A Prometheus text file (node_exporter's textfile collector) rewritten every `metricsInterval` seconds and at the end.
+    /// A Prometheus text file (node_exporter's textfile collector) rewritten every `metricsInterval` seconds and at the
+    /// end.
     public var metricsFile: String?
     public var metricsInterval: Double?
     /// What the metrics call the job (the `chatbatch_job` label): the job file's name, else the input's.
@@ -60,7 +61,8 @@ public struct JobSettings: Sendable {
     /// A CA bundle added to the system's, for a private gateway; a proxy URL (else `HTTPS_PROXY` is honoured).
     public var caCert: String?
     public var proxy: String?
-    /// Take only the lines of shard `index` of `count` (0-based): those whose custom_id's FNV-1a 64 hash mod `count` is `index`.
+    /// Take only the lines of shard `index` of `count` (0-based): those whose custom_id's FNV-1a 64 hash mod `count` is
+    /// `index`.
     public var shard: Shard?
     /// Send the API key over plain http to a host that is not this machine (refused without it).
     public var allowHTTP: Bool?
@@ -92,16 +94,25 @@ public struct JobSettings: Sendable {
     }
 
     /// Every field, each as "take it from `other` when set": the one list `overridden` walks.
-    static var fields: [(inout JobSettings, JobSettings) -> Void] { [
-        f(\.input), f(\.output), f(\.errors), f(\.checkpoint), f(\.format), f(\.provider), f(\.baseURL), f(\.model), f(\.projectID),
-        f(\.apiKeyEnv), f(\.apiKeyFile), f(\.headers), f(\.concurrency), f(\.maxAttempts), f(\.timeout), f(\.connectTimeout), f(\.maxResponseBytes),
-        f(\.retryBaseDelay), f(\.retryMaxDelay), f(\.grace), f(\.request), f(\.system), f(\.template), f(\.idField), f(\.prices),
-        f(\.limits), f(\.strict), f(\.exitZeroWhenDone), f(\.force), f(\.retryFailed), f(\.stream), f(\.summaryJSON), f(\.maxCost), f(\.requestsPerMinute),
-        f(\.tokensPerMinute), f(\.adaptiveConcurrency), f(\.warmup), f(\.retryInvalid), f(\.dropReasoning), f(\.cache), f(\.cacheMode),
-        f(\.caCert), f(\.proxy), f(\.shard), f(\.allowHTTP), f(\.overwrite), f(\.maxWait), f(\.outageBudget), f(\.otherEndpointAnswers),
-        f(\.fakeGateway), f(\.name), f(\.providers), f(\.route), f(\.metricsFile), f(\.metricsInterval), f(\.jobName),
-        f(\.inputLabel),
-    ] }
+    static var fields: [(inout JobSettings, JobSettings) -> Void] {
+        [
+            f(\.input), f(\.output), f(\.errors), f(\.checkpoint), f(\.format), f(\.provider), f(\.baseURL), f(\.model),
+            f(\.projectID),
+            f(\.apiKeyEnv), f(\.apiKeyFile), f(\.headers), f(\.concurrency), f(\.maxAttempts), f(\.timeout),
+            f(\.connectTimeout), f(\.maxResponseBytes),
+            f(\.retryBaseDelay), f(\.retryMaxDelay), f(\.grace), f(\.request), f(\.system), f(\.template), f(\.idField),
+            f(\.prices),
+            f(\.limits), f(\.strict), f(\.exitZeroWhenDone), f(\.force), f(\.retryFailed), f(\.stream),
+            f(\.summaryJSON), f(\.maxCost), f(\.requestsPerMinute),
+            f(\.tokensPerMinute), f(\.adaptiveConcurrency), f(\.warmup), f(\.retryInvalid), f(\.dropReasoning),
+            f(\.cache), f(\.cacheMode),
+            f(\.caCert), f(\.proxy), f(\.shard), f(\.allowHTTP), f(\.overwrite), f(\.maxWait), f(\.outageBudget),
+            f(\.otherEndpointAnswers),
+            f(\.fakeGateway), f(\.name), f(\.providers), f(\.route), f(\.metricsFile), f(\.metricsInterval),
+            f(\.jobName),
+            f(\.inputLabel)
+        ]
+    }
 
     private static func f<T>(_ path: WritableKeyPath<JobSettings, T?>) -> (inout JobSettings, JobSettings) -> Void {
         { out, other in if let v = other[keyPath: path] { out[keyPath: path] = v } }
@@ -114,18 +125,27 @@ public struct JobSettings: Sendable {
         }
         var output = self.output ?? Self.defaultOutput(for: input)
         if let shard, self.output == nil {
-            output = String(output.dropLast(".results.jsonl".count)) + ".shard-\(shard.index)-of-\(shard.count).results.jsonl"
+            output =
+                String(output.dropLast(".results.jsonl".count))
+                + ".shard-\(shard.index)-of-\(shard.count).results.jsonl"
         }
         try checkNumbers()
-        // A device or a pipe has no folder beside it for the errors file and the checkpoint (no /dev/full.errors.jsonl).
+        // A device or a pipe has no folder beside it for the errors file and the checkpoint (no
+        // /dev/full.errors.jsonl).
         var st = stat()
-        if stat(output, &st) == 0, (st.st_mode & S_IFMT) != S_IFREG, (st.st_mode & S_IFMT) != S_IFDIR, errors == nil || checkpoint == nil {
-            throw ChatBatchError(.outputClash, "\(output) is a device or a pipe: there is no folder beside it for the errors file and the checkpoint; give --errors and --checkpoint too (job keys errors and checkpoint)")
+        if stat(output, &st) == 0, (st.st_mode & S_IFMT) != S_IFREG, (st.st_mode & S_IFMT) != S_IFDIR,
+            errors == nil || checkpoint == nil
+        {
+            throw ChatBatchError(
+                .outputClash,
+                "\(output) is a device or a pipe: there is no folder beside it for the errors file and the checkpoint; give --errors and --checkpoint too (job keys errors and checkpoint)"
+            )
         }
         let maxAttempts = self.maxAttempts ?? 6
         guard maxAttempts >= 1 else { throw ChatBatchError(.badMaxAttempts, "max_attempts must be at least 1") }
         if let c = maxCost, c < 0 { throw ChatBatchError(.badMaxCost, "max_cost must not be negative") }
-        for (name, v) in [("max_wait", maxWait), ("outage_budget", outageBudget), ("metrics_interval", metricsInterval)] {
+        for (name, v) in [("max_wait", maxWait), ("outage_budget", outageBudget), ("metrics_interval", metricsInterval)]
+        {
             if let v, !(v > 0) { throw ChatBatchError(.badTimeout, "\(name) must be more than 0 seconds") }
         }
         if template?.isEmpty == true {
@@ -134,36 +154,53 @@ public struct JobSettings: Sendable {
         // A partial would load another template (a file, for some renderers) and renders empty here: refused, as is a
         // change of delimiters that could hide one.
         if let template, template.contains("{{>") || template.contains("{{<") || template.contains("{{=") {
-            throw ChatBatchError(.badTemplate, "the template uses a partial ({{> name}}) or changes its delimiters ({{= =}}); chatbatch renders one template with the record's fields only")
+            throw ChatBatchError(
+                .badTemplate,
+                "the template uses a partial ({{> name}}) or changes its delimiters ({{= =}}); chatbatch renders one template with the record's fields only"
+            )
         }
         let routes = try (providers ?? [JobSettings()]).enumerated().map { i, entry throws(ChatBatchError) in
             try route(entry, index: i, single: providers == nil)
         }
         guard !routes.isEmpty else { throw ChatBatchError(.badJob, "`providers` lists no provider") }
         // A budget needs a price: without one every request would look free and max_cost would never stop the run.
-        if maxCost != nil || routes.contains(where: { $0.maxCost != nil }), let unpriced = routes.first(where: { !$0.pricesKnown }) {
-            throw ChatBatchError(.badMaxCost, "max_cost cannot hold: \(unpriced.name) publishes no prices, so its cost is unknown; give prices: {input: USD, output: USD} per million tokens in the job (or --price-input and --price-output)")
+        if maxCost != nil || routes.contains(where: { $0.maxCost != nil }),
+            let unpriced = routes.first(where: { !$0.pricesKnown })
+        {
+            throw ChatBatchError(
+                .badMaxCost,
+                "max_cost cannot hold: \(unpriced.name) publishes no prices, so its cost is unknown; give prices: {input: USD, output: USD} per million tokens in the job (or --price-input and --price-output)"
+            )
         }
         let names = routes.map(\.name)
-        if Set(names).count != names.count { throw ChatBatchError(.badJob, "provider names must differ: \(names.joined(separator: ", "))") }
+        if Set(names).count != names.count {
+            throw ChatBatchError(.badJob, "provider names must differ: \(names.joined(separator: ", "))")
+        }
         let first = routes[0]
         return RunConfiguration(
             files: FileSettings(
-                input: input, inputLabel: inputLabel ?? input, output: output, errors: errors ?? Self.defaultErrors(for: output), checkpoint: checkpoint ?? output + ".checkpoint",
-                format: format ?? .batch, summaryJSON: summaryJSON, dropReasoning: dropReasoning ?? false, overwrite: overwrite ?? false,
-                metricsFile: metricsFile, metricsInterval: metricsInterval ?? 10, jobName: jobName ?? Self.stem(of: input)),
+                input: input, inputLabel: inputLabel ?? input, output: output,
+                errors: errors ?? Self.defaultErrors(for: output), checkpoint: checkpoint ?? output + ".checkpoint",
+                format: format ?? .batch, summaryJSON: summaryJSON, dropReasoning: dropReasoning ?? false,
+                overwrite: overwrite ?? false,
+                metricsFile: metricsFile, metricsInterval: metricsInterval ?? 10,
+                jobName: jobName ?? Self.stem(of: input)),
             routes: routes, routing: route ?? .fill,
             retry: RetrySettings(
-                maxAttempts: maxAttempts, baseDelay: retryBaseDelay ?? 0.5, maxDelay: retryMaxDelay ?? 60, retryInvalid: max(0, retryInvalid ?? 0),
+                maxAttempts: maxAttempts, baseDelay: retryBaseDelay ?? 0.5, maxDelay: retryMaxDelay ?? 60,
+                retryInvalid: max(0, retryInvalid ?? 0),
                 maxWait: maxWait ?? 300, outageBudget: outageBudget ?? 600, grace: grace ?? 30),
             limits: LimitSettings(adaptive: adaptiveConcurrency ?? true, warmup: warmup ?? true, maxCost: maxCost),
             shape: RequestShape(
-                model: providers == nil ? model : (model ?? first.model), defaultModel: first.endpoint.profile.defaultModel,
-                requestDefaults: request ?? JSONObject(), system: system, template: template, idField: idField ?? "id", stream: stream ?? false,
+                model: providers == nil ? model : (model ?? first.model),
+                defaultModel: first.endpoint.profile.defaultModel,
+                requestDefaults: request ?? JSONObject(), system: system, template: template, idField: idField ?? "id",
+                stream: stream ?? false,
                 modelLimits: limits ?? first.endpoint.profile.limits, shard: shard),
             cache: CacheSettings(path: cache, mode: cacheMode ?? .readWrite),
             choices: RunChoices(
-                strict: strict ?? false, force: force ?? false, retryFailed: retryFailed ?? false, otherEndpointAnswers: otherEndpointAnswers ?? .ask,
+                strict: strict ?? false, force: force ?? false, retryFailed: retryFailed ?? false,
+                otherEndpointAnswers: otherEndpointAnswers ?? .ask,
                 exitZeroWhenDone: exitZeroWhenDone ?? false))
     }
 
@@ -188,12 +225,18 @@ public struct JobSettings: Sendable {
                 ("tokens_per_minute", "--tpm", s.tokensPerMinute, 0.001, 1e12, .badRate),
                 ("prices.input", "--price-input", s.prices?.inputPerMillion, 0, 1e6, .badMaxCost),
                 ("prices.output", "--price-output", s.prices?.outputPerMillion, 0, 1e6, .badMaxCost),
-                ("max_response_bytes", "--max-response-bytes", s.maxResponseBytes.map(Double.init), 1024, Double(1 << 32), .badTimeout),
+                (
+                    "max_response_bytes", "--max-response-bytes", s.maxResponseBytes.map(Double.init), 1024,
+                    Double(1 << 32), .badTimeout
+                )
             ]
             for (key, flag, value, least, most, code) in checks {
                 guard let v = value else { continue }
                 guard v.isFinite, v >= least, v <= most else {
-                    throw ChatBatchError(code, "\(scope)\(key) (\(flag)) must be a number from \(Self.plain(least)) to \(Self.plain(most)), not \(v)")
+                    throw ChatBatchError(
+                        code,
+                        "\(scope)\(key) (\(flag)) must be a number from \(Self.plain(least)) to \(Self.plain(most)), not \(v)"
+                    )
                 }
             }
         }
@@ -205,21 +248,23 @@ public struct JobSettings: Sendable {
     /// One provider: an entry of `providers` (with the job's connection manners as defaults), or the job itself.
     private func route(_ entry: JobSettings, index: Int, single: Bool) throws(ChatBatchError) -> RouteSettings {
         let s = single ? self : entry
-        let where_ = single ? "" : "providers[\(index)]: "
+        let at = single ? "" : "providers[\(index)]: "
         guard let kind = s.provider ?? (single ? .default : nil) else {
-            throw ChatBatchError(.badJob, "\(where_)needs `provider` (\(ProviderKind.choices))")
+            throw ChatBatchError(.badJob, "\(at)needs `provider` (\(ProviderKind.choices))")
         }
         let profile = kind.profile
         let concurrency = s.concurrency ?? concurrency ?? 64
         guard concurrency >= 1 && concurrency <= 10_000 else {
-            throw ChatBatchError(.badConcurrency, "\(where_)concurrency must be from 1 to 10000, not \(concurrency)")
+            throw ChatBatchError(.badConcurrency, "\(at)concurrency must be from 1 to 10000, not \(concurrency)")
         }
         let timeout = s.timeout ?? timeout ?? 300
-        guard timeout > 0 else { throw ChatBatchError(.badTimeout, "\(where_)timeout must be more than 0 seconds") }
+        guard timeout > 0 else { throw ChatBatchError(.badTimeout, "\(at)timeout must be more than 0 seconds") }
         for (name, v) in [("requests_per_minute", s.requestsPerMinute), ("tokens_per_minute", s.tokensPerMinute)] {
-            if let v, v <= 0 { throw ChatBatchError(.badRate, "\(where_)\(name) must be more than 0") }
+            if let v, v <= 0 { throw ChatBatchError(.badRate, "\(at)\(name) must be more than 0") }
         }
-        if let c = s.maxCost, c < 0, !single { throw ChatBatchError(.badMaxCost, "\(where_)max_cost must not be negative") }
+        if let c = s.maxCost, c < 0, !single {
+            throw ChatBatchError(.badMaxCost, "\(at)max_cost must not be negative")
+        }
         let headers = (single ? nil : headers ?? [:])?.merging(s.headers ?? [:]) { $1 } ?? s.headers ?? [:]
         for (name, value) in headers { try Self.checkHeader(name: name, value: value) }
         let model = single ? s.model : (s.model ?? profile.defaultModel ?? model)
@@ -227,26 +272,37 @@ public struct JobSettings: Sendable {
             provider: kind, url: try profile.endpoint(baseURL: s.baseURL, projectID: s.projectID, model: model),
             apiKeyEnv: s.apiKeyEnv ?? profile.keyVariable, apiKeyFile: s.apiKeyFile, headers: headers, timeout: timeout,
             connectTimeout: s.connectTimeout ?? connectTimeout ?? 10,
-            maxResponseBytes: s.maxResponseBytes ?? maxResponseBytes ?? EndpointSettings.defaultMaxResponseBytes, caCert: s.caCert ?? caCert, proxy: s.proxy ?? proxy,
+            maxResponseBytes: s.maxResponseBytes ?? maxResponseBytes ?? EndpointSettings.defaultMaxResponseBytes,
+            caCert: s.caCert ?? caCert, proxy: s.proxy ?? proxy,
             allowHTTP: s.allowHTTP ?? allowHTTP ?? false, fake: fakeGateway ?? false)
         return RouteSettings(
-            name: s.name ?? (single ? kind.rawValue : "\(kind.rawValue)-\(index + 1)"), endpoint: endpoint, model: single ? nil : model,
+            name: s.name ?? (single ? kind.rawValue : "\(kind.rawValue)-\(index + 1)"), endpoint: endpoint,
+            model: single ? nil : model,
             concurrency: concurrency, requestsPerMinute: s.requestsPerMinute, tokensPerMinute: s.tokensPerMinute,
-            maxCost: single ? nil : s.maxCost, prices: s.prices ?? profile.prices, pricesKnown: s.prices != nil || profile.publishesPrices)
+            maxCost: single ? nil : s.maxCost, prices: s.prices ?? profile.prices,
+            pricesKnown: s.prices != nil || profile.publishesPrices)
     }
 
     /// A header name must be an HTTP token and its value one line: libcurl writes them to the wire as they are.
     static func checkHeader(name: String, value: String) throws(ChatBatchError) {
         // The key has its own sources, kept out of `ps`, the job file and the logs, and scrubbed from every answer.
         if name.lowercased() == "authorization" || name.lowercased() == "proxy-authorization" {
-            throw ChatBatchError(.badHeader, "the \(name) header is not given with --header or headers:; put the key in an environment variable (--api-key-env NAME) or a file (--api-key-file PATH), and chatbatch sends it as the provider wants it")
+            throw ChatBatchError(
+                .badHeader,
+                "the \(name) header is not given with --header or headers:; put the key in an environment variable (--api-key-env NAME) or a file (--api-key-file PATH), and chatbatch sends it as the provider wants it"
+            )
         }
         let token = Set("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ".unicodeScalars)
         guard !name.isEmpty, name.unicodeScalars.allSatisfy({ token.contains($0) }) else {
-            throw ChatBatchError(.badHeader, "header name '\(name.debugDescription.dropFirst().dropLast())' is not a valid HTTP header name (letters, digits and !#$%&'*+-.^_`|~ only)")
+            throw ChatBatchError(
+                .badHeader,
+                "header name '\(name.debugDescription.dropFirst().dropLast())' is not a valid HTTP header name (letters, digits and !#$%&'*+-.^_`|~ only)"
+            )
         }
         if value.unicodeScalars.contains(where: { ($0.value < 0x20 && $0 != "\t") || $0.value == 0x7F }) {
-            throw ChatBatchError(.badHeader, "header \(name): its value holds a line break or control character; a header value must be one line")
+            throw ChatBatchError(
+                .badHeader,
+                "header \(name): its value holds a line break or control character; a header value must be one line")
         }
     }
 

@@ -26,7 +26,8 @@ public struct RunConfiguration: Sendable {
     /// The most a request can answer: its `max_tokens`, or the model's maximum output when it sets none.
     func completionBound(_ maxTokens: Int?) -> Int { maxTokens ?? shape.modelLimits.maxOutputTokens }
 
-    /// The most a request can cost at a provider's prices: its estimated prompt, and `completionBound` tokens of answer.
+    /// The most a request can cost at a provider's prices: its estimated prompt, and `completionBound` tokens of
+    /// answer.
     func worstCost(promptTokens: Int, maxTokens: Int?, prices: Prices) -> Double {
         prices.cost(prompt: promptTokens, completion: completionBound(maxTokens))
     }
@@ -173,4 +174,3 @@ public struct RunChoices: Sendable {
     /// metrics): for schedulers that run again a container or task that exits non-zero.
     public var exitZeroWhenDone = false
 }
-

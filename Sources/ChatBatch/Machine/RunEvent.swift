@@ -70,7 +70,8 @@ enum RunStop: Sendable {
     case budget(String)
     /// The key asked to wait longer than `--max-wait`.
     case waitTooLong(String)
-    /// The endpoint cannot be reached or is the wrong URL (its first request failed, or an outage outlasted its budget).
+    /// The endpoint cannot be reached or is the wrong URL (its first request failed, or an outage outlasted its
+    /// budget).
     case unreachable(String)
     /// The first answers all failed the same way, and nothing has succeeded.
     case systematic(String)
@@ -92,7 +93,8 @@ enum RunStop: Sendable {
 
     var message: String {
         switch self {
-        case .keyRefused(let m), .certificateRefused(let m), .budget(let m), .waitTooLong(let m), .unreachable(let m), .systematic(let m),
+        case .keyRefused(let m), .certificateRefused(let m), .budget(let m), .waitTooLong(let m), .unreachable(let m),
+            .systematic(let m),
             .checkpointFailed(let m), .outputFailed(let m), .inputFailed(let m):
             return m
         case .interrupted: return "interrupted; run the same command again to resume"

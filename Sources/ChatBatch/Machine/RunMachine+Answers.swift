@@ -11,14 +11,23 @@ extension RunMachine {
         scheduler.returned(job)
         let r = job.request
         if response.failure?.kind != .withheld && response.failure?.kind != .cancelled {
-            if response.status > 0 { scheduler.lanes[lane].statusCounts[response.status, default: 0] += 1 } else { scheduler.lanes[lane].noAnswer += 1 }
+            if response.status > 0 {
+                scheduler.lanes[lane].statusCounts[response.status, default: 0] += 1
+            } else {
+                scheduler.lanes[lane].noAnswer += 1
+            }
             scheduler.lanes[lane].latency.add(seconds: response.totalSeconds)
-            if (200..<300).contains(response.status) { scheduler.lanes[lane].answered(inSeconds: response.totalSeconds) }
+            if (200..<300).contains(response.status) {
+                scheduler.lanes[lane].answered(inSeconds: response.totalSeconds)
+            }
         }
         if response.status > 0 {
             summary.statusCounts[response.status, default: 0] += 1
             if let ended = scheduler.lanes[lane].health.answered() {
-                actions.append(.log("chatbatch: \(AnswerPolicy.hostAndPort(route.endpoint.url)) answers again after \(Self.duration(Double(now.uptime &- ended.since) / 1e9)) unreachable; sending resumes"))
+                actions.append(
+                    .log(
+                        "chatbatch: \(AnswerPolicy.hostAndPort(route.endpoint.url)) answers again after \(Self.duration(Double(now.uptime &- ended.since) / 1e9)) unreachable; sending resumes"
+                    ))
             }
             if scheduler.lanes[lane].health.newlyProven {
                 actions.append(.record(.endpointAnswered(route: lane)))
@@ -26,19 +35,27 @@ extension RunMachine {
             }
         }
         let warmingUp = job.probe && !scheduler.lanes[lane].warmedUp && Double(now.uptime &- started) / 1e9 < 120
-        let context = AnswerPolicy.Context(config: config, route: route, retry: retry, warmingUp: warmingUp, warmupRetries: summary.warmupRetries)
-        var effect = AnswerPolicy.effect(of: response, for: job, startedAt: answer.startedAt, context: context, random: &random)
+        let context = AnswerPolicy.Context(
+            config: config, route: route, retry: retry, warmingUp: warmingUp, warmupRetries: summary.warmupRetries,
+            now: now.wall)
+        var effect = AnswerPolicy.effect(
+            of: response, for: job, startedAt: answer.startedAt, context: context, random: &random)
         effect.attempt.route = job.route
         effect.attempt.inflight = job.sentInflight
         effect.attempt.window = job.sentWindow
         if let usage = effect.usage {
             if usage.estimated {
                 if summary.usageEstimated == 0 {
-                    actions.append(.log("chatbatch: warning: the server sent no usage with some answers; their tokens and cost are estimated (the summary counts them, the flat output marks them usage_estimated, and --max-cost uses the estimate)"))
+                    actions.append(
+                        .log(
+                            "chatbatch: warning: the server sent no usage with some answers; their tokens and cost are estimated (the summary counts them, the flat output marks them usage_estimated, and --max-cost uses the estimate)"
+                        ))
                 }
                 summary.usageEstimated += 1
             }
-            scheduler.succeeded(job, promptTokens: usage.promptTokens, completionTokens: usage.completionTokens, cost: usage.cost, now: now.uptime)
+            scheduler.succeeded(
+                job, promptTokens: usage.promptTokens, completionTokens: usage.completionTokens, cost: usage.cost,
+                now: now.uptime)
             scheduler.lanes[lane].promptTokens += usage.promptTokens
             scheduler.lanes[lane].completionTokens += usage.completionTokens
             scheduler.lanes[lane].cost += usage.cost
@@ -46,7 +63,9 @@ extension RunMachine {
             summary.completionTokens += usage.completionTokens
             summary.cost += usage.cost
             // An answer came: failures held back so far are the lines' own.
-            for held in scheduler.lanes[lane].firstFailures.release(settle: true) { finishFailed(held.record, held.attempt) }
+            for held in scheduler.lanes[lane].firstFailures.release(settle: true) {
+                finishFailed(held.record, held.attempt)
+            }
         }
         // A send that may have been billed and is not the prompt's answer (a reset, a cut stream, a cancel).
         if effect.attempt.ambiguous { summary.possiblyBilledTwice += 1 }
@@ -54,14 +73,21 @@ extension RunMachine {
         if effect.rateLimited {
             let limitedFor = scheduler.rateLimited(job, wait: effect.serverWait, hint: hint, now: now.uptime)
             if limitedFor > config.retry.outageBudget {
-                stopLane(lane, .waitTooLong("the key\(Self.at(route, config)) has answered nothing but 429s for \(Self.duration(limitedFor)) (more than --outage-budget \(Self.duration(config.retry.outageBudget))); nothing was lost. Run the same command again later to carry on"), now)
+                stopLane(
+                    lane,
+                    .waitTooLong(
+                        "the key\(Self.at(route, config)) has answered nothing but 429s for \(Self.duration(limitedFor)) (more than --outage-budget \(Self.duration(config.retry.outageBudget))); nothing was lost. Run the same command again later to carry on"
+                    ), now)
             }
         } else if response.status > 0 {
             scheduler.answered(job, hint: hint, now: now.uptime)
         }
         let back = (customID: r.customID, line: r.line, bodyHash: r.bodyHash, model: r.model)
         func requeue(_ attempt: AttemptRecord?, note: String?) -> RunAction {
-            .record(.requeue(customID: back.customID, line: back.line, bodyHash: back.bodyHash, model: back.model, attempt: attempt, note: note))
+            .record(
+                .requeue(
+                    customID: back.customID, line: back.line, bodyHash: back.bodyHash, model: back.model,
+                    attempt: attempt, note: note))
         }
         switch effect.outcome {
         case .withheld:
@@ -77,8 +103,14 @@ extension RunMachine {
             if record.repaired { summary.repaired += 1 }
             actions.append(.record(.finish(record, attempt: effect.attempt)))
             if config.cache.path != nil, config.cache.mode.writes, let key = r.cacheKey, let usage = effect.usage {
-                actions.append(.store((key, r.model, CachedAnswer(
-                    body: answer, requestID: record.requestID, promptTokens: usage.promptTokens, completionTokens: usage.completionTokens))))
+                actions.append(
+                    .store(
+                        (
+                            key, r.model,
+                            CachedAnswer(
+                                body: answer, requestID: record.requestID, promptTokens: usage.promptTokens,
+                                completionTokens: usage.completionTokens)
+                        )))
             }
         case .askAgain(let again, _, let note):
             summary.retries += 1
@@ -103,11 +135,17 @@ extension RunMachine {
                 if scheduler.lanes[lane].firstFailures.hold(record, effect.attempt, signature: signature) {
                     let held = scheduler.lanes[lane].firstFailures.release()
                     for h in held { self.requeue(h.record, h.attempt, note: h.record.errorMessage) }
-                    stopLane(lane, .systematic("the first \(FirstFailures.limit) answers\(Self.at(route, config)) all failed the same way (\(signature): \(record.errorMessage ?? "")) and nothing has succeeded; the lines stay pending. Fix the cause (the key, the model, the URL) and run the same command again"), now)
+                    stopLane(
+                        lane,
+                        .systematic(
+                            "the first \(FirstFailures.limit) answers\(Self.at(route, config)) all failed the same way (\(signature): \(record.errorMessage ?? "")) and nothing has succeeded; the lines stay pending. Fix the cause (the key, the model, the URL) and run the same command again"
+                        ), now)
                 }
             } else {
                 if effect.failureSignature != nil {
-                    for held in scheduler.lanes[lane].firstFailures.release(settle: true) { finishFailed(held.record, held.attempt) }
+                    for held in scheduler.lanes[lane].firstFailures.release(settle: true) {
+                        finishFailed(held.record, held.attempt)
+                    }
                 }
                 finishFailed(record, effect.attempt)
                 scheduler.lanes[lane].failed += 1
@@ -118,9 +156,12 @@ extension RunMachine {
             let everywhere = scheduler.lanes.allSatisfy { $0.stopped != nil || $0.refusedModels[refusal.model] != nil }
             if isNew {
                 actions.append(.record(.refuseModel(kept, route: lane)))
-                actions.append(.log(everywhere
-                    ? "chatbatch: model \(kept.model) refused\(Self.at(route, config)) (HTTP \(kept.status) \(kept.code): \(kept.message)); its other lines are not sent and go to the errors file (run again with --retry-failed once the key may use it)"
-                    : "chatbatch: model \(kept.model) refused at \(route.name) (HTTP \(kept.status) \(kept.code): \(kept.message)); its lines go to the other providers"))
+                actions.append(
+                    .log(
+                        everywhere
+                            ? "chatbatch: model \(kept.model) refused\(Self.at(route, config)) (HTTP \(kept.status) \(kept.code): \(kept.message)); its other lines are not sent and go to the errors file (run again with --retry-failed once the key may use it)"
+                            : "chatbatch: model \(kept.model) refused at \(route.name) (HTTP \(kept.status) \(kept.code): \(kept.message)); its lines go to the other providers"
+                    ))
             }
             if everywhere {
                 finishFailed(record, effect.attempt)
@@ -135,7 +176,11 @@ extension RunMachine {
             } else {
                 actions.append(requeue(effect.attempt, note: reason))
                 scheduler.retryNow(job)
-                stopLane(lane, .unreachable("\(route.endpoint.shownURL) answered \(reason): does the base URL end in /v1 (for TIR: is the project id right)? Nothing else was sent\(Self.at(route, config)); fix the URL and run the same command again"), now)
+                stopLane(
+                    lane,
+                    .unreachable(
+                        "\(route.endpoint.shownURL) answered \(reason): does the base URL end in /v1 (for TIR: is the project id right)? Nothing else was sent\(Self.at(route, config)); fix the URL and run the same command again"
+                    ), now)
             }
         case .stopRun(let reason, let note):
             actions.append(requeue(effect.attempt, note: note))
@@ -162,28 +207,44 @@ extension RunMachine {
         again.attempt -= 1
         let r = job.request
         let lane = job.route
-        actions.append(.record(.requeue(customID: r.customID, line: r.line, bodyHash: r.bodyHash, model: r.model, attempt: attempt, note: nil)))
+        actions.append(
+            .record(
+                .requeue(
+                    customID: r.customID, line: r.line, bodyHash: r.bodyHash, model: r.model, attempt: attempt,
+                    note: nil)))
         let url = config.routes[lane].endpoint.shownURL
         guard scheduler.lanes[lane].health.proven else {
             again.probe = false
             scheduler.retryNow(again)
             // "Nothing was sent" only when it is true: earlier sends that timed out may have reached the server.
-            let sent = summary.possiblyBilledTwice > 0
+            let sent =
+                summary.possiblyBilledTwice > 0
                 ? "no answer came back (\(summary.possiblyBilledTwice) earlier sends may have reached it: counted as possibly billed twice)"
                 : "nothing was sent"
-            stopLane(lane, .unreachable("\(url): \(reason); \(sent). \(Self.hint(reason, url: url)) Then run the same command again"), now)
+            stopLane(
+                lane,
+                .unreachable(
+                    "\(url): \(reason); \(sent). \(Self.hint(reason, url: url)) Then run the same command again"), now)
             return
         }
-        let (wait, isNew) = scheduler.lanes[lane].health.unreachable(reason, now: now.uptime, budget: config.retry.outageBudget, base: config.retry.baseDelay)
+        let (wait, isNew) = scheduler.lanes[lane].health.unreachable(
+            reason, now: now.uptime, budget: config.retry.outageBudget, base: config.retry.baseDelay)
         guard let wait else {
             again.probe = false
             scheduler.retryNow(again)
-            stopLane(lane, .unreachable("\(url) has been unreachable for more than \(Self.duration(config.retry.outageBudget)) (--outage-budget; last: \(reason)); nothing was lost. Run the same command again once it is back"), now)
+            stopLane(
+                lane,
+                .unreachable(
+                    "\(url) has been unreachable for more than \(Self.duration(config.retry.outageBudget)) (--outage-budget; last: \(reason)); nothing was lost. Run the same command again once it is back"
+                ), now)
             return
         }
         if isNew {
             let others = config.routes.count > 1 ? " (the other providers carry on)" : ""
-            actions.append(.log("chatbatch: \(AnswerPolicy.hostAndPort(url)) is unreachable (\(reason)); sending there paused: one request probes it with backoff, for up to \(Self.duration(config.retry.outageBudget)) (--outage-budget)\(others)"))
+            actions.append(
+                .log(
+                    "chatbatch: \(AnswerPolicy.hostAndPort(url)) is unreachable (\(reason)); sending there paused: one request probes it with backoff, for up to \(Self.duration(config.retry.outageBudget)) (--outage-budget)\(others)"
+                ))
         }
         scheduler.holdForProbe(route: lane)
         let at = now.uptime &+ Clock.nanoseconds(wait)
@@ -198,27 +259,39 @@ extension RunMachine {
     }
 
     /// " at NAME" when the run has several providers.
-    static func at(_ route: RouteSettings, _ config: RunConfiguration) -> String { config.routes.count > 1 ? " at \(route.name)" : "" }
+    static func at(_ route: RouteSettings, _ config: RunConfiguration) -> String {
+        config.routes.count > 1 ? " at \(route.name)" : ""
+    }
 
     /// A 429's pause: said when longer than the backoff cap, the run stopped when longer than `--max-wait`.
     private mutating func announcePause(_ seconds: Double, _ now: Moment) {
         if seconds > config.retry.maxWait {
-            halt(.waitTooLong("the key asked to wait \(Self.duration(seconds)) before sending again (Retry-After), more than --max-wait \(Self.duration(config.retry.maxWait)); run the same command again later to carry on"), now)
+            halt(
+                .waitTooLong(
+                    "the key asked to wait \(Self.duration(seconds)) before sending again (Retry-After), more than --max-wait \(Self.duration(config.retry.maxWait)); run the same command again later to carry on"
+                ), now)
         } else if seconds > config.retry.maxDelay && seconds > announcedPause {
             announcedPause = seconds
-            actions.append(.log("chatbatch: the key asked to wait \(Self.duration(seconds)) (Retry-After on a 429): sending resumes at \(Self.clockTime(now.wall + seconds)) UTC"))
+            actions.append(
+                .log(
+                    "chatbatch: the key asked to wait \(Self.duration(seconds)) (Retry-After on a 429): sending resumes at \(Self.clockTime(now.wall + seconds)) UTC"
+                ))
         }
     }
 
     /// What to check, from libcurl's message.
     static func hint(_ reason: String, url: String) -> String {
         let m = reason.lowercased()
-        if m.contains("wrong version number") || m.contains("packet length too long") { return "Is it plain http (the URL says https)?" }
+        if m.contains("wrong version number") || m.contains("packet length too long") {
+            return "Is it plain http (the URL says https)?"
+        }
         if m.contains("connection refused") || m.contains("couldn't connect") || m.contains("failed to connect") {
             return "Is the server running, and is the port right?"
         }
         if m.contains("resolve") { return "Is the host name right?" }
-        if m.contains("timed out") || m.contains("timeout") { return "Is the host reachable from here (a firewall, a proxy)?" }
+        if m.contains("timed out") || m.contains("timeout") {
+            return "Is the host reachable from here (a firewall, a proxy)?"
+        }
         if m.contains("ssl") || m.contains("tls") { return "Is it https on this port?" }
         return "Is the base URL right?"
     }
@@ -238,7 +311,7 @@ extension RunMachine {
     /// A line the response cache answers: written like an answer, marked cached, nothing sent or billed.
     /// The stored answer goes through the same checks and output as a live one (a streamed request's answer is
     /// kept reassembled), so its line is byte for byte the line the paid answer got.
-    mutating func answerFromCache(_ request: PreparedRequest, _ answer: CachedAnswer) {
+    mutating func answerFromCache(_ request: PreparedRequest, _ answer: CachedAnswer, _ now: Moment) {
         var record: FinishedRecord
         if !config.files.dropReasoning && !answer.body.contains(0x0A) && !answer.body.contains(0x0D) {
             // It passed its checks for this very body (the key covers response_format) and is one line: its bytes
@@ -247,16 +320,22 @@ extension RunMachine {
             record = FinishedRecord(
                 customID: r.customID, line: r.line, bodyHash: r.bodyHash, model: r.model, state: .done, statusCode: 200,
                 requestID: answer.requestID, latencyMs: 0, attempts: 0,
-                output: OutputLines.result(customID: r.customID, status: 200, requestID: answer.requestID, rawBody: answer.body, parsed: .null),
+                output: OutputLines.result(
+                    customID: r.customID, status: 200, requestID: answer.requestID, rawBody: answer.body,
+                    parsed: .null),
                 kind: .results)
         } else {
             var plain = request
             plain.stream = false
             let response = HTTPResponse(
-                status: 200, headers: answer.requestID.map { ["x-tera-request-id": $0] } ?? [:], body: answer.body, failure: nil,
+                status: 200, headers: answer.requestID.map { ["x-tera-request-id": $0] } ?? [:], body: answer.body,
+                failure: nil,
                 firstByteSeconds: 0, totalSeconds: 0)
-            let context = AnswerPolicy.Context(config: config, route: config.routes[0], retry: retry, warmingUp: false, warmupRetries: 0)
-            let effect = AnswerPolicy.effect(of: response, for: ScheduledJob(request: plain), startedAt: 0, context: context, random: &random)
+            let context = AnswerPolicy.Context(
+                config: config, route: config.routes[0], retry: retry, warmingUp: false, warmupRetries: 0, now: now.wall
+            )
+            let effect = AnswerPolicy.effect(
+                of: response, for: ScheduledJob(request: plain), startedAt: 0, context: context, random: &random)
             guard case .done(let checked, _) = effect.outcome else {
                 scheduler.enqueue([request])  // a stored answer that no longer passes its checks: ask the provider
                 return
@@ -268,7 +347,8 @@ extension RunMachine {
         }
         record.cached = true
         record.savedTokens = answer.promptTokens + answer.completionTokens
-        record.savedCost = config.routes[0].prices.cost(prompt: answer.promptTokens, completion: answer.completionTokens)
+        record.savedCost = config.routes[0].prices.cost(
+            prompt: answer.promptTokens, completion: answer.completionTokens)
         summary.done += 1
         summary.cacheHits += 1
         summary.tokensSaved += record.savedTokens

@@ -8,7 +8,8 @@ extension RunMachine {
         var m = MetricsSnapshot(job: job)
         m.prompts = [
             ("answered", s.done), ("failed", s.failed), ("invalid", s.invalid), ("answered_before", s.alreadyDone),
-            ("failed_before", s.alreadyFailed), ("in_flight", scheduler.inflight), ("not_sent_changed", s.changed + s.otherEndpoint),
+            ("failed_before", s.alreadyFailed), ("in_flight", scheduler.inflight),
+            ("not_sent_changed", s.changed + s.otherEndpoint)
         ]
         m.linesRead = s.inputLines
         if let ended { m.prompts.append(("left_pending", ended.summary.leftPending)) }

@@ -35,17 +35,22 @@ struct RunMachine: Sendable {
 
     /// `spent`, `refusedModels` and `proven` are per provider, in the run's order (what the checkpoint says of each).
     init(
-        config: RunConfiguration, spent: [Double], refusedModels: [[String: ModelRefusal]], proven: [Bool], remembered: [Int?] = [],
+        config: RunConfiguration, spent: [Double], refusedModels: [[String: ModelRefusal]], proven: [Bool],
+        remembered: [Int?] = [],
         finishedInput: CheckpointStore.FinishedInput?, crashRecovered: Int, now: UInt64, random: Jitter = Jitter()
     ) {
         self.config = config
         retry = RetryPolicy(baseDelay: config.retry.baseDelay, maxDelay: config.retry.maxDelay)
-        scheduler = Scheduler(config: config, spent: spent, refused: refusedModels, proven: proven, remembered: remembered, now: now)
+        scheduler = Scheduler(
+            config: config, spent: spent, refused: refusedModels, proven: proven, remembered: remembered, now: now)
         started = now
         self.random = random
         self.finishedInput = finishedInput
         if crashRecovered > 0 {
-            actions.append(.log("chatbatch: \(crashRecovered) prompts were in flight when a previous run stopped; they will be sent again and counted as possibly billed twice"))
+            actions.append(
+                .log(
+                    "chatbatch: \(crashRecovered) prompts were in flight when a previous run stopped; they will be sent again and counted as possibly billed twice"
+                ))
         }
     }
 
@@ -119,12 +124,19 @@ struct RunMachine: Sendable {
         summary.otherEndpoint += batch.otherEndpoint
         for m in batch.messages {
             messagesShown += 1
-            if messagesShown <= 50 { actions.append(.log(m)) } else if messagesShown == 51 { actions.append(.log("chatbatch: more input problems, not said here (invalid lines are in the errors file; the summary counts the rest)")) }
+            if messagesShown <= 50 {
+                actions.append(.log(m))
+            } else if messagesShown == 51 {
+                actions.append(
+                    .log(
+                        "chatbatch: more input problems, not said here (invalid lines are in the errors file; the summary counts the rest)"
+                    ))
+            }
         }
         for id in batch.forgotten { actions.append(.record(.forget(customID: id))) }
         for id in batch.superseded { actions.append(.record(.supersede(customID: id))) }
         for record in batch.settled { actions.append(.record(.finish(record, attempt: nil))) }
-        for (request, answer) in batch.cached { answerFromCache(request, answer) }
+        for (request, answer) in batch.cached { answerFromCache(request, answer, now) }
         for entry in batch.backfill { actions.append(.store(entry)) }
         scheduler.enqueue(batch.requests)
         pump(now)
@@ -141,9 +153,12 @@ struct RunMachine: Sendable {
             switch scheduler.next(now: now.uptime) {
             case .send(let job):
                 count(job)
-                actions.append(.record(.claim(
-                    customID: job.request.customID, line: job.request.line, bodyHash: job.request.bodyHash, model: job.request.model,
-                    attempt: job.attempt, route: job.route)))
+                actions.append(
+                    .record(
+                        .claim(
+                            customID: job.request.customID, line: job.request.line, bodyHash: job.request.bodyHash,
+                            model: job.request.model,
+                            attempt: job.attempt, route: job.route)))
                 actions.append(.send(job))
             case .refuse(let job, let refusal):
                 refuseUnsent(job, refusal)
@@ -195,7 +210,10 @@ struct RunMachine: Sendable {
         if scheduler.lanes.allSatisfy({ $0.stopped != nil }) {
             halt(reason, now)
         } else {
-            actions.append(.log("chatbatch: provider \(scheduler.lanes[r].name) stopped: \(reason.message); the other providers carry on"))
+            actions.append(
+                .log(
+                    "chatbatch: provider \(scheduler.lanes[r].name) stopped: \(reason.message); the other providers carry on"
+                ))
         }
     }
 
@@ -207,13 +225,24 @@ struct RunMachine: Sendable {
             let inflight = scheduler.inflight
             switch reason {
             case .interrupted:
-                actions.append(.log("chatbatch: stopping: letting \(inflight) requests in flight finish (up to \(Int(config.retry.grace)) s); interrupt again to stop at once"))
+                actions.append(
+                    .log(
+                        "chatbatch: stopping: letting \(inflight) requests in flight finish (up to \(Int(config.retry.grace)) s); interrupt again to stop at once"
+                    ))
                 actions.append(.cancelInFlight(after: config.retry.grace))
             case .checkpointFailed(let m):
-                actions.append(.log("chatbatch: stopping: \(m)" + (inflight > 0 ? " (the \(inflight) requests in flight cannot be recorded: they are cancelled, and the next run sends them again and counts them as possibly billed twice)" : "")))
+                actions.append(
+                    .log(
+                        "chatbatch: stopping: \(m)"
+                            + (inflight > 0
+                                ? " (the \(inflight) requests in flight cannot be recorded: they are cancelled, and the next run sends them again and counts them as possibly billed twice)"
+                                : "")))
                 actions.append(.cancelInFlight(after: 0))
             case .outputFailed(let m):
-                actions.append(.log("chatbatch: stopping: \(m)" + (inflight > 0 ? " (the \(inflight) requests in flight finish into the checkpoint)" : "")))
+                actions.append(
+                    .log(
+                        "chatbatch: stopping: \(m)"
+                            + (inflight > 0 ? " (the \(inflight) requests in flight finish into the checkpoint)" : "")))
             case .inputFailed(let m):
                 actions.append(.log("chatbatch: stopping: \(m)"))
                 actions.append(.cancelInFlight(after: 0))
@@ -230,10 +259,14 @@ struct RunMachine: Sendable {
         if stop == nil {
             guard inputDone, scheduler.isDrained else { return }
             // The input ended with nothing answered: the held failures are just the lines' own.
-            for r in scheduler.lanes.indices { for held in scheduler.lanes[r].firstFailures.release() { finishFailed(held.record, held.attempt) } }
+            for r in scheduler.lanes.indices {
+                for held in scheduler.lanes[r].firstFailures.release() { finishFailed(held.record, held.attempt) }
+            }
         } else {
             for r in scheduler.lanes.indices {
-                for held in scheduler.lanes[r].firstFailures.release() { requeue(held.record, held.attempt, note: held.record.errorMessage) }
+                for held in scheduler.lanes[r].firstFailures.release() {
+                    requeue(held.record, held.attempt, note: held.record.errorMessage)
+                }
             }
         }
         finished = true
@@ -242,23 +275,35 @@ struct RunMachine: Sendable {
 
     /// The record of a line back to pending, with its attempt kept for the audit.
     mutating func requeue(_ record: FinishedRecord, _ attempt: AttemptRecord?, note: String?) {
-        actions.append(.record(.requeue(customID: record.customID, line: record.line, bodyHash: record.bodyHash, model: record.model, attempt: attempt, note: note)))
+        actions.append(
+            .record(
+                .requeue(
+                    customID: record.customID, line: record.line, bodyHash: record.bodyHash, model: record.model,
+                    attempt: attempt, note: note)))
     }
 
     /// Each provider's state, sampled into the checkpoint's timeline (the report draws it): every second, and when
     /// a window changes.
     mutating func sample(onlyChanged: Bool = false) {
-        if sampledWindows.count != scheduler.lanes.count { sampledWindows = Array(repeating: -1, count: scheduler.lanes.count) }
+        if sampledWindows.count != scheduler.lanes.count {
+            sampledWindows = Array(repeating: -1, count: scheduler.lanes.count)
+        }
         for lane in scheduler.lanes where !onlyChanged || sampledWindows[lane.route] != lane.limiter.limit {
             sampledWindows[lane.route] = lane.limiter.limit
-            actions.append(.record(.sample(inflight: lane.inflight, window: lane.limiter.limit, paused: lane.health.outage != nil, route: lane.route)))
+            actions.append(
+                .record(
+                    .sample(
+                        inflight: lane.inflight, window: lane.limiter.limit, paused: lane.health.outage != nil,
+                        route: lane.route)))
         }
     }
 
     /// The in-flight level each provider's key was found to allow, to start the next run there (by route).
     var learntCeilings: [Int: Int] {
         var out: [Int: Int] = [:]
-        for lane in scheduler.lanes where lane.limiter.throttled && lane.limiter.ceiling < Int.max { out[lane.route] = lane.limiter.ceiling }
+        for lane in scheduler.lanes where lane.limiter.throttled && lane.limiter.ceiling < Int.max {
+            out[lane.route] = lane.limiter.ceiling
+        }
         return out
     }
 
@@ -267,17 +312,21 @@ struct RunMachine: Sendable {
     /// Where the run stands, for the progress line.
     mutating func snapshot(_ now: Moment) -> ProgressSnapshot {
         let sum = summary
-        let finishedLines = sum.done + sum.failed + sum.invalid + sum.alreadyDone + sum.alreadyFailed + sum.changed + sum.otherEndpoint
+        let finishedLines =
+            sum.done + sum.failed + sum.invalid + sum.alreadyDone + sum.alreadyFailed + sum.changed + sum.otherEndpoint
         // The rate over about the last 10 s: samples older than that go, but one earlier sample always stays (a log
         // line every 30 s has no other); the first line, with none, takes the rate since the run started.
         recentAttempts.append((now.uptime, sum.attempts))
-        while recentAttempts.count > 2 && now.uptime &- recentAttempts[1].0 >= 10_000_000_000 { recentAttempts.removeFirst() }
+        while recentAttempts.count > 2 && now.uptime &- recentAttempts[1].0 >= 10_000_000_000 {
+            recentAttempts.removeFirst()
+        }
         var rate = 0.0
         let (since, attemptsThen) = recentAttempts.count > 1 ? recentAttempts[0] : (started, 0)
         if now.uptime > since { rate = Double(sum.attempts - attemptsThen) / (Double(now.uptime - since) / 1e9) }
         return ProgressSnapshot(
             finished: finishedLines, total: progressTotal, inflight: scheduler.inflight, limit: scheduler.limit,
-            requestsPerSecond: rate, tokens: sum.totalTokens, cost: sum.cost, retries: sum.retries, failures: sum.failed + sum.invalid,
+            requestsPerSecond: rate, tokens: sum.totalTokens, cost: sum.cost, retries: sum.retries,
+            failures: sum.failed + sum.invalid,
             elapsed: Double(now.uptime &- started) / 1e9, priceKnown: config.pricesKnown)
     }
 }

@@ -24,15 +24,20 @@ public enum CheckpointExport {
     /// `--output X` alone writes the errors beside it (`X.errors.jsonl`), never over the run's own errors file; a
     /// target that exists, is not empty and is not the run's own output is refused unless `overwrite`.
     public static func export(
-        checkpoint: String, results: String?, errors: String?, order: Order, format: OutputFormat, overwrite: Bool = false
+        checkpoint: String, results: String?, errors: String?, order: Order, format: OutputFormat,
+        overwrite: Bool = false
     ) throws -> Report {
         let probe = try CheckpointStore(path: checkpoint, create: false, lock: false)
         let recorded = [try probe.outputPosition(.results)?.path, try probe.outputPosition(.errors)?.path]
         if errors != nil && results == nil {
-            throw ChatBatchError(.noOutputPath, "--errors needs --output too (export writes both files; without either it rewrites the run's own)")
+            throw ChatBatchError(
+                .noOutputPath,
+                "--errors needs --output too (export writes both files; without either it rewrites the run's own)")
         }
         if let results, errors == nil, !OutputFiles.isRegularOrMissing(results) {
-            throw ChatBatchError(.noOutputPath, "\(results) is a device or a pipe, with no folder beside it for the errors file; give --errors too")
+            throw ChatBatchError(
+                .noOutputPath,
+                "\(results) is a device or a pipe, with no folder beside it for the errors file; give --errors too")
         }
         let targets = results.map { [$0, errors ?? JobSettings.defaultErrors(for: $0)] } ?? recorded
         guard let resultsPath = targets[0], let errorsPath = targets[1] else {
@@ -53,7 +58,10 @@ public enum CheckpointExport {
         for path in [resultsPath, errorsPath] where OutputFiles.isRegularOrMissing(path) {
             var st = stat()
             if lstat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFLNK {
-                throw ChatBatchError(.notOurFile, "\(path) is a symbolic link; refusing to replace it (or the file it points to). Pass the file itself, or another path")
+                throw ChatBatchError(
+                    .notOurFile,
+                    "\(path) is a symbolic link; refusing to replace it (or the file it points to). Pass the file itself, or another path"
+                )
             }
         }
         var counts = [0, 0]
@@ -72,7 +80,11 @@ public enum CheckpointExport {
                 for line in lines {
                     buffer += OutputLines.render(kind: kind, format: format, line)
                     maxSeq = max(maxSeq, line.seq)
-                    if buffer.count > 1 << 20 { try OutputFiles.writeAll(fd, buffer, path: tmp); bytes += buffer.count; buffer = [] }
+                    if buffer.count > 1 << 20 {
+                        try OutputFiles.writeAll(fd, buffer, path: tmp)
+                        bytes += buffer.count
+                        buffer = []
+                    }
                 }
                 try OutputFiles.writeAll(fd, buffer, path: tmp)
                 bytes += buffer.count
@@ -83,7 +95,8 @@ public enum CheckpointExport {
                 throw ChatBatchError(.renameFailed, "cannot replace \(path): \(String(cString: strerror(errno)))")
             }
             if path == recorded[kind.rawValue] {
-                try store.recordOutputPosition(OutputPosition(kind: kind, path: path, format: format.rawValue, bytes: bytes, seq: maxSeq))
+                try store.recordOutputPosition(
+                    OutputPosition(kind: kind, path: path, format: format.rawValue, bytes: bytes, seq: maxSeq))
             }
         }
         return Report(results: counts[0], errors: counts[1], resultsPath: resultsPath, errorsPath: errorsPath)

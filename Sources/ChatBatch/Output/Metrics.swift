@@ -45,32 +45,64 @@ public struct MetricsSnapshot: Sendable {
         func sample(_ name: String, _ labels: [(String, String)], _ value: String) {
             out.append("\(name){\(labels.map { "\($0.0)=\"\(Self.escape($0.1))\"" }.joined(separator: ","))} \(value)")
         }
-        func family(_ name: String, _ type: String, _ help: String, _ samples: [(labels: [(String, String)], value: String)]) {
+        func family(
+            _ name: String, _ type: String, _ help: String, _ samples: [(labels: [(String, String)], value: String)]
+        ) {
             out.append("# HELP \(name) \(help)")
             out.append("# TYPE \(name) \(type)")
             for s in samples { sample(name, s.labels, s.value) }
         }
         let j = (Self.jobLabel, job)
-        func n(_ v: Double) -> String { v.isFinite ? (v == v.rounded() && abs(v) < 1e15 ? String(Int(v)) : String(format: "%.10g", v)) : "NaN" }
-        family("chatbatch_build_info", "gauge", "The chatbatch version that wrote this file.", [([j, ("version", ChatBatchVersion.current)], "1")])
-        family("chatbatch_prompts", "gauge", "Prompts of the run by state.", prompts.map { ([j, ("state", $0.state)], String($0.count)) })
-        family("chatbatch_input_lines_read", "gauge", "Input lines read so far (the whole file once read through).", [([j], String(linesRead))])
-        family("chatbatch_requests_total", "counter", "Requests answered, by provider and HTTP status (0: no answer).", providers.flatMap { p in
-            p.statusCounts.keys.sorted().map { ([j, ("provider", p.name), ("code", String($0))], String(p.statusCounts[$0]!)) }
-                + [([j, ("provider", p.name), ("code", "0")], String(p.noAnswer))]
-        })
-        family("chatbatch_tokens_total", "counter", "Tokens billed, by provider and kind.", providers.flatMap { p in
-            [([j, ("provider", p.name), ("kind", "prompt")], String(p.promptTokens)), ([j, ("provider", p.name), ("kind", "completion")], String(p.completionTokens))]
-        })
+        func n(_ v: Double) -> String {
+            v.isFinite ? (v == v.rounded() && abs(v) < 1e15 ? String(Int(v)) : String(format: "%.10g", v)) : "NaN"
+        }
+        family(
+            "chatbatch_build_info", "gauge", "The chatbatch version that wrote this file.",
+            [([j, ("version", ChatBatchVersion.current)], "1")])
+        family(
+            "chatbatch_prompts", "gauge", "Prompts of the run by state.",
+            prompts.map { ([j, ("state", $0.state)], String($0.count)) })
+        family(
+            "chatbatch_input_lines_read", "gauge", "Input lines read so far (the whole file once read through).",
+            [([j], String(linesRead))])
+        family(
+            "chatbatch_requests_total", "counter", "Requests answered, by provider and HTTP status (0: no answer).",
+            providers.flatMap { p in
+                p.statusCounts.keys.sorted().map {
+                    ([j, ("provider", p.name), ("code", String($0))], String(p.statusCounts[$0]!))
+                }
+                    + [([j, ("provider", p.name), ("code", "0")], String(p.noAnswer))]
+            })
+        family(
+            "chatbatch_tokens_total", "counter", "Tokens billed, by provider and kind.",
+            providers.flatMap { p in
+                [
+                    ([j, ("provider", p.name), ("kind", "prompt")], String(p.promptTokens)),
+                    ([j, ("provider", p.name), ("kind", "completion")], String(p.completionTokens))
+                ]
+            })
         let priced = providers.filter(\.priceKnown)
         if !priced.isEmpty {
-            family("chatbatch_cost_usd_total", "counter", "US dollars spent at the provider's prices.", priced.map { ([j, ("provider", $0.name)], n($0.cost)) })
+            family(
+                "chatbatch_cost_usd_total", "counter", "US dollars spent at the provider's prices.",
+                priced.map { ([j, ("provider", $0.name)], n($0.cost)) })
         }
-        family("chatbatch_requests_in_flight", "gauge", "Requests in flight now.", providers.map { ([j, ("provider", $0.name)], String($0.inflight)) })
-        family("chatbatch_inflight_limit", "gauge", "The current in-flight limit (adaptive).", providers.map { ([j, ("provider", $0.name)], String($0.limit)) })
-        family("chatbatch_rate_limit_pauses_total", "counter", "429 answers (each pauses the provider's key).", providers.map { ([j, ("provider", $0.name)], String($0.pauses)) })
-        family("chatbatch_possibly_billed_twice_total", "counter", "Sends that may have been billed twice (a reset, a cut stream, a crash resend).", [([j], String(possiblyBilledTwice))])
-        family("chatbatch_cache_hits_total", "counter", "Lines answered from the response cache.", [([j], String(cacheHits))])
+        family(
+            "chatbatch_requests_in_flight", "gauge", "Requests in flight now.",
+            providers.map { ([j, ("provider", $0.name)], String($0.inflight)) })
+        family(
+            "chatbatch_inflight_limit", "gauge", "The current in-flight limit (adaptive).",
+            providers.map { ([j, ("provider", $0.name)], String($0.limit)) })
+        family(
+            "chatbatch_rate_limit_pauses_total", "counter", "429 answers (each pauses the provider's key).",
+            providers.map { ([j, ("provider", $0.name)], String($0.pauses)) })
+        family(
+            "chatbatch_possibly_billed_twice_total", "counter",
+            "Sends that may have been billed twice (a reset, a cut stream, a crash resend).",
+            [([j], String(possiblyBilledTwice))])
+        family(
+            "chatbatch_cache_hits_total", "counter", "Lines answered from the response cache.",
+            [([j], String(cacheHits))])
         out.append("# HELP chatbatch_request_duration_seconds Time from sending a request to its whole answer.")
         out.append("# TYPE chatbatch_request_duration_seconds histogram")
         for p in providers {
@@ -84,15 +116,25 @@ public struct MetricsSnapshot: Sendable {
             sample("chatbatch_request_duration_seconds_count", labels, String(p.latency.count))
         }
         family("chatbatch_run_start_time_seconds", "gauge", "When the run started (Unix time).", [([j], n(startTime))])
-        if let endTime { family("chatbatch_run_end_time_seconds", "gauge", "When the run ended (Unix time).", [([j], n(endTime))]) }
-        family("chatbatch_running", "gauge", "1 while the run goes on, 0 once it ended.", [([j], endTime == nil ? "1" : "0")])
-        if let exitCode { family("chatbatch_last_exit_code", "gauge", "The exit code the run ended with.", [([j], String(exitCode))]) }
-        if let lastSuccessTime {
-            family("chatbatch_last_success_time_seconds", "gauge", "When a run last ended with exit 0 (Unix time; kept across runs).",
-                   [([j], n(lastSuccessTime))])
+        if let endTime {
+            family("chatbatch_run_end_time_seconds", "gauge", "When the run ended (Unix time).", [([j], n(endTime))])
         }
-        family("chatbatch_metrics_written_time_seconds", "gauge", "When this file was written (every interval while a run goes).",
-               [([j], n(writtenTime))])
+        family(
+            "chatbatch_running", "gauge", "1 while the run goes on, 0 once it ended.",
+            [([j], endTime == nil ? "1" : "0")])
+        if let exitCode {
+            family("chatbatch_last_exit_code", "gauge", "The exit code the run ended with.", [([j], String(exitCode))])
+        }
+        if let lastSuccessTime {
+            family(
+                "chatbatch_last_success_time_seconds", "gauge",
+                "When a run last ended with exit 0 (Unix time; kept across runs).",
+                [([j], n(lastSuccessTime))])
+        }
+        family(
+            "chatbatch_metrics_written_time_seconds", "gauge",
+            "When this file was written (every interval while a run goes).",
+            [([j], n(writtenTime))])
         return out.joined(separator: "\n") + "\n"
     }
 
@@ -107,6 +149,7 @@ public struct MetricsSnapshot: Sendable {
     }
 
     static func escape(_ s: String) -> String {
-        s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"").replacingOccurrences(of: "\n", with: "\\n")
+        s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+            .replacingOccurrences(of: "\n", with: "\\n")
     }
 }

@@ -47,10 +47,13 @@ final class OutputFiles: OutputSink {
             let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + offset, bytes.count - offset) }
             if n < 0 {
                 if errno == EINTR { continue }
-                let reason = errno == EFBIG || errno == ENOSPC ? "the disk is full or the file size limit was reached" : String(cString: strerror(errno))
+                let reason =
+                    errno == EFBIG || errno == ENOSPC
+                    ? "the disk is full or the file size limit was reached" : String(cString: strerror(errno))
                 throw ChatBatchError(
                     .writeFailed,
-                    "cannot write to \(path): \(reason). Every answer received so far is in the checkpoint; free space and run the same command again to resume (nothing is paid twice)")
+                    "cannot write to \(path): \(reason). Every answer received so far is in the checkpoint; free space and run the same command again to resume (nothing is paid twice)"
+                )
             }
             offset += n
         }
@@ -74,7 +77,9 @@ final class OutputFiles: OutputSink {
                 try catchUp(kind, store: store)
             } else {
                 if recorded != nil && recordedBytes > 0 {
-                    log("chatbatch: \(f.path) is missing, shorter than recorded or of another format; rebuilding it from the checkpoint")
+                    log(
+                        "chatbatch: \(f.path) is missing, shorter than recorded or of another format; rebuilding it from the checkpoint"
+                    )
                 }
                 try rebuild(kind, store: store)
             }
@@ -97,7 +102,9 @@ final class OutputFiles: OutputSink {
         files.compactMap { f in
             guard f.fd >= 0, Self.isRegularOrMissing(f.path) else { return nil }
             var open = stat(), named = stat()
-            let replaced = fstat(f.fd, &open) != 0 || stat(f.path, &named) != 0 || open.st_ino != named.st_ino || open.st_dev != named.st_dev
+            let replaced =
+                fstat(f.fd, &open) != 0 || stat(f.path, &named) != 0 || open.st_ino != named.st_ino
+                || open.st_dev != named.st_dev
             return replaced || Int(named.st_size) != f.bytes || !Self.looksWhole(f.path, upTo: f.bytes) ? f.path : nil
         }
     }
@@ -188,10 +195,12 @@ final class OutputFiles: OutputSink {
     /// Where a file is written before it is renamed into place (beside it, so the rename stays on one file system).
     static func temporaryPath(for path: String) -> String {
         let url = URL(fileURLWithPath: path)
-        return url.deletingLastPathComponent().appendingPathComponent("." + url.lastPathComponent + ".chatbatch-tmp").path
+        return url.deletingLastPathComponent().appendingPathComponent("." + url.lastPathComponent + ".chatbatch-tmp")
+            .path
     }
 
-    /// A path with symbolic links and `..` resolved (its folder's, when the file does not exist yet), for comparing paths.
+    /// A path with symbolic links and `..` resolved (its folder's, when the file does not exist yet), for comparing
+    /// paths.
     static func canonical(_ path: String) -> String {
         let absolute = absolute(path)
         if let real = realpath(absolute, nil) {
@@ -208,7 +217,10 @@ final class OutputFiles: OutputSink {
     /// Refuses output paths that would destroy a file the run did not write, before anything is sent: the input
     /// itself, the checkpoint, one file for both outputs, or an existing non-empty file that this checkpoint does
     /// not record as its own output (unless `overwrite`).
-    static func checkTargets(input: String, checkpoint: String, recorded: [OutputKind: String], overwrite: Bool, _ targets: [OutputKind: String]) throws(ChatBatchError) {
+    static func checkTargets(
+        input: String, checkpoint: String, recorded: [OutputKind: String], overwrite: Bool,
+        _ targets: [OutputKind: String]
+    ) throws(ChatBatchError) {
         let inputPath = input == "-" ? nil : canonical(input)
         let checkpointPath = canonical(checkpoint)
         var seen: [String: OutputKind] = [:]
@@ -217,19 +229,29 @@ final class OutputFiles: OutputSink {
             let path = canonical(target)
             let flag = kind == .results ? "--output" : "--errors"
             if path == inputPath {
-                throw ChatBatchError(.outputClash, "\(target) is the input file; refusing to write the \(kind.name) over it. Pass another \(flag)")
+                throw ChatBatchError(
+                    .outputClash,
+                    "\(target) is the input file; refusing to write the \(kind.name) over it. Pass another \(flag)")
             }
             if path == checkpointPath {
-                throw ChatBatchError(.outputClash, "\(target) is the checkpoint; refusing to write the \(kind.name) over it. Pass another \(flag)")
+                throw ChatBatchError(
+                    .outputClash,
+                    "\(target) is the checkpoint; refusing to write the \(kind.name) over it. Pass another \(flag)")
             }
             if let other = seen[path] {
-                throw ChatBatchError(.outputClash, "\(target) is given for both the \(other.name) and the \(kind.name); pass separate --output and --errors files")
+                throw ChatBatchError(
+                    .outputClash,
+                    "\(target) is given for both the \(other.name) and the \(kind.name); pass separate --output and --errors files"
+                )
             }
             seen[path] = kind
             if overwrite || recorded[kind].map(canonical) == path { continue }
             var st = stat()
             if stat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, st.st_size > 0 {
-                throw ChatBatchError(.notOurFile, "\(target) exists and this checkpoint did not write it; refusing to overwrite it. Pass another \(flag), or --overwrite to replace it")
+                throw ChatBatchError(
+                    .notOurFile,
+                    "\(target) exists and this checkpoint did not write it; refusing to overwrite it. Pass another \(flag), or --overwrite to replace it"
+                )
             }
         }
     }
@@ -243,12 +265,14 @@ final class OutputFiles: OutputSink {
         var buffers: [[UInt8]] = [[], []]
         for item in items {
             let r = item.record
-            buffers[r.kind.rawValue].append(contentsOf: OutputLines.render(kind: r.kind, format: format, canonical: r.output, r.facts))
+            buffers[r.kind.rawValue].append(
+                contentsOf: OutputLines.render(kind: r.kind, format: format, canonical: r.output, r.facts))
         }
         for kind in OutputKind.allCases where !buffers[kind.rawValue].isEmpty {
             try Self.writeAll(files[kind.rawValue].fd, buffers[kind.rawValue], path: files[kind.rawValue].path)
             files[kind.rawValue].bytes += buffers[kind.rawValue].count
-            files[kind.rawValue].seq = items.filter { $0.record.kind == kind }.map(\.seq).max() ?? files[kind.rawValue].seq
+            files[kind.rawValue].seq =
+                items.filter { $0.record.kind == kind }.map(\.seq).max() ?? files[kind.rawValue].seq
         }
     }
 

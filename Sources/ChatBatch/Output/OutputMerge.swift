@@ -22,17 +22,22 @@ public enum OutputMerge {
             defer { close(fd) }
             for source in sources {
                 guard FileManager.default.fileExists(atPath: source) else {
-                    if required { throw ChatBatchError(.badOutput, "\(source): no such shard results file; nothing was merged") }
+                    if required {
+                        throw ChatBatchError(.badOutput, "\(source): no such shard results file; nothing was merged")
+                    }
                     continue
                 }
                 let reader = try LineReader(path: source)
                 while let line = try reader.next() {
                     if line.bytes.isEmpty { continue }
                     guard let id = (try? JSON.parse(line.bytes))?["custom_id"]?.stringValue else {
-                        throw ChatBatchError(.badOutput, "\(source):\(line.number): not an output line with a custom_id")
+                        throw ChatBatchError(
+                            .badOutput, "\(source):\(line.number): not an output line with a custom_id")
                     }
                     guard seen.insert(StableHash.of(id)).inserted else {
-                        throw ChatBatchError(.duplicateAcrossShards, "\(source):\(line.number): custom_id '\(id)' is in more than one shard's output")
+                        throw ChatBatchError(
+                            .duplicateAcrossShards,
+                            "\(source):\(line.number): custom_id '\(id)' is in more than one shard's output")
                     }
                     try OutputFiles.writeAll(fd, line.bytes + [0x0A], path: target)
                     count += 1
@@ -47,11 +52,15 @@ public enum OutputMerge {
         }
         try checkEveryShard(results: results, summaries: summaries)
         try copy(results, to: output, count: &report.results, required: true)
-        try copy(results.map(JobSettings.defaultErrors(for:)), to: errors ?? JobSettings.defaultErrors(for: output), count: &report.errors, required: false)
+        try copy(
+            results.map(JobSettings.defaultErrors(for:)), to: errors ?? JobSettings.defaultErrors(for: output),
+            count: &report.errors, required: false)
         if let summaryOutput, !summaries.isEmpty {
             var total = JSONObject()
             for path in summaries {
-                guard let data = FileManager.default.contents(atPath: path), let summary = try? JSON.parse(Array(data)).objectValue else {
+                guard let data = FileManager.default.contents(atPath: path),
+                    let summary = try? JSON.parse(Array(data)).objectValue
+                else {
                     throw ChatBatchError(.badSummary, "\(path): not a chatbatch summary (JSON object)")
                 }
                 add(summary, into: &total)
@@ -94,8 +103,10 @@ public enum OutputMerge {
     static func headline(_ total: JSONObject, shards: Int) -> String {
         func n(_ key: String) -> Int { total[key]?.intValue ?? 0 }
         let answered = n("done") + n("already_done")
-        let notAnswered = [(n("failed"), "failed"), (n("invalid"), "invalid"), (n("already_failed"), "already failed"),
-                           (n("left_pending"), "left pending")].filter { $0.0 > 0 }.map { "\($0.0) \($0.1)" }
+        let notAnswered = [
+            (n("failed"), "failed"), (n("invalid"), "invalid"), (n("already_failed"), "already failed"),
+            (n("left_pending"), "left pending")
+        ].filter { $0.0 > 0 }.map { "\($0.0) \($0.1)" }
         return "\(shards) shards: \(answered) of \(n("input_lines")) lines answered"
             + (notAnswered.isEmpty ? "" : ", " + notAnswered.joined(separator: ", "))
     }
@@ -106,8 +117,12 @@ public enum OutputMerge {
     static func checkEveryShard(results: [String], summaries: [String]) throws(ChatBatchError) {
         var known: [(file: String, shard: Shard)] = []
         for path in results where FileManager.default.fileExists(atPath: path + ".checkpoint") {
-            guard let store = try? CheckpointStore(path: path + ".checkpoint", create: false, lock: false) else { continue }
-            if let text = try? store.meta("shard"), let shard = try? Shard(parsing: text) { known.append((path, shard)) }
+            guard let store = try? CheckpointStore(path: path + ".checkpoint", create: false, lock: false) else {
+                continue
+            }
+            if let text = try? store.meta("shard"), let shard = try? Shard(parsing: text) {
+                known.append((path, shard))
+            }
             store.closeAndUnlock()
         }
         for path in summaries {
@@ -118,12 +133,18 @@ public enum OutputMerge {
         }
         guard let first = known.first else { return }
         if let other = known.first(where: { $0.shard.count != first.shard.count }) {
-            throw ChatBatchError(.badOutput, "\(first.file) is shard \(first.shard.index)/\(first.shard.count) but \(other.file) is shard \(other.shard.index)/\(other.shard.count): they are not shards of one plan; nothing was merged")
+            throw ChatBatchError(
+                .badOutput,
+                "\(first.file) is shard \(first.shard.index)/\(first.shard.count) but \(other.file) is shard \(other.shard.index)/\(other.shard.count): they are not shards of one plan; nothing was merged"
+            )
         }
         let present = Set(known.map(\.shard.index))
         let missing = (0..<first.shard.count).filter { !present.contains($0) }
         guard missing.isEmpty else {
-            throw ChatBatchError(.badOutput, "shard \(missing.map { "\($0)/\(first.shard.count)" }.joined(separator: ", ")) missing: the files given are shards \(present.sorted().map(String.init).joined(separator: ", ")) of \(first.shard.count); pass every shard's results file (nothing was merged)")
+            throw ChatBatchError(
+                .badOutput,
+                "shard \(missing.map { "\($0)/\(first.shard.count)" }.joined(separator: ", ")) missing: the files given are shards \(present.sorted().map(String.init).joined(separator: ", ")) of \(first.shard.count); pass every shard's results file (nothing was merged)"
+            )
         }
     }
 }

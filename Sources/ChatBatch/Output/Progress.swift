@@ -41,7 +41,9 @@ public struct ProgressSnapshot: Sendable {
         func joined() -> String { parts.map(\.text).joined(separator: " · ") }
         guard let width, width > 0 else { return joined() }
         let room = width - 1  // the last column stays empty: some terminals wrap on it
-        while joined().count > room, parts.count > 1, let least = parts.indices.min(by: { parts[$0].keep < parts[$1].keep }) {
+        while joined().count > room, parts.count > 1,
+            let least = parts.indices.min(by: { parts[$0].keep < parts[$1].keep })
+        {
             parts.remove(at: least)
         }
         let text = joined()
@@ -50,7 +52,9 @@ public struct ProgressSnapshot: Sendable {
 
     static func duration(_ s: Double) -> String {
         let t = Int(s.rounded())
-        return t >= 3600 ? "\(t / 3600)h\(String(format: "%02d", t % 3600 / 60))m" : t >= 60 ? "\(t / 60)m\(String(format: "%02d", t % 60))s" : "\(t)s"
+        return t >= 3600
+            ? "\(t / 3600)h\(String(format: "%02d", t % 3600 / 60))m"
+            : t >= 60 ? "\(t / 60)m\(String(format: "%02d", t % 60))s" : "\(t)s"
     }
 }
 

@@ -22,17 +22,21 @@ public struct ProviderSummary: Sendable, Equatable {
 
     public var json: JSON {
         [
-            "name": .string(name), "sent": .int(sent), "done": .int(done), "failed": .int(failed), "rate_limited": .int(rateLimited),
-            "tokens": .int(tokens), "cost_usd": priceKnown ? .double(cost) : .null, "latency_ms_p50": latencyP50.map(JSON.double) ?? .null,
-            "latency_ms_p99": latencyP99.map(JSON.double) ?? .null, "window": .int(window), "stopped": stopped.map(JSON.string) ?? .null,
+            "name": .string(name), "sent": .int(sent), "done": .int(done), "failed": .int(failed),
+            "rate_limited": .int(rateLimited),
+            "tokens": .int(tokens), "cost_usd": priceKnown ? .double(cost) : .null,
+            "latency_ms_p50": latencyP50.map(JSON.double) ?? .null,
+            "latency_ms_p99": latencyP99.map(JSON.double) ?? .null, "window": .int(window),
+            "stopped": stopped.map(JSON.string) ?? .null
         ]
     }
 
     var line: String {
         func ms(_ v: Double?) -> String { v.map { String(format: "%.0f", $0) } ?? "-" }
-        return String(format: "  %-10@ %d sent, %d done, %d failed, %d 429s, %d tokens, %@, p50 %@ ms, p99 %@ ms, window %d",
-                      name, sent, done, failed, rateLimited, tokens, priceKnown ? String(format: "$%.6f", cost) : "price unknown",
-                      ms(latencyP50), ms(latencyP99), window)
+        return String(
+            format: "  %-10@ %d sent, %d done, %d failed, %d 429s, %d tokens, %@, p50 %@ ms, p99 %@ ms, window %d",
+            name, sent, done, failed, rateLimited, tokens, priceKnown ? String(format: "$%.6f", cost) : "price unknown",
+            ms(latencyP50), ms(latencyP99), window)
             + (stopped.map { "; stopped: \($0)" } ?? "")
     }
 }
@@ -105,7 +109,8 @@ public struct RunSummary: Sendable {
     public var totalTokens: Int { promptTokens + completionTokens }
     /// The run finished without sending or writing anything new (everything was done before).
     public var sentNothingNew: Bool {
-        sent == 0 && done == 0 && failed == 0 && invalid == 0 && blocked == 0 && cacheHits == 0 && changed == 0 && otherEndpoint == 0
+        sent == 0 && done == 0 && failed == 0 && invalid == 0 && blocked == 0 && cacheHits == 0 && changed == 0
+            && otherEndpoint == 0
             && stopReason == nil
     }
     /// A summary or metrics file that `existed` before this run is kept as the last run that did some work wrote it
@@ -121,22 +126,30 @@ public struct RunSummary: Sendable {
         var blockedJSON = JSONObject()
         for k in blockedModels.keys.sorted() { blockedJSON[k] = .string(blockedModels[k]!) }
         return [
-            "exit_code": .int(Int(exit.rawValue)), "exit": .string(exit.meaning), "stop_reason": stopReason.map(JSON.string) ?? .null,
+            "exit_code": .int(Int(exit.rawValue)), "exit": .string(exit.meaning),
+            "stop_reason": stopReason.map(JSON.string) ?? .null,
             "input_lines": .int(inputLines), "sent": .int(sent), "done": .int(done), "failed": .int(failed),
             "invalid": .int(invalid), "already_done": .int(alreadyDone), "already_failed": .int(alreadyFailed),
-            "changed": .int(changed), "other_endpoint": .int(otherEndpoint), "left_pending": .int(leftPending), "blocked": .int(blocked),
+            "changed": .int(changed), "other_endpoint": .int(otherEndpoint), "left_pending": .int(leftPending),
+            "blocked": .int(blocked),
             "headline": .string(headline), "providers": .array(providers.map(\.json)),
-            "prompt_tokens": .int(promptTokens), "completion_tokens": .int(completionTokens), "total_tokens": .int(totalTokens),
-            "cost_usd": priceKnown ? .double(cost) : .null, "checkpoint_cost_usd": priceKnown ? .double(checkpointCost) : .null,
+            "prompt_tokens": .int(promptTokens), "completion_tokens": .int(completionTokens),
+            "total_tokens": .int(totalTokens),
+            "cost_usd": priceKnown ? .double(cost) : .null,
+            "checkpoint_cost_usd": priceKnown ? .double(checkpointCost) : .null,
             "price_known": .bool(priceKnown),
             "attempts": .int(attempts), "retries": .int(retries),
             "possibly_billed_twice": .int(possiblyBilledTwice), "resent_after_crash": .int(resentAfterCrash),
-            "failures_by_code": .object(failures), "status_counts": .object(statuses), "blocked_models": .object(blockedJSON),
+            "failures_by_code": .object(failures), "status_counts": .object(statuses),
+            "blocked_models": .object(blockedJSON),
             "concurrency_limit": .int(concurrencyLimit), "lowest_concurrency": .int(lowestConcurrency),
             "warmup_retries": .int(warmupRetries), "invalid_retries": .int(invalidRetries),
             "cache_hits": .int(cacheHits), "cache_misses": .int(cacheMisses), "tokens_saved": .int(tokensSaved),
-            "cost_saved_usd": .double(costSaved), "usage_estimated": .int(usageEstimated), "text_repaired": .int(repaired), "input_unchanged": .bool(inputUnchanged), "wall_seconds": .double((wallSeconds * 1000).rounded() / 1000),
-            "requests_per_second": .double((requestsPerSecond * 10).rounded() / 10), "shard": shard.map(JSON.string) ?? .null,
+            "cost_saved_usd": .double(costSaved), "usage_estimated": .int(usageEstimated),
+            "text_repaired": .int(repaired), "input_unchanged": .bool(inputUnchanged),
+            "wall_seconds": .double((wallSeconds * 1000).rounded() / 1000),
+            "requests_per_second": .double((requestsPerSecond * 10).rounded() / 10),
+            "shard": shard.map(JSON.string) ?? .null
         ]
     }
 
@@ -149,33 +162,60 @@ public struct RunSummary: Sendable {
         var lines: [String] = []
         lines.append("chatbatch: " + (headline.isEmpty ? exit.meaning : headline))
         if let stopReason { lines.append("  why        \(stopReason)") }
-        lines.append("  lines      \(inputLines) \(inputUnchanged ? "in the input" : "read"): \(done) done, \(failed) failed, \(invalid) invalid, \(alreadyDone) already done"
-            + (alreadyFailed > 0 ? ", \(alreadyFailed) already failed" : "")
-            + (leftPending > 0 ? ", \(leftPendingIsAtLeast ? "at least " : "")\(leftPending) left pending" : "")
-            + (changed > 0 ? ", \(changed) changed (not resent)" : "")
-            + (otherEndpoint > 0 ? ", \(otherEndpoint) answered by another endpoint (not resent)" : ""))
+        lines.append(
+            "  lines      \(inputLines) \(inputUnchanged ? "in the input" : "read"): \(done) done, \(failed) failed, \(invalid) invalid, \(alreadyDone) already done"
+                + (alreadyFailed > 0 ? ", \(alreadyFailed) already failed" : "")
+                + (leftPending > 0 ? ", \(leftPendingIsAtLeast ? "at least " : "")\(leftPending) left pending" : "")
+                + (changed > 0 ? ", \(changed) changed (not resent)" : "")
+                + (otherEndpoint > 0 ? ", \(otherEndpoint) answered by another endpoint (not resent)" : ""))
         if inputUnchanged {
-            lines.append("  input      unchanged since the last run that finished every line (size, time, hash and settings match): not read again")
+            lines.append(
+                "  input      unchanged since the last run that finished every line (size, time, hash and settings match): not read again"
+            )
         }
         if !failuresByCode.isEmpty {
-            lines.append("  failures   " + failuresByCode.keys.sorted().map { "\($0) \(failuresByCode[$0]!)" }.joined(separator: ", "))
+            lines.append(
+                "  failures   "
+                    + failuresByCode.keys.sorted().map { "\($0) \(failuresByCode[$0]!)" }.joined(separator: ", "))
         }
         for (model, reason) in blockedModels.sorted(by: { $0.key < $1.key }) {
             lines.append("  refused    \(model): \(reason)")
         }
-        if blocked > 0 { lines.append("  not sent   \(blocked) lines for a refused model (in the errors file; --retry-failed sends them again)") }
-        if cacheHits + cacheMisses > 0 {
-            lines.append(String(format: "  cache      %d answered from the cache, %d sent; saved %d tokens, $%.6f", cacheHits, cacheMisses, tokensSaved, costSaved))
+        if blocked > 0 {
+            lines.append(
+                "  not sent   \(blocked) lines for a refused model (in the errors file; --retry-failed sends them again)"
+            )
         }
-        lines.append("  tokens     \(promptTokens) prompt + \(completionTokens) completion = \(totalTokens)"
-            + (usageEstimated > 0 ? " (\(usageEstimated) answers came without usage: their tokens are estimated)" : ""))
-        if repaired > 0 { lines.append("  text       \(repaired) answers held bytes that are not text; kept with U+FFFD in their place") }
-        lines.append(priceKnown ? String(format: "  cost       $%.6f this run, $%.6f on this checkpoint", cost, checkpointCost)
-            : "  cost       price unknown (the provider publishes no prices; give prices: in the job to count the cost)")
-        lines.append("  requests   \(attempts) attempts, \(retries) retries, \(possiblyBilledTwice) possibly billed twice, \(resentAfterCrash) resent after a crash")
-        lines.append("  in flight  limit \(concurrencyLimit) at the end, lowest \(lowestConcurrency)" + (warmupRetries > 0 ? ", warm-up waited through \(warmupRetries) failures" : ""))
+        if cacheHits + cacheMisses > 0 {
+            lines.append(
+                String(
+                    format: "  cache      %d answered from the cache, %d sent; saved %d tokens, $%.6f", cacheHits,
+                    cacheMisses, tokensSaved, costSaved))
+        }
+        lines.append(
+            "  tokens     \(promptTokens) prompt + \(completionTokens) completion = \(totalTokens)"
+                + (usageEstimated > 0
+                    ? " (\(usageEstimated) answers came without usage: their tokens are estimated)" : ""))
+        if repaired > 0 {
+            lines.append(
+                "  text       \(repaired) answers held bytes that are not text; kept with U+FFFD in their place")
+        }
+        lines.append(
+            priceKnown
+                ? String(format: "  cost       $%.6f this run, $%.6f on this checkpoint", cost, checkpointCost)
+                : "  cost       price unknown (the provider publishes no prices; give prices: in the job to count the cost)"
+        )
+        lines.append(
+            "  requests   \(attempts) attempts, \(retries) retries, \(possiblyBilledTwice) possibly billed twice, \(resentAfterCrash) resent after a crash"
+        )
+        lines.append(
+            "  in flight  limit \(concurrencyLimit) at the end, lowest \(lowestConcurrency)"
+                + (warmupRetries > 0 ? ", warm-up waited through \(warmupRetries) failures" : ""))
         lines.append(String(format: "  time       %.2f s, %.1f requests/s", wallSeconds, requestsPerSecond))
-        if !providers.isEmpty { lines.append("  providers"); lines += providers.map(\.line) }
+        if !providers.isEmpty {
+            lines.append("  providers")
+            lines += providers.map(\.line)
+        }
         return lines.joined(separator: "\n")
     }
 }

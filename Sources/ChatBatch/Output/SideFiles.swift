@@ -34,7 +34,8 @@ public enum SideFiles {
             case .log:
                 // "2026-12-02T05:01:10Z chatbatch notice: …"
                 let firstLine = text.split(separator: "\n", maxSplits: 1).first ?? ""
-                return firstLine.count > 21 && firstLine.dropFirst(20).hasPrefix(" chatbatch ") && firstLine.hasPrefix("20")
+                return firstLine.count > 21 && firstLine.dropFirst(20).hasPrefix(" chatbatch ")
+                    && firstLine.hasPrefix("20")
             }
         }
     }
@@ -44,22 +45,28 @@ public enum SideFiles {
     public static func check(_ config: RunConfiguration, logFile: String?) throws(ChatBatchError) {
         let files = config.files
         var taken: [(path: String, what: String)] = [
-            (files.input, "the input"), (files.checkpoint, "the checkpoint"), (files.checkpoint + "-wal", "the checkpoint's log"),
-            (files.checkpoint + "-shm", "the checkpoint's index"), (files.output, "the results file"), (files.errors, "the errors file"),
+            (files.input, "the input"), (files.checkpoint, "the checkpoint"),
+            (files.checkpoint + "-wal", "the checkpoint's log"),
+            (files.checkpoint + "-shm", "the checkpoint's index"), (files.output, "the results file"),
+            (files.errors, "the errors file")
         ]
         if let cache = config.cache.path { taken.append((cache, "the response cache")) }
         let given: [(Role, String?)] = [(.summary, files.summaryJSON), (.metrics, files.metricsFile), (.log, logFile)]
         for (role, path) in given {
             guard let path else { continue }
             for (other, what) in taken where same(path, other) {
-                throw ChatBatchError(.outputClash, "\(path) is \(what); refusing to write \(role.what) over it. Pass another \(role.flag)")
+                throw ChatBatchError(
+                    .outputClash,
+                    "\(path) is \(what); refusing to write \(role.what) over it. Pass another \(role.flag)")
             }
             var link = stat()
             if role == .log && lstat(path, &link) == 0 && (link.st_mode & S_IFMT) == S_IFLNK {
                 var target = stat()
                 let device = stat(path, &target) == 0 && (target.st_mode & S_IFMT) != S_IFREG
                 if !device {  // /dev/stderr is a link to a device, and is fine
-                    throw ChatBatchError(.notOurFile, "\(path) is a symbolic link; refusing to append the log through it. Pass the file itself")
+                    throw ChatBatchError(
+                        .notOurFile,
+                        "\(path) is a symbolic link; refusing to append the log through it. Pass the file itself")
                 }
             }
             try refuseForeign(path, role)
@@ -81,7 +88,10 @@ public enum SideFiles {
         let head = Array((try? handle.read(upToCount: 256)) ?? Data())
         try? handle.close()
         guard role.isOurs(head) else {
-            throw ChatBatchError(.notOurFile, "\(path) exists and chatbatch did not write it; refusing to write \(role.what) over it. Pass another \(role.flag)")
+            throw ChatBatchError(
+                .notOurFile,
+                "\(path) exists and chatbatch did not write it; refusing to write \(role.what) over it. Pass another \(role.flag)"
+            )
         }
     }
 }

@@ -7,13 +7,20 @@ import Foundation
 /// `/v1/chat/completions?api_key=x`).
 enum EndpointURL {
     /// Query items whose values are secrets (compared lower-cased, `-` read as `_`).
-    static let secretQueryNames: Set<String> = ["key", "api_key", "apikey", "token", "access_token", "auth", "password", "secret", "sig", "signature"]
+    static let secretQueryNames: Set<String> = [
+        "key", "api_key", "apikey", "token", "access_token", "auth", "password", "secret", "sig", "signature"
+    ]
 
     /// Refuses a URL that is not `http://` or `https://` with a host (`host:port/v1`, `http:/host/v1`).
     static func check(_ url: String, what: String) throws(ChatBatchError) {
         let lower = url.lowercased()
-        guard lower.hasPrefix("http://") || lower.hasPrefix("https://"), let host = URLComponents(string: url)?.host, !host.isEmpty else {
-            throw ChatBatchError(.badURL, "\(what) \(shown(url)) is not an http:// or https:// URL with a host (for example https://api.tera.gw/v1)")
+        guard lower.hasPrefix("http://") || lower.hasPrefix("https://"), let host = URLComponents(string: url)?.host,
+            !host.isEmpty
+        else {
+            throw ChatBatchError(
+                .badURL,
+                "\(what) \(shown(url)) is not an http:// or https:// URL with a host (for example https://api.tera.gw/v1)"
+            )
         }
     }
 
@@ -50,7 +57,9 @@ enum EndpointURL {
             changed = true
         }
         if let items = c.percentEncodedQueryItems, items.contains(where: { isSecret($0.name) }) {
-            c.percentEncodedQueryItems = items.map { isSecret($0.name) ? URLQueryItem(name: $0.name, value: "%5Bredacted%5D") : $0 }
+            c.percentEncodedQueryItems = items.map {
+                isSecret($0.name) ? URLQueryItem(name: $0.name, value: "%5Bredacted%5D") : $0
+            }
             changed = true
         }
         return changed ? (c.string ?? url) : url

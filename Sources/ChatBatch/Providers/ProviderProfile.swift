@@ -49,7 +49,9 @@ extension ProviderProfile {
     /// The chat-completions URL: a base that already ends in `/chat/completions` (or holds one) is used as it is.
     public func endpoint(baseURL: String?, projectID: String?, model: String?) throws(ChatBatchError) -> String {
         guard var base = baseURL ?? defaultBaseURL else {
-            throw ChatBatchError(.missingBaseURL, "provider \(kind.rawValue) needs a base URL: set base_url in the job or pass --base-url")
+            throw ChatBatchError(
+                .missingBaseURL,
+                "provider \(kind.rawValue) needs a base URL: set base_url in the job or pass --base-url")
         }
         try EndpointURL.check(base, what: "the base URL")
         // The path is joined before any query the base URL carries.
@@ -92,14 +94,16 @@ public struct TIRProfile: ProviderProfile {
 
     public func chatURL(base: String, projectID: String?, model: String?) throws(ChatBatchError) -> String {
         guard let id = projectID, !id.isEmpty else {
-            throw ChatBatchError(.missingProjectID, "provider tir needs a project id: set project_id in the job or pass --project-id")
+            throw ChatBatchError(
+                .missingProjectID, "provider tir needs a project id: set project_id in the job or pass --project-id")
         }
         guard id.allSatisfy({ $0.isNumber }) else {
             throw ChatBatchError(.badProjectID, "project id '\(id)' must be a number (the p-{id} in your TIR URL)")
         }
         let slug = model ?? defaultModel!
         guard slug.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" || $0 == "-" || $0 == "." }) else {
-            throw ChatBatchError(.badProjectID, "TIR model '\(slug)' cannot be part of a URL path (letters, digits, _ - . only)")
+            throw ChatBatchError(
+                .badProjectID, "TIR model '\(slug)' cannot be part of a URL path (letters, digits, _ - . only)")
         }
         return "\(base)/project/p-\(id)/genai/\(slug)/v1/chat/completions?project_id=\(id)"
     }

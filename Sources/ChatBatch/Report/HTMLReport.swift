@@ -15,7 +15,9 @@ public enum HTMLReport {
             let head = String(decoding: existing.readData(ofLength: 512), as: UTF8.self)
             try? existing.close()
             guard head.contains(title) else {
-                throw ChatBatchError(.notOurFile, "\(path) exists and is not a chatbatch report: choose another --html file (it was left as it is)")
+                throw ChatBatchError(
+                    .notOurFile,
+                    "\(path) exists and is not a chatbatch report: choose another --html file (it was left as it is)")
             }
         }
         let page = try render(checkpoint: checkpoint)
@@ -30,10 +32,14 @@ public enum HTMLReport {
         let db = store.db
         let v3 = store.version >= 3
         let runs = try db.query("SELECT id, started_at, ended_at, exit_code, summary FROM runs ORDER BY id")
-        let attempts = try db.query("SELECT started_at + coalesce(latency_ms, 0) / 1000.0, status, latency_ms FROM attempts ORDER BY 1")
-            .map { (t: $0[0].double ?? 0, status: $0[1].int, latency: $0[2].double ?? 0) }
-        let answered = try db.query("SELECT updated_at, cost, prompt_tokens + completion_tokens FROM requests WHERE state='done' ORDER BY updated_at")
-            .map { (t: $0[0].double ?? 0, cost: $0[1].double ?? 0, tokens: $0[2].int ?? 0) }
+        let attempts = try db.query(
+            "SELECT started_at + coalesce(latency_ms, 0) / 1000.0, status, latency_ms FROM attempts ORDER BY 1"
+        )
+        .map { (t: $0[0].double ?? 0, status: $0[1].int, latency: $0[2].double ?? 0) }
+        let answered = try db.query(
+            "SELECT updated_at, cost, prompt_tokens + completion_tokens FROM requests WHERE state='done' ORDER BY updated_at"
+        )
+        .map { (t: $0[0].double ?? 0, cost: $0[1].double ?? 0, tokens: $0[2].int ?? 0) }
         // The limit over every provider: each provider's latest window, summed at each sample.
         var samples: [(Double, Double)] = []
         if v3 {
@@ -46,33 +52,50 @@ public enum HTMLReport {
         let starts = runs.compactMap { $0[1].double }
         let ends = runs.compactMap { $0[2].double }
         let t0 = (starts + attempts.prefix(1).map(\.t)).min() ?? Date().timeIntervalSince1970
-        let t1 = max(t0 + 1, ([attempts.last?.t, answered.last?.t, samples.last?.0].compactMap { $0 } + ends).max() ?? t0 + 1)
+        let t1 = max(
+            t0 + 1, ([attempts.last?.t, answered.last?.t, samples.last?.0].compactMap { $0 } + ends).max() ?? t0 + 1)
         let span = t1 - t0
         let clock: (Double) -> String = { v in
             if span < 120 { return String(format: span < 10 ? "%.1f s" : "%.0f s", v) }
             let s = Int(v.rounded())
-            return span >= 3600 ? String(format: "%d:%02d:%02d", s / 3600, s % 3600 / 60, s % 60) : String(format: "%d:%02d", s / 60, s % 60)
+            return span >= 3600
+                ? String(format: "%d:%02d:%02d", s / 3600, s % 3600 / 60, s % 60)
+                : String(format: "%d:%02d", s / 60, s % 60)
         }
         var sections: [String] = []
 
         // 1. Answers over time, the in-flight limit, 429s and run starts on one time axis.
         var progress = SVGChart(title: "Prompts answered over time, with the in-flight limit and 429s")
         let done = answered.enumerated().map { ($0.element.t - t0, Double($0.offset + 1)) }
-        let windowMax = SVGChart.nice(max(1, (samples.map(\.1).max() ?? 1) * 1.1))  // headroom: the limit's top is not the frame
+        // headroom: the limit's top is not the frame
+        let windowMax = SVGChart.nice(max(1, (samples.map(\.1).max() ?? 1) * 1.1))
         let doneMax = SVGChart.nice(Double(max(1, answered.count)))
-        progress.axes(xFrom: 0, to: span, xLabel: "time since the first run started", xFormat: clock, leftMax: doneMax,
-                      leftLabel: "answered", rightMax: windowMax, rightLabel: "in-flight limit")
+        progress.axes(
+            xFrom: 0, to: span, xLabel: "time since the first run started", xFormat: clock, leftMax: doneMax,
+            leftLabel: "answered", rightMax: windowMax, rightLabel: "in-flight limit")
         progress.line(done, xFrom: 0, to: span, yMax: doneMax, cls: "s-done")
-        progress.line(samples.map { ($0.0 - t0, $0.1 * doneMax / windowMax) }, xFrom: 0, to: span, yMax: doneMax, cls: "s-limit", step: true)
+        progress.line(
+            samples.map { ($0.0 - t0, $0.1 * doneMax / windowMax) }, xFrom: 0, to: span, yMax: doneMax, cls: "s-limit",
+            step: true)
         progress.marks(attempts.filter { $0.status == 429 }.map { $0.t - t0 }, xFrom: 0, to: span, cls: "s-429")
-        progress.marks(starts.map { $0 - t0 }, xFrom: 0, to: span, cls: "s-run", full: true, labels: runs.map { "run \($0[0].int ?? 0)" })
-        sections.append(progress.svg(legend: [("s-done", "answered (cumulative)"), ("s-limit", "in-flight limit"), ("s-429", "429"), ("s-run", "a run starts")]))
+        progress.marks(
+            starts.map { $0 - t0 }, xFrom: 0, to: span, cls: "s-run", full: true,
+            labels: runs.map { "run \($0[0].int ?? 0)" })
+        sections.append(
+            progress.svg(legend: [
+                ("s-done", "answered (cumulative)"), ("s-limit", "in-flight limit"), ("s-429", "429"),
+                ("s-run", "a run starts")
+            ]))
 
         // 2. Latency, with its percentiles; time to first token for streamed lines.
         let latencies = attempts.filter { (200..<300).contains($0.status ?? 0) }.map(\.latency).sorted()
         sections.append(histogram("Latency of the 2xx answers (ms)", latencies, cls: "s-done"))
-        let ttft = try db.query("SELECT ttft_ms FROM requests WHERE ttft_ms IS NOT NULL ORDER BY 1").compactMap { $0[0].double }
-        if !ttft.isEmpty { sections.append(histogram("Time to first token of streamed answers (ms)", ttft, cls: "s-limit")) }
+        let ttft = try db.query("SELECT ttft_ms FROM requests WHERE ttft_ms IS NOT NULL ORDER BY 1").compactMap {
+            $0[0].double
+        }
+        if !ttft.isEmpty {
+            sections.append(histogram("Time to first token of streamed answers (ms)", ttft, cls: "s-limit"))
+        }
 
         // 3. Answers by status over time.
         let slices = 48
@@ -94,31 +117,51 @@ public enum HTMLReport {
         for i in 0..<slices { byStatus[i] = zip(counts[i], classes).map { ($0, $1) } }
         var status = SVGChart(title: "Answers by status over time")
         let peak = SVGChart.nice(max(1, counts.map { $0.reduce(0, +) }.max() ?? 1))
-        status.axes(xFrom: 0, to: span, xLabel: "time since the first run started", xFormat: clock, leftMax: peak, leftLabel: "answers per slice")
+        status.axes(
+            xFrom: 0, to: span, xLabel: "time since the first run started", xFormat: clock, leftMax: peak,
+            leftLabel: "answers per slice")
         status.stacks(byStatus, yMax: peak)
-        sections.append(status.svg(legend: [("s-2xx", "2xx"), ("s-429f", "429"), ("s-5xx", "5xx"), ("s-4xx", "other 4xx"), ("s-none", "no answer (reset, timeout)")]))
+        sections.append(
+            status.svg(legend: [
+                ("s-2xx", "2xx"), ("s-429f", "429"), ("s-5xx", "5xx"), ("s-4xx", "other 4xx"),
+                ("s-none", "no answer (reset, timeout)")
+            ]))
 
         // 4. Cost and tokens against the budget.
-        let settings = (try? store.meta("run.\(runs.last?[0].int ?? 0).settings")).flatMap { $0 }.flatMap { try? JSON.parse($0) }
+        let settings = (try? store.meta("run.\(runs.last?[0].int ?? 0).settings")).flatMap { $0 }.flatMap {
+            try? JSON.parse($0)
+        }
         let cap = settings?["max_cost"]?.doubleValue
         let priced = try store.pricesKnown()
-        var spent = SVGChart(title: (priced ? "Cost and tokens over time" : "Tokens over time (price unknown: the provider publishes none)")
-            + (cap.map { String(format: " (max_cost $%.2f)", $0) } ?? ""))
+        var spent = SVGChart(
+            title: (priced
+                ? "Cost and tokens over time" : "Tokens over time (price unknown: the provider publishes none)")
+                + (cap.map { String(format: " (max_cost $%.2f)", $0) } ?? ""))
         var cost = 0.0, tokens = 0.0
-        let costs = answered.map { a -> (Double, Double, Double) in cost += a.cost; tokens += Double(a.tokens); return (a.t - t0, cost, tokens) }
+        let costs = answered.map { a -> (Double, Double, Double) in
+            cost += a.cost
+            tokens += Double(a.tokens)
+            return (a.t - t0, cost, tokens)
+        }
         let costMax = SVGChart.nice(max(cap ?? 0, cost, 1e-9) * 1.05)
         let tokensMax = SVGChart.nice(max(1, tokens))
-        spent.axes(xFrom: 0, to: span, xLabel: "time since the first run started", xFormat: clock, leftMax: costMax, leftLabel: "USD",
-                   rightMax: tokensMax, rightLabel: "tokens")
+        spent.axes(
+            xFrom: 0, to: span, xLabel: "time since the first run started", xFormat: clock, leftMax: costMax,
+            leftLabel: "USD",
+            rightMax: tokensMax, rightLabel: "tokens")
         spent.line(costs.map { ($0.0, $0.1) }, xFrom: 0, to: span, yMax: costMax, cls: "s-cost")
         spent.line(costs.map { ($0.0, $0.2 / tokensMax * costMax) }, xFrom: 0, to: span, yMax: costMax, cls: "s-tokens")
         if let cap { spent.level(cap, yMax: costMax, label: String(format: "max_cost $%.2f", cap), cls: "s-cap") }
-        sections.append(spent.svg(legend: [("s-cost", "cost (cumulative)"), ("s-tokens", "tokens (cumulative)")] + (cap != nil ? [("s-cap", "max_cost")] : [])))
+        sections.append(
+            spent.svg(
+                legend: [("s-cost", "cost (cumulative)"), ("s-tokens", "tokens (cumulative)")]
+                    + (cap != nil ? [("s-cap", "max_cost")] : [])))
 
         let input = (settings?["input"]?.stringValue).map { ($0 as NSString).lastPathComponent } ?? "line"
         sections.append(try tables(store, v3: v3, input: input))
         sections.append(runsTable(runs, store))
-        return page(checkpoint: checkpoint, summary: try CheckpointReport.status(checkpoint: checkpoint), sections: sections)
+        return page(
+            checkpoint: checkpoint, summary: try CheckpointReport.status(checkpoint: checkpoint), sections: sections)
     }
 
     /// A latency histogram (40 bins up to a little past p99) with p50, p90 and p99 marked.
@@ -130,10 +173,13 @@ public enum HTMLReport {
         var bins = [Double](repeating: 0, count: 40)
         for v in sorted { bins[min(39, Int(v / hi * 40))] += 1 }
         let peak = SVGChart.nice(max(1, bins.max() ?? 1))
-        chart.axes(xFrom: 0, to: hi, xLabel: "ms (the last bar holds everything above)", xFormat: { SVGChart.number($0) }, leftMax: peak, leftLabel: "answers")
+        chart.axes(
+            xFrom: 0, to: hi, xLabel: "ms (the last bar holds everything above)", xFormat: { SVGChart.number($0) },
+            leftMax: peak, leftLabel: "answers")
         chart.stacks(bins.map { [($0, cls)] }, yMax: peak)
         for (row, (p, name)) in [(0.5, "p50"), (0.9, "p90"), (0.99, "p99")].enumerated() {
-            chart.marker(min(hi, at(p)), xFrom: 0, to: hi, label: "\(name) \(SVGChart.number(at(p)))", cls: "s-pct", row: row)
+            chart.marker(
+                min(hi, at(p)), xFrom: 0, to: hi, label: "\(name) \(SVGChart.number(at(p)))", cls: "s-pct", row: row)
         }
         return chart.svg()
     }
@@ -142,34 +188,48 @@ public enum HTMLReport {
     static func tables(_ store: CheckpointStore, v3: Bool, input: String) throws -> String {
         let db = store.db
         var html = "<h2>Failures</h2>"
-        let codes = try db.query("SELECT coalesce(error_code, 'unknown'), count(*) FROM requests WHERE state='failed' GROUP BY 1 ORDER BY 2 DESC")
+        let codes = try db.query(
+            "SELECT coalesce(error_code, 'unknown'), count(*) FROM requests WHERE state='failed' GROUP BY 1 ORDER BY 2 DESC"
+        )
         if codes.isEmpty {
             html += "<p>No line failed.</p>"
         } else {
             html += "<table><tr><th>code</th><th>lines</th><th>examples (custom_id, file:line, message)</th></tr>"
             for row in codes {
                 let code = row[0].text ?? ""
-                let examples = try db.query("SELECT custom_id, line, error_message FROM requests WHERE state='failed' AND coalesce(error_code, 'unknown')=? LIMIT 3", [.text(code)])
-                    .map { "<div><code>\(SVGChart.escape($0[0].text ?? ""))</code> \(SVGChart.escape(input)):\($0[1].int ?? 0): \(SVGChart.escape(String(($0[2].text ?? "").prefix(200))))</div>" }
-                html += "<tr><td><code>\(SVGChart.escape(code))</code></td><td>\(row[1].int ?? 0)</td><td>\(examples.joined())</td></tr>"
+                let examples = try db.query(
+                    "SELECT custom_id, line, error_message FROM requests WHERE state='failed' AND coalesce(error_code, 'unknown')=? LIMIT 3",
+                    [.text(code)]
+                )
+                .map {
+                    "<div><code>\(SVGChart.escape($0[0].text ?? ""))</code> \(SVGChart.escape(input)):\($0[1].int ?? 0): \(SVGChart.escape(String(($0[2].text ?? "").prefix(200))))</div>"
+                }
+                html +=
+                    "<tr><td><code>\(SVGChart.escape(code))</code></td><td>\(row[1].int ?? 0)</td><td>\(examples.joined())</td></tr>"
             }
             html += "</table>"
         }
-        html += "<h2>By model</h2><table><tr><th>model</th><th>lines</th><th>answered</th><th>failed</th><th>tokens</th><th>cost</th><th>latency (mean)</th></tr>"
-        for row in try db.query("""
+        html +=
+            "<h2>By model</h2><table><tr><th>model</th><th>lines</th><th>answered</th><th>failed</th><th>tokens</th><th>cost</th><th>latency (mean)</th></tr>"
+        for row in try db.query(
+            """
             SELECT coalesce(model, '(none)'), count(*), sum(state='done'), sum(state='failed'), sum(prompt_tokens + completion_tokens), sum(cost),
                    avg(latency_ms) FROM requests GROUP BY 1 ORDER BY 2 DESC
-            """) {
-            html += "<tr><td>\(SVGChart.escape(row[0].text ?? ""))</td><td>\(row[1].int ?? 0)</td><td>\(row[2].int ?? 0)</td><td>\(row[3].int ?? 0)</td>"
+            """)
+        {
+            html +=
+                "<tr><td>\(SVGChart.escape(row[0].text ?? ""))</td><td>\(row[1].int ?? 0)</td><td>\(row[2].int ?? 0)</td><td>\(row[3].int ?? 0)</td>"
                 + "<td>\(row[4].int ?? 0)</td><td>\(String(format: "$%.6f", row[5].double ?? 0))</td><td>\(row[6].double.map { String(format: "%.0f ms", $0) } ?? "-")</td></tr>"
         }
         html += "</table>"
         let providers = try CheckpointReport.providerRows(store)
         if !providers.isEmpty {
-            html += "<h2>By provider</h2><table><tr><th>provider</th><th>requests</th><th>answered</th><th>failed</th><th>429s</th><th>tokens</th><th>cost</th><th>p50</th><th>p99</th></tr>"
+            html +=
+                "<h2>By provider</h2><table><tr><th>provider</th><th>requests</th><th>answered</th><th>failed</th><th>429s</th><th>tokens</th><th>cost</th><th>p50</th><th>p99</th></tr>"
             for p in providers {
                 func ms(_ v: JSON?) -> String { v?.doubleValue.map { String(format: "%.0f ms", $0) } ?? "-" }
-                html += "<tr><td>\(SVGChart.escape(p["name"]?.stringValue ?? ""))</td><td>\(p["requests"]?.intValue ?? 0)</td><td>\(p["done"]?.intValue ?? 0)</td>"
+                html +=
+                    "<tr><td>\(SVGChart.escape(p["name"]?.stringValue ?? ""))</td><td>\(p["requests"]?.intValue ?? 0)</td><td>\(p["done"]?.intValue ?? 0)</td>"
                     + "<td>\(p["failed"]?.intValue ?? 0)</td><td>\(p["rate_limited"]?.intValue ?? 0)</td><td>\(p["tokens"]?.intValue ?? 0)</td>"
                     + "<td>\(String(format: "$%.6f", p["cost_usd"]?.doubleValue ?? 0))</td><td>\(ms(p["latency_ms_p50"]))</td><td>\(ms(p["latency_ms_p99"]))</td></tr>"
             }
@@ -180,12 +240,16 @@ public enum HTMLReport {
 
     /// Each run: when, how it ended, and the settings it ran with.
     static func runsTable(_ runs: [[SQLiteValue]], _ store: CheckpointStore) -> String {
-        var html = "<h2>Runs</h2><table><tr><th>run</th><th>started</th><th>ended</th><th>exit</th><th>what happened</th><th>settings</th></tr>"
+        var html =
+            "<h2>Runs</h2><table><tr><th>run</th><th>started</th><th>ended</th><th>exit</th><th>what happened</th><th>settings</th></tr>"
         for run in runs {
             let id = run[0].int ?? 0
             let summary = run[4].text.flatMap { try? JSON.parse($0) }
-            let settings = (try? store.meta("run.\(id).settings")).flatMap { $0 }.flatMap { try? JSON.parse($0) }.map(settingsText) ?? ""
-            html += "<tr><td>\(id)</td><td>\(CheckpointReport.isoDate(run[1].double).stringValue ?? "")</td>"
+            let settings =
+                (try? store.meta("run.\(id).settings")).flatMap { $0 }.flatMap { try? JSON.parse($0) }.map(settingsText)
+                ?? ""
+            html +=
+                "<tr><td>\(id)</td><td>\(CheckpointReport.isoDate(run[1].double).stringValue ?? "")</td>"
                 + "<td>\(CheckpointReport.isoDate(run[2].double).stringValue ?? "not ended")</td><td>\(run[3].int.map(String.init) ?? "-")</td>"
                 + "<td>\(SVGChart.escape(summary?["headline"]?.stringValue ?? summary?["exit"]?.stringValue ?? ""))</td>"
                 + "<td>\(settings)</td></tr>"
@@ -200,7 +264,9 @@ public enum HTMLReport {
             guard let value = fields[key], !value.isNull else { return nil }
             let text: String
             if key == "providers", let list = value.arrayValue {
-                text = list.map { "\($0["name"]?.stringValue ?? "") \($0["url"]?.stringValue ?? "") (concurrency \($0["concurrency"]?.intValue ?? 0))" }.joined(separator: ", ")
+                text = list.map {
+                    "\($0["name"]?.stringValue ?? "") \($0["url"]?.stringValue ?? "") (concurrency \($0["concurrency"]?.intValue ?? 0))"
+                }.joined(separator: ", ")
             } else {
                 text = value.stringValue ?? value.serialized()
             }
@@ -211,10 +277,15 @@ public enum HTMLReport {
     static func page(checkpoint: String, summary: JSON, sections: [String]) -> String {
         let p = summary["prompts"] ?? .null
         let facts = [
-            ("answered", "\(p["done"]?.intValue ?? 0)"), ("failed", "\(p["failed"]?.intValue ?? 0)"), ("pending", "\(p["pending"]?.intValue ?? 0)"),
-            ("in flight", "\(p["inflight"]?.intValue ?? 0)"), ("tokens", "\((summary["prompt_tokens"]?.intValue ?? 0) + (summary["completion_tokens"]?.intValue ?? 0))"),
-            ("spent", String(format: "$%.6f", summary["cost_usd"]?.doubleValue ?? 0)), ("runs", "\(summary["runs"]?.intValue ?? 0)"),
-        ].map { "<div class=\"fact\"><div class=\"v\">\(SVGChart.escape($0.1))</div><div class=\"k\">\($0.0)</div></div>" }.joined()
+            ("answered", "\(p["done"]?.intValue ?? 0)"), ("failed", "\(p["failed"]?.intValue ?? 0)"),
+            ("pending", "\(p["pending"]?.intValue ?? 0)"),
+            ("in flight", "\(p["inflight"]?.intValue ?? 0)"),
+            ("tokens", "\((summary["prompt_tokens"]?.intValue ?? 0) + (summary["completion_tokens"]?.intValue ?? 0))"),
+            ("spent", String(format: "$%.6f", summary["cost_usd"]?.doubleValue ?? 0)),
+            ("runs", "\(summary["runs"]?.intValue ?? 0)")
+        ].map {
+            "<div class=\"fact\"><div class=\"v\">\(SVGChart.escape($0.1))</div><div class=\"k\">\($0.0)</div></div>"
+        }.joined()
         return """
             <!DOCTYPE html>
             <html lang="en"><head><meta charset="utf-8">\(title)

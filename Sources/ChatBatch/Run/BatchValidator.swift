@@ -30,11 +30,16 @@ public struct ValidationReport: Sendable {
     public var json: JSON {
         [
             "lines": .int(lines), "valid": .int(valid), "invalid": .int(invalid), "already_done": .int(alreadyDone),
-            "already_failed": .int(alreadyFailed), "changed": .int(changed), "other_endpoint": .int(otherEndpoint), "to_send": .int(toSend), "cache_hits": .int(cacheHits),
+            "already_failed": .int(alreadyFailed), "changed": .int(changed), "other_endpoint": .int(otherEndpoint),
+            "to_send": .int(toSend), "cache_hits": .int(cacheHits),
             "estimated_prompt_tokens": .int(promptTokens), "max_completion_tokens": .int(maxCompletionTokens),
-            "cost_usd_least": priceKnown ? .double(costLeast) : .null, "cost_usd_most": priceKnown ? .double(costMost) : .null,
-            "cost_by_provider": .array(costByProvider.map { ["name": .string($0.name), "cost_usd_least": .double($0.least), "cost_usd_most": .double($0.most)] }),
-            "problems": .array(problems.prefix(100).map(JSON.string)),
+            "cost_usd_least": priceKnown ? .double(costLeast) : .null,
+            "cost_usd_most": priceKnown ? .double(costMost) : .null,
+            "cost_by_provider": .array(
+                costByProvider.map {
+                    ["name": .string($0.name), "cost_usd_least": .double($0.least), "cost_usd_most": .double($0.most)]
+                }),
+            "problems": .array(problems.prefix(100).map(JSON.string))
         ]
     }
 
@@ -42,18 +47,33 @@ public struct ValidationReport: Sendable {
         var out = problems.prefix(50).map { $0 }
         if problems.count > 50 { out.append("… and \(problems.count - 50) more") }
         out.append("lines      \(lines): \(valid) valid, \(invalid) invalid")
-        out.append("to send    \(toSend)" + (alreadyDone + alreadyFailed > 0 ? " (\(alreadyDone) already done, \(alreadyFailed) already failed)" : "")
-            + (changed > 0 ? ", \(changed) changed since answered (sent only with --force)" : "")
-            + (otherEndpoint > 0 ? ", \(otherEndpoint) answered by another endpoint (see --other-endpoint-answers)" : ""))
-        if cacheHits > 0 { out.append("cache      \(cacheHits) more answered from the cache (not sent; the counts below leave them out)") }
+        out.append(
+            "to send    \(toSend)"
+                + (alreadyDone + alreadyFailed > 0
+                    ? " (\(alreadyDone) already done, \(alreadyFailed) already failed)" : "")
+                + (changed > 0 ? ", \(changed) changed since answered (sent only with --force)" : "")
+                + (otherEndpoint > 0
+                    ? ", \(otherEndpoint) answered by another endpoint (see --other-endpoint-answers)" : ""))
+        if cacheHits > 0 {
+            out.append(
+                "cache      \(cacheHits) more answered from the cache (not sent; the counts below leave them out)")
+        }
         out.append("tokens     about \(promptTokens) prompt, at most \(maxCompletionTokens) completion")
         if !priceKnown {
-            out.append("cost       price unknown: the provider publishes no prices (give prices: in the job to get a range)")
+            out.append(
+                "cost       price unknown: the provider publishes no prices (give prices: in the job to get a range)")
         } else if costByProvider.isEmpty {
-            out.append(String(format: "cost       $%.6f (prompts only) to $%.6f (every answer at max_tokens)", costLeast, costMost))
+            out.append(
+                String(
+                    format: "cost       $%.6f (prompts only) to $%.6f (every answer at max_tokens)", costLeast, costMost
+                ))
         } else {
             for p in costByProvider {
-                out.append(String(format: "cost       $%.6f to $%.6f if every line went to %@ (prompts only to every answer at max_tokens)", p.least, p.most, p.name))
+                out.append(
+                    String(
+                        format:
+                            "cost       $%.6f to $%.6f if every line went to %@ (prompts only to every answer at max_tokens)",
+                        p.least, p.most, p.name))
             }
         }
         return out.joined(separator: "\n")
@@ -69,7 +89,8 @@ public enum BatchValidator {
         var reader: CheckpointReader? = nil
         var claims = EndpointClaims(choice: config.choices.otherEndpointAnswers)
         if useCheckpoint && FileManager.default.fileExists(atPath: config.files.checkpoint) {
-            let store = try CheckpointStore(path: config.files.checkpoint, create: false, lock: false)  // refuses foreign or damaged files
+            // refuses foreign or damaged files
+            let store = try CheckpointStore(path: config.files.checkpoint, create: false, lock: false)
             reader = try CheckpointReader(path: config.files.checkpoint, version: store.version)
             for e in try store.endpoints() {
                 if config.routes.contains(where: { $0.endpoint.identity == e.identity }) { claims.current.insert(e.id) }
@@ -83,7 +104,9 @@ public enum BatchValidator {
         if let path = config.cache.path, config.cache.mode.reads, FileManager.default.fileExists(atPath: path) {
             cache = try ResponseCache(path: path, create: false)
         }
-        let feed = try InputFeed(config: config, checkpoint: reader, hasInvalidRows: false, cache: cache, endpoints: claims, recountsInvalid: true)
+        let feed = try InputFeed(
+            config: config, checkpoint: reader, hasInvalidRows: false, cache: cache, endpoints: claims,
+            recountsInvalid: true)
         defer { feed.close() }
         var report = ValidationReport()
         while !feed.done {
@@ -105,11 +128,14 @@ public enum BatchValidator {
         report.valid = report.lines - report.invalid
         report.priceKnown = config.pricesKnown
         report.costLeast = config.routes[0].prices.cost(prompt: report.promptTokens, completion: 0)
-        report.costMost = config.routes[0].prices.cost(prompt: report.promptTokens, completion: report.maxCompletionTokens)
+        report.costMost = config.routes[0].prices.cost(
+            prompt: report.promptTokens, completion: report.maxCompletionTokens)
         if config.routes.count > 1 {
             report.costByProvider = config.routes.map { route in
-                (route.name, route.prices.cost(prompt: report.promptTokens, completion: 0),
-                 route.prices.cost(prompt: report.promptTokens, completion: report.maxCompletionTokens))
+                (
+                    route.name, route.prices.cost(prompt: report.promptTokens, completion: 0),
+                    route.prices.cost(prompt: report.promptTokens, completion: report.maxCompletionTokens)
+                )
             }
         }
         return report

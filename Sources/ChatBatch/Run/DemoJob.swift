@@ -19,14 +19,16 @@ public enum DemoJob {
         """
 
     static let topics = [
-        "the moon", "tea", "rivers", "compilers", "bees", "glaciers", "jazz", "volcanoes", "bread", "satellites", "owls", "chess",
-        "copper", "tides", "maps", "violins", "deserts", "ferns", "trains", "clouds",
+        "the moon", "tea", "rivers", "compilers", "bees", "glaciers", "jazz", "volcanoes", "bread", "satellites",
+        "owls", "chess",
+        "copper", "tides", "maps", "violins", "deserts", "ferns", "trains", "clouds"
     ]
     static let shapes = [
         "Why is {t} interesting?", "Give one fact about {t}.", "How would you explain {t} to a child?",
-        "What is a common misconception about {t}?", "Name a word related to {t}.", "What changed about {t} in the last century?",
+        "What is a common misconception about {t}?", "Name a word related to {t}.",
+        "What changed about {t} in the last century?",
         "Describe {t} in five words.", "What is the history of {t} in one sentence?", "Who studies {t}?",
-        "What sound do you associate with {t}?",
+        "What sound do you associate with {t}?"
     ]
 
     /// `data/demo-questions.jsonl`: every shape of question about every topic.
@@ -34,8 +36,10 @@ public enum DemoJob {
         var lines: [String] = []
         for topic in topics {
             for shape in shapes {
-                let id = "q" + String(repeating: "0", count: 4 - String(lines.count + 1).count) + String(lines.count + 1)
-                lines.append(#"{"custom_id": "\#(id)", "prompt": "\#(shape.replacingOccurrences(of: "{t}", with: topic))"}"#)
+                let id =
+                    "q" + String(repeating: "0", count: 4 - String(lines.count + 1).count) + String(lines.count + 1)
+                lines.append(
+                    #"{"custom_id": "\#(id)", "prompt": "\#(shape.replacingOccurrences(of: "{t}", with: topic))"}"#)
             }
         }
         return lines.joined(separator: "\n") + "\n"

@@ -10,15 +10,16 @@ enum OpenFileLimit {
     /// must never be taken for an unreachable server.
     static func fit(_ config: RunConfiguration, log: (String) -> Void) -> RunConfiguration {
         #if os(Linux)
-        let files = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
+            let files = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
         #else
-        let files = RLIMIT_NOFILE
+            let files = RLIMIT_NOFILE
         #endif
         var limit = rlimit()
         guard getrlimit(files, &limit) == 0 else { return config }
         if limit.rlim_cur < limit.rlim_max {
             var raised = limit
-            raised.rlim_cur = limit.rlim_max == rlim_t.max ? max(limit.rlim_cur, 1 << 20) : limit.rlim_max  // rlim_t.max: RLIM_INFINITY
+            // rlim_t.max: RLIM_INFINITY
+            raised.rlim_cur = limit.rlim_max == rlim_t.max ? max(limit.rlim_cur, 1 << 20) : limit.rlim_max
             if setrlimit(files, &raised) == 0 { limit = raised }
         }
         let room = Int(min(limit.rlim_cur, 1 << 20)) - reserve
@@ -29,9 +30,10 @@ enum OpenFileLimit {
         for i in fitted.routes.indices {
             fitted.routes[i].concurrency = max(1, fitted.routes[i].concurrency * share / wanted)
         }
-        log("chatbatch: warning: \(wanted) requests in flight need about \(wanted + reserve) open files, and this process may open "
-            + "\(limit.rlim_cur) (ulimit -n, its hard limit included); sending at most \(fitted.concurrency) at once. "
-            + "Raise the limit (ulimit -n) for more")
+        log(
+            "chatbatch: warning: \(wanted) requests in flight need about \(wanted + reserve) open files, and this process may open "
+                + "\(limit.rlim_cur) (ulimit -n, its hard limit included); sending at most \(fitted.concurrency) at once. "
+                + "Raise the limit (ulimit -n) for more")
         return fitted
     }
 }

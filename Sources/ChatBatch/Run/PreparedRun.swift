@@ -25,11 +25,20 @@ struct PreparedRun: Sendable {
     /// What the report shows of a run's settings (never a key).
     static func settings(_ config: RunConfiguration) -> JSON {
         [
-            "input": .string(config.files.input), "output": .string(config.files.output), "format": .string(config.files.format.rawValue),
+            "input": .string(config.files.input), "output": .string(config.files.output),
+            "format": .string(config.files.format.rawValue),
             "model": config.shape.model.map(JSON.string) ?? .null, "stream": .bool(config.shape.stream),
-            "max_cost": config.limits.maxCost.map(JSON.double) ?? .null, "adaptive": .bool(config.limits.adaptive), "warmup": .bool(config.limits.warmup),
+            "max_cost": config.limits.maxCost.map(JSON.double) ?? .null, "adaptive": .bool(config.limits.adaptive),
+            "warmup": .bool(config.limits.warmup),
             "max_attempts": .int(config.retry.maxAttempts), "route": .string(config.routing.rawValue),
-            "providers": .array(config.routes.map { ["name": .string($0.name), "url": .string($0.endpoint.fake ? "fake gateway" : $0.endpoint.shownURL), "concurrency": .int($0.concurrency)] }),
+            "providers": .array(
+                config.routes.map {
+                    [
+                        "name": .string($0.name),
+                        "url": .string($0.endpoint.fake ? "fake gateway" : $0.endpoint.shownURL),
+                        "concurrency": .int($0.concurrency)
+                    ]
+                })
         ]
     }
 
@@ -38,7 +47,8 @@ struct PreparedRun: Sendable {
         self.config = config
         for route in config.routes {
             if let caCert = route.endpoint.caCert, !FileManager.default.isReadableFile(atPath: caCert) {
-                throw ChatBatchError(.badCACert, "cannot read the CA bundle \(caCert) given with --ca-cert (job key ca_cert)")
+                throw ChatBatchError(
+                    .badCACert, "cannot read the CA bundle \(caCert) given with --ca-cert (job key ca_cert)")
             }
         }
         signal(SIGXFSZ, SIG_IGN)  // a file-size limit must fail a write, not kill the run
@@ -56,8 +66,10 @@ struct PreparedRun: Sendable {
             try store.claim(input: files.input, label: files.inputLabel, shard: config.shape.shard)
             try OutputFiles.checkTargets(
                 input: files.input, checkpoint: files.checkpoint,
-                recorded: [.results: try store.outputPosition(.results)?.path, .errors: try store.outputPosition(.errors)?.path]
-                    .compactMapValues { $0 },
+                recorded: [
+                    .results: try store.outputPosition(.results)?.path, .errors: try store.outputPosition(.errors)?.path
+                ]
+                .compactMapValues { $0 },
                 overwrite: files.overwrite, [.results: files.output, .errors: files.errors])
         } catch {
             // A run refused before it began leaves no checkpoint of its own behind.
@@ -69,14 +81,19 @@ struct PreparedRun: Sendable {
         // A run that stores in a response cache reads the input even when it finished before: answers the checkpoint
         // holds and the cache lacks (a cache given only now, or a run killed before storing) are stored from it.
         let storesInCache = config.cache.path != nil && config.cache.mode.writes
-        let skipInput = !(config.choices.force || config.choices.retryFailed || config.choices.otherEndpointAnswers == .resend || storesInCache)
+        let skipInput =
+            !(config.choices.force || config.choices.retryFailed || config.choices.otherEndpointAnswers == .resend
+            || storesInCache)
         var fingerprint: String? = nil
         let opened = try store.openRun(
             sink: outputs, forgetRefusedModels: config.choices.retryFailed,
             endpoints: config.routes.map { r in
                 let place = r.endpoint.fake ? "the fake gateway" : r.endpoint.shownURL
-                return (r.endpoint.identity, config.routes.count > 1 ? "\(r.name) (\(place))" : place, r.endpoint.provider.rawValue, r.endpoint.shownURL,
-                        r.endpoint.fake)
+                return (
+                    r.endpoint.identity, config.routes.count > 1 ? "\(r.name) (\(place))" : place,
+                    r.endpoint.provider.rawValue, r.endpoint.shownURL,
+                    r.endpoint.fake
+                )
             },
             fingerprint: { identities in
                 fingerprint = InputFingerprint.of(config, endpoints: identities)
@@ -87,40 +104,53 @@ struct PreparedRun: Sendable {
         finishedInput = opened.finishedInput
         try? store.setMeta("run.\(opened.runID).settings", Self.settings(config).serialized())
         // status, report and the page say "price unknown" rather than $0 for a provider that publishes none.
-        try? store.setMeta("prices.unknown", config.routes.filter { !$0.pricesKnown }.map(\.name).joined(separator: ","))
-        writer = CheckpointWriter(store: store, sink: outputs, runID: opened.runID, endpointIDs: opened.endpoints.map(\.id))
+        try? store.setMeta(
+            "prices.unknown", config.routes.filter { !$0.pricesKnown }.map(\.name).joined(separator: ","))
+        writer = CheckpointWriter(
+            store: store, sink: outputs, runID: opened.runID, endpointIDs: opened.endpoints.map(\.id))
         // A fresh checkpoint holds nothing to look up: the feed then skips the per-line lookups.
         let reader = opened.isEmpty || opened.finishedInput != nil ? nil : try CheckpointReader(path: files.checkpoint)
         var cacheReader: ResponseCache? = nil
         var cacheWriter: CacheWriter? = nil
         if let path = config.cache.path {
             if config.cache.mode.writes {
-                cacheWriter = CacheWriter(cache: try ResponseCache(path: path, create: true), replace: config.cache.mode == .refresh, log: log)
+                cacheWriter = CacheWriter(
+                    cache: try ResponseCache(path: path, create: true), replace: config.cache.mode == .refresh, log: log
+                )
             }
             cacheReader = try ResponseCache(path: path, create: true)
         }
         self.cacheWriter = cacheWriter
-        var claims = EndpointClaims(current: Set(opened.endpoints.map(\.id)), runIsFake: config.endpoint.fake, choice: config.choices.otherEndpointAnswers)
+        var claims = EndpointClaims(
+            current: Set(opened.endpoints.map(\.id)), runIsFake: config.endpoint.fake,
+            choice: config.choices.otherEndpointAnswers)
         for e in opened.endpoints + opened.otherEndpoints {
             if e.fake { claims.fakes.insert(e.id) }
             claims.names[e.id] = e.fake ? "the fake gateway" : e.label
         }
         feed = try InputFeed(
-            config: config, checkpoint: reader, hasInvalidRows: opened.hasInvalidRows, cache: cacheReader, backfills: true, endpoints: claims)
+            config: config, checkpoint: reader, hasInvalidRows: opened.hasInvalidRows, cache: cacheReader,
+            backfills: true, endpoints: claims)
         let secrets = keys.compactMap { $0 } + config.routes.flatMap(\.endpoint.urlSecrets)
         redactor = Redactor(secrets: secrets)
         let environment = ProcessInfo.processInfo.environment
         calls = zip(config.routes, keys).map { route, key in
             let e = route.endpoint
             return RequestCall(
-                url: e.url, authorization: key.flatMap { $0.isEmpty ? nil : e.profile.authorization($0) }, key: key, extra: e.headers,
+                url: e.url, authorization: key.flatMap { $0.isEmpty ? nil : e.profile.authorization($0) }, key: key,
+                extra: e.headers,
                 connectTimeout: e.connectTimeout, timeout: e.timeout, maxResponseBytes: e.maxResponseBytes,
-                connection: ConnectionOptions.resolve(caCert: e.caCert, proxy: e.proxy, environment: environment), model: route.model,
+                connection: ConnectionOptions.resolve(caCert: e.caCert, proxy: e.proxy, environment: environment),
+                model: route.model,
                 redactor: Redactor(secrets: secrets))
         }
         machine = RunMachine(
-            config: config, spent: opened.endpoints.map { opened.spentByEndpoint[$0.id] ?? 0 } + [max(0, opened.spent - opened.spentByEndpoint.values.reduce(0, +))],
+            config: config,
+            spent: opened.endpoints.map { opened.spentByEndpoint[$0.id] ?? 0 } + [
+                max(0, opened.spent - opened.spentByEndpoint.values.reduce(0, +))
+            ],
             refusedModels: opened.refusedModels, proven: opened.endpoints.map(\.proven), remembered: opened.ceilings,
-            finishedInput: opened.finishedInput, crashRecovered: opened.crashRecovered, now: DispatchTime.now().uptimeNanoseconds)
+            finishedInput: opened.finishedInput, crashRecovered: opened.crashRecovered,
+            now: DispatchTime.now().uptimeNanoseconds)
     }
 }

@@ -41,8 +41,10 @@ final class RunDriver: Sendable {
     init(_ opened: PreparedRun, progress: ProgressOptions?, log: @escaping @Sendable (String) -> Void) {
         self.opened = opened
         let metricsPath = opened.config.files.metricsFile
-        metricsBefore = (metricsPath.map { FileManager.default.fileExists(atPath: $0) } ?? false,
-                         metricsPath.flatMap { MetricsSnapshot.lastSuccessTime(inFileAt: $0) })
+        metricsBefore = (
+            metricsPath.map { FileManager.default.fileExists(atPath: $0) } ?? false,
+            metricsPath.flatMap { MetricsSnapshot.lastSuccessTime(inFileAt: $0) }
+        )
         self.progress = progress
         self.log = log
         transport = CurlTransport(maxConnections: opened.config.concurrency + 8)
@@ -50,7 +52,9 @@ final class RunDriver: Sendable {
         feed = Mutex(opened.feed)
     }
 
-    static func now() -> Moment { Moment(uptime: DispatchTime.now().uptimeNanoseconds, wall: Date().timeIntervalSince1970) }
+    static func now() -> Moment {
+        Moment(uptime: DispatchTime.now().uptimeNanoseconds, wall: Date().timeIntervalSince1970)
+    }
 
     /// Runs to the end (or to a stop) and returns the summary; its `exit` is the process exit code.
     func run(handleSignals: Bool = true) -> RunSummary {
@@ -65,11 +69,16 @@ final class RunDriver: Sendable {
                 return snapshot != nil
             }
         }
-        repeatEvery(1) { [self] in deliver(.tick); return !room.withLock { $0.machine.finished } }
+        repeatEvery(1) { [self] in
+            deliver(.tick)
+            return !room.withLock { $0.machine.finished }
+        }
         if let path = opened.config.files.metricsFile {
             let job = opened.config.files.jobName
             // Until it sends something, a run leaves an existing file alone: with nothing to do, it is kept.
-            let holding: @Sendable (RunMachine) -> Bool = { [metricsBefore] in metricsBefore.existed && $0.summary.sentNothingNew }
+            let holding: @Sendable (RunMachine) -> Bool = { [metricsBefore] in
+                metricsBefore.existed && $0.summary.sentNothingNew
+            }
             let first = room.withLock { holding($0.machine) ? nil : $0.machine.metrics(job: job, startTime: startTime) }
             if let first { metricsQueue.async { self.write(first, to: path) } }
             repeatEvery(opened.config.files.metricsInterval) { [self] in
@@ -115,7 +124,11 @@ final class RunDriver: Sendable {
             case .wake(let at): queue.asyncAfter(deadline: DispatchTime(uptimeNanoseconds: at)) { self.turn(.timer) }
             case .log(let message): log(message)
             case .cancelInFlight(let after):
-                if after <= 0 { transport.cancelAll() } else { queue.asyncAfter(deadline: .now() + after) { self.transport.cancelAll() } }
+                if after <= 0 {
+                    transport.cancelAll()
+                } else {
+                    queue.asyncAfter(deadline: .now() + after) { self.transport.cancelAll() }
+                }
             case .finish: inputQueue.async { self.finish() }
             }
         }
@@ -136,9 +149,13 @@ final class RunDriver: Sendable {
     private func send(_ jobs: [ScheduledJob]) {
         let startedAt = Date().timeIntervalSince1970
         let calls = opened.calls
-        transport.submit(jobs.map { job in
-            (calls[job.route].request(for: job.request), { [self] response in completed(Answer(job: job, response: response, startedAt: startedAt)) })
-        })
+        transport.submit(
+            jobs.map { job in
+                (
+                    calls[job.route].request(for: job.request),
+                    { [self] response in completed(Answer(job: job, response: response, startedAt: startedAt)) }
+                )
+            })
     }
 
     /// Queues an answer for the run queue (on the transport thread: kept short); the key is taken out of it there.
@@ -156,7 +173,13 @@ final class RunDriver: Sendable {
                 return c.items
             }
             let redactor = self.opened.redactor
-            self.turn(.answered(items.map { var a = $0; a.response = redactor.scrubAnswer(a.response); return a }))
+            self.turn(
+                .answered(
+                    items.map {
+                        var a = $0
+                        a.response = redactor.scrubAnswer(a.response)
+                        return a
+                    }))
         }
     }
 
@@ -175,13 +198,19 @@ final class RunDriver: Sendable {
     private func write(_ snapshot: MetricsSnapshot, to path: String) {
         var metrics = snapshot
         // Only a run that ended with exit 0 moves the last success; otherwise the file it replaces said it.
-        metrics.lastSuccessTime = metrics.exitCode == RunExit.allDone.rawValue ? metrics.endTime : metricsBefore.lastSuccess
+        metrics.lastSuccessTime =
+            metrics.exitCode == RunExit.allDone.rawValue ? metrics.endTime : metricsBefore.lastSuccess
         metrics.writtenTime = Date().timeIntervalSince1970
         do {
             try OutputFiles.replace(path, with: Array(metrics.text.utf8), mode: 0o644)
         } catch {
-            let first = metricsWarned.withLock { warned in defer { warned = true }; return !warned }
-            if first { log("chatbatch: warning: cannot write the metrics to \(path) (\(error.message)); the run goes on") }
+            let first = metricsWarned.withLock { warned in
+                defer { warned = true }
+                return !warned
+            }
+            if first {
+                log("chatbatch: warning: cannot write the metrics to \(path) (\(error.message)); the run goes on")
+            }
         }
     }
 
@@ -203,12 +232,16 @@ final class RunDriver: Sendable {
         let unread = machine.inputDone ? 0 : feed.withLock { $0.countRest(seconds: 2) }
         feed.withLock { $0.close() }
         opened.cacheWriter?.close()
-        let complete = machine.stop == nil && machine.summary.changed == 0 && machine.summary.otherEndpoint == 0 && machine.inputDone
-        let inputLines = machine.inputDone && machine.finishedInput == nil && opened.config.shape.shard == nil
+        let complete =
+            machine.stop == nil && machine.summary.changed == 0 && machine.summary.otherEndpoint == 0
+            && machine.inputDone
+        let inputLines =
+            machine.inputDone && machine.finishedInput == nil && opened.config.shape.shard == nil
             ? machine.summary.inputLines : nil
         let ending = queue.sync {
             writer.endRun(
-                log: log, fingerprint: complete ? opened.fingerprint : nil, known: opened.finishedInput, inputLines: inputLines, ceilings: machine.learntCeilings)
+                log: log, fingerprint: complete ? opened.fingerprint : nil, known: opened.finishedInput,
+                inputLines: inputLines, ceilings: machine.learntCeilings)
         }
         let summary = machine.conclude(ending, unread: unread, now: Self.now())
         queue.sync { writer.close(exitCode: summary.exit.rawValue, summary: summary.json) }
@@ -216,7 +249,9 @@ final class RunDriver: Sendable {
             if summary.keeps(fileThatExisted: metricsBefore.existed) {
                 log("chatbatch: \(path) kept as the last run that did some work wrote it (this run had nothing to do)")
             } else {
-                let last = machine.metrics(job: opened.config.files.jobName, startTime: startTime, ended: (summary, Date().timeIntervalSince1970))
+                let last = machine.metrics(
+                    job: opened.config.files.jobName, startTime: startTime,
+                    ended: (summary, Date().timeIntervalSince1970))
                 metricsQueue.sync { write(last, to: path) }
             }
         }

@@ -12,12 +12,15 @@ public enum RunSession {
         // Credentials in a URL (user info, a key in the query) are never said, whatever says them; and a message is
         // one line of plain text, whatever a server put in it (escape sequences, line breaks, bidi overrides).
         let urls = Redactor(secrets: config.routes.flatMap(\.endpoint.urlSecrets))
-        var summary = session(config, apiKeyOverride: apiKeyOverride, handleSignals: handleSignals, progress: progress) {
+        var summary = session(config, apiKeyOverride: apiKeyOverride, handleSignals: handleSignals, progress: progress)
+        {
             log(urls.scrub($0).terminalSafe)
         }
         summary.stopReason = summary.stopReason.map { urls.scrub($0).terminalSafe }
-        summary.blockedModels = Dictionary(summary.blockedModels.map { ($0.key.terminalSafe, $0.value.terminalSafe) }, uniquingKeysWith: { a, _ in a })
-        summary.failuresByCode = Dictionary(summary.failuresByCode.map { ($0.key.terminalSafe, $0.value) }, uniquingKeysWith: +)
+        summary.blockedModels = Dictionary(
+            summary.blockedModels.map { ($0.key.terminalSafe, $0.value.terminalSafe) }, uniquingKeysWith: { a, _ in a })
+        summary.failuresByCode = Dictionary(
+            summary.failuresByCode.map { ($0.key.terminalSafe, $0.value) }, uniquingKeysWith: +)
         return summary
     }
 
@@ -31,11 +34,16 @@ public enum RunSession {
             var keys: [String?] = []
             for route in config.routes {
                 let key = try apiKeyOverride ?? APIKeySource.resolve(route.endpoint, warn: log)
-                if let key, !key.isEmpty, let host = APIKeySource.plainTextHost(
-                    endpoint: route.endpoint.url, proxy: route.endpoint.proxy, environment: ProcessInfo.processInfo.environment)
+                if let key, !key.isEmpty,
+                    let host = APIKeySource.plainTextHost(
+                        endpoint: route.endpoint.url, proxy: route.endpoint.proxy,
+                        environment: ProcessInfo.processInfo.environment)
                 {
                     guard route.endpoint.allowHTTP else {
-                        throw ChatBatchError(.plainHTTP, "refusing to send the API key unencrypted over plain http to \(host): use an https:// base URL, or pass --allow-http (job key allow_http: true) if the network between is yours")
+                        throw ChatBatchError(
+                            .plainHTTP,
+                            "refusing to send the API key unencrypted over plain http to \(host): use an https:// base URL, or pass --allow-http (job key allow_http: true) if the network between is yours"
+                        )
                     }
                     log("chatbatch: warning: the API key travels unencrypted over plain http to \(host) (--allow-http)")
                 }
@@ -44,7 +52,8 @@ public enum RunSession {
             let redactor = Redactor(secrets: keys.compactMap { $0 } + config.routes.flatMap(\.endpoint.urlSecrets))
             let log: @Sendable (String) -> Void = { log(redactor.scrub($0)) }
             if config.choices.strict {
-                // Invalid lines are counted as `validate` and a run count them; warnings (an unknown field) are said, not counted.
+                // Invalid lines are counted as `validate` and a run count them; warnings (an unknown field) are said,
+                // not counted.
                 let report = try BatchValidator.validate(config, useCheckpoint: false)
                 if report.invalid > 0 {
                     for p in report.problems.prefix(50) { log(p) }
@@ -55,19 +64,27 @@ public enum RunSession {
                 }
             }
             try SideFiles.check(config, logFile: nil)
-            if let path = config.files.summaryJSON { try checkWritable(path, holding: "the summary", code: .unwritableSummary) }
-            if let path = config.files.metricsFile { try checkWritable(path, holding: "the metrics", code: .unwritableMetrics) }
+            if let path = config.files.summaryJSON {
+                try checkWritable(path, holding: "the summary", code: .unwritableSummary)
+            }
+            if let path = config.files.metricsFile {
+                try checkWritable(path, holding: "the metrics", code: .unwritableMetrics)
+            }
             let config = OpenFileLimit.fit(config, log: log)
             let prepared = try PreparedRun(config: config, keys: keys, log: log)
             let summary = RunDriver(prepared, progress: progress, log: log).run(handleSignals: handleSignals)
             if let path = config.files.summaryJSON {
                 if summary.keeps(fileThatExisted: FileManager.default.fileExists(atPath: path)) {
-                    log("chatbatch: \(path) kept as the last run that did some work wrote it (this run had nothing to do)")
+                    log(
+                        "chatbatch: \(path) kept as the last run that did some work wrote it (this run had nothing to do)"
+                    )
                 } else {
                     do {
                         try writeSummary(summary, to: path)
                     } catch {
-                        log("chatbatch: warning: could not write the summary to \(path) (\(error.message)); the run itself \(summary.exit == .allDone ? "finished" : "ended") as said below")
+                        log(
+                            "chatbatch: warning: could not write the summary to \(path) (\(error.message)); the run itself \(summary.exit == .allDone ? "finished" : "ended") as said below"
+                        )
                     }
                 }
             }
@@ -96,7 +113,8 @@ public enum RunSession {
         let probe = OutputFiles.isRegularOrMissing(path) ? OutputFiles.temporaryPath(for: path) : path
         let fd = open(probe, O_WRONLY | O_CREAT | O_CLOEXEC, 0o600)
         guard fd >= 0 else {
-            throw ChatBatchError(code, "cannot write \(what) to \(path): \(String(cString: strerror(errno))); nothing was sent")
+            throw ChatBatchError(
+                code, "cannot write \(what) to \(path): \(String(cString: strerror(errno))); nothing was sent")
         }
         close(fd)
         if probe != path { unlink(probe) }
@@ -106,14 +124,19 @@ public enum RunSession {
 /// Where the API key comes from: an environment variable or a file, never a flag's value.
 enum APIKeySource {
     /// The key, or nil when the provider needs none and none is set.
-    static func resolve(_ endpoint: EndpointSettings, warn: (String) -> Void = { _ in }) throws(ChatBatchError) -> String? {
+    static func resolve(_ endpoint: EndpointSettings, warn: (String) -> Void = { _ in }) throws(ChatBatchError)
+        -> String?
+    {
         if let file = endpoint.apiKeyFile {
-            guard let data = FileManager.default.contents(atPath: file), let text = String(data: data, encoding: .utf8) else {
+            guard let data = FileManager.default.contents(atPath: file), let text = String(data: data, encoding: .utf8)
+            else {
                 throw ChatBatchError(.unreadableKeyFile, "cannot read the API key file \(file)")
             }
             var st = stat()
             if stat(file, &st) == 0, st.st_mode & 0o077 != 0 {
-                warn("chatbatch: warning: the API key file \(file) can be read by others (mode \(String(st.st_mode & 0o777, radix: 8))); chmod 600 it")
+                warn(
+                    "chatbatch: warning: the API key file \(file) can be read by others (mode \(String(st.st_mode & 0o777, radix: 8))); chmod 600 it"
+                )
             }
             let key = try clean(text, source: "the API key file \(file)")
             guard !key.isEmpty else { throw ChatBatchError(.emptyKeyFile, "the API key file \(file) is empty") }
@@ -126,7 +149,8 @@ enum APIKeySource {
         if endpoint.profile.requiresKey && !endpoint.fake {
             throw ChatBatchError(
                 .missingKey,
-                "no API key: set \(endpoint.apiKeyEnv) in the environment (or name another variable with --api-key-env, or use --api-key-file PATH)")
+                "no API key: set \(endpoint.apiKeyEnv) in the environment (or name another variable with --api-key-env, or use --api-key-file PATH)"
+            )
         }
         return nil
     }
@@ -139,8 +163,13 @@ enum APIKeySource {
         if key.hasSuffix("\r\n") { key = key.dropLast(2) } else if key.hasSuffix("\n") { key = key.dropLast() }
         key = key.drop(while: { $0 == " " || $0 == "\t" })
         while key.last == " " || key.last == "\t" { key = key.dropLast() }
-        if key.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F || (0x80...0x9F).contains($0.value) }) {
-            throw ChatBatchError(.badKey, "the API key from \(source) holds a line break or control character (a second line?); a key is one line: fix \(source)")
+        if key.unicodeScalars.contains(where: {
+            $0.value < 0x20 || $0.value == 0x7F || (0x80...0x9F).contains($0.value)
+        }) {
+            throw ChatBatchError(
+                .badKey,
+                "the API key from \(source) holds a line break or control character (a second line?); a key is one line: fix \(source)"
+            )
         }
         return String(key)
     }
@@ -153,9 +182,15 @@ enum APIKeySource {
         guard endpoint.lowercased().hasPrefix("http://") else { return nil }
         let host = URLComponents(string: endpoint)?.host ?? ""
         // libcurl's own choice for a plain http URL: the explicit proxy, else http_proxy or ALL_PROXY (NO_PROXY aside).
-        let noProxy = (environment["NO_PROXY"] ?? environment["no_proxy"] ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
-        let bypassed = noProxy.contains("*") || noProxy.contains { !$0.isEmpty && (host == $0 || host.hasSuffix($0.hasPrefix(".") ? $0 : "." + $0)) }
-        let hop = proxy ?? (bypassed ? nil : environment["http_proxy"] ?? environment["ALL_PROXY"] ?? environment["all_proxy"])
+        let noProxy = (environment["NO_PROXY"] ?? environment["no_proxy"] ?? "").split(separator: ",").map {
+            $0.trimmingCharacters(in: .whitespaces)
+        }
+        let bypassed =
+            noProxy.contains("*")
+            || noProxy.contains { !$0.isEmpty && (host == $0 || host.hasSuffix($0.hasPrefix(".") ? $0 : "." + $0)) }
+        let hop =
+            proxy
+            ?? (bypassed ? nil : environment["http_proxy"] ?? environment["ALL_PROXY"] ?? environment["all_proxy"])
         if let hop, !hop.isEmpty {
             let proxyHost = URLComponents(string: hop.contains("://") ? hop : "http://" + hop)?.host ?? hop
             if !isLoopback(proxyHost) { return "\(proxyHost) (the proxy in front of \(host))" }
@@ -170,9 +205,9 @@ enum APIKeySource {
         var hints = addrinfo()
         hints.ai_family = AF_UNSPEC
         #if os(Linux)
-        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+            hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
         #else
-        hints.ai_socktype = SOCK_STREAM
+            hints.ai_socktype = SOCK_STREAM
         #endif
         var list: UnsafeMutablePointer<addrinfo>? = nil
         guard getaddrinfo(name, nil, &hints, &list) == 0, let first = list else { return false }
@@ -183,7 +218,9 @@ enum APIKeySource {
             guard let address = n.pointee.ai_addr else { return false }
             switch Int32(address.pointee.sa_family) {
             case AF_INET:
-                let ip = address.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { UInt32(bigEndian: $0.pointee.sin_addr.s_addr) }
+                let ip = address.withMemoryRebound(to: sockaddr_in.self, capacity: 1) {
+                    UInt32(bigEndian: $0.pointee.sin_addr.s_addr)
+                }
                 if ip >> 24 != 127 { return false }
             case AF_INET6:
                 let loop = address.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { p -> Bool in

@@ -21,7 +21,9 @@ final class SQLiteDatabase: @unchecked Sendable {
     let path: String
     let role: SQLiteRole
 
-    init(path: String, role: SQLiteRole = .checkpoint, readOnly: Bool = false, busyTimeout: Int32 = 5000) throws(ChatBatchError) {
+    init(path: String, role: SQLiteRole = .checkpoint, readOnly: Bool = false, busyTimeout: Int32 = 5000)
+        throws(ChatBatchError)
+    {
         var db: OpaquePointer?
         let flags = readOnly ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE)
         let rc = sqlite3_open_v2(path, &db, flags | SQLITE_OPEN_NOMUTEX, nil)
@@ -59,7 +61,8 @@ final class SQLiteDatabase: @unchecked Sendable {
         case SQLITE_CORRUPT, SQLITE_NOTADB: code = role.damaged
         case SQLITE_FULL, SQLITE_IOERR:
             code = .writeFailed
-            advice = " (the disk may be full or a file size limit reached). Everything committed before this is safe; free space and run the same command again to resume"
+            advice =
+                " (the disk may be full or a file size limit reached). Everything committed before this is safe; free space and run the same command again to resume"
         case SQLITE_BUSY, SQLITE_LOCKED: code = role.busy
         default: code = .sqliteError
         }
@@ -131,10 +134,24 @@ enum SQLiteValue: Sendable, Equatable {
     case text(String)
     case blob([UInt8])
 
-    var int: Int? { if case .int(let v) = self { return v }; if case .double(let d) = self { return Int(d) }; return nil }
-    var double: Double? { if case .double(let v) = self { return v }; if case .int(let i) = self { return Double(i) }; return nil }
-    var text: String? { if case .text(let v) = self { return v }; return nil }
-    var blob: [UInt8]? { if case .blob(let v) = self { return v }; return nil }
+    var int: Int? {
+        if case .int(let v) = self { return v }
+        if case .double(let d) = self { return Int(d) }
+        return nil
+    }
+    var double: Double? {
+        if case .double(let v) = self { return v }
+        if case .int(let i) = self { return Double(i) }
+        return nil
+    }
+    var text: String? {
+        if case .text(let v) = self { return v }
+        return nil
+    }
+    var blob: [UInt8]? {
+        if case .blob(let v) = self { return v }
+        return nil
+    }
 
     static func optional(_ v: String?) -> SQLiteValue { v.map(SQLiteValue.text) ?? .null }
     static func optional(_ v: Int?) -> SQLiteValue { v.map(SQLiteValue.int) ?? .null }
@@ -168,7 +185,10 @@ final class SQLiteStatement {
             case .int(let x): rc = sqlite3_bind_int64(stmt, idx, Int64(x))
             case .double(let x): rc = sqlite3_bind_double(stmt, idx, x)
             case .text(let s): rc = sqlite3_bind_text(stmt, idx, s, -1, Self.transient)
-            case .blob(let bytes): rc = bytes.withUnsafeBytes { sqlite3_bind_blob(stmt, idx, $0.baseAddress, Int32($0.count), Self.transient) }
+            case .blob(let bytes):
+                rc = bytes.withUnsafeBytes {
+                    sqlite3_bind_blob(stmt, idx, $0.baseAddress, Int32($0.count), Self.transient)
+                }
             }
             if rc != SQLITE_OK { throw db.error("cannot bind value \(i + 1)", rc: rc) }
         }

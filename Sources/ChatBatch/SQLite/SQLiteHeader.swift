@@ -16,7 +16,9 @@ enum SQLiteHeader: Equatable {
         if head.isEmpty { return .empty }
         guard head.count >= 100, Array(head.prefix(16)) == Array("SQLite format 3\0".utf8) else { return .notSQLite }
         // The header records the database size (valid when its two change counters agree).
-        func u32(_ at: Int) -> Int { Int(head[at]) << 24 | Int(head[at + 1]) << 16 | Int(head[at + 2]) << 8 | Int(head[at + 3]) }
+        func u32(_ at: Int) -> Int {
+            Int(head[at]) << 24 | Int(head[at + 1]) << 16 | Int(head[at + 2]) << 8 | Int(head[at + 3])
+        }
         let rawPageSize = Int(head[16]) << 8 | Int(head[17])
         let pageSize = rawPageSize == 1 ? 65536 : rawPageSize
         var st = stat()

@@ -4,7 +4,8 @@
 /// the key has answered a 429, grows by four per success (about ×5 per round trip: 8 to 128 in two). What a 429 means
 /// depends on how many were in flight when its request left:
 /// - more than the key has ever answered at (`proven`): concurrency. The key allows fewer than that, so the limit goes
-///   to one below that level (the ceiling) rather than halving; the round's other 429s only lower it to where they came.
+///   to one below that level (the ceiling) rather than halving; the round's other 429s only lower it to where they
+///   came.
 ///   Until a second such 429 confirms that the key has a concurrency limit, a cut made by one 429 alone is undone by
 ///   `disproof` successes for requests sent above it (a stray 429 while the ramp ran ahead of `proven`).
 /// - at most that: not concurrency, or a concurrency limit whose answers were counted late. The scheduler paces a

@@ -78,34 +78,42 @@ enum AnswerPolicy {
         var warmingUp: Bool
         /// Warm-up retries so far (its backoff doubles with them).
         var warmupRetries: Int
+        /// The wall clock when the answer is read, in seconds since 1970 (a Retry-After date is counted from it).
+        var now: Double
     }
 
     static func effect(
-        of response: HTTPResponse, for job: ScheduledJob, startedAt: Double, context c: Context, random: inout some RandomNumberGenerator
+        of response: HTTPResponse, for job: ScheduledJob, startedAt: Double, context c: Context,
+        random: inout some RandomNumberGenerator
     ) -> AnswerEffect {
         let r = job.request
-        var requestID = AnswerReading.requestID(headers: response.headers, body: nil, profileHeader: c.route.endpoint.profile.requestIDHeader)
+        var requestID = AnswerReading.requestID(
+            headers: response.headers, body: nil, profileHeader: c.route.endpoint.profile.requestIDHeader)
         var attempt = AttemptRecord(
-            customID: r.customID, attempt: job.attempt, startedAt: startedAt, status: response.status > 0 ? response.status : nil,
-            latencyMs: response.totalSeconds * 1000, requestID: requestID, error: response.failure?.description, ambiguous: false)
+            customID: r.customID, attempt: job.attempt, startedAt: startedAt,
+            status: response.status > 0 ? response.status : nil,
+            latencyMs: response.totalSeconds * 1000, requestID: requestID, error: response.failure?.description,
+            ambiguous: false)
         var rateLimited = false
+        let asked = RetryPolicy.askedWait(response.headers, now: c.now)
         func effect(_ outcome: AnswerEffect.Outcome, usage: Usage? = nil, signature: String? = nil) -> AnswerEffect {
-            AnswerEffect(outcome: outcome, attempt: attempt, usage: usage, failureSignature: signature, rateLimited: rateLimited,
-                         serverWait: rateLimited
-                            ? RetryPolicy.retryAfter(milliseconds: response.headers["retry-after-ms"], seconds: response.headers["retry-after"], now: Date())
-                            : nil)
+            AnswerEffect(
+                outcome: outcome, attempt: attempt, usage: usage, failureSignature: signature, rateLimited: rateLimited,
+                serverWait: rateLimited ? asked : nil)
         }
         if let failure = response.failure, failure.kind == .withheld { return effect(.withheld) }
         if let failure = response.failure, failure.kind == .cancelled {
             attempt.ambiguous = true
             return effect(.cancelled)
         }
-        var verdict = c.retry.verdict(for: response, attempt: job.attempt, random: &random)
+        var verdict = c.retry.verdict(for: response, attempt: job.attempt, asked: asked, random: &random)
         var reading: AnswerReading? = nil
         if verdict == .success {
-            let read = AnswerReading(status: response.status, headers: response.headers, bytes: response.body, askedToStream: r.stream)
+            let read = AnswerReading(
+                status: response.status, headers: response.headers, bytes: response.body, askedToStream: r.stream)
             reading = read
-            requestID = AnswerReading.requestID(headers: response.headers, body: read.body, profileHeader: c.route.endpoint.profile.requestIDHeader)
+            requestID = AnswerReading.requestID(
+                headers: response.headers, body: read.body, profileHeader: c.route.endpoint.profile.requestIDHeader)
             attempt.requestID = requestID
             if let problem = read.problem {
                 // Not an answer, though the server may have billed it: asked again, counted as possibly billed twice.
@@ -116,20 +124,29 @@ enum AnswerPolicy {
         switch verdict {
         case .success:
             guard let read = reading, let body = read.body else { fatalError("a successful reading has a body") }
-            return answered(body, read, response: response, job: job, requestID: requestID, attempt: &attempt, context: c, random: &random)
+            return answered(
+                body, read, response: response, job: job, requestID: requestID, attempt: &attempt, context: c,
+                random: &random)
         case .retry(var after, let pauseAll, let ambiguous):
             attempt.ambiguous = ambiguous
             rateLimited = pauseAll
             let warming = c.warmingUp && response.status == 503  // only a cold backend's 503 earns patience
-            if warming { after = max(after, min(8, c.config.retry.baseDelay * pow(2, Double(min(30, c.warmupRetries))))) }
+            if warming {
+                after = max(after, min(8, c.config.retry.baseDelay * pow(2, Double(min(30, c.warmupRetries)))))
+            }
             // A 429 is "not now": it uses none of the line's attempts (waiting is bounded by --max-wait and the
             // outage budget instead).
             if job.attempt - job.rateLimitedAttempts >= c.config.retry.maxAttempts && !warming && !pauseAll {
                 let problem = reading?.problem
                 let code = problem?.code ?? (response.failure != nil ? "transport_error" : errorCode(response))
-                let message = problem?.message ?? response.failure?.description ?? ServerError(status: response.status, body: response.body).message
-                return effect(.failed(failedRecord(
-                    job, code: code, message: "gave up after \(job.attempt) attempts; last: \(message)", response: response, requestID: requestID)))
+                let message =
+                    problem?.message ?? response.failure?.description
+                    ?? ServerError(status: response.status, body: response.body).message
+                return effect(
+                    .failed(
+                        failedRecord(
+                            job, code: code, message: "gave up after \(job.attempt) attempts; last: \(message)",
+                            response: response, requestID: requestID)))
             }
             return effect(.retry(after: after, pauseKey: pauseAll, ambiguous: ambiguous, warming: warming))
         case .unreachable:
@@ -137,32 +154,53 @@ enum AnswerPolicy {
         case .fail where response.failure?.kind == .tooLarge:
             attempt.ambiguous = true  // the server had it: possibly billed, and not asked again
             let message = response.failure?.message ?? "the answer is too large"
-            return effect(.failed(failedRecord(job, code: "response_too_large", message: message, response: response, requestID: requestID)),
-                          signature: "response_too_large")
+            return effect(
+                .failed(
+                    failedRecord(
+                        job, code: "response_too_large", message: message, response: response, requestID: requestID)),
+                signature: "response_too_large")
         case .fail:
             let server = ServerError(status: response.status, body: response.body)
             let code = errorCode(response)
-            return effect(.failed(failedRecord(job, code: code, message: server.message, response: response, requestID: requestID)),
-                          signature: "HTTP \(response.status) \(code)")
+            return effect(
+                .failed(
+                    failedRecord(job, code: code, message: server.message, response: response, requestID: requestID)),
+                signature: "HTTP \(response.status) \(code)")
         case .wrongRoute:
             let server = ServerError(status: response.status, body: response.body)
-            let record = failedRecord(job, code: errorCode(response), message: server.message, response: response, requestID: requestID)
-            return effect(.wrongRoute(reason: "HTTP \(response.status) \(server.message)", record), signature: "HTTP \(response.status) \(errorCode(response))")
+            let record = failedRecord(
+                job, code: errorCode(response), message: server.message, response: response, requestID: requestID)
+            return effect(
+                .wrongRoute(reason: "HTTP \(response.status) \(server.message)", record),
+                signature: "HTTP \(response.status) \(errorCode(response))")
         case .stopRun where response.failure?.kind == .proxyRefused:
-            return effect(.stopUnsent(reason: "\(response.failure?.message ?? "the proxy refused the tunnel"); nothing reached the API. Check the proxy (--proxy, HTTPS_PROXY) and its rules, then run the same command again"))
+            return effect(
+                .stopUnsent(
+                    reason:
+                        "\(response.failure?.message ?? "the proxy refused the tunnel"); nothing reached the API. Check the proxy (--proxy, HTTPS_PROXY) and its rules, then run the same command again"
+                ))
         case .stopRun where response.failure?.kind == .tlsRefused:
-            return effect(.stopUnsent(reason: "\(hostAndPort(c.route.endpoint.url)): the server's TLS certificate was refused (\(response.failure?.message ?? "")); nothing was sent. If the gateway uses a private CA, pass --ca-cert PATH (job key ca_cert) or set SSL_CERT_FILE or CURL_CA_BUNDLE, then run the same command again"))
+            return effect(
+                .stopUnsent(
+                    reason:
+                        "\(hostAndPort(c.route.endpoint.url)): the server's TLS certificate was refused (\(response.failure?.message ?? "")); nothing was sent. If the gateway uses a private CA, pass --ca-cert PATH (job key ca_cert) or set SSL_CERT_FILE or CURL_CA_BUNDLE, then run the same command again"
+                ))
         case .stopRun:
             let server = ServerError(status: response.status, body: response.body)
-            return effect(.stopRun(
-                reason: "the API key was refused (HTTP \(response.status): \(server.message)); check \(c.route.endpoint.apiKeyEnv) or --api-key-file, then run the same command again",
-                note: server.message))
+            return effect(
+                .stopRun(
+                    reason:
+                        "the API key was refused (HTTP \(response.status): \(server.message)); check \(c.route.endpoint.apiKeyEnv) or --api-key-file, then run the same command again",
+                    note: server.message))
         case .blockModel:
             let server = ServerError(status: response.status, body: response.body)
             let model = r.model ?? "(none)"
-            let refusal = ModelRefusal(model: model, status: response.status, code: errorCode(response), message: server.message)
+            let refusal = ModelRefusal(
+                model: model, status: response.status, code: errorCode(response), message: server.message)
             let record = failedRecord(
-                job, code: refusal.code, message: "\(c.config.files.input):\(r.line): model '\(model)' refused: \(server.message)", response: response,
+                job, code: refusal.code,
+                message: "\(c.config.files.input):\(r.line): model '\(model)' refused: \(server.message)",
+                response: response,
                 requestID: requestID)
             return effect(.refuseModel(refusal, record))
         }
@@ -170,14 +208,16 @@ enum AnswerPolicy {
 
     /// A 2xx chat completion: checked against what the request asked for, then done, asked again or failed.
     private static func answered(
-        _ body: JSON, _ read: AnswerReading, response: HTTPResponse, job: ScheduledJob, requestID: String?, attempt: inout AttemptRecord,
+        _ body: JSON, _ read: AnswerReading, response: HTTPResponse, job: ScheduledJob, requestID: String?,
+        attempt: inout AttemptRecord,
         context c: Context, random: inout some RandomNumberGenerator
     ) -> AnswerEffect {
         let r = job.request
         let tokens = AnswerReading.usage(body, promptEstimate: r.promptTokens)
         let usage = Usage(
             promptTokens: tokens.prompt, completionTokens: tokens.completion,
-            cost: c.route.prices.cost(prompt: tokens.prompt, completion: tokens.completion), estimated: tokens.estimated)
+            cost: c.route.prices.cost(prompt: tokens.prompt, completion: tokens.completion), estimated: tokens.estimated
+        )
         // Everything this prompt was billed for, earlier invalid answers included.
         var paid = job
         paid.paidPrompt += usage.promptTokens
@@ -190,24 +230,34 @@ enum AnswerPolicy {
             if problem.code != "truncated" && paid.invalidRetries < c.config.retry.retryInvalid {
                 paid.invalidRetries += 1
                 attempt.error = problem.code
-                return AnswerEffect(outcome: .askAgain(paid, code: problem.code, note: problem.message), attempt: attempt, usage: usage)
+                return AnswerEffect(
+                    outcome: .askAgain(paid, code: problem.code, note: problem.message), attempt: attempt, usage: usage)
             }
-            var record = failedRecord(paid, code: problem.code, message: problem.message, response: response, requestID: requestID, body: kept, ttftMs: ttft)
+            var record = failedRecord(
+                paid, code: problem.code, message: problem.message, response: response, requestID: requestID,
+                body: kept, ttftMs: ttft)
             record.repaired = read.repaired
             return AnswerEffect(outcome: .failed(record), attempt: attempt, usage: usage)
         }
         // The server's bytes go into the output line as they are when they are one clean line of JSON; a streamed,
         // trimmed or repaired answer is written from the parsed body.
         let verbatim = !read.wasStreamed && !c.config.files.dropReasoning && !read.repaired
-        let output = verbatim
-            ? OutputLines.result(customID: r.customID, status: response.status, requestID: requestID, rawBody: response.body, parsed: body)
-            : OutputLines.result(customID: r.customID, status: response.status, requestID: requestID, body: kept).serialized()
+        let output =
+            verbatim
+            ? OutputLines.result(
+                customID: r.customID, status: response.status, requestID: requestID, rawBody: response.body,
+                parsed: body)
+            : OutputLines.result(customID: r.customID, status: response.status, requestID: requestID, body: kept)
+                .serialized()
         let oneLine = verbatim && !response.body.contains(0x0A) && !response.body.contains(0x0D)
         let answer = oneLine ? response.body : Array(body.serialized().utf8)
         var record = FinishedRecord(
-            customID: r.customID, line: r.line, bodyHash: r.bodyHash, model: r.model, state: .done, statusCode: response.status,
-            requestID: requestID, promptTokens: paid.paidPrompt, completionTokens: paid.paidCompletion, cost: paid.paidCost,
-            latencyMs: response.totalSeconds * 1000, ttftMs: ttft, attempts: job.attempt, output: output, kind: .results)
+            customID: r.customID, line: r.line, bodyHash: r.bodyHash, model: r.model, state: .done,
+            statusCode: response.status,
+            requestID: requestID, promptTokens: paid.paidPrompt, completionTokens: paid.paidCompletion,
+            cost: paid.paidCost,
+            latencyMs: response.totalSeconds * 1000, ttftMs: ttft, attempts: job.attempt, output: output, kind: .results
+        )
         record.usageEstimated = paid.usageEstimated
         record.repaired = read.repaired
         return AnswerEffect(outcome: .done(record, answer: answer), attempt: attempt, usage: usage)
@@ -227,7 +277,8 @@ enum AnswerPolicy {
     /// The errors-file record of a prompt that finished without an answer; the server's body is kept (its start,
     /// as text, when it is not JSON).
     static func failedRecord(
-        _ job: ScheduledJob, code: String, message: String, response: HTTPResponse, requestID: String?, body: JSON? = nil, ttftMs: Double? = nil
+        _ job: ScheduledJob, code: String, message: String, response: HTTPResponse, requestID: String?,
+        body: JSON? = nil, ttftMs: Double? = nil
     ) -> FinishedRecord {
         let r = job.request
         let kept = body ?? (response.status > 0 ? AnswerReading.kept(response.body) : nil)
@@ -237,8 +288,10 @@ enum AnswerPolicy {
         var record = FinishedRecord(
             customID: r.customID, line: r.line, bodyHash: r.bodyHash, model: r.model, state: .failed,
             statusCode: response.status > 0 ? response.status : nil, requestID: requestID,
-            promptTokens: job.paidPrompt, completionTokens: job.paidCompletion, cost: job.paidCost, errorCode: code, errorMessage: message,
-            latencyMs: response.totalSeconds * 1000, ttftMs: ttftMs, attempts: job.attempt, output: output.serialized(), kind: .errors)
+            promptTokens: job.paidPrompt, completionTokens: job.paidCompletion, cost: job.paidCost, errorCode: code,
+            errorMessage: message,
+            latencyMs: response.totalSeconds * 1000, ttftMs: ttftMs, attempts: job.attempt, output: output.serialized(),
+            kind: .errors)
         record.usageEstimated = job.usageEstimated
         return record
     }
@@ -246,10 +299,12 @@ enum AnswerPolicy {
     /// The errors-file record of a line not sent because its model was refused.
     static func refusedUnsentRecord(_ job: ScheduledJob, _ refusal: ModelRefusal, input: String) -> FinishedRecord {
         let r = job.request
-        let message = "\(input):\(r.line): not sent: model '\(refusal.model)' was refused (HTTP \(refusal.status) \(refusal.code): \(refusal.message))"
+        let message =
+            "\(input):\(r.line): not sent: model '\(refusal.model)' was refused (HTTP \(refusal.status) \(refusal.code): \(refusal.message))"
         let output = OutputLines.error(customID: r.customID, code: refusal.code, message: message)
         return FinishedRecord(
-            customID: r.customID, line: r.line, bodyHash: r.bodyHash, model: r.model, state: .failed, errorCode: refusal.code,
+            customID: r.customID, line: r.line, bodyHash: r.bodyHash, model: r.model, state: .failed,
+            errorCode: refusal.code,
             errorMessage: message, output: output.serialized(), kind: .errors)
     }
 }

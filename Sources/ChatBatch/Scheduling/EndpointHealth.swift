@@ -34,7 +34,9 @@ struct EndpointHealth: Sendable {
 
     /// Nothing reached the endpoint at `now`. Returns the wait before the next probe, or nil when the outage has
     /// outlasted `budget` seconds (the run must stop); `isNew` when this starts an outage.
-    mutating func unreachable(_ reason: String, now: UInt64, budget: Double, base: Double) -> (wait: Double?, isNew: Bool) {
+    mutating func unreachable(_ reason: String, now: UInt64, budget: Double, base: Double) -> (
+        wait: Double?, isNew: Bool
+    ) {
         let isNew = outage == nil
         var o = outage ?? Outage(since: now, reason: reason)
         o.probes += 1

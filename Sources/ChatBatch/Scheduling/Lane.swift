@@ -63,7 +63,8 @@ struct Lane: Sendable {
     var answersPerSecond: Double? { answerSeconds.map { Double(room) / max(0.001, $0) } }
 
     init(
-        route: Int, settings: RouteSettings, adaptive: Bool, warmup: Bool, spent: Double, refusedModels: [String: ModelRefusal], proven: Bool,
+        route: Int, settings: RouteSettings, adaptive: Bool, warmup: Bool, spent: Double,
+        refusedModels: [String: ModelRefusal], proven: Bool,
         remembered: Int?, now: UInt64
     ) {
         self.route = route

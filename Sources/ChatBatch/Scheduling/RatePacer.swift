@@ -91,7 +91,8 @@ struct RatePacer: Sendable {
         } else if let wait, wait > 0 {
             // A second or less: the key allows at least that; what it answered over the last two seconds is the
             // first guess (a key that had just spent a burst is measured down from there).
-            bucket = TokenBucket(rate: max(1 / wait, Double(answered(within: 2, now: now)) / 2), capacity: 1, level: 0, now: now)
+            bucket = TokenBucket(
+                rate: max(1 / wait, Double(answered(within: 2, now: now)) / 2), capacity: 1, level: 0, now: now)
             slowStart = true
         } else {
             return

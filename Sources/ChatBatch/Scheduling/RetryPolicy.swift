@@ -32,20 +32,31 @@ struct RetryPolicy: Sendable {
     /// taken as this, so no header value can overflow a clock.
     static let longestWait = 86_400.0
 
-    /// Decides for an attempt; `attempt` is 1 for the first send.
-    func verdict(for response: HTTPResponse, attempt: Int, random: inout some RandomNumberGenerator) -> AttemptVerdict {
+    /// Decides for an attempt; `attempt` is 1 for the first send, `now` the wall clock in seconds since 1970 (an
+    /// HTTP-date Retry-After is counted from it).
+    func verdict(
+        for response: HTTPResponse, attempt: Int, now: Double, random: inout some RandomNumberGenerator
+    ) -> AttemptVerdict {
+        verdict(for: response, attempt: attempt, asked: Self.askedWait(response.headers, now: now), random: &random)
+    }
+
+    /// Decides for an attempt whose asked wait (`askedWait`) is read already.
+    func verdict(
+        for response: HTTPResponse, attempt: Int, asked: Double?, random: inout some RandomNumberGenerator
+    ) -> AttemptVerdict {
         if let failure = response.failure {
             switch failure.kind {
             case .tlsRefused, .proxyRefused: return .stopRun  // every request would meet the same certificate, or proxy
             case .notSent: return .unreachable
             case .tooLarge: return .fail
-            default: return .retry(after: backoff(attempt, &random), pauseAll: false, ambiguous: failure.kind == .sentNoAnswer)
+            default:
+                return .retry(
+                    after: backoff(attempt, &random), pauseAll: false, ambiguous: failure.kind == .sentNoAnswer)
             }
         }
         let status = response.status
         if (200..<300).contains(status) { return .success }
         let server = ServerError(status: status, body: response.body)
-        let asked = Self.retryAfter(milliseconds: response.headers["retry-after-ms"], seconds: response.headers["retry-after"], now: Date())
         let after = asked ?? backoff(attempt, &random)
         switch response.headers["x-should-retry"]?.lowercased() {
         case "true": return .retry(after: after, pauseAll: status == 429, ambiguous: false)
@@ -56,7 +67,8 @@ struct RetryPolicy: Sendable {
         switch status {
         case 429: return .retry(after: after, pauseAll: true, ambiguous: false)
         case 408, 500, 502, 503, 504, 506..<600: return .retry(after: after, pauseAll: false, ambiguous: false)
-        case 403 where server.isPermission, 404 where server.namesModel, 403 where server.namesModel, 400 where server.namesModel:
+        case 403 where server.isPermission, 404 where server.namesModel, 403 where server.namesModel,
+            400 where server.namesModel:
             return .blockModel
         case 404, 405: return .wrongRoute
         default: return .fail
@@ -69,17 +81,20 @@ struct RetryPolicy: Sendable {
         return Double.random(in: 0...max(0, cap), using: &random)
     }
 
-    /// The wait a server asked for: `retry-after-ms` (the OpenAI SDKs' header) first, then `Retry-After`.
-    static func retryAfter(milliseconds: String?, seconds: String?, now: Date) -> Double? {
-        if let ms = milliseconds.flatMap({ Double($0.trimmingCharacters(in: .whitespaces)) }), ms >= 0 || ms.isNaN {
+    /// The wait a server asked for: `retry-after-ms` (the OpenAI SDKs' header) first, then `Retry-After`; `now` is
+    /// the wall clock in seconds since 1970.
+    static func askedWait(_ headers: [String: String], now: Double) -> Double? {
+        if let ms = headers["retry-after-ms"].flatMap({ Double($0.trimmingCharacters(in: .whitespaces)) }),
+            ms >= 0 || ms.isNaN
+        {
             return clamp(ms / 1000)
         }
-        return retryAfter(seconds, now: now)
+        return retryAfter(headers["retry-after"], now: now)
     }
 
     /// Parses `Retry-After`: delay seconds, or an HTTP date. Negative or unreadable values give nil; a huge or
     /// infinite one gives `longestWait`.
-    static func retryAfter(_ value: String?, now: Date) -> Double? {
+    static func retryAfter(_ value: String?, now: Double) -> Double? {
         guard let value = value?.trimmingCharacters(in: .whitespaces), !value.isEmpty else { return nil }
         if let seconds = Double(value) { return seconds >= 0 || seconds.isNaN ? clamp(seconds) : nil }
         let formatter = DateFormatter()
@@ -87,11 +102,12 @@ struct RetryPolicy: Sendable {
         formatter.timeZone = TimeZone(identifier: "GMT")
         for format in ["EEE, dd MMM yyyy HH:mm:ss zzz", "EEEE, dd-MMM-yy HH:mm:ss zzz", "EEE MMM d HH:mm:ss yyyy"] {
             formatter.dateFormat = format
-            if let date = formatter.date(from: value) { return clamp(max(0, date.timeIntervalSince(now))) }
+            if let date = formatter.date(from: value) { return clamp(max(0, date.timeIntervalSince1970 - now)) }
         }
         return nil
     }
 
-    static func clamp(_ seconds: Double) -> Double { seconds.isFinite ? min(max(0, seconds), longestWait) : longestWait }
+    static func clamp(_ seconds: Double) -> Double {
+        seconds.isFinite ? min(max(0, seconds), longestWait) : longestWait
+    }
 }
-

@@ -1,52 +1,6 @@
 import ChatBatchCore
 import Foundation
 
-/// One prompt as the scheduler tracks it: its request, its attempts, and what it has cost so far.
-struct ScheduledJob: Sendable {
-    var request: PreparedRequest
-    var attempt = 0
-    /// The most this request can cost (budget), and the tokens it is expected to use (tokens per minute).
-    var worst = 0.0
-    var estimate = 0.0
-    /// The adaptive limit's epoch when it was sent, and whether it is the warm-up probe.
-    var sentEpoch = 0
-    var probe = false
-    /// The first request for its model: until it is answered, the model's other lines wait (one request per refused model).
-    var modelProbe: Bool { modelProbeRoute != nil }
-    /// The lane at which it is its model's first request (the lane's other lines of the model wait for its answer).
-    var modelProbeRoute: Int? = nil
-    /// Tokens and dollars already billed for this prompt (answers that failed their check), and how often it was asked again.
-    var paidPrompt = 0
-    var paidCompletion = 0
-    var paidCost = 0.0
-    var invalidRetries = 0
-    /// Some answer billed for this prompt came without usage: the paid figures are partly estimated.
-    var usageEstimated = false
-    /// Which of the run's endpoints it is sent to (0 with one provider).
-    var route = 0
-    /// Requests in flight (itself included) and the in-flight limit when it was sent.
-    var sentInflight = 0
-    var sentWindow = 0
-    /// Requests in flight at its provider (itself included) when it was sent: a 429 says the key allows fewer.
-    var sentLaneInflight = 0
-    /// When it was last sent (uptime ns).
-    var sentAt: UInt64 = 0
-    /// Its attempts answered 429: "not now", not one of the attempts `max_attempts` allows.
-    var rateLimitedAttempts = 0
-
-    init(request: PreparedRequest) { self.request = request }
-}
-
-/// What the first request for a model learnt about it.
-enum ModelProbeOutcome: Sendable {
-    /// Answered (not refused): the model is usable; its held lines go out.
-    case answered
-    /// Refused (403/404): its held lines are refused unsent.
-    case refused(ModelRefusal)
-    /// Not known (withheld, cancelled, 401): its held lines go back to the queue; the next one probes.
-    case unknown
-}
-
 /// Decides what may be sent next, where, and when: the rules of a run with no I/O and no clock of its own.
 ///
 /// It holds the queues every provider takes from (fresh requests, retries due now, retries waiting for their time,
@@ -64,7 +18,8 @@ struct Scheduler: Sendable {
         case refuse(ScheduledJob, ModelRefusal)
         /// The next request could pass the budget cap: the run must stop.
         case overBudget
-        /// Nothing may be sent now; ask again at this time (a pause, a bucket, a retry coming due), or when something changes (nil).
+        /// Nothing may be sent now; ask again at this time (a pause, a bucket, a retry coming due), or when something
+        /// changes (nil).
         case wait(until: UInt64?)
     }
 
@@ -86,13 +41,18 @@ struct Scheduler: Sendable {
 
     /// `spent` is each lane's spend so far, and `refused` the models each refused, both by route.
     /// `remembered` is the in-flight level each provider's key was found to allow in an earlier run (nil: unknown).
-    init(config: RunConfiguration, spent: [Double], refused: [[String: ModelRefusal]], proven: [Bool], remembered: [Int?] = [], now: UInt64) {
+    init(
+        config: RunConfiguration, spent: [Double], refused: [[String: ModelRefusal]], proven: [Bool],
+        remembered: [Int?] = [], now: UInt64
+    ) {
         self.config = config
         budget = Budget(cap: config.limits.maxCost, spent: spent.reduce(0, +))
         lanes = config.routes.enumerated().map { i, route in
-            Lane(route: i, settings: route, adaptive: config.limits.adaptive, warmup: config.limits.warmup,
-                 spent: i < spent.count ? spent[i] : 0, refusedModels: i < refused.count ? refused[i] : [:],
-                 proven: i < proven.count ? proven[i] : false, remembered: i < remembered.count ? remembered[i] : nil, now: now)
+            Lane(
+                route: i, settings: route, adaptive: config.limits.adaptive, warmup: config.limits.warmup,
+                spent: i < spent.count ? spent[i] : 0, refusedModels: i < refused.count ? refused[i] : [:],
+                proven: i < proven.count ? proven[i] : false, remembered: i < remembered.count ? remembered[i] : nil,
+                now: now)
         }
     }
 
@@ -100,7 +60,10 @@ struct Scheduler: Sendable {
 
     /// Fresh requests from the input, sent after any retries that are due.
     mutating func enqueue(_ requests: [PreparedRequest]) {
-        if freshHead > 4096 { fresh.removeFirst(freshHead); freshHead = 0 }
+        if freshHead > 4096 {
+            fresh.removeFirst(freshHead)
+            freshHead = 0
+        }
         fresh.append(contentsOf: requests)
     }
 
@@ -111,7 +74,8 @@ struct Scheduler: Sendable {
 
     /// Requests never claimed that the checkpoint has no row for (queued, or held behind a model's first request).
     var unrecorded: Int {
-        fresh[freshHead...].filter { !$0.hasRow }.count + held.values.reduce(0) { $0 + $1.filter { !$0.request.hasRow && $0.attempt == 0 }.count }
+        fresh[freshHead...].filter { !$0.hasRow }.count
+            + held.values.reduce(0) { $0 + $1.filter { !$0.request.hasRow && $0.attempt == 0 }.count }
     }
 
     /// Requests in flight, over every provider.
@@ -129,7 +93,8 @@ struct Scheduler: Sendable {
     mutating func retry(_ job: ScheduledJob, at: UInt64, pauseUntil: UInt64? = nil) {
         let r = job.route
         if let pauseUntil, pauseUntil > lanes[r].pausedUntil { lanes[r].pausedUntil = pauseUntil }
-        if job.probe && !lanes[r].warmedUp { lanes[r].probeWaiting = true }  // only this retry may go out there until it succeeds
+        // only this retry may go out there until it succeeds
+        if job.probe && !lanes[r].warmedUp { lanes[r].probeWaiting = true }
         delayed.append((at, job))
     }
 
@@ -147,7 +112,9 @@ struct Scheduler: Sendable {
     mutating func next(now: UInt64) -> Decision {
         releaseDelayed(now: now)
         var wake = earliestDelayed
-        for lane in lanes where lane.stopped == nil && lane.pausedUntil > now && lane.free > 0 { wake = min(wake ?? .max, lane.pausedUntil) }
+        for lane in lanes where lane.stopped == nil && lane.pausedUntil > now && lane.free > 0 {
+            wake = min(wake ?? .max, lane.pausedUntil)
+        }
         while true {
             let order = candidates(now: now)
             if order.isEmpty { return .wait(until: wake) }
@@ -171,9 +138,16 @@ struct Scheduler: Sendable {
             var taken = false
             for r in order where !(lanes[r].probeWaiting && !lanes[r].warmedUp) {
                 if let model, lanes[r].refusedModels[model] != nil { continue }
-                if let model, config.limits.warmup, !lanes[r].provenModels.contains(model), lanes[r].probingModels.contains(model), !job.modelProbe {
-                    // Its model's first request at this lane is out: the line waits for its answer (one request per refused model).
-                    if lanes.count == 1 || !order.contains(where: { $0 != r && lanes[$0].refusedModels[model] == nil && !lanes[$0].probingModels.contains(model) }) {
+                if let model, config.limits.warmup, !lanes[r].provenModels.contains(model),
+                    lanes[r].probingModels.contains(model), !job.modelProbe
+                {
+                    // Its model's first request at this lane is out: the line waits for its answer (one request per
+                    // refused model).
+                    if lanes.count == 1
+                        || !order.contains(where: {
+                            $0 != r && lanes[$0].refusedModels[model] == nil && !lanes[$0].probingModels.contains(model)
+                        })
+                    {
                         take(fromRetry)
                         held[Self.heldKey(r, model), default: []].append(job)
                         heldCount += 1
@@ -182,7 +156,9 @@ struct Scheduler: Sendable {
                     }
                     continue
                 }
-                let worst = config.worstCost(promptTokens: job.request.promptTokens, maxTokens: job.request.maxTokens, prices: lanes[r].settings.prices)
+                let worst = config.worstCost(
+                    promptTokens: job.request.promptTokens, maxTokens: job.request.maxTokens,
+                    prices: lanes[r].settings.prices)
                 if !budget.allows(worst) { return .overBudget }
                 if !lanes[r].budget.allows(worst) { continue }  // its share is spent: the others may take it
                 if let bucketWait = bucketWait(job, lane: r, now: now) {
@@ -198,10 +174,12 @@ struct Scheduler: Sendable {
 
     /// When `lane`'s buckets allow `job`, or nil when they do now.
     private mutating func bucketWait(_ job: ScheduledJob, lane r: Int, now: UInt64) -> UInt64? {
-        let estimate = Double(job.request.promptTokens + config.completionBound(job.request.maxTokens)) * lanes[r].tokenRatio
+        let estimate =
+            Double(job.request.promptTokens + config.completionBound(job.request.maxTokens)) * lanes[r].tokenRatio
         var wait = lanes[r].requestBucket?.wait(for: 1, now: now) ?? 0
         wait = max(wait, lanes[r].tokenBucket?.wait(for: estimate, now: now) ?? 0)
-        wait = max(wait, lanes[r].requestPacer.wait(for: 1, now: now), lanes[r].tokenPacer.wait(for: estimate, now: now))
+        wait = max(
+            wait, lanes[r].requestPacer.wait(for: 1, now: now), lanes[r].tokenPacer.wait(for: estimate, now: now))
         return wait > 0 ? now &+ Clock.nanoseconds(wait) : nil
     }
 
@@ -209,8 +187,10 @@ struct Scheduler: Sendable {
     private mutating func send(_ job: ScheduledJob, lane r: Int, now: UInt64) -> Decision {
         var job = job
         let prices = lanes[r].settings.prices
-        job.worst = config.worstCost(promptTokens: job.request.promptTokens, maxTokens: job.request.maxTokens, prices: prices)
-        job.estimate = Double(job.request.promptTokens + config.completionBound(job.request.maxTokens)) * lanes[r].tokenRatio
+        job.worst = config.worstCost(
+            promptTokens: job.request.promptTokens, maxTokens: job.request.maxTokens, prices: prices)
+        job.estimate =
+            Double(job.request.promptTokens + config.completionBound(job.request.maxTokens)) * lanes[r].tokenRatio
         lanes[r].requestBucket?.take(1)
         lanes[r].tokenBucket?.take(job.estimate)
         lanes[r].requestPacer.take(1)
@@ -227,7 +207,8 @@ struct Scheduler: Sendable {
         } else {
             job.probe = false
         }
-        if job.modelProbeRoute == nil, let model = job.request.model, config.limits.warmup, !lanes[r].provenModels.contains(model),
+        if job.modelProbeRoute == nil, let model = job.request.model, config.limits.warmup,
+            !lanes[r].provenModels.contains(model),
             !lanes[r].probingModels.contains(model)
         {
             job.modelProbeRoute = r
@@ -244,8 +225,10 @@ struct Scheduler: Sendable {
 
     /// The budget's state, for the message when it stops the run.
     var budgetMessage: String {
-        String(format: "budget: $%.6f spent and $%.6f at most in flight; one more request could pass the $%.6f cap. Run again with a larger --max-cost to carry on",
-               budget.spent, budget.inflightWorst, budget.cap ?? 0)
+        String(
+            format:
+                "budget: $%.6f spent and $%.6f at most in flight; one more request could pass the $%.6f cap. Run again with a larger --max-cost to carry on",
+            budget.spent, budget.inflightWorst, budget.cap ?? 0)
     }
 
     private mutating func take(_ fromRetry: Bool) {
@@ -286,7 +269,8 @@ struct Scheduler: Sendable {
             lanes[r].tokenBucket?.adjust(job.estimate - Double(promptTokens + completionTokens))
             lanes[r].tokenPacer.adjust(job.estimate - Double(promptTokens + completionTokens))
             let raw = Double(job.request.promptTokens + config.completionBound(job.request.maxTokens))
-            lanes[r].tokenRatio = 0.9 * lanes[r].tokenRatio + 0.1 * min(1, Double(promptTokens + completionTokens) / max(1, raw))
+            lanes[r].tokenRatio =
+                0.9 * lanes[r].tokenRatio + 0.1 * min(1, Double(promptTokens + completionTokens) / max(1, raw))
         }
     }
 
@@ -360,7 +344,9 @@ struct Scheduler: Sendable {
     /// Models refused by every provider (their lines go to the errors file), with the first provider's refusal.
     var refusedEverywhere: [String: ModelRefusal] {
         var out: [String: ModelRefusal] = [:]
-        for (model, refusal) in lanes[0].refusedModels where lanes.allSatisfy({ $0.refusedModels[model] != nil }) { out[model] = refusal }
+        for (model, refusal) in lanes[0].refusedModels where lanes.allSatisfy({ $0.refusedModels[model] != nil }) {
+            out[model] = refusal
+        }
         return out
     }
 
@@ -377,7 +363,9 @@ struct Scheduler: Sendable {
         case .unknown, .refused:
             break
         }
-        if case .refused = outcome, lanes.allSatisfy({ $0.stopped != nil || $0.refusedModels[model] != nil }) { return jobs }
+        if case .refused = outcome, lanes.allSatisfy({ $0.stopped != nil || $0.refusedModels[model] != nil }) {
+            return jobs
+        }
         due.append(contentsOf: jobs)
         return []
     }

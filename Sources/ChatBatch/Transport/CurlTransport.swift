@@ -13,9 +13,9 @@ enum TransportEventLoop: String, Sendable, CaseIterable {
     /// epoll on Linux, poll elsewhere; `CHATBATCH_EVENT_LOOP=poll` (or `epoll`) picks one on Linux.
     static var selected: TransportEventLoop {
         #if os(Linux)
-        return ProcessInfo.processInfo.environment["CHATBATCH_EVENT_LOOP"].flatMap(Self.init(rawValue:)) ?? .epoll
+            return ProcessInfo.processInfo.environment["CHATBATCH_EVENT_LOOP"].flatMap(Self.init(rawValue:)) ?? .epoll
         #else
-        return .poll
+            return .poll
         #endif
     }
 }
@@ -111,7 +111,10 @@ final class CurlTransport: Sendable {
 
     /// Cancels what is under way and stops the thread; returns when it has stopped.
     func shutdown() {
-        shared.inbox.withLock { $0.stop = true; $0.cancelAll = true }
+        shared.inbox.withLock {
+            $0.stop = true
+            $0.cancelAll = true
+        }
         shared.wake()
         finished.wait()
     }
@@ -120,7 +123,10 @@ final class CurlTransport: Sendable {
     func send(_ request: HTTPRequest) -> HTTPResponse {
         let box = Mutex<HTTPResponse?>(nil)
         let done = DispatchSemaphore(value: 0)
-        submit(request) { r in box.withLock { $0 = r }; done.signal() }
+        submit(request) { r in
+            box.withLock { $0 = r }
+            done.signal()
+        }
         done.wait()
         return box.withLock { $0! }
     }

@@ -19,15 +19,18 @@ struct RateLimitHint: Sendable, Equatable {
     var tokens: Quota?
 
     /// The headers read (the transport keeps these).
-    static let headerNames = ["requests", "tokens"].flatMap { kind in ["limit", "remaining", "reset"].map { "x-ratelimit-\($0)-\(kind)" } }
+    static let headerNames = ["requests", "tokens"].flatMap { kind in
+        ["limit", "remaining", "reset"].map { "x-ratelimit-\($0)-\(kind)" }
+    }
 
     /// Reads the headers (lower-cased names); nil when the answer carries no limit.
     init?(headers: [String: String]) {
         func quota(_ kind: String) -> Quota? {
             guard let limit = headers["x-ratelimit-limit-\(kind)"].flatMap(Self.number), limit > 0,
-                  let remaining = headers["x-ratelimit-remaining-\(kind)"].flatMap(Self.number), remaining >= 0
+                let remaining = headers["x-ratelimit-remaining-\(kind)"].flatMap(Self.number), remaining >= 0
             else { return nil }
-            return Quota(limit: limit, remaining: remaining, reset: headers["x-ratelimit-reset-\(kind)"].flatMap(Self.duration))
+            return Quota(
+                limit: limit, remaining: remaining, reset: headers["x-ratelimit-reset-\(kind)"].flatMap(Self.duration))
         }
         requests = quota("requests")
         tokens = quota("tokens")
@@ -56,7 +59,9 @@ struct RateLimitHint: Sendable, Equatable {
             guard let value = Double(digits) else { return nil }
             digits = ""
             let rest = s[i...]
-            let (unit, length): (Double, Int) = rest.hasPrefix("ms") ? (0.001, 2) : c == "h" ? (3600, 1) : c == "m" ? (60, 1) : c == "s" ? (1, 1) : (0, 0)
+            let (unit, length): (Double, Int) =
+                rest.hasPrefix("ms")
+                ? (0.001, 2) : c == "h" ? (3600, 1) : c == "m" ? (60, 1) : c == "s" ? (1, 1) : (0, 0)
             guard length > 0 else { return nil }
             total += value * unit
             i = s.index(i, offsetBy: length)

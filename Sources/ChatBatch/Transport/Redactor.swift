@@ -1,9 +1,9 @@
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// Takes the API key out of anything a server sent before it is kept or shown: a server may echo the key in
@@ -33,7 +33,10 @@ struct Redactor: Sendable {
         for upper in [false, true] {
             out.append(Array(secret.map { "\\u00" + hex($0, upper) }.joined().utf8))
             let unreserved = Set(Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~".utf8))
-            out.append(Array(secret.map { unreserved.contains($0) ? String(UnicodeScalar($0)) : "%" + hex($0, upper) }.joined().utf8))
+            out.append(
+                Array(
+                    secret.map { unreserved.contains($0) ? String(UnicodeScalar($0)) : "%" + hex($0, upper) }.joined()
+                        .utf8))
         }
         if secret.contains(UInt8(ascii: "/")) {
             out.append(Array(String(decoding: secret, as: UTF8.self).replacingOccurrences(of: "/", with: "\\/").utf8))
@@ -46,7 +49,10 @@ struct Redactor: Sendable {
             guard whole > skip + 4 else { continue }
             let core = Array(encoded[skip..<whole])
             out.append(core)
-            out.append(core.map { $0 == UInt8(ascii: "+") ? UInt8(ascii: "-") : $0 == UInt8(ascii: "/") ? UInt8(ascii: "_") : $0 })
+            out.append(
+                core.map {
+                    $0 == UInt8(ascii: "+") ? UInt8(ascii: "-") : $0 == UInt8(ascii: "/") ? UInt8(ascii: "_") : $0
+                })
         }
         return out.filter { $0.count >= 4 }
     }

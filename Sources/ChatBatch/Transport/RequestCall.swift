@@ -16,11 +16,16 @@ struct RequestCall: Sendable {
     /// `authorization` is the provider's header line for the key (nil: no key); `extra` the job's own headers,
     /// already checked to be one line each.
     init(
-        url: String, authorization: String?, key: String?, extra: [String: String], connectTimeout: Double, timeout: Double,
-        maxResponseBytes: Int = EndpointSettings.defaultMaxResponseBytes, connection: ConnectionOptions, model: String? = nil,
+        url: String, authorization: String?, key: String?, extra: [String: String], connectTimeout: Double,
+        timeout: Double,
+        maxResponseBytes: Int = EndpointSettings.defaultMaxResponseBytes, connection: ConnectionOptions,
+        model: String? = nil,
         redactor: Redactor? = nil
     ) {
-        var h = ["Content-Type: application/json", "Accept: application/json, text/event-stream", "User-Agent: chatbatch/\(ChatBatchVersion.current)"]
+        var h = [
+            "Content-Type: application/json", "Accept: application/json, text/event-stream",
+            "User-Agent: chatbatch/\(ChatBatchVersion.current)"
+        ]
         if let authorization { h.append(authorization) }
         for (name, value) in extra.sorted(by: { $0.key < $1.key }) { h.append("\(name): \(value)") }
         self.url = url
@@ -45,7 +50,8 @@ struct RequestCall: Sendable {
             json.write(to: &body)
         }
         var r = HTTPRequest(
-            url: url, headers: headers + ["X-Client-Request-Id: \(prepared.customID)"], body: body, connectTimeout: connectTimeout, timeout: timeout)
+            url: url, headers: headers + ["X-Client-Request-Id: \(prepared.customID)"], body: body,
+            connectTimeout: connectTimeout, timeout: timeout)
         r.connection = connection
         r.maxResponseBytes = maxResponseBytes
         return r

@@ -50,15 +50,15 @@ final class TransportLoop {
         // HTTP/2: as many streams on one connection as the server allows (libcurl's own cap is 100).
         cb_curl_multi_setopt_long(multi, CURLMOPT_MAX_CONCURRENT_STREAMS, 1000)
         #if os(Linux)
-        if eventLoop == .epoll {
-            epoll = cb_epoll_create()
-            cb_epoll_add(epoll, shared.wakeRead, cb_EPOLLIN)
-            let context = Unmanaged.passUnretained(self).toOpaque()
-            cb_curl_multi_setopt_socketfunction(multi, socketCallback)
-            cb_curl_multi_setopt_pointer(multi, CURLMOPT_SOCKETDATA, context)
-            cb_curl_multi_setopt_timerfunction(multi, timerCallback)
-            cb_curl_multi_setopt_pointer(multi, CURLMOPT_TIMERDATA, context)
-        }
+            if eventLoop == .epoll {
+                epoll = cb_epoll_create()
+                cb_epoll_add(epoll, shared.wakeRead, cb_EPOLLIN)
+                let context = Unmanaged.passUnretained(self).toOpaque()
+                cb_curl_multi_setopt_socketfunction(multi, socketCallback)
+                cb_curl_multi_setopt_pointer(multi, CURLMOPT_SOCKETDATA, context)
+                cb_curl_multi_setopt_timerfunction(multi, timerCallback)
+                cb_curl_multi_setopt_pointer(multi, CURLMOPT_TIMERDATA, context)
+            }
         #endif
     }
 
@@ -66,8 +66,8 @@ final class TransportLoop {
 
     func run() {
         #if os(Linux)
-        var fds = [Int32](repeating: 0, count: 256)
-        var events = [UInt32](repeating: 0, count: 256)
+            var fds = [Int32](repeating: 0, count: 256)
+            var events = [UInt32](repeating: 0, count: 256)
         #endif
         while true {
             let (items, cancel, stop) = shared.inbox.withLock { box in
@@ -90,9 +90,9 @@ final class TransportLoop {
             }
             if stop && active.isEmpty { break }
             #if os(Linux)
-            if eventLoop == .epoll { waitEpoll(&fds, &events) } else { waitPoll() }
+                if eventLoop == .epoll { waitEpoll(&fds, &events) } else { waitPoll() }
             #else
-            waitPoll()
+                waitPoll()
             #endif
             finishCompleted()
         }
@@ -127,60 +127,62 @@ final class TransportLoop {
     }
 
     #if os(Linux)
-    /// The Linux wait: epoll over the sockets libcurl asked for, then `curl_multi_socket_action` on the ready ones.
-    func waitEpoll(_ fds: inout [Int32], _ events: inout [UInt32]) {
-        var running: Int32 = 0
-        var wait: Int32 = 1000
-        if let deadline = timerDeadline {
-            let now = Self.now()
-            wait = deadline <= now ? 0 : Int32(min(1000, (deadline - now + 999_999) / 1_000_000))
-        }
-        let n = cb_epoll_wait(epoll, &fds, &events, Int32(fds.count), wait)
-        for k in 0..<max(0, Int(n)) {
-            let fd = fds[k]
-            if fd == shared.wakeRead {
-                drainWakePipe()
-                continue
+        /// The Linux wait: epoll over the sockets libcurl asked for, then `curl_multi_socket_action` on the ready ones.
+        func waitEpoll(_ fds: inout [Int32], _ events: inout [UInt32]) {
+            var running: Int32 = 0
+            var wait: Int32 = 1000
+            if let deadline = timerDeadline {
+                let now = Self.now()
+                wait = deadline <= now ? 0 : Int32(min(1000, (deadline - now + 999_999) / 1_000_000))
             }
-            let e = events[k]
-            var flags: Int32 = 0
-            if e & cb_EPOLLIN != 0 { flags |= CURL_CSELECT_IN }
-            if e & cb_EPOLLOUT != 0 { flags |= CURL_CSELECT_OUT }
-            if e & (cb_EPOLLERR | cb_EPOLLHUP) != 0 { flags |= CURL_CSELECT_ERR }
-            curl_multi_socket_action(multi, fd, flags, &running)
+            let n = cb_epoll_wait(epoll, &fds, &events, Int32(fds.count), wait)
+            for k in 0..<max(0, Int(n)) {
+                let fd = fds[k]
+                if fd == shared.wakeRead {
+                    drainWakePipe()
+                    continue
+                }
+                let e = events[k]
+                var flags: Int32 = 0
+                if e & cb_EPOLLIN != 0 { flags |= CURL_CSELECT_IN }
+                if e & cb_EPOLLOUT != 0 { flags |= CURL_CSELECT_OUT }
+                if e & (cb_EPOLLERR | cb_EPOLLHUP) != 0 { flags |= CURL_CSELECT_ERR }
+                curl_multi_socket_action(multi, fd, flags, &running)
+            }
+            if let deadline = timerDeadline, deadline <= Self.now() {
+                timerDeadline = nil
+                curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running)
+            }
         }
-        if let deadline = timerDeadline, deadline <= Self.now() {
-            timerDeadline = nil
-            curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running)
-        }
-    }
 
     #endif
 
     #if os(Linux)
-    /// libcurl tells which events it wants on a socket.
-    func watch(_ fd: Int32, what: Int32) {
-        if what == CURL_POLL_REMOVE {
-            cb_epoll_del(epoll, fd)
-            return
+        /// libcurl tells which events it wants on a socket.
+        func watch(_ fd: Int32, what: Int32) {
+            if what == CURL_POLL_REMOVE {
+                cb_epoll_del(epoll, fd)
+                return
+            }
+            var events: UInt32 = 0
+            if what & CURL_POLL_IN != 0 { events |= cb_EPOLLIN }
+            if what & CURL_POLL_OUT != 0 { events |= cb_EPOLLOUT }
+            if cb_epoll_mod(epoll, fd, events) != 0 && errno == ENOENT {
+                cb_epoll_add(epoll, fd, events)
+            }
         }
-        var events: UInt32 = 0
-        if what & CURL_POLL_IN != 0 { events |= cb_EPOLLIN }
-        if what & CURL_POLL_OUT != 0 { events |= cb_EPOLLOUT }
-        if cb_epoll_mod(epoll, fd, events) != 0 && errno == ENOENT {
-            cb_epoll_add(epoll, fd, events)
-        }
-    }
 
-    /// libcurl asks to be called back in `ms` milliseconds (-1: never).
-    func setTimer(_ ms: Int) {
-        timerDeadline = ms < 0 ? nil : Self.now() + UInt64(ms) * 1_000_000
-    }
+        /// libcurl asks to be called back in `ms` milliseconds (-1: never).
+        func setTimer(_ ms: Int) {
+            timerDeadline = ms < 0 ? nil : Self.now() + UInt64(ms) * 1_000_000
+        }
     #endif
 
     static func cancelled() -> HTTPResponse {
-        HTTPResponse(status: 0, headers: [:], body: [], failure: TransportFailure(kind: .cancelled, curlCode: 0, message: "cancelled"),
-                     firstByteSeconds: 0, totalSeconds: 0)
+        HTTPResponse(
+            status: 0, headers: [:], body: [],
+            failure: TransportFailure(kind: .cancelled, curlCode: 0, message: "cancelled"),
+            firstByteSeconds: 0, totalSeconds: 0)
     }
 
     /// HTTP/2 answers only: at most 8 connections per host (multiplexed); any HTTP/1.1 answer lifts the cap again.
@@ -228,7 +230,8 @@ final class TransportLoop {
         cb_curl_easy_setopt_long(easy, CURLOPT_HTTP_VERSION, Int(CURL_HTTP_VERSION_2TLS))
         if request.url.hasPrefix("https:") { cb_curl_easy_setopt_long(easy, CURLOPT_PIPEWAIT, 1) }
         cb_curl_easy_setopt_long(easy, CURLOPT_TCP_KEEPALIVE, 1)
-        cb_curl_easy_setopt_string(easy, CURLOPT_ACCEPT_ENCODING, "")  // every encoding libcurl can decode (gzip, deflate, …)
+        // every encoding libcurl can decode (gzip, deflate, …)
+        cb_curl_easy_setopt_string(easy, CURLOPT_ACCEPT_ENCODING, "")
         transfer.errorBuffer[0] = 0
         cb_curl_easy_setopt_pointer(easy, CURLOPT_ERRORBUFFER, transfer.errorBuffer)
         if let caInfo = request.connection.caInfo { cb_curl_easy_setopt_string(easy, CURLOPT_CAINFO, caInfo) }
@@ -265,11 +268,16 @@ final class TransportLoop {
             // the server whatever the error says (over HTTP/2 a multiplexed request on a connection that is reset comes
             // back as "couldn't connect", curl 7, yet the server had it). A connect or resolve failure's header count
             // is not trusted, since a proxy's CONNECT is counted there.
-            let connectFailure = code == CURLE_COULDNT_CONNECT || code == CURLE_COULDNT_RESOLVE_HOST || code == CURLE_COULDNT_RESOLVE_PROXY
+            let connectFailure =
+                code == CURLE_COULDNT_CONNECT || code == CURLE_COULDNT_RESOLVE_HOST
+                || code == CURLE_COULDNT_RESOLVE_PROXY
             let reached = transfer.sent > 0 || (!connectFailure && requestSize > 0)
-            let certificate = [CURLE_PEER_FAILED_VERIFICATION, CURLE_SSL_CERTPROBLEM, CURLE_SSL_CACERT_BADFILE, CURLE_SSL_ISSUER_ERROR,
-                               CURLE_SSL_PINNEDPUBKEYNOTMATCH, CURLE_SSL_INVALIDCERTSTATUS].contains(code)
-            var kind: TransportFailure.Kind = certificate && !reached ? .tlsRefused : (reached ? .sentNoAnswer : .notSent)
+            let certificate = [
+                CURLE_PEER_FAILED_VERIFICATION, CURLE_SSL_CERTPROBLEM, CURLE_SSL_CACERT_BADFILE, CURLE_SSL_ISSUER_ERROR,
+                CURLE_SSL_PINNEDPUBKEYNOTMATCH, CURLE_SSL_INVALIDCERTSTATUS
+            ].contains(code)
+            var kind: TransportFailure.Kind =
+                certificate && !reached ? .tlsRefused : (reached ? .sentNoAnswer : .notSent)
             var said = message
             var connectCode = 0
             cb_curl_easy_getinfo_long(easy, CURLINFO_HTTP_CONNECTCODE, &connectCode)
@@ -285,22 +293,23 @@ final class TransportLoop {
         }
         if let list = transfer.headerList { curl_slist_free_all(list) }
         recycle(easy)
-        transfer.completion(HTTPResponse(
-            status: status, headers: transfer.headers, body: transfer.response, failure: failure,
-            firstByteSeconds: Double(firstByte) / 1e6, totalSeconds: Double(total) / 1e6))
+        transfer.completion(
+            HTTPResponse(
+                status: status, headers: transfer.headers, body: transfer.response, failure: failure,
+                firstByteSeconds: Double(firstByte) / 1e6, totalSeconds: Double(total) / 1e6))
     }
 }
 
 #if os(Linux)
-private let socketCallback: curl_socket_callback = { _, fd, what, userp, _ in
-    Unmanaged<TransportLoop>.fromOpaque(userp!).takeUnretainedValue().watch(fd, what: what)
-    return 0
-}
+    private let socketCallback: curl_socket_callback = { _, fd, what, userp, _ in
+        Unmanaged<TransportLoop>.fromOpaque(userp!).takeUnretainedValue().watch(fd, what: what)
+        return 0
+    }
 
-private let timerCallback: curl_multi_timer_callback = { _, ms, userp in
-    Unmanaged<TransportLoop>.fromOpaque(userp!).takeUnretainedValue().setTimer(ms)
-    return 0
-}
+    private let timerCallback: curl_multi_timer_callback = { _, ms, userp in
+        Unmanaged<TransportLoop>.fromOpaque(userp!).takeUnretainedValue().setTimer(ms)
+        return 0
+    }
 #endif
 
 private func transfer(_ userdata: UnsafeMutableRawPointer?) -> Transfer {
@@ -333,15 +342,18 @@ private let writeBody: cb_curl_data_callback = { buffer, size, count, userdata i
 
 /// The response headers anything reads; the others are skipped without building strings (this callback runs
 /// for every header line of every answer).
-private let keptHeaders: [[UInt8]] = ([
-    "retry-after", "retry-after-ms", "x-should-retry", "x-tera-request-id", "x-request-id", "x-litellm-call-id", "content-type",
-] + RateLimitHint.headerNames).map { Array($0.utf8) }
+private let keptHeaders: [[UInt8]] =
+    ([
+        "retry-after", "retry-after-ms", "x-should-retry", "x-tera-request-id", "x-request-id", "x-litellm-call-id",
+        "content-type"
+    ] + RateLimitHint.headerNames).map { Array($0.utf8) }
 
 private let writeHeader: cb_curl_data_callback = { buffer, size, count, userdata in
     let n = size * count
     let t = transfer(userdata)
     let line = UnsafeRawBufferPointer(start: buffer, count: n)
-    if n >= 5 && line[0] == 0x48 && line[1] == 0x54 && line[2] == 0x54 && line[3] == 0x50 && line[4] == 0x2F {  // "HTTP/"
+    // "HTTP/"
+    if n >= 5 && line[0] == 0x48 && line[1] == 0x54 && line[2] == 0x54 && line[3] == 0x50 && line[4] == 0x2F {
         t.headers = [:]  // a new response (after 100 Continue or a redirect)
         return n
     }
@@ -350,8 +362,11 @@ private let writeHeader: cb_curl_data_callback = { buffer, size, count, userdata
         for i in 0..<colon where line[i] | 0x20 != name[i] { continue wanted }  // ASCII case-insensitive
         var start = colon + 1, end = n
         while start < end, line[start] == 0x20 || line[start] == 0x09 { start += 1 }
-        while end > start, line[end - 1] == 0x0A || line[end - 1] == 0x0D || line[end - 1] == 0x20 || line[end - 1] == 0x09 { end -= 1 }
-        t.headers[String(decoding: name, as: UTF8.self)] = String(decoding: UnsafeRawBufferPointer(rebasing: line[start..<end]), as: UTF8.self)
+        while end > start,
+            line[end - 1] == 0x0A || line[end - 1] == 0x0D || line[end - 1] == 0x20 || line[end - 1] == 0x09
+        { end -= 1 }
+        t.headers[String(decoding: name, as: UTF8.self)] = String(
+            decoding: UnsafeRawBufferPointer(rebasing: line[start..<end]), as: UTF8.self)
         break
     }
     return n

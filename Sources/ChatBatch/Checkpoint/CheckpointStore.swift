@@ -38,7 +38,8 @@ final class CheckpointStore: @unchecked Sendable {
         }
         var link = stat()
         if lstat(path, &link) == 0 && (link.st_mode & S_IFMT) == S_IFLNK {
-            throw ChatBatchError(.notAFile, "checkpoint \(path) is a symbolic link; refusing to write through it (give the file itself)")
+            throw ChatBatchError(
+                .notAFile, "checkpoint \(path) is a symbolic link; refusing to write through it (give the file itself)")
         }
         if exists {
             try Self.checkHeader(path)
@@ -97,7 +98,8 @@ final class CheckpointStore: @unchecked Sendable {
         lockFD.withLock { fd in
             guard fd >= 0 else { return false }
             var open = stat(), named = stat()
-            return fstat(fd, &open) != 0 || stat(path, &named) != 0 || open.st_ino != named.st_ino || open.st_dev != named.st_dev
+            return fstat(fd, &open) != 0 || stat(path, &named) != 0 || open.st_ino != named.st_ino
+                || open.st_dev != named.st_dev
         }
     }
 
@@ -131,11 +133,13 @@ final class CheckpointStore: @unchecked Sendable {
         case .notSQLite:
             throw ChatBatchError(
                 .notACheckpoint,
-                "\(path) is not a chatbatch checkpoint (not an SQLite file, or truncated); refusing to overwrite it. Move it away, or give the path of a chatbatch checkpoint (a run takes --checkpoint or --output)")
+                "\(path) is not a chatbatch checkpoint (not an SQLite file, or truncated); refusing to overwrite it. Move it away, or give the path of a chatbatch checkpoint (a run takes --checkpoint or --output)"
+            )
         case .truncated(let size, let recorded):
             throw ChatBatchError(
                 .damaged,
-                "checkpoint \(path) is damaged: it is \(size) bytes but records \(recorded), and no write-ahead log is beside it; refusing to use it, since a damaged checkpoint could send answered prompts again. Restore it (and its -wal file, if you moved it) from a copy; a new checkpoint would pay again for every prompt this one answered")
+                "checkpoint \(path) is damaged: it is \(size) bytes but records \(recorded), and no write-ahead log is beside it; refusing to use it, since a damaged checkpoint could send answered prompts again. Restore it (and its -wal file, if you moved it) from a copy; a new checkpoint would pay again for every prompt this one answered"
+            )
         case .empty, .valid:
             return
         }
@@ -148,150 +152,9 @@ final class CheckpointStore: @unchecked Sendable {
     }
 
     func setMeta(_ key: String, _ value: String) throws(ChatBatchError) {
-        try db.query("INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-                     [.text(key), .text(value)])
-    }
-
-    // MARK: runs
-
-    /// What a run learns from the checkpoint as it starts.
-    struct OpenedRun: Sendable {
-        var runID: Int
-        /// Prompts a previous run left in flight (possibly billed); now pending, marked as resends after a crash.
-        var crashRecovered: Int
-        /// No prompt has a row yet: nothing to look up per line.
-        var isEmpty: Bool
-        /// Some line was recorded as invalid (a fixed line then replaces its `line-N` row).
-        var hasInvalidRows: Bool
-        /// Spend over every earlier run.
-        var spent: Double
-        /// The models each of the run's endpoints refused, in the run's order.
-        var refusedModels: [[String: ModelRefusal]]
-        /// Set when the input is unchanged since a run that finished every line: nothing needs reading.
-        var finishedInput: FinishedInput? = nil
-        /// The run's endpoints as the checkpoint knows them, and every other endpoint that answered before.
-        var endpoints: [Endpoint] = []
-        var otherEndpoints: [Endpoint] = []
-        /// What each endpoint spent, by its id.
-        var spentByEndpoint: [Int: Double] = [:]
-        /// The in-flight level each of the run's endpoints' keys allowed in an earlier run, in the run's order.
-        var ceilings: [Int?] = []
-    }
-
-    /// An endpoint as the checkpoint records it.
-    struct Endpoint: Sendable, Equatable {
-        var id: Int
-        var identity: String
-        var label: String
-        var fake: Bool
-        /// It answered something, in some run.
-        var proven: Bool
-    }
-
-    /// What a run that finished every line of its input left behind, so that the next run can skip the input.
-    struct FinishedInput: Sendable, Equatable {
-        var fingerprint: String
-        var done: Int
-        var failed: Int
-        var promptTokens: Int
-        var completionTokens: Int
-        var cost: Double
-
-        var json: JSON {
-            ["fingerprint": .string(fingerprint), "done": .int(done), "failed": .int(failed), "prompt_tokens": .int(promptTokens),
-             "completion_tokens": .int(completionTokens), "cost": .double(cost)]
-        }
-
-        init(fingerprint: String, done: Int, failed: Int, promptTokens: Int, completionTokens: Int, cost: Double) {
-            self.fingerprint = fingerprint
-            self.done = done
-            self.failed = failed
-            self.promptTokens = promptTokens
-            self.completionTokens = completionTokens
-            self.cost = cost
-        }
-
-        init?(json: JSON?) {
-            guard let json, let fingerprint = json["fingerprint"]?.stringValue, let done = json["done"]?.intValue,
-                let failed = json["failed"]?.intValue
-            else { return nil }
-            self.init(
-                fingerprint: fingerprint, done: done, failed: failed, promptTokens: json["prompt_tokens"]?.intValue ?? 0,
-                completionTokens: json["completion_tokens"]?.intValue ?? 0, cost: json["cost"]?.doubleValue ?? 0)
-        }
-    }
-
-    /// The record of the last run that finished every line, if no run has started since.
-    func finishedInput() throws(ChatBatchError) -> FinishedInput? {
-        FinishedInput(json: try meta("input.finished").flatMap { try? JSON.parse($0) })
-    }
-
-    func recordFinishedInput(_ finished: FinishedInput) throws(ChatBatchError) {
-        try setMeta("input.finished", finished.json.serialized())
-    }
-
-    /// Starts a run: reconciles the output files, recovers prompts left in flight, records the run, and reads
-    /// what the scheduler needs. `forgetRefusedModels` (`--retry-failed`) lets refused models be tried again.
-    ///
-    /// `fingerprint` (nil with `--force` or `--retry-failed`) is compared with what the last run that finished
-    /// every line recorded; when they agree, nothing is scanned. Any other run forgets that record before it
-    /// sends anything, so a record can only stand while nothing is pending or in flight.
-    func openRun(
-        sink: any OutputSink, forgetRefusedModels: Bool, endpoints: [(identity: String, label: String, provider: String, url: String, fake: Bool)],
-        fingerprint: (_ endpoints: [String]) -> String?, log: (String) -> Void
-    ) throws -> OpenedRun {
-        try sink.reconcile(with: self, log: log)
-        var known: [Endpoint] = []
-        for e in endpoints { known.append(try register(identity: e.identity, label: e.label, provider: e.provider, url: e.url, fake: e.fake)) }
-        let others = try self.endpoints().filter { other in !known.contains { $0.id == other.id } }
-        if let fingerprint = fingerprint(known.map(\.identity)), let finished = try finishedInput(), finished.fingerprint == fingerprint,
-            try !outputNeedsRebuild()
-        {
-            return OpenedRun(
-                runID: try beginRun(), crashRecovered: 0, isEmpty: false, hasInvalidRows: false, spent: finished.cost,
-                refusedModels: try known.map { e throws(ChatBatchError) in try refusedModels(endpointID: e.id) }, finishedInput: finished,
-                endpoints: known, otherEndpoints: others, spentByEndpoint: try spentByEndpoint(),
-                ceilings: try known.map { e throws(ChatBatchError) in try ceiling(endpointID: e.id) })
-        }
-        try db.query("DELETE FROM meta WHERE key='input.finished'")
-        let recovered = try recoverInflight()
-        let id = try beginRun()
-        if forgetRefusedModels { try clearRefusedModels() }
-        return OpenedRun(
-            runID: id, crashRecovered: recovered, isEmpty: try isEmpty(),
-            hasInvalidRows: (try db.query("SELECT count(*) FROM requests WHERE error_code='invalid_line'").first?.first?.int ?? 0) > 0,
-            spent: try totals().cost, refusedModels: try known.map { e throws(ChatBatchError) in try refusedModels(endpointID: e.id) },
-            endpoints: known, otherEndpoints: others, spentByEndpoint: try spentByEndpoint(),
-            ceilings: try known.map { e throws(ChatBatchError) in try ceiling(endpointID: e.id) })
-    }
-
-    /// The endpoint with this identity, recorded if it is new.
-    func register(identity: String, label: String, provider: String, url: String, fake: Bool) throws(ChatBatchError) -> Endpoint {
-        try db.query("INSERT INTO endpoints(identity, label, provider, url, fake) VALUES(?, ?, ?, ?, ?) ON CONFLICT(identity) DO UPDATE SET label=excluded.label",
-                     [.text(identity), .text(label), .text(provider), .text(url), .int(fake ? 1 : 0)])
-        guard let e = try endpoints().first(where: { $0.identity == identity }) else {
-            throw ChatBatchError(.sqliteError, "checkpoint \(path): the endpoint \(identity) was not recorded")
-        }
-        return e
-    }
-
-    /// Every endpoint that has been recorded (none in a checkpoint older than schema 3).
-    func endpoints() throws(ChatBatchError) -> [Endpoint] {
-        guard version >= 3 else { return [] }
-        return try db.query("SELECT id, identity, label, fake, first_success_at IS NOT NULL FROM endpoints ORDER BY id").map { row in
-            Endpoint(id: row[0].int ?? 0, identity: row[1].text ?? "", label: row[2].text ?? "", fake: row[3].int == 1, proven: row[4].int == 1)
-        }
-    }
-
-    /// Records a run's start and returns its id.
-    func beginRun() throws(ChatBatchError) -> Int {
-        try db.query("INSERT INTO runs(started_at) VALUES(?)", [.double(Date().timeIntervalSince1970)])
-        return db.lastInsertedRow
-    }
-
-    func endRun(id: Int, exitCode: Int32, summary: JSON) throws(ChatBatchError) {
-        try db.query("UPDATE runs SET ended_at=?, exit_code=?, summary=? WHERE id=?",
-                     [.double(Date().timeIntervalSince1970), .int(Int(exitCode)), .text(summary.serialized()), .int(id)])
+        try db.query(
+            "INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+            [.text(key), .text(value)])
     }
 
     /// The state a row returns to when a send of it ends without an answer: the one its recorded answer gives
@@ -304,7 +167,9 @@ final class CheckpointStore: @unchecked Sendable {
     /// (or to the answer they had, for a resend of an answered line), marked so that their next send is counted
     /// as a resend after a crash. Returns how many had no answer, and so will be sent again.
     func recoverInflight() throws(ChatBatchError) -> Int {
-        let n = try db.query("SELECT count(*) FROM requests WHERE state='inflight' AND out_seq IS NULL").first?.first?.int ?? 0
+        let n =
+            try db.query("SELECT count(*) FROM requests WHERE state='inflight' AND out_seq IS NULL").first?.first?.int
+            ?? 0
         try db.query("UPDATE requests SET state=\(Self.answeredStateOrPending), crash_resend=1 WHERE state='inflight'")
         return n
     }
@@ -319,7 +184,8 @@ final class CheckpointStore: @unchecked Sendable {
     func refusedModels(endpointID: Int) throws(ChatBatchError) -> [String: ModelRefusal] {
         var out: [String: ModelRefusal] = [:]
         for row in try db.query("SELECT key, value FROM meta WHERE key LIKE 'refused_model.%'") {
-            guard let key = row[0].text, let text = row[1].text, let refusal = ModelRefusal(json: try? JSON.parse(text)) else { continue }
+            guard let key = row[0].text, let text = row[1].text, let refusal = ModelRefusal(json: try? JSON.parse(text))
+            else { continue }
             let scoped = key.hasPrefix("refused_model.e")
             if scoped && !key.hasPrefix("refused_model.e\(endpointID).") { continue }
             out[refusal.model] = refusal
@@ -337,15 +203,21 @@ final class CheckpointStore: @unchecked Sendable {
     }
 
     /// The in-flight level an endpoint's key was found to allow (a 429 said so), as a run recorded it.
-    func ceiling(endpointID: Int) throws(ChatBatchError) -> Int? { try meta("ceiling.e\(endpointID)").flatMap { Int($0) } }
+    func ceiling(endpointID: Int) throws(ChatBatchError) -> Int? {
+        try meta("ceiling.e\(endpointID)").flatMap { Int($0) }
+    }
 
-    func recordCeiling(_ ceiling: Int, endpointID: Int) throws(ChatBatchError) { try setMeta("ceiling.e\(endpointID)", String(ceiling)) }
+    func recordCeiling(_ ceiling: Int, endpointID: Int) throws(ChatBatchError) {
+        try setMeta("ceiling.e\(endpointID)", String(ceiling))
+    }
 
     /// What each endpoint has spent over every run on this checkpoint.
     func spentByEndpoint() throws(ChatBatchError) -> [Int: Double] {
         guard version >= 3 else { return [:] }
         var out: [Int: Double] = [:]
-        for row in try db.query("SELECT endpoint_id, coalesce(sum(cost), 0) FROM requests WHERE endpoint_id IS NOT NULL GROUP BY 1") {
+        for row in try db.query(
+            "SELECT endpoint_id, coalesce(sum(cost), 0) FROM requests WHERE endpoint_id IS NOT NULL GROUP BY 1")
+        {
             out[row[0].int ?? 0] = row[1].double ?? 0
         }
         return out
@@ -362,7 +234,10 @@ final class CheckpointStore: @unchecked Sendable {
 
     /// Total spend and tokens over every run on this checkpoint.
     func totals() throws(ChatBatchError) -> (prompt: Int, completion: Int, cost: Double) {
-        let row = try db.query("SELECT coalesce(sum(prompt_tokens),0), coalesce(sum(completion_tokens),0), coalesce(sum(cost),0) FROM requests").first ?? []
+        let row =
+            try db.query(
+                "SELECT coalesce(sum(prompt_tokens),0), coalesce(sum(completion_tokens),0), coalesce(sum(cost),0) FROM requests"
+            ).first ?? []
         return (row.first?.int ?? 0, row.count > 1 ? row[1].int ?? 0 : 0, row.count > 2 ? row[2].double ?? 0 : 0)
     }
 }

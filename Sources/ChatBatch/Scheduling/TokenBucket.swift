@@ -1,14 +1,3 @@
-import Dispatch
-
-/// Uptime arithmetic that no value can crash: waits come from servers (Retry-After) and may be anything.
-enum Clock {
-    /// Nanoseconds in `seconds`, clamped to [0, about 292 years]; NaN is 0.
-    static func nanoseconds(_ seconds: Double) -> UInt64 {
-        guard seconds > 0 else { return 0 }
-        return seconds >= 9.2e9 ? UInt64(9.2e18) : UInt64(seconds * 1e9)
-    }
-}
-
 /// A token bucket: `rate` units per second, holding at most `capacity`.
 struct TokenBucket {
     var rate: Double
@@ -44,17 +33,4 @@ struct TokenBucket {
     mutating func take(_ amount: Double) { level -= amount }
     /// Gives back (or takes more of) what an estimate got wrong; the level may go below zero.
     mutating func adjust(_ amount: Double) { level = min(capacity, level + amount) }
-}
-
-/// What a run may still spend: the cap, what is spent, and the worst case of what is in flight.
-struct Budget {
-    let cap: Double?
-    var spent: Double
-    var inflightWorst = 0.0
-
-    /// True when sending one more request whose worst case is `worst` keeps the total within the cap.
-    func allows(_ worst: Double) -> Bool {
-        guard let cap else { return true }
-        return spent + inflightWorst + worst <= cap + 1e-12
-    }
 }
