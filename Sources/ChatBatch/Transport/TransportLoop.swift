@@ -1,41 +1,25 @@
 import CCurl
 import Foundation
 
-/// One transfer's state, owned by the transport thread.
-final class Transfer {
-    let easy: UnsafeMutableRawPointer
-    let body: [UInt8]
-    var sent = 0
-    var response: [UInt8] = []
-    /// The most bytes `response` may hold; past it the write callback stops the transfer.
-    var limit = EndpointSettings.defaultMaxResponseBytes
-    var tooLarge = false
-    var headers: [String: String] = [:]
-    var headerList: UnsafeMutablePointer<curl_slist>?
-    /// libcurl's detailed message for a failure (CURLOPT_ERRORBUFFER), e.g. why a certificate was refused.
-    let errorBuffer = UnsafeMutablePointer<CChar>.allocate(capacity: Int(CURL_ERROR_SIZE) + 1)
-    let completion: CurlTransport.Completion
-
-    deinit { errorBuffer.deallocate() }
-
-    init(easy: UnsafeMutableRawPointer, body: [UInt8], completion: @escaping CurlTransport.Completion) {
-        self.easy = easy
-        self.body = body
-        self.completion = completion
-    }
+/// How the transport thread waits for libcurl's sockets and the wake-up pipe, one backend per file:
+/// `EpollEventLoop` (Linux) and `PollEventLoop` (everywhere). `TransportEventLoop.selected` chooses.
+protocol TransportEventLoopBackend: AnyObject {
+    /// Waits up to a second for a socket or the wake-up pipe, and lets libcurl act on what is ready; `finish` hands
+    /// the transfers libcurl reports done to their completions (the loop also calls it after each wait).
+    func wait(finishing finish: () -> Void)
+    /// Frees what the backend holds, once the loop has ended.
+    func close()
 }
 
-/// The loop the transport thread runs: libcurl's sockets and the wake-up pipe, waited on by epoll or curl_multi_poll.
+/// The loop the transport thread runs: it starts and cancels transfers from the inbox, waits through its backend,
+/// and hands finished transfers to their completions.
 final class TransportLoop {
     let multi: UnsafeMutableRawPointer
     let shared: CurlTransport.Shared
-    let eventLoop: TransportEventLoop
-    /// The epoll descriptor (-1 with the poll loop).
-    var epoll: Int32 = -1
+    /// How it waits: epoll on Linux, curl_multi_poll elsewhere or when asked.
+    private(set) var backend: (any TransportEventLoopBackend)!
     var active: [UnsafeMutableRawPointer: Transfer] = [:]
     var spare: [UnsafeMutableRawPointer] = []
-    /// When libcurl next wants `CURL_SOCKET_TIMEOUT`, in uptime nanoseconds; nil when it wants none.
-    var timerDeadline: UInt64? = nil
     /// What the server speaks, learnt from answers: over HTTP/2 (and nothing else) connections per host are capped,
     /// so that after a GOAWAY the waiting transfers share a few new connections instead of opening one each.
     var sawHTTP1 = false
@@ -43,32 +27,24 @@ final class TransportLoop {
 
     init(shared: CurlTransport.Shared, maxConnections: Int, eventLoop: TransportEventLoop) {
         self.shared = shared
-        self.eventLoop = eventLoop
         multi = curl_multi_init()!
         cb_curl_multi_setopt_long(multi, CURLMOPT_MAXCONNECTS, max(8, maxConnections))
         cb_curl_multi_setopt_long(multi, CURLMOPT_PIPELINING, Int(CURLPIPE_MULTIPLEX))
         // HTTP/2: as many streams on one connection as the server allows (libcurl's own cap is 100).
         cb_curl_multi_setopt_long(multi, CURLMOPT_MAX_CONCURRENT_STREAMS, 1000)
         #if os(Linux)
-            if eventLoop == .epoll {
-                epoll = cb_epoll_create()
-                cb_epoll_add(epoll, shared.wakeRead, cb_EPOLLIN)
-                let context = Unmanaged.passUnretained(self).toOpaque()
-                cb_curl_multi_setopt_socketfunction(multi, socketCallback)
-                cb_curl_multi_setopt_pointer(multi, CURLMOPT_SOCKETDATA, context)
-                cb_curl_multi_setopt_timerfunction(multi, timerCallback)
-                cb_curl_multi_setopt_pointer(multi, CURLMOPT_TIMERDATA, context)
-            }
+            backend =
+                eventLoop == .epoll
+                ? EpollEventLoop(multi: multi, wakeRead: shared.wakeRead)
+                : PollEventLoop(multi: multi, wakeRead: shared.wakeRead)
+        #else
+            backend = PollEventLoop(multi: multi, wakeRead: shared.wakeRead)
         #endif
     }
 
     static func now() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
 
     func run() {
-        #if os(Linux)
-            var fds = [Int32](repeating: 0, count: 256)
-            var events = [UInt32](repeating: 0, count: 256)
-        #endif
         while true {
             let (items, cancel, stop) = shared.inbox.withLock { box in
                 let taken = (box.items, box.cancelAll, box.stop)
@@ -89,16 +65,12 @@ final class TransportLoop {
                 active.removeAll()
             }
             if stop && active.isEmpty { break }
-            #if os(Linux)
-                if eventLoop == .epoll { waitEpoll(&fds, &events) } else { waitPoll() }
-            #else
-                waitPoll()
-            #endif
+            backend.wait(finishing: finishCompleted)
             finishCompleted()
         }
         for easy in spare { curl_easy_cleanup(easy) }
         curl_multi_cleanup(multi)
-        if epoll >= 0 { close(epoll) }
+        backend.close()
     }
 
     /// Hands every transfer libcurl reports done to its completion.
@@ -110,73 +82,11 @@ final class TransportLoop {
         }
     }
 
-    /// The portable wait: `curl_multi_poll` over libcurl's sockets and the wake-up pipe, then `curl_multi_perform`.
-    func waitPoll() {
-        var running: Int32 = 0
-        curl_multi_perform(multi, &running)
-        finishCompleted()  // before waiting: a transfer that just ended must not wait for the next wake-up
-        var wake = curl_waitfd(fd: shared.wakeRead, events: Int16(CURL_WAIT_POLLIN), revents: 0)
-        curl_multi_poll(multi, &wake, 1, 1000, nil)
-        if wake.revents != 0 { drainWakePipe() }
-        curl_multi_perform(multi, &running)
-    }
-
-    func drainWakePipe() {
+    /// Empties the wake-up pipe (its bytes only say "look at the inbox").
+    static func drain(_ wakeRead: Int32) {
         var sink = [UInt8](repeating: 0, count: 256)
-        while read(shared.wakeRead, &sink, sink.count) > 0 {}
+        while read(wakeRead, &sink, sink.count) > 0 {}
     }
-
-    #if os(Linux)
-        /// The Linux wait: epoll over the sockets libcurl asked for, then `curl_multi_socket_action` on the ready ones.
-        func waitEpoll(_ fds: inout [Int32], _ events: inout [UInt32]) {
-            var running: Int32 = 0
-            var wait: Int32 = 1000
-            if let deadline = timerDeadline {
-                let now = Self.now()
-                wait = deadline <= now ? 0 : Int32(min(1000, (deadline - now + 999_999) / 1_000_000))
-            }
-            let n = cb_epoll_wait(epoll, &fds, &events, Int32(fds.count), wait)
-            for k in 0..<max(0, Int(n)) {
-                let fd = fds[k]
-                if fd == shared.wakeRead {
-                    drainWakePipe()
-                    continue
-                }
-                let e = events[k]
-                var flags: Int32 = 0
-                if e & cb_EPOLLIN != 0 { flags |= CURL_CSELECT_IN }
-                if e & cb_EPOLLOUT != 0 { flags |= CURL_CSELECT_OUT }
-                if e & (cb_EPOLLERR | cb_EPOLLHUP) != 0 { flags |= CURL_CSELECT_ERR }
-                curl_multi_socket_action(multi, fd, flags, &running)
-            }
-            if let deadline = timerDeadline, deadline <= Self.now() {
-                timerDeadline = nil
-                curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running)
-            }
-        }
-
-    #endif
-
-    #if os(Linux)
-        /// libcurl tells which events it wants on a socket.
-        func watch(_ fd: Int32, what: Int32) {
-            if what == CURL_POLL_REMOVE {
-                cb_epoll_del(epoll, fd)
-                return
-            }
-            var events: UInt32 = 0
-            if what & CURL_POLL_IN != 0 { events |= cb_EPOLLIN }
-            if what & CURL_POLL_OUT != 0 { events |= cb_EPOLLOUT }
-            if cb_epoll_mod(epoll, fd, events) != 0 && errno == ENOENT {
-                cb_epoll_add(epoll, fd, events)
-            }
-        }
-
-        /// libcurl asks to be called back in `ms` milliseconds (-1: never).
-        func setTimer(_ ms: Int) {
-            timerDeadline = ms < 0 ? nil : Self.now() + UInt64(ms) * 1_000_000
-        }
-    #endif
 
     static func cancelled() -> HTTPResponse {
         HTTPResponse(
@@ -298,76 +208,4 @@ final class TransportLoop {
                 status: status, headers: transfer.headers, body: transfer.response, failure: failure,
                 firstByteSeconds: Double(firstByte) / 1e6, totalSeconds: Double(total) / 1e6))
     }
-}
-
-#if os(Linux)
-    private let socketCallback: curl_socket_callback = { _, fd, what, userp, _ in
-        Unmanaged<TransportLoop>.fromOpaque(userp!).takeUnretainedValue().watch(fd, what: what)
-        return 0
-    }
-
-    private let timerCallback: curl_multi_timer_callback = { _, ms, userp in
-        Unmanaged<TransportLoop>.fromOpaque(userp!).takeUnretainedValue().setTimer(ms)
-        return 0
-    }
-#endif
-
-private func transfer(_ userdata: UnsafeMutableRawPointer?) -> Transfer {
-    Unmanaged<Transfer>.fromOpaque(userdata!).takeUnretainedValue()
-}
-
-private let readBody: cb_curl_data_callback = { buffer, size, count, userdata in
-    let t = transfer(userdata)
-    let n = min(size * count, t.body.count - t.sent)
-    if n > 0 {
-        t.body.withUnsafeBytes { raw in
-            UnsafeMutableRawPointer(buffer!).copyMemory(from: raw.baseAddress! + t.sent, byteCount: n)
-        }
-        t.sent += n
-    }
-    return n
-}
-
-private let writeBody: cb_curl_data_callback = { buffer, size, count, userdata in
-    let n = size * count
-    let t = transfer(userdata)
-    // Decoded bytes (gzip inflated) count too: a small body that inflates to gigabytes stops here.
-    guard t.response.count + n <= t.limit else {
-        t.tooLarge = true
-        return 0  // libcurl ends the transfer (CURLE_WRITE_ERROR)
-    }
-    t.response.append(contentsOf: UnsafeRawBufferPointer(start: buffer, count: n))
-    return n
-}
-
-/// The response headers anything reads; the others are skipped without building strings (this callback runs
-/// for every header line of every answer).
-private let keptHeaders: [[UInt8]] =
-    ([
-        "retry-after", "retry-after-ms", "x-should-retry", "x-tera-request-id", "x-request-id", "x-litellm-call-id",
-        "content-type"
-    ] + RateLimitHint.headerNames).map { Array($0.utf8) }
-
-private let writeHeader: cb_curl_data_callback = { buffer, size, count, userdata in
-    let n = size * count
-    let t = transfer(userdata)
-    let line = UnsafeRawBufferPointer(start: buffer, count: n)
-    // "HTTP/"
-    if n >= 5 && line[0] == 0x48 && line[1] == 0x54 && line[2] == 0x54 && line[3] == 0x50 && line[4] == 0x2F {
-        t.headers = [:]  // a new response (after 100 Continue or a redirect)
-        return n
-    }
-    guard let colon = line.firstIndex(of: 0x3A) else { return n }
-    wanted: for name in keptHeaders where name.count == colon {
-        for i in 0..<colon where line[i] | 0x20 != name[i] { continue wanted }  // ASCII case-insensitive
-        var start = colon + 1, end = n
-        while start < end, line[start] == 0x20 || line[start] == 0x09 { start += 1 }
-        while end > start,
-            line[end - 1] == 0x0A || line[end - 1] == 0x0D || line[end - 1] == 0x20 || line[end - 1] == 0x09
-        { end -= 1 }
-        t.headers[String(decoding: name, as: UTF8.self)] = String(
-            decoding: UnsafeRawBufferPointer(rebasing: line[start..<end]), as: UTF8.self)
-        break
-    }
-    return n
 }
