@@ -65,8 +65,7 @@ final class CheckpointWriter {
     private var openAttempts: [String: Int] = [:]
 
     struct Statements {
-        let claim, finish, requeue, attempt, openAttempt, closeAttempt, dropAttempt, forget, sample,
-            answered: SQLiteStatement
+        let claim, finish, requeue, openAttempt, settleAttempt, dropAttempt, forget, sample, answered: SQLiteStatement
         let nextSeq: SQLiteStatement
     }
 
@@ -85,46 +84,54 @@ final class CheckpointWriter {
             claim: try db.prepare(
                 """
                 INSERT INTO requests(custom_id, line, state, attempts, body_hash, model, updated_at)
-                VALUES(?1, ?2, 'inflight', 1, ?3, ?4, ?5)
-                ON CONFLICT(custom_id) DO UPDATE SET state='inflight', attempts=attempts+1, line=?2,
-                    body_hash=CASE WHEN out_seq IS NULL THEN ?3 ELSE body_hash END, model=?4,
-                    updated_at=?5, ambiguous=ambiguous+crash_resend, crash_resend=0
+                VALUES(:custom_id, :line, 'inflight', 1, :body_hash, :model, :now)
+                ON CONFLICT(custom_id) DO UPDATE SET state='inflight', attempts=attempts+1, line=:line,
+                    body_hash=CASE WHEN out_seq IS NULL THEN :body_hash ELSE body_hash END, model=:model,
+                    updated_at=:now, ambiguous=ambiguous+crash_resend, crash_resend=0
                 """),
             finish: try db.prepare(
                 """
-                INSERT INTO requests(custom_id, line, state, attempts, body_hash, model, status_code, request_id, prompt_tokens,
-                    completion_tokens, cost, error_code, error_message, latency_ms, output, out_kind, out_seq, updated_at, ttft_ms,
-                    cached, saved_tokens, saved_cost, usage_estimated, repaired, endpoint_id, provider)
-                VALUES(?1, ?2, ?3, 0, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)
-                ON CONFLICT(custom_id) DO UPDATE SET line=?2, state=?3, body_hash=?4, model=?5, status_code=?6, request_id=?7,
-                    prompt_tokens=prompt_tokens+?8, completion_tokens=completion_tokens+?9, cost=cost+?10, error_code=?11,
-                    error_message=?12, latency_ms=?13, output=?14, out_kind=?15, out_seq=?16, updated_at=?17,
-                    ambiguous=ambiguous+?18, ttft_ms=?19, cached=?20, saved_tokens=saved_tokens+?21, saved_cost=saved_cost+?22,
-                    usage_estimated=max(usage_estimated, ?23), repaired=?24, endpoint_id=?25, provider=?26
+                INSERT INTO requests(custom_id, line, state, attempts, body_hash, model, status_code, request_id,
+                    prompt_tokens, completion_tokens, cost, error_code, error_message, latency_ms, output, out_kind,
+                    out_seq, updated_at, ttft_ms, cached, saved_tokens, saved_cost, usage_estimated, repaired,
+                    endpoint_id, provider)
+                VALUES(:custom_id, :line, :state, 0, :body_hash, :model, :status_code, :request_id,
+                    :prompt_tokens, :completion_tokens, :cost, :error_code, :error_message, :latency_ms, :output,
+                    :out_kind, :out_seq, :now, :ttft_ms, :cached, :saved_tokens, :saved_cost, :usage_estimated,
+                    :repaired, :endpoint_id, :provider)
+                ON CONFLICT(custom_id) DO UPDATE SET line=:line, state=:state, body_hash=:body_hash, model=:model,
+                    status_code=:status_code, request_id=:request_id, prompt_tokens=prompt_tokens+:prompt_tokens,
+                    completion_tokens=completion_tokens+:completion_tokens, cost=cost+:cost, error_code=:error_code,
+                    error_message=:error_message, latency_ms=:latency_ms, output=:output, out_kind=:out_kind,
+                    out_seq=:out_seq, updated_at=:now, ambiguous=ambiguous+:ambiguous, ttft_ms=:ttft_ms,
+                    cached=:cached, saved_tokens=saved_tokens+:saved_tokens, saved_cost=saved_cost+:saved_cost,
+                    usage_estimated=max(usage_estimated, :usage_estimated), repaired=:repaired,
+                    endpoint_id=:endpoint_id, provider=:provider
                 """),
             requeue: try db.prepare(
                 """
                 INSERT INTO requests(custom_id, line, state, attempts, body_hash, model, error_message, updated_at)
-                VALUES(?1, ?2, 'pending', 0, ?3, ?4, ?5, ?6)
+                VALUES(:custom_id, :line, 'pending', 0, :body_hash, :model, :note, :now)
                 ON CONFLICT(custom_id) DO UPDATE SET state=\(CheckpointStore.answeredStateOrPending),
-                    error_message=coalesce(?5, error_message), updated_at=?6, ambiguous=ambiguous+?7
-                """),
-            attempt: try db.prepare(
-                """
-                INSERT INTO attempts(custom_id, run_id, attempt, started_at, status, latency_ms, request_id, error, ambiguous, endpoint_id,
-                    inflight, window)
-                VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    error_message=coalesce(:note, error_message), updated_at=:now, ambiguous=ambiguous+:ambiguous
                 """),
             openAttempt: try db.prepare(
                 """
-                INSERT INTO attempts(custom_id, run_id, attempt, started_at, error, endpoint_id) VALUES(?, ?, ?, ?, ?, ?)
+                INSERT INTO attempts(custom_id, run_id, attempt, started_at, error, endpoint_id)
+                VALUES(:custom_id, :run_id, :attempt, :now, :error, :endpoint_id)
                 RETURNING id
                 """),
-            closeAttempt: try db.prepare(
+            // One statement writes what came back: into the row opened at the claim (`:id`), or a new row when
+            // none was opened (`:id` null: an answer settled without a claim).
+            settleAttempt: try db.prepare(
                 """
-                UPDATE attempts SET started_at=?2, status=?3, latency_ms=?4, request_id=?5, error=?6, ambiguous=?7,
-                    endpoint_id=?8, inflight=?9, window=?10
-                WHERE id=?1
+                INSERT INTO attempts(id, custom_id, run_id, attempt, started_at, status, latency_ms, request_id, error,
+                    ambiguous, endpoint_id, inflight, window)
+                VALUES(:id, :custom_id, :run_id, :attempt, :started_at, :status, :latency_ms, :request_id, :error,
+                    :ambiguous, :endpoint_id, :inflight, :window)
+                ON CONFLICT(id) DO UPDATE SET started_at=:started_at, status=:status, latency_ms=:latency_ms,
+                    request_id=:request_id, error=:error, ambiguous=:ambiguous, endpoint_id=:endpoint_id,
+                    inflight=:inflight, window=:window
                 """),
             dropAttempt: try db.prepare("DELETE FROM attempts WHERE id=?"),
             forget: try db.prepare("DELETE FROM requests WHERE custom_id=?"),
@@ -182,36 +189,39 @@ final class CheckpointWriter {
     ) throws(ChatBatchError) {
         switch op {
         case .claim(let id, let line, let hash, let model, let attempt, let route):
-            try s.claim.run([.text(id), .int(line), .text(hash), .optional(model), .double(now)])
-            let row = try s.openAttempt.scalar([
-                .text(id), .int(runID), .int(attempt), .double(now), .text(Self.noAnswerRecorded),
-                .int(endpointID(route))
+            try s.claim.run([
+                "custom_id": .text(id), "line": .int(line), "body_hash": .text(hash), "model": .optional(model),
+                "now": .double(now)
             ])
-            if let row = row?.int { openAttempts[id] = row }
+            let row = try s.openAttempt.row([
+                "custom_id": .text(id), "run_id": .int(runID), "attempt": .int(attempt), "now": .double(now),
+                "error": .text(Self.noAnswerRecorded), "endpoint_id": .int(endpointID(route))
+            ])
+            if let row = row?["id"].int { openAttempts[id] = row }
         case .unsent(let id):
             try settleAttempt(of: id, nil, s)
         case .finish(let r, let attempt):
             if !unreplaced.isEmpty { unreplaced.remove(StableHash.of(r.customID)) }
             seq += 1
             try s.finish.run([
-                .text(r.customID), .int(r.line), .text(r.state.rawValue), .text(r.bodyHash), .optional(r.model),
-                .optional(r.statusCode),
-                .optional(r.requestID), .int(r.promptTokens), .int(r.completionTokens), .double(r.cost),
-                .optional(r.errorCode),
-                .optional(r.errorMessage), .optional(r.latencyMs), .text(r.output), .int(r.kind.rawValue), .int(seq),
-                .double(now),
-                .int(attempt?.ambiguous == true ? 1 : 0), .optional(r.ttftMs), .int(r.cached ? 1 : 0),
-                .int(r.savedTokens),
-                .double(r.savedCost), .int(r.usageEstimated ? 1 : 0), .int(r.repaired ? 1 : 0),
-                .optional(r.route.map(endpointID)),
-                .optional(r.provider)
+                "custom_id": .text(r.customID), "line": .int(r.line), "state": .text(r.state.rawValue),
+                "body_hash": .text(r.bodyHash), "model": .optional(r.model), "status_code": .optional(r.statusCode),
+                "request_id": .optional(r.requestID), "prompt_tokens": .int(r.promptTokens),
+                "completion_tokens": .int(r.completionTokens), "cost": .double(r.cost),
+                "error_code": .optional(r.errorCode), "error_message": .optional(r.errorMessage),
+                "latency_ms": .optional(r.latencyMs), "output": .text(r.output), "out_kind": .int(r.kind.rawValue),
+                "out_seq": .int(seq), "now": .double(now), "ambiguous": .int(attempt?.ambiguous == true ? 1 : 0),
+                "ttft_ms": .optional(r.ttftMs), "cached": .int(r.cached ? 1 : 0), "saved_tokens": .int(r.savedTokens),
+                "saved_cost": .double(r.savedCost), "usage_estimated": .int(r.usageEstimated ? 1 : 0),
+                "repaired": .int(r.repaired ? 1 : 0), "endpoint_id": .optional(r.route.map(endpointID)),
+                "provider": .optional(r.provider)
             ])
             try settleAttempt(of: r.customID, attempt, s)
             written.append((seq, r))
         case .requeue(let id, let line, let hash, let model, let attempt, let note):
             try s.requeue.run([
-                .text(id), .int(line), .text(hash), .optional(model), .optional(note), .double(now),
-                .int(attempt?.ambiguous == true ? 1 : 0)
+                "custom_id": .text(id), "line": .int(line), "body_hash": .text(hash), "model": .optional(model),
+                "note": .optional(note), "now": .double(now), "ambiguous": .int(attempt?.ambiguous == true ? 1 : 0)
             ])
             try settleAttempt(of: id, attempt, s)
         case .refuseModel(let refusal, let route):
@@ -252,21 +262,11 @@ final class CheckpointWriter {
             if let open { try s.dropAttempt.run([.int(open)]) }
             return
         }
-        guard let open else { return try insert(a, s) }
-        try s.closeAttempt.run([
-            .int(open), .double(a.startedAt), .optional(a.status), .double(a.latencyMs), .optional(a.requestID),
-            .optional(a.error),
-            .int(a.ambiguous ? 1 : 0), .int(endpointID(a.route)), .optional(a.inflight), .optional(a.window)
-        ])
-    }
-
-    private func insert(_ a: AttemptRecord, _ s: Statements) throws(ChatBatchError) {
-        try s.attempt.run([
-            .text(a.customID), .int(runID), .int(a.attempt), .double(a.startedAt), .optional(a.status),
-            .double(a.latencyMs),
-            .optional(a.requestID), .optional(a.error), .int(a.ambiguous ? 1 : 0), .int(endpointID(a.route)),
-            .optional(a.inflight),
-            .optional(a.window)
+        try s.settleAttempt.run([
+            "id": .optional(open), "custom_id": .text(a.customID), "run_id": .int(runID), "attempt": .int(a.attempt),
+            "started_at": .double(a.startedAt), "status": .optional(a.status), "latency_ms": .double(a.latencyMs),
+            "request_id": .optional(a.requestID), "error": .optional(a.error), "ambiguous": .int(a.ambiguous ? 1 : 0),
+            "endpoint_id": .int(endpointID(a.route)), "inflight": .optional(a.inflight), "window": .optional(a.window)
         ])
     }
 

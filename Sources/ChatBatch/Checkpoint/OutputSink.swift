@@ -72,18 +72,27 @@ extension CheckpointStore {
         -> [StoredLine]
     {
         let orderBy = inputOrder ? "line, out_seq" : "out_seq"
+        // Columns an older schema lacks read as their default.
         let v3 = version >= 3
-        return try db.query(
-            "SELECT output, attempts, latency_ms, cost, out_seq, ttft_ms, \(version >= 2 ? "cached" : "0"), \(v3 ? "usage_estimated" : "0"), \(v3 ? "repaired" : "0"), \(version >= 4 ? "provider" : "NULL") FROM requests WHERE out_kind=? AND out_seq>? ORDER BY \(orderBy)",
-            [.int(kind.rawValue), .int(seq)]
+        let cached = version >= 2 ? "cached" : "0 AS cached"
+        let estimated = v3 ? "usage_estimated" : "0 AS usage_estimated"
+        let repaired = v3 ? "repaired" : "0 AS repaired"
+        let provider = version >= 4 ? "provider" : "NULL AS provider"
+        return try db.rows(
+            """
+            SELECT output, attempts, latency_ms, cost, out_seq, ttft_ms, \(cached), \(estimated), \(repaired),
+                \(provider)
+            FROM requests WHERE out_kind=:kind AND out_seq>:after ORDER BY \(orderBy)
+            """,
+            ["kind": .int(kind.rawValue), "after": .int(seq)]
         ).map { row in
             StoredLine(
-                output: row[0].text ?? "{}", seq: row[4].int ?? 0,
+                output: row["output"].text ?? "{}", seq: row["out_seq"].int ?? 0,
                 facts: LineFacts(
-                    attempts: row[1].int ?? 0, latencyMs: row[2].double, cost: row[3].double ?? 0,
-                    ttftMs: row[5].double,
-                    cached: row[6].int == 1, usageEstimated: row[7].int == 1, repaired: row[8].int == 1,
-                    provider: row[9].text))
+                    attempts: row["attempts"].int ?? 0, latencyMs: row["latency_ms"].double,
+                    cost: row["cost"].double ?? 0, ttftMs: row["ttft_ms"].double, cached: row["cached"].int == 1,
+                    usageEstimated: row["usage_estimated"].int == 1, repaired: row["repaired"].int == 1,
+                    provider: row["provider"].text))
         }
     }
 }

@@ -114,6 +114,13 @@ final class SQLiteDatabase: @unchecked Sendable {
         return SQLiteStatement(db: self, stmt: stmt)
     }
 
+    /// Runs one statement with named bindings (`:name` in the SQL) and returns its rows, read by column name.
+    @discardableResult
+    func rows(_ sql: String, _ values: KeyValuePairs<String, SQLiteValue> = [:]) throws(ChatBatchError) -> [SQLiteRow] {
+        let stmt = try prepare(sql)
+        return try stmt.rows(values)
+    }
+
     /// Runs one statement with bindings and returns the rows it produced, each as column values.
     @discardableResult
     func query(_ sql: String, _ values: [SQLiteValue] = []) throws(ChatBatchError) -> [[SQLiteValue]] {
@@ -123,6 +130,18 @@ final class SQLiteDatabase: @unchecked Sendable {
         while try stmt.step() { rows.append((0..<stmt.columnCount).map { stmt.value($0) }) }
         try stmt.reset()
         return rows
+    }
+}
+
+/// One result row, read by column name as GRDB reads them: `row["custom_id"].text`. A name the query does not
+/// return is a programming error.
+struct SQLiteRow: Sendable {
+    let values: [SQLiteValue]
+    let index: [String: Int]
+
+    subscript(_ column: String) -> SQLiteValue {
+        guard let i = index[column] else { preconditionFailure("the query returns no column \(column)") }
+        return values[i]
     }
 }
 
@@ -177,22 +196,68 @@ final class SQLiteStatement {
     func bind(_ values: [SQLiteValue]) throws(ChatBatchError) {
         try reset()
         sqlite3_clear_bindings(stmt)
-        for (i, v) in values.enumerated() {
-            let idx = Int32(i + 1)
-            let rc: Int32
-            switch v {
-            case .null: rc = sqlite3_bind_null(stmt, idx)
-            case .int(let x): rc = sqlite3_bind_int64(stmt, idx, Int64(x))
-            case .double(let x): rc = sqlite3_bind_double(stmt, idx, x)
-            case .text(let s): rc = sqlite3_bind_text(stmt, idx, s, -1, Self.transient)
-            case .blob(let bytes):
-                rc = bytes.withUnsafeBytes {
-                    sqlite3_bind_blob(stmt, idx, $0.baseAddress, Int32($0.count), Self.transient)
-                }
-            }
-            if rc != SQLITE_OK { throw db.error("cannot bind value \(i + 1)", rc: rc) }
+        for (i, v) in values.enumerated() { try bind(v, at: Int32(i + 1)) }
+    }
+
+    /// Resets and binds `:name` parameters by name; a name the statement does not have is a programming error.
+    func bind(_ values: KeyValuePairs<String, SQLiteValue>) throws(ChatBatchError) {
+        try reset()
+        sqlite3_clear_bindings(stmt)
+        for (name, v) in values {
+            let idx = sqlite3_bind_parameter_index(stmt, ":" + name)
+            precondition(idx > 0, "the statement has no parameter :\(name)")
+            try bind(v, at: idx)
         }
     }
+
+    private func bind(_ v: SQLiteValue, at idx: Int32) throws(ChatBatchError) {
+        let rc: Int32
+        switch v {
+        case .null: rc = sqlite3_bind_null(stmt, idx)
+        case .int(let x): rc = sqlite3_bind_int64(stmt, idx, Int64(x))
+        case .double(let x): rc = sqlite3_bind_double(stmt, idx, x)
+        case .text(let s): rc = sqlite3_bind_text(stmt, idx, s, -1, Self.transient)
+        case .blob(let bytes):
+            rc = bytes.withUnsafeBytes {
+                sqlite3_bind_blob(stmt, idx, $0.baseAddress, Int32($0.count), Self.transient)
+            }
+        }
+        if rc != SQLITE_OK { throw db.error("cannot bind value \(idx)", rc: rc) }
+    }
+
+    /// Binds by name, runs to completion, and resets.
+    func run(_ values: KeyValuePairs<String, SQLiteValue>) throws(ChatBatchError) {
+        try bind(values)
+        while try step() {}
+        try reset()
+    }
+
+    /// Binds by name and returns every row, read by column name; resets.
+    func rows(_ values: KeyValuePairs<String, SQLiteValue> = [:]) throws(ChatBatchError) -> [SQLiteRow] {
+        try bind(values)
+        let names = columnIndex
+        var out: [SQLiteRow] = []
+        while try step() { out.append(SQLiteRow(values: (0..<columnCount).map { value($0) }, index: names)) }
+        try reset()
+        return out
+    }
+
+    /// Binds by name and returns the first row (nil when there is none); resets.
+    func row(_ values: KeyValuePairs<String, SQLiteValue>) throws(ChatBatchError) -> SQLiteRow? {
+        try bind(values)
+        let found = try step() ? SQLiteRow(values: (0..<columnCount).map { value($0) }, index: columnIndex) : nil
+        try reset()
+        return found
+    }
+
+    /// The result's column names (`AS` names where given), to their positions.
+    private(set) lazy var columnIndex: [String: Int] = {
+        var index: [String: Int] = [:]
+        for i in 0..<columnCount {
+            if let name = sqlite3_column_name(stmt, Int32(i)) { index[String(cString: name)] = i }
+        }
+        return index
+    }()
 
     /// Steps once; true when a row is ready.
     func step() throws(ChatBatchError) -> Bool {
