@@ -72,11 +72,16 @@ struct AnswerSpecTests {
         let body: JSON = ["id": "chatcmpl-1"]
         #expect(
             AnswerReading.requestID(
-                headers: ["x-tera-request-id": "t", "x-request-id": "r"], body: body, profileHeader: "x-tera-request-id"
-            ) == "t")
-        #expect(AnswerReading.requestID(headers: ["x-request-id": "r"], body: body, profileHeader: nil) == "r")
-        #expect(AnswerReading.requestID(headers: ["x-litellm-call-id": "l"], body: body, profileHeader: nil) == "l")
-        #expect(AnswerReading.requestID(headers: [:], body: body, profileHeader: nil) == "chatcmpl-1")
+                headers: ["x-tera-request-id": "t", "x-request-id": "r"], body: body,
+                profileHeaders: ["x-tera-request-id"]) == "t")
+        // The run's own profile's header comes first, whatever the others' order.
+        #expect(
+            AnswerReading.requestID(
+                headers: ["x-tera-request-id": "t", "x-request-id": "r"], body: body, profileHeaders: ["x-request-id"])
+                == "r")
+        #expect(AnswerReading.requestID(headers: ["x-request-id": "r"], body: body, profileHeaders: []) == "r")
+        #expect(AnswerReading.requestID(headers: ["x-litellm-call-id": "l"], body: body, profileHeaders: []) == "l")
+        #expect(AnswerReading.requestID(headers: [:], body: body, profileHeaders: []) == "chatcmpl-1")
     }
 
     @Test func onlyAColdBackendsServiceUnavailableEarnsTheWarmUpsPatience() throws {

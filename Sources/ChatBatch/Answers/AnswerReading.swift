@@ -108,11 +108,11 @@ struct AnswerReading {
         return TokenEstimate.tokens(text)
     }
 
-    /// The provider's id for the answer: the profile's header, the Tera gateway's, `x-request-id`, LiteLLM's
-    /// `x-litellm-call-id`, then the body's `id`.
-    static func requestID(headers: [String: String], body: JSON?, profileHeader: String?) -> String? {
-        for name in [profileHeader, "x-tera-request-id", "x-request-id", "x-litellm-call-id"] {
-            if let name, let value = headers[name], !value.isEmpty { return value }
+    /// The provider's id for the answer: the run's profile's headers, then every profile's
+    /// (`ProviderKind.requestIDHeaders`), then the body's `id`.
+    static func requestID(headers: [String: String], body: JSON?, profileHeaders: [String]) -> String? {
+        for name in profileHeaders + ProviderKind.requestIDHeaders {
+            if let value = headers[name], !value.isEmpty { return value }
         }
         return body?["id"]?.stringValue
     }

@@ -10,30 +10,14 @@ extension RunMachine {
         let route = config.routes[lane]
         scheduler.returned(job)
         let r = job.request
-        if response.failure?.kind != .withheld && response.failure?.kind != .cancelled {
-            if response.status > 0 {
-                scheduler.lanes[lane].statusCounts[response.status, default: 0] += 1
-            } else {
-                scheduler.lanes[lane].noAnswer += 1
-            }
-            scheduler.lanes[lane].latency.add(seconds: response.totalSeconds)
-            if (200..<300).contains(response.status) {
-                scheduler.lanes[lane].answered(inSeconds: response.totalSeconds)
-            }
+        let heard = scheduler.lanes[lane].exchanged(response)
+        if response.status > 0 { summary.statusCounts[response.status, default: 0] += 1 }
+        if let ended = heard.endedOutage {
+            let url = AnswerPolicy.hostAndPort(route.endpoint.url)
+            let down = Self.duration(Double(now.uptime &- ended.since) / 1e9)
+            actions.append(.log("chatbatch: \(url) answers again after \(down) unreachable; sending resumes"))
         }
-        if response.status > 0 {
-            summary.statusCounts[response.status, default: 0] += 1
-            if let ended = scheduler.lanes[lane].health.answered() {
-                actions.append(
-                    .log(
-                        "chatbatch: \(AnswerPolicy.hostAndPort(route.endpoint.url)) answers again after \(Self.duration(Double(now.uptime &- ended.since) / 1e9)) unreachable; sending resumes"
-                    ))
-            }
-            if scheduler.lanes[lane].health.newlyProven {
-                actions.append(.record(.endpointAnswered(route: lane)))
-                scheduler.lanes[lane].health.recordedProven()
-            }
-        }
+        if heard.firstAnswer { actions.append(.record(.endpointAnswered(route: lane))) }
         let warmingUp = job.probe && !scheduler.lanes[lane].warmedUp && Double(now.uptime &- started) / 1e9 < 120
         let context = AnswerPolicy.Context(
             config: config, route: route, retry: retry, warmingUp: warmingUp, warmupRetries: summary.warmupRetries,
@@ -56,9 +40,6 @@ extension RunMachine {
             scheduler.succeeded(
                 job, promptTokens: usage.promptTokens, completionTokens: usage.completionTokens, cost: usage.cost,
                 now: now.uptime)
-            scheduler.lanes[lane].promptTokens += usage.promptTokens
-            scheduler.lanes[lane].completionTokens += usage.completionTokens
-            scheduler.lanes[lane].cost += usage.cost
             summary.promptTokens += usage.promptTokens
             summary.completionTokens += usage.completionTokens
             summary.cost += usage.cost
@@ -98,7 +79,7 @@ extension RunMachine {
         case .done(var record, let answer):
             record.route = job.route
             record.provider = config.routes.count > 1 ? route.name : nil
-            scheduler.lanes[lane].done += 1
+            scheduler.lanes[lane].settled(done: true)
             summary.done += 1
             if record.repaired { summary.repaired += 1 }
             actions.append(.record(.finish(record, attempt: effect.attempt)))
@@ -148,7 +129,7 @@ extension RunMachine {
                     }
                 }
                 finishFailed(record, effect.attempt)
-                scheduler.lanes[lane].failed += 1
+                scheduler.lanes[lane].settled(done: false)
             }
         case .refuseModel(let refusal, var record):
             record.route = job.route
@@ -328,7 +309,8 @@ extension RunMachine {
             var plain = request
             plain.stream = false
             let response = HTTPResponse(
-                status: 200, headers: answer.requestID.map { ["x-tera-request-id": $0] } ?? [:], body: answer.body,
+                status: 200, headers: answer.requestID.map { [ProviderKind.requestIDHeaders[0]: $0] } ?? [:],
+                body: answer.body,
                 failure: nil,
                 firstByteSeconds: 0, totalSeconds: 0)
             let context = AnswerPolicy.Context(

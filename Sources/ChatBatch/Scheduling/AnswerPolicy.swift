@@ -88,7 +88,7 @@ enum AnswerPolicy {
     ) -> AnswerEffect {
         let r = job.request
         var requestID = AnswerReading.requestID(
-            headers: response.headers, body: nil, profileHeader: c.route.endpoint.profile.requestIDHeader)
+            headers: response.headers, body: nil, profileHeaders: c.route.endpoint.profile.requestIDHeaders)
         var attempt = AttemptRecord(
             customID: r.customID, attempt: job.attempt, startedAt: startedAt,
             status: response.status > 0 ? response.status : nil,
@@ -113,7 +113,7 @@ enum AnswerPolicy {
                 status: response.status, headers: response.headers, bytes: response.body, askedToStream: r.stream)
             reading = read
             requestID = AnswerReading.requestID(
-                headers: response.headers, body: read.body, profileHeader: c.route.endpoint.profile.requestIDHeader)
+                headers: response.headers, body: read.body, profileHeaders: c.route.endpoint.profile.requestIDHeaders)
             attempt.requestID = requestID
             if let problem = read.problem {
                 // Not an answer, though the server may have billed it: asked again, counted as possibly billed twice.

@@ -53,6 +53,29 @@ struct Lane: Sendable {
         if let quota = hint?.tokens { tokenPacer.heard(quota, now: now) }
     }
 
+    /// One send came back from the wire (an answer or a transport failure; a withheld or cancelled send says
+    /// nothing): counted for the metrics file, and a 2xx's time kept for routing. Returns the outage an answer ends,
+    /// and whether it is the first answer this endpoint ever gave (the checkpoint records that once).
+    mutating func exchanged(_ response: HTTPResponse) -> (endedOutage: EndpointHealth.Outage?, firstAnswer: Bool) {
+        if let kind = response.failure?.kind, kind == .withheld || kind == .cancelled { return (nil, false) }
+        latency.add(seconds: response.totalSeconds)
+        guard response.status > 0 else {
+            noAnswer += 1
+            return (nil, false)
+        }
+        statusCounts[response.status, default: 0] += 1
+        if (200..<300).contains(response.status) { answered(inSeconds: response.totalSeconds) }
+        let ended = health.answered()
+        let first = health.newlyProven
+        if first { health.recordedProven() }
+        return (ended, first)
+    }
+
+    /// A line's outcome at this provider, for the summary's row.
+    mutating func settled(done: Bool) {
+        if done { self.done += 1 } else { failed += 1 }
+    }
+
     /// A 2xx answer took `seconds`.
     mutating func answered(inSeconds seconds: Double) {
         guard seconds.isFinite, seconds >= 0 else { return }

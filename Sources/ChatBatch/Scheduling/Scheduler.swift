@@ -263,6 +263,9 @@ struct Scheduler: Sendable {
         let r = job.route
         budget.spent += cost
         lanes[r].budget.spent += cost
+        lanes[r].promptTokens += promptTokens
+        lanes[r].completionTokens += completionTokens
+        lanes[r].cost += cost
         lanes[r].limiter.succeeded(now: now, inflight: job.sentLaneInflight)
         lanes[r].warmedUp = true
         if promptTokens + completionTokens > 0 {

@@ -56,10 +56,8 @@ let writeBody: cb_curl_data_callback = { buffer, size, count, userdata in
 /// The response headers anything reads; the others are skipped without building strings (this callback runs
 /// for every header line of every answer).
 private let keptHeaders: [[UInt8]] =
-    ([
-        "retry-after", "retry-after-ms", "x-should-retry", "x-tera-request-id", "x-request-id", "x-litellm-call-id",
-        "content-type"
-    ] + RateLimitHint.headerNames).map { Array($0.utf8) }
+    (["retry-after", "retry-after-ms", "x-should-retry", "content-type"] + RateLimitHint.headerNames
+    + ProviderKind.requestIDHeaders).map { Array($0.utf8) }
 
 let writeHeader: cb_curl_data_callback = { buffer, size, count, userdata in
     let n = size * count
