@@ -12,7 +12,8 @@ struct ProviderProfileTests {
         #expect(
             try tera.endpoint(baseURL: "https://gw.example/v1/", projectID: nil, model: nil)
                 == "https://gw.example/v1/chat/completions")
-        #expect(tera.keyVariable == "TERA_API_KEY" && tera.requiresKey && tera.requestIDHeader == "x-tera-request-id")
+        #expect(
+            tera.keyVariable == "TERA_API_KEY" && tera.requiresKey && tera.requestIDHeaders == ["x-tera-request-id"])
         #expect(
             tera.defaultModel == "openai/gpt-oss-120b"
                 && tera.prices == Prices(inputPerMillion: 0.09, outputPerMillion: 0.36))
@@ -47,11 +48,8 @@ struct ProviderProfileTests {
         #expect(ProviderKind.choices == "tera, tir or openai-compatible")
         #expect(CacheMode.choices == "read-write, read-only or refresh")
         #expect(throws: ChatBatchError.self) { try ProviderKind.parse("openai", for: "--provider") }
-        do {
-            _ = try OutputFormat.parse("csv", for: "format")
-        } catch {
-            #expect(error.message == "format must be batch or flat, not 'csv'" && error.code.exit == .usageOrInput)
-        }
+        let error = #expect(throws: ChatBatchError.self) { try OutputFormat.parse("csv", for: "format") }
+        #expect(error?.message == "format must be batch or flat, not 'csv'" && error?.code.exit == .usageOrInput)
         // Every kind has a profile of its own kind.
         for kind in ProviderKind.allCases { #expect(kind.profile.kind == kind) }
     }
