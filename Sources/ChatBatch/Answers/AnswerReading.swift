@@ -111,9 +111,7 @@ struct AnswerReading {
     /// The provider's id for the answer: the run's profile's headers, then every profile's
     /// (`ProviderKind.requestIDHeaders`), then the body's `id`.
     static func requestID(headers: [String: String], body: JSON?, profileHeaders: [String]) -> String? {
-        for name in profileHeaders + ProviderKind.requestIDHeaders {
-            if let value = headers[name], !value.isEmpty { return value }
-        }
-        return body?["id"]?.stringValue
+        func first(_ names: [String]) -> String? { names.lazy.compactMap { headers[$0] }.first { !$0.isEmpty } }
+        return first(profileHeaders) ?? first(ProviderKind.requestIDHeaders) ?? body?["id"]?.stringValue
     }
 }

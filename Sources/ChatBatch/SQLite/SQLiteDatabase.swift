@@ -127,7 +127,7 @@ final class SQLiteDatabase: @unchecked Sendable {
         let stmt = try prepare(sql)
         try stmt.bind(values)
         var rows: [[SQLiteValue]] = []
-        while try stmt.step() { rows.append((0..<stmt.columnCount).map { stmt.value($0) }) }
+        while try stmt.step() { rows.append(stmt.currentValues()) }
         try stmt.reset()
         return rows
     }
@@ -203,11 +203,19 @@ final class SQLiteStatement {
     func bind(_ values: KeyValuePairs<String, SQLiteValue>) throws(ChatBatchError) {
         try reset()
         sqlite3_clear_bindings(stmt)
-        for (name, v) in values {
-            let idx = sqlite3_bind_parameter_index(stmt, ":" + name)
-            precondition(idx > 0, "the statement has no parameter :\(name)")
-            try bind(v, at: idx)
-        }
+        for (name, v) in values { try bind(v, at: parameterIndex(name)) }
+    }
+
+    /// The position of `:name`, looked up in SQLite once per statement and name (the writer binds the same names
+    /// for every line, so the hot path neither builds the `:name` string nor scans the statement's parameters).
+    private var parameterIndices: [String: Int32] = [:]
+
+    private func parameterIndex(_ name: String) -> Int32 {
+        if let idx = parameterIndices[name] { return idx }
+        let idx = sqlite3_bind_parameter_index(stmt, ":" + name)
+        precondition(idx > 0, "the statement has no parameter :\(name)")
+        parameterIndices[name] = idx
+        return idx
     }
 
     private func bind(_ v: SQLiteValue, at idx: Int32) throws(ChatBatchError) {
@@ -237,7 +245,7 @@ final class SQLiteStatement {
         try bind(values)
         let names = columnIndex
         var out: [SQLiteRow] = []
-        while try step() { out.append(SQLiteRow(values: (0..<columnCount).map { value($0) }, index: names)) }
+        while try step() { out.append(SQLiteRow(values: currentValues(), index: names)) }
         try reset()
         return out
     }
@@ -245,7 +253,7 @@ final class SQLiteStatement {
     /// Binds by name and returns the first row (nil when there is none); resets.
     func row(_ values: KeyValuePairs<String, SQLiteValue>) throws(ChatBatchError) -> SQLiteRow? {
         try bind(values)
-        let found = try step() ? SQLiteRow(values: (0..<columnCount).map { value($0) }, index: columnIndex) : nil
+        let found = try step() ? SQLiteRow(values: currentValues(), index: columnIndex) : nil
         try reset()
         return found
     }
@@ -285,13 +293,16 @@ final class SQLiteStatement {
     /// Binds, steps once, and returns the first row's columns (nil when there is none); resets.
     func row(_ values: [SQLiteValue]) throws(ChatBatchError) -> [SQLiteValue]? {
         try bind(values)
-        let found = try step() ? (0..<columnCount).map { value($0) } : nil
+        let found = try step() ? currentValues() : nil
         try reset()
         return found
     }
 
     /// The first column of the first row, or nil.
     func scalar(_ values: [SQLiteValue]) throws(ChatBatchError) -> SQLiteValue? { try row(values)?.first }
+
+    /// Every column of the row the last step made ready, in order.
+    func currentValues() -> [SQLiteValue] { (0..<columnCount).map { value($0) } }
 
     func value(_ i: Int) -> SQLiteValue {
         let c = Int32(i)
