@@ -17,7 +17,7 @@ final class TransportLoop {
     let multi: UnsafeMutableRawPointer
     let shared: CurlTransport.Shared
     /// How it waits: epoll on Linux, curl_multi_poll elsewhere or when asked.
-    private(set) var backend: (any TransportEventLoopBackend)!
+    let backend: any TransportEventLoopBackend
     var active: [UnsafeMutableRawPointer: Transfer] = [:]
     var spare: [UnsafeMutableRawPointer] = []
     /// What the server speaks, learnt from answers: over HTTP/2 (and nothing else) connections per host are capped,
@@ -27,7 +27,8 @@ final class TransportLoop {
 
     init(shared: CurlTransport.Shared, maxConnections: Int, eventLoop: TransportEventLoop) {
         self.shared = shared
-        multi = curl_multi_init()!
+        let multi = curl_multi_init()!
+        self.multi = multi
         cb_curl_multi_setopt_long(multi, CURLMOPT_MAXCONNECTS, max(8, maxConnections))
         cb_curl_multi_setopt_long(multi, CURLMOPT_PIPELINING, Int(CURLPIPE_MULTIPLEX))
         // HTTP/2: as many streams on one connection as the server allows (libcurl's own cap is 100).
