@@ -10,14 +10,14 @@ import Testing
 /// today's binary. A shipped upgrade step edited in place would fail here.
 ///
 /// Made with this repository's own commits: schema 1 by e8ca615, schema 2 by 409ae89, schema 3 as it shipped by
-/// 32afe9f, and schema 3 with the provider column added in place by 91b87a4 (each built in a `git worktree` with
-/// `swift build`, then run on `Fixtures/in.jsonl` against `chatbatch fake-gateway` with `--provider
+/// 32afe9f, schema 3 with the provider column added in place by 91b87a4, and schema 4 by 2129c41 (each built in a
+/// `git worktree` with `swift build`, then run on `Fixtures/in.jsonl` against `chatbatch fake-gateway` with `--provider
 /// openai-compatible --model openai/gpt-oss-120b`). A new schema adds its own file here, made the same way.
 @Suite("Checkpoints of every released schema")
 struct SchemaFixtureTests {
     static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures")
         .path
-    static let names = ["v1", "v2", "v3early", "v3late"]
+    static let names = ["v1", "v2", "v3early", "v3late", "v4"]
 
     @Test(arguments: SchemaFixtureTests.names)
     func todaysBinaryOpensResumesAndExportsIt(_ name: String) throws {
