@@ -8,7 +8,8 @@ import Testing
 struct ArchitectureTests {
     /// `Sources/ChatBatch`'s folders, upstream first: each may use only names declared in itself or above it.
     static let layers = [
-        "Errors", "SQLite", "Providers", "Job", "Cache", "Input", "Transport", "Answers", "Scheduling", "Checkpoint",
+        "Errors", "SQLite", "Control", "Providers", "Job", "Cache", "Input", "Transport", "Answers", "Scheduling",
+        "Checkpoint",
         "Feed", "Output", "Report", "Machine", "Run"
     ]
 

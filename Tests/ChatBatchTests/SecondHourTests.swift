@@ -94,7 +94,10 @@ struct SecondHourTests {
                     "\(text)")
             }
         }
-        for results in ["try/results.jsonl", "piped/results.jsonl", "again/demo.jsonl", "local/results.jsonl"] {
+        for results in [
+            "try/results.jsonl", "piped/results.jsonl", "again/demo.jsonl", "local/results.jsonl",
+            "steered/results.jsonl"
+        ] {
             let lines =
                 (try? String(contentsOfFile: user.home + "/" + results, encoding: .utf8))?.split(separator: "\n") ?? []
             #expect(lines.count == 200, "\(results): \(lines.count) lines")

@@ -32,8 +32,40 @@ public enum CheckpointReport {
             "completion_tokens": .int(totals.completion),
             "cost_usd": try store.pricesKnown() ? .double(totals.cost) : .null, "runs": .int(runs), "last_run": lastRun,
             "cache": try cacheSavings(store),
-            "providers": .array(try providerRows(store))
+            "providers": .array(try providerRows(store)),
+            "controls": .array(try store.controls())
         ]
+    }
+
+    /// The controls given to the job (`chatbatch control`), newest last, and whether the run holding it is paused.
+    static func controlLines(_ s: JSON, held: Bool, lastRun: Int?) -> [String] {
+        let controls = s["controls"]?.arrayValue ?? []
+        var lines: [String] = []
+        let runWide = controls.filter {
+            $0["provider"]?.isNull != false && $0["applied_at"]?.doubleValue != nil
+                && ["pause", "resume"].contains($0["action"]?.stringValue ?? "")
+                && $0["outcome"]?.stringValue?.hasPrefix("applied") == true
+        }
+        if held, let last = runWide.last, last["action"]?.stringValue == "pause", last["run_id"]?.intValue == lastRun {
+            lines.append(
+                "  paused     since \(isoDate(last["applied_at"]?.doubleValue).stringValue ?? "?") (from "
+                    + "\(last["host"]?.stringValue ?? "?")): nothing new is sent; chatbatch control … resume carries on"
+            )
+        }
+        for c in controls.suffix(5) {
+            let given = isoDate(c["given_at"]?.doubleValue).stringValue ?? "?"
+            let provider = c["provider"]?.stringValue.map { " for \($0)" } ?? ""
+            let state: String
+            if let outcome = c["outcome"]?.stringValue {
+                state = (c["run_id"]?.intValue.map { "run #\($0): " } ?? "") + outcome
+            } else {
+                state = c["next_run"]?.boolValue == true ? "kept for the next run" : "not taken yet"
+            }
+            lines.append(
+                "  control    #\(c["id"]?.intValue ?? 0) \(c["action"]?.stringValue ?? "")\(provider) at \(given) from "
+                    + "\(c["host"]?.stringValue ?? "?"): \(state)")
+        }
+        return lines
     }
 
     /// A row per endpoint that answered (with several): requests, 429s, answers, failures, tokens, cost, latency.
@@ -104,6 +136,7 @@ public enum CheckpointReport {
         )
         if let cache = cacheLine(s["cache"]) { lines.append(cache) }
         lines += providerLines(s["providers"])
+        lines += controlLines(s, held: held, lastRun: s["last_run"]?["id"]?.intValue)
         if let last = s["last_run"], !last.isNull {
             let started = "#\(last["id"]?.intValue ?? 0) started \(last["started_at"]?.stringValue ?? "?")"
             let end: String

@@ -99,6 +99,7 @@ extension CheckpointStore {
                         summary TEXT);
                     \(Self.v3Additions)
                     ALTER TABLE requests ADD COLUMN provider TEXT;
+                    \(Self.v5Additions)
                     INSERT INTO meta VALUES('schema_version', '\(Self.schemaVersion)');
                     INSERT INTO meta VALUES('created_by', 'chatbatch');
                     """)
@@ -124,6 +125,7 @@ extension CheckpointStore {
                 }
                 if version < 3 { try db.execute(Self.v3Additions) }
                 try addV4()
+                if version < 5 { try db.execute(Self.v5Additions) }
                 try db.execute("UPDATE meta SET value='\(Self.schemaVersion)' WHERE key='schema_version'")
             }
             version = Self.schemaVersion

@@ -11,9 +11,10 @@ final class CheckpointStore: @unchecked Sendable {
     // before that, only by the thread that opened the store.
     /// 2 added `cached`, `saved_tokens` and `saved_cost` (the response cache); 3 added estimated usage, repaired
     /// text, the endpoints that answered, and the in-flight timeline (`v3Additions`); 4 the provider of each answer
-    /// (`addV4`, for a version 3 file that lacks it). An older checkpoint is
-    /// upgraded in place when a run or an export opens it, and read as it is by `status`, `report` and `validate`.
-    static let schemaVersion = 4
+    /// (`addV4`, for a version 3 file that lacks it); 5 the controls given to a running job (`v5Additions`). An
+    /// older checkpoint is upgraded in place when a run or an export opens it, and read as it is by `status`,
+    /// `report` and `validate`.
+    static let schemaVersion = 5
     static let applicationID: Int32 = 0x4342_4348  // "CBCH"
 
     let db: SQLiteDatabase

@@ -24,6 +24,8 @@ enum CheckpointOp: Sendable {
     case endpointAnswered(route: Int)
     /// Where the run stood (the report's timeline).
     case sample(inflight: Int, window: Int, paused: Bool, route: Int)
+    /// A control was taken (applied or refused), with what came of it.
+    case controlSettled(id: Int, outcome: String)
 }
 
 /// How a commit went.
@@ -243,6 +245,8 @@ final class CheckpointWriter {
             try s.sample.run([
                 .int(runID), .double(now), .int(endpointID(route)), .int(inflight), .int(window), .int(paused ? 1 : 0)
             ])
+        case .controlSettled(let id, let outcome):
+            try store.settleControl(id: id, runID: runID, outcome: outcome, at: now)
         }
     }
 

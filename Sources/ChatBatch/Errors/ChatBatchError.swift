@@ -8,7 +8,8 @@ public enum RunExit: Int32, Sendable, CaseIterable {
     case usageOrInput = 2
     /// Stopped early: the key (401) or the server's certificate was refused, or the budget cap was reached. Resumable.
     case stoppedEarly = 3
-    /// Interrupted (SIGINT/SIGTERM) or an output or checkpoint write failed. Resumable: run the same command again.
+    /// Interrupted (SIGINT/SIGTERM), drained (`chatbatch control … drain`) or an output or checkpoint write failed.
+    /// Resumable: run the same command again.
     case interrupted = 4
     /// Another run holds the checkpoint (an overlapping cron job).
     case checkpointBusy = 5
@@ -26,7 +27,9 @@ public enum RunExit: Int32, Sendable, CaseIterable {
         case .stoppedEarly:
             return
                 "stopped early, resumable: key or certificate refused, endpoint unreachable or URL wrong, first answers all failed alike, --max-cost or --max-wait"
-        case .interrupted: return "interrupted (SIGINT/SIGTERM/SIGHUP) or a write failed (disk full); resumable"
+        case .interrupted:
+            return
+                "interrupted (SIGINT/SIGTERM/SIGHUP), drained (chatbatch control) or a write failed (disk full); resumable"
         case .checkpointBusy: return "another run holds the checkpoint"
         }
     }
@@ -86,6 +89,10 @@ public struct ChatBatchError: Error, Sendable, CustomStringConvertible {
         case otherInput = "other_input"
         case badURL = "bad_url"
         case badKey = "bad_key"
+        // Steering a running job.
+        case badControl = "bad_control"
+        case notRunning = "not_running"
+        case unknownProvider = "unknown_provider"
         // Merging shards.
         case badOutput = "bad_output"
         case badSummary = "bad_summary"

@@ -38,6 +38,8 @@ enum RunEvent: Sendable {
     case inputCounted(Int)
     /// A second has passed: the run's state is sampled into the checkpoint's timeline.
     case tick
+    /// Controls given with `chatbatch control` (pause, resume, drain, a new limit), oldest first.
+    case control([ControlRequest])
 }
 
 /// What the executor must do for the machine; it decides nothing.
@@ -83,11 +85,13 @@ enum RunStop: Sendable {
     case outputFailed(String)
     /// The input could not be read on.
     case inputFailed(String)
+    /// `chatbatch control … drain`: what was in flight finished.
+    case drained(String)
 
     var exit: RunExit {
         switch self {
         case .keyRefused, .certificateRefused, .budget, .waitTooLong, .unreachable, .systematic: return .stoppedEarly
-        case .interrupted, .checkpointFailed, .outputFailed, .inputFailed: return .interrupted
+        case .interrupted, .checkpointFailed, .outputFailed, .inputFailed, .drained: return .interrupted
         }
     }
 
@@ -95,7 +99,7 @@ enum RunStop: Sendable {
         switch self {
         case .keyRefused(let m), .certificateRefused(let m), .budget(let m), .waitTooLong(let m), .unreachable(let m),
             .systematic(let m),
-            .checkpointFailed(let m), .outputFailed(let m), .inputFailed(let m):
+            .checkpointFailed(let m), .outputFailed(let m), .inputFailed(let m), .drained(let m):
             return m
         case .interrupted: return "interrupted; run the same command again to resume"
         }

@@ -89,6 +89,8 @@ extension RunMachine {
                 "stopped: an output file could not be written (disk full?); every answer is in the checkpoint, \(pending) (resumable)"
         case .inputFailed:
             return "stopped: the input could not be read on; \(answered) answered, \(pending) (resumable)"
+        case .drained:
+            return "drained (chatbatch control): \(answered) answered, \(pending); run the same command again to resume"
         case nil:
             let orphans = inputDone && s.leftPending > 0 ? "\(s.leftPending) pending lines are not in the input" : nil
             if s.changed > 0 || s.otherEndpoint > 0 {

@@ -30,6 +30,8 @@ extension RunMachine {
         // A concluded summary already counts the resends after a crash among the possibly billed twice.
         m.possiblyBilledTwice = ended == nil ? s.possiblyBilledTwice + s.resentAfterCrash : s.possiblyBilledTwice
         m.cacheHits = s.cacheHits
+        m.paused = paused && ended == nil
+        m.controlsApplied = controlsApplied
         m.startTime = startTime
         if let ended {
             m.endTime = ended.at

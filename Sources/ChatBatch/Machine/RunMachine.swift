@@ -32,6 +32,10 @@ struct RunMachine: Sendable {
     private var sampledWindows: [Int] = []
     /// Actions of the event being handled.
     var actions: [RunAction] = []
+    /// When `chatbatch control … pause` stopped every provider sending (wall clock), nil when not paused.
+    var pausedSince: Double? = nil
+    /// Controls applied so far (for the metrics file).
+    var controlsApplied = 0
 
     /// `spent`, `refusedModels` and `proven` are per provider, in the run's order (what the checkpoint says of each).
     init(
@@ -86,6 +90,9 @@ struct RunMachine: Sendable {
             progressTotal = n
         case .tick:
             if !finished { sample() }
+        case .control(let controls):
+            // Once finished, a control is left untaken: the command says the run ended before applying it.
+            if !finished { steer(controls, now) }
         }
         defer { actions = [] }
         return actions
@@ -110,7 +117,7 @@ struct RunMachine: Sendable {
     private mutating func requestInput() {
         guard !inputDone, !inputRequested, stop == nil else { return }
         inputRequested = true
-        actions.append(.readInput(limit: max(256, config.concurrency * 2)))
+        actions.append(.readInput(limit: max(256, readAhead * 2)))
     }
 
     private mutating func accept(_ batch: FeedBatch, _ now: Moment) {
@@ -170,8 +177,11 @@ struct RunMachine: Sendable {
                 break decide
             }
         }
-        if scheduler.queuedFresh < config.concurrency { requestInput() }
+        if scheduler.queuedFresh < readAhead { requestInput() }
     }
+
+    /// Fresh lines kept queued: the most that may be in flight (a control may raise it above the job's).
+    var readAhead: Int { max(config.concurrency, scheduler.lanes.reduce(0) { $0 + $1.limiter.maximum }) }
 
     /// Asks for `.timer` at `deadline` (a pause, a rate bucket refilling, a retry coming due).
     mutating func wake(at deadline: UInt64) {
@@ -293,7 +303,8 @@ struct RunMachine: Sendable {
             actions.append(
                 .record(
                     .sample(
-                        inflight: lane.inflight, window: lane.limiter.limit, paused: lane.health.outage != nil,
+                        inflight: lane.inflight, window: lane.limiter.limit,
+                        paused: lane.health.outage != nil || lane.pausedByControl,
                         route: lane.route)))
         }
     }
@@ -327,7 +338,7 @@ struct RunMachine: Sendable {
             finished: finishedLines, total: progressTotal, inflight: scheduler.inflight, limit: scheduler.limit,
             requestsPerSecond: rate, tokens: sum.totalTokens, cost: sum.cost, retries: sum.retries,
             failures: sum.failed + sum.invalid,
-            elapsed: Double(now.uptime &- started) / 1e9, priceKnown: config.pricesKnown)
+            elapsed: Double(now.uptime &- started) / 1e9, priceKnown: config.pricesKnown, paused: paused)
     }
 }
 

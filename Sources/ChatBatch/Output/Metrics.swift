@@ -30,6 +30,9 @@ public struct MetricsSnapshot: Sendable {
     public var providers: [Provider] = []
     public var possiblyBilledTwice = 0
     public var cacheHits = 0
+    /// Paused by `chatbatch control`, and the controls applied so far.
+    public var paused = false
+    public var controlsApplied = 0
     public var startTime = 0.0
     /// Set once the run has ended.
     public var endTime: Double? = nil
@@ -103,6 +106,12 @@ public struct MetricsSnapshot: Sendable {
         family(
             "chatbatch_cache_hits_total", "counter", "Lines answered from the response cache.",
             [([j], String(cacheHits))])
+        family(
+            "chatbatch_paused", "gauge", "1 while `chatbatch control … pause` holds the run (nothing new is sent).",
+            [([j], paused ? "1" : "0")])
+        family(
+            "chatbatch_controls_applied_total", "counter", "Controls (`chatbatch control`) the run applied.",
+            [([j], String(controlsApplied))])
         out.append("# HELP chatbatch_request_duration_seconds Time from sending a request to its whole answer.")
         out.append("# TYPE chatbatch_request_duration_seconds histogram")
         for p in providers {

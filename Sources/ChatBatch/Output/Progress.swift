@@ -15,6 +15,8 @@ public struct ProgressSnapshot: Sendable {
     public var elapsed: Double
     /// The prices are known (else no dollar figure is shown).
     public var priceKnown = true
+    /// Paused by `chatbatch control … pause`: the line says so first.
+    public var paused = false
 
     /// One line: done/total, percent, requests per second, ETA, in flight, tokens, dollars, retries, failures.
     public var line: String { line(width: nil) }
@@ -23,6 +25,7 @@ public struct ProgressSnapshot: Sendable {
     /// flight, failures, dollars, rate, ETA), and what still does not fit is cut, so a redraw never wraps.
     public func line(width: Int?) -> String {
         var parts: [(text: String, keep: Int)] = []
+        if paused { parts.append(("PAUSED", 10)) }
         if let total, total > 0 {
             let pct = Double(finished) / Double(total) * 100
             parts.append((String(format: "%d/%d (%.1f%%)", finished, total, pct), 9))

@@ -81,11 +81,20 @@ public enum HTMLReport {
         progress.marks(
             starts.map { $0 - t0 }, xFrom: 0, to: span, cls: "s-run", full: true,
             labels: runs.map { "run \($0[0].int ?? 0)" })
+        // Controls the runs applied (chatbatch control), each a marker with what it was.
+        let controls = try store.controls(limit: 200).filter {
+            $0["applied_at"]?.doubleValue != nil && $0["outcome"]?.stringValue?.hasPrefix("applied") == true
+        }
+        progress.marks(
+            controls.map { ($0["applied_at"]?.doubleValue ?? t0) - t0 }, xFrom: 0, to: span, cls: "s-control",
+            full: true,
+            labels: controls.map { $0["action"]?.stringValue ?? "" })
         sections.append(
-            progress.svg(legend: [
-                ("s-done", "answered (cumulative)"), ("s-limit", "in-flight limit"), ("s-429", "429"),
-                ("s-run", "a run starts")
-            ]))
+            progress.svg(
+                legend: [
+                    ("s-done", "answered (cumulative)"), ("s-limit", "in-flight limit"), ("s-429", "429"),
+                    ("s-run", "a run starts")
+                ] + (controls.isEmpty ? [] : [("s-control", "a control (chatbatch control)")])))
 
         // 2. Latency, with its percentiles; time to first token for streamed lines.
         let latencies = attempts.filter { (200..<300).contains($0.status ?? 0) }.map(\.latency).sorted()
@@ -303,6 +312,7 @@ public enum HTMLReport {
             .s-done { stroke: #2f6fde; } .s-limit { stroke: #e08a1e; stroke-dasharray: 4 2; } .s-cost { stroke: #1c9a5a; } .s-tokens { stroke: #8a56d6; }
             rect.s-done { fill: #2f6fde; stroke: none; } rect.s-limit { fill: #e08a1e; stroke: none; }
             .s-429 { stroke: #d6322f; stroke-width: 2; } .s-run { stroke: #5b6672; stroke-dasharray: 3 3; }
+            .s-control { stroke: #c77c02; stroke-dasharray: 6 3; } .swatch.s-control { background: #c77c02; }
             .s-pct { stroke: #d6322f; stroke-dasharray: 2 2; } .s-cap { stroke: #d6322f; stroke-width: 1.5; stroke-dasharray: 6 3; }
             .s-2xx { fill: #1c9a5a; } .s-429f { fill: #e08a1e; } .s-5xx { fill: #d6322f; } .s-4xx { fill: #8a56d6; } .s-none { fill: #39424c; }
             .legend { font-size: 12px; color: #3b4550; } .key { margin-right: 14px; white-space: nowrap; }

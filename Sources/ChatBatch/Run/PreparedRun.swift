@@ -21,6 +21,8 @@ struct PreparedRun: Sendable {
     /// finished every line, that run's record: then the input is not read at all.
     let fingerprint: String?
     let finishedInput: CheckpointStore.FinishedInput?
+    /// Controls given for this run before it started (`chatbatch control --next-run`).
+    let controlsForThisRun: [ControlRequest]
 
     /// What the report shows of a run's settings (never a key).
     static func settings(_ config: RunConfiguration) -> JSON {
@@ -108,6 +110,10 @@ struct PreparedRun: Sendable {
             "prices.unknown", config.routes.filter { !$0.pricesKnown }.map(\.name).joined(separator: ","))
         writer = CheckpointWriter(
             store: store, sink: outputs, runID: opened.runID, endpointIDs: opened.endpoints.map(\.id))
+        // Controls kept for this run (`--next-run`) are applied before anything is sent; any other left untaken was
+        // meant for a run that has ended.
+        try store.expireStaleControls()
+        controlsForThisRun = try CheckpointStore.pendingControls(in: store.db, after: 0)
         // A fresh checkpoint holds nothing to look up: the feed then skips the per-line lookups.
         let reader = opened.isEmpty || opened.finishedInput != nil ? nil : try CheckpointReader(path: files.checkpoint)
         var cacheReader: ResponseCache? = nil

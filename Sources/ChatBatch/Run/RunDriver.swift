@@ -37,6 +37,10 @@ final class RunDriver: Sendable {
     /// The metrics file as the run found it: there already (a run that has nothing to do keeps it as the last run that
     /// did work wrote it, as the summary does), and the last success it recorded (carried forward).
     let metricsBefore: (existed: Bool, lastSuccess: Double?)
+    /// Where controls (`chatbatch control`) are read from: a connection of its own on a queue of its own, and the
+    /// last control handed to the machine.
+    let controlQueue = DispatchQueue(label: "chatbatch.control")
+    let controls = Mutex<(db: SQLiteDatabase?, after: Int)>((nil, 0))
 
     init(_ opened: PreparedRun, progress: ProgressOptions?, log: @escaping @Sendable (String) -> Void) {
         self.opened = opened
@@ -89,7 +93,12 @@ final class RunDriver: Sendable {
                 return !room.withLock { $0.machine.finished }
             }
         }
+        if !opened.controlsForThisRun.isEmpty {
+            controls.withLock { $0.after = opened.controlsForThisRun.map(\.id).max() ?? 0 }
+            deliver(.control(opened.controlsForThisRun))
+        }
         deliver(.start)
+        watchControls()
         // After the start: a signal that came while the run was being prepared stops it as its first event.
         if handleSignals { installSignalHandlers() }
         finished.wait()
@@ -217,6 +226,27 @@ final class RunDriver: Sendable {
     /// Calls `body` every `interval` seconds on the run queue while it returns true.
     private func repeatEvery(_ interval: Double, _ body: @escaping @Sendable () -> Bool) {
         queue.asyncAfter(deadline: .now() + interval) { if body() { self.repeatEvery(interval, body) } }
+    }
+
+    /// Reads new controls four times a second (one indexed query on a read connection) until the run finishes, and
+    /// hands them to the machine; the writer records what came of each.
+    private func watchControls() {
+        controlQueue.asyncAfter(deadline: .now() + 0.25) { [self] in
+            guard !room.withLock({ $0.machine.finished }) else {
+                controls.withLock { $0.db?.close() }
+                return
+            }
+            let found = controls.withLock { c -> [ControlRequest] in
+                if c.db == nil { c.db = try? SQLiteDatabase(path: opened.writer.store.path, readOnly: true) }
+                guard let db = c.db, let list = try? CheckpointStore.pendingControls(in: db, after: c.after) else {
+                    return []
+                }
+                c.after = list.map(\.id).max() ?? c.after
+                return list
+            }
+            if !found.isEmpty { deliver(.control(found)) }
+            watchControls()
+        }
     }
 
     private func installSignalHandlers() {

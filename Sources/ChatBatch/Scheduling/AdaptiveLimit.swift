@@ -16,7 +16,7 @@
 /// (30 s, 60 s, 120 s …), so a key at a stable limit costs one paused round (its Retry-After) in a minute at first and
 /// ever more rarely after, whatever the request rate; a look that succeeds raises the ceiling.
 struct AdaptiveLimit: Sendable {
-    let maximum: Int
+    private(set) var maximum: Int
     let adaptive: Bool
     private(set) var limit: Int
     private(set) var lowest: Int
@@ -56,6 +56,20 @@ struct AdaptiveLimit: Sendable {
             limit = adaptive ? min(8, maximum) : maximum
         }
         lowest = limit
+    }
+
+    /// The most it may reach from now on (`chatbatch control … set concurrency=N`): lowered, the limit drops to it at
+    /// once; raised, a fixed limit moves to it and an adaptive one grows towards it as successes allow.
+    mutating func setMaximum(_ n: Int) {
+        maximum = max(1, n)
+        if !adaptive || limit > maximum {
+            limit = adaptive ? min(limit, maximum) : maximum
+            lowest = min(lowest, limit)
+        }
+        if probing && limit >= maximum {
+            probing = false
+            limit = min(limit, ceiling)
+        }
     }
 
     /// A success at `now` for a request sent when `inflight` requests (itself included) were out at this provider.

@@ -1,6 +1,6 @@
 /// What a run may still spend: the cap, what is spent, and the worst case of what is in flight.
 struct Budget {
-    let cap: Double?
+    var cap: Double?
     var spent: Double
     var inflightWorst = 0.0
 

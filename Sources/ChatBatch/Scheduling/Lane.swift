@@ -29,6 +29,8 @@ struct Lane: Sendable {
     var probingModels = Set<String>()
     /// Why it takes no more lines (its key was refused, it cannot be reached, its first answers all failed alike).
     var stopped: String? = nil
+    /// Paused by `chatbatch control … pause`: it sends nothing new until `resume`.
+    var pausedByControl = false
     var health: EndpointHealth
     var firstFailures = FirstFailures()
     /// What happened here, for the summary's row.
@@ -103,9 +105,19 @@ struct Lane: Sendable {
 
     var name: String { settings.name }
 
+    /// A new value for one of its limits, from `chatbatch control … set` (nil: off).
+    mutating func set(_ setting: ControlSetting, _ value: Double?, now: UInt64) {
+        switch setting {
+        case .concurrency: limiter.setMaximum(Int(value ?? Double(limiter.maximum)))
+        case .maxCost: budget.cap = value
+        case .rpm: requestBucket = value.map { TokenBucket(perMinute: $0, now: now) }
+        case .tpm: tokenBucket = value.map { TokenBucket(perMinute: $0, now: now) }
+        }
+    }
+
     /// Requests it may have in flight now (one at a time while warming up or probing an outage).
     var room: Int {
-        guard stopped == nil else { return 0 }
+        guard stopped == nil, !pausedByControl else { return 0 }
         if warmedUp { return limiter.limit }
         return probeInFlight ? 0 : 1
     }

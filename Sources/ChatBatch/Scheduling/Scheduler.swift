@@ -223,6 +223,9 @@ struct Scheduler: Sendable {
         return .send(job)
     }
 
+    /// A new cap for the whole run's spend (`chatbatch control … set max_cost`; nil: none).
+    mutating func setBudgetCap(_ cap: Double?) { budget.cap = cap }
+
     /// The budget's state, for the message when it stops the run.
     var budgetMessage: String {
         String(

@@ -1,0 +1,94 @@
+import ChatBatchCore
+import Foundation
+
+/// `chatbatch control`: gives a control to the run that holds a checkpoint, and waits for the run to take it.
+///
+/// The control is a row in the checkpoint's `controls` table; the run reads new rows four times a second, applies
+/// them between two turns of its machine, and records what came of each (applied, or refused and why). A checkpoint
+/// no run holds takes no control, unless `nextRun` keeps it for the next run, which applies it before it sends.
+public enum JobControl {
+    /// Gives `action` (for `provider`, or every provider) to the run holding `checkpoint`; returns what the run
+    /// made of it, or says it is waiting when the run has not taken it within `wait` seconds.
+    public static func give(
+        _ action: ControlAction, provider: String?, checkpoint: String, nextRun: Bool, wait: Double
+    ) throws(ChatBatchError) -> String {
+        let lower = checkpoint.lowercased()
+        if lower.hasPrefix("postgres://") || lower.hasPrefix("postgresql://") {
+            throw ChatBatchError(
+                .badControl,
+                "this chatbatch keeps a job in a checkpoint file; a PostgreSQL store is not supported yet: give the "
+                    + "checkpoint file or the job file")
+        }
+        guard FileManager.default.fileExists(atPath: checkpoint) else {
+            throw ChatBatchError(
+                .missingCheckpoint,
+                "no checkpoint at \(checkpoint): no run of this job has started, so there is nothing to control")
+        }
+        // A checkpoint is owner-only: another account can neither tell whether a run holds it nor write a control.
+        guard access(checkpoint, R_OK | W_OK) == 0 else {
+            throw ChatBatchError(
+                .openFailed,
+                "cannot write to checkpoint \(checkpoint) (\(String(cString: strerror(errno)))): give the control as "
+                    + "the user that runs the job (a checkpoint is readable and writable by its owner only)")
+        }
+        if !CheckpointStore.isHeld(path: checkpoint) {
+            guard nextRun else {
+                throw ChatBatchError(
+                    .notRunning,
+                    "no run holds \(checkpoint) now: nothing changed. Add --next-run to keep '\(action.text)' for the "
+                        + "next run of this job (it is applied before that run sends anything)")
+            }
+            do {
+                let store = try CheckpointStore(path: checkpoint, create: false, lock: true)
+                defer { store.closeAndUnlock() }
+                let id = try store.recordControl(action, provider: provider, nextRun: true)
+                return "control #\(id) '\(action.text)' kept for the next run of \(checkpoint): it is applied before "
+                    + "that run sends anything"
+            } catch  where error.code == .checkpointBusy {
+                // A run took the checkpoint meanwhile: it is given to that run.
+            }
+        }
+        let store = try CheckpointStore(path: checkpoint, create: false, lock: false)
+        defer { store.db.close() }
+        guard store.version >= 5 else {
+            throw ChatBatchError(
+                .notRunning,
+                "the run holding \(checkpoint) is an older chatbatch (checkpoint schema \(store.version)) that takes no "
+                    + "controls: nothing changed")
+        }
+        let id = try store.recordControl(action, provider: provider, nextRun: false)
+        let deadline = Date().addingTimeInterval(max(0, wait))
+        while true {
+            let outcome = try store.controlOutcome(id: id)
+            if let text = outcome.text {
+                guard !outcome.refused else {
+                    throw ChatBatchError(.badControl, "control #\(id) '\(action.text)' \(text)")
+                }
+                let by =
+                    (outcome.runID.map { " by run #\($0)" } ?? "")
+                    + (outcome.appliedAt.map { " at " + clock($0) } ?? "")
+                let what = text.hasPrefix("applied: ") ? String(text.dropFirst("applied: ".count)) : text
+                return "control #\(id) '\(action.text)' applied\(by): \(what)"
+            }
+            if !CheckpointStore.isHeld(path: checkpoint) {
+                // The run ended before it took the control: it is marked so and never applied by a later run.
+                try store.expireStaleControls()
+                throw ChatBatchError(
+                    .notRunning, "the run holding \(checkpoint) ended before it took control #\(id): nothing changed")
+            }
+            if Date() >= deadline {
+                return "control #\(id) '\(action.text)' recorded; the run has not taken it yet (it reads controls "
+                    + "four times a second; `chatbatch status \(checkpoint)` shows when it does)"
+            }
+            usleep(20_000)
+        }
+    }
+
+    static func clock(_ t: Double) -> String {
+        let f = DateFormatter()
+        f.locale = Locale(identifier: "en_US_POSIX")
+        f.timeZone = TimeZone(identifier: "UTC")
+        f.dateFormat = "HH:mm:ss'Z'"
+        return f.string(from: Date(timeIntervalSince1970: t))
+    }
+}
