@@ -1,14 +1,5 @@
 import ChatBatchCore
 
-/// What the input reader learns about a custom_id from the checkpoint before sending it.
-struct PriorState: Sendable {
-    var state: RequestState
-    var bodyHash: String
-    var crashResend: Bool
-    /// The endpoint that answered it (nil: unknown, from a checkpoint older than schema 3, or not answered).
-    var endpointID: Int?
-}
-
 /// A read-only view of the checkpoint for the input reader, on its own connection (WAL lets it read alongside the
 /// writer).
 final class CheckpointReader {

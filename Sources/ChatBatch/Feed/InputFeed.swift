@@ -25,23 +25,11 @@ struct FeedBatch: Sendable {
     var backfill: [CacheWriter.Entry] = []
 }
 
-/// Which endpoints' answers a run takes as its own.
-struct EndpointClaims: Sendable {
-    /// The run's endpoints (their checkpoint ids).
-    var current: Set<Int> = []
-    /// Endpoints that are the fake gateway.
-    var fakes: Set<Int> = []
-    /// The run itself goes to the fake gateway.
-    var runIsFake = false
-    var choice: OtherEndpointAnswers = .ask
-    /// Names of the endpoints, for messages.
-    var names: [Int: String] = [:]
-}
-
-/// Reads the input and decides, line by line, what the run must send: new and pending lines go out; lines done
-/// before are skipped (or, when their body changed, reported, and sent again only with `--force`); invalid lines
-/// are settled as errors-file records. It only reads: every change it decides comes back in the batch, for the
-/// run to record. Used only on the input queue.
+/// Reads the input and gathers, line by line, the facts the run's rules need: the request built from the line (or why
+/// it is invalid, settled as an errors-file record), what the checkpoint holds of its custom_id, and the response
+/// cache's answer. What to do with a line the checkpoint knows is `ResumePolicy`'s verdict; the feed carries it out
+/// (a lookup in the cache only for a line to send, a backfill only for a line done). It only reads: every change
+/// comes back in the batch, for the run to record. Used only on the input queue.
 ///
 /// Duplicate custom_ids are caught with a set of 64-bit hashes of the ids seen, so memory stays at about
 /// 16 bytes a line rather than a copy of every id.
@@ -56,7 +44,8 @@ final class InputFeed {
     let cache: ResponseCache?
     /// Backfill the cache from the checkpoint (a run, not `validate`).
     let backfills: Bool
-    let endpoints: EndpointClaims
+    /// The resume rules, with the run's choices and endpoints.
+    let policy: ResumePolicy
     /// `validate`: a line that is invalid is counted so even when a run recorded it already (a gate before a nightly
     /// run must not pass a broken file because the last run saw the same break).
     let recountsInvalid: Bool
@@ -83,7 +72,8 @@ final class InputFeed {
         self.checkpoint = checkpoint
         self.checkInvalidRows = hasInvalidRows
         self.backfills = backfills
-        self.endpoints = endpoints
+        policy = ResumePolicy(
+            force: config.choices.force, retryFailed: config.choices.retryFailed, endpoints: endpoints)
         for key in config.shape.requestDefaults.keys where !RequestFields.known.contains(key) {
             unknownFields.insert(key)
             let guess = RequestFields.suggestion(for: key).map { " (did you mean \($0)?)" } ?? ""
@@ -202,37 +192,31 @@ final class InputFeed {
         )
     }
 
-    /// True when the request must be sent by this run.
+    /// True when the request must be sent by this run, as `ResumePolicy` decides from what the checkpoint holds.
     private func admit(_ request: inout PreparedRequest, into batch: inout FeedBatch) throws -> Bool {
         if checkInvalidRows, request.customID != "line-\(request.line)",
             let old = try checkpoint?.prior("line-\(request.line)"), old.state == .failed
         {
             batch.forgotten.append("line-\(request.line)")  // the line was invalid before and is fixed now
         }
-        guard let prior = try checkpoint?.prior(request.customID) else { return true }
-        request.hasRow = true
-        let sameBody = prior.bodyHash == request.bodyHash
-        switch prior.state {
-        case .pending, .inflight:
-            request.resentAfterCrash = prior.crashResend
+        let prior = try checkpoint?.prior(request.customID)
+        request.hasRow = prior != nil
+        switch policy.verdict(bodyHash: request.bodyHash, prior: prior) {
+        case .send(let resentAfterCrash, let supersede, let fakeAnswer):
+            request.resentAfterCrash = resentAfterCrash
+            if supersede { batch.superseded.append(request.customID) }
+            if fakeAnswer { fakeResends += 1 }
             return true
-        case .done:
-            if sameBody {
-                if let endpoint = prior.endpointID, !endpoints.current.contains(endpoint) {
-                    return try otherEndpointAnswered(request, endpoint: endpoint, into: &batch)
-                }
-                batch.alreadyDone += 1
-                if backfills, let cache, config.cache.mode.writes, let key = request.cacheKey, try !cache.contains(key),
-                    let line = try checkpoint?.output(request.customID), let answer = CachedAnswer(resultLine: line)
-                {
-                    batch.backfill.append((key, request.model, answer))
-                }
-                return false
+        case .alreadyDone:
+            batch.alreadyDone += 1
+            if backfills, let cache, config.cache.mode.writes, let key = request.cacheKey, try !cache.contains(key),
+                let line = try checkpoint?.output(request.customID), let answer = CachedAnswer(resultLine: line)
+            {
+                batch.backfill.append((key, request.model, answer))
             }
-            if config.choices.force {
-                batch.superseded.append(request.customID)
-                return true
-            }
+        case .alreadyFailed:
+            batch.alreadyFailed += 1
+        case .changed:
             batch.changed += 1
             // Said three times, then counted at the end of the input (a replaced input changes every line).
             let seenBefore = repeats[Self.changedProblem, default: 0]
@@ -242,45 +226,17 @@ final class InputFeed {
                     "\(path):\(request.line): custom_id '\(request.customID)' was answered before with a different request body; not sent again (pass --force to send it and replace the answer)"
                 )
             }
-            return false
-        case .failed:
-            if sameBody && !config.choices.retryFailed {
-                batch.alreadyFailed += 1
-                return false
-            }
-            batch.superseded.append(request.customID)
-            return true
-        }
-    }
-
-    /// A line another endpoint answered: a fake gateway's answer never stands for a real endpoint's; another real
-    /// endpoint's stands only with `keep`, is replaced with `resend`, and is left alone (counted) otherwise.
-    private func otherEndpointAnswered(_ request: PreparedRequest, endpoint: Int, into batch: inout FeedBatch) throws
-        -> Bool
-    {
-        if endpoints.fakes.contains(endpoint) && !endpoints.runIsFake {
-            fakeResends += 1
-            batch.superseded.append(request.customID)
-            return true
-        }
-        switch endpoints.choice {
-        case .keep:
-            batch.alreadyDone += 1
-            return false
-        case .resend:
-            batch.superseded.append(request.customID)
-            return true
-        case .ask:
+        case .otherEndpoint(let endpoint):
             batch.otherEndpoint += 1
             if batch.otherEndpoint + (repeats["other-endpoint"] ?? 0) == 1 {
-                let name = endpoints.names[endpoint] ?? "another endpoint"
+                let name = policy.endpoints.names[endpoint] ?? "another endpoint"
                 batch.messages.append(
                     "\(path):\(request.line): custom_id '\(request.customID)' was answered by \(name), not by this run's endpoint; not sent again (--other-endpoint-answers keep takes such answers, resend sends them again)"
                 )
             }
             repeats["other-endpoint", default: 0] += 1
-            return false
         }
+        return false
     }
 
     /// The repeated-problem key of a line whose body changed since it was answered.
