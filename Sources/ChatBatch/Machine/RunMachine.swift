@@ -78,7 +78,9 @@ struct RunMachine: Sendable {
             if let armed = wakeArmedAt, armed <= now.uptime { wakeArmedAt = nil }
             pump(now)
         case .signal:
-            if stop == nil {
+            if finished {
+                // Already ending (the executor is winding down): the signal changes nothing.
+            } else if stop == nil {
                 halt(.interrupted, now)
             } else {
                 actions.append(.log("chatbatch: stopping now"))

@@ -138,7 +138,9 @@ final class RunDriver: Sendable {
                 } else {
                     queue.asyncAfter(deadline: .now() + after) { self.transport.cancelAll() }
                 }
-            case .finish: inputQueue.async { self.finish() }
+            case .finish:
+                let readAll = room.withLock { $0.machine.inputDone }
+                inputQueue.async { self.closeInput(readAll: readAll) }
             }
         }
         var events: [RunEvent] = []
@@ -253,28 +255,34 @@ final class RunDriver: Sendable {
         StopSignals.attach { [self] in queue.async { self.turn(.signal) } }
     }
 
-    /// Winds the run down on the input queue (idle by then, so closing the feed cannot race a read): stops the
-    /// transport, counts what a stopped run left unread, ends the checkpoint's writing, and records the summary.
-    private func finish() {
+    /// On the input queue (idle by then: the machine asks for no read once it finishes, and a read it asked for
+    /// before is done, so closing the feed cannot race one): counts what a stopped run left unread, closes the feed,
+    /// and hands the rest of the ending to the run queue.
+    private func closeInput(readAll: Bool) {
+        let unread = readAll ? 0 : feed.withLock { $0.countRest(seconds: 2) }
+        feed.withLock { $0.close() }
+        queue.async { self.windDown(unread: unread) }
+    }
+
+    /// Winds the run down on the run queue, where the machine and the writer live: stops the transport, ends the
+    /// checkpoint's writing, records the summary, and writes the last metrics and progress.
+    private func windDown(unread: Int?) {
+        dispatchPrecondition(condition: .onQueue(queue))
         StopSignals.detach()
         transport.shutdown()
-        let (machine, writer) = queue.sync { room.withLock { ($0.machine, $0.writer) } }
-        let unread = machine.inputDone ? 0 : feed.withLock { $0.countRest(seconds: 2) }
-        feed.withLock { $0.close() }
         opened.cacheWriter?.close()
+        let (machine, writer) = room.withLock { ($0.machine, $0.writer) }
         let complete =
             machine.stop == nil && machine.summary.changed == 0 && machine.summary.otherEndpoint == 0
             && machine.inputDone
         let inputLines =
             machine.inputDone && machine.finishedInput == nil && opened.config.shape.shard == nil
             ? machine.summary.inputLines : nil
-        let ending = queue.sync {
-            writer.endRun(
-                log: log, fingerprint: complete ? opened.fingerprint : nil, known: opened.finishedInput,
-                inputLines: inputLines, ceilings: machine.learntCeilings)
-        }
+        let ending = writer.endRun(
+            log: log, fingerprint: complete ? opened.fingerprint : nil, known: opened.finishedInput,
+            inputLines: inputLines, ceilings: machine.learntCeilings)
         let summary = machine.conclude(ending, unread: unread, now: Self.now())
-        queue.sync { writer.close(exitCode: summary.exit.rawValue, summary: summary.json) }
+        writer.close(exitCode: summary.exit.rawValue, summary: summary.json)
         if let path = opened.config.files.metricsFile {
             if summary.keeps(fileThatExisted: metricsBefore.existed) {
                 log("chatbatch: \(path) kept as the last run that did some work wrote it (this run had nothing to do)")
@@ -282,10 +290,11 @@ final class RunDriver: Sendable {
                 let last = machine.metrics(
                     job: opened.config.files.jobName, startTime: startTime,
                     ended: (summary, Date().timeIntervalSince1970))
+                // After any periodic write still queued there, so the last one written is this one.
                 metricsQueue.sync { write(last, to: path) }
             }
         }
-        if let progress { progress.sink(queue.sync { room.withLock { $0.machine.snapshot(Self.now()) } }, true) }
+        if let progress { progress.sink(room.withLock { $0.machine.snapshot(Self.now()) }, true) }
         result.withLock { $0 = summary }
         finished.signal()
     }
