@@ -52,7 +52,11 @@ struct InputAndRedactorTests {
         let percent = key.addingPercentEncoding(withAllowedCharacters: unreserved)!
         let base64 = Data(("prefix:" + key).utf8).base64EncodedString()
         let jsonEscaped = key.replacingOccurrences(of: "/", with: "\\/")
-        for echo in [key, percent, base64, jsonEscaped, "{\"key\":\"\(key)\"}"] {
+        // Encoded more than RFC 3986 asks (`-` as %2D), every byte, or a few bytes as JSON escapes.
+        let overEncoded = percent.replacingOccurrences(of: "-", with: "%2D")
+        let everyByte = key.utf8.map { String(format: "%%%02x", $0) }.joined()
+        let someEscaped = "\\u0073k-tera-Secret\\u002FKey\\u002b42"
+        for echo in [key, percent, base64, jsonEscaped, "{\"key\":\"\(key)\"}", overEncoded, everyByte, someEscaped] {
             let scrubbed = redactor.scrub("before \(echo) after")
             #expect(!scrubbed.contains(key), "\(echo)")
             #expect(!scrubbed.contains(percent), "\(echo)")

@@ -60,6 +60,14 @@ struct Redactor: Sendable {
     /// The bytes with every secret replaced by the mask (unchanged, and not copied, when none occurs).
     func scrub(_ bytes: [UInt8]) -> [UInt8] {
         var out = bytes
+        // A secret with any of its bytes percent-encoded or JSON-escaped, whichever bytes a server chose (`%2D` for
+        // `-`, every byte, a few): looked for only in text that holds `%` or a backslash.
+        if !plain.isEmpty,
+            memchr(out, Int32(UInt8(ascii: "%")), out.count) != nil
+                || memchr(out, Int32(UInt8(ascii: "\\")), out.count) != nil
+        {
+            for secret in plain { out = Self.maskEncoded(secret, in: out) }
+        }
         for secret in secrets {
             guard let first = Self.find(secret, in: out, from: 0) else { continue }
             var result: [UInt8] = []
@@ -93,6 +101,64 @@ struct Redactor: Sendable {
         for (name, value) in r.headers { r.headers[name] = scrub(value) }
         if let failure = r.failure { r.failure?.message = scrub(failure.message) }
         return r
+    }
+
+    /// `bytes` with every occurrence of `secret` masked in which at least one byte is written `%XX` or `\\u00XX` (the
+    /// plain form is left to the exact search).
+    static func maskEncoded(_ secret: [UInt8], in bytes: [UInt8]) -> [UInt8] {
+        var result: [UInt8] = []
+        var start = 0
+        var i = 0
+        while i < bytes.count {
+            let c = bytes[i]
+            if c == secret[0] || c == UInt8(ascii: "%") || c == UInt8(ascii: "\\"),
+                let end = encodedMatch(secret, bytes, at: i),
+                end - i > secret.count
+            {
+                if result.isEmpty { result.reserveCapacity(bytes.count) }
+                result += bytes[start..<i]
+                result += Array(mask.utf8)
+                start = end
+                i = end
+            } else {
+                i += 1
+            }
+        }
+        guard start > 0 else { return bytes }
+        result += bytes[start...]
+        return result
+    }
+
+    /// Where a match of `secret` starting at `i` ends, each of its bytes raw, `%XX` (either case) or `\\u00XX`.
+    private static func encodedMatch(_ secret: [UInt8], _ h: [UInt8], at i: Int) -> Int? {
+        func hex(_ c: UInt8) -> UInt8? {
+            switch c {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): return c - UInt8(ascii: "0")
+            case UInt8(ascii: "a")...UInt8(ascii: "f"): return c - UInt8(ascii: "a") + 10
+            case UInt8(ascii: "A")...UInt8(ascii: "F"): return c - UInt8(ascii: "A") + 10
+            default: return nil
+            }
+        }
+        func byte(_ hi: Int, _ lo: Int) -> UInt8? {
+            guard lo < h.count, let a = hex(h[hi]), let b = hex(h[lo]) else { return nil }
+            return a << 4 | b
+        }
+        var j = i
+        for b in secret {
+            guard j < h.count else { return nil }
+            if h[j] == b {
+                j += 1
+            } else if h[j] == UInt8(ascii: "%"), byte(j + 1, j + 2) == b {
+                j += 3
+            } else if h[j] == UInt8(ascii: "\\"), j + 5 < h.count, h[j + 1] == UInt8(ascii: "u"),
+                h[j + 2] == UInt8(ascii: "0"), h[j + 3] == UInt8(ascii: "0"), byte(j + 4, j + 5) == b
+            {
+                j += 6
+            } else {
+                return nil
+            }
+        }
+        return j
     }
 
     static func find(_ needle: [UInt8], in haystack: [UInt8], from: Int) -> Int? {
