@@ -87,6 +87,26 @@ struct ArchitectureTests {
         #expect(offenders.isEmpty, "\(offenders)")
     }
 
+    /// SQL is written only in the store layer (`SQLite/`, `Checkpoint/`, `Cache/`): the report, the outputs, the run
+    /// and the commands ask the store for values by name, never for rows (a second store backend then has one place
+    /// to answer).
+    @Test func sqlIsWrittenOnlyInTheStoreLayer() throws {
+        let sources = Self.root.appendingPathComponent("Sources").path
+        let enumerator = FileManager.default.enumerator(atPath: sources)
+        let store = ["ChatBatch/SQLite/", "ChatBatch/Checkpoint/", "ChatBatch/Cache/"]
+        let sql = [
+            #"SELECT\s[\s\S]*?\sFROM\s"#, #"INSERT\s+(OR\s+\w+\s+)?INTO\s"#, #"DELETE\s+FROM\s"#,
+            #"UPDATE\s+\w+\s+SET\s"#, #"CREATE\s+(TABLE|INDEX)\s"#, #"PRAGMA\s"#
+        ].map { #"\b"# + $0 }.joined(separator: "|")
+        var offenders: [String] = []
+        while let path = enumerator?.nextObject() as? String {
+            guard path.hasSuffix(".swift"), !store.contains(where: { path.hasPrefix($0) }) else { continue }
+            let text = (try? String(contentsOfFile: sources + "/" + path, encoding: .utf8)) ?? ""
+            if text.range(of: sql, options: .regularExpression) != nil { offenders.append(path) }
+        }
+        #expect(offenders.isEmpty, "SQL outside the store layer: \(offenders)")
+    }
+
     /// The run machine and the rules it applies (`Scheduling/`) take events and time as values and return decisions:
     /// no clock, queue, file, socket or database of their own. The machine also does without Foundation.
     @Test func theRunMachineAndTheSchedulingRulesDoNoIO() throws {

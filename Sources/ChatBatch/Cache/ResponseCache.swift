@@ -199,12 +199,13 @@ final class ResponseCache: @unchecked Sendable {
     func lookup(_ key: String) throws(ChatBatchError) -> CachedAnswer? {
         if lookupStatement == nil {
             lookupStatement = try db.prepare(
-                "SELECT body, request_id, prompt_tokens, completion_tokens FROM answers WHERE key=?")
+                "SELECT body, request_id, prompt_tokens, completion_tokens FROM answers WHERE key=:key")
         }
-        guard let row = try lookupStatement!.row([.text(key)]) else { return nil }
+        guard let row = try lookupStatement!.row(["key": .text(key)]) else { return nil }
         return CachedAnswer(
-            body: row[0].blob ?? [], requestID: row[1].text, promptTokens: row[2].int ?? 0,
-            completionTokens: row[3].int ?? 0)
+            body: row["body"].blob ?? [], requestID: row["request_id"].text,
+            promptTokens: row["prompt_tokens"].int ?? 0,
+            completionTokens: row["completion_tokens"].int ?? 0)
     }
 
     /// True when an answer is stored for `key`.
@@ -231,18 +232,22 @@ final class ResponseCache: @unchecked Sendable {
 
     func stats() throws(ChatBatchError) -> CacheStats {
         var s = CacheStats()
-        if let row = try db.query(
-            "SELECT count(*), coalesce(sum(length(body)),0), coalesce(sum(prompt_tokens),0), coalesce(sum(completion_tokens),0), min(created_at), max(created_at) FROM answers"
+        if let row = try db.rows(
+            """
+            SELECT count(*) AS entries, coalesce(sum(length(body)), 0) AS bytes, coalesce(sum(prompt_tokens), 0) AS prompt,
+                coalesce(sum(completion_tokens), 0) AS completion, min(created_at) AS oldest, max(created_at) AS newest
+            FROM answers
+            """
         ).first {
-            s.entries = row[0].int ?? 0
-            s.bytes = row[1].int ?? 0
-            s.promptTokens = row[2].int ?? 0
-            s.completionTokens = row[3].int ?? 0
-            s.oldest = row[4].double
-            s.newest = row[5].double
+            s.entries = row["entries"].int ?? 0
+            s.bytes = row["bytes"].int ?? 0
+            s.promptTokens = row["prompt"].int ?? 0
+            s.completionTokens = row["completion"].int ?? 0
+            s.oldest = row["oldest"].double
+            s.newest = row["newest"].double
         }
-        for row in try db.query("SELECT coalesce(model, '(none)'), count(*) FROM answers GROUP BY 1") {
-            s.byModel[row[0].text ?? ""] = row[1].int ?? 0
+        for row in try db.rows("SELECT coalesce(model, '(none)') AS model, count(*) AS n FROM answers GROUP BY 1") {
+            s.byModel[row["model"].text ?? ""] = row["n"].int ?? 0
         }
         let fake = try db.query(
             "SELECT count(*) FROM answers WHERE substr(key, 1, ?) = ?",

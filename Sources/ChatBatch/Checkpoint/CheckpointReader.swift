@@ -10,8 +10,10 @@ final class CheckpointReader {
     init(path: String, version: Int = CheckpointStore.schemaVersion) throws(ChatBatchError) {
         db = try SQLiteDatabase(path: path, readOnly: true)
         statement = try db.prepare(
-            "SELECT state, body_hash, crash_resend, \(version >= 3 ? "endpoint_id" : "NULL") FROM requests WHERE custom_id=?"
-        )
+            """
+            SELECT state, body_hash, crash_resend, \(version >= 3 ? "endpoint_id" : "NULL AS endpoint_id")
+            FROM requests WHERE custom_id=:custom_id
+            """)
     }
 
     /// Closes the connection: the run is over.
@@ -34,10 +36,9 @@ final class CheckpointReader {
 
     func prior(_ customID: String) throws(ChatBatchError) -> PriorState? {
         guard let lookup = statement else { return nil }
-        guard let row = try lookup.row([.text(customID)]) else { return nil }
+        guard let row = try lookup.row(["custom_id": .text(customID)]) else { return nil }
         return PriorState(
-            state: RequestState(rawValue: row[0].text ?? "") ?? .pending, bodyHash: row[1].text ?? "",
-            crashResend: row[2].int == 1,
-            endpointID: row[3].int)
+            state: RequestState(rawValue: row["state"].text ?? "") ?? .pending, bodyHash: row["body_hash"].text ?? "",
+            crashResend: row["crash_resend"].int == 1, endpointID: row["endpoint_id"].int)
     }
 }

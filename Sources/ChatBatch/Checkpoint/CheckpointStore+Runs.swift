@@ -144,12 +144,13 @@ extension CheckpointStore {
     /// Every endpoint that has been recorded (none in a checkpoint older than schema 3).
     func endpoints() throws(ChatBatchError) -> [Endpoint] {
         guard version >= 3 else { return [] }
-        return try db.query("SELECT id, identity, label, fake, first_success_at IS NOT NULL FROM endpoints ORDER BY id")
-            .map { row in
-                Endpoint(
-                    id: row[0].int ?? 0, identity: row[1].text ?? "", label: row[2].text ?? "", fake: row[3].int == 1,
-                    proven: row[4].int == 1)
-            }
+        return try db.rows(
+            "SELECT id, identity, label, fake, first_success_at IS NOT NULL AS proven FROM endpoints ORDER BY id"
+        ).map { row in
+            Endpoint(
+                id: row["id"].int ?? 0, identity: row["identity"].text ?? "", label: row["label"].text ?? "",
+                fake: row["fake"].int == 1, proven: row["proven"].int == 1)
+        }
     }
 
     /// Records a run's start and returns its id.

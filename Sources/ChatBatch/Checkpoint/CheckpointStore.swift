@@ -184,8 +184,9 @@ final class CheckpointStore: @unchecked Sendable {
     /// there. A refusal recorded before refusals were kept per endpoint counts for every endpoint.
     func refusedModels(endpointID: Int) throws(ChatBatchError) -> [String: ModelRefusal] {
         var out: [String: ModelRefusal] = [:]
-        for row in try db.query("SELECT key, value FROM meta WHERE key LIKE 'refused_model.%'") {
-            guard let key = row[0].text, let text = row[1].text, let refusal = ModelRefusal(json: try? JSON.parse(text))
+        for row in try db.rows("SELECT key, value FROM meta WHERE key LIKE 'refused_model.%'") {
+            guard let key = row["key"].text, let text = row["value"].text,
+                let refusal = ModelRefusal(json: try? JSON.parse(text))
             else { continue }
             let scoped = key.hasPrefix("refused_model.e")
             if scoped && !key.hasPrefix("refused_model.e\(endpointID).") { continue }
@@ -216,10 +217,10 @@ final class CheckpointStore: @unchecked Sendable {
     func spentByEndpoint() throws(ChatBatchError) -> [Int: Double] {
         guard version >= 3 else { return [:] }
         var out: [Int: Double] = [:]
-        for row in try db.query(
-            "SELECT endpoint_id, coalesce(sum(cost), 0) FROM requests WHERE endpoint_id IS NOT NULL GROUP BY 1")
+        for row in try db.rows(
+            "SELECT endpoint_id, coalesce(sum(cost), 0) AS cost FROM requests WHERE endpoint_id IS NOT NULL GROUP BY 1")
         {
-            out[row[0].int ?? 0] = row[1].double ?? 0
+            out[row["endpoint_id"].int ?? 0] = row["cost"].double ?? 0
         }
         return out
     }
@@ -227,18 +228,22 @@ final class CheckpointStore: @unchecked Sendable {
     /// Counts of rows by state.
     func stateCounts() throws(ChatBatchError) -> [RequestState: Int] {
         var out: [RequestState: Int] = [:]
-        for row in try db.query("SELECT state, count(*) FROM requests GROUP BY state") {
-            if let s = row[0].text.flatMap(RequestState.init(rawValue:)) { out[s] = row[1].int ?? 0 }
+        for row in try db.rows("SELECT state, count(*) AS n FROM requests GROUP BY state") {
+            if let s = row["state"].text.flatMap(RequestState.init(rawValue:)) { out[s] = row["n"].int ?? 0 }
         }
         return out
     }
 
     /// Total spend and tokens over every run on this checkpoint.
     func totals() throws(ChatBatchError) -> (prompt: Int, completion: Int, cost: Double) {
-        let row =
-            try db.query(
-                "SELECT coalesce(sum(prompt_tokens),0), coalesce(sum(completion_tokens),0), coalesce(sum(cost),0) FROM requests"
-            ).first ?? []
-        return (row.first?.int ?? 0, row.count > 1 ? row[1].int ?? 0 : 0, row.count > 2 ? row[2].double ?? 0 : 0)
+        let row = try db.rows(
+            """
+            SELECT coalesce(sum(prompt_tokens), 0) AS prompt, coalesce(sum(completion_tokens), 0) AS completion,
+                coalesce(sum(cost), 0) AS cost
+            FROM requests
+            """
+        ).first
+        return (row?["prompt"].int ?? 0, row?["completion"].int ?? 0, row?["cost"].double ?? 0)
     }
+
 }

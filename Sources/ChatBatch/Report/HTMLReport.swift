@@ -29,28 +29,18 @@ public enum HTMLReport {
     public static func render(checkpoint: String) throws -> String {
         let store = try CheckpointStore(path: checkpoint, create: false, lock: false)
         defer { store.db.close() }
-        let db = store.db
-        let v3 = store.version >= 3
-        let runs = try db.query("SELECT id, started_at, ended_at, exit_code, summary FROM runs ORDER BY id")
-        let attempts = try db.query(
-            "SELECT started_at + coalesce(latency_ms, 0) / 1000.0, status, latency_ms FROM attempts ORDER BY 1"
-        )
-        .map { (t: $0[0].double ?? 0, status: $0[1].int, latency: $0[2].double ?? 0) }
-        let answered = try db.query(
-            "SELECT updated_at, cost, prompt_tokens + completion_tokens FROM requests WHERE state='done' ORDER BY updated_at"
-        )
-        .map { (t: $0[0].double ?? 0, cost: $0[1].double ?? 0, tokens: $0[2].int ?? 0) }
+        let runs = try store.runs()
+        let attempts = try store.attemptEnds().map { (t: $0.t, status: $0.status, latency: $0.latencyMs) }
+        let answered = try store.answeredLines()
         // The limit over every provider: each provider's latest window, summed at each sample.
         var samples: [(Double, Double)] = []
-        if v3 {
-            var windows: [Int: Double] = [:]
-            for row in try db.query("SELECT t, coalesce(endpoint_id, 0), window FROM samples ORDER BY t, rowid") {
-                windows[row[1].int ?? 0] = row[2].double ?? 0
-                samples.append((row[0].double ?? 0, windows.values.reduce(0, +)))
-            }
+        var windows: [Int: Double] = [:]
+        for sample in try store.windowSamples() {
+            windows[sample.endpoint] = sample.window
+            samples.append((sample.t, windows.values.reduce(0, +)))
         }
-        let starts = runs.compactMap { $0[1].double }
-        let ends = runs.compactMap { $0[2].double }
+        let starts = runs.map(\.startedAt)
+        let ends = runs.compactMap(\.endedAt)
         let t0 = (starts + attempts.prefix(1).map(\.t)).min() ?? Date().timeIntervalSince1970
         let t1 = max(
             t0 + 1, ([attempts.last?.t, answered.last?.t, samples.last?.0].compactMap { $0 } + ends).max() ?? t0 + 1)
@@ -80,7 +70,7 @@ public enum HTMLReport {
         progress.marks(attempts.filter { $0.status == 429 }.map { $0.t - t0 }, xFrom: 0, to: span, cls: "s-429")
         progress.marks(
             starts.map { $0 - t0 }, xFrom: 0, to: span, cls: "s-run", full: true,
-            labels: runs.map { "run \($0[0].int ?? 0)" })
+            labels: runs.map { "run \($0.id)" })
         // Controls the runs applied (chatbatch control), each a marker with what it was.
         let controls = try store.controls(limit: 200).filter {
             $0["applied_at"]?.doubleValue != nil && $0["outcome"]?.stringValue?.hasPrefix("applied") == true
@@ -99,9 +89,7 @@ public enum HTMLReport {
         // 2. Latency, with its percentiles; time to first token for streamed lines.
         let latencies = attempts.filter { (200..<300).contains($0.status ?? 0) }.map(\.latency).sorted()
         sections.append(histogram("Latency of the 2xx answers (ms)", latencies, cls: "s-done"))
-        let ttft = try db.query("SELECT ttft_ms FROM requests WHERE ttft_ms IS NOT NULL ORDER BY 1").compactMap {
-            $0[0].double
-        }
+        let ttft = try store.firstTokenTimes()
         if !ttft.isEmpty {
             sections.append(histogram("Time to first token of streamed answers (ms)", ttft, cls: "s-limit"))
         }
@@ -137,7 +125,7 @@ public enum HTMLReport {
             ]))
 
         // 4. Cost and tokens against the budget.
-        let settings = (try? store.meta("run.\(runs.last?[0].int ?? 0).settings")).flatMap { $0 }.flatMap {
+        let settings = (try? store.meta("run.\(runs.last?.id ?? 0).settings")).flatMap { $0 }.flatMap {
             try? JSON.parse($0)
         }
         let cap = settings?["max_cost"]?.doubleValue
@@ -167,7 +155,7 @@ public enum HTMLReport {
                     + (cap != nil ? [("s-cap", "max_cost")] : [])))
 
         let input = (settings?["input"]?.stringValue).map { ($0 as NSString).lastPathComponent } ?? "line"
-        sections.append(try tables(store, v3: v3, input: input))
+        sections.append(try tables(store, input: input))
         sections.append(runsTable(runs, store))
         return page(
             checkpoint: checkpoint, summary: try CheckpointReport.status(checkpoint: checkpoint), sections: sections)
@@ -194,41 +182,30 @@ public enum HTMLReport {
     }
 
     /// Failures by code with a few example lines, and a row per model and per provider.
-    static func tables(_ store: CheckpointStore, v3: Bool, input: String) throws -> String {
-        let db = store.db
+    static func tables(_ store: CheckpointStore, input: String) throws -> String {
         var html = "<h2>Failures</h2>"
-        let codes = try db.query(
-            "SELECT coalesce(error_code, 'unknown'), count(*) FROM requests WHERE state='failed' GROUP BY 1 ORDER BY 2 DESC"
-        )
+        let codes = try store.failuresByCode()
         if codes.isEmpty {
             html += "<p>No line failed.</p>"
         } else {
             html += "<table><tr><th>code</th><th>lines</th><th>examples (custom_id, file:line, message)</th></tr>"
-            for row in codes {
-                let code = row[0].text ?? ""
-                let examples = try db.query(
-                    "SELECT custom_id, line, error_message FROM requests WHERE state='failed' AND coalesce(error_code, 'unknown')=? LIMIT 3",
-                    [.text(code)]
-                )
-                .map {
-                    "<div><code>\(SVGChart.escape($0[0].text ?? ""))</code> \(SVGChart.escape(input)):\($0[1].int ?? 0): \(SVGChart.escape(String(($0[2].text ?? "").prefix(200))))</div>"
+            for (code, lines) in codes {
+                let examples = try store.failedExamples(code: code).map {
+                    "<div><code>\(SVGChart.escape($0.customID))</code> \(SVGChart.escape(input)):\($0.line): "
+                        + "\(SVGChart.escape(String($0.message.prefix(200))))</div>"
                 }
                 html +=
-                    "<tr><td><code>\(SVGChart.escape(code))</code></td><td>\(row[1].int ?? 0)</td><td>\(examples.joined())</td></tr>"
+                    "<tr><td><code>\(SVGChart.escape(code))</code></td><td>\(lines)</td><td>\(examples.joined())</td></tr>"
             }
             html += "</table>"
         }
         html +=
             "<h2>By model</h2><table><tr><th>model</th><th>lines</th><th>answered</th><th>failed</th><th>tokens</th><th>cost</th><th>latency (mean)</th></tr>"
-        for row in try db.query(
-            """
-            SELECT coalesce(model, '(none)'), count(*), sum(state='done'), sum(state='failed'), sum(prompt_tokens + completion_tokens), sum(cost),
-                   avg(latency_ms) FROM requests GROUP BY 1 ORDER BY 2 DESC
-            """)
-        {
+        for m in try store.byModel() {
             html +=
-                "<tr><td>\(SVGChart.escape(row[0].text ?? ""))</td><td>\(row[1].int ?? 0)</td><td>\(row[2].int ?? 0)</td><td>\(row[3].int ?? 0)</td>"
-                + "<td>\(row[4].int ?? 0)</td><td>\(String(format: "$%.6f", row[5].double ?? 0))</td><td>\(row[6].double.map { String(format: "%.0f ms", $0) } ?? "-")</td></tr>"
+                "<tr><td>\(SVGChart.escape(m.name))</td><td>\(m.lines)</td><td>\(m.done)</td><td>\(m.failed)</td>"
+                + "<td>\(m.tokens)</td><td>\(String(format: "$%.6f", m.cost))</td>"
+                + "<td>\(m.meanLatencyMs.map { String(format: "%.0f ms", $0) } ?? "-")</td></tr>"
         }
         html += "</table>"
         let providers = try CheckpointReport.providerRows(store)
@@ -248,18 +225,18 @@ public enum HTMLReport {
     }
 
     /// Each run: when, how it ended, and the settings it ran with.
-    static func runsTable(_ runs: [[SQLiteValue]], _ store: CheckpointStore) -> String {
+    static func runsTable(_ runs: [CheckpointStore.RunRow], _ store: CheckpointStore) -> String {
         var html =
             "<h2>Runs</h2><table><tr><th>run</th><th>started</th><th>ended</th><th>exit</th><th>what happened</th><th>settings</th></tr>"
         for run in runs {
-            let id = run[0].int ?? 0
-            let summary = run[4].text.flatMap { try? JSON.parse($0) }
+            let summary = run.summary.flatMap { try? JSON.parse($0) }
             let settings =
-                (try? store.meta("run.\(id).settings")).flatMap { $0 }.flatMap { try? JSON.parse($0) }.map(settingsText)
-                ?? ""
+                (try? store.meta("run.\(run.id).settings")).flatMap { $0 }.flatMap { try? JSON.parse($0) }.map(
+                    settingsText) ?? ""
             html +=
-                "<tr><td>\(id)</td><td>\(CheckpointReport.isoDate(run[1].double).stringValue ?? "")</td>"
-                + "<td>\(CheckpointReport.isoDate(run[2].double).stringValue ?? "not ended")</td><td>\(run[3].int.map(String.init) ?? "-")</td>"
+                "<tr><td>\(run.id)</td><td>\(CheckpointReport.isoDate(run.startedAt).stringValue ?? "")</td>"
+                + "<td>\(CheckpointReport.isoDate(run.endedAt).stringValue ?? "not ended")</td>"
+                + "<td>\(run.exitCode.map(String.init) ?? "-")</td>"
                 + "<td>\(SVGChart.escape(summary?["headline"]?.stringValue ?? summary?["exit"]?.stringValue ?? ""))</td>"
                 + "<td>\(settings)</td></tr>"
         }

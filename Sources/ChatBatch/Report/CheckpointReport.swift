@@ -8,19 +8,16 @@ public enum CheckpointReport {
         let store = try CheckpointStore(path: checkpoint, create: false, lock: false)
         let counts = try store.stateCounts()
         let totals = try store.totals()
-        let last = try store.db.query("SELECT id, started_at, ended_at, exit_code FROM runs ORDER BY id DESC LIMIT 1")
-            .first
-        let runs = try store.db.query("SELECT count(*) FROM runs").first?.first?.int ?? 0
+        let runs = try store.runs()
         var byState = JSONObject()
         for state in [RequestState.pending, .inflight, .done, .failed] {
             byState[state.rawValue] = .int(counts[state] ?? 0)
         }
         var lastRun = JSON.null
-        if let last {
+        if let last = runs.last {
             lastRun = [
-                "id": .int(last[0].int ?? 0), "started_at": isoDate(last[1].double),
-                "ended_at": isoDate(last[2].double),
-                "exit_code": last[3].int.map(JSON.int) ?? .null
+                "id": .int(last.id), "started_at": isoDate(last.startedAt), "ended_at": isoDate(last.endedAt),
+                "exit_code": last.exitCode.map(JSON.int) ?? .null
             ]
         }
         let inputLines = try store.inputLines()
@@ -30,7 +27,8 @@ public enum CheckpointReport {
             "not_read": .int(max(0, (inputLines ?? 0) - counts.values.reduce(0, +))),
             "prompts": .object(byState), "prompt_tokens": .int(totals.prompt),
             "completion_tokens": .int(totals.completion),
-            "cost_usd": try store.pricesKnown() ? .double(totals.cost) : .null, "runs": .int(runs), "last_run": lastRun,
+            "cost_usd": try store.pricesKnown() ? .double(totals.cost) : .null, "runs": .int(runs.count),
+            "last_run": lastRun,
             "cache": try cacheSavings(store),
             "providers": .array(try providerRows(store)),
             "controls": .array(try store.controls())
@@ -57,7 +55,9 @@ public enum CheckpointReport {
             let provider = c["provider"]?.stringValue.map { " for \($0)" } ?? ""
             let state: String
             if let outcome = c["outcome"]?.stringValue {
-                state = (c["run_id"]?.intValue.map { "run #\($0): " } ?? "") + outcome
+                // Its first clause: the log and `status --json` have the whole of it.
+                let clause = outcome.components(separatedBy: "; ").first ?? outcome
+                state = (c["run_id"]?.intValue.map { "run #\($0): " } ?? "") + clause
             } else {
                 state = c["next_run"]?.boolValue == true ? "kept for the next run" : "not taken yet"
             }
@@ -74,26 +74,13 @@ public enum CheckpointReport {
         guard endpoints.count > 1 else { return [] }
         var rows: [JSON] = []
         for e in endpoints {
-            let a =
-                try store.db.query(
-                    "SELECT count(*), coalesce(sum(status=429), 0) FROM attempts WHERE endpoint_id=?", [.int(e.id)]
-                ).first ?? []
-            let r =
-                try store.db.query(
-                    "SELECT coalesce(sum(state='done'), 0), coalesce(sum(state='failed'), 0), coalesce(sum(prompt_tokens + completion_tokens), 0), coalesce(sum(cost), 0) FROM requests WHERE endpoint_id=?",
-                    [.int(e.id)]
-                ).first ?? []
-            let latencies = try store.db.query(
-                "SELECT latency_ms FROM attempts WHERE endpoint_id=? AND status IS NOT NULL ORDER BY latency_ms",
-                [.int(e.id)]
-            ).compactMap { $0[0].double }
+            let (requests, rateLimited, lines) = try store.endpointTotals(e.id)
+            let latencies = try store.answerLatencies(endpointID: e.id)
             func at(_ p: Double) -> JSON { latencies.nearestRank(p).map { .double(($0 * 10).rounded() / 10) } ?? .null }
             rows.append([
-                "name": .string(e.label), "requests": .int(a.first?.int ?? 0),
-                "rate_limited": .int(a.count > 1 ? a[1].int ?? 0 : 0),
-                "done": .int(r.first?.int ?? 0), "failed": .int(r.count > 1 ? r[1].int ?? 0 : 0),
-                "tokens": .int(r.count > 2 ? r[2].int ?? 0 : 0),
-                "cost_usd": .double(r.count > 3 ? r[3].double ?? 0 : 0), "latency_ms_p50": at(0.5),
+                "name": .string(e.label), "requests": .int(requests), "rate_limited": .int(rateLimited),
+                "done": .int(lines.done), "failed": .int(lines.failed), "tokens": .int(lines.tokens),
+                "cost_usd": .double(lines.cost), "latency_ms_p50": at(0.5),
                 "latency_ms_p99": at(0.99)
             ])
         }
@@ -153,39 +140,23 @@ public enum CheckpointReport {
     /// Latency percentiles, answers by status, retries, ambiguous sends, tokens, cost, throughput over time.
     public static func report(checkpoint: String, buckets: Int = 40) throws -> JSON {
         let store = try CheckpointStore(path: checkpoint, create: false, lock: false)
-        let db = store.db
-        let latencies = try db.query("SELECT latency_ms FROM attempts WHERE status IS NOT NULL ORDER BY latency_ms")
-            .compactMap { $0[0].double }
+        let latencies = try store.answerLatencies()
         func percentile(_ p: Double) -> JSON {
             latencies.nearestRank(p / 100).map { .double(($0 * 10).rounded() / 10) } ?? .null
         }
         var statuses = JSONObject()
-        // -1: a request that left and whose answer no run recorded (in flight now, or the run that sent it died).
-        let unrecorded = SQLiteValue.text(CheckpointWriter.noAnswerRecorded)
-        for row in try db.query(
-            "SELECT CASE WHEN status IS NULL AND error=? THEN -1 ELSE coalesce(status, 0) END, count(*) FROM attempts GROUP BY 1 ORDER BY 1",
-            [unrecorded])
-        {
-            let code = row[0].int ?? 0
-            statuses[code == 0 ? "no_answer" : code < 0 ? "no_answer_recorded" : String(code)] = .int(row[1].int ?? 0)
+        for (code, count) in try store.attemptsByStatus() {
+            statuses[code == 0 ? "no_answer" : code < 0 ? "no_answer_recorded" : String(code)] = .int(count)
         }
         // Retries as each run counted them: a line's attempts in one run after its first (a later run sending it
         // again after a stop is not a retry).
-        let attempts =
-            try db.query("SELECT count(*), count(DISTINCT run_id || ':' || custom_id) FROM attempts").first ?? []
-        let ambiguous = try db.query("SELECT coalesce(sum(ambiguous), 0) FROM requests").first?.first?.int ?? 0
+        let attempts = try store.attemptCounts()
+        let ambiguous = try store.possiblyBilledTwice()
         let totals = try store.totals()
         var failures = JSONObject()
-        for row in try db.query(
-            "SELECT error_code, count(*) FROM requests WHERE state='failed' GROUP BY 1 ORDER BY 2 DESC")
-        {
-            failures[row[0].text ?? "unknown"] = .int(row[1].int ?? 0)
-        }
+        for (code, lines) in try store.failuresByCode() { failures[code] = .int(lines) }
         // Throughput: answers finished per time slice.
-        let ends = try db.query(
-            "SELECT started_at + coalesce(latency_ms, 0) / 1000.0 FROM attempts WHERE status BETWEEN 200 AND 299 ORDER BY 1"
-        )
-        .compactMap { $0[0].double }
+        let ends = try store.successTimes()
         var series: [Int] = []
         var sliceSeconds = 0.0
         if let first = ends.first, let last = ends.last {
@@ -199,8 +170,8 @@ public enum CheckpointReport {
                 "p50": percentile(50), "p90": percentile(90), "p99": percentile(99),
                 "max": latencies.last.map(JSON.double) ?? .null
             ],
-            "answers_by_status": .object(statuses), "attempts": .int(attempts.first?.int ?? 0),
-            "retries": .int((attempts.first?.int ?? 0) - (attempts.count > 1 ? attempts[1].int ?? 0 : 0)),
+            "answers_by_status": .object(statuses), "attempts": .int(attempts.attempts),
+            "retries": .int(attempts.attempts - attempts.sends),
             "possibly_billed_twice": .int(ambiguous), "failures_by_code": .object(failures),
             "prompt_tokens": .int(totals.prompt), "completion_tokens": .int(totals.completion),
             "cost_usd": try store.pricesKnown() ? .double(totals.cost) : .null,
@@ -254,15 +225,8 @@ public enum CheckpointReport {
 
     /// Lines answered from the response cache, and the tokens and dollars they would have cost.
     static func cacheSavings(_ store: CheckpointStore) throws -> JSON {
-        guard store.version >= 2 else { return ["hits": 0, "tokens_saved": 0, "cost_saved_usd": 0.0] }
-        let row =
-            try store.db.query(
-                "SELECT count(*), coalesce(sum(saved_tokens), 0), coalesce(sum(saved_cost), 0) FROM requests WHERE cached=1"
-            ).first ?? []
-        return [
-            "hits": .int(row.first?.int ?? 0), "tokens_saved": .int(row.count > 1 ? row[1].int ?? 0 : 0),
-            "cost_saved_usd": .double(row.count > 2 ? row[2].double ?? 0 : 0)
-        ]
+        let saved = try store.cacheSavings()
+        return ["hits": .int(saved.hits), "tokens_saved": .int(saved.tokens), "cost_saved_usd": .double(saved.cost)]
     }
 
     static func cacheLine(_ c: JSON?) -> String? {
