@@ -3,7 +3,9 @@ import ChatBatchCore
 /// What the run does with each answer `AnswerPolicy` has read: the accounting, the checkpoint, the cache, the
 /// endpoint's health, and stopping.
 extension RunMachine {
-    mutating func apply(_ answer: Answer, _ now: Moment) {
+    /// What one answer (or transport failure) changes, and what the run does about it.
+    mutating func apply(_ answer: Answer, _ now: Moment) -> [RunAction] {
+        var out: [RunAction] = []
         let job = answer.job
         let response = answer.response
         let lane = job.route
@@ -15,9 +17,9 @@ extension RunMachine {
         if let ended = heard.endedOutage {
             let url = AnswerPolicy.hostAndPort(route.endpoint.url)
             let down = Self.duration(Double(now.uptime &- ended.since) / 1e9)
-            actions.append(.log("chatbatch: \(url) answers again after \(down) unreachable; sending resumes"))
+            out.append(.log("chatbatch: \(url) answers again after \(down) unreachable; sending resumes"))
         }
-        if heard.firstAnswer { actions.append(.record(.endpointAnswered(route: lane))) }
+        if heard.firstAnswer { out.append(.record(.endpointAnswered(route: lane))) }
         let warmingUp = job.probe && !scheduler.lanes[lane].warmedUp && Double(now.uptime &- started) / 1e9 < 120
         let context = AnswerPolicy.Context(
             config: config, route: route, retry: retry, warmingUp: warmingUp, warmupRetries: summary.warmupRetries,
@@ -30,7 +32,7 @@ extension RunMachine {
         if let usage = effect.usage {
             if usage.estimated {
                 if summary.usageEstimated == 0 {
-                    actions.append(
+                    out.append(
                         .log(
                             "chatbatch: warning: the server sent no usage with some answers; their tokens and cost are estimated (the summary counts them, the flat output marks them usage_estimated, and --max-cost uses the estimate)"
                         ))
@@ -45,7 +47,7 @@ extension RunMachine {
             summary.cost += usage.cost
             // An answer came: failures held back so far are the lines' own.
             for held in scheduler.lanes[lane].firstFailures.release(settle: true) {
-                finishFailed(held.record, held.attempt)
+                out += finishFailed(held.record, held.attempt)
             }
         }
         // A send that may have been billed and is not the prompt's answer (a reset, a cut stream, a cancel).
@@ -54,7 +56,7 @@ extension RunMachine {
         if effect.rateLimited {
             let limitedFor = scheduler.rateLimited(job, wait: effect.serverWait, hint: hint, now: now.uptime)
             if limitedFor > config.retry.outageBudget {
-                stopLane(
+                out += stopLane(
                     lane,
                     .waitTooLong(
                         "the key\(Self.at(route, config)) has answered nothing but 429s for \(Self.duration(limitedFor)) (more than --outage-budget \(Self.duration(config.retry.outageBudget))); nothing was lost. Run the same command again later to carry on"
@@ -73,18 +75,18 @@ extension RunMachine {
         switch effect.outcome {
         case .withheld:
             uncount(job)
-            actions.append(requeue(nil, note: nil))
+            out.append(requeue(nil, note: nil))
         case .cancelled:
-            actions.append(requeue(effect.attempt, note: "cancelled at shutdown"))
+            out.append(requeue(effect.attempt, note: "cancelled at shutdown"))
         case .done(var record, let answer):
             record.route = job.route
             record.provider = config.routes.count > 1 ? route.name : nil
             scheduler.lanes[lane].settled(done: true)
             summary.done += 1
             if record.repaired { summary.repaired += 1 }
-            actions.append(.record(.finish(record, attempt: effect.attempt)))
+            out.append(.record(.finish(record, attempt: effect.attempt)))
             if config.cache.path != nil, config.cache.mode.writes, let key = r.cacheKey, let usage = effect.usage {
-                actions.append(
+                out.append(
                     .store(
                         (
                             key, r.model,
@@ -96,27 +98,27 @@ extension RunMachine {
         case .askAgain(let again, _, let note):
             summary.retries += 1
             summary.invalidRetries += 1
-            actions.append(requeue(effect.attempt, note: note))
+            out.append(requeue(effect.attempt, note: note))
             scheduler.retryNow(again)
         case .retry(let after, let pauseKey, _, let warming):
             if warming { summary.warmupRetries += 1 }
             summary.retries += 1
-            actions.append(requeue(effect.attempt, note: nil))
+            out.append(requeue(effect.attempt, note: nil))
             let at = now.uptime &+ Clock.nanoseconds(after)
             var again = job
             if effect.rateLimited { again.rateLimitedAttempts += 1 }  // "not now": not one of the line's attempts
             scheduler.retry(again, at: at, pauseUntil: pauseKey ? at : nil)
-            if pauseKey { announcePause(after, now) }
+            if pauseKey { out += announcePause(after, now) }
         case .unreachable(let reason):
-            unreachable(job, reason, effect.attempt, now)
+            out += unreachable(job, reason, effect.attempt, now)
         case .failed(var record):
             record.route = response.status > 0 ? job.route : nil
             record.provider = config.routes.count > 1 && response.status > 0 ? route.name : nil
             if let signature = effect.failureSignature, scheduler.lanes[lane].firstFailures.holding {
                 if scheduler.lanes[lane].firstFailures.hold(record, effect.attempt, signature: signature) {
                     let held = scheduler.lanes[lane].firstFailures.release()
-                    for h in held { self.requeue(h.record, h.attempt, note: h.record.errorMessage) }
-                    stopLane(
+                    for h in held { out += self.requeue(h.record, h.attempt, note: h.record.errorMessage) }
+                    out += stopLane(
                         lane,
                         .systematic(
                             "the first \(FirstFailures.limit) answers\(Self.at(route, config)) all failed the same way (\(signature): \(record.errorMessage ?? "")) and nothing has succeeded; the lines stay pending. Fix the cause (the key, the model, the URL) and run the same command again"
@@ -125,10 +127,10 @@ extension RunMachine {
             } else {
                 if effect.failureSignature != nil {
                     for held in scheduler.lanes[lane].firstFailures.release(settle: true) {
-                        finishFailed(held.record, held.attempt)
+                        out += finishFailed(held.record, held.attempt)
                     }
                 }
-                finishFailed(record, effect.attempt)
+                out += finishFailed(record, effect.attempt)
                 scheduler.lanes[lane].settled(done: false)
             }
         case .refuseModel(let refusal, var record):
@@ -136,8 +138,8 @@ extension RunMachine {
             let (kept, isNew) = scheduler.refuse(model: refusal.model, refusal, route: lane)
             let everywhere = scheduler.lanes.allSatisfy { $0.stopped != nil || $0.refusedModels[refusal.model] != nil }
             if isNew {
-                actions.append(.record(.refuseModel(kept, route: lane)))
-                actions.append(
+                out.append(.record(.refuseModel(kept, route: lane)))
+                out.append(
                     .log(
                         everywhere
                             ? "chatbatch: model \(kept.model) refused\(Self.at(route, config)) (HTTP \(kept.status) \(kept.code): \(kept.message)); its other lines are not sent and go to the errors file (run again with --retry-failed once the key may use it)"
@@ -145,50 +147,54 @@ extension RunMachine {
                     ))
             }
             if everywhere {
-                finishFailed(record, effect.attempt)
+                out += finishFailed(record, effect.attempt)
             } else {
-                actions.append(requeue(effect.attempt, note: record.errorMessage))
+                out.append(requeue(effect.attempt, note: record.errorMessage))
                 scheduler.retryNow(job)
             }
         case .wrongRoute(let reason, var record):
             if scheduler.lanes[lane].health.proven && scheduler.lanes[lane].firstFailures.settled {
                 record.route = job.route
-                finishFailed(record, effect.attempt)
+                out += finishFailed(record, effect.attempt)
             } else {
-                actions.append(requeue(effect.attempt, note: reason))
+                out.append(requeue(effect.attempt, note: reason))
                 scheduler.retryNow(job)
-                stopLane(
+                out += stopLane(
                     lane,
                     .unreachable(
                         "\(route.endpoint.shownURL) answered \(reason): does the base URL end in /v1 (for TIR: is the project id right)? Nothing else was sent\(Self.at(route, config)); fix the URL and run the same command again"
                     ), now)
             }
         case .stopRun(let reason, let note):
-            actions.append(requeue(effect.attempt, note: note))
+            out.append(requeue(effect.attempt, note: note))
             scheduler.retryNow(job)
-            stopLane(lane, .keyRefused(config.routes.count > 1 ? "\(route.name): \(reason)" : reason), now)
+            out += stopLane(lane, .keyRefused(config.routes.count > 1 ? "\(route.name): \(reason)" : reason), now)
         case .stopUnsent(let reason):
             uncount(job)
-            actions.append(requeue(nil, note: nil))
+            out.append(requeue(nil, note: nil))
             scheduler.retryNow(job)
-            stopLane(lane, .certificateRefused(reason), now)
+            out += stopLane(lane, .certificateRefused(reason), now)
         }
         if let outcome = effect.probeOutcome {
             for held in scheduler.settleModelProbe(job, outcome) {
-                if case .refused(let refusal) = outcome { refuseUnsent(held, refusal) }
+                if case .refused(let refusal) = outcome { out += refuseUnsent(held, refusal) }
             }
         }
+        return out
     }
 
     /// Nothing reached the server: not one of the line's attempts. Before the endpoint ever answered this stops
     /// the run with the cause; after, it is an outage: pause, probe with one request, stop once it outlasts its budget.
-    private mutating func unreachable(_ job: ScheduledJob, _ reason: String, _ attempt: AttemptRecord, _ now: Moment) {
+    private mutating func unreachable(_ job: ScheduledJob, _ reason: String, _ attempt: AttemptRecord, _ now: Moment)
+        -> [RunAction]
+    {
+        var out: [RunAction] = []
         uncount(job)
         var again = job
         again.attempt -= 1
         let r = job.request
         let lane = job.route
-        actions.append(
+        out.append(
             .record(
                 .requeue(
                     customID: r.customID, line: r.line, bodyHash: r.bodyHash, model: r.model, attempt: attempt,
@@ -202,27 +208,27 @@ extension RunMachine {
                 summary.possiblyBilledTwice > 0
                 ? "no answer came back (\(summary.possiblyBilledTwice) earlier sends may have reached it: counted as possibly billed twice)"
                 : "nothing was sent"
-            stopLane(
+            out += stopLane(
                 lane,
                 .unreachable(
                     "\(url): \(reason); \(sent). \(Self.hint(reason, url: url)) Then run the same command again"), now)
-            return
+            return out
         }
         let (wait, isNew) = scheduler.lanes[lane].health.unreachable(
             reason, now: now.uptime, budget: config.retry.outageBudget, base: config.retry.baseDelay)
         guard let wait else {
             again.probe = false
             scheduler.retryNow(again)
-            stopLane(
+            out += stopLane(
                 lane,
                 .unreachable(
                     "\(url) has been unreachable for more than \(Self.duration(config.retry.outageBudget)) (--outage-budget; last: \(reason)); nothing was lost. Run the same command again once it is back"
                 ), now)
-            return
+            return out
         }
         if isNew {
             let others = config.routes.count > 1 ? " (the other providers carry on)" : ""
-            actions.append(
+            out.append(
                 .log(
                     "chatbatch: \(AnswerPolicy.hostAndPort(url)) is unreachable (\(reason)); sending there paused: one request probes it with backoff, for up to \(Self.duration(config.retry.outageBudget)) (--outage-budget)\(others)"
                 ))
@@ -237,6 +243,7 @@ extension RunMachine {
         } else {
             scheduler.retry(again, at: at, pauseUntil: at)
         }
+        return out
     }
 
     /// " at NAME" when the run has several providers.
@@ -245,19 +252,21 @@ extension RunMachine {
     }
 
     /// A 429's pause: said when longer than the backoff cap, the run stopped when longer than `--max-wait`.
-    private mutating func announcePause(_ seconds: Double, _ now: Moment) {
+    private mutating func announcePause(_ seconds: Double, _ now: Moment) -> [RunAction] {
+        var out: [RunAction] = []
         if seconds > config.retry.maxWait {
-            halt(
+            out += halt(
                 .waitTooLong(
                     "the key asked to wait \(Self.duration(seconds)) before sending again (Retry-After), more than --max-wait \(Self.duration(config.retry.maxWait)); run the same command again later to carry on"
                 ), now)
         } else if seconds > config.retry.maxDelay && seconds > announcedPause {
             announcedPause = seconds
-            actions.append(
+            out.append(
                 .log(
                     "chatbatch: the key asked to wait \(Self.duration(seconds)) (Retry-After on a 429): sending resumes at \(Self.clockTime(now.wall + seconds)) UTC"
                 ))
         }
+        return out
     }
 
     /// What to check, from libcurl's message.
@@ -277,22 +286,23 @@ extension RunMachine {
         return "Is the base URL right?"
     }
 
-    mutating func finishFailed(_ record: FinishedRecord, _ attempt: AttemptRecord?) {
+    mutating func finishFailed(_ record: FinishedRecord, _ attempt: AttemptRecord?) -> [RunAction] {
         summary.failed += 1
         summary.failuresByCode[record.errorCode ?? "unknown", default: 0] += 1
-        actions.append(.record(.finish(record, attempt: attempt)))
+        return [.record(.finish(record, attempt: attempt))]
     }
 
     /// A line for a refused model: not sent, written to the errors file with the refusal's code and message.
-    mutating func refuseUnsent(_ job: ScheduledJob, _ refusal: ModelRefusal) {
+    mutating func refuseUnsent(_ job: ScheduledJob, _ refusal: ModelRefusal) -> [RunAction] {
         summary.blocked += 1
-        finishFailed(AnswerPolicy.refusedUnsentRecord(job, refusal, input: config.files.input), nil)
+        return finishFailed(AnswerPolicy.refusedUnsentRecord(job, refusal, input: config.files.input), nil)
     }
 
     /// A line the response cache answers: written like an answer, marked cached, nothing sent or billed.
     /// The stored answer goes through the same checks and output as a live one (a streamed request's answer is
     /// kept reassembled), so its line is byte for byte the line the paid answer got.
-    mutating func answerFromCache(_ request: PreparedRequest, _ answer: CachedAnswer, _ now: Moment) {
+    mutating func answerFromCache(_ request: PreparedRequest, _ answer: CachedAnswer, _ now: Moment) -> [RunAction] {
+        var out: [RunAction] = []
         var record: FinishedRecord
         if !config.files.dropReasoning && !answer.body.contains(0x0A) && !answer.body.contains(0x0D) {
             // It passed its checks for this very body (the key covers response_format) and is one line: its bytes
@@ -320,7 +330,7 @@ extension RunMachine {
                 of: response, for: ScheduledJob(request: plain), startedAt: 0, context: context, random: &random)
             guard case .done(let checked, _) = effect.outcome else {
                 scheduler.enqueue([request])  // a stored answer that no longer passes its checks: ask the provider
-                return
+                return out
             }
             record = checked
             record.promptTokens = 0
@@ -335,7 +345,8 @@ extension RunMachine {
         summary.cacheHits += 1
         summary.tokensSaved += record.savedTokens
         summary.costSaved += record.savedCost
-        actions.append(.record(.finish(record, attempt: nil)))
+        out.append(.record(.finish(record, attempt: nil)))
+        return out
     }
 
     /// `95 s`, `12 min`, `3.0 h`.

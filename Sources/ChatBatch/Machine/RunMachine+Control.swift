@@ -5,22 +5,26 @@ import ChatBatchCore
 /// report.
 extension RunMachine {
     /// Applies `controls` in the order they were given, then sends what the new state allows.
-    mutating func steer(_ controls: [ControlRequest], _ now: Moment) {
+    mutating func steer(_ controls: [ControlRequest], _ now: Moment) -> [RunAction] {
+        var out: [RunAction] = []
         for control in controls {
-            let before = actions.count
-            let outcome = apply(control, now)
+            var effects: [RunAction] = []
+            let outcome = apply(control, now, effects: &effects)
             if !outcome.hasPrefix("refused") { controlsApplied += 1 }
             // Said before what it leads to (a drain's stopping line).
-            actions.insert(.log("chatbatch: control \(control.description): \(outcome)"), at: before)
-            actions.append(.record(.controlSettled(id: control.id, outcome: outcome)))
+            out.append(.log("chatbatch: control \(control.description): \(outcome)"))
+            out += effects
+            out.append(.record(.controlSettled(id: control.id, outcome: outcome)))
         }
-        pump(now)
+        out += pump(now)
+        return out
     }
 
     /// True while `chatbatch control … pause` holds every provider.
     var paused: Bool { pausedSince != nil }
 
-    private mutating func apply(_ control: ControlRequest, _ now: Moment) -> String {
+    /// What `control` changes; returns what came of it, and adds what the change makes happen to `effects`.
+    private mutating func apply(_ control: ControlRequest, _ now: Moment, effects: inout [RunAction]) -> String {
         if let stop { return "refused: the run is already stopping (\(stop.message))" }
         let routes: [Int]
         if let name = control.provider {
@@ -52,7 +56,7 @@ extension RunMachine {
                 return "refused: drain ends the whole run; to stop one provider, pause it (--provider NAME pause)"
             }
             let inflight = scheduler.inflight
-            halt(
+            effects += halt(
                 .drained(
                     "drained by chatbatch control (from \(control.host)): the \(inflight) requests in flight finish, "
                         + "nothing new is sent; run the same command again to resume"), now)
@@ -63,7 +67,7 @@ extension RunMachine {
             } else {
                 for r in routes { scheduler.lanes[r].set(setting, value, now: now.uptime) }
             }
-            if setting == .concurrency { sample(onlyChanged: true) }
+            if setting == .concurrency { effects += sample(onlyChanged: true) }
             return "applied: \(setting.rawValue) is \(value.map(Self.figure) ?? "off") from now on"
                 + (setting == .concurrency ? " (the most the adaptive limit may reach)" : "")
         }

@@ -1,10 +1,11 @@
 import ChatBatchCore
 
-/// Every decision of a run, as a value: it takes events (lines read, answers, timers, signals, write failures) and
-/// returns actions (record these, send these, store this, wake me at, log this, finish). It has no queue, clock,
-/// file or socket; `RunDriver` carries its actions out. The rules it applies live in `Scheduler` (what may go
-/// when), `AnswerPolicy` (what an answer means) and here (what the run does about it: accounting, stopping, the
-/// outage pause, the first answers' check).
+/// Every decision of a run, as a value: it takes events (lines read, answers, timers, signals, controls, write
+/// failures) and returns actions (record these, send these, store this, wake me at, log this, finish). It has no
+/// queue, clock, file or socket; `RunDriver` carries its actions out. Each of its steps is a `mutating func … ->
+/// [RunAction]`, as async-http-client's pool state machine is: it changes the state and returns what to do. The
+/// rules it applies live in `Scheduler` (what may go when), `AnswerPolicy` (what an answer means) and here (what
+/// the run does about it: accounting, stopping, the outage pause, the first answers' check).
 struct RunMachine: Sendable {
     let config: RunConfiguration
     let retry: RetryPolicy
@@ -30,8 +31,8 @@ struct RunMachine: Sendable {
     private var recentAttempts: [(UInt64, Int)] = []
     /// The windows last sampled, by route.
     private var sampledWindows: [Int] = []
-    /// Actions of the event being handled.
-    var actions: [RunAction] = []
+    /// What the machine has to say before its first event (lines a run that died left in flight), said with it.
+    private var startupNotes: [RunAction] = []
     /// When `chatbatch control … pause` stopped every provider sending (wall clock), nil when not paused.
     var pausedSince: Double? = nil
     /// Controls applied so far (for the metrics file).
@@ -51,7 +52,7 @@ struct RunMachine: Sendable {
         self.random = random
         self.finishedInput = finishedInput
         if crashRecovered > 0 {
-            actions.append(
+            startupNotes.append(
                 .log(
                     "chatbatch: \(crashRecovered) prompts were in flight when a previous run stopped; they will be sent again and counted as possibly billed twice"
                 ))
@@ -60,47 +61,49 @@ struct RunMachine: Sendable {
 
     /// Applies one event and returns what to do about it.
     mutating func handle(_ event: RunEvent, at now: Moment) -> [RunAction] {
+        var out = startupNotes
+        startupNotes = []
         switch event {
-        case .start: start(now)
-        case .inputRead(let batch): accept(batch, now)
-        case .inputFailed(let message): halt(.inputFailed(message), now)
+        case .start: out += start(now)
+        case .inputRead(let batch): out += accept(batch, now)
+        case .inputFailed(let message): out += halt(.inputFailed(message), now)
         case .answered(let answers):
-            for answer in answers { apply(answer, now) }
-            pump(now)
+            for answer in answers { out += apply(answer, now) }
+            out += pump(now)
         case .notSent(let jobs):
             for job in jobs {
                 scheduler.returned(job)
                 uncount(job)
-                actions.append(.record(.unsent(customID: job.request.customID)))
+                out.append(.record(.unsent(customID: job.request.customID)))
             }
-            pump(now)
+            out += pump(now)
         case .timer:
             if let armed = wakeArmedAt, armed <= now.uptime { wakeArmedAt = nil }
-            pump(now)
+            out += pump(now)
         case .signal:
             if finished {
                 // Already ending (the executor is winding down): the signal changes nothing.
             } else if stop == nil {
-                halt(.interrupted, now)
+                out += halt(.interrupted, now)
             } else {
-                actions.append(.log("chatbatch: stopping now"))
-                actions.append(.cancelInFlight(after: 0))
+                out.append(.log("chatbatch: stopping now"))
+                out.append(.cancelInFlight(after: 0))
             }
         case .writeFailed(let message, let outputOnly):
-            halt(outputOnly ? .outputFailed(message) : .checkpointFailed(message), now)
+            out += halt(outputOnly ? .outputFailed(message) : .checkpointFailed(message), now)
         case .inputCounted(let n):
             progressTotal = n
         case .tick:
-            if !finished { sample() }
+            if !finished { out += sample() }
         case .control(let controls):
             // Once finished, a control is left untaken: the command says the run ended before applying it.
-            if !finished { steer(controls, now) }
+            if !finished { out += steer(controls, now) }
         }
-        defer { actions = [] }
-        return actions
+        return out
     }
 
-    private mutating func start(_ now: Moment) {
+    private mutating func start(_ now: Moment) -> [RunAction] {
+        var out: [RunAction] = []
         if let known = finishedInput {
             // Unchanged since a run that finished every line: every line is done or failed already.
             inputDone = true
@@ -108,21 +111,23 @@ struct RunMachine: Sendable {
             summary.inputLines = known.done + known.failed
             summary.alreadyDone = known.done
             summary.alreadyFailed = known.failed
-            checkFinished(now)
+            out += checkFinished(now)
         } else {
-            requestInput()
+            out += requestInput()
         }
+        return out
     }
 
     // MARK: input
 
-    private mutating func requestInput() {
-        guard !inputDone, !inputRequested, stop == nil else { return }
+    private mutating func requestInput() -> [RunAction] {
+        guard !inputDone, !inputRequested, stop == nil else { return [] }
         inputRequested = true
-        actions.append(.readInput(limit: max(256, readAhead * 2)))
+        return [.readInput(limit: max(256, readAhead * 2))]
     }
 
-    private mutating func accept(_ batch: FeedBatch, _ now: Moment) {
+    private mutating func accept(_ batch: FeedBatch, _ now: Moment) -> [RunAction] {
+        var out: [RunAction] = []
         inputRequested = false
         inputDone = batch.endOfInput
         summary.inputLines += batch.linesRead
@@ -134,62 +139,70 @@ struct RunMachine: Sendable {
         for m in batch.messages {
             messagesShown += 1
             if messagesShown <= 50 {
-                actions.append(.log(m))
+                out.append(.log(m))
             } else if messagesShown == 51 {
-                actions.append(
+                out.append(
                     .log(
                         "chatbatch: more input problems, not said here (invalid lines are in the errors file; the summary counts the rest)"
                     ))
             }
         }
-        for id in batch.forgotten { actions.append(.record(.forget(customID: id))) }
-        for id in batch.superseded { actions.append(.record(.supersede(customID: id))) }
-        for record in batch.settled { actions.append(.record(.finish(record, attempt: nil))) }
-        for (request, answer) in batch.cached { answerFromCache(request, answer, now) }
-        for entry in batch.backfill { actions.append(.store(entry)) }
+        for id in batch.forgotten { out.append(.record(.forget(customID: id))) }
+        for id in batch.superseded { out.append(.record(.supersede(customID: id))) }
+        for record in batch.settled { out.append(.record(.finish(record, attempt: nil))) }
+        for (request, answer) in batch.cached { out += answerFromCache(request, answer, now) }
+        for entry in batch.backfill { out.append(.store(entry)) }
         scheduler.enqueue(batch.requests)
-        pump(now)
+        out += pump(now)
+        return out
     }
 
     // MARK: sending
 
-    /// Sends whatever the scheduler allows now, and arranges to be called again when it next may.
-    mutating func pump(_ now: Moment) {
-        defer { checkFinished(now) }
-        guard stop == nil else { return }
-        sample(onlyChanged: true)
+    /// Sends whatever the scheduler allows now, arranges to be called again when it next may, and ends the run once
+    /// nothing is left to do.
+    mutating func pump(_ now: Moment) -> [RunAction] {
+        var out = stop == nil ? send(now) : []
+        out += checkFinished(now)
+        return out
+    }
+
+    /// The requests the scheduler lets go now (each claimed before it is sent), and what comes of the rest.
+    private mutating func send(_ now: Moment) -> [RunAction] {
+        var out = sample(onlyChanged: true)
         decide: while true {
             switch scheduler.next(now: now.uptime) {
             case .send(let job):
                 count(job)
-                actions.append(
+                out.append(
                     .record(
                         .claim(
                             customID: job.request.customID, line: job.request.line, bodyHash: job.request.bodyHash,
                             model: job.request.model,
                             attempt: job.attempt, route: job.route)))
-                actions.append(.send(job))
+                out.append(.send(job))
             case .refuse(let job, let refusal):
-                refuseUnsent(job, refusal)
+                out += refuseUnsent(job, refusal)
             case .overBudget:
-                halt(.budget(scheduler.budgetMessage), now)
+                out += halt(.budget(scheduler.budgetMessage), now)
                 break decide
             case .wait(let until):
-                if let until { wake(at: until) }
+                if let until { out += wake(at: until) }
                 break decide
             }
         }
-        if scheduler.queuedFresh < readAhead { requestInput() }
+        if scheduler.queuedFresh < readAhead { out += requestInput() }
+        return out
     }
 
     /// Fresh lines kept queued: the most that may be in flight (a control may raise it above the job's).
     var readAhead: Int { max(config.concurrency, scheduler.lanes.reduce(0) { $0 + $1.limiter.maximum }) }
 
     /// Asks for `.timer` at `deadline` (a pause, a rate bucket refilling, a retry coming due).
-    mutating func wake(at deadline: UInt64) {
-        if let armed = wakeArmedAt, armed <= deadline { return }
+    mutating func wake(at deadline: UInt64) -> [RunAction] {
+        if let armed = wakeArmedAt, armed <= deadline { return [] }
         wakeArmedAt = deadline
-        actions.append(.wake(at: deadline))
+        return [.wake(at: deadline)]
     }
 
     // MARK: accounting: a send counted, and taken back, here only
@@ -216,99 +229,110 @@ struct RunMachine: Sendable {
 
     /// Stops one provider for `reason` (its key refused, it cannot be reached, its first answers all failed alike):
     /// the others carry on; with none left, the run stops for that reason.
-    mutating func stopLane(_ r: Int, _ reason: RunStop, _ now: Moment) {
-        guard scheduler.lanes[r].stopped == nil else { return }
+    mutating func stopLane(_ r: Int, _ reason: RunStop, _ now: Moment) -> [RunAction] {
+        var out: [RunAction] = []
+        guard scheduler.lanes[r].stopped == nil else { return out }
         scheduler.stop(route: r, reason.message)
         if scheduler.lanes.allSatisfy({ $0.stopped != nil }) {
-            halt(reason, now)
+            out += halt(reason, now)
         } else {
-            actions.append(
+            out.append(
                 .log(
                     "chatbatch: provider \(scheduler.lanes[r].name) stopped: \(reason.message); the other providers carry on"
                 ))
         }
+        return out
     }
 
     /// Stops sending for `reason` (the first reason wins); what is in flight finishes, or is cancelled when the
     /// checkpoint cannot record it.
-    mutating func halt(_ reason: RunStop, _ now: Moment) {
+    mutating func halt(_ reason: RunStop, _ now: Moment) -> [RunAction] {
+        var out: [RunAction] = []
         if stop == nil {
             stop = reason
             let inflight = scheduler.inflight
             switch reason {
             case .interrupted:
-                actions.append(
+                out.append(
                     .log(
                         "chatbatch: stopping: letting \(inflight) requests in flight finish (up to \(Int(config.retry.grace)) s); interrupt again to stop at once"
                     ))
-                actions.append(.cancelInFlight(after: config.retry.grace))
+                out.append(.cancelInFlight(after: config.retry.grace))
             case .checkpointFailed(let m):
-                actions.append(
+                out.append(
                     .log(
                         "chatbatch: stopping: \(m)"
                             + (inflight > 0
                                 ? " (the \(inflight) requests in flight cannot be recorded: they are cancelled, and the next run sends them again and counts them as possibly billed twice)"
                                 : "")))
-                actions.append(.cancelInFlight(after: 0))
+                out.append(.cancelInFlight(after: 0))
             case .outputFailed(let m):
-                actions.append(
+                out.append(
                     .log(
                         "chatbatch: stopping: \(m)"
                             + (inflight > 0 ? " (the \(inflight) requests in flight finish into the checkpoint)" : "")))
             case .inputFailed(let m):
-                actions.append(.log("chatbatch: stopping: \(m)"))
-                actions.append(.cancelInFlight(after: 0))
+                out.append(.log("chatbatch: stopping: \(m)"))
+                out.append(.cancelInFlight(after: 0))
             default:
-                actions.append(.log("chatbatch: stopping: \(reason.message)"))
+                out.append(.log("chatbatch: stopping: \(reason.message)"))
             }
         }
-        checkFinished(now)
+        out += checkFinished(now)
+        return out
     }
 
     /// Ends the run once nothing is in flight and either the work is done or a stop was asked for.
-    mutating func checkFinished(_ now: Moment) {
-        guard !finished, scheduler.inflight == 0 else { return }
+    mutating func checkFinished(_ now: Moment) -> [RunAction] {
+        var out: [RunAction] = []
+        guard !finished, scheduler.inflight == 0 else { return out }
         if stop == nil {
-            guard inputDone, scheduler.isDrained else { return }
+            guard inputDone, scheduler.isDrained else { return out }
             // The input ended with nothing answered: the held failures are just the lines' own.
             for r in scheduler.lanes.indices {
-                for held in scheduler.lanes[r].firstFailures.release() { finishFailed(held.record, held.attempt) }
+                for held in scheduler.lanes[r].firstFailures.release() {
+                    out += finishFailed(held.record, held.attempt)
+                }
             }
         } else {
             for r in scheduler.lanes.indices {
                 for held in scheduler.lanes[r].firstFailures.release() {
-                    requeue(held.record, held.attempt, note: held.record.errorMessage)
+                    out += requeue(held.record, held.attempt, note: held.record.errorMessage)
                 }
             }
         }
         finished = true
-        actions.append(.finish)
+        out.append(.finish)
+        return out
     }
 
     /// The record of a line back to pending, with its attempt kept for the audit.
-    mutating func requeue(_ record: FinishedRecord, _ attempt: AttemptRecord?, note: String?) {
-        actions.append(
+    func requeue(_ record: FinishedRecord, _ attempt: AttemptRecord?, note: String?) -> [RunAction] {
+        [
             .record(
                 .requeue(
                     customID: record.customID, line: record.line, bodyHash: record.bodyHash, model: record.model,
-                    attempt: attempt, note: note)))
+                    attempt: attempt, note: note))
+        ]
     }
 
     /// Each provider's state, sampled into the checkpoint's timeline (the report draws it): every second, and when
     /// a window changes.
-    mutating func sample(onlyChanged: Bool = false) {
+    mutating func sample(onlyChanged: Bool = false) -> [RunAction] {
+        var out: [RunAction] = []
         if sampledWindows.count != scheduler.lanes.count {
             sampledWindows = Array(repeating: -1, count: scheduler.lanes.count)
         }
         for lane in scheduler.lanes where !onlyChanged || sampledWindows[lane.route] != lane.limiter.limit {
             sampledWindows[lane.route] = lane.limiter.limit
-            actions.append(
+            out.append(
                 .record(
                     .sample(
                         inflight: lane.inflight, window: lane.limiter.limit,
                         paused: lane.health.outage != nil || lane.pausedByControl,
                         route: lane.route)))
         }
+        return out
     }
 
     /// The in-flight level each provider's key was found to allow, to start the next run there (by route).
