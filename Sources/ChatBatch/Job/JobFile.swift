@@ -4,90 +4,10 @@ import Yams
 
 /// Reads a YAML job file into `JobSettings`; paths in it are relative to the file's folder.
 public enum JobFile {
-    /// Every job key, and how it is read into the settings: the one list of what a job file may say.
-    static let keys: [(key: String, read: @Sendable (Reader, inout JobSettings) throws(ChatBatchError) -> Void)] = [
-        ("input", { r, s throws(ChatBatchError) in s.input = try r.path("input") }),
-        ("output", { r, s throws(ChatBatchError) in s.output = try r.path("output") }),
-        ("errors", { r, s throws(ChatBatchError) in s.errors = try r.path("errors") }),
-        ("checkpoint", { r, s throws(ChatBatchError) in s.checkpoint = try r.path("checkpoint") }),
-        ("format", { r, s throws(ChatBatchError) in s.format = try r.choice("format") }),
-        ("provider", { r, s throws(ChatBatchError) in s.provider = try r.choice("provider") }),
-        ("base_url", { r, s throws(ChatBatchError) in s.baseURL = try r.string("base_url") }),
-        ("model", { r, s throws(ChatBatchError) in s.model = try r.string("model") }),
-        ("project_id", { r, s throws(ChatBatchError) in s.projectID = try r.string("project_id") }),
-        ("api_key_env", { r, s throws(ChatBatchError) in s.apiKeyEnv = try r.string("api_key_env") }),
-        ("api_key_file", { r, s throws(ChatBatchError) in s.apiKeyFile = try r.path("api_key_file") }),
-        ("headers", { r, s throws(ChatBatchError) in s.headers = try r.headers("headers") }),
-        ("concurrency", { r, s throws(ChatBatchError) in s.concurrency = try r.integer("concurrency") }),
-        (
-            "max_attempts",
-            { r, s throws(ChatBatchError) in s.maxAttempts = try r.integer("max_attempts") ?? s.maxAttempts }
-        ),
-        ("timeout", { r, s throws(ChatBatchError) in s.timeout = try r.number("timeout") }),
-        ("connect_timeout", { r, s throws(ChatBatchError) in s.connectTimeout = try r.number("connect_timeout") }),
-        (
-            "max_response_bytes",
-            { r, s throws(ChatBatchError) in s.maxResponseBytes = try r.integer("max_response_bytes") }
-        ),
-        ("grace", { r, s throws(ChatBatchError) in s.grace = try r.number("grace") }),
-        ("retry", { r, s throws(ChatBatchError) in try r.retry(&s) }),
-        (
-            "request",
-            { r, s throws(ChatBatchError) in s.request = try r.object("request", "a mapping of request body fields") }
-        ),
-        ("system", { r, s throws(ChatBatchError) in s.system = try r.string("system") }),
-        ("template", { r, s throws(ChatBatchError) in s.template = try r.string("template") }),
-        ("id_field", { r, s throws(ChatBatchError) in s.idField = try r.string("id_field") }),
-        ("prices", { r, s throws(ChatBatchError) in s.prices = try r.prices("prices") }),
-        ("limits", { r, s throws(ChatBatchError) in s.limits = try r.limits("limits") }),
-        ("strict", { r, s throws(ChatBatchError) in s.strict = try r.flag("strict") }),
-        (
-            "exit_zero_when_done",
-            { r, s throws(ChatBatchError) in s.exitZeroWhenDone = try r.flag("exit_zero_when_done") }
-        ),
-        ("stream", { r, s throws(ChatBatchError) in s.stream = try r.flag("stream") }),
-        ("summary_json", { r, s throws(ChatBatchError) in s.summaryJSON = try r.path("summary_json") }),
-        ("metrics_file", { r, s throws(ChatBatchError) in s.metricsFile = try r.path("metrics_file") }),
-        ("metrics_interval", { r, s throws(ChatBatchError) in s.metricsInterval = try r.number("metrics_interval") }),
-        ("retry_invalid", { r, s throws(ChatBatchError) in s.retryInvalid = try r.integer("retry_invalid") }),
-        ("drop_reasoning", { r, s throws(ChatBatchError) in s.dropReasoning = try r.flag("drop_reasoning") }),
-        ("max_cost", { r, s throws(ChatBatchError) in s.maxCost = try r.number("max_cost") }),
-        (
-            "requests_per_minute",
-            { r, s throws(ChatBatchError) in s.requestsPerMinute = try r.number("requests_per_minute") }
-        ),
-        ("tokens_per_minute", { r, s throws(ChatBatchError) in s.tokensPerMinute = try r.number("tokens_per_minute") }),
-        (
-            "adaptive_concurrency",
-            { r, s throws(ChatBatchError) in s.adaptiveConcurrency = try r.flag("adaptive_concurrency") }
-        ),
-        ("warmup", { r, s throws(ChatBatchError) in s.warmup = try r.flag("warmup") }),
-        ("cache", { r, s throws(ChatBatchError) in s.cache = try r.path("cache") }),
-        ("cache_mode", { r, s throws(ChatBatchError) in s.cacheMode = try r.choice("cache_mode") }),
-        ("ca_cert", { r, s throws(ChatBatchError) in s.caCert = try r.path("ca_cert") }),
-        ("proxy", { r, s throws(ChatBatchError) in s.proxy = try r.string("proxy") }),
-        ("allow_http", { r, s throws(ChatBatchError) in s.allowHTTP = try r.flag("allow_http") }),
-        ("overwrite", { r, s throws(ChatBatchError) in s.overwrite = try r.flag("overwrite") }),
-        ("max_wait", { r, s throws(ChatBatchError) in s.maxWait = try r.number("max_wait") }),
-        ("outage_budget", { r, s throws(ChatBatchError) in s.outageBudget = try r.number("outage_budget") }),
-        (
-            "other_endpoint_answers",
-            { r, s throws(ChatBatchError) in s.otherEndpointAnswers = try r.choice("other_endpoint_answers") }
-        ),
-        ("route", { r, s throws(ChatBatchError) in s.route = try r.choice("route") }),
-        ("providers", { r, s throws(ChatBatchError) in s.providers = try r.providers("providers") })
-    ]
-
     /// The keys an entry of `providers` may hold (besides `name`): what a provider has of its own.
-    static let providerKeys: Set<String> = [
-        "provider", "base_url", "model", "project_id", "api_key_env", "api_key_file", "headers", "concurrency",
-        "max_cost",
-        "requests_per_minute", "tokens_per_minute", "prices", "ca_cert", "proxy", "timeout", "connect_timeout",
-        "allow_http",
-        "max_response_bytes"
-    ]
+    static let providerKeys = Set(JobKey.all.filter(\.perProvider).map(\.name))
 
-    static var knownKeys: Set<String> { Set(keys.map(\.key)) }
+    static let knownKeys = Set(JobKey.all.map(\.name))
 
     /// Today as `YYYY-MM-DD` (local time): what `{date}` in a job's paths becomes by default.
     public static func today() -> String {
@@ -151,7 +71,7 @@ public enum JobFile {
         }
         let reader = Reader(fields: fields, folder: folder, source: source, date: date)
         var s = JobSettings()
-        for (key, read) in keys where fields[key].map({ !$0.isNull }) == true { try read(reader, &s) }
+        for key in JobKey.all where fields[key.name].map({ !$0.isNull }) == true { try key.read(reader, &s) }
         return s
     }
 
@@ -248,9 +168,8 @@ public enum JobFile {
                 }
                 let reader = Reader(fields: fields, folder: folder, source: source, date: date)
                 var entry = JobSettings()
-                for (k, read) in JobFile.keys
-                where JobFile.providerKeys.contains(k) && fields[k].map({ !$0.isNull }) == true {
-                    try read(reader, &entry)
+                for k in JobKey.all where k.perProvider && fields[k.name].map({ !$0.isNull }) == true {
+                    try k.read(reader, &entry)
                 }
                 entry.name = try reader.string("name")
                 entries.append(entry)

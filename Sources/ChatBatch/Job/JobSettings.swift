@@ -93,30 +93,14 @@ public struct JobSettings: Sendable {
         return out
     }
 
-    /// Every field, each as "take it from `other` when set": the one list `overridden` walks.
-    static var fields: [(inout JobSettings, JobSettings) -> Void] {
-        [
-            f(\.input), f(\.output), f(\.errors), f(\.checkpoint), f(\.format), f(\.provider), f(\.baseURL), f(\.model),
-            f(\.projectID),
-            f(\.apiKeyEnv), f(\.apiKeyFile), f(\.headers), f(\.concurrency), f(\.maxAttempts), f(\.timeout),
-            f(\.connectTimeout), f(\.maxResponseBytes),
-            f(\.retryBaseDelay), f(\.retryMaxDelay), f(\.grace), f(\.request), f(\.system), f(\.template), f(\.idField),
-            f(\.prices),
-            f(\.limits), f(\.strict), f(\.exitZeroWhenDone), f(\.force), f(\.retryFailed), f(\.stream),
-            f(\.summaryJSON), f(\.maxCost), f(\.requestsPerMinute),
-            f(\.tokensPerMinute), f(\.adaptiveConcurrency), f(\.warmup), f(\.retryInvalid), f(\.dropReasoning),
-            f(\.cache), f(\.cacheMode),
-            f(\.caCert), f(\.proxy), f(\.shard), f(\.allowHTTP), f(\.overwrite), f(\.maxWait), f(\.outageBudget),
-            f(\.otherEndpointAnswers),
-            f(\.fakeGateway), f(\.name), f(\.providers), f(\.route), f(\.metricsFile), f(\.metricsInterval),
-            f(\.jobName),
-            f(\.inputLabel)
-        ]
-    }
+    /// Every field, each as "take it from `other` when set": the job keys' (`JobKey.all`) and the flags' own.
+    static let fields = JobKey.all.flatMap(\.takes) + flagOnly
 
-    private static func f<T>(_ path: WritableKeyPath<JobSettings, T?>) -> (inout JobSettings, JobSettings) -> Void {
-        { out, other in if let v = other[keyPath: path] { out[keyPath: path] = v } }
-    }
+    /// The settings only a flag (or the command itself) gives: no job key reads them.
+    static let flagOnly: [@Sendable (inout JobSettings, JobSettings) -> Void] = [
+        JobKey.take(\.force), JobKey.take(\.retryFailed), JobKey.take(\.shard), JobKey.take(\.fakeGateway),
+        JobKey.take(\.name), JobKey.take(\.jobName), JobKey.take(\.inputLabel)
+    ]
 
     /// Supplies defaults, resolves the providers and endpoints, and checks the values.
     public func resolve() throws(ChatBatchError) -> RunConfiguration {
