@@ -16,8 +16,8 @@ extension RunMachine {
         if response.status > 0 { summary.statusCounts[response.status, default: 0] += 1 }
         if let ended = heard.endedOutage {
             let url = AnswerPolicy.hostAndPort(route.endpoint.url)
-            let down = Self.duration(Double(now.uptime &- ended.since) / 1e9)
-            out.append(.log("chatbatch: \(url) answers again after \(down) unreachable; sending resumes"))
+            let down = Double(now.uptime &- ended.since) / 1e9
+            out.append(.log(RunMessages.answersAgain(host: url, after: down)))
         }
         if heard.firstAnswer { out.append(.record(.endpointAnswered(route: lane))) }
         let warmingUp = job.probe && !scheduler.lanes[lane].warmedUp && Double(now.uptime &- started) / 1e9 < 120
@@ -32,10 +32,7 @@ extension RunMachine {
         if let usage = effect.usage {
             if usage.estimated {
                 if summary.usageEstimated == 0 {
-                    out.append(
-                        .log(
-                            "chatbatch: warning: the server sent no usage with some answers; their tokens and cost are estimated (the summary counts them, the flat output marks them usage_estimated, and --max-cost uses the estimate)"
-                        ))
+                    out.append(.log(RunMessages.usageEstimated))
                 }
                 summary.usageEstimated += 1
             }
@@ -59,8 +56,8 @@ extension RunMachine {
                 out += stopLane(
                     lane,
                     .waitTooLong(
-                        "the key\(Self.at(route, config)) has answered nothing but 429s for \(Self.duration(limitedFor)) (more than --outage-budget \(Self.duration(config.retry.outageBudget))); nothing was lost. Run the same command again later to carry on"
-                    ), now)
+                        RunMessages.keyOnlyRateLimited(
+                            at: Self.at(route, config), for: limitedFor, budget: config.retry.outageBudget)), now)
             }
         } else if response.status > 0 {
             scheduler.answered(job, hint: hint, now: now.uptime)
@@ -121,8 +118,9 @@ extension RunMachine {
                     out += stopLane(
                         lane,
                         .systematic(
-                            "the first \(FirstFailures.limit) answers\(Self.at(route, config)) all failed the same way (\(signature): \(record.errorMessage ?? "")) and nothing has succeeded; the lines stay pending. Fix the cause (the key, the model, the URL) and run the same command again"
-                        ), now)
+                            RunMessages.systematic(
+                                at: Self.at(route, config), signature: signature, message: record.errorMessage ?? "")),
+                        now)
                 }
             } else {
                 if effect.failureSignature != nil {
@@ -141,10 +139,8 @@ extension RunMachine {
                 out.append(.record(.refuseModel(kept, route: lane)))
                 out.append(
                     .log(
-                        everywhere
-                            ? "chatbatch: model \(kept.model) refused\(Self.at(route, config)) (HTTP \(kept.status) \(kept.code): \(kept.message)); its other lines are not sent and go to the errors file (run again with --retry-failed once the key may use it)"
-                            : "chatbatch: model \(kept.model) refused at \(route.name) (HTTP \(kept.status) \(kept.code): \(kept.message)); its lines go to the other providers"
-                    ))
+                        RunMessages.modelRefused(
+                            kept, at: Self.at(route, config), provider: route.name, everywhere: everywhere)))
             }
             if everywhere {
                 out += finishFailed(record, effect.attempt)
@@ -162,8 +158,8 @@ extension RunMachine {
                 out += stopLane(
                     lane,
                     .unreachable(
-                        "\(route.endpoint.shownURL) answered \(reason): does the base URL end in /v1 (for TIR: is the project id right)? Nothing else was sent\(Self.at(route, config)); fix the URL and run the same command again"
-                    ), now)
+                        RunMessages.wrongRoute(
+                            url: route.endpoint.shownURL, reason: reason, at: Self.at(route, config))), now)
             }
         case .stopRun(let reason, let note):
             out.append(requeue(effect.attempt, note: note))
@@ -203,15 +199,12 @@ extension RunMachine {
         guard scheduler.lanes[lane].health.proven else {
             again.probe = false
             scheduler.retryNow(again)
-            // "Nothing was sent" only when it is true: earlier sends that timed out may have reached the server.
-            let sent =
-                summary.possiblyBilledTwice > 0
-                ? "no answer came back (\(summary.possiblyBilledTwice) earlier sends may have reached it: counted as possibly billed twice)"
-                : "nothing was sent"
             out += stopLane(
                 lane,
                 .unreachable(
-                    "\(url): \(reason); \(sent). \(Self.hint(reason, url: url)) Then run the same command again"), now)
+                    RunMessages.neverReached(
+                        url: url, reason: reason, possiblyBilled: summary.possiblyBilledTwice,
+                        hint: Self.hint(reason, url: url))), now)
             return out
         }
         let (wait, isNew) = scheduler.lanes[lane].health.unreachable(
@@ -221,17 +214,16 @@ extension RunMachine {
             scheduler.retryNow(again)
             out += stopLane(
                 lane,
-                .unreachable(
-                    "\(url) has been unreachable for more than \(Self.duration(config.retry.outageBudget)) (--outage-budget; last: \(reason)); nothing was lost. Run the same command again once it is back"
-                ), now)
+                .unreachable(RunMessages.outageTooLong(url: url, budget: config.retry.outageBudget, reason: reason)),
+                now)
             return out
         }
         if isNew {
-            let others = config.routes.count > 1 ? " (the other providers carry on)" : ""
             out.append(
                 .log(
-                    "chatbatch: \(AnswerPolicy.hostAndPort(url)) is unreachable (\(reason)); sending there paused: one request probes it with backoff, for up to \(Self.duration(config.retry.outageBudget)) (--outage-budget)\(others)"
-                ))
+                    RunMessages.outageStarted(
+                        host: AnswerPolicy.hostAndPort(url), reason: reason, budget: config.retry.outageBudget,
+                        severalProviders: config.routes.count > 1)))
         }
         scheduler.holdForProbe(route: lane)
         let at = now.uptime &+ Clock.nanoseconds(wait)
@@ -256,15 +248,10 @@ extension RunMachine {
         var out: [RunAction] = []
         if seconds > config.retry.maxWait {
             out += halt(
-                .waitTooLong(
-                    "the key asked to wait \(Self.duration(seconds)) before sending again (Retry-After), more than --max-wait \(Self.duration(config.retry.maxWait)); run the same command again later to carry on"
-                ), now)
+                .waitTooLong(RunMessages.waitTooLong(seconds: seconds, maxWait: config.retry.maxWait)), now)
         } else if seconds > config.retry.maxDelay && seconds > announcedPause {
             announcedPause = seconds
-            out.append(
-                .log(
-                    "chatbatch: the key asked to wait \(Self.duration(seconds)) (Retry-After on a 429): sending resumes at \(Self.clockTime(now.wall + seconds)) UTC"
-                ))
+            out.append(.log(RunMessages.pause(seconds: seconds, resumesAt: Self.clockTime(now.wall + seconds))))
         }
         return out
     }

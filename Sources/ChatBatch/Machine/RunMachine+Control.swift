@@ -56,10 +56,7 @@ extension RunMachine {
                 return "refused: drain ends the whole run; to stop one provider, pause it (--provider NAME pause)"
             }
             let inflight = scheduler.inflight
-            effects += halt(
-                .drained(
-                    "drained by chatbatch control (from \(control.host)): the \(inflight) requests in flight finish, "
-                        + "nothing new is sent; run the same command again to resume"), now)
+            effects += halt(.drained(RunMessages.drained(host: control.host, inflight: inflight)), now)
             return "applied: the \(inflight) requests in flight finish, then the run ends with exit 4 (resumable)"
         case .set(let setting, let value):
             if setting == .maxCost && control.provider == nil {

@@ -52,10 +52,7 @@ struct RunMachine: Sendable {
         self.random = random
         self.finishedInput = finishedInput
         if crashRecovered > 0 {
-            startupNotes.append(
-                .log(
-                    "chatbatch: \(crashRecovered) prompts were in flight when a previous run stopped; they will be sent again and counted as possibly billed twice"
-                ))
+            startupNotes.append(.log(RunMessages.crashRecovered(crashRecovered)))
         }
     }
 
@@ -141,10 +138,7 @@ struct RunMachine: Sendable {
             if messagesShown <= 50 {
                 out.append(.log(m))
             } else if messagesShown == 51 {
-                out.append(
-                    .log(
-                        "chatbatch: more input problems, not said here (invalid lines are in the errors file; the summary counts the rest)"
-                    ))
+                out.append(.log(RunMessages.moreInputProblems))
             }
         }
         for id in batch.forgotten { out.append(.record(.forget(customID: id))) }
@@ -236,10 +230,7 @@ struct RunMachine: Sendable {
         if scheduler.lanes.allSatisfy({ $0.stopped != nil }) {
             out += halt(reason, now)
         } else {
-            out.append(
-                .log(
-                    "chatbatch: provider \(scheduler.lanes[r].name) stopped: \(reason.message); the other providers carry on"
-                ))
+            out.append(.log(RunMessages.providerStopped(scheduler.lanes[r].name, reason: reason.message)))
         }
         return out
     }
@@ -251,31 +242,11 @@ struct RunMachine: Sendable {
         if stop == nil {
             stop = reason
             let inflight = scheduler.inflight
+            out.append(.log(RunMessages.stopping(reason, inflight: inflight, grace: config.retry.grace)))
             switch reason {
-            case .interrupted:
-                out.append(
-                    .log(
-                        "chatbatch: stopping: letting \(inflight) requests in flight finish (up to \(Int(config.retry.grace)) s); interrupt again to stop at once"
-                    ))
-                out.append(.cancelInFlight(after: config.retry.grace))
-            case .checkpointFailed(let m):
-                out.append(
-                    .log(
-                        "chatbatch: stopping: \(m)"
-                            + (inflight > 0
-                                ? " (the \(inflight) requests in flight cannot be recorded: they are cancelled, and the next run sends them again and counts them as possibly billed twice)"
-                                : "")))
-                out.append(.cancelInFlight(after: 0))
-            case .outputFailed(let m):
-                out.append(
-                    .log(
-                        "chatbatch: stopping: \(m)"
-                            + (inflight > 0 ? " (the \(inflight) requests in flight finish into the checkpoint)" : "")))
-            case .inputFailed(let m):
-                out.append(.log("chatbatch: stopping: \(m)"))
-                out.append(.cancelInFlight(after: 0))
-            default:
-                out.append(.log("chatbatch: stopping: \(reason.message)"))
+            case .interrupted: out.append(.cancelInFlight(after: config.retry.grace))
+            case .checkpointFailed, .inputFailed: out.append(.cancelInFlight(after: 0))
+            default: break
             }
         }
         out += checkFinished(now)
