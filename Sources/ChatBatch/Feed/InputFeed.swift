@@ -76,10 +76,7 @@ final class InputFeed {
             force: config.choices.force, retryFailed: config.choices.retryFailed, endpoints: endpoints)
         for key in config.shape.requestDefaults.keys where !RequestFields.known.contains(key) {
             unknownFields.insert(key)
-            let guess = RequestFields.suggestion(for: key).map { " (did you mean \($0)?)" } ?? ""
-            startWarnings.append(
-                "chatbatch: warning: the job's request defaults set `\(key)`, which is not a Chat Completions field\(guess); it is sent as given"
-            )
+            startWarnings.append(FeedMessages.unknownDefault(key, guess: RequestFields.suggestion(for: key)))
         }
     }
 
@@ -131,18 +128,16 @@ final class InputFeed {
                 if seen.contains(h) {
                     try recordInvalid(
                         key: "line-\(request.line)", customID: request.customID, line: request.line,
-                        reason:
-                            "\(path):\(request.line): duplicate custom_id '\(request.customID)' (an earlier line has it)",
+                        reason: FeedMessages.duplicateCustomID("\(path):\(request.line)", customID: request.customID),
                         into: &batch)
                     continue
                 }
                 seen.insert(h)
                 for field in request.unknownFields ?? [] where !unknownFields.contains(field) {
                     unknownFields.insert(field)
-                    let guess = RequestFields.suggestion(for: field).map { " (did you mean \($0)?)" } ?? ""
                     batch.messages.append(
-                        "chatbatch: warning: \(path):\(request.line): `\(field)` is not a Chat Completions field\(guess); it is sent as given"
-                    )
+                        FeedMessages.unknownField(
+                            "\(path):\(request.line)", field: field, guess: RequestFields.suggestion(for: field)))
                 }
                 var request = request
                 request.unknownFields = nil
@@ -186,10 +181,7 @@ final class InputFeed {
             }
         }
         guard looked == 3 else { return }
-        throw ChatBatchError(
-            .notJSONL,
-            "\(path) is not JSONL: its first lines are not JSON objects (\(sample)…). chatbatch reads one JSON object per line; convert the file first (a CSV: one {\"custom_id\", \"prompt\"} object per row)"
-        )
+        throw ChatBatchError(.notJSONL, FeedMessages.notJSONL(path, sample: sample))
     }
 
     /// True when the request must be sent by this run, as `ResumePolicy` decides from what the checkpoint holds.
@@ -219,29 +211,23 @@ final class InputFeed {
         case .changed:
             batch.changed += 1
             // Said three times, then counted at the end of the input (a replaced input changes every line).
-            let seenBefore = repeats[Self.changedProblem, default: 0]
-            repeats[Self.changedProblem] = seenBefore + 1
+            let seenBefore = repeats[FeedMessages.changedBody, default: 0]
+            repeats[FeedMessages.changedBody] = seenBefore + 1
             if seenBefore < 3 {
-                batch.messages.append(
-                    "\(path):\(request.line): custom_id '\(request.customID)' was answered before with a different request body; not sent again (pass --force to send it and replace the answer)"
-                )
+                batch.messages.append(FeedMessages.changedBody("\(path):\(request.line)", customID: request.customID))
             }
         case .otherEndpoint(let endpoint):
             batch.otherEndpoint += 1
             if batch.otherEndpoint + (repeats["other-endpoint"] ?? 0) == 1 {
-                let name = policy.endpoints.names[endpoint] ?? "another endpoint"
                 batch.messages.append(
-                    "\(path):\(request.line): custom_id '\(request.customID)' was answered by \(name), not by this run's endpoint; not sent again (--other-endpoint-answers keep takes such answers, resend sends them again)"
-                )
+                    FeedMessages.otherEndpoint(
+                        "\(path):\(request.line)", customID: request.customID,
+                        endpoint: policy.endpoints.names[endpoint] ?? "another endpoint"))
             }
             repeats["other-endpoint", default: 0] += 1
         }
         return false
     }
-
-    /// The repeated-problem key of a line whose body changed since it was answered.
-    static let changedProblem =
-        " was answered before with a different request body; not sent again (pass --force to send it and replace the answer)"
 
     private func recordInvalid(key: String, customID: String, line: Int, reason: String, into batch: inout FeedBatch)
         throws
@@ -266,12 +252,10 @@ final class InputFeed {
     /// At the end of the input: how many more lines had a problem already said, and how many fake answers are resent.
     private func sayCounts(into batch: inout FeedBatch) {
         for (problem, count) in repeats.sorted(by: { $0.key < $1.key }) where count > 3 && problem != "other-endpoint" {
-            batch.messages.append("\(path): … and \(count - 3) more lines with the same problem:\(problem)")
+            batch.messages.append(FeedMessages.moreWithSameProblem(path, count: count - 3, problem: problem))
         }
         if fakeResends > 0 {
-            batch.messages.append(
-                "chatbatch: \(fakeResends) lines were answered by the fake gateway (--fake-gateway); a fake answer never stands for a real one, so they are sent to \(config.endpoint.shownURL)"
-            )
+            batch.messages.append(FeedMessages.fakeAnswersResent(fakeResends, to: config.endpoint.shownURL))
         }
     }
 }
