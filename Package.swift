@@ -56,9 +56,13 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        .testTarget(name: "FakeGatewayTests", dependencies: ["FakeGateway", "ChatBatchCore", "ChatBatch"]),
+        // What both test targets share (a bounded wait); a library of the tests, not of chatbatch.
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .testTarget(name: "FakeGatewayTests", dependencies: ["FakeGateway", "ChatBatchCore", "ChatBatch", "TestSupport"]),
         // Fixtures: checkpoints written by the binary of each released schema (read by SchemaFixtureTests).
-        .testTarget(name: "ChatBatchTests", dependencies: ["ChatBatch", "FakeGateway", "ChatBatchCore"], exclude: ["Fixtures"]),
+        .testTarget(
+            name: "ChatBatchTests", dependencies: ["ChatBatch", "FakeGateway", "ChatBatchCore", "TestSupport"],
+            exclude: ["Fixtures"]),
     ]
 )
 

@@ -1,6 +1,7 @@
 import ChatBatchCore
 import FakeGateway
 import Foundation
+import TestSupport
 import Testing
 
 @testable import ChatBatch

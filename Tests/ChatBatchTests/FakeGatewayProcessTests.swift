@@ -1,6 +1,7 @@
 import ChatBatchCore
 import Foundation
 import Synchronization
+import TestSupport
 import Testing
 
 @testable import ChatBatch

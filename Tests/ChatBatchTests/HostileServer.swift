@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 
 /// A small hostile server on loopback (Python's standard library, as every machine here has it): the first path
 /// segment names what it does to each request, and it records every request's path and Authorization header.

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 
 /// llama.cpp's `llama-server` from `../shared/real-servers` (or `CHATBATCH_REAL_SERVERS`), started on loopback for a

@@ -1,5 +1,6 @@
 import ChatBatchCore
 import Foundation
+import TestSupport
 import Testing
 
 @testable import ChatBatch

@@ -2,6 +2,7 @@ import ChatBatchCore
 import FakeGateway
 import Foundation
 import Synchronization
+import TestSupport
 import Testing
 
 @testable import ChatBatch
@@ -163,16 +164,6 @@ func runToEnd(
     let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
     p.waitUntilExit()
     return (p.terminationStatus, text)
-}
-
-/// Waits (bounded) until `condition` holds.
-func eventually(timeout: Double = 10, _ condition: () -> Bool) -> Bool {
-    let end = Date().addingTimeInterval(timeout)
-    while Date() < end {
-        if condition() { return true }
-        usleep(5_000)
-    }
-    return condition()
 }
 
 /// True in CI (`CI=true`): `.ci/run` installs every tool the tests use, so there no test may skip for a missing one.

@@ -2,6 +2,7 @@ import ChatBatchCore
 import FakeGateway
 import Foundation
 import Synchronization
+import TestSupport
 import Testing
 
 @testable import ChatBatch

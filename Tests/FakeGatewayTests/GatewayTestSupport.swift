@@ -1,6 +1,7 @@
 import ChatBatchCore
 import FakeGateway
 import Foundation
+import TestSupport
 
 @testable import ChatBatch
 
@@ -36,16 +37,6 @@ func chat(_ text: String, model: String = "openai/gpt-oss-120b", _ extra: [(Stri
 }
 
 func json(_ r: HTTPResponse) -> JSON { (try? JSON.parse(r.body)) ?? .null }
-
-/// Waits (bounded) until `condition` holds; for effects the gateway records after the client returns.
-func eventually(timeout: Double = 5, _ condition: () -> Bool) -> Bool {
-    let end = Date().addingTimeInterval(timeout)
-    while Date() < end {
-        if condition() { return true }
-        usleep(5_000)
-    }
-    return condition()
-}
 
 /// The SSE `data:` payloads of a streamed body.
 func events(_ r: HTTPResponse) -> [String] {
