@@ -22,8 +22,12 @@ struct SQLiteWrapperTests {
         let bytes: [UInt8] = [0, 1, 0xFF, 0x0A]
         try insert.run(["b": .blob(bytes), "x": .double(2.5), "n": .int(-7), "name": .text("é\u{0}z")])
         try insert.run(["name": .null, "n": .optional(Int?.none), "x": .double(0), "b": .blob([])])
+        // The same names in the same order again: their positions are taken from the call before.
+        try insert.run(["name": .text("c"), "n": .int(3), "x": .double(0.5), "b": .blob([7])])
         let rows = try db.rows("SELECT id, name, n, x, b, n * 2 AS twice FROM t ORDER BY id")
-        #expect(rows.count == 2)
+        #expect(rows.count == 3)
+        #expect(rows[2]["name"].text == "c" && rows[2]["n"].int == 3 && rows[2]["x"].double == 0.5)
+        #expect(rows[2]["b"].blob == [7])
         #expect(rows[0]["name"].text == "é")  // text is bound up to its first NUL, as C strings are
         #expect(rows[0]["n"].int == -7 && rows[0]["twice"].int == -14)
         #expect(rows[0]["x"].double == 2.5)

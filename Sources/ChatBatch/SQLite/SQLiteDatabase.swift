@@ -203,8 +203,25 @@ final class SQLiteStatement {
     func bind(_ values: KeyValuePairs<String, SQLiteValue>) throws(ChatBatchError) {
         try reset()
         sqlite3_clear_bindings(stmt)
-        for (name, v) in values { try bind(v, at: parameterIndex(name)) }
+        // A statement is bound with the same names in the same order each time (a literal at its one call site):
+        // the positions of the last call are taken when the names match, compared without hashing.
+        var same = values.count == lastNames.count
+        if same {
+            for (i, pair) in values.enumerated() where pair.key != lastNames[i] {
+                same = false
+                break
+            }
+        }
+        if !same {
+            lastNames = values.map(\.key)
+            lastIndices = values.map { parameterIndex($0.key) }
+        }
+        for (i, pair) in values.enumerated() { try bind(pair.value, at: lastIndices[i]) }
     }
+
+    /// The names of the last call to `bind` by name, and their positions.
+    private var lastNames: [String] = []
+    private var lastIndices: [Int32] = []
 
     /// The position of `:name`, looked up in SQLite once per statement and name (the writer binds the same names
     /// for every line, so the hot path neither builds the `:name` string nor scans the statement's parameters).
