@@ -18,8 +18,9 @@ struct Redactor: Sendable {
     let plain: [[UInt8]]
 
     /// Keys shorter than 4 bytes are not searched for (they would match ordinary text). Each secret is searched for
-    /// as it is and in the forms a server may echo it in: JSON-escaped (`\/`, `\u00XX`), percent-encoded, and
-    /// base64 (standard and URL-safe, at each of the three alignments it can have inside a longer text).
+    /// as it is and as base64 (standard and URL-safe, at each of the three alignments it can have inside a longer
+    /// text); its byte-wise encodings (percent-encoded, JSON-escaped, whichever bytes a server chose) by
+    /// `maskEncoded`.
     init(secrets: [String]) {
         plain = Array(Set(secrets)).map { Array($0.utf8) }.filter { $0.count >= 4 }
         var forms = Set<[UInt8]>()
@@ -27,20 +28,9 @@ struct Redactor: Sendable {
         self.secrets = forms.sorted { $0.count > $1.count }  // longest first: no form is cut by a shorter one's mask
     }
 
+    /// The secret as it is, and its base64 forms.
     static func encodings(of secret: [UInt8]) -> [[UInt8]] {
         var out: [[UInt8]] = [secret]
-        func hex(_ b: UInt8, _ upper: Bool) -> String { String(format: upper ? "%02X" : "%02x", b) }
-        for upper in [false, true] {
-            out.append(Array(secret.map { "\\u00" + hex($0, upper) }.joined().utf8))
-            let unreserved = Set(Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~".utf8))
-            out.append(
-                Array(
-                    secret.map { unreserved.contains($0) ? String(UnicodeScalar($0)) : "%" + hex($0, upper) }.joined()
-                        .utf8))
-        }
-        if secret.contains(UInt8(ascii: "/")) {
-            out.append(Array(String(decoding: secret, as: UTF8.self).replacingOccurrences(of: "/", with: "\\/").utf8))
-        }
         // base64 of the secret preceded by 0, 1 or 2 other bytes: the characters that depend only on the secret.
         for offset in 0..<3 {
             let encoded = Array(Data(Array(repeating: 0, count: offset) + secret).base64EncodedString().utf8)
@@ -61,7 +51,8 @@ struct Redactor: Sendable {
     func scrub(_ bytes: [UInt8]) -> [UInt8] {
         var out = bytes
         // A secret with any of its bytes percent-encoded or JSON-escaped, whichever bytes a server chose (`%2D` for
-        // `-`, every byte, a few): looked for only in text that holds `%` or a backslash.
+        // `-`, every byte as RFC 3986 or JSON would write it, a few): looked for only in text that holds `%` or a
+        // backslash.
         if !plain.isEmpty,
             memchr(out, Int32(UInt8(ascii: "%")), out.count) != nil
                 || memchr(out, Int32(UInt8(ascii: "\\")), out.count) != nil
@@ -103,8 +94,8 @@ struct Redactor: Sendable {
         return r
     }
 
-    /// `bytes` with every occurrence of `secret` masked in which at least one byte is written `%XX` or `\\u00XX` (the
-    /// plain form is left to the exact search).
+    /// `bytes` with every occurrence of `secret` masked in which at least one byte is written `%XX`, `\\u00XX` or (for
+    /// `/`) `\\/` (the plain form is left to the exact search).
     static func maskEncoded(_ secret: [UInt8], in bytes: [UInt8]) -> [UInt8] {
         var result: [UInt8] = []
         var start = 0
@@ -129,7 +120,8 @@ struct Redactor: Sendable {
         return result
     }
 
-    /// Where a match of `secret` starting at `i` ends, each of its bytes raw, `%XX` (either case) or `\\u00XX`.
+    /// Where a match of `secret` starting at `i` ends, each of its bytes raw, `%XX` (either case), `\\u00XX`, or `\\/`
+    /// for `/`.
     private static func encodedMatch(_ secret: [UInt8], _ h: [UInt8], at i: Int) -> Int? {
         func hex(_ c: UInt8) -> UInt8? {
             switch c {
@@ -150,6 +142,8 @@ struct Redactor: Sendable {
                 j += 1
             } else if h[j] == UInt8(ascii: "%"), byte(j + 1, j + 2) == b {
                 j += 3
+            } else if b == UInt8(ascii: "/"), h[j] == UInt8(ascii: "\\"), j + 1 < h.count, h[j + 1] == b {
+                j += 2
             } else if h[j] == UInt8(ascii: "\\"), j + 5 < h.count, h[j + 1] == UInt8(ascii: "u"),
                 h[j + 2] == UInt8(ascii: "0"), h[j + 3] == UInt8(ascii: "0"), byte(j + 4, j + 5) == b
             {
