@@ -65,10 +65,8 @@ extension RunMachine {
                 for r in routes { scheduler.lanes[r].set(setting, value, now: now.uptime) }
             }
             if setting == .concurrency { effects += sample(onlyChanged: true) }
-            return "applied: \(setting.rawValue) is \(value.map(Self.figure) ?? "off") from now on"
+            return "applied: \(setting.rawValue) is \(value.map(ControlAction.figure) ?? "off") from now on"
                 + (setting == .concurrency ? " (the most the adaptive limit may reach)" : "")
         }
     }
-
-    private static func figure(_ v: Double) -> String { ControlAction.figure(v) }
 }

@@ -66,7 +66,7 @@ public enum JobControl {
                 }
                 let by =
                     (outcome.runID.map { " by run #\($0)" } ?? "")
-                    + (outcome.appliedAt.map { " at " + clock($0) } ?? "")
+                    + (outcome.appliedAt.map { " at " + RunMachine.clockTime($0) + "Z" } ?? "")
                 let what = text.hasPrefix("applied: ") ? String(text.dropFirst("applied: ".count)) : text
                 return "control #\(id) '\(action.text)' applied\(by): \(what)"
             }
@@ -82,13 +82,5 @@ public enum JobControl {
             }
             usleep(20_000)
         }
-    }
-
-    static func clock(_ t: Double) -> String {
-        let f = DateFormatter()
-        f.locale = Locale(identifier: "en_US_POSIX")
-        f.timeZone = TimeZone(identifier: "UTC")
-        f.dateFormat = "HH:mm:ss'Z'"
-        return f.string(from: Date(timeIntervalSince1970: t))
     }
 }
