@@ -63,9 +63,23 @@ struct InputAndRedactorTests {
             #expect(scrubbed != "before \(echo) after", "nothing was masked in \(echo)")
             #expect(scrubbed.hasPrefix("before ") && scrubbed.hasSuffix(" after"), "\(scrubbed)")
         }
+        // An answer's own `%` and escapes before the echo do not hide it.
+        for echo in [overEncoded, everyByte, someEscaped, jsonEscaped] {
+            let text = "100% sure,\\n\\\"quoted\\\" then \(echo)"
+            #expect(redactor.scrub(text).contains(Redactor.mask), "\(text)")
+        }
         // Too short to search for: ordinary text is left alone.
         #expect(redactor.scrub("abc abc") == "abc abc")
         let clean: [UInt8] = Array("nothing to hide".utf8)
         #expect(redactor.scrub(clean) == clean)
+    }
+
+    @Test func onlyTheEscapesAKeyCanHideBehindStartTheEncodedSearch() {
+        for text in ["a%2Db", "a%2db", "x\\u0041", "a\\/b", "%41"] {
+            #expect(Redactor.holdsByteEscape(Array(text.utf8)), "\(text)")
+        }
+        for text in ["100% sure", "line\\nnext", "say \\\"hi\\\"", "%", "%4", "\\", "\\u01", "%zz", ""] {
+            #expect(!Redactor.holdsByteEscape(Array(text.utf8)), "\(text)")
+        }
     }
 }

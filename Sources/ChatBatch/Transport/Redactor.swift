@@ -51,12 +51,9 @@ struct Redactor: Sendable {
     func scrub(_ bytes: [UInt8]) -> [UInt8] {
         var out = bytes
         // A secret with any of its bytes percent-encoded or JSON-escaped, whichever bytes a server chose (`%2D` for
-        // `-`, every byte as RFC 3986 or JSON would write it, a few): looked for only in text that holds `%` or a
-        // backslash.
-        if !plain.isEmpty,
-            memchr(out, Int32(UInt8(ascii: "%")), out.count) != nil
-                || memchr(out, Int32(UInt8(ascii: "\\")), out.count) != nil
-        {
+        // `-`, every byte as RFC 3986 or JSON would write it, a few): looked for only in text that holds such an
+        // escape (an answer's `\n` and `\"` are not).
+        if !plain.isEmpty, Self.holdsByteEscape(out) {
             for secret in plain { out = Self.maskEncoded(secret, in: out) }
         }
         for secret in secrets {
@@ -92,6 +89,35 @@ struct Redactor: Sendable {
         for (name, value) in r.headers { r.headers[name] = scrub(value) }
         if let failure = r.failure { r.failure?.message = scrub(failure.message) }
         return r
+    }
+
+    /// True when `bytes` hold `%XX` (two hex digits), `\\u00` or `\\/`: an escape `maskEncoded` reads. Found with
+    /// `memchr`, so an answer without one (the usual case) costs two fast scans.
+    static func holdsByteEscape(_ bytes: [UInt8]) -> Bool {
+        bytes.withUnsafeBufferPointer { b in
+            guard let base = b.baseAddress else { return false }
+            func isHex(_ c: UInt8) -> Bool {
+                (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(c)
+                    || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains(c)
+                    || (UInt8(ascii: "A")...UInt8(ascii: "F")).contains(c)
+            }
+            func any(_ mark: UInt8, _ escape: (Int) -> Bool) -> Bool {
+                var i = 0
+                while i < b.count, let p = memchr(base + i, Int32(mark), b.count - i) {
+                    i = base.distance(to: p.assumingMemoryBound(to: UInt8.self))
+                    if escape(i) { return true }
+                    i += 1
+                }
+                return false
+            }
+            return any(UInt8(ascii: "%")) { i in i + 2 < b.count && isHex(b[i + 1]) && isHex(b[i + 2]) }
+                || any(UInt8(ascii: "\\")) { i in
+                    i + 1 < b.count
+                        && (b[i + 1] == UInt8(ascii: "/")
+                            || (i + 3 < b.count && b[i + 1] == UInt8(ascii: "u") && b[i + 2] == UInt8(ascii: "0")
+                                && b[i + 3] == UInt8(ascii: "0")))
+                }
+        }
     }
 
     /// `bytes` with every occurrence of `secret` masked in which at least one byte is written `%XX`, `\\u00XX` or (for
