@@ -27,6 +27,11 @@ let package = Package(
             pkgConfig: "sqlite3",
             providers: [.apt(["libsqlite3-dev"])]
         ),
+        .systemLibrary(
+            name: "CLibPQ",
+            pkgConfig: "libpq",
+            providers: [.apt(["libpq-dev"])]
+        ),
         // Shared by the runner and the fake gateway: the JSON value type and small helpers.
         .target(name: "ChatBatchCore"),
         // POSIX calls Swift cannot make directly (the terminal's width).
@@ -34,7 +39,7 @@ let package = Package(
         .target(
             name: "ChatBatch",
             dependencies: [
-                "CCurl", "CSQLite", "ChatBatchCore",
+                "CCurl", "CSQLite", "CLibPQ", "ChatBatchCore",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Mustache", package: "swift-mustache"),
             ]

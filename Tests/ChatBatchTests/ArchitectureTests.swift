@@ -8,7 +8,8 @@ import Testing
 struct ArchitectureTests {
     /// `Sources/ChatBatch`'s folders, upstream first: each may use only names declared in itself or above it.
     static let layers = [
-        "Errors", "SQLite", "Control", "Providers", "Job", "Cache", "Input", "Transport", "Answers", "Scheduling",
+        "Errors", "SQLite", "Postgres", "Control", "Providers", "Job", "Cache", "Input", "Transport", "Answers",
+        "Scheduling",
         "Checkpoint",
         "Feed", "Output", "Report", "Machine", "Run"
     ]
@@ -75,25 +76,32 @@ struct ArchitectureTests {
         #expect(violations.isEmpty, "\(violations.sorted().joined(separator: "\n"))")
     }
 
-    @Test func onlyTheSQLiteWrapperCallsSQLite() throws {
+    /// Each database's C library is called from its wrapper's folder only.
+    @Test(arguments: [
+        ("ChatBatch/SQLite/", ["sqlite3_", "import CSQLite"]), ("ChatBatch/Postgres/", ["PQ", "import CLibPQ"])
+    ])
+    func onlyTheWrapperCallsItsDatabaseLibrary(folder: String, marks: [String]) throws {
         let sources = Self.root.appendingPathComponent("Sources").path
         let enumerator = FileManager.default.enumerator(atPath: sources)
         var offenders: [String] = []
         while let path = enumerator?.nextObject() as? String {
-            guard path.hasSuffix(".swift"), !path.hasPrefix("ChatBatch/SQLite/") else { continue }
+            guard path.hasSuffix(".swift"), !path.hasPrefix(folder) else { continue }
             let text = Self.code(sources + "/" + path)
-            if text.contains("sqlite3_") || text.contains("import CSQLite") { offenders.append(path) }
+            let calls = marks.contains { mark in
+                mark == "PQ" ? text.range(of: #"\bPQ[a-z]"#, options: .regularExpression) != nil : text.contains(mark)
+            }
+            if calls { offenders.append(path) }
         }
         #expect(offenders.isEmpty, "\(offenders)")
     }
 
-    /// SQL is written only in the store layer (`SQLite/`, `Checkpoint/`, `Cache/`): the report, the outputs, the run
-    /// and the commands ask the store for values by name, never for rows (a second store backend then has one place
-    /// to answer).
+    /// SQL is written only in the store layer (`SQLite/`, `Postgres/`, `Checkpoint/`, `Cache/`): the report, the
+    /// outputs, the run and the commands ask the store for values by name, never for rows (a second store backend
+    /// then has one place to answer).
     @Test func sqlIsWrittenOnlyInTheStoreLayer() throws {
         let sources = Self.root.appendingPathComponent("Sources").path
         let enumerator = FileManager.default.enumerator(atPath: sources)
-        let store = ["ChatBatch/SQLite/", "ChatBatch/Checkpoint/", "ChatBatch/Cache/"]
+        let store = ["ChatBatch/SQLite/", "ChatBatch/Postgres/", "ChatBatch/Checkpoint/", "ChatBatch/Cache/"]
         let sql = [
             #"SELECT\s[\s\S]*?\sFROM\s"#, #"INSERT\s+(OR\s+\w+\s+)?INTO\s"#, #"DELETE\s+FROM\s"#,
             #"UPDATE\s+\w+\s+SET\s"#, #"CREATE\s+(TABLE|INDEX)\s"#, #"PRAGMA\s"#

@@ -111,6 +111,14 @@ public struct ChatBatchError: Error, Sendable, CustomStringConvertible {
         case openFailed = "open_failed"
         case sqliteError = "sqlite_error"
         // The response cache.
+        /// A store address that cannot be read, or a database that is not one chatbatch can use.
+        case badStore = "bad_store"
+        /// The store's server refused the login (a wrong or missing password, an unknown user).
+        case storeRefused = "store_refused"
+        /// The store's server cannot be reached (down, restarting, the network): resumable.
+        case storeUnreachable = "store_unreachable"
+        /// The store's server answered a statement with an error.
+        case storeError = "store_error"
         case badCache = "bad_cache"
         case cacheBusy = "cache_busy"
         case badDuration = "bad_duration"
@@ -125,6 +133,7 @@ public struct ChatBatchError: Error, Sendable, CustomStringConvertible {
             switch self {
             case .checkpointBusy: return .checkpointBusy
             case .unwritable, .writeFailed, .renameFailed: return .interrupted
+            case .storeUnreachable: return .stoppedEarly
             default: return .usageOrInput
             }
         }
@@ -139,4 +148,8 @@ public struct ChatBatchError: Error, Sendable, CustomStringConvertible {
     }
 
     public var description: String { message }
+
+    /// What replaces a secret (a key, a password) in anything shown or kept; holds no quote or backslash, so JSON
+    /// around it stays valid.
+    public static let redacted = "[redacted]"
 }

@@ -10,8 +10,8 @@ import Foundation
 /// an error message (or anywhere else), and nothing chatbatch writes (logs, outputs, the checkpoint, messages)
 /// may hold it.
 struct Redactor: Sendable {
-    /// What replaces a secret; holds no quote or backslash, so JSON around it stays valid.
-    static let mask = "[redacted]"
+    /// What replaces a secret.
+    static let mask = ChatBatchError.redacted
     let secrets: [[UInt8]]
 
     /// The secrets as given (for a decoded text), without their encoded forms.

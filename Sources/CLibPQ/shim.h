@@ -1,0 +1,4 @@
+#ifndef CHATBATCH_CLIBPQ_SHIM_H
+#define CHATBATCH_CLIBPQ_SHIM_H
+#include <libpq-fe.h>
+#endif

@@ -1,0 +1,208 @@
+import CLibPQ
+import Foundation
+
+/// One PostgreSQL connection through libpq: connect, run a statement with parameters, transactions. Every `PQ`
+/// call of chatbatch is in this folder, as every `sqlite3_` call is in `SQLite/`.
+///
+/// libpq rather than an event-loop client: calls block the serial queue that owns the connection, as SQLite's do,
+/// so a store backend is written the same way for both; and libpq reads its own environment (`PGPASSFILE`, service
+/// files, `sslmode`), which users of `psql` already have set up.
+///
+/// `@unchecked Sendable`: a connection is only ever used from one serial queue at a time; it is handed over, never
+/// shared.
+final class PostgresConnection: @unchecked Sendable {
+    let address: PostgresAddress
+    private let handle: OpaquePointer
+    /// The SQLSTATE of the last statement that failed (`40001`, a serialization failure, is worth running again).
+    private(set) var lastState: String? = nil
+
+    /// Connects, waiting at most `timeout` seconds (unless the address or `PGCONNECT_TIMEOUT` says otherwise).
+    init(_ address: PostgresAddress, timeout: Int = 10) throws(ChatBatchError) {
+        self.address = address
+        // Later keywords override earlier ones: the address (expanded from `dbname`) overrides the defaults.
+        var keywords = ["fallback_application_name"]
+        var values = ["chatbatch"]
+        if ProcessInfo.processInfo.environment["PGCONNECT_TIMEOUT"] == nil {
+            keywords.append("connect_timeout")
+            values.append(String(timeout))
+        }
+        keywords.append("dbname")
+        values.append(address.connectionString)
+        let conn = Self.withCStrings(keywords) { k in
+            Self.withCStrings(values) { v in PQconnectdbParams(k, v, 1) }
+        }
+        guard let conn else {
+            throw ChatBatchError(.storeUnreachable, "store \(address): cannot connect: out of memory")
+        }
+        guard PQstatus(conn) == CONNECTION_OK else {
+            let message = address.scrub(Self.trimmed(PQerrorMessage(conn)))
+            let needed = PQconnectionNeedsPassword(conn) == 1, used = PQconnectionUsedPassword(conn) == 1
+            PQfinish(conn)
+            if needed {
+                throw ChatBatchError(
+                    .storeRefused,
+                    "store \(address): the server asks for a password and none was given: set PGPASSWORD or "
+                        + "PGPASSFILE (~/.pgpass), or put it in the address")
+            }
+            // (The login can succeed and the database still be missing: that is checked first.)
+            if message.contains("database") && message.contains("does not exist") {
+                throw ChatBatchError(.badStore, "store \(address): \(message)")
+            }
+            if used || message.contains("authentication failed") {
+                throw ChatBatchError(
+                    .storeRefused, "store \(address): the server refused the login: \(message)")
+            }
+            throw ChatBatchError(
+                .storeUnreachable,
+                "store \(address): cannot connect: \(message). Nothing was lost; run the same command again once "
+                    + "the server is up")
+        }
+        handle = conn
+        // Notices (a table that already exists, …) are not for the user's terminal.
+        PQsetNoticeProcessor(handle, { _, _ in }, nil)
+    }
+
+    deinit { PQfinish(handle) }
+
+    /// True while the connection is up (false once the server went away; `reset()` tries again).
+    var isUp: Bool { PQstatus(handle) == CONNECTION_OK }
+
+    /// Connects again on the same address after the server went away.
+    func reset() throws(ChatBatchError) {
+        PQreset(handle)
+        guard isUp else {
+            throw ChatBatchError(
+                .storeUnreachable,
+                "store \(address): cannot connect again: \(address.scrub(Self.trimmed(PQerrorMessage(handle))))")
+        }
+    }
+
+    /// Runs one statement with positional parameters (`$1`, `$2`, … in text form; nil is NULL) and returns its
+    /// rows, read by column name.
+    @discardableResult
+    func rows(_ sql: String, _ parameters: [String?] = []) throws(ChatBatchError) -> [PostgresRow] {
+        let result = Self.withOptionalCStrings(parameters) { p in
+            PQexecParams(handle, sql, Int32(parameters.count), nil, p, nil, nil, 0)
+        }
+        guard let result else { throw failure(sql, nil) }
+        defer { PQclear(result) }
+        switch PQresultStatus(result) {
+        case PGRES_COMMAND_OK, PGRES_EMPTY_QUERY:
+            return []
+        case PGRES_TUPLES_OK:
+            return Self.read(result)
+        default:
+            throw failure(sql, result)
+        }
+    }
+
+    /// Runs statements that take no parameters and return no rows (a schema, `BEGIN`), several at once if need be.
+    func execute(_ sql: String) throws(ChatBatchError) {
+        guard let result = PQexec(handle, sql) else { throw failure(sql, nil) }
+        defer { PQclear(result) }
+        let status = PQresultStatus(result)
+        guard status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK || status == PGRES_EMPTY_QUERY else {
+            throw failure(sql, result)
+        }
+    }
+
+    /// Runs `body` inside `BEGIN … COMMIT`; rolls back and rethrows the first error if anything fails.
+    func inTransaction<T>(_ body: () throws(ChatBatchError) -> T) throws(ChatBatchError) -> T {
+        try execute("BEGIN")
+        do {
+            let result = try body()
+            try execute("COMMIT")
+            return result
+        } catch {
+            if isUp { try? execute("ROLLBACK") }
+            throw error
+        }
+    }
+
+    /// The error for a failed statement: a lost connection is an outage (resumable), a refused statement the
+    /// server's message with its SQLSTATE. Never holds the password.
+    private func failure(_ sql: String, _ result: OpaquePointer?) -> ChatBatchError {
+        let state = result.flatMap { PQresultErrorField($0, Int32(UInt8(ascii: "C"))) }.map { String(cString: $0) }
+        lastState = state
+        let message = address.scrub(Self.trimmed(PQerrorMessage(handle)))
+        let what = sql.split(whereSeparator: \.isNewline).first.map { String($0.prefix(60)) } ?? ""
+        if !isUp || state.map({ $0.hasPrefix("08") || $0 == "57P01" || $0 == "57P02" || $0 == "57P03" }) == true {
+            return ChatBatchError(
+                .storeUnreachable,
+                "store \(address): the connection was lost (\(message)). Nothing committed is lost; run the same "
+                    + "command again once the server is up")
+        }
+        return ChatBatchError(.storeError, "store \(address): '\(what)' failed [\(state ?? "?")]: \(message)")
+    }
+
+    private static func read(_ result: OpaquePointer) -> [PostgresRow] {
+        let columns = Int(PQnfields(result))
+        var index: [String: Int] = [:]
+        for c in 0..<columns { index[String(cString: PQfname(result, Int32(c)))] = c }
+        return (0..<Int(PQntuples(result))).map { r in
+            PostgresRow(
+                values: (0..<columns).map { c in
+                    PQgetisnull(result, Int32(r), Int32(c)) == 1
+                        ? nil : String(cString: PQgetvalue(result, Int32(r), Int32(c)))
+                },
+                index: index)
+        }
+    }
+
+    private static func trimmed(_ text: UnsafePointer<CChar>?) -> String {
+        text.map { String(cString: $0) }?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "unknown error"
+    }
+
+    private static func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafePointer<CChar>?>) -> R) -> R {
+        withOptionalCStrings(strings.map { Optional($0) }) { body($0!) }
+    }
+
+    /// `strings` as a C array of C strings ending in NULL (a nil element is a NULL pointer), alive during `body`.
+    private static func withOptionalCStrings<R>(
+        _ strings: [String?], _ body: (UnsafePointer<UnsafePointer<CChar>?>?) -> R
+    ) -> R {
+        let copies: [UnsafeMutablePointer<CChar>?] = strings.map { $0.map { strdup($0) } }
+        defer { copies.forEach { free($0) } }
+        let pointers = copies.map { UnsafePointer($0) } + [nil]
+        return pointers.withUnsafeBufferPointer { body($0.baseAddress) }
+    }
+}
+
+/// One result row in libpq's text form, read by column name: `row["custom_id"]`. A name the query does not return
+/// is a programming error.
+struct PostgresRow: Sendable {
+    let values: [String?]
+    let index: [String: Int]
+
+    subscript(_ column: String) -> String? {
+        guard let i = index[column] else { preconditionFailure("the query returns no column \(column)") }
+        return values[i]
+    }
+
+    func int(_ column: String) -> Int? { self[column].flatMap { Int($0) } }
+    func double(_ column: String) -> Double? { self[column].flatMap { Double($0) } }
+    func bool(_ column: String) -> Bool? { self[column].map { $0 == "t" } }
+
+    /// A `bytea` column (libpq's text form `\x` followed by hex digits).
+    func bytes(_ column: String) -> [UInt8]? {
+        guard let text = self[column] else { return nil }
+        let hex = Array(text.utf8.dropFirst(2))
+        guard text.hasPrefix("\\x"), hex.count % 2 == 0 else { return nil }
+        func nibble(_ c: UInt8) -> UInt8 { c <= 57 ? c - 48 : (c | 0x20) - 87 }
+        return stride(from: 0, to: hex.count, by: 2).map { nibble(hex[$0]) << 4 | nibble(hex[$0 + 1]) }
+    }
+}
+
+extension Array where Element == UInt8 {
+    /// These bytes as a `bytea` parameter in libpq's text form.
+    var postgresHex: String {
+        let digits = Array("0123456789abcdef".utf8)
+        var out: [UInt8] = [92, 120]  // \x
+        out.reserveCapacity(2 + count * 2)
+        for b in self {
+            out.append(digits[Int(b >> 4)])
+            out.append(digits[Int(b & 15)])
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+}
