@@ -1,0 +1,64 @@
+/// The tables a job keeps in a PostgreSQL store, created or checked when a worker connects. Every table is named
+/// `chatbatch_…`, so a database shared with other applications is fine; `chatbatch_meta` says which schema the
+/// tables follow.
+///
+/// - `chatbatch_jobs`: one row per job name (the job file's name, or `--job-name`), with its input's fingerprint
+///   and how much of the input is loaded.
+/// - `chatbatch_lines`: one row per input line: its request, its state (`queued`, `leased`, `done`, `failed`), the
+///   lease that holds it (`lease_token`, fresh for every claim; `leased_by`; `lease_expires`), whether a request for
+///   it is on the wire (`in_flight`), and what came back.
+/// - `chatbatch_workers`: one row per worker process: host, pid, concurrency, heartbeat.
+/// - `chatbatch_keys`: the state of a provider's key shared by every worker that uses it, named by the key's
+///   SHA-256 (never the key); `chatbatch_key_users`: which workers use which key.
+enum PostgresSchema {
+    /// The schema this build writes; a store with a newer one is refused, an older one upgraded.
+    static let version = 1
+
+    static let create = """
+        CREATE TABLE IF NOT EXISTS chatbatch_meta (key text PRIMARY KEY, value text NOT NULL);
+        CREATE TABLE IF NOT EXISTS chatbatch_jobs (
+            id bigserial PRIMARY KEY,
+            name text NOT NULL UNIQUE,
+            fingerprint text NOT NULL,
+            lines_loaded bigint NOT NULL DEFAULT 0,
+            loaded boolean NOT NULL DEFAULT false,
+            created_at timestamptz NOT NULL DEFAULT now());
+        CREATE TABLE IF NOT EXISTS chatbatch_lines (
+            job bigint NOT NULL REFERENCES chatbatch_jobs (id),
+            line bigint NOT NULL,
+            custom_id text,
+            request bytea NOT NULL,
+            state text NOT NULL DEFAULT 'queued' CHECK (state IN ('queued', 'leased', 'done', 'failed')),
+            lease_token bigint,
+            leased_by bigint,
+            lease_expires timestamptz,
+            in_flight boolean NOT NULL DEFAULT false,
+            claims integer NOT NULL DEFAULT 0,
+            resent_after_crash integer NOT NULL DEFAULT 0,
+            result bytea,
+            finished_at timestamptz,
+            PRIMARY KEY (job, line),
+            CHECK ((state = 'leased') = (lease_token IS NOT NULL)));
+        CREATE INDEX IF NOT EXISTS chatbatch_lines_open ON chatbatch_lines (job, line)
+            WHERE state IN ('queued', 'leased');
+        CREATE SEQUENCE IF NOT EXISTS chatbatch_lease_tokens;
+        CREATE TABLE IF NOT EXISTS chatbatch_workers (
+            id bigserial PRIMARY KEY,
+            job bigint NOT NULL REFERENCES chatbatch_jobs (id),
+            host text NOT NULL,
+            pid integer NOT NULL,
+            concurrency integer NOT NULL,
+            started_at timestamptz NOT NULL DEFAULT now(),
+            heartbeat_at timestamptz NOT NULL DEFAULT now(),
+            stopped_at timestamptz);
+        CREATE TABLE IF NOT EXISTS chatbatch_keys (
+            key_hash text PRIMARY KEY,
+            paused_until timestamptz,
+            learned_limit integer,
+            updated_at timestamptz NOT NULL DEFAULT now());
+        CREATE TABLE IF NOT EXISTS chatbatch_key_users (
+            key_hash text NOT NULL REFERENCES chatbatch_keys (key_hash),
+            worker bigint NOT NULL REFERENCES chatbatch_workers (id),
+            PRIMARY KEY (key_hash, worker));
+        """
+}

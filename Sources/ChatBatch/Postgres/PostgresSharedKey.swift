@@ -1,0 +1,74 @@
+/// What every worker of a store knows of one provider key, read at the server's clock (so machines whose clocks
+/// disagree still agree on a pause).
+struct SharedKeyState: Sendable, Equatable {
+    /// Seconds left of a pause a 429 asked for at any worker (0: none).
+    let pausedFor: Double
+    /// The in-flight level the key was found to allow, over all its workers (nil: not learnt yet).
+    let learnedLimit: Int?
+    /// Workers using the key whose heartbeat is recent: the learnt level is divided between them.
+    let liveWorkers: Int
+
+    /// This worker's share of the learnt level (at least 1), nil while none is learnt.
+    var share: Int? { learnedLimit.map { max(1, $0 / max(1, liveWorkers)) } }
+}
+
+/// A provider key's limits shared by the workers of a store, named by `SHA256.hex(key)`: a 429 at one worker pauses
+/// them all for its wait, and the level the key allows is one figure that the live workers divide.
+extension PostgresWorkQueue {
+    /// This worker uses the key named `hash`.
+    func useKey(_ hash: String) throws(ChatBatchError) {
+        try connection.inTransaction { () throws(ChatBatchError) in
+            try connection.rows(
+                "INSERT INTO chatbatch_keys (key_hash) VALUES ($1) ON CONFLICT (key_hash) DO NOTHING", [hash])
+            try connection.rows(
+                "INSERT INTO chatbatch_key_users (key_hash, worker) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                [hash, String(worker)])
+        }
+    }
+
+    /// A 429 asked to wait `seconds`: the key pauses for every worker until then (a later pause is never shortened).
+    func pauseKey(_ hash: String, seconds: Double) throws(ChatBatchError) {
+        try connection.rows(
+            """
+            UPDATE chatbatch_keys SET updated_at = now(),
+                paused_until = greatest(paused_until, now() + make_interval(secs => $2))
+            WHERE key_hash = $1
+            """, [hash, String(seconds)])
+    }
+
+    /// The key allows `limit` requests in flight over all its workers.
+    func learnLimit(_ hash: String, _ limit: Int) throws(ChatBatchError) {
+        try connection.rows(
+            "UPDATE chatbatch_keys SET learned_limit = $2, updated_at = now() WHERE key_hash = $1",
+            [hash, String(limit)])
+    }
+
+    /// The key's shared state; a worker counts as live while its heartbeat is under `liveWithin` seconds old.
+    func keyState(_ hash: String, liveWithin: Double) throws(ChatBatchError) -> SharedKeyState {
+        let row = try connection.rows(
+            """
+            SELECT greatest(extract(epoch FROM k.paused_until - now()), 0)::float8 AS paused_for, k.learned_limit,
+                (SELECT count(*) FROM chatbatch_key_users u JOIN chatbatch_workers w ON w.id = u.worker
+                 WHERE u.key_hash = k.key_hash AND w.stopped_at IS NULL
+                   AND w.heartbeat_at > now() - make_interval(secs => $2)) AS live
+            FROM chatbatch_keys k WHERE k.key_hash = $1
+            """, [hash, String(liveWithin)]
+        ).first
+        return SharedKeyState(
+            pausedFor: row?.double("paused_for") ?? 0, learnedLimit: row?.int("learned_limit"),
+            liveWorkers: row?.int("live") ?? 0)
+    }
+
+    /// This worker stops: the lines it holds whose requests never left go back to the queue at once (those on the
+    /// wire keep their lease until it expires), and it no longer counts as live.
+    func stopWorker() throws(ChatBatchError) {
+        try connection.inTransaction { () throws(ChatBatchError) in
+            try connection.rows(
+                """
+                UPDATE chatbatch_lines SET state = 'queued', lease_token = NULL, leased_by = NULL, lease_expires = NULL
+                WHERE job = $1 AND leased_by = $2 AND state = 'leased' AND NOT in_flight
+                """, [String(job), String(worker)])
+            try connection.rows("UPDATE chatbatch_workers SET stopped_at = now() WHERE id = $1", [String(worker)])
+        }
+    }
+}

@@ -1,0 +1,233 @@
+import Foundation
+
+/// A line a worker claimed: its request and the lease that lets it (and no one else) commit the line's answer.
+struct ClaimedLine: Sendable, Equatable {
+    let line: Int
+    let customID: String?
+    let request: [UInt8]
+    /// The lease's fencing token, fresh for every claim: every later statement on the line names it.
+    let token: Int
+    /// A request for it was on the wire when its last holder lost the lease (killed, cut off): the provider may
+    /// have answered and billed it, and it is sent again (counted as possibly billed twice, never silently).
+    let resentAfterCrash: Bool
+}
+
+/// One job's lines in a PostgreSQL store, claimed by any number of workers on any machines, as the best work queues
+/// on PostgreSQL do (River, graphile-worker; a digest is in the README):
+/// - a worker claims a few lines at a time (`FOR UPDATE SKIP LOCKED`, so claimers never wait for each other) with a
+///   lease that expires unless renewed; a line whose lease expired is claimed again like a queued one;
+/// - every claim draws a fresh fencing token, and every statement that changes a claimed line (sent, answered,
+///   given back) names it in its `WHERE`: a worker that lost its lease changes nothing, so no line is answered twice
+///   in the store and none is lost;
+/// - the input is loaded once, by the worker that holds the job's loading lock; the others claim what is loaded.
+///
+/// One connection, used from one serial queue at a time.
+final class PostgresWorkQueue: @unchecked Sendable {
+    let connection: PostgresConnection
+    let job: Int
+    let worker: Int
+
+    /// Connects to the store, creates or checks its tables, registers the job (`name`; its input's `fingerprint`
+    /// when this worker has the input) and this worker.
+    init(
+        connection: PostgresConnection, job name: String, fingerprint: String?, host: String, pid: Int,
+        concurrency: Int
+    ) throws(ChatBatchError) {
+        self.connection = connection
+        let address = connection.address
+        (job, worker) = try connection.inTransaction { () throws(ChatBatchError) -> (Int, Int) in
+            try Self.prepareSchema(connection)
+            try connection.rows(
+                "INSERT INTO chatbatch_jobs (name, fingerprint) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+                [name, fingerprint ?? ""])
+            let row = try connection.rows("SELECT id, fingerprint FROM chatbatch_jobs WHERE name = $1", [name])[0]
+            let known = row["fingerprint"] ?? ""
+            if let fingerprint, !known.isEmpty, known != fingerprint {
+                throw ChatBatchError(
+                    .otherInput,
+                    "store \(address): job '\(name)' was loaded from another input (fingerprint \(known.prefix(12)), "
+                        + "this one \(fingerprint.prefix(12))): name this run's job differently (--job-name)")
+            }
+            if let fingerprint, known.isEmpty {
+                try connection.rows("UPDATE chatbatch_jobs SET fingerprint = $1 WHERE name = $2", [fingerprint, name])
+            }
+            let job = row.int("id")!
+            let worker = try connection.rows(
+                "INSERT INTO chatbatch_workers (job, host, pid, concurrency) VALUES ($1, $2, $3, $4) RETURNING id",
+                [String(job), host, String(pid), String(concurrency)])[0].int("id")!
+            return (job, worker)
+        }
+    }
+
+    /// Creates the tables, or checks that those there are chatbatch's at a schema this build reads. Two workers
+    /// starting at once do this one after the other (a transaction-scoped advisory lock).
+    private static func prepareSchema(_ db: PostgresConnection) throws(ChatBatchError) {
+        try db.rows("SELECT pg_advisory_xact_lock(7226427655263462001)")
+        let found = try db.rows(
+            "SELECT to_regclass('chatbatch_meta') IS NOT NULL AS meta, to_regclass('chatbatch_lines') IS NOT NULL AS lines"
+        )[0]
+        if found.bool("meta") == true {
+            let schema = try db.rows("SELECT value FROM chatbatch_meta WHERE key = 'schema'").first.flatMap {
+                $0["value"].flatMap { Int($0) }
+            }
+            guard let schema else {
+                throw ChatBatchError(
+                    .foreign, "store \(db.address): its chatbatch_meta table is not chatbatch's (no schema version)")
+            }
+            if schema > PostgresSchema.version {
+                throw ChatBatchError(
+                    .newerSchema,
+                    "store \(db.address): its tables follow schema \(schema), newer than this chatbatch reads "
+                        + "(\(PostgresSchema.version)): run a newer chatbatch")
+            }
+            if schema == PostgresSchema.version { return }
+        } else if found.bool("lines") == true {
+            throw ChatBatchError(
+                .foreign, "store \(db.address): it has a chatbatch_lines table but no chatbatch_meta: not chatbatch's")
+        }
+        try db.execute(PostgresSchema.create)
+        try db.rows(
+            "INSERT INTO chatbatch_meta (key, value) VALUES ('schema', $1) ON CONFLICT (key) DO UPDATE SET value = $1",
+            [String(PostgresSchema.version)])
+    }
+
+    // MARK: loading the input
+
+    /// The first half of the loading lock's key (the job's id is the second): "cbld" in ASCII.
+    static let loadingLock: Int32 = 0x6362_6c64
+
+    /// Takes the job's loading lock if no other worker holds it (released when this connection closes: a loader
+    /// that dies hands the loading on). Returns whether this worker now loads.
+    func takeLoading() throws(ChatBatchError) -> Bool {
+        try connection.rows("SELECT pg_try_advisory_lock(\(Self.loadingLock), $1::int) AS taken", [String(job)])[0]
+            .bool("taken") == true
+    }
+
+    /// How far the input is loaded (lines), and whether all of it is.
+    func loaded() throws(ChatBatchError) -> (lines: Int, all: Bool) {
+        let row = try connection.rows("SELECT lines_loaded, loaded FROM chatbatch_jobs WHERE id = $1", [String(job)])[0]
+        return (row.int("lines_loaded") ?? 0, row.bool("loaded") == true)
+    }
+
+    /// Loads input lines (numbered from 1) in one transaction with how far the input is now loaded, and (`last`)
+    /// that it is whole. A line already there is left as it is.
+    func load(_ lines: [(line: Int, customID: String?, request: [UInt8])], last: Bool) throws(ChatBatchError) {
+        try connection.inTransaction { () throws(ChatBatchError) in
+            if !lines.isEmpty {
+                try connection.rows(
+                    """
+                    INSERT INTO chatbatch_lines (job, line, custom_id, request)
+                    SELECT $1::bigint, * FROM unnest($2::bigint[], $3::text[], $4::bytea[])
+                    ON CONFLICT (job, line) DO NOTHING
+                    """,
+                    [
+                        String(job), Self.array(lines.map { String($0.line) }), Self.array(lines.map(\.customID)),
+                        Self.array(lines.map { $0.request.postgresHex })
+                    ])
+            }
+            try connection.rows(
+                "UPDATE chatbatch_jobs SET lines_loaded = greatest(lines_loaded, $2), loaded = loaded OR $3 WHERE id = $1",
+                [String(job), String(lines.map(\.line).max() ?? 0), last ? "true" : "false"])
+        }
+    }
+
+    // MARK: claims and leases
+
+    /// Claims up to `limit` lines, queued or with an expired lease, in line order, each under a new lease of
+    /// `lease` seconds. Never waits for another claimer (`SKIP LOCKED`).
+    func claim(limit: Int, lease: Double) throws(ChatBatchError) -> [ClaimedLine] {
+        let rows = try connection.rows(
+            """
+            WITH picked AS (
+                SELECT line, in_flight AS was_in_flight FROM chatbatch_lines
+                WHERE job = $1 AND (state = 'queued' OR (state = 'leased' AND lease_expires < now()))
+                ORDER BY line LIMIT $2 FOR UPDATE SKIP LOCKED)
+            UPDATE chatbatch_lines AS l SET state = 'leased', lease_token = nextval('chatbatch_lease_tokens'),
+                leased_by = $3, lease_expires = now() + make_interval(secs => $4), in_flight = false,
+                claims = l.claims + 1, resent_after_crash = l.resent_after_crash + picked.was_in_flight::int
+            FROM picked WHERE l.job = $1 AND l.line = picked.line
+            RETURNING l.line, l.custom_id, l.request, l.lease_token, picked.was_in_flight
+            """,
+            [String(job), String(limit), String(worker), String(lease)])
+        return rows.map {
+            ClaimedLine(
+                line: $0.int("line")!, customID: $0["custom_id"], request: $0.bytes("request") ?? [],
+                token: $0.int("lease_token")!, resentAfterCrash: $0.bool("was_in_flight") == true)
+        }.sorted { $0.line < $1.line }
+    }
+
+    /// Records that the line's request is about to leave (committed before it does, as the checkpoint's claim is).
+    /// False when the lease was lost: the request must not be sent.
+    func sending(_ claimed: ClaimedLine) throws(ChatBatchError) -> Bool {
+        try fenced("UPDATE chatbatch_lines SET in_flight = true", claimed)
+    }
+
+    /// Commits the line's outcome (`failed` for the errors file). False when the lease was lost: another worker
+    /// holds the line now, and this outcome is not kept.
+    func finish(_ claimed: ClaimedLine, result: [UInt8], failed: Bool) throws(ChatBatchError) -> Bool {
+        try fenced(
+            """
+            UPDATE chatbatch_lines SET state = $4, result = $5, in_flight = false, lease_token = NULL,
+                leased_by = NULL, lease_expires = NULL, finished_at = now()
+            """, claimed, [failed ? "failed" : "done", result.postgresHex])
+    }
+
+    /// Gives the line back to the queue unsent (a worker stopping): no one paid for it.
+    func giveBack(_ claimed: ClaimedLine) throws(ChatBatchError) -> Bool {
+        try fenced(
+            """
+            UPDATE chatbatch_lines SET state = 'queued', in_flight = false, lease_token = NULL, leased_by = NULL,
+                lease_expires = NULL
+            """, claimed)
+    }
+
+    /// Renews every lease this worker holds for `lease` seconds from now, and its heartbeat. Returns how many
+    /// lines it holds.
+    @discardableResult
+    func renew(lease: Double) throws(ChatBatchError) -> Int {
+        try connection.inTransaction { () throws(ChatBatchError) -> Int in
+            try connection.rows("UPDATE chatbatch_workers SET heartbeat_at = now() WHERE id = $1", [String(worker)])
+            return try connection.rows(
+                """
+                UPDATE chatbatch_lines SET lease_expires = now() + make_interval(secs => $3)
+                WHERE job = $1 AND leased_by = $2 AND state = 'leased' RETURNING line
+                """, [String(job), String(worker), String(lease)]
+            ).count
+        }
+    }
+
+    /// Lines by state, and how many were sent again after their holder lost them.
+    func counts() throws(ChatBatchError) -> [String: Int] {
+        var out: [String: Int] = [:]
+        for row in try connection.rows(
+            "SELECT state, count(*) AS n, sum(resent_after_crash) AS resent FROM chatbatch_lines WHERE job = $1 GROUP BY state",
+            [String(job)])
+        {
+            out[row["state"] ?? "?"] = row.int("n") ?? 0
+            out["resent_after_crash", default: 0] += row.int("resent") ?? 0
+        }
+        return out
+    }
+
+    /// The statement `update` (with `… SET …`, no `WHERE`) on `claimed`'s line, only while its lease is held.
+    /// `extra` are its parameters from `$4` on.
+    private func fenced(_ update: String, _ claimed: ClaimedLine, _ extra: [String?] = []) throws(ChatBatchError)
+        -> Bool
+    {
+        let rows = try connection.rows(
+            update + " WHERE job = $1 AND line = $2 AND lease_token = $3 AND state = 'leased' RETURNING line",
+            [String(job), String(claimed.line), String(claimed.token)] + extra)
+        return rows.count == 1
+    }
+
+    /// A PostgreSQL array literal of text elements (NULL for nil), for `unnest`.
+    private static func array(_ values: [String?]) -> String {
+        "{"
+            + values.map { value in
+                guard let value else { return "NULL" }
+                return "\""
+                    + value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+                    + "\""
+            }.joined(separator: ",") + "}"
+    }
+}

@@ -1,0 +1,177 @@
+import ChatBatchCore
+import Foundation
+import Synchronization
+import TestSupport
+import Testing
+
+@testable import ChatBatch
+
+/// The work queue of a job in PostgreSQL against a real server: claims that never overlap, leases that expire and
+/// fence a worker that lost them, the input loaded once, and a store that is not chatbatch's refused.
+@Suite(
+    "PostgreSQL: claims, leases and fencing",
+    needs("PostgreSQL's initdb and pg_ctl (Debian: apt-get install postgresql)") { PostgresServer.binaries != nil })
+struct PostgresWorkQueueTests {
+    static let shared = Result { try PostgresServer() }
+
+    /// A worker on job `name` with a connection of its own.
+    static func worker(_ name: String, fingerprint: String? = "f1", database: String = "postgres") throws
+        -> PostgresWorkQueue
+    {
+        let server = try shared.get()
+        return try PostgresWorkQueue(
+            connection: PostgresConnection(PostgresAddress(server.url(database: database))), job: name,
+            fingerprint: fingerprint, host: "test", pid: Int(getpid()), concurrency: 8)
+    }
+
+    static func lines(_ n: Int) -> [(line: Int, customID: String?, request: [UInt8])] {
+        (1...n).map { ($0, "c\($0)", Array("{\"prompt\":\"q\($0)\"}".utf8)) }
+    }
+
+    @Test func workersClaimingAtOnceNeverShareALine() throws {
+        let name = "job-\(UUID().uuidString)"
+        let loader = try Self.worker(name)
+        try loader.load(Self.lines(300), last: true)
+        let claimed = Mutex<[[Int]]>([[], [], []])
+        DispatchQueue.concurrentPerform(iterations: 3) { i in
+            guard let queue = try? Self.worker(name) else { return }
+            while let batch = try? queue.claim(limit: 7, lease: 60), !batch.isEmpty {
+                claimed.withLock { $0[i] += batch.map(\.line) }
+                for line in batch { _ = try? queue.finish(line, result: [1], failed: false) }
+            }
+        }
+        let all = claimed.withLock { $0 }
+        #expect(all.flatMap { $0 }.sorted() == Array(1...300), "every line claimed exactly once")
+        #expect(try loader.counts()["done"] == 300)
+    }
+
+    /// A worker that was killed (its lease expires) loses its lines to the next claimer; a line whose request was on
+    /// the wire is counted as possibly billed twice; the old holder can change nothing any more.
+    @Test func anExpiredLeaseGoesBackAndItsOldHolderIsFencedOut() throws {
+        let name = "job-\(UUID().uuidString)"
+        let a = try Self.worker(name), b = try Self.worker(name)
+        try a.load(Self.lines(2), last: true)
+        let held = try a.claim(limit: 2, lease: 0)  // expires at once
+        #expect(held.map(\.line) == [1, 2] && held.allSatisfy { !$0.resentAfterCrash })
+        #expect(try a.sending(held[0]))  // line 1's request left; line 2's never did
+        let taken = try b.claim(limit: 5, lease: 60)
+        #expect(taken.map(\.line) == [1, 2])
+        #expect(taken.map(\.resentAfterCrash) == [true, false])
+        #expect(Set(taken.map(\.token)).isDisjoint(with: held.map(\.token)), "a fresh token per claim")
+        // The old holder's answer, its send mark and its give-back are all refused.
+        #expect(try !a.finish(held[0], result: Array("late".utf8), failed: false))
+        #expect(try !a.sending(held[1]))
+        #expect(try !a.giveBack(held[1]))
+        #expect(try a.renew(lease: 60) == 0)
+        #expect(try b.finish(taken[0], result: Array("kept".utf8), failed: false))
+        #expect(try b.finish(taken[1], result: Array("err".utf8), failed: true))
+        let counts = try b.counts()
+        #expect(counts["done"] == 1 && counts["failed"] == 1 && counts["resent_after_crash"] == 1, "\(counts)")
+        let kept = try a.connection.rows(
+            "SELECT result FROM chatbatch_lines WHERE job = $1 AND line = 1", [String(a.job)])[0].bytes("result")
+        #expect(kept == Array("kept".utf8))
+    }
+
+    @Test func aRenewedLeaseIsKeptAndALineGivenBackIsNotCountedAsResent() throws {
+        let name = "job-\(UUID().uuidString)"
+        let a = try Self.worker(name), b = try Self.worker(name)
+        try a.load(Self.lines(2), last: true)
+        let held = try a.claim(limit: 2, lease: 0)
+        #expect(try a.renew(lease: 60) == 2)
+        #expect(try b.claim(limit: 5, lease: 60).isEmpty, "a renewed lease is not taken")
+        #expect(try a.giveBack(held[1]))
+        let again = try b.claim(limit: 5, lease: 60)
+        #expect(again.map(\.line) == [2] && !again[0].resentAfterCrash)
+        #expect(try a.finish(held[0], result: [1], failed: false))
+    }
+
+    /// One worker loads; a second waits its turn and takes over when the first goes (its connection closes).
+    @Test func theInputIsLoadedByOneWorkerAndHandedOnWhenItDies() throws {
+        let name = "job-\(UUID().uuidString)"
+        var first: PostgresWorkQueue? = try Self.worker(name)
+        let second = try Self.worker(name, fingerprint: nil)
+        #expect(try first!.takeLoading())
+        #expect(try !second.takeLoading())
+        try first!.load(Array(Self.lines(10)[0..<5]), last: false)
+        let partly = try second.loaded()
+        #expect(partly.lines == 5 && !partly.all)
+        #expect(try second.claim(limit: 100, lease: 60).count == 5, "what is loaded can be claimed")
+        first = nil  // the loader dies: its session's lock goes with it
+        #expect(eventually { (try? second.takeLoading()) == true })
+        try second.load(Self.lines(10), last: true)  // the first 5 are there already: left as they are
+        let whole = try second.loaded()
+        #expect(whole.lines == 10 && whole.all)
+        #expect(try second.counts() == ["leased": 5, "queued": 5, "resent_after_crash": 0])
+    }
+
+    @Test func aStoreThatIsNotChatbatchsOrIsNewerIsRefused() throws {
+        let server = try Self.shared.get()
+        let admin = try PostgresConnection(PostgresAddress(server.url()))
+        let foreign = "foreign_\(UUID().uuidString.prefix(8).lowercased())"
+        let newer = "newer_\(UUID().uuidString.prefix(8).lowercased())"
+        try admin.execute("CREATE DATABASE \(foreign)")
+        try admin.execute("CREATE DATABASE \(newer)")
+        let other = try PostgresConnection(PostgresAddress(server.url(database: foreign)))
+        try other.execute("CREATE TABLE chatbatch_lines (id int)")
+        do {
+            _ = try Self.worker("j", database: foreign)
+            Issue.record("a database with another application's chatbatch_lines was taken")
+        } catch let error as ChatBatchError {
+            #expect(error.code == .foreign, "\(error)")
+        }
+        _ = try Self.worker("j", database: newer)
+        let future = try PostgresConnection(PostgresAddress(server.url(database: newer)))
+        try future.execute("UPDATE chatbatch_meta SET value = '99' WHERE key = 'schema'")
+        do {
+            _ = try Self.worker("j", database: newer)
+            Issue.record("a newer schema was accepted")
+        } catch let error as ChatBatchError {
+            #expect(error.code == .newerSchema && error.message.contains("99"), "\(error)")
+            #expect(!error.message.contains(server.password))
+        }
+    }
+
+    @Test func aJobNameLoadedFromAnotherInputIsRefused() throws {
+        let name = "job-\(UUID().uuidString)"
+        _ = try Self.worker(name, fingerprint: "aaaa")
+        _ = try Self.worker(name, fingerprint: nil)  // a worker without the input takes the job as it is
+        do {
+            _ = try Self.worker(name, fingerprint: "bbbb")
+            Issue.record("another input was accepted under the same job name")
+        } catch let error as ChatBatchError {
+            #expect(error.code == .otherInput && error.message.contains("--job-name"), "\(error)")
+        }
+    }
+
+    /// A 429 at one worker pauses every worker on the key (a later pause is never shortened); the level learnt is
+    /// divided between the live workers, and a stopped worker's share goes to the others.
+    @Test func aKeysPauseAndLimitAreSharedByItsWorkers() throws {
+        let name = "job-\(UUID().uuidString)"
+        let key = SHA256.hex("sk-\(UUID().uuidString)")
+        let a = try Self.worker(name), b = try Self.worker(name)
+        try a.useKey(key)
+        try b.useKey(key)
+        #expect(try b.keyState(key, liveWithin: 60) == SharedKeyState(pausedFor: 0, learnedLimit: nil, liveWorkers: 2))
+        try a.pauseKey(key, seconds: 30)
+        try a.pauseKey(key, seconds: 1)
+        let paused = try b.keyState(key, liveWithin: 60).pausedFor
+        #expect(paused > 25 && paused <= 30, "\(paused)")
+        try b.learnLimit(key, 16)
+        #expect(try a.keyState(key, liveWithin: 60).share == 8)
+        try b.stopWorker()
+        #expect(try a.keyState(key, liveWithin: 60).share == 16)
+    }
+
+    /// A worker that stops gives back at once what it had not sent; a line on the wire stays leased until its
+    /// lease expires (its answer may still come to whoever holds it then).
+    @Test func aStoppingWorkerGivesBackWhatItHadNotSent() throws {
+        let name = "job-\(UUID().uuidString)"
+        let a = try Self.worker(name), b = try Self.worker(name)
+        try a.load(Self.lines(3), last: true)
+        let held = try a.claim(limit: 3, lease: 60)
+        #expect(try a.sending(held[1]))
+        try a.stopWorker()
+        #expect(try b.claim(limit: 5, lease: 60).map(\.line) == [1, 3])
+        #expect(try a.finish(held[1], result: [1], failed: false), "its lease still holds")
+    }
+}
