@@ -103,6 +103,11 @@ final class PostgresWorkQueue: @unchecked Sendable {
             .bool("taken") == true
     }
 
+    /// Releases the loading lock (the input is loaded, or this worker stops loading).
+    func releaseLoading() throws(ChatBatchError) {
+        try connection.rows("SELECT pg_advisory_unlock(\(Self.loadingLock), $1::int)", [String(job)])
+    }
+
     /// How far the input is loaded (lines), and whether all of it is.
     func loaded() throws(ChatBatchError) -> (lines: Int, all: Bool) {
         let row = try connection.rows("SELECT lines_loaded, loaded FROM chatbatch_jobs WHERE id = $1", [String(job)])[0]

@@ -1,0 +1,81 @@
+import Foundation
+import Synchronization
+import Testing
+
+@testable import ChatBatch
+
+/// Loading a job's input into a PostgreSQL store: every line once, as it is in the file, whoever loads and
+/// whatever dies on the way.
+@Suite(
+    "PostgreSQL: loading the input into the store",
+    needs("PostgreSQL's initdb and pg_ctl (Debian: apt-get install postgresql)") { PostgresServer.binaries != nil })
+struct StoreLoaderTests {
+    /// An input of `n` lines, among them lines a worker will refuse (not JSON, blank): the store keeps them as they
+    /// are.
+    static func input(_ n: Int) throws -> (path: String, lines: [String]) {
+        let lines = (1...n).map { i -> String in
+            switch i % 500 {
+            case 7: return "not json \\ \"at all\""
+            case 8: return ""
+            case 9: return #"{"custom_id":"ü-\#(i)","prompt":"back\\slash \"quote\" 日本"}"#
+            default: return #"{"custom_id":"c\#(i)","prompt":"question \#(i)"}"#
+            }
+        }
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("load-\(UUID().uuidString).jsonl").path
+        try (lines.joined(separator: "\n") + "\n").write(toFile: path, atomically: true, encoding: .utf8)
+        return (path, lines)
+    }
+
+    static func storedLines(_ queue: PostgresWorkQueue) throws -> [(line: Int, customID: String?, bytes: [UInt8])] {
+        try queue.connection.rows(
+            "SELECT line, custom_id, request FROM chatbatch_lines WHERE job = $1 ORDER BY line", [String(queue.job)]
+        ).map { ($0.int("line")!, $0["custom_id"], $0.bytes("request") ?? []) }
+    }
+
+    @Test func everyLineIsLoadedOnceAsItIsInTheFile() throws {
+        let (path, lines) = try Self.input(2_345)
+        let queue = try PostgresWorkQueueTests.worker("job-\(UUID().uuidString)")
+        #expect(try StoreLoader.load(path, into: queue, batchSize: 500) == 2_345)
+        let stored = try Self.storedLines(queue)
+        #expect(stored.map(\.line) == Array(1...2_345))
+        #expect(stored.map { String(decoding: $0.bytes, as: UTF8.self) } == lines)
+        #expect(stored[0].customID == "c1" && stored[8].customID == "ü-9" && stored[6].customID == nil)
+        #expect(try queue.loaded().all)
+        #expect(try StoreLoader.load(path, into: queue) == 0, "loaded already: nothing is read again")
+    }
+
+    /// Workers starting together: one loads, the others do not wait for it, and each line is in the store once.
+    @Test func workersStartingTogetherLoadTheInputOnce() throws {
+        let (path, _) = try Self.input(3_000)
+        let name = "job-\(UUID().uuidString)"
+        let results = Mutex<[Int?]>([])
+        DispatchQueue.concurrentPerform(iterations: 3) { _ in
+            do {
+                let queue = try PostgresWorkQueueTests.worker(name)
+                let loaded = try StoreLoader.load(path, into: queue, batchSize: 250)
+                results.withLock { $0.append(loaded) }
+            } catch {
+                Issue.record("a worker failed: \(error)")
+            }
+        }
+        let got = results.withLock { $0 }
+        #expect(got.count == 3)
+        #expect(got.compactMap { $0 }.reduce(0, +) == 3_000, "\(got)")
+        let check = try PostgresWorkQueueTests.worker(name)
+        #expect(try check.counts()["queued"] == 3_000)
+    }
+
+    /// A loader that dies after some batches hands on: the next worker loads the rest, and no line twice.
+    @Test func aLoaderThatDiesIsTakenOverFromItsLastBatch() throws {
+        let (path, lines) = try Self.input(1_200)
+        let name = "job-\(UUID().uuidString)"
+        var dying: PostgresWorkQueue? = try PostgresWorkQueueTests.worker(name)
+        #expect(try dying!.takeLoading())
+        try dying!.load((1...400).map { ($0, "c\($0)", Array(lines[$0 - 1].utf8)) }, last: false)
+        let next = try PostgresWorkQueueTests.worker(name, fingerprint: nil)
+        #expect(try StoreLoader.load(path, into: next) == nil, "the first loader still holds the lock")
+        dying = nil
+        #expect(try StoreLoader.load(path, into: next) == 800)
+        #expect(try Self.storedLines(next).map { String(decoding: $0.bytes, as: UTF8.self) } == lines)
+    }
+}
