@@ -78,4 +78,37 @@ struct StoreLoaderTests {
         #expect(try StoreLoader.load(path, into: next) == 800)
         #expect(try Self.storedLines(next).map { String(decoding: $0.bytes, as: UTF8.self) } == lines)
     }
+
+    /// The input feed reads claimed lines as it reads the file: the same requests, the same bodies, the same lines
+    /// refused; each claim is kept for the line it came with.
+    @Test func theFeedBuildsTheSameRequestsFromClaimedLinesAsFromTheFile() throws {
+        let scratch = Scratch()
+        var lines = promptLines(40)
+        lines[9] = #"{"custom_id":"broken","messages":"not a list"}"#
+        scratch.write("in.jsonl", lines: lines)
+        var s = JobSettings()
+        s.input = scratch.file("in.jsonl")
+        s.output = scratch.file("out.jsonl")
+        s.provider = .tera
+        s.baseURL = "http://127.0.0.1:9"
+        let config = try s.resolve()
+        func drain(_ feed: InputFeed) throws -> (requests: [String], invalid: Int) {
+            var requests: [String] = [], invalid = 0
+            while !feed.done {
+                let batch = try feed.next(limit: 7)
+                requests += batch.requests.map { "\($0.line) \($0.customID) \($0.bodyHash)" }
+                invalid += batch.invalid
+            }
+            return (requests, invalid)
+        }
+        let fromFile = try drain(InputFeed(config: config, checkpoint: nil, hasInvalidRows: false))
+        let queue = try PostgresWorkQueueTests.worker("job-\(UUID().uuidString)")
+        #expect(try StoreLoader.load(scratch.file("in.jsonl"), into: queue) == 40)
+        let source = StoreLineSource(queue: queue, claimSize: 6)
+        let fromStore = try drain(InputFeed(config: config, checkpoint: nil, hasInvalidRows: false, source: source))
+        #expect(fromFile.requests.count == 39 && fromFile.invalid == 1)
+        #expect(fromStore.requests == fromFile.requests && fromStore.invalid == fromFile.invalid)
+        #expect(source.held.count == 40 && source.settled(line: 10)?.line == 10 && source.held.count == 39)
+        #expect(try queue.counts()["leased"] == 40)
+    }
 }

@@ -35,7 +35,7 @@ struct FeedBatch: Sendable {
 /// 16 bytes a line rather than a copy of every id.
 final class InputFeed {
     let path: String
-    let reader: LineReader
+    let reader: any LineSource
     let builder: RequestBuilder
     let checkpoint: CheckpointReader?
     let config: RunConfiguration
@@ -61,13 +61,14 @@ final class InputFeed {
     init(
         config: RunConfiguration, checkpoint: CheckpointReader?, hasInvalidRows: Bool, cache: ResponseCache? = nil,
         backfills: Bool = false,
-        endpoints: EndpointClaims = EndpointClaims(), recountsInvalid: Bool = false
+        endpoints: EndpointClaims = EndpointClaims(), recountsInvalid: Bool = false, source: (any LineSource)? = nil
     ) throws(ChatBatchError) {
         self.recountsInvalid = recountsInvalid
         self.cache = cache
         self.config = config
         self.path = config.files.inputLabel
-        self.reader = try LineReader(path: config.files.input)
+        // The input file, unless the lines come from elsewhere (a job's store).
+        if let source { self.reader = source } else { self.reader = try LineReader(path: config.files.input) }
         self.builder = try RequestBuilder(config: config)
         self.checkpoint = checkpoint
         self.checkInvalidRows = hasInvalidRows
