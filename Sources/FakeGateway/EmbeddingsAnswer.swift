@@ -8,35 +8,29 @@ enum EmbeddingsAnswer {
     static let defaultDimensions = 1_536
     static let maxDimensions = 3_072
 
-    /// A request's inputs, or why it is refused.
-    enum Checked {
-        case inputs([String])
-        case refused(GatewayErrorAnswer)
-    }
-
     /// The request's inputs, or why it is refused (a 400 with OpenAI's wording).
-    static func inputs(_ request: JSON) -> Checked {
+    static func inputs(_ request: JSON) -> Result<[String], GatewayErrorAnswer> {
         let inputs: [String]
         switch request["input"] {
         case .string(let text)?: inputs = [text]
         case .array(let items)?:
             let texts = items.compactMap(\.stringValue)
             guard texts.count == items.count else {
-                return .refused(.invalid("'input' must be a string or an array of strings."))
+                return .failure(.invalid("'input' must be a string or an array of strings."))
             }
             inputs = texts
-        default: return .refused(.invalid("'input' is required: a string or an array of strings."))
+        default: return .failure(.invalid("'input' is required: a string or an array of strings."))
         }
         guard !inputs.isEmpty, inputs.allSatisfy({ !$0.isEmpty }) else {
-            return .refused(.invalid("'input' cannot be an empty string or an empty array."))
+            return .failure(.invalid("'input' cannot be an empty string or an empty array."))
         }
         guard inputs.count <= maxInputs else {
-            return .refused(.invalid("'input' holds \(inputs.count) items; at most \(maxInputs) are allowed."))
+            return .failure(.invalid("'input' holds \(inputs.count) items; at most \(maxInputs) are allowed."))
         }
         if let d = request["dimensions"], d.intValue.map({ !(1...maxDimensions).contains($0) }) ?? true {
-            return .refused(.invalid("'dimensions' must be an integer from 1 to \(maxDimensions)."))
+            return .failure(.invalid("'dimensions' must be an integer from 1 to \(maxDimensions)."))
         }
-        return .inputs(inputs)
+        return .success(inputs)
     }
 
     /// Prompt tokens the inputs bill.

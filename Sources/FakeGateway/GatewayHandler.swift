@@ -114,8 +114,8 @@ final class GatewayHandler: ChannelInboundHandler {
         }
         if path == "/v1/chat/completions" {
             entry.route = "tera"
-        } else if path == "/v1/embeddings" {
-            entry.route = "embeddings"
+        } else if path == "/v1/embeddings" || path == "/v1/completions" {
+            entry.route = String(path.dropFirst(4))
         } else if let projectInPath = tirProject(path) {
             entry.route = "tir"
             let projectInQuery = query["project_id"]
@@ -148,22 +148,28 @@ final class GatewayHandler: ChannelInboundHandler {
         if config.unscopedKeys.contains(key) {
             return fail(.forbidden("This key is not scoped to the model '\(model)'. Request scope for it."))
         }
-        if entry.route == "embeddings" {
-            switch EmbeddingsAnswer.inputs(request) {
-            case .refused(let invalid): return fail(invalid)
-            case .inputs(let inputs):
-                let admission = core.state.admit(
-                    key: key, clientID: clientID, estimatedTokens: EmbeddingsAnswer.tokens(inputs), at: receivedAt)
-                rateHeaders = core.state.rateLimitHeaders(key: key, at: receivedAt)
-                if case .fail(let status, let retryAfter) = admission {
-                    return fail(GatewayErrorAnswer.forStatus(status), retryAfter: retryAfter)
-                }
-                entry.billed = true
-                entry.promptTokens = EmbeddingsAnswer.tokens(inputs)
-                return answerEmbeddings(
-                    context: context, admission: admission, entry: entry, key: key, requestID: requestID,
-                    keepAlive: keepAlive, body: EmbeddingsAnswer.body(inputs, request: request, model: model))
+        if entry.route == "embeddings" || entry.route == "completions" {
+            let plain: PlainAnswer
+            switch entry.route == "embeddings"
+                ? plainEmbeddings(request, model: model) : plainCompletions(request, model: model, requestID: requestID)
+            {
+            case .failure(let invalid): return fail(invalid)
+            case .success(let prepared): plain = prepared
             }
+            let admission = core.state.admit(
+                key: key, clientID: clientID, estimatedTokens: plain.promptTokens + plain.completionTokens,
+                at: receivedAt)
+            rateHeaders = core.state.rateLimitHeaders(key: key, at: receivedAt)
+            if case .fail(let status, let retryAfter) = admission {
+                return fail(GatewayErrorAnswer.forStatus(status), retryAfter: retryAfter)
+            }
+            entry.billed = true
+            entry.promptTokens = plain.promptTokens
+            entry.completionTokens = plain.completionTokens
+            entry.stream = plain.events != nil
+            return answer(
+                plain, context: context, admission: admission, entry: entry, key: key, requestID: requestID,
+                keepAlive: keepAlive)
         }
         if let invalid = RequestValidation.check(request, maxOutputTokens: config.maxOutputTokens) {
             return fail(invalid)

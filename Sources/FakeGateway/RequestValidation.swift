@@ -1,7 +1,7 @@
 import ChatBatchCore
 
 /// An error answer as the seed's table gives it: status, `error.type`, `error.code` and a message.
-struct GatewayErrorAnswer: Sendable, Equatable {
+struct GatewayErrorAnswer: Error, Sendable, Equatable {
     var status: Int
     var type: String
     var code: String
