@@ -35,6 +35,19 @@ extension GatewayHandler {
         }
     }
 
+    /// A `/v1/responses` request's answer (streamed as typed events when it asks), or why it is refused.
+    func plainResponses(_ request: JSON, model: String, requestID: String) -> Result<PlainAnswer, GatewayErrorAnswer> {
+        let config = core.state.config
+        return ResponsesAnswer.chatBody(request).map { chat in
+            let generated = AnswerGenerator.generate(body: chat, answerTokens: config.answerTokens)
+            let shape = ResponsesAnswer(id: requestID, model: model, created: Int(receivedAt))
+            return PlainAnswer(
+                body: shape.body(generated),
+                events: request["stream"]?.boolValue == true ? shape.events(generated) : nil,
+                promptTokens: generated.promptTokens, completionTokens: generated.completionTokens)
+        }
+    }
+
     /// Answers an admitted request of an endpoint besides chat after the gateway's latency, or with the fault its
     /// admission drew: a reset or a stall as for chat, an answer without usage, or any other corrupt answer cut short
     /// (not JSON).

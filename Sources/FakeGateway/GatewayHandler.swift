@@ -114,7 +114,7 @@ final class GatewayHandler: ChannelInboundHandler {
         }
         if path == "/v1/chat/completions" {
             entry.route = "tera"
-        } else if path == "/v1/embeddings" || path == "/v1/completions" {
+        } else if ["/v1/embeddings", "/v1/completions", "/v1/responses"].contains(path) {
             entry.route = String(path.dropFirst(4))
         } else if let projectInPath = tirProject(path) {
             entry.route = "tir"
@@ -148,11 +148,15 @@ final class GatewayHandler: ChannelInboundHandler {
         if config.unscopedKeys.contains(key) {
             return fail(.forbidden("This key is not scoped to the model '\(model)'. Request scope for it."))
         }
-        if entry.route == "embeddings" || entry.route == "completions" {
+        if entry.route != "tera" && entry.route != "tir" {
             let plain: PlainAnswer
-            switch entry.route == "embeddings"
-                ? plainEmbeddings(request, model: model) : plainCompletions(request, model: model, requestID: requestID)
-            {
+            let prepared =
+                switch entry.route {
+                case "embeddings": plainEmbeddings(request, model: model)
+                case "completions": plainCompletions(request, model: model, requestID: requestID)
+                default: plainResponses(request, model: model, requestID: requestID)
+                }
+            switch prepared {
             case .failure(let invalid): return fail(invalid)
             case .success(let prepared): plain = prepared
             }
