@@ -8,7 +8,7 @@ struct FakeGatewayCommand: ParsableCommand {
         commandName: "fake-gateway",
         abstract: "Serve a local fake of the Tera gateway and E2E TIR (failures included) until stopped.",
         discussion: """
-            Prints its base URL (http://127.0.0.1:PORT/v1) as its first line. Routes: POST /v1/chat/completions, POST /project/p-{id}/genai/gpt_oss_120b/v1/chat/completions?project_id={id}, GET /v1/models, and GET /fake/stats (requests in flight and ledger entries, for harnesses; not in the ledger).
+            Prints its base URL (http://127.0.0.1:PORT/v1) as its first line. Routes: POST /v1/chat/completions, POST /project/p-{id}/genai/gpt_oss_120b/v1/chat/completions?project_id={id}, POST /v1/embeddings, POST /v1/completions, POST /v1/responses, GET /v1/models, and GET /fake/stats (requests in flight and ledger entries, for harnesses; not in the ledger).
 
             SIGTERM or SIGINT stops it: the listener closes, requests in flight get up to 1 s to be answered (the rest are dropped and recorded as billed), the --ledger file is flushed, and it exits 0. A second signal exits at once (128 + the signal).
 
