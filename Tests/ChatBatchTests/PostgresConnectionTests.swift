@@ -31,6 +31,18 @@ struct PostgresConnectionTests {
         #expect(rows[1]["name"] == nil && rows[1].bytes("body") == nil)
     }
 
+    @Test func aValueWithANulByteIsRefusedNotCutShort() throws {
+        let server = try Self.shared.get()
+        let db = try PostgresConnection(PostgresAddress(server.url()))
+        do {
+            try db.rows("SELECT $1::text AS t", ["before\u{0}after"])
+            Issue.record("a NUL byte went through")
+        } catch {
+            #expect(error.code == .storeError && error.message.contains("NUL"), "\(error)")
+        }
+        #expect(try db.rows("SELECT $1::text AS t", ["fine"])[0]["t"] == "fine")
+    }
+
     @Test func aFailedTransactionLeavesNothingBehind() throws {
         let server = try Self.shared.get()
         let db = try PostgresConnection(PostgresAddress(server.url()))
@@ -127,7 +139,10 @@ struct PostgresAddressTests {
             ("postgres://bob:s3cret-Pass@db.example:5432/jobs?sslmode=require", "s3cret-Pass"),
             ("postgresql://bob@db.example/jobs?password=s3cret-Pass&sslmode=verify-full", "s3cret-Pass"),
             ("host=db.example dbname=jobs user=bob password='s3cret Pass'", "s3cret Pass"),
-            ("postgres://bob:s3cret%40Pass@db.example/jobs", "s3cret@Pass")
+            ("postgres://bob:s3cret%40Pass@db.example/jobs", "s3cret@Pass"),
+            ("postgres://bob:s3cret-Pass@db.example:5432,db2.example:5433/jobs", "s3cret-Pass"),
+            ("host=db.example\tdbname=jobs\tpassword=s3cret-Pass", "s3cret-Pass"),
+            ("host=db.example dbname=jobs sslmode=verify-full sslpassword=s3cret-Pass", "s3cret-Pass")
         ]
         for (text, password) in cases {
             let address = try PostgresAddress(text)
@@ -135,6 +150,15 @@ struct PostgresAddressTests {
             #expect(address.shown.contains("db.example") && address.shown.contains("jobs"), "\(address)")
             #expect(address.connectionString == text)
             #expect(address.scrub("the server said \(password) was wrong") == "the server said [redacted] was wrong")
+        }
+        // An address libpq cannot read is refused without being repeated (it may hold the password).
+        for text in ["postgres://bob:s3cret%zzPass@db.example/jobs", "host=db password='s3cret-Pass"] {
+            do {
+                _ = try PostgresAddress(text)
+                Issue.record("\(text) was read")
+            } catch {
+                #expect(error.code == .badStore && !error.message.contains("s3cret"), "\(error)")
+            }
         }
     }
 }

@@ -30,6 +30,7 @@ final class PostgresServer: @unchecked Sendable {
         folder = FileManager.default.temporaryDirectory.appendingPathComponent("chatbatch-pg-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         try password.write(toFile: folder + "/pwfile", atomically: true, encoding: .utf8)
+        try String(getpid()).write(toFile: folder + "/owner", atomically: true, encoding: .utf8)
         if getuid() == 0 {
             guard let nobody = getpwnam("nobody"), chown(folder, nobody.pointee.pw_uid, nobody.pointee.pw_gid) == 0
             else { throw Failure("cannot give \(folder) to nobody") }
@@ -53,6 +54,7 @@ final class PostgresServer: @unchecked Sendable {
     /// Servers not yet removed, by folder: a suite's shared server lives in a static, which is never released, so
     /// the test process stops what is left when it exits.
     private static let running: Mutex<[String: String]> = {
+        sweep()
         atexit {
             for (folder, bin) in PostgresServer.running.withLock({ $0 }) {
                 PostgresServer.remove(folder: folder, bin: bin)
@@ -60,6 +62,21 @@ final class PostgresServer: @unchecked Sendable {
         }
         return Mutex([:])
     }()
+
+    /// Stops and removes the servers of test processes that are gone (killed, so their exit handler never ran):
+    /// each server's folder names the process that started it (`owner`).
+    private static func sweep() {
+        let tmp = FileManager.default.temporaryDirectory.path
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: tmp)) ?? []
+        where name.hasPrefix("chatbatch-pg-") {
+            let folder = tmp + "/" + name
+            guard let owner = try? String(contentsOfFile: folder + "/owner", encoding: .utf8),
+                let pid = Int32(owner.trimmingCharacters(in: .whitespacesAndNewlines)),
+                kill(pid, 0) != 0 && errno == ESRCH, let bin = binaries
+            else { continue }
+            remove(folder: folder, bin: bin)
+        }
+    }
 
     private static func remove(folder: String, bin: String) {
         _ = try? asOwner(bin + "/pg_ctl", ["-D", folder + "/data", "-m", "immediate", "-w", "stop"], folder: folder)

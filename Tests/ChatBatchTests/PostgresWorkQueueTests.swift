@@ -24,8 +24,15 @@ struct PostgresWorkQueueTests {
             fingerprint: fingerprint, host: "test", pid: Int(getpid()), concurrency: 8)
     }
 
-    static func lines(_ n: Int) -> [(line: Int, customID: String?, request: [UInt8])] {
-        (1...n).map { ($0, "c\($0)", Array("{\"prompt\":\"q\($0)\"}".utf8)) }
+    static func lines(_ n: Int) -> [InputLineRecord] {
+        (1...n).map { InputLineRecord(line: $0, customID: "c\($0)", request: Array("{\"prompt\":\"q\($0)\"}".utf8)) }
+    }
+
+    /// The worker's leases run out, as they do when it was killed or cut off and renewed nothing.
+    static func expireLeases(_ queue: PostgresWorkQueue) throws {
+        try queue.connection.rows(
+            "UPDATE chatbatch_lines SET lease_expires = now() - interval '1 second' WHERE job = $1 AND leased_by = $2",
+            [String(queue.job), String(queue.worker)])
     }
 
     @Test func workersClaimingAtOnceNeverShareALine() throws {
@@ -51,9 +58,11 @@ struct PostgresWorkQueueTests {
         let name = "job-\(UUID().uuidString)"
         let a = try Self.worker(name), b = try Self.worker(name)
         try a.load(Self.lines(2), last: true)
-        let held = try a.claim(limit: 2, lease: 0)  // expires at once
+        let held = try a.claim(limit: 3, lease: 60)
         #expect(held.map(\.line) == [1, 2] && held.allSatisfy { !$0.resentAfterCrash })
         #expect(try a.sending(held[0]))  // line 1's request left; line 2's never did
+        try Self.expireLeases(a)
+        #expect(try !a.sending(held[1]), "an expired lease sends nothing, even before anyone claims the line again")
         let taken = try b.claim(limit: 5, lease: 60)
         #expect(taken.map(\.line) == [1, 2])
         #expect(taken.map(\.resentAfterCrash) == [true, false])

@@ -1,5 +1,6 @@
 import Foundation
 import Synchronization
+import TestSupport
 import Testing
 
 @testable import ChatBatch
@@ -35,11 +36,13 @@ struct StoreLoaderTests {
     @Test func everyLineIsLoadedOnceAsItIsInTheFile() throws {
         let (path, lines) = try Self.input(2_345)
         let queue = try PostgresWorkQueueTests.worker("job-\(UUID().uuidString)")
-        #expect(try StoreLoader.load(path, into: queue, batchSize: 500) == 2_345)
+        #expect(try StoreLoader.load(path, into: queue, batchSize: 500) == 2_345 - 5)
         let stored = try Self.storedLines(queue)
-        #expect(stored.map(\.line) == Array(1...2_345))
-        #expect(stored.map { String(decoding: $0.bytes, as: UTF8.self) } == lines)
-        #expect(stored[0].customID == "c1" && stored[8].customID == "ü-9" && stored[6].customID == nil)
+        let kept = lines.enumerated().filter { !$0.element.isEmpty }  // blank lines are no lines
+        #expect(stored.map(\.line) == kept.map { $0.offset + 1 })
+        #expect(stored.map { String(decoding: $0.bytes, as: UTF8.self) } == kept.map(\.element))
+        let id = { (line: Int) in stored.first { $0.line == line }?.customID }
+        #expect(id(1) == "c1" && id(9) == "ü-9" && id(7) == nil)
         #expect(try queue.loaded().all)
         #expect(try StoreLoader.load(path, into: queue) == 0, "loaded already: nothing is read again")
     }
@@ -60,9 +63,9 @@ struct StoreLoaderTests {
         }
         let got = results.withLock { $0 }
         #expect(got.count == 3)
-        #expect(got.compactMap { $0 }.reduce(0, +) == 3_000, "\(got)")
+        #expect(got.compactMap { $0 }.reduce(0, +) == 3_000 - 6, "\(got)")
         let check = try PostgresWorkQueueTests.worker(name)
-        #expect(try check.counts()["queued"] == 3_000)
+        #expect(try check.counts()["queued"] == 3_000 - 6)
     }
 
     /// A loader that dies after some batches hands on: the next worker loads the rest, and no line twice.
@@ -71,12 +74,24 @@ struct StoreLoaderTests {
         let name = "job-\(UUID().uuidString)"
         var dying: PostgresWorkQueue? = try PostgresWorkQueueTests.worker(name)
         #expect(try dying!.takeLoading())
-        try dying!.load((1...400).map { ($0, "c\($0)", Array(lines[$0 - 1].utf8)) }, last: false)
+        try dying!.load(
+            (1...400).filter { !lines[$0 - 1].isEmpty }.map {
+                InputLineRecord(line: $0, customID: "c\($0)", request: Array(lines[$0 - 1].utf8))
+            }, last: false)
         let next = try PostgresWorkQueueTests.worker(name, fingerprint: nil)
         #expect(try StoreLoader.load(path, into: next) == nil, "the first loader still holds the lock")
-        dying = nil
-        #expect(try StoreLoader.load(path, into: next) == 800)
-        #expect(try Self.storedLines(next).map { String(decoding: $0.bytes, as: UTF8.self) } == lines)
+        dying = nil  // its server session ends a moment later, and its lock with it
+        let loaded = Mutex<Int?>(nil)
+        #expect(
+            eventually {
+                let n = try? StoreLoader.load(path, into: next)
+                loaded.withLock { $0 = n ?? nil }
+                return n != nil
+            })
+        #expect(loaded.withLock { $0 } == 800 - 2)  // lines 401 to 1,200, less two blank ones
+        #expect(
+            try Self.storedLines(next).map { String(decoding: $0.bytes, as: UTF8.self) }
+                == lines.filter { !$0.isEmpty })
     }
 
     /// The input feed reads claimed lines as it reads the file: the same requests, the same bodies, the same lines
@@ -85,6 +100,8 @@ struct StoreLoaderTests {
         let scratch = Scratch()
         var lines = promptLines(40)
         lines[9] = #"{"custom_id":"broken","messages":"not a list"}"#
+        lines.insert("", at: 20)  // a blank line: no line
+        lines.append(#"{"custom_id":"huge","prompt":""# + String(repeating: "x", count: 9 << 20) + #""}"#)
         scratch.write("in.jsonl", lines: lines)
         var s = JobSettings()
         s.input = scratch.file("in.jsonl")
@@ -103,12 +120,35 @@ struct StoreLoaderTests {
         }
         let fromFile = try drain(InputFeed(config: config, checkpoint: nil, hasInvalidRows: false))
         let queue = try PostgresWorkQueueTests.worker("job-\(UUID().uuidString)")
-        #expect(try StoreLoader.load(scratch.file("in.jsonl"), into: queue) == 40)
+        #expect(try StoreLoader.load(scratch.file("in.jsonl"), into: queue) == 41)
         let source = StoreLineSource(queue: queue, claimSize: 6)
         let fromStore = try drain(InputFeed(config: config, checkpoint: nil, hasInvalidRows: false, source: source))
-        #expect(fromFile.requests.count == 39 && fromFile.invalid == 1)
+        #expect(fromFile.requests.count == 39 && fromFile.invalid == 2, "the broken line and the one over the limit")
         #expect(fromStore.requests == fromFile.requests && fromStore.invalid == fromFile.invalid)
-        #expect(source.held.count == 40 && source.settled(line: 10)?.line == 10 && source.held.count == 39)
-        #expect(try queue.counts()["leased"] == 40)
+        #expect(source.held.count == 41 && source.settled(line: 10)?.line == 10 && source.held.count == 40)
+        #expect(try queue.counts()["leased"] == 41)
+    }
+
+    /// A worker with nothing to claim waits while another holds lines (it may die with them), and its input ends
+    /// when they are done.
+    @Test func theInputEndsOnlyWhenNoLineIsOpenElsewhere() throws {
+        let name = "job-\(UUID().uuidString)"
+        let a = try PostgresWorkQueueTests.worker(name), b = try PostgresWorkQueueTests.worker(name)
+        try a.load(PostgresWorkQueueTests.lines(2), last: true)
+        let held = try a.claim(limit: 2, lease: 60)
+        let source = StoreLineSource(queue: b, poll: 0.05)
+        let ended = Mutex(false)
+        let thread = Thread {
+            _ = try? source.next()
+            ended.withLock { $0 = true }
+        }
+        thread.start()
+        #expect(!eventually(timeout: 0.5) { ended.withLock { $0 } }, "it waits while a holds lines")
+        #expect(try a.finish(held[0], result: [1], failed: false))
+        try PostgresWorkQueueTests.expireLeases(a)  // a dies holding line 2: b claims it
+        #expect(eventually { source.held.count == 1 })
+        #expect(ended.withLock { $0 } == true)
+        #expect(try source.next() == nil, "nothing is open anywhere")
+        #expect(try b.finish(source.settled(line: 2)!, result: [1], failed: false))
     }
 }

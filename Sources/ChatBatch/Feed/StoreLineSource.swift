@@ -1,33 +1,54 @@
+import Dispatch
+import Synchronization
+
 /// A job's lines as a worker claims them from its PostgreSQL store, a few at a time, for the input feed: each comes
 /// out as the line it was in the input file (its number and bytes), and the claim that holds it is kept here, by
 /// line number, for the statements that later commit the line under its lease.
-final class StoreLineSource: LineSource {
+///
+/// The input ends for this worker only when the whole input is loaded and no line is open elsewhere: while another
+/// worker loads, or holds lines it may yet die with, this one waits (`poll` seconds between looks, or until
+/// `cancel()`), so that the last worker standing finishes a job whatever became of the others.
+final class StoreLineSource: LineSource, @unchecked Sendable {
     let queue: PostgresWorkQueue
-    /// Lines claimed at once, and how long a claim holds without renewal (seconds).
+    /// Lines claimed at once, how long a claim holds without renewal, and the wait between looks (seconds).
     let claimSize: Int
     let lease: Double
+    let poll: Double
     private var ready: [ClaimedLine] = []
     private var readyHead = 0
     /// Claims handed to the feed and not yet settled, by line number.
     private(set) var held: [Int: ClaimedLine] = [:]
+    private let wake = DispatchSemaphore(value: 0)
+    private let cancelled = Mutex(false)
 
-    init(queue: PostgresWorkQueue, claimSize: Int = 16, lease: Double = 60) {
+    init(queue: PostgresWorkQueue, claimSize: Int = 16, lease: Double = 60, poll: Double = 1) {
         self.queue = queue
         self.claimSize = claimSize
         self.lease = lease
+        self.poll = poll
     }
 
-    /// The next claimed line; nil when nothing can be claimed now (every line is settled or held by a worker).
+    /// The next claimed line; nil once the job has no line left for this worker (or it was cancelled).
     func next() throws(ChatBatchError) -> RawLine? {
-        if readyHead == ready.count {
+        while readyHead == ready.count {
             ready = try queue.claim(limit: claimSize, lease: lease)
             readyHead = 0
-            if ready.isEmpty { return nil }
+            if !ready.isEmpty { break }
+            let state = try queue.openElsewhere()
+            if state.loaded && state.open == 0 { return nil }
+            if cancelled.withLock({ $0 }) { return nil }
+            _ = wake.wait(timeout: .now() + poll)
         }
         let claimed = ready[readyHead]
         readyHead += 1
         held[claimed.line] = claimed
-        return RawLine(number: claimed.line, bytes: claimed.request, oversize: nil)
+        return RawLine(number: claimed.line, bytes: claimed.request, oversize: claimed.oversize)
+    }
+
+    /// Stops waiting for lines (the run is stopping): `next()` returns nil at its next look.
+    func cancel() {
+        cancelled.withLock { $0 = true }
+        wake.signal()
     }
 
     /// The line's claim is settled (its outcome committed, or given back): it is no longer held here.

@@ -60,7 +60,11 @@ final class PostgresConnection: @unchecked Sendable {
         handle = conn
         // Notices (a table that already exists, …) are not for the user's terminal.
         PQsetNoticeProcessor(handle, { _, _ in }, nil)
+        try settle()
     }
+
+    /// Session settings this wrapper reads values by: `bytea` in hex (a database may default to `escape`).
+    private func settle() throws(ChatBatchError) { try execute("SET bytea_output = hex") }
 
     deinit { PQfinish(handle) }
 
@@ -75,12 +79,18 @@ final class PostgresConnection: @unchecked Sendable {
                 .storeUnreachable,
                 "store \(address): cannot connect again: \(address.scrub(Self.trimmed(PQerrorMessage(handle))))")
         }
+        try settle()
     }
 
     /// Runs one statement with positional parameters (`$1`, `$2`, … in text form; nil is NULL) and returns its
     /// rows, read by column name.
     @discardableResult
     func rows(_ sql: String, _ parameters: [String?] = []) throws(ChatBatchError) -> [PostgresRow] {
+        // A text parameter ends at its first NUL byte, which PostgreSQL's text cannot hold anyway.
+        if parameters.contains(where: { $0?.utf8.contains(0) == true }) {
+            throw ChatBatchError(
+                .storeError, "store \(address): a value holds a NUL byte, which PostgreSQL text cannot")
+        }
         let result = Self.withOptionalCStrings(parameters) { p in
             PQexecParams(handle, sql, Int32(parameters.count), nil, p, nil, nil, 0)
         }
@@ -161,7 +171,8 @@ final class PostgresConnection: @unchecked Sendable {
     private static func withOptionalCStrings<R>(
         _ strings: [String?], _ body: (UnsafePointer<UnsafePointer<CChar>?>?) -> R
     ) -> R {
-        let copies: [UnsafeMutablePointer<CChar>?] = strings.map { $0.map { strdup($0) } }
+        // (`strdup` fails only when memory is out, where nothing else would go on either.)
+        let copies: [UnsafeMutablePointer<CChar>?] = strings.map { $0.map { strdup($0)! } }
         defer { copies.forEach { free($0) } }
         let pointers = copies.map { UnsafePointer($0) } + [nil]
         return pointers.withUnsafeBufferPointer { body($0.baseAddress) }

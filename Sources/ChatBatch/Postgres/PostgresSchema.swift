@@ -28,6 +28,7 @@ enum PostgresSchema {
             line bigint NOT NULL,
             custom_id text,
             request bytea NOT NULL,
+            oversize bigint,
             state text NOT NULL DEFAULT 'queued' CHECK (state IN ('queued', 'leased', 'done', 'failed')),
             lease_token bigint,
             leased_by bigint,

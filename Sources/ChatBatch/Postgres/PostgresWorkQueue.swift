@@ -1,10 +1,20 @@
 import Foundation
 
+/// An input line as the store keeps it: its number, its custom_id, its bytes as they were in the file; a line over
+/// the size limit is kept as its size alone (`oversize`), for the worker that claims it to refuse.
+struct InputLineRecord: Sendable, Equatable {
+    let line: Int
+    let customID: String?
+    let request: [UInt8]
+    var oversize: Int? = nil
+}
+
 /// A line a worker claimed: its request and the lease that lets it (and no one else) commit the line's answer.
 struct ClaimedLine: Sendable, Equatable {
     let line: Int
     let customID: String?
     let request: [UInt8]
+    let oversize: Int?
     /// The lease's fencing token, fresh for every claim: every later statement on the line names it.
     let token: Int
     /// A request for it was on the wire when its last holder lost the lease (killed, cut off): the provider may
@@ -114,25 +124,26 @@ final class PostgresWorkQueue: @unchecked Sendable {
         return (row.int("lines_loaded") ?? 0, row.bool("loaded") == true)
     }
 
-    /// Loads input lines (numbered from 1) in one transaction with how far the input is now loaded, and (`last`)
-    /// that it is whole. A line already there is left as it is.
-    func load(_ lines: [(line: Int, customID: String?, request: [UInt8])], last: Bool) throws(ChatBatchError) {
+    /// Loads input lines (numbered from 1) in one transaction with how far the input is now loaded (`through`, or
+    /// the last line given), and (`last`) that it is whole. A line already there is left as it is.
+    func load(_ lines: [InputLineRecord], through: Int = 0, last: Bool) throws(ChatBatchError) {
         try connection.inTransaction { () throws(ChatBatchError) in
             if !lines.isEmpty {
                 try connection.rows(
                     """
-                    INSERT INTO chatbatch_lines (job, line, custom_id, request)
-                    SELECT $1::bigint, * FROM unnest($2::bigint[], $3::text[], $4::bytea[])
+                    INSERT INTO chatbatch_lines (job, line, custom_id, request, oversize)
+                    SELECT $1::bigint, * FROM unnest($2::bigint[], $3::text[], $4::bytea[], $5::bigint[])
                     ON CONFLICT (job, line) DO NOTHING
                     """,
                     [
                         String(job), Self.array(lines.map { String($0.line) }), Self.array(lines.map(\.customID)),
-                        Self.array(lines.map { $0.request.postgresHex })
+                        Self.array(lines.map { $0.request.postgresHex }),
+                        Self.array(lines.map { $0.oversize.map(String.init) })
                     ])
             }
             try connection.rows(
                 "UPDATE chatbatch_jobs SET lines_loaded = greatest(lines_loaded, $2), loaded = loaded OR $3 WHERE id = $1",
-                [String(job), String(lines.map(\.line).max() ?? 0), last ? "true" : "false"])
+                [String(job), String(max(through, lines.map(\.line).max() ?? 0)), last ? "true" : "false"])
         }
     }
 
@@ -151,12 +162,13 @@ final class PostgresWorkQueue: @unchecked Sendable {
                 leased_by = $3, lease_expires = now() + make_interval(secs => $4), in_flight = false,
                 claims = l.claims + 1, resent_after_crash = l.resent_after_crash + picked.was_in_flight::int
             FROM picked WHERE l.job = $1 AND l.line = picked.line
-            RETURNING l.line, l.custom_id, l.request, l.lease_token, picked.was_in_flight
+            RETURNING l.line, l.custom_id, l.request, l.oversize, l.lease_token, picked.was_in_flight
             """,
             [String(job), String(limit), String(worker), String(lease)])
         return rows.map {
             ClaimedLine(
                 line: $0.int("line")!, customID: $0["custom_id"], request: $0.bytes("request") ?? [],
+                oversize: $0.int("oversize"),
                 token: $0.int("lease_token")!, resentAfterCrash: $0.bool("was_in_flight") == true)
         }.sorted { $0.line < $1.line }
     }
@@ -164,7 +176,8 @@ final class PostgresWorkQueue: @unchecked Sendable {
     /// Records that the line's request is about to leave (committed before it does, as the checkpoint's claim is).
     /// False when the lease was lost: the request must not be sent.
     func sending(_ claimed: ClaimedLine) throws(ChatBatchError) -> Bool {
-        try fenced("UPDATE chatbatch_lines SET in_flight = true", claimed)
+        // An expired lease, even one no one has claimed again yet, sends nothing: its next claimer would send too.
+        try fenced("UPDATE chatbatch_lines SET in_flight = true", claimed, also: "lease_expires > now()")
     }
 
     /// Commits the line's outcome (`failed` for the errors file). False when the lease was lost: another worker
@@ -201,6 +214,18 @@ final class PostgresWorkQueue: @unchecked Sendable {
         }
     }
 
+    /// Whether the whole input is loaded, and how many lines are still open without this worker: queued, or leased
+    /// by another worker (which may finish them, or die and leave them to be claimed).
+    func openElsewhere() throws(ChatBatchError) -> (loaded: Bool, open: Int) {
+        let row = try connection.rows(
+            """
+            SELECT j.loaded, (SELECT count(*) FROM chatbatch_lines l WHERE l.job = j.id
+                AND (l.state = 'queued' OR (l.state = 'leased' AND l.leased_by <> $2))) AS open
+            FROM chatbatch_jobs j WHERE j.id = $1
+            """, [String(job), String(worker)])[0]
+        return (row.bool("loaded") == true, row.int("open") ?? 0)
+    }
+
     /// Lines by state, and how many were sent again after their holder lost them.
     func counts() throws(ChatBatchError) -> [String: Int] {
         var out: [String: Int] = [:]
@@ -216,11 +241,12 @@ final class PostgresWorkQueue: @unchecked Sendable {
 
     /// The statement `update` (with `… SET …`, no `WHERE`) on `claimed`'s line, only while its lease is held.
     /// `extra` are its parameters from `$4` on.
-    private func fenced(_ update: String, _ claimed: ClaimedLine, _ extra: [String?] = []) throws(ChatBatchError)
-        -> Bool
-    {
+    private func fenced(
+        _ update: String, _ claimed: ClaimedLine, _ extra: [String?] = [], also condition: String = "true"
+    ) throws(ChatBatchError) -> Bool {
         let rows = try connection.rows(
-            update + " WHERE job = $1 AND line = $2 AND lease_token = $3 AND state = 'leased' RETURNING line",
+            update
+                + " WHERE job = $1 AND line = $2 AND lease_token = $3 AND state = 'leased' AND \(condition) RETURNING line",
             [String(job), String(claimed.line), String(claimed.token)] + extra)
         return rows.count == 1
     }
