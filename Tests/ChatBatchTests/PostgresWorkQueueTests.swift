@@ -169,6 +169,10 @@ struct PostgresWorkQueueTests {
         #expect(try a.keyState(key, liveWithin: 60).share == 8)
         try b.stopWorker()
         #expect(try a.keyState(key, liveWithin: 60).share == 16)
+        let rows = try a.workers()
+        #expect(rows.map(\.id) == [a.worker, b.worker] && rows.map(\.stopped) == [false, true])
+        #expect(rows.allSatisfy { $0.host == "test" && $0.pid == Int(getpid()) && $0.concurrency == 8 })
+        #expect(rows[0].quietSeconds >= 0 && rows[0].quietSeconds < 60)
     }
 
     /// A worker that stops gives back at once what it had not sent; a line on the wire stays leased until its
@@ -179,7 +183,9 @@ struct PostgresWorkQueueTests {
         try a.load(Self.lines(3), last: true)
         let held = try a.claim(limit: 3, lease: 60)
         #expect(try a.sending(held[1]))
+        #expect(try a.workers().first { $0.id == a.worker }?.held == 3)
         try a.stopWorker()
+        #expect(try a.workers().first { $0.id == a.worker }?.held == 1, "the line on the wire")
         #expect(try b.claim(limit: 5, lease: 60).map(\.line) == [1, 3])
         #expect(try a.finish(held[1], result: [1], failed: false), "its lease still holds")
     }

@@ -12,6 +12,17 @@ struct SharedKeyState: Sendable, Equatable {
     var share: Int? { learnedLimit.map { max(1, $0 / max(1, liveWorkers)) } }
 }
 
+/// One worker of a job as `status` lists it.
+struct WorkerRow: Sendable, Equatable {
+    let id: Int
+    let host: String
+    let pid: Int
+    let concurrency: Int
+    let held: Int
+    let quietSeconds: Double
+    let stopped: Bool
+}
+
 /// A provider key's limits shared by the workers of a store, named by `SHA256.hex(key)`: a 429 at one worker pauses
 /// them all for its wait, and the level the key allows is one figure that the live workers divide.
 extension PostgresWorkQueue {
@@ -57,6 +68,25 @@ extension PostgresWorkQueue {
         return SharedKeyState(
             pausedFor: row?.double("paused_for") ?? 0, learnedLimit: row?.int("learned_limit"),
             liveWorkers: row?.int("live") ?? 0)
+    }
+
+    /// The job's workers, for `status`: host, pid, concurrency, lines held, seconds since the last heartbeat (at the
+    /// server's clock), and whether it stopped; live ones first, then by start.
+    func workers() throws(ChatBatchError) -> [WorkerRow] {
+        try connection.rows(
+            """
+            SELECT w.id, w.host, w.pid, w.concurrency, w.stopped_at IS NOT NULL AS stopped,
+                extract(epoch FROM now() - w.heartbeat_at)::float8 AS quiet,
+                (SELECT count(*) FROM chatbatch_lines l
+                 WHERE l.job = w.job AND l.leased_by = w.id AND l.state = 'leased') AS held
+            FROM chatbatch_workers w WHERE w.job = $1 ORDER BY stopped, w.started_at, w.id
+            """, [String(job)]
+        ).map {
+            WorkerRow(
+                id: $0.int("id") ?? 0, host: $0["host"] ?? "", pid: $0.int("pid") ?? 0,
+                concurrency: $0.int("concurrency") ?? 0, held: $0.int("held") ?? 0,
+                quietSeconds: $0.double("quiet") ?? 0, stopped: $0.bool("stopped") == true)
+        }
     }
 
     /// This worker stops: the lines it holds whose requests never left go back to the queue at once (those on the
