@@ -26,7 +26,7 @@ final class PostgresServer: @unchecked Sendable {
             throw Failure("initdb is not installed (Debian: apt-get install postgresql)")
         }
         self.bin = bin
-        port = try Self.freePort()
+        port = freeLoopbackPort()
         folder = FileManager.default.temporaryDirectory.appendingPathComponent("chatbatch-pg-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         try password.write(toFile: folder + "/pwfile", atomically: true, encoding: .utf8)
@@ -133,23 +133,6 @@ final class PostgresServer: @unchecked Sendable {
         try? FileManager.default.removeItem(atPath: output)
         // WIFEXITED / WEXITSTATUS, which Swift does not import.
         return (status & 0x7f == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f), text)
-    }
-
-    /// A TCP port nothing listens on now: one the kernel picks, released again.
-    private static func freePort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0
-            }
-        }
-        guard bound else { throw Failure("no free port") }
-        return Int(UInt16(bigEndian: address.sin_port))
     }
 
     struct Failure: Error, CustomStringConvertible {

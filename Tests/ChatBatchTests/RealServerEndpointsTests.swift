@@ -1,0 +1,96 @@
+import ChatBatchCore
+import FakeGateway
+import Foundation
+import Testing
+
+@testable import ChatBatch
+
+/// The fake gateway's embeddings, completions and Responses API beside llama.cpp's server: the same request to
+/// both, and the fields a batch runner reads are where the real server puts them. (Where the two differ by design
+/// it says so: llama.cpp puts a completion stream's usage on its last text chunk, OpenAI and the fake on a chunk of
+/// their own; llama.cpp answers a response cut by `max_output_tokens` as `completed`, OpenAI and the fake as
+/// `incomplete`.)
+@Suite(
+    "The fake gateway's other endpoints beside llama.cpp's server", .serialized,
+    needs("no llama-server in ../shared/real-servers (or CHATBATCH_REAL_SERVERS)") { LlamaServer.unavailable == nil })
+struct RealServerEndpointsTests {
+    static let transport = CurlTransport(maxConnections: 8)
+
+    static func post(_ base: String, _ path: String, _ body: JSON) -> HTTPResponse {
+        transport.send(
+            HTTPRequest(
+                url: base + path, headers: ["Content-Type: application/json", "Authorization: Bearer sk-fake"],
+                body: Array(body.serialized().utf8), timeout: 60))
+    }
+
+    static func payloads(_ r: HTTPResponse) -> [JSON] {
+        String(decoding: r.body, as: UTF8.self).components(separatedBy: "\n").filter { $0.hasPrefix("data: ") }
+            .compactMap { try? JSON.parse(String($0.dropFirst(6))) }
+    }
+
+    /// What a runner reads of each answer, as `name: value kind` lines (values that vary are reduced to kinds).
+    static func shape(_ path: String, _ r: HTTPResponse) -> [String] {
+        let body = (try? JSON.parse(r.body)) ?? .null
+        switch path {
+        case "/embeddings":
+            let first = body["data"]?.arrayValue?.first
+            return [
+                "status \(r.status)", "object \(body["object"]?.stringValue ?? "-")",
+                "data \(body["data"]?.arrayValue?.count ?? -1)", "index \(first?["index"]?.intValue ?? -1)",
+                "vector \(first?["embedding"]?.arrayValue?.allSatisfy { $0.doubleValue != nil } == true)",
+                "prompt_tokens \(body["usage"]?["prompt_tokens"]?.intValue != nil)",
+                "completion_tokens \(body["usage"]?["completion_tokens"] != nil)"
+            ]
+        case "/completions":
+            let choice = body["choices"]?.arrayValue?.first
+            return [
+                "status \(r.status)", "object \(body["object"]?.stringValue ?? "-")",
+                "text \(choice?["text"]?.stringValue != nil)", "finish \(choice?["finish_reason"]?.stringValue != nil)",
+                "usage \(body["usage"]?["prompt_tokens"]?.intValue != nil && body["usage"]?["completion_tokens"]?.intValue != nil)"
+            ]
+        default:
+            let message = body["output"]?.arrayValue?.first { $0["type"] == "message" }
+            return [
+                "status \(r.status)", "object \(body["object"]?.stringValue ?? "-")",
+                "message \(message?["content"]?.arrayValue?.first?["type"]?.stringValue ?? "-")",
+                "text \(message?["content"]?.arrayValue?.first?["text"]?.stringValue != nil)",
+                "usage \(body["usage"]?["input_tokens"]?.intValue != nil && body["usage"]?["output_tokens"]?.intValue != nil)"
+            ]
+        }
+    }
+
+    @Test func theFakesAnswersHaveTheRealServersShape() throws {
+        guard let server = try LlamaServer.start(slots: 2, extra: ["--embeddings", "--pooling", "mean"]) else { return }
+        defer { server.stop() }
+        let fake = try FakeGateway.start { $0.models.append("tiny") }
+        defer { fake.shutdown() }
+        let requests: [(String, JSON)] = [
+            ("/embeddings", ["model": "tiny", "input": ["hello", "world"]]),
+            ("/completions", ["model": "tiny", "prompt": "hello", "max_tokens": 4]),
+            ("/responses", ["model": "tiny", "input": "hello", "max_output_tokens": 4])
+        ]
+        for (path, body) in requests {
+            let real = Self.shape(path, Self.post(server.baseURL, path, body))
+            #expect(Self.shape(path, Self.post(fake.baseURL, path, body)) == real, "\(path): llama.cpp says \(real)")
+        }
+        // Streamed: the text comes in pieces, and the whole answer (with usage) is there by the end. (With room for
+        // text past the fake's reasoning: a response cut inside its reasoning has no text to stream.)
+        let streamedCompletion: JSON = [
+            "model": "tiny", "prompt": "hello", "max_tokens": 4, "stream": true,
+            "stream_options": ["include_usage": true]
+        ]
+        for base in [server.baseURL, fake.baseURL] {
+            let events = Self.payloads(Self.post(base, "/completions", streamedCompletion))
+            #expect(events.contains { $0["choices"]?.arrayValue?.first?["text"]?.stringValue != nil }, "\(base)")
+            #expect(events.contains { $0["usage"]?["completion_tokens"]?.intValue != nil }, "\(base)")
+            let typed = Self.payloads(
+                Self.post(
+                    base, "/responses", ["model": "tiny", "input": "hello", "max_output_tokens": 48, "stream": true]))
+            #expect(typed.first?["type"] == "response.created", "\(base)")
+            #expect(typed.contains { $0["type"] == "response.output_text.delta" }, "\(base)")
+            #expect(
+                typed.last?["type"] == "response.completed" || typed.last?["type"] == "response.incomplete", "\(base)")
+            #expect(typed.last?["response"]?["usage"]?["output_tokens"]?.intValue != nil, "\(base)")
+        }
+    }
+}
