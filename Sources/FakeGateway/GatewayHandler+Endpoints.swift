@@ -60,9 +60,7 @@ extension GatewayHandler {
         case .fail:
             return
         case .reset, .stall:
-            entry.outcome = admission == .reset ? "reset" : "stall"
-            open = Open(key: key, entry: entry, scheduled: nil)
-            if admission == .reset { context.close(promise: nil) }
+            leaveUnanswered(admission, entry: entry, key: key, context: context)
         case .answer(let corrupt):
             entry.outcome = "ok"
             entry.status = 200
@@ -89,11 +87,22 @@ extension GatewayHandler {
                 }
             }
             let delay = core.state.latencyNanoseconds(completionTokens: plain.completionTokens)
-            if delay > 0 {
-                open?.scheduled = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(delay)) { respond() }
-            } else {
-                respond()
-            }
+            answerAfter(delay, context: context, respond)
         }
+    }
+
+    /// An admitted request that gets no answer: the connection reset at once, or held until the client gives up.
+    func leaveUnanswered(_ admission: Admission, entry: LedgerEntry, key: String, context: ChannelHandlerContext) {
+        var entry = entry
+        entry.outcome = admission == .reset ? "reset" : "stall"
+        open = Open(key: key, entry: entry, scheduled: nil)
+        if admission == .reset { context.close(promise: nil) }  // a stall waits for the client to give up
+    }
+
+    /// Runs `respond` after `delay` nanoseconds (the gateway's latency), at once when there is none; a connection
+    /// that closes first cancels it.
+    func answerAfter(_ delay: Int64, context: ChannelHandlerContext, _ respond: @escaping () -> Void) {
+        guard delay > 0 else { return respond() }
+        open?.scheduled = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(delay)) { respond() }
     }
 }

@@ -148,6 +148,21 @@ final class GatewayHandler: ChannelInboundHandler {
         if config.unscopedKeys.contains(key) {
             return fail(.forbidden("This key is not scoped to the model '\(model)'. Request scope for it."))
         }
+        /// The key's limits and the dice decide; refused, the answer is sent here and nil returned. Admitted, the
+        /// request was read and a generation started, so it is billed whatever follows.
+        func admit(prompt: Int, completion: Int) -> Admission? {
+            let admission = core.state.admit(
+                key: key, clientID: clientID, estimatedTokens: prompt + completion, at: receivedAt)
+            rateHeaders = core.state.rateLimitHeaders(key: key, at: receivedAt)
+            if case .fail(let status, let retryAfter) = admission {
+                fail(GatewayErrorAnswer.forStatus(status), retryAfter: retryAfter)
+                return nil
+            }
+            entry.billed = true
+            entry.promptTokens = prompt
+            entry.completionTokens = completion
+            return admission
+        }
         if entry.route != "tera" && entry.route != "tir" {
             let plain: PlainAnswer
             let prepared =
@@ -160,17 +175,8 @@ final class GatewayHandler: ChannelInboundHandler {
             case .failure(let invalid): return fail(invalid)
             case .success(let prepared): plain = prepared
             }
-            let admission = core.state.admit(
-                key: key, clientID: clientID, estimatedTokens: plain.promptTokens + plain.completionTokens,
-                at: receivedAt)
-            rateHeaders = core.state.rateLimitHeaders(key: key, at: receivedAt)
-            if case .fail(let status, let retryAfter) = admission {
-                return fail(GatewayErrorAnswer.forStatus(status), retryAfter: retryAfter)
-            }
-            entry.billed = true
-            entry.promptTokens = plain.promptTokens
-            entry.completionTokens = plain.completionTokens
             entry.stream = plain.events != nil
+            guard let admission = admit(prompt: plain.promptTokens, completion: plain.completionTokens) else { return }
             return answer(
                 plain, context: context, admission: admission, entry: entry, key: key, requestID: requestID,
                 keepAlive: keepAlive)
@@ -182,23 +188,12 @@ final class GatewayHandler: ChannelInboundHandler {
         var answer = AnswerGenerator.generate(body: request, answerTokens: config.answerTokens)
         let stream = request["stream"]?.boolValue == true
         entry.stream = stream
-        let admission = core.state.admit(
-            key: key, clientID: clientID, estimatedTokens: answer.totalTokens, at: receivedAt)
-        rateHeaders = core.state.rateLimitHeaders(key: key, at: receivedAt)
-        if case .fail(let status, let retryAfter) = admission {
-            return fail(GatewayErrorAnswer.forStatus(status), retryAfter: retryAfter)
-        }
-        // Admitted: the request was read and a generation started, so it is billed whatever follows.
-        entry.billed = true
-        entry.promptTokens = answer.promptTokens
-        entry.completionTokens = answer.completionTokens
+        guard let admission = admit(prompt: answer.promptTokens, completion: answer.completionTokens) else { return }
         switch admission {
         case .fail:
             return
         case .reset, .stall:
-            entry.outcome = admission == .reset ? "reset" : "stall"
-            open = Open(key: key, entry: entry, scheduled: nil)
-            if admission == .reset { context.close(promise: nil) }  // a stall waits for the client to give up
+            leaveUnanswered(admission, entry: entry, key: key, context: context)
         case .answer(let corrupt):
             if corrupt == .badJSON { answer.content = String((answer.content ?? "{}").prefix(9)) }
             if corrupt == .mismatch { answer.content = "{}" }
@@ -234,11 +229,7 @@ final class GatewayHandler: ChannelInboundHandler {
                     sendJSON(context: context, status: 200, body: body, requestID: requestID, keepAlive: keepAlive)
                 }
             }
-            if delay > 0 {
-                open?.scheduled = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(delay)) { respond() }
-            } else {
-                respond()
-            }
+            answerAfter(delay, context: context, respond)
         }
     }
 
