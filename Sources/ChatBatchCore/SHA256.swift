@@ -47,12 +47,7 @@ public enum SHA256 {
     }
 
     /// The digest as 64 lower-case hex digits.
-    public static func hex(_ text: String) -> String {
-        digest(Array(text.utf8)).map {
-            String($0, radix: 16).count == 1 ? "0" + String($0, radix: 16) : String($0, radix: 16)
-        }
-        .joined()
-    }
+    public static func hex(_ text: String) -> String { digest(Array(text.utf8)).hexDigits }
 
     private static func rotr(_ x: UInt32, _ n: UInt32) -> UInt32 { x >> n | x << (32 - n) }
 }

@@ -112,7 +112,7 @@ final class InputFeed {
                 sayCounts(into: &batch)
                 break
             }
-            if raw.oversize == nil && raw.bytes.allSatisfy({ $0 == 0x20 || $0 == 0x09 }) { continue }  // blank line
+            if raw.isBlank { continue }
             let parsed = builder.parse(raw, file: path)
             if let shard = config.shape.shard {
                 switch parsed {

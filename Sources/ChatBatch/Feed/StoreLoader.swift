@@ -30,7 +30,7 @@ enum StoreLoader {
             guard raw.number > from else { continue }
             through = raw.number
             // A blank line is no line, as in the file (the feed skips it too).
-            if raw.oversize == nil && raw.bytes.allSatisfy({ $0 == 0x20 || $0 == 0x09 }) { continue }
+            if raw.isBlank { continue }
             // A custom_id PostgreSQL text cannot hold (a NUL) is left for the worker to read from the line.
             let customID = (try? JSON.parse(raw.bytes))?["custom_id"]?.stringValue.flatMap {
                 $0.utf8.contains(0) ? nil : $0

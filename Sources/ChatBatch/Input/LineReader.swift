@@ -6,6 +6,9 @@ struct RawLine {
     var bytes: [UInt8]
     /// Set when the line was longer than the limit: its real size; `bytes` is then empty.
     var oversize: Int?
+
+    /// Spaces and tabs only (or nothing): no line at all, in a file or a store.
+    var isBlank: Bool { oversize == nil && bytes.allSatisfy { $0 == 0x20 || $0 == 0x09 } }
 }
 
 /// Reads a file line by line with a fixed buffer, so memory does not grow with the file.

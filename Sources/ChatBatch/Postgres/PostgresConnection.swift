@@ -1,4 +1,5 @@
 import CLibPQ
+import ChatBatchCore
 import Foundation
 
 /// One PostgreSQL connection through libpq: connect, run a statement with parameters, transactions. Every `PQ`
@@ -206,14 +207,5 @@ struct PostgresRow: Sendable {
 
 extension Array where Element == UInt8 {
     /// These bytes as a `bytea` parameter in libpq's text form.
-    var postgresHex: String {
-        let digits = Array("0123456789abcdef".utf8)
-        var out: [UInt8] = [92, 120]  // \x
-        out.reserveCapacity(2 + count * 2)
-        for b in self {
-            out.append(digits[Int(b >> 4)])
-            out.append(digits[Int(b & 15)])
-        }
-        return String(decoding: out, as: UTF8.self)
-    }
+    var postgresHex: String { "\\x" + hexDigits }
 }
