@@ -7,15 +7,16 @@ import Foundation
 ///
 /// The address is read by libpq's own parser (`PQconninfoParse`), so it is understood exactly as the connection
 /// will be. Secrets never leave this value but to libpq: `shown` is built from the options libpq does not mark as
-/// secret (it marks `password` and `sslpassword`), and `scrub(_:)` takes the secrets, as given and as typed, out of
-/// any text (a server's message) before that text is shown or kept.
-struct PostgresAddress: Sendable, Equatable, CustomStringConvertible {
+/// secret (it marks `password` and `sslpassword`), and `scrub(_:)` takes the secrets, in any encoding, out of any
+/// text (a server's message) before that text is shown or kept.
+struct PostgresAddress: Sendable, CustomStringConvertible {
     /// What libpq is given (it may hold a password).
     let connectionString: String
     /// The address as messages, logs and the store show it: `postgres://user@host:5432/db?sslmode=…`, no secret.
     let shown: String
-    /// The secrets the address itself holds, decoded and as typed: taken out of every message.
-    private let secrets: [String]
+    /// Takes the secrets the address itself holds out of every message: as given, percent-encoded however they
+    /// were typed, JSON-escaped or base64 (the project's one mechanism for secrets in text).
+    private let redactor: Redactor
 
     /// True when `text` names a PostgreSQL database rather than a file: a URL with the `postgres` or `postgresql`
     /// scheme, or keywords libpq reads (`host=…`, `dbname=…`, `service=…`).
@@ -34,14 +35,7 @@ struct PostgresAddress: Sendable, Equatable, CustomStringConvertible {
                     + "in PGPASSWORD or ~/.pgpass) or libpq keywords such as 'host=db dbname=jobs'")
         }
         connectionString = text
-        var secrets = options.filter { $0.secret }.map(\.value)
-        // A URL's password as typed (percent-encoded, in whatever case), for a message that quotes it so.
-        if let scheme = text.range(of: "://"), let at = text[scheme.upperBound...].lastIndex(of: "@"),
-            let colon = text[scheme.upperBound..<at].firstIndex(of: ":")
-        {
-            secrets.append(String(text[text.index(after: colon)..<at]))
-        }
-        self.secrets = secrets.filter { $0.count >= 4 }.sorted { $0.count > $1.count }
+        redactor = Redactor(secrets: options.filter { $0.secret }.map(\.value))
         let value = { (key: String) in options.first { $0.key == key }?.value }
         var shown = "postgres://"
         if let user = value("user") { shown += user + "@" }
@@ -59,16 +53,7 @@ struct PostgresAddress: Sendable, Equatable, CustomStringConvertible {
 
     /// `text` with the address's secrets taken out (one under 4 characters would match ordinary words: it is not
     /// searched for, and a server does not echo one).
-    func scrub(_ text: String) -> String {
-        var out = text
-        for secret in secrets {
-            out = out.replacingOccurrences(of: secret, with: ChatBatchError.redacted)
-            if let encoded = secret.addingPercentEncoding(withAllowedCharacters: .alphanumerics), encoded != secret {
-                out = out.replacingOccurrences(of: encoded, with: ChatBatchError.redacted)
-            }
-        }
-        return out
-    }
+    func scrub(_ text: String) -> String { redactor.scrub(text) }
 
     /// The options `text` sets, as libpq reads them (nil when it cannot), each with whether libpq marks it secret.
     private static func options(_ text: String) -> [(key: String, value: String, secret: Bool)]? {

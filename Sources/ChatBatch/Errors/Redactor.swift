@@ -6,9 +6,9 @@ import Foundation
     import Darwin
 #endif
 
-/// Takes the API key out of anything a server sent before it is kept or shown: a server may echo the key in
-/// an error message (or anywhere else), and nothing chatbatch writes (logs, outputs, the checkpoint, messages)
-/// may hold it.
+/// Takes secrets (an API key, a store's password) out of anything a server sent before it is kept or shown: a
+/// server may echo a key in an error message (or anywhere else), and nothing chatbatch writes (logs, outputs, the
+/// checkpoint, messages) may hold it. Here, upstream of every folder, so that each one masks secrets the same way.
 struct Redactor: Sendable {
     /// What replaces a secret.
     static let mask = ChatBatchError.redacted
@@ -79,16 +79,6 @@ struct Redactor: Sendable {
         let bytes = Array(text.utf8)
         let scrubbed = scrub(bytes)
         return scrubbed == bytes ? text : String(decoding: scrubbed, as: UTF8.self)
-    }
-
-    /// A response with the secrets taken out of its body, header values and failure message.
-    func scrub(_ response: HTTPResponse) -> HTTPResponse {
-        guard !secrets.isEmpty else { return response }
-        var r = response
-        r.body = scrub(r.body)
-        for (name, value) in r.headers { r.headers[name] = scrub(value) }
-        if let failure = r.failure { r.failure?.message = scrub(failure.message) }
-        return r
     }
 
     /// True when `bytes` hold `%XX` (two hex digits), `\\u00` or `\\/`: an escape `maskEncoded` reads. Found with
