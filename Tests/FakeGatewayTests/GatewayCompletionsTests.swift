@@ -9,9 +9,7 @@ import Testing
 @Suite("Fake gateway: text completions")
 struct GatewayCompletionsTests {
     static func complete(_ prompt: JSON, _ extra: [(String, JSON)] = []) -> JSON {
-        var body: JSON = ["model": "openai/gpt-oss-120b", "prompt": prompt]
-        for (k, v) in extra { body[k] = v }
-        return body
+        requestBody([("prompt", prompt)] + extra)
     }
 
     @Test func aTextCompletionStreamedOrNotSaysTheSame() throws {

@@ -10,9 +10,7 @@ import Testing
 @Suite("Fake gateway: embeddings")
 struct GatewayEmbeddingsTests {
     static func embed(_ input: JSON, _ extra: [(String, JSON)] = []) -> JSON {
-        var body: JSON = ["model": "openai/gpt-oss-120b", "input": input]
-        for (k, v) in extra { body[k] = v }
-        return body
+        requestBody([("input", input)] + extra)
     }
 
     @Test func oneUnitVectorPerInputTheSameForTheSameText() throws {

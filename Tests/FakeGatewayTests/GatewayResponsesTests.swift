@@ -9,9 +9,7 @@ import Testing
 @Suite("Fake gateway: the Responses API")
 struct GatewayResponsesTests {
     static func respond(_ input: JSON, _ extra: [(String, JSON)] = []) -> JSON {
-        var body: JSON = ["model": "openai/gpt-oss-120b", "input": input]
-        for (k, v) in extra { body[k] = v }
-        return body
+        requestBody([("input", input)] + extra)
     }
 
     /// The text of a response's message item.

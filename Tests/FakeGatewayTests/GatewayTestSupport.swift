@@ -30,10 +30,15 @@ func get(_ gateway: FakeGateway, _ path: String, key: String?) -> (status: Int, 
     return (r.status, json(r))
 }
 
-func chat(_ text: String, model: String = "openai/gpt-oss-120b", _ extra: [(String, JSON)] = []) -> JSON {
-    var body: JSON = ["model": .string(model), "messages": [["role": "user", "content": .string(text)]]]
-    for (k, v) in extra { body[k] = v }
+/// A request body for `model` with `fields` set in order (a later one replaces an earlier).
+func requestBody(model: String = "openai/gpt-oss-120b", _ fields: [(String, JSON)]) -> JSON {
+    var body: JSON = ["model": .string(model)]
+    for (k, v) in fields { body[k] = v }
     return body
+}
+
+func chat(_ text: String, model: String = "openai/gpt-oss-120b", _ extra: [(String, JSON)] = []) -> JSON {
+    requestBody(model: model, [("messages", [["role": "user", "content": .string(text)]])] + extra)
 }
 
 func json(_ r: HTTPResponse) -> JSON { (try? JSON.parse(r.body)) ?? .null }
