@@ -25,6 +25,19 @@ struct FileOptions: ParsableArguments {
     @Flag(help: "Replace existing output files that this checkpoint did not write (refused otherwise).") var overwrite =
         false
     @Flag(help: "Leave reasoning out of the output files.") var dropReasoning = false
+    @Option(
+        help:
+            "A PostgreSQL store (postgres://USER@HOST/DB, password in PGPASSWORD or ~/.pgpass) holding the job for any number of workers on any machines, in place of the checkpoint file."
+    )
+    var store: String?
+    @Option(help: "The job's name in the store, status and metrics (default: the job file's name, else the input's).")
+    var jobName: String?
+    @Option(
+        parsing: .unconditional,
+        help:
+            "With --store: seconds a worker's claim on a line holds unrenewed; a dead worker's lines return after it (default 60)."
+    )
+    var leaseSeconds: Double?
 
     /// These flags' values, over the job's.
     func fill(_ flags: inout JobSettings) throws {
@@ -36,6 +49,9 @@ struct FileOptions: ParsableArguments {
         flags.metricsFile = metricsFile
         flags.metricsInterval = metricsInterval
         flags.shard = try shard.map { try Shard(parsing: $0) }
+        flags.store = store
+        flags.jobName = jobName
+        flags.leaseSeconds = leaseSeconds
         if dropReasoning { flags.dropReasoning = true }
         if overwrite { flags.overwrite = true }
     }

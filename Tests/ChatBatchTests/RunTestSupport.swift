@@ -74,7 +74,7 @@ func runJob(_ s: JobSettings, key: String? = "sk-fake", log: (@Sendable (String)
 /// Every input id ends in exactly one output file, exactly once; and the gateway billed no id more than
 /// once beyond the sends the checkpoint counted as possibly billed twice.
 func expectExactlyOnce(
-    _ scratch: Scratch, ids: [String], gateway: FakeGateway, checkpoints: [String]? = nil,
+    _ scratch: Scratch, ids: [String], gateway: FakeGateway, checkpoints: [String]? = nil, resent: [[String: Int]] = [],
     sourceLocation: SourceLocation = #_sourceLocation
 ) throws {
     let results = scratch.lines("out.jsonl").compactMap { $0["custom_id"]?.stringValue }
@@ -90,6 +90,7 @@ func expectExactlyOnce(
     for checkpoint in checkpoints ?? [scratch.file("out.jsonl.checkpoint")] {
         ambiguous.merge(try ambiguousCounts(checkpoint)) { $0 + $1 }
     }
+    for counts in resent { ambiguous.merge(counts) { $0 + $1 } }
     for (id, billed) in gateway.ledger.billedCounts() where billed > 1 + (ambiguous[id] ?? 0) {
         Issue.record(
             "\(id) billed \(billed) times, only \(ambiguous[id] ?? 0) resends counted as ambiguous",

@@ -125,7 +125,7 @@ struct StoreLoaderTests {
         let fromStore = try drain(InputFeed(config: config, checkpoint: nil, hasInvalidRows: false, source: source))
         #expect(fromFile.requests.count == 39 && fromFile.invalid == 2, "the broken line and the one over the limit")
         #expect(fromStore.requests == fromFile.requests && fromStore.invalid == fromFile.invalid)
-        #expect(source.held.count == 41 && source.settled(line: 10)?.line == 10 && source.held.count == 40)
+        #expect(source.heldCount == 41 && source.settled(line: 10)?.line == 10 && source.heldCount == 40)
         #expect(try queue.counts()["leased"] == 41)
     }
 
@@ -146,7 +146,7 @@ struct StoreLoaderTests {
         #expect(!eventually(timeout: 0.5) { ended.withLock { $0 } }, "it waits while a holds lines")
         #expect(try a.finish(held[0], result: [1], failed: false))
         try PostgresWorkQueueTests.expireLeases(a)  // a dies holding line 2: b claims it
-        #expect(eventually { source.held.count == 1 })
+        #expect(eventually { source.heldCount == 1 })
         #expect(ended.withLock { $0 } == true)
         #expect(try source.next() == nil, "nothing is open anywhere")
         #expect(try b.finish(source.settled(line: 2)!, result: [1], failed: false))

@@ -106,6 +106,8 @@ final class InputFeed {
         // line
         // is invalid (a missing setting), is not one batch the size of the input held in memory.
         while batch.requests.count + batch.cached.count + batch.settled.count < limit {
+            // Lines another worker holds may take minutes: what is read goes now, not after them.
+            if batch.linesRead > 0, try !reader.hasLineNow() { break }
             guard let raw = try reader.next() else {
                 done = true
                 batch.endOfInput = true
@@ -196,7 +198,7 @@ final class InputFeed {
         request.hasRow = prior != nil
         switch policy.verdict(bodyHash: request.bodyHash, prior: prior) {
         case .send(let resentAfterCrash, let supersede, let fakeAnswer):
-            request.resentAfterCrash = resentAfterCrash
+            request.resentAfterCrash = resentAfterCrash || reader.resentAfterCrash(line: request.line)
             if supersede { batch.superseded.append(request.customID) }
             if fakeAnswer { fakeResends += 1 }
             return true

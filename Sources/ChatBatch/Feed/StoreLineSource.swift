@@ -16,8 +16,9 @@ final class StoreLineSource: LineSource, @unchecked Sendable {
     let poll: Double
     private var ready: [ClaimedLine] = []
     private var readyHead = 0
-    /// Claims handed to the feed and not yet settled, by line number.
-    private(set) var held: [Int: ClaimedLine] = [:]
+    /// Claims handed to the feed and not yet settled, by line number (the feed adds on the input queue, the run
+    /// settles on its own).
+    private let held = Mutex<[Int: ClaimedLine]>([:])
     private let wake = DispatchSemaphore(value: 0)
     private let cancelled = Mutex(false)
 
@@ -31,18 +32,24 @@ final class StoreLineSource: LineSource, @unchecked Sendable {
     /// The next claimed line; nil once the job has no line left for this worker (or it was cancelled).
     func next() throws(ChatBatchError) -> RawLine? {
         while readyHead == ready.count {
-            ready = try queue.claim(limit: claimSize, lease: lease)
+            ready = try patiently { () throws(ChatBatchError) in try queue.claim(limit: claimSize, lease: lease) }
             readyHead = 0
             if !ready.isEmpty { break }
-            let state = try queue.openElsewhere()
+            let state = try patiently { () throws(ChatBatchError) in try queue.openElsewhere() }
             if state.loaded && state.open == 0 { return nil }
             if cancelled.withLock({ $0 }) { return nil }
             _ = wake.wait(timeout: .now() + poll)
         }
         let claimed = ready[readyHead]
         readyHead += 1
-        held[claimed.line] = claimed
+        held.withLock { $0[claimed.line] = claimed }
         return RawLine(number: claimed.line, bytes: claimed.request, oversize: claimed.oversize)
+    }
+
+    /// A statement tried again while the store cannot be reached, for up to a lease's length: an outage of the
+    /// store pauses the feed, it does not fail a line.
+    private func patiently<T>(_ body: () throws(ChatBatchError) -> T) throws(ChatBatchError) -> T {
+        try queue.connection.retrying(for: lease, body)
     }
 
     /// Stops waiting for lines (the run is stopping): `next()` returns nil at its next look.
@@ -51,6 +58,23 @@ final class StoreLineSource: LineSource, @unchecked Sendable {
         wake.signal()
     }
 
+    /// False when `next()` would wait for lines (other workers hold the rest, or the input is still loading): the
+    /// feed hands over what it has read first.
+    func hasLineNow() throws(ChatBatchError) -> Bool {
+        if readyHead < ready.count { return true }
+        ready = try patiently { () throws(ChatBatchError) in try queue.claim(limit: claimSize, lease: lease) }
+        readyHead = 0
+        return !ready.isEmpty
+    }
+
+    func resentAfterCrash(line: Int) -> Bool { claim(line: line)?.resentAfterCrash == true }
+
+    /// The claim that holds `line`, while it is held here.
+    func claim(line: Int) -> ClaimedLine? { held.withLock { $0[line] } }
+
+    /// How many claims are held here.
+    var heldCount: Int { held.withLock { $0.count } }
+
     /// The line's claim is settled (its outcome committed, or given back): it is no longer held here.
-    func settled(line: Int) -> ClaimedLine? { held.removeValue(forKey: line) }
+    func settled(line: Int) -> ClaimedLine? { held.withLock { $0.removeValue(forKey: line) } }
 }

@@ -4,6 +4,14 @@
 protocol LineSource: AnyObject {
     /// The next line, or nil when there is none (the end of the file; nothing left to claim).
     func next() throws(ChatBatchError) -> RawLine?
+    /// False when `next()` would wait for a line rather than read one: the feed then hands over what it has first.
+    func hasLineNow() throws(ChatBatchError) -> Bool
+    /// A request for the line was on the wire when its last holder lost it: sending it again may bill it twice.
+    func resentAfterCrash(line: Int) -> Bool
 }
 
-extension LineReader: LineSource {}
+extension LineReader: LineSource {
+    func hasLineNow() -> Bool { true }
+    /// A file's line knows nothing of earlier sends (the checkpoint does).
+    func resentAfterCrash(line: Int) -> Bool { false }
+}

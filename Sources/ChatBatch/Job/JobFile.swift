@@ -58,7 +58,7 @@ public enum JobFile {
         let folder = (path as NSString).deletingLastPathComponent
         var settings = try settings(
             from: fields, relativeTo: folder.isEmpty ? "." : folder, source: path, date: date ?? today())
-        settings.jobName = JobSettings.stem(of: path)
+        if settings.jobName == nil { settings.jobName = JobSettings.stem(of: path) }
         return settings
     }
 

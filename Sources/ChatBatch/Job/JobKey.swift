@@ -52,7 +52,11 @@ struct JobKey: Sendable {
     /// Every job key, in the order a job is read.
     static let all: [JobKey] = [
         .path("input", \.input), .path("output", \.output), .path("errors", \.errors),
-        .path("checkpoint", \.checkpoint), .choice("format", \.format),
+        .path("checkpoint", \.checkpoint), .choice("format", \.format), .string("store", \.store),
+        .number("lease_seconds", \.leaseSeconds),
+        key("job_name", \.jobName) { r, k throws(ChatBatchError) in
+            try r.string(k)?.replacingOccurrences(of: "{date}", with: r.date)
+        },
         .choice("provider", \.provider, perProvider: true), .string("base_url", \.baseURL, perProvider: true),
         .string("model", \.model, perProvider: true), .string("project_id", \.projectID, perProvider: true),
         .string("api_key_env", \.apiKeyEnv, perProvider: true), .path("api_key_file", \.apiKeyFile, perProvider: true),

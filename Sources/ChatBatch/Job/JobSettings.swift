@@ -44,8 +44,15 @@ public struct JobSettings: Sendable {
     /// end.
     public var metricsFile: String?
     public var metricsInterval: Double?
-    /// What the metrics call the job (the `chatbatch_job` label): the job file's name, else the input's.
+    /// What the metrics call the job (the `chatbatch_job` label), and its name in a store: the job file's name, else
+    /// the input's.
     public var jobName: String?
+    /// A PostgreSQL store (`postgres://…` or libpq keywords) that holds the job for any number of workers, in place of
+    /// the checkpoint file.
+    public var store: String?
+    /// How long a worker's claim on a line holds without renewal (seconds): a worker that dies loses its lines after
+    /// this long.
+    public var leaseSeconds: Double?
     /// Stop sending before the total spent on this checkpoint could pass this many US dollars.
     public var maxCost: Double?
     public var requestsPerMinute: Double?
@@ -99,7 +106,7 @@ public struct JobSettings: Sendable {
     /// The settings only a flag (or the command itself) gives: no job key reads them.
     static let flagOnly: [@Sendable (inout JobSettings, JobSettings) -> Void] = [
         JobKey.take(\.force), JobKey.take(\.retryFailed), JobKey.take(\.shard), JobKey.take(\.fakeGateway),
-        JobKey.take(\.name), JobKey.take(\.jobName), JobKey.take(\.inputLabel)
+        JobKey.take(\.name), JobKey.take(\.inputLabel)
     ]
 
     /// Supplies defaults, resolves the providers and endpoints, and checks the values.
@@ -168,7 +175,7 @@ public struct JobSettings: Sendable {
                 format: format ?? .batch, summaryJSON: summaryJSON, dropReasoning: dropReasoning ?? false,
                 overwrite: overwrite ?? false,
                 metricsFile: metricsFile, metricsInterval: metricsInterval ?? 10,
-                jobName: jobName ?? Self.stem(of: input)),
+                jobName: jobName ?? Self.stem(of: input), store: store, leaseSeconds: leaseSeconds ?? 60),
             routes: routes, routing: route ?? .fill,
             retry: RetrySettings(
                 maxAttempts: maxAttempts, baseDelay: retryBaseDelay ?? 0.5, maxDelay: retryMaxDelay ?? 60,
@@ -204,6 +211,7 @@ public struct JobSettings: Sendable {
                 ("max_wait", "--max-wait", s.maxWait, 0.001, 604_800, .badTimeout),
                 ("outage_budget", "--outage-budget", s.outageBudget, 0.001, 604_800, .badTimeout),
                 ("metrics_interval", "--metrics-interval", s.metricsInterval, 0.001, 86_400, .badTimeout),
+                ("lease_seconds", "--lease-seconds", s.leaseSeconds, 1, 3_600, .badTimeout),
                 ("max_cost", "--max-cost", s.maxCost, 0, 1e9, .badMaxCost),
                 ("requests_per_minute", "--rpm", s.requestsPerMinute, 0.001, 1e9, .badRate),
                 ("tokens_per_minute", "--tpm", s.tokensPerMinute, 0.001, 1e12, .badRate),

@@ -67,8 +67,13 @@ public struct FileSettings: Sendable {
     /// The Prometheus text file, and how often it is rewritten (seconds).
     public var metricsFile: String?
     public var metricsInterval: Double
-    /// The `chatbatch_job` label of the metrics: the job file's name, else the input's, without extension.
+    /// The `chatbatch_job` label of the metrics, and the job's name in a store: the job file's name, else the
+    /// input's, without extension (or `--job-name`).
     public var jobName: String
+    /// The PostgreSQL store holding the job for every worker (nil: the checkpoint file alone).
+    public var store: String?
+    /// How long a claim on a line holds without renewal, in a store (seconds).
+    public var leaseSeconds: Double
 }
 
 /// Where requests go and how: the provider, the URL, the key's source, headers, timeouts, trust and proxy.

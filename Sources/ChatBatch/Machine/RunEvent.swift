@@ -28,6 +28,9 @@ enum RunEvent: Sendable {
     case answered([Answer])
     /// Requests whose claims could not be committed: they were never handed to the transport.
     case notSent([ScheduledJob])
+    /// Requests whose lines this worker no longer holds in its store (its lease lapsed and another worker claimed
+    /// them): never handed to the transport, and no longer this run's to answer.
+    case leaseLost([ScheduledJob])
     /// A wake-up the machine asked for came due.
     case timer
     /// SIGINT or SIGTERM.

@@ -74,6 +74,14 @@ struct RunMachine: Sendable {
                 out.append(.record(.unsent(customID: job.request.customID)))
             }
             out += pump(now)
+        case .leaseLost(let jobs):
+            for job in jobs {
+                scheduler.returned(job)
+                uncount(job)
+                summary.takenOver += 1
+                out.append(.record(.unsent(customID: job.request.customID)))
+            }
+            out += pump(now)
         case .timer:
             if let armed = wakeArmedAt, armed <= now.uptime { wakeArmedAt = nil }
             out += pump(now)
@@ -120,7 +128,9 @@ struct RunMachine: Sendable {
     private mutating func requestInput() -> [RunAction] {
         guard !inputDone, !inputRequested, stop == nil else { return [] }
         inputRequested = true
-        return [.readInput(limit: max(256, readAhead * 2))]
+        // A worker on a store claims what it reads: it holds no more than it may soon send, so that the other
+        // workers (and, if it dies, whoever takes its lines over) are not kept waiting for lines it only queues.
+        return [.readInput(limit: config.files.store != nil ? readAhead : max(256, readAhead * 2))]
     }
 
     private mutating func accept(_ batch: FeedBatch, _ now: Moment) -> [RunAction] {

@@ -71,6 +71,8 @@ public struct RunSummary: Sendable {
     public var possiblyBilledTwice = 0
     /// Prompts a previous run left in flight when it died, and this run sent again.
     public var resentAfterCrash = 0
+    /// With a store: lines whose lease this worker lost before sending them (another worker has them).
+    public var takenOver = 0
     public var failuresByCode: [String: Int] = [:]
     public var statusCounts: [Int: Int] = [:]
     /// Models the provider refused for this key, with the refusal.
@@ -140,6 +142,7 @@ public struct RunSummary: Sendable {
             "price_known": .bool(priceKnown),
             "attempts": .int(attempts), "retries": .int(retries),
             "possibly_billed_twice": .int(possiblyBilledTwice), "resent_after_crash": .int(resentAfterCrash),
+            "taken_over": .int(takenOver),
             "failures_by_code": .object(failures), "status_counts": .object(statuses),
             "blocked_models": .object(blockedJSON),
             "concurrency_limit": .int(concurrencyLimit), "lowest_concurrency": .int(lowestConcurrency),

@@ -1,5 +1,6 @@
 import CLibPQ
 import ChatBatchCore
+import Dispatch
 import Foundation
 
 /// One PostgreSQL connection through libpq: connect, run a statement with parameters, transactions. Every `PQ`
@@ -81,6 +82,28 @@ final class PostgresConnection: @unchecked Sendable {
                 "store \(address): cannot connect again: \(address.scrub(Self.trimmed(PQerrorMessage(handle))))")
         }
         try settle()
+    }
+
+    /// Runs `body`; while the server cannot be reached, connects again (backing off up to 2 s) and runs it again,
+    /// for up to `seconds`. `outage` is told of the first such error (once). A refused statement is thrown at once.
+    func retrying<T>(
+        for seconds: Double, outage: (ChatBatchError) -> Void = { _ in }, _ body: () throws(ChatBatchError) -> T
+    ) throws(ChatBatchError) -> T {
+        let deadline = DispatchTime.now().uptimeNanoseconds + UInt64(seconds * 1e9)
+        var told = false
+        var wait = 0.1
+        while true {
+            do {
+                return try body()
+            } catch {
+                guard !isUp, DispatchTime.now().uptimeNanoseconds < deadline else { throw error }
+                if !told { outage(error) }
+                told = true
+                usleep(UInt32(wait * 1e6))
+                wait = min(wait * 2, 2)
+                try? reset()
+            }
+        }
     }
 
     /// Runs one statement with positional parameters (`$1`, `$2`, … in text form; nil is NULL) and returns its

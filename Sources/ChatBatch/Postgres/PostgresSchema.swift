@@ -22,6 +22,8 @@ enum PostgresSchema {
             fingerprint text NOT NULL,
             lines_loaded bigint NOT NULL DEFAULT 0,
             loaded boolean NOT NULL DEFAULT false,
+            results_path text,
+            errors_path text,
             created_at timestamptz NOT NULL DEFAULT now());
         CREATE TABLE IF NOT EXISTS chatbatch_lines (
             job bigint NOT NULL REFERENCES chatbatch_jobs (id),
@@ -37,6 +39,9 @@ enum PostgresSchema {
             claims integer NOT NULL DEFAULT 0,
             resent_after_crash integer NOT NULL DEFAULT 0,
             result bytea,
+            prompt_tokens bigint NOT NULL DEFAULT 0,
+            completion_tokens bigint NOT NULL DEFAULT 0,
+            cost float8 NOT NULL DEFAULT 0,
             finished_at timestamptz,
             PRIMARY KEY (job, line),
             CHECK ((state = 'leased') = (lease_token IS NOT NULL)));

@@ -37,6 +37,19 @@ final class PostgresWorkQueue: @unchecked Sendable {
     let job: Int
     let worker: Int
 
+    /// A job and worker already registered, on `connection` (a worker's second connection; a reader's, worker 0).
+    init(connection: PostgresConnection, job: Int, worker: Int) {
+        self.connection = connection
+        self.job = job
+        self.worker = worker
+    }
+
+    /// Another connection for the same job and worker (each serial queue of a worker has its own).
+    convenience init(sibling: PostgresWorkQueue) throws(ChatBatchError) {
+        self.init(
+            connection: try PostgresConnection(sibling.connection.address), job: sibling.job, worker: sibling.worker)
+    }
+
     /// Connects to the store, creates or checks its tables, registers the job (`name`; its input's `fingerprint`
     /// when this worker has the input) and this worker.
     init(
@@ -252,7 +265,7 @@ final class PostgresWorkQueue: @unchecked Sendable {
     }
 
     /// A PostgreSQL array literal of text elements (NULL for nil), for `unnest`.
-    private static func array(_ values: [String?]) -> String {
+    static func array(_ values: [String?]) -> String {
         "{"
             + values.map { value in
                 guard let value else { return "NULL" }

@@ -23,6 +23,9 @@ struct PreparedRun: Sendable {
     let finishedInput: CheckpointStore.FinishedInput?
     /// Controls given for this run before it started (`chatbatch control --next-run`).
     let controlsForThisRun: [ControlRequest]
+    /// With `--store`: this worker's part in the job the store holds (its lines come from there, its outcomes go
+    /// there).
+    let storeWorker: StoreWorker?
 
     /// What the report shows of a run's settings (never a key).
     static func settings(_ config: RunConfiguration) -> JSON {
@@ -46,7 +49,52 @@ struct PreparedRun: Sendable {
 
     /// `keys` holds each provider's key (nil: none), in the run's order.
     init(config: RunConfiguration, keys: [String?], log: @escaping @Sendable (String) -> Void) throws {
+        var config = config
+        var worker: StoreWorker? = nil
+        if let store = config.files.store {
+            worker = try Self.joinStore(config, store: store, log: log)
+            config = worker!.local(config)
+        }
+        do {
+            try self.init(config: config, keys: keys, worker: worker, log: log)
+        } catch {
+            if let worker {
+                _ = worker.stop()
+                worker.removeFolder()
+            }
+            throw error
+        }
+    }
+
+    /// Registers this worker on the job in the store, after the checks a store job needs.
+    private static func joinStore(_ config: RunConfiguration, store: String, log: @escaping @Sendable (String) -> Void)
+        throws -> StoreWorker
+    {
+        guard config.shape.shard == nil else {
+            throw ChatBatchError(
+                .badShard, "--shard and --store do not go together: workers on a store claim lines, no slice is theirs")
+        }
+        guard config.files.format == .batch else {
+            throw ChatBatchError(.badChoice, "--store writes the Batch output shape only (--format batch)")
+        }
+        let worker = try StoreWorker(config, store: store, log: log)
+        do {
+            try StoreExport.checkTargets(
+                worker.runSide, results: config.files.output, errors: config.files.errors,
+                overwrite: config.files.overwrite)
+        } catch {
+            _ = worker.stop()
+            worker.removeFolder()
+            throw error
+        }
+        return worker
+    }
+
+    private init(
+        config: RunConfiguration, keys: [String?], worker: StoreWorker?, log: @escaping @Sendable (String) -> Void
+    ) throws {
         self.config = config
+        storeWorker = worker
         for route in config.routes {
             if let caCert = route.endpoint.caCert, !FileManager.default.isReadableFile(atPath: caCert) {
                 throw ChatBatchError(
@@ -54,7 +102,10 @@ struct PreparedRun: Sendable {
             }
         }
         signal(SIGXFSZ, SIG_IGN)  // a file-size limit must fail a write, not kill the run
-        try InputFeed.refuseIfNotJSONL(config.files.input)
+        // A worker on a store may run without the input: another worker loads it.
+        if worker == nil || FileManager.default.isReadableFile(atPath: config.files.input) {
+            try InputFeed.refuseIfNotJSONL(config.files.input)
+        }
         let files = config.files
         for path in [files.checkpoint, files.output, files.errors] {
             let folder = (path as NSString).deletingLastPathComponent
@@ -136,7 +187,7 @@ struct PreparedRun: Sendable {
         }
         feed = try InputFeed(
             config: config, checkpoint: reader, hasInvalidRows: opened.hasInvalidRows, cache: cacheReader,
-            backfills: true, endpoints: claims)
+            backfills: true, endpoints: claims, source: worker?.source)
         let secrets = keys.compactMap { $0 } + config.routes.flatMap(\.endpoint.urlSecrets)
         redactor = Redactor(secrets: secrets)
         let environment = ProcessInfo.processInfo.environment

@@ -64,7 +64,7 @@ final class RunDriver: Sendable {
     func run(handleSignals: Bool = true) -> RunSummary {
         if let progress {
             let config = opened.config
-            if config.shape.shard == nil && opened.finishedInput == nil {
+            if config.shape.shard == nil && opened.finishedInput == nil && opened.storeWorker == nil {
                 inputQueue.async { if let n = countLines(config.files.input) { self.deliver(.inputCounted(n)) } }
             }
             repeatEvery(progress.interval) { [self] in
@@ -97,6 +97,7 @@ final class RunDriver: Sendable {
             controls.withLock { $0.after = opened.controlsForThisRun.map(\.id).max() ?? 0 }
             deliver(.control(opened.controlsForThisRun))
         }
+        opened.storeWorker?.startRenewing(log: log)
         deliver(.start)
         watchControls()
         // After the start: a signal that came while the run was being prepared stops it as its first event.
@@ -139,11 +140,25 @@ final class RunDriver: Sendable {
                     queue.asyncAfter(deadline: .now() + after) { self.transport.cancelAll() }
                 }
             case .finish:
+                opened.storeWorker?.source.cancel()
                 let readAll = room.withLock { $0.machine.inputDone }
                 inputQueue.async { self.closeInput(readAll: readAll) }
             }
         }
         var events: [RunEvent] = []
+        if let worker = opened.storeWorker, !ops.isEmpty {
+            do {
+                let lost = try worker.mirror(ops, sends: sends, log: log)
+                if !lost.isEmpty {
+                    let gone = Set(lost.map(\.request.line))
+                    sends.removeAll { gone.contains($0.request.line) }
+                    events.append(.leaseLost(lost))
+                }
+            } catch {
+                // The store holds none of this turn: its requests must not leave.
+                return [.notSent(sends), .writeFailed(error.message, outputOnly: false)]
+            }
+        }
         if !ops.isEmpty {
             switch writer.commit(ops) {
             case .committed: break
@@ -251,6 +266,24 @@ final class RunDriver: Sendable {
         }
     }
 
+    /// This worker leaves the job: its unsent claims go back, and when every line of the job is settled, the job's
+    /// output files are written from the store (by each worker that finds it so: the files are whole either way).
+    private func finishInStore(_ worker: StoreWorker) {
+        if worker.stop() {
+            do {
+                let n = try StoreExport.write(worker.runSide, results: worker.results, errors: worker.errors)
+                log(
+                    "chatbatch: job '\(worker.name)' is complete in the store: wrote \(n.results) results to "
+                        + "\(worker.results) and \(n.errors) errors to \(worker.errors)")
+            } catch {
+                log(
+                    "chatbatch: job '\(worker.name)' is complete, but its outputs could not be written (\(error)); "
+                        + "`chatbatch export \(worker.address) --job-name \(worker.name)` writes them")
+            }
+        }
+        worker.removeFolder()
+    }
+
     private func installSignalHandlers() {
         StopSignals.attach { [self] in queue.async { self.turn(.signal) } }
     }
@@ -259,7 +292,8 @@ final class RunDriver: Sendable {
     /// before is done, so closing the feed cannot race one): counts what a stopped run left unread, closes the feed,
     /// and hands the rest of the ending to the run queue.
     private func closeInput(readAll: Bool) {
-        let unread = readAll ? 0 : feed.withLock { $0.countRest(seconds: 2) }
+        // A store's lines are not this worker's to count (counting would claim them).
+        let unread = readAll ? 0 : opened.storeWorker != nil ? nil : feed.withLock { $0.countRest(seconds: 2) }
         feed.withLock { $0.close() }
         queue.async { self.windDown(unread: unread) }
     }
@@ -283,6 +317,7 @@ final class RunDriver: Sendable {
             inputLines: inputLines, ceilings: machine.learntCeilings)
         let summary = machine.conclude(ending, unread: unread, now: Self.now())
         writer.close(exitCode: summary.exit.rawValue, summary: summary.json)
+        if let worker = opened.storeWorker { finishInStore(worker) }
         if let path = opened.config.files.metricsFile {
             if summary.keeps(fileThatExisted: metricsBefore.existed) {
                 log("chatbatch: \(path) kept as the last run that did some work wrote it (this run had nothing to do)")

@@ -1,0 +1,197 @@
+import ChatBatchCore
+import Dispatch
+import Foundation
+import Synchronization
+
+/// One worker of a job held in a PostgreSQL store (`--store`): any number of them, on any machines, run one job.
+///
+/// The store holds the job: its lines, who holds which (a lease renewed here every third of its length), and every
+/// outcome. The worker runs the same machine, transport and checkpoint writer as a run on a checkpoint file, with
+/// its lines claimed from the store (`StoreLineSource`) and a private checkpoint of its own in a temporary folder
+/// (its attempts, for this run's summary; removed at the end). Each turn's changes are mirrored to the store before
+/// the turn's local commit: a claim about to leave is committed there first, fenced by its lease (a line whose lease
+/// was lost is not sent), and an outcome is kept only while its lease holds.
+///
+/// It uses three connections, one per serial queue: the input queue's (claims), the run queue's (the turn's
+/// statements) and its own queue's (renewals); a fourth loads the input while the others work.
+final class StoreWorker: @unchecked Sendable {
+    let address: PostgresAddress
+    let name: String
+    let lease: Double
+    /// The run queue's connection.
+    let runSide: PostgresWorkQueue
+    /// The input queue's connection, through the feed's line source.
+    let source: StoreLineSource
+    /// The worker's private folder: its checkpoint and scratch outputs.
+    let folder: String
+    private let renewals: PostgresWorkQueue
+    private let renewQueue = DispatchQueue(label: "chatbatch.store.renew")
+    private let stopped = Mutex(false)
+    /// Claims whose requests are on the wire, by custom_id (run queue only).
+    private var onWire: [String: ClaimedLine] = [:]
+    /// Where the job's results and errors files go when a worker finds the job complete (the user's paths).
+    private(set) var results = "", errors = ""
+    /// Outcomes another worker's claim replaced (this worker lost the lease first), said once and counted.
+    private(set) var outcomesNotKept = 0
+
+    /// Connects to the store, registers this worker on the job `config.files.jobName` (checking that a job loaded
+    /// before was loaded from this input, when this worker has it) and makes the private folder.
+    init(_ config: RunConfiguration, store: String, log: @escaping @Sendable (String) -> Void) throws(ChatBatchError) {
+        address = try PostgresAddress(store)
+        name = config.files.jobName
+        lease = config.files.leaseSeconds
+        let input = config.files.input
+        let fingerprint = FileManager.default.isReadableFile(atPath: input) ? Self.fingerprint(input) : nil
+        var host = [CChar](repeating: 0, count: 256)
+        gethostname(&host, host.count)
+        let registered = try PostgresWorkQueue(
+            connection: try PostgresConnection(address), job: name, fingerprint: fingerprint,
+            host: String(cString: host), pid: Int(getpid()), concurrency: config.concurrency)
+        runSide = registered
+        renewals = try PostgresWorkQueue(sibling: registered)
+        source = StoreLineSource(queue: try PostgresWorkQueue(sibling: registered), lease: config.files.leaseSeconds)
+        let base = ProcessInfo.processInfo.environment["TMPDIR"].flatMap { $0.isEmpty ? nil : $0 } ?? "/tmp"
+        var template = Array((base + "/chatbatch-worker-XXXXXX").utf8CString)
+        guard let made = mkdtemp(&template) else {
+            throw ChatBatchError(
+                .unwritable, "cannot make a worker folder in \(base): \(String(cString: strerror(errno)))")
+        }
+        folder = String(cString: made)
+        if fingerprint != nil { startLoading(input, log: log) }
+    }
+
+    /// What identifies an input across machines: its size and a hash of its bytes (not its path or time).
+    static func fingerprint(_ path: String) -> String? {
+        var st = stat()
+        guard stat(path, &st) == 0, let hash = InputFingerprint.contentHash(path) else { return nil }
+        return "store-v1:\(st.st_size):\(StableHash.hex(hash))"
+    }
+
+    /// The job as this worker runs it locally: its checkpoint and outputs in the private folder.
+    func local(_ config: RunConfiguration) -> RunConfiguration {
+        results = config.files.output
+        errors = config.files.errors
+        var c = config
+        c.files.checkpoint = folder + "/checkpoint.sqlite"
+        c.files.output = folder + "/results.jsonl"
+        c.files.errors = folder + "/errors.jsonl"
+        c.files.overwrite = true
+        return c
+    }
+
+    /// Loads the input into the store on a connection of its own, when no other worker is loading it; the lines
+    /// are claimed (here and elsewhere) as they are committed.
+    private func startLoading(_ input: String, log: @escaping @Sendable (String) -> Void) {
+        let address = address, name = name, runSide = runSide
+        DispatchQueue(label: "chatbatch.store.load").async {
+            do throws(ChatBatchError) {
+                let loader = PostgresWorkQueue(
+                    connection: try PostgresConnection(address), job: runSide.job, worker: runSide.worker)
+                if let n = try StoreLoader.load(input, into: loader), n > 0 {
+                    log("chatbatch: loaded \(n) lines of \(input) into job '\(name)' in the store \(address)")
+                }
+            } catch {
+                log("chatbatch: could not load \(input) into the store (\(error.message)); another worker may")
+            }
+        }
+    }
+
+    /// Renews this worker's leases and heartbeat every third of the lease, until `stop()`.
+    func startRenewing(log: @escaping @Sendable (String) -> Void) {
+        renewQueue.asyncAfter(deadline: .now() + lease / 3) { [self] in
+            guard !stopped.withLock({ $0 }) else { return }
+            do throws(ChatBatchError) {
+                try renewals.renew(lease: lease)
+            } catch {
+                if !renewals.connection.isUp { try? renewals.connection.reset() }
+                log("chatbatch: could not renew this worker's leases in the store (\(error.message)); trying again")
+            }
+            startRenewing(log: log)
+        }
+    }
+
+    /// Mirrors one turn's changes to the store before they are committed locally: outcomes (kept while their
+    /// leases hold), requests that never left, and claims about to leave. Returns the jobs whose lease was lost:
+    /// they must not be sent. A lost connection is tried again for up to a lease's length (nothing is sent
+    /// meanwhile); past that the error is thrown and the run stops, resumable.
+    func mirror(_ ops: [CheckpointOp], sends: [ScheduledJob], log: (String) -> Void) throws(ChatBatchError)
+        -> [ScheduledJob]
+    {
+        var outcomes: [LineOutcome] = []
+        var unsent: [ClaimedLine] = []
+        var leaving: [ClaimedLine] = []
+        for op in ops {
+            switch op {
+            case .claim(let id, let line, _, _, _, _):
+                if let claim = source.claim(line: line) {
+                    leaving.append(claim)
+                    onWire[id] = claim
+                }
+            case .unsent(let id):
+                if let claim = onWire.removeValue(forKey: id) { unsent.append(claim) }
+            case .finish(let record, _):
+                onWire.removeValue(forKey: record.customID)
+                guard let claim = source.settled(line: record.line) else { continue }
+                outcomes.append(
+                    LineOutcome(
+                        claim: claim, result: Array(record.output.utf8), failed: record.kind == .errors,
+                        promptTokens: record.promptTokens, completionTokens: record.completionTokens,
+                        cost: record.cost))
+            default: continue
+            }
+        }
+        if outcomes.isEmpty && unsent.isEmpty && leaving.isEmpty { return [] }
+        let (kept, allowed) = try retrying(log: log) { () throws(ChatBatchError) -> (Set<Int>, Set<Int>) in
+            try runSide.connection.inTransaction { () throws(ChatBatchError) -> (Set<Int>, Set<Int>) in
+                let kept = try runSide.finish(outcomes)
+                try runSide.unsent(unsent)
+                return (kept, try runSide.sending(leaving))
+            }
+        }
+        for outcome in outcomes where !kept.contains(outcome.claim.line) {
+            outcomesNotKept += 1
+            if outcomesNotKept <= 3 {
+                log(
+                    "chatbatch: line \(outcome.claim.line): this worker's lease lapsed and another worker took the "
+                        + "line over; this answer is not kept (the line is counted as possibly billed twice)")
+            }
+        }
+        let lost = sends.filter { !allowed.contains($0.request.line) }
+        for job in lost {
+            onWire.removeValue(forKey: job.request.customID)
+            _ = source.settled(line: job.request.line)
+        }
+        return lost
+    }
+
+    /// Runs `body` on the run queue's connection, connecting again while the store cannot be reached, for up to a
+    /// lease's length (said once).
+    private func retrying<T>(log: (String) -> Void, _ body: () throws(ChatBatchError) -> T) throws(ChatBatchError)
+        -> T
+    {
+        try runSide.connection.retrying(
+            for: lease,
+            outage: { error in
+                log(
+                    "chatbatch: the store \(address) cannot be reached (\(error.message)); nothing is sent until it "
+                        + "can, for up to \(Int(lease)) s")
+            }, body)
+    }
+
+    /// The worker stops: renewals end, the lines it holds whose requests never left go back to the queue at once,
+    /// and it no longer counts as live. Returns whether the job is complete (every line settled).
+    func stop() -> Bool {
+        stopped.withLock { $0 = true }
+        source.cancel()
+        renewQueue.sync {}
+        _ = try? retrying(log: { _ in }) { () throws(ChatBatchError) in try runSide.stopWorker() }
+        let counts = (try? runSide.counts()) ?? [:]
+        let loaded = (try? runSide.loaded().all) ?? false
+        return loaded && (counts["queued"] ?? 0) == 0 && (counts["leased"] ?? 0) == 0
+    }
+
+    /// Removes the private folder.
+    func removeFolder() {
+        try? FileManager.default.removeItem(atPath: folder)
+    }
+}

@@ -1,0 +1,168 @@
+import ChatBatchCore
+import FakeGateway
+import Foundation
+import TestSupport
+import Testing
+
+@testable import ChatBatch
+
+/// Several `chatbatch run --store` processes on one job in a real PostgreSQL server, against one fake gateway that
+/// bills every request it answers: every line answered once in the outputs, a worker killed with SIGKILL whose lines
+/// the others take over (counted as possibly billed twice), the server restarted under running workers, and
+/// `status` and `export` on the store.
+@Suite(
+    "PostgreSQL: workers on one job",
+    .serialized,
+    needs("PostgreSQL's initdb and pg_ctl (Debian: apt-get install postgresql)") { PostgresServer.binaries != nil })
+struct PostgresFleetTests {
+    static let shared = Result { try PostgresServer() }
+
+    /// The job file every worker runs: the store's address without its password (that comes from PGPASSWORD, as a
+    /// deployment gives it), a job name of the test's own, short timeouts.
+    func writeJob(_ scratch: Scratch, _ g: FakeGateway, job: String, lease: Int = 60, concurrency: Int = 4) throws {
+        let server = try Self.shared.get()
+        ChatBatchTests.writeJob(
+            scratch, g, concurrency: concurrency,
+            extra: [
+                "store: postgres://\(PostgresServer.user)@127.0.0.1:\(server.port)/postgres", "job_name: \(job)",
+                "lease_seconds: \(lease)", "timeout: 10", "grace: 5",
+                "retry: {max_attempts: 20, base_delay: 0.01, max_delay: 0.2}", "prices: {input: 0.09, output: 0.36}"
+            ])
+    }
+
+    var environment: [String: String] {
+        get throws { ["PGPASSWORD": try Self.shared.get().password] }
+    }
+
+    func worker(_ scratch: Scratch, log: String) throws -> Process {
+        FileManager.default.createFile(atPath: scratch.file(log), contents: nil)
+        return try launch(
+            chatbatchBinary(), ["run", scratch.file("job.yaml"), "--quiet"], environment: try environment,
+            stderr: FileHandle(forWritingAtPath: scratch.file(log)))
+    }
+
+    func status(_ scratch: Scratch) throws -> JSON {
+        let (code, text) = try runToEnd(
+            chatbatchBinary(), ["status", scratch.file("job.yaml"), "--json"], environment: try environment,
+            captureStdout: true)
+        #expect(code == 0, "\(text)")
+        return try JSON.parse(text.split(separator: "\n").first { $0.hasPrefix("{") }.map(String.init) ?? "")
+    }
+
+    /// Per custom_id, how often the store sent a line again after its holder died with it in flight.
+    func resentCounts(_ job: String) throws -> [String: Int] {
+        let db = try PostgresConnection(PostgresAddress(try Self.shared.get().url()))
+        var out: [String: Int] = [:]
+        for row in try db.rows(
+            """
+            SELECT l.custom_id, l.resent_after_crash FROM chatbatch_lines l JOIN chatbatch_jobs j ON j.id = l.job
+            WHERE j.name = $1 AND l.resent_after_crash > 0
+            """, [job])
+        {
+            out[row["custom_id"] ?? ""] = row.int("resent_after_crash")
+        }
+        return out
+    }
+
+    @Test func threeWorkersAnswerEveryLineOnceAndStatusShowsThemWhileTheyRun() throws {
+        let scratch = Scratch()
+        let g = try FakeGateway.start { $0.latencyMilliseconds = 60 }
+        defer { g.shutdown() }
+        let n = 300
+        scratch.write("in.jsonl", lines: promptLines(n))
+        try writeJob(scratch, g, job: "three-\(UUID().uuidString.prefix(8))")
+        let workers = try (1...3).map { try worker(scratch, log: "w\($0).log") }
+        #expect(eventually(timeout: 30) { g.ledger.count >= 30 })
+        let running = try status(scratch)
+        #expect(running["workers"]?.arrayValue?.isEmpty == false, "\(running)")
+        for w in workers { w.waitUntilExit() }
+        for (i, w) in workers.enumerated() {
+            #expect(w.terminationStatus == 0, "\(scratch.text("w\(i + 1).log"))")
+        }
+        try expectExactlyOnce(scratch, ids: (1...n).map { String(format: "p%04d", $0) }, gateway: g, checkpoints: [])
+        let end = try status(scratch)
+        #expect(end["done"]?.intValue == n && end["queued"]?.intValue == 0 && end["leased"]?.intValue == 0)
+        #expect(end["workers"]?.arrayValue?.count == 3)
+        #expect(end["workers"]?.arrayValue?.allSatisfy { $0["stopped"]?.boolValue == true } == true)
+        // Every worker took part (claims are small), and export writes the same lines from the store alone.
+        #expect(workers.indices.allSatisfy { scratch.text("w\($0 + 1).log").contains("lines ") })
+        let (code, text) = try runToEnd(
+            chatbatchBinary(),
+            [
+                "export", try Self.shared.get().url(), "--job-name", end["job"]?.stringValue ?? "", "--output",
+                scratch.file("again.jsonl")
+            ], captureStdout: true)
+        #expect(code == 0, "\(text)")
+        #expect(!text.contains(try Self.shared.get().password))
+        #expect(Set(scratch.lines("again.jsonl").compactMap { $0["custom_id"]?.stringValue }).count == n)
+    }
+
+    @Test func aWorkerKilledMidRunLosesItsLinesToTheOtherAndTheirResendsAreCounted() throws {
+        let scratch = Scratch()
+        let g = try FakeGateway.start { $0.latencyMilliseconds = 150 }
+        defer { g.shutdown() }
+        let n = 200
+        scratch.write("in.jsonl", lines: promptLines(n))
+        let job = "kill-\(UUID().uuidString.prefix(8))"
+        try writeJob(scratch, g, job: job, lease: 2, concurrency: 8)
+        let doomed = try worker(scratch, log: "w1.log")
+        #expect(eventually(timeout: 30) { g.ledger.count >= 20 })
+        let survivor = try worker(scratch, log: "w2.log")
+        #expect(eventually(timeout: 30) { g.ledger.count >= 40 })
+        kill(doomed.processIdentifier, SIGKILL)
+        doomed.waitUntilExit()
+        survivor.waitUntilExit()
+        #expect(survivor.terminationStatus == 0, "\(scratch.text("w2.log"))")
+        // Every line once in the outputs; every line the gateway billed twice is one the store counted as resent.
+        let ids = (1...n).map { String(format: "p%04d", $0) }
+        try expectExactlyOnce(scratch, ids: ids, gateway: g, checkpoints: [], resent: [try resentCounts(job)])
+        let end = try status(scratch)
+        #expect((end["resent_after_crash"]?.intValue ?? 0) >= 1, "\(end)")
+        #expect(scratch.text("w2.log").contains("resent after a crash"))
+    }
+
+    @Test func theStoreRestartedUnderARunningWorkerIsAnOutageNotAFailure() throws {
+        let scratch = Scratch()
+        let server = try Self.shared.get()
+        let g = try FakeGateway.start { $0.latencyMilliseconds = 50 }
+        defer { g.shutdown() }
+        let n = 200
+        scratch.write("in.jsonl", lines: promptLines(n))
+        try writeJob(scratch, g, job: "restart-\(UUID().uuidString.prefix(8))", lease: 30)
+        let w = try worker(scratch, log: "w1.log")
+        #expect(eventually(timeout: 30) { g.ledger.count >= 20 })
+        try server.stop()
+        try server.start()
+        w.waitUntilExit()
+        #expect(w.terminationStatus == 0, "\(scratch.text("w1.log"))")
+        try expectExactlyOnce(scratch, ids: (1...n).map { String(format: "p%04d", $0) }, gateway: g, checkpoints: [])
+        #expect(scratch.lines("out.errors.jsonl").isEmpty)
+        #expect(scratch.text("w1.log").contains("cannot be reached"), "\(scratch.text("w1.log"))")
+    }
+
+    @Test func aWrongPasswordOrAStoreThatIsNotChatbatchsIsRefusedWithoutThePassword() throws {
+        let scratch = Scratch()
+        let server = try Self.shared.get()
+        let g = try FakeGateway.start { $0.latencyMilliseconds = 1 }
+        defer { g.shutdown() }
+        scratch.write("in.jsonl", lines: promptLines(3))
+        let (code, text) = try runToEnd(
+            chatbatchBinary(),
+            [
+                "run", scratch.file("in.jsonl"), "--base-url", g.baseURL, "--api-key-env", "CB_TEST_KEY", "--store",
+                server.url(password: "Wrong-Secret-123")
+            ])
+        #expect(code == 2, "\(text)")
+        #expect(text.contains("127.0.0.1") && !text.contains("Wrong-Secret-123"), "\(text)")
+        #expect(g.ledger.count == 0)
+        let (statusCode, statusText) = try runToEnd(
+            chatbatchBinary(), ["status", server.url(database: "template1")], captureStdout: true)
+        #expect(statusCode != 0 && statusText.contains("no chatbatch job"), "\(statusText)")
+        #expect(!statusText.contains(server.password))
+    }
+}
+
+extension Scratch {
+    /// A file's text ("" when it cannot be read).
+    func text(_ name: String) -> String { (try? String(contentsOfFile: file(name), encoding: .utf8)) ?? "" }
+}
