@@ -19,7 +19,9 @@ struct PostgresFleetTests {
 
     /// The job file every worker runs: the store's address without its password (that comes from PGPASSWORD, as a
     /// deployment gives it), a job name of the test's own, short timeouts.
-    func writeJob(_ scratch: Scratch, _ g: FakeGateway, job: String, lease: Int = 60, concurrency: Int = 4) throws {
+    func writeJob(
+        _ scratch: Scratch, _ g: FakeGateway, job: String, lease: Int = 60, concurrency: Int = 4, extra: [String] = []
+    ) throws {
         let server = try Self.shared.get()
         ChatBatchTests.writeJob(
             scratch, g, concurrency: concurrency,
@@ -27,7 +29,7 @@ struct PostgresFleetTests {
                 "store: postgres://\(PostgresServer.user)@127.0.0.1:\(server.port)/postgres", "job_name: \(job)",
                 "lease_seconds: \(lease)", "timeout: 10", "grace: 5",
                 "retry: {max_attempts: 20, base_delay: 0.01, max_delay: 0.2}", "prices: {input: 0.09, output: 0.36}"
-            ])
+            ] + extra)
     }
 
     var environment: [String: String] {
@@ -138,6 +140,51 @@ struct PostgresFleetTests {
         try expectExactlyOnce(scratch, ids: (1...n).map { String(format: "p%04d", $0) }, gateway: g, checkpoints: [])
         #expect(scratch.lines("out.errors.jsonl").isEmpty)
         #expect(scratch.text("w1.log").contains("cannot be reached"), "\(scratch.text("w1.log"))")
+    }
+
+    @Test func a429AtOneWorkerPausesTheOtherForItsWait() throws {
+        let scratch = Scratch()
+        let g = try FakeGateway.start {
+            $0.latencyMilliseconds = 40
+            $0.retryAfterSeconds = 3
+            $0.script = ["p0150": [.rateLimited]]
+        }
+        defer { g.shutdown() }
+        let n = 400
+        scratch.write("in.jsonl", lines: promptLines(n))
+        try writeJob(scratch, g, job: "pause-\(UUID().uuidString.prefix(8))")
+        let workers = try (1...2).map { try worker(scratch, log: "w\($0).log") }
+        for w in workers { w.waitUntilExit() }
+        #expect(workers.allSatisfy { $0.terminationStatus == 0 })
+        try expectExactlyOnce(scratch, ids: (1...n).map { String(format: "p%04d", $0) }, gateway: g, checkpoints: [])
+        // Both workers were sending when the 429 came; from a second after it until its wait ends, neither sends.
+        let entries = g.ledger.snapshot()
+        let refused = try #require(entries.first { $0.status == 429 })
+        let during = entries.filter {
+            $0.receivedAt > refused.receivedAt + 1 && $0.receivedAt < refused.receivedAt + 2.7
+        }
+        #expect(during.count == 0, "requests arrived inside the pause")
+        #expect(entries.contains { $0.receivedAt > refused.receivedAt + 2.7 })
+    }
+
+    @Test func maxCostHoldsForTheJobNotForEachWorker() throws {
+        let scratch = Scratch()
+        let g = try FakeGateway.start { $0.latencyMilliseconds = 30 }
+        defer { g.shutdown() }
+        scratch.write("in.jsonl", lines: promptLines(600))
+        // A request costs at most (12 × 0.09 + 100 × 0.36) / 1e6 ≈ $0.000037; the cap pays for about 55 of them.
+        let cap = 0.002
+        let job = "budget-\(UUID().uuidString.prefix(8))"
+        try writeJob(scratch, g, job: job, extra: ["max_cost: \(cap)", "request: {max_tokens: 100}"])
+        let workers = try (1...2).map { try worker(scratch, log: "w\($0).log") }
+        for w in workers { w.waitUntilExit() }
+        #expect(workers.allSatisfy { $0.terminationStatus == 3 }, "\(scratch.text("w1.log"))")
+        // Each worker alone would spend up to the cap; together they stay within it, but for what the other had
+        // in flight when the job's spend was last read (four requests at most, each worker).
+        let spent = try status(scratch)["cost"]?.doubleValue ?? 0
+        let worstRequest: Double = (12 * 0.09 + 100 * 0.36) / 1e6
+        let worstInFlight = 8 * worstRequest
+        #expect(spent > 0 && spent <= cap + worstInFlight, "spent \(spent)")
     }
 
     @Test func aWrongPasswordOrAStoreThatIsNotChatbatchsIsRefusedWithoutThePassword() throws {

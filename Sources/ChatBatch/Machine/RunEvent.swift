@@ -16,6 +16,16 @@ struct Answer: Sendable {
     var startedAt: Double
 }
 
+/// What the workers of a store know of one provider's key (`--store`): a pause that a 429 at another worker asked
+/// for, and this worker's share of the in-flight level the key was found to allow.
+struct SharedKeyNews: Sendable, Equatable {
+    let route: Int
+    /// Seconds left of a pause another worker's 429 asked for (0: none beyond this worker's own).
+    let pausedFor: Double
+    /// This worker's share of the level the key allows over all its workers (nil: not learnt yet).
+    let share: Int?
+}
+
 /// Something that happened to a run; `RunMachine.handle` turns it into actions.
 enum RunEvent: Sendable {
     /// The run starts (nothing has been read or sent).
@@ -31,6 +41,10 @@ enum RunEvent: Sendable {
     /// Requests whose lines this worker no longer holds in its store (its lease lapsed and another worker claimed
     /// them): never handed to the transport, and no longer this run's to answer.
     case leaseLost([ScheduledJob])
+    /// What the store's workers know of the keys (`--store`).
+    case sharedKey([SharedKeyNews])
+    /// What the whole job has spent, as its store records it (`--store` with `max_cost`).
+    case jobSpent(Double)
     /// A wake-up the machine asked for came due.
     case timer
     /// SIGINT or SIGTERM.

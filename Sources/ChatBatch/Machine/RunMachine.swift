@@ -37,6 +37,8 @@ struct RunMachine: Sendable {
     var pausedSince: Double? = nil
     /// Controls applied so far (for the metrics file).
     var controlsApplied = 0
+    /// With `--store`: what the job had spent when this worker started (counted in the budget from the start).
+    var jobSpentAtStart = 0.0
 
     /// `spent`, `refusedModels` and `proven` are per provider, in the run's order (what the checkpoint says of each).
     init(
@@ -81,6 +83,23 @@ struct RunMachine: Sendable {
                 summary.takenOver += 1
                 out.append(.record(.unsent(customID: job.request.customID)))
             }
+            out += pump(now)
+        case .sharedKey(let news):
+            for item in news where scheduler.lanes.indices.contains(item.route) {
+                let r = item.route
+                if item.pausedFor > 0 {
+                    scheduler.pause(route: r, until: now.uptime + UInt64(item.pausedFor * 1e9))
+                }
+                // The key's level, divided between its live workers, caps this worker (never above the job's own).
+                if let share = item.share {
+                    let cap = min(config.routes[r].concurrency, share)
+                    if scheduler.lanes[r].limiter.maximum != cap { scheduler.lanes[r].limiter.setMaximum(cap) }
+                }
+            }
+            out += pump(now)
+        case .jobSpent(let total):
+            // The store's total holds this worker's spend too, and what the job had spent when it started.
+            scheduler.setSpentElsewhere(max(0, total - jobSpentAtStart - summary.cost))
             out += pump(now)
         case .timer:
             if let armed = wakeArmedAt, armed <= now.uptime { wakeArmedAt = nil }

@@ -22,6 +22,7 @@ enum PostgresSchema {
             fingerprint text NOT NULL,
             lines_loaded bigint NOT NULL DEFAULT 0,
             loaded boolean NOT NULL DEFAULT false,
+            spent float8 NOT NULL DEFAULT 0,
             results_path text,
             errors_path text,
             created_at timestamptz NOT NULL DEFAULT now());

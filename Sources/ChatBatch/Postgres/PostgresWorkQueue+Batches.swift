@@ -41,6 +41,14 @@ extension PostgresWorkQueue {
             ], names: ["result", "failed", "prompt", "completion", "cost"])
     }
 
+    /// Adds `cost` to what the job has spent (in the transaction that commits the outcomes that cost it); returns
+    /// the job's total.
+    func addSpent(_ cost: Double) throws(ChatBatchError) -> Double {
+        try connection.rows(
+            "UPDATE chatbatch_jobs SET spent = spent + $2 WHERE id = $1 RETURNING spent", [String(job), String(cost)]
+        )[0].double("spent") ?? 0
+    }
+
     /// These lines' requests never left after all (the run stopped first): no longer on the wire.
     func unsent(_ claims: [ClaimedLine]) throws(ChatBatchError) {
         guard !claims.isEmpty else { return }

@@ -27,7 +27,7 @@ extension PostgresWorkQueue {
     /// The job's name, how much of its input is loaded, and where its outputs were last written.
     func jobRow() throws(ChatBatchError) -> PostgresRow {
         try connection.rows(
-            "SELECT name, lines_loaded, loaded, results_path, errors_path FROM chatbatch_jobs WHERE id = $1",
+            "SELECT name, lines_loaded, loaded, spent, results_path, errors_path FROM chatbatch_jobs WHERE id = $1",
             [String(job)])[0]
     }
 

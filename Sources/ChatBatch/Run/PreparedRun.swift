@@ -95,6 +95,7 @@ struct PreparedRun: Sendable {
     ) throws {
         self.config = config
         storeWorker = worker
+        try worker?.useKeys(config.routes, keys: keys)
         for route in config.routes {
             if let caCert = route.endpoint.caCert, !FileManager.default.isReadableFile(atPath: caCert) {
                 throw ChatBatchError(
@@ -201,13 +202,16 @@ struct PreparedRun: Sendable {
                 model: route.model,
                 redactor: Redactor(secrets: secrets))
         }
-        machine = RunMachine(
+        let jobSpent = try worker.map { w throws(ChatBatchError) in try w.runSide.jobRow().double("spent") ?? 0 } ?? 0
+        var machine = RunMachine(
             config: config,
             spent: opened.endpoints.map { opened.spentByEndpoint[$0.id] ?? 0 } + [
-                max(0, opened.spent - opened.spentByEndpoint.values.reduce(0, +))
+                max(0, opened.spent - opened.spentByEndpoint.values.reduce(0, +)) + jobSpent
             ],
             refusedModels: opened.refusedModels, proven: opened.endpoints.map(\.proven), remembered: opened.ceilings,
             finishedInput: opened.finishedInput, crashRecovered: opened.crashRecovered,
             now: DispatchTime.now().uptimeNanoseconds)
+        machine.jobSpentAtStart = jobSpent
+        self.machine = machine
     }
 }

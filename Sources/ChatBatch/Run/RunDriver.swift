@@ -97,7 +97,10 @@ final class RunDriver: Sendable {
             controls.withLock { $0.after = opened.controlsForThisRun.map(\.id).max() ?? 0 }
             deliver(.control(opened.controlsForThisRun))
         }
-        opened.storeWorker?.startRenewing(log: log)
+        if let worker = opened.storeWorker {
+            worker.startRenewing(log: log)
+            shareKeys(worker)
+        }
         deliver(.start)
         watchControls()
         // After the start: a signal that came while the run was being prepared stops it as its first event.
@@ -149,6 +152,8 @@ final class RunDriver: Sendable {
         if let worker = opened.storeWorker, !ops.isEmpty {
             do {
                 let lost = try worker.mirror(ops, sends: sends, log: log)
+                // The job's spend as of this turn: the budget holds for the job, not for this worker.
+                if opened.config.limits.maxCost != nil, let spent = worker.jobSpent { events.append(.jobSpent(spent)) }
                 if !lost.isEmpty {
                     let gone = Set(lost.map(\.request.line))
                     sends.removeAll { gone.contains($0.request.line) }
@@ -264,24 +269,6 @@ final class RunDriver: Sendable {
             if !found.isEmpty { deliver(.control(found)) }
             watchControls()
         }
-    }
-
-    /// This worker leaves the job: its unsent claims go back, and when every line of the job is settled, the job's
-    /// output files are written from the store (by each worker that finds it so: the files are whole either way).
-    private func finishInStore(_ worker: StoreWorker) {
-        if worker.stop() {
-            do {
-                let n = try StoreExport.write(worker.runSide, results: worker.results, errors: worker.errors)
-                log(
-                    "chatbatch: job '\(worker.name)' is complete in the store: wrote \(n.results) results to "
-                        + "\(worker.results) and \(n.errors) errors to \(worker.errors)")
-            } catch {
-                log(
-                    "chatbatch: job '\(worker.name)' is complete, but its outputs could not be written (\(error)); "
-                        + "`chatbatch export \(worker.address) --job-name \(worker.name)` writes them")
-            }
-        }
-        worker.removeFolder()
     }
 
     private func installSignalHandlers() {

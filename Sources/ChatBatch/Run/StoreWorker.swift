@@ -24,11 +24,19 @@ final class StoreWorker: @unchecked Sendable {
     let source: StoreLineSource
     /// The worker's private folder: its checkpoint and scratch outputs.
     let folder: String
-    private let renewals: PostgresWorkQueue
-    private let renewQueue = DispatchQueue(label: "chatbatch.store.renew")
-    private let stopped = Mutex(false)
+    /// The store queue's connection: renewals and the keys' shared state.
+    let renewals: PostgresWorkQueue
+    /// Where renewals and key sharing run, one after the other.
+    let storeQueue = DispatchQueue(label: "chatbatch.store")
+    let stopped = Mutex(false)
+    /// The keys' names in the store (a hash of the endpoint and the key, never the key), by route; and what this
+    /// worker last published and heard of each (store queue only).
+    var keyHashes: [String] = []
+    var keysHeard = KeysHeard()
     /// Claims whose requests are on the wire, by custom_id (run queue only).
     private var onWire: [String: ClaimedLine] = [:]
+    /// What the whole job has spent, as of this worker's last outcome (run queue only; nil until then).
+    private(set) var jobSpent: Double? = nil
     /// Where the job's results and errors files go when a worker finds the job complete (the user's paths).
     private(set) var results = "", errors = ""
     /// Outcomes another worker's claim replaced (this worker lost the lease first), said once and counted.
@@ -98,7 +106,7 @@ final class StoreWorker: @unchecked Sendable {
 
     /// Renews this worker's leases and heartbeat every third of the lease, until `stop()`.
     func startRenewing(log: @escaping @Sendable (String) -> Void) {
-        renewQueue.asyncAfter(deadline: .now() + lease / 3) { [self] in
+        storeQueue.asyncAfter(deadline: .now() + lease / 3) { [self] in
             guard !stopped.withLock({ $0 }) else { return }
             do throws(ChatBatchError) {
                 try renewals.renew(lease: lease)
@@ -144,6 +152,8 @@ final class StoreWorker: @unchecked Sendable {
         let (kept, allowed) = try retrying(log: log) { () throws(ChatBatchError) -> (Set<Int>, Set<Int>) in
             try runSide.connection.inTransaction { () throws(ChatBatchError) -> (Set<Int>, Set<Int>) in
                 let kept = try runSide.finish(outcomes)
+                let cost = outcomes.filter { kept.contains($0.claim.line) }.reduce(0) { $0 + $1.cost }
+                if cost > 0 { jobSpent = try runSide.addSpent(cost) }
                 try runSide.unsent(unsent)
                 return (kept, try runSide.sending(leaving))
             }
@@ -183,7 +193,7 @@ final class StoreWorker: @unchecked Sendable {
     func stop() -> Bool {
         stopped.withLock { $0 = true }
         source.cancel()
-        renewQueue.sync {}
+        storeQueue.sync {}
         _ = try? retrying(log: { _ in }) { () throws(ChatBatchError) in try runSide.stopWorker() }
         let counts = (try? runSide.counts()) ?? [:]
         let loaded = (try? runSide.loaded().all) ?? false

@@ -226,6 +226,13 @@ struct Scheduler: Sendable {
     /// A new cap for the whole run's spend (`chatbatch control … set max_cost`; nil: none).
     mutating func setBudgetCap(_ cap: Double?) { budget.cap = cap }
 
+    /// What other workers of the job have spent since this one started (`--store`): the cap holds for the job.
+    private(set) var spentElsewhere = 0.0
+    mutating func setSpentElsewhere(_ amount: Double) {
+        budget.spent += amount - spentElsewhere
+        spentElsewhere = amount
+    }
+
     /// The budget's state, for the message when it stops the run.
     var budgetMessage: String {
         String(
