@@ -19,7 +19,7 @@ struct KubernetesExampleTests {
     }
 
     /// The container's `args:` list, as Kubernetes passes it (after the image's ENTRYPOINT).
-    static func containerArguments() -> [String] {
+    static func containerArguments(of yaml: String = yaml) -> [String] {
         var out: [String] = []
         var inArgs = false
         var indent = 0
