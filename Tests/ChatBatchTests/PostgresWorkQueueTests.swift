@@ -140,6 +140,28 @@ struct PostgresWorkQueueTests {
         }
     }
 
+    @Test func aStoreAtSchemaOneIsUpgradedInPlaceWithItsJobs() throws {
+        let server = try Self.shared.get()
+        let admin = try PostgresConnection(PostgresAddress(server.url()))
+        let old = "old_\(UUID().uuidString.prefix(8).lowercased())"
+        try admin.execute("CREATE DATABASE \(old)")
+        let first = try Self.worker("kept", database: old)
+        try first.load(Self.lines(3), last: true)
+        // As schema 1 left it: none of the columns schema 2 added.
+        let db = try PostgresConnection(PostgresAddress(server.url(database: old)))
+        try db.execute(
+            """
+            ALTER TABLE chatbatch_jobs DROP COLUMN spent, DROP COLUMN results_path, DROP COLUMN errors_path;
+            ALTER TABLE chatbatch_lines DROP COLUMN prompt_tokens, DROP COLUMN completion_tokens, DROP COLUMN cost;
+            ALTER TABLE chatbatch_key_users DROP COLUMN inflight;
+            UPDATE chatbatch_meta SET value = '1' WHERE key = 'schema'
+            """)
+        let again = try Self.worker("kept", database: old)
+        #expect(try again.counts()["queued"] == 3)
+        #expect(try again.jobRow().double("spent") == 0)
+        #expect(try db.rows("SELECT value FROM chatbatch_meta WHERE key = 'schema'")[0]["value"] == "2")
+    }
+
     @Test func aJobNameLoadedFromAnotherInputIsRefused() throws {
         let name = "job-\(UUID().uuidString)"
         _ = try Self.worker(name, fingerprint: "aaaa")
@@ -160,12 +182,21 @@ struct PostgresWorkQueueTests {
         let a = try Self.worker(name), b = try Self.worker(name)
         try a.useKey(key)
         try b.useKey(key)
-        #expect(try b.keyState(key, liveWithin: 60) == SharedKeyState(pausedFor: 0, learnedLimit: nil, liveWorkers: 2))
+        // A worker with nothing out and no line held is not counted: it takes no share.
+        #expect(try b.keyState(key, liveWithin: 60).liveWorkers == 0)
+        try a.sayInflight(key, 3)
+        try b.sayInflight(key, 4)
+        #expect(
+            try b.keyState(key, liveWithin: 60)
+                == SharedKeyState(pausedFor: 0, learnedLimit: nil, liveWorkers: 2, inflight: 7))
         try a.pauseKey(key, seconds: 30)
         try a.pauseKey(key, seconds: 1)
         let paused = try b.keyState(key, liveWithin: 60).pausedFor
         #expect(paused > 25 && paused <= 30, "\(paused)")
-        try b.learnLimit(key, 16)
+        // One round of refusals: each report is part of the picture, and the round's level is the most any saw.
+        try b.learnLimit(key, 12)
+        try a.learnLimit(key, 16)
+        try b.learnLimit(key, 10)
         #expect(try a.keyState(key, liveWithin: 60).share == 8)
         try b.stopWorker()
         #expect(try a.keyState(key, liveWithin: 60).share == 16)

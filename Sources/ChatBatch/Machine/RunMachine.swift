@@ -90,11 +90,8 @@ struct RunMachine: Sendable {
                 if item.pausedFor > 0 {
                     scheduler.pause(route: r, until: now.uptime + UInt64(item.pausedFor * 1e9))
                 }
-                // The key's level, divided between its live workers, caps this worker (never above the job's own).
-                if let share = item.share {
-                    let cap = min(config.routes[r].concurrency, share)
-                    if scheduler.lanes[r].limiter.maximum != cap { scheduler.lanes[r].limiter.setMaximum(cap) }
-                }
+                // The key's level, divided between its live workers, is this worker's (never above the job's own).
+                if let share = item.share { scheduler.lanes[r].limiter.adopt(share) }
             }
             out += pump(now)
         case .jobSpent(let total):

@@ -12,7 +12,19 @@
 ///   SHA-256 (never the key); `chatbatch_key_users`: which workers use which key.
 enum PostgresSchema {
     /// The schema this build writes; a store with a newer one is refused, an older one upgraded.
-    static let version = 1
+    static let version = 2
+
+    /// What schema 1 (the store's parts before `--store` ran jobs) lacks; run after `create` on an older store.
+    static let upgrade = """
+        ALTER TABLE chatbatch_jobs ADD COLUMN IF NOT EXISTS spent float8 NOT NULL DEFAULT 0;
+        ALTER TABLE chatbatch_jobs ADD COLUMN IF NOT EXISTS results_path text;
+        ALTER TABLE chatbatch_jobs ADD COLUMN IF NOT EXISTS errors_path text;
+        ALTER TABLE chatbatch_lines ADD COLUMN IF NOT EXISTS prompt_tokens bigint NOT NULL DEFAULT 0;
+        ALTER TABLE chatbatch_lines ADD COLUMN IF NOT EXISTS completion_tokens bigint NOT NULL DEFAULT 0;
+        ALTER TABLE chatbatch_lines ADD COLUMN IF NOT EXISTS cost float8 NOT NULL DEFAULT 0;
+        ALTER TABLE chatbatch_key_users ADD COLUMN IF NOT EXISTS inflight integer NOT NULL DEFAULT 0;
+        ALTER TABLE chatbatch_keys ADD COLUMN IF NOT EXISTS learned_at timestamptz;
+        """
 
     static let create = """
         CREATE TABLE IF NOT EXISTS chatbatch_meta (key text PRIMARY KEY, value text NOT NULL);
@@ -48,6 +60,7 @@ enum PostgresSchema {
             CHECK ((state = 'leased') = (lease_token IS NOT NULL)));
         CREATE INDEX IF NOT EXISTS chatbatch_lines_open ON chatbatch_lines (job, line)
             WHERE state IN ('queued', 'leased');
+        CREATE INDEX IF NOT EXISTS chatbatch_lines_leased ON chatbatch_lines (leased_by) WHERE state = 'leased';
         CREATE SEQUENCE IF NOT EXISTS chatbatch_lease_tokens;
         CREATE TABLE IF NOT EXISTS chatbatch_workers (
             id bigserial PRIMARY KEY,
@@ -62,10 +75,12 @@ enum PostgresSchema {
             key_hash text PRIMARY KEY,
             paused_until timestamptz,
             learned_limit integer,
+            learned_at timestamptz,
             updated_at timestamptz NOT NULL DEFAULT now());
         CREATE TABLE IF NOT EXISTS chatbatch_key_users (
             key_hash text NOT NULL REFERENCES chatbatch_keys (key_hash),
             worker bigint NOT NULL REFERENCES chatbatch_workers (id),
+            inflight integer NOT NULL DEFAULT 0,
             PRIMARY KEY (key_hash, worker));
         """
 }

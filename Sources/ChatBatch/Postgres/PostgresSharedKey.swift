@@ -5,8 +5,11 @@ struct SharedKeyState: Sendable, Equatable {
     let pausedFor: Double
     /// The in-flight level the key was found to allow, over all its workers (nil: not learnt yet).
     let learnedLimit: Int?
-    /// Workers using the key whose heartbeat is recent: the learnt level is divided between them.
+    /// Workers using the key whose heartbeat is recent and that have work (requests out, or lines held): the learnt
+    /// level is divided between them, so that the last workers of a job are not held to the share of idle ones.
     let liveWorkers: Int
+    /// What the key's live workers have in flight together, as each last said.
+    var inflight = 0
 
     /// This worker's share of the learnt level (at least 1), nil while none is learnt.
     var share: Int? { learnedLimit.map { max(1, $0 / max(1, liveWorkers)) } }
@@ -47,11 +50,34 @@ extension PostgresWorkQueue {
             """, [hash, String(seconds)])
     }
 
-    /// The key allows `limit` requests in flight over all its workers.
+    /// The key allows `limit` requests in flight over all its workers. The workers' reports of one round of
+    /// refusals (within two seconds of its first) are each a part of the picture, taken at different moments: the
+    /// round's level is the most any of them saw.
     func learnLimit(_ hash: String, _ limit: Int) throws(ChatBatchError) {
         try connection.rows(
-            "UPDATE chatbatch_keys SET learned_limit = $2, updated_at = now() WHERE key_hash = $1",
-            [hash, String(limit)])
+            """
+            UPDATE chatbatch_keys SET updated_at = now(),
+                learned_limit = CASE WHEN learned_at > now() - interval '2 seconds'
+                    THEN greatest(learned_limit, $2) ELSE $2 END,
+                learned_at = CASE WHEN learned_at > now() - interval '2 seconds' THEN learned_at ELSE now() END
+            WHERE key_hash = $1
+            """, [hash, String(limit)])
+    }
+
+    /// The key's level was `from` and no worker has been refused at it for a while: look one higher.
+    func raiseLimit(_ hash: String, from: Int) throws(ChatBatchError) {
+        try connection.rows(
+            """
+            UPDATE chatbatch_keys SET learned_limit = learned_limit + 1, updated_at = now()
+            WHERE key_hash = $1 AND learned_limit = $2
+            """, [hash, String(from)])
+    }
+
+    /// This worker has `inflight` requests out on the key (said every half second).
+    func sayInflight(_ hash: String, _ inflight: Int) throws(ChatBatchError) {
+        try connection.rows(
+            "UPDATE chatbatch_key_users SET inflight = $3 WHERE key_hash = $1 AND worker = $2",
+            [hash, String(worker), String(inflight)])
     }
 
     /// The key's shared state; a worker counts as live while its heartbeat is under `liveWithin` seconds old.
@@ -59,15 +85,20 @@ extension PostgresWorkQueue {
         let row = try connection.rows(
             """
             SELECT greatest(extract(epoch FROM k.paused_until - now()), 0)::float8 AS paused_for, k.learned_limit,
-                (SELECT count(*) FROM chatbatch_key_users u JOIN chatbatch_workers w ON w.id = u.worker
-                 WHERE u.key_hash = k.key_hash AND w.stopped_at IS NULL
-                   AND w.heartbeat_at > now() - make_interval(secs => $2)) AS live
-            FROM chatbatch_keys k WHERE k.key_hash = $1
+                live.n AS live, live.inflight
+            FROM chatbatch_keys k, LATERAL (
+                SELECT count(*) AS n, coalesce(sum(u.inflight), 0) AS inflight
+                FROM chatbatch_key_users u JOIN chatbatch_workers w ON w.id = u.worker
+                WHERE u.key_hash = k.key_hash AND w.stopped_at IS NULL
+                  AND w.heartbeat_at > now() - make_interval(secs => $2)
+                  AND (u.inflight > 0 OR EXISTS (
+                      SELECT 1 FROM chatbatch_lines l WHERE l.leased_by = w.id AND l.state = 'leased'))) AS live
+            WHERE k.key_hash = $1
             """, [hash, String(liveWithin)]
         ).first
         return SharedKeyState(
             pausedFor: row?.double("paused_for") ?? 0, learnedLimit: row?.int("learned_limit"),
-            liveWorkers: row?.int("live") ?? 0)
+            liveWorkers: row?.int("live") ?? 0, inflight: row?.int("inflight") ?? 0)
     }
 
     /// The job's workers, for `status`: host, pid, concurrency, lines held, seconds since the last heartbeat (at the

@@ -109,6 +109,7 @@ final class PostgresWorkQueue: @unchecked Sendable {
                 .foreign, "store \(db.address): it has a chatbatch_lines table but no chatbatch_meta: not chatbatch's")
         }
         try db.execute(PostgresSchema.create)
+        try db.execute(PostgresSchema.upgrade)
         try db.rows(
             "INSERT INTO chatbatch_meta (key, value) VALUES ('schema', $1) ON CONFLICT (key) DO UPDATE SET value = $1",
             [String(PostgresSchema.version)])

@@ -208,7 +208,8 @@ struct PreparedRun: Sendable {
             spent: opened.endpoints.map { opened.spentByEndpoint[$0.id] ?? 0 } + [
                 max(0, opened.spent - opened.spentByEndpoint.values.reduce(0, +)) + jobSpent
             ],
-            refusedModels: opened.refusedModels, proven: opened.endpoints.map(\.proven), remembered: opened.ceilings,
+            refusedModels: opened.refusedModels, proven: opened.endpoints.map(\.proven),
+            remembered: worker?.startingShares() ?? opened.ceilings,
             finishedInput: opened.finishedInput, crashRecovered: opened.crashRecovered,
             now: DispatchTime.now().uptimeNanoseconds)
         machine.jobSpentAtStart = jobSpent

@@ -7,12 +7,17 @@ extension RunDriver {
     func shareKeys(_ worker: StoreWorker) {
         worker.storeQueue.asyncAfter(deadline: .now() + 0.5) { [self] in
             guard !worker.stopped.withLock({ $0 }) else { return }
-            let (pauses, ceilings, finished) = room.withLock { r in
-                (r.machine.scheduler.lanes.map(\.pausedUntil), r.machine.learntCeilings, r.machine.finished)
+            let (lanes, finished) = room.withLock { r in
+                (
+                    r.machine.scheduler.lanes.map {
+                        LaneLook(
+                            pausedUntil: $0.pausedUntil, inflight: $0.inflight, window: $0.limiter.limit,
+                            rateLimits: $0.rateLimits, acceptedAtLast429: $0.acceptedAtLast429)
+                    }, r.machine.finished
+                )
             }
             guard !finished else { return }
-            let news = worker.shareKeys(
-                pausedUntil: pauses, ceilings: ceilings, now: DispatchTime.now().uptimeNanoseconds)
+            let news = worker.shareKeys(lanes, now: DispatchTime.now().uptimeNanoseconds)
             if !news.isEmpty { deliver(.sharedKey(news)) }
             // A job-wide budget: what every worker spent, also when this one has had no answer for a while.
             if opened.config.limits.maxCost != nil, let spent = try? worker.renewals.jobRow().double("spent") {

@@ -4,12 +4,30 @@ import Dispatch
 /// What a worker last told the store of its keys, and last heard, by route.
 struct KeysHeard {
     var pausedUntil: [Int: UInt64] = [:]
-    var ceiling: [Int: Int] = [:]
     var share: [Int: Int] = [:]
+    var rateLimits: [Int: Int] = [:]
+    /// When this worker last saw the key refuse (or raised its level): the level is looked above after `raiseAfter`
+    /// seconds quiet (30 s at first, doubled each time a look is refused, as a run's own looks are).
+    var quietSince: [Int: UInt64] = [:]
+    var raiseAfter: [Int: Double] = [:]
+    var raisedAt: [Int: UInt64] = [:]
+}
+
+/// One lane as the machine has it, for sharing its key: its pause (uptime), requests out, window, and 429s so far.
+struct LaneLook: Sendable {
+    let pausedUntil: UInt64
+    let inflight: Int
+    let window: Int
+    let rateLimits: Int
+    let acceptedAtLast429: Int
 }
 
 /// A provider key's limits shared by every worker of a store that uses it, whatever its job: a 429 at one worker
-/// pauses all of them for its wait, and the level the key was found to allow is one figure its live workers divide.
+/// pauses all of them for its wait, and the level the key allows is one figure its live workers divide.
+///
+/// The level is learnt when a worker is refused: what the key was then serving over all its workers (each says every
+/// half second what it has out, or what it still had out at its last refusal), never below one each. After 30 s at it without a refusal, a
+/// worker looks one higher for all of them (one look per level, whoever makes it).
 extension StoreWorker {
     /// Names each route's key in the store (a hash of the endpoint and the key, never the key) and registers this
     /// worker as a user of each.
@@ -20,28 +38,50 @@ extension StoreWorker {
         for hash in Set(keyHashes) { try runSide.useKey(hash) }
     }
 
-    /// Publishes this worker's news (a pause its own 429 started, a level it learnt) and returns what the store
-    /// knows beyond it: a longer pause, a new share. `pausedUntil` is each lane's pause (uptime), `ceilings` the
-    /// levels learnt here. On the store queue; a store that cannot be reached tells nothing (renewals say so).
-    func shareKeys(pausedUntil: [UInt64], ceilings: [Int: Int], now: UInt64) -> [SharedKeyNews] {
+    /// Each route's share of its key's level as the store knows it now (nil where none is learnt): the level a new
+    /// worker starts at, rather than looking for it again.
+    func startingShares() -> [Int?] {
+        keyHashes.map { hash in try? renewals.keyState(hash, liveWithin: lease).share }.map { $0 ?? nil }
+    }
+
+    /// Publishes this worker's news (what it has out, a pause its own 429 started, a refusal) and returns what the
+    /// store knows beyond it: a longer pause, a new share. On the store queue; a store that cannot be reached tells
+    /// nothing (renewals say so).
+    func shareKeys(_ lanes: [LaneLook], now: UInt64) -> [SharedKeyNews] {
         var news: [SharedKeyNews] = []
         let slack: UInt64 = 50_000_000
-        for (r, hash) in keyHashes.enumerated() where r < pausedUntil.count {
+        for (r, hash) in keyHashes.enumerated() where r < lanes.count {
+            let lane = lanes[r]
             do throws(ChatBatchError) {
-                if pausedUntil[r] > now, pausedUntil[r] > keysHeard.pausedUntil[r, default: 0] + slack {
-                    try renewals.pauseKey(hash, seconds: Double(pausedUntil[r] - now) / 1e9)
-                    keysHeard.pausedUntil[r] = pausedUntil[r]
+                // Refused since the last look: what the key was still serving here when it refused, else what is out.
+                let refused = lane.rateLimits > keysHeard.rateLimits[r, default: 0]
+                try renewals.sayInflight(hash, refused ? lane.acceptedAtLast429 : lane.inflight)
+                if lane.pausedUntil > now, lane.pausedUntil > keysHeard.pausedUntil[r, default: 0] + slack {
+                    try renewals.pauseKey(hash, seconds: Double(lane.pausedUntil - now) / 1e9)
+                    keysHeard.pausedUntil[r] = lane.pausedUntil
                 }
                 var state = try renewals.keyState(hash, liveWithin: lease)
-                if let ceiling = ceilings[r], ceiling != keysHeard.ceiling[r] {
-                    // Learnt here with the others at work too: the key allows about this much for each of them.
-                    try renewals.learnLimit(hash, ceiling * max(1, state.liveWorkers))
-                    keysHeard.ceiling[r] = ceiling
+                if refused {
+                    // The key was serving what every worker had out when it refused here: that is its level.
+                    keysHeard.rateLimits[r] = lane.rateLimits
+                    keysHeard.quietSince[r] = now
+                    if let raised = keysHeard.raisedAt[r], now &- raised < 5_000_000_000 {
+                        keysHeard.raiseAfter[r] = min(3600, keysHeard.raiseAfter[r, default: 30] * 2)
+                    }
+                    try renewals.learnLimit(hash, max(state.liveWorkers, state.inflight))
+                    state = try renewals.keyState(hash, liveWithin: lease)
+                } else if let level = state.learnedLimit, state.pausedFor == 0,
+                    Double(now &- keysHeard.quietSince[r, default: now]) / 1e9 > keysHeard.raiseAfter[r, default: 30]
+                {
+                    try renewals.raiseLimit(hash, from: level)
+                    keysHeard.quietSince[r] = now
+                    keysHeard.raisedAt[r] = now
                     state = try renewals.keyState(hash, liveWithin: lease)
                 }
+                if keysHeard.quietSince[r] == nil { keysHeard.quietSince[r] = now }
                 let pauseEnd = now + UInt64(state.pausedFor * 1e9)
-                let longer =
-                    state.pausedFor > 0 && pauseEnd > max(pausedUntil[r], keysHeard.pausedUntil[r, default: 0]) + slack
+                let known = max(lane.pausedUntil, keysHeard.pausedUntil[r, default: 0])
+                let longer = state.pausedFor > 0 && pauseEnd > known + slack
                 if longer { keysHeard.pausedUntil[r] = pauseEnd }
                 let newShare = state.share.flatMap { $0 == keysHeard.share[r] ? nil : $0 }
                 if let newShare { keysHeard.share[r] = newShare }

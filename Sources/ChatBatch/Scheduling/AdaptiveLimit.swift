@@ -44,6 +44,8 @@ struct AdaptiveLimit: Sendable {
     /// (a request sent above it can still succeed, answered before the server counted it).
     private var concurrencyConfirmed = false
     static let disproof = 3
+    /// The level comes from the workers of a store together (`adopt`): looking higher is theirs to do, as one.
+    private var shared = false
 
     init(maximum: Int, adaptive: Bool, remembered: Int? = nil) {
         self.maximum = maximum
@@ -72,6 +74,21 @@ struct AdaptiveLimit: Sendable {
         }
     }
 
+    /// The level the key allows this run, learnt elsewhere (its share of what the workers of a store learnt together):
+    /// it becomes the ceiling and the limit, up or down; this run's own 429s can still cut below it.
+    mutating func adopt(_ level: Int) {
+        guard adaptive else { return }
+        throttled = true
+        shared = true
+        probing = false
+        atCeilingSince = nil
+        ceiling = max(1, level)
+        limit = min(maximum, ceiling)
+        lowest = min(lowest, limit)
+        lastCut = nil
+        epoch += 1
+    }
+
     /// A success at `now` for a request sent when `inflight` requests (itself included) were out at this provider.
     mutating func succeeded(now: UInt64, inflight: Int = 0) {
         guard adaptive else { return }
@@ -98,6 +115,7 @@ struct AdaptiveLimit: Sendable {
             return
         }
         if limit >= ceiling {
+            if shared { return }
             let since = atCeilingSince ?? now
             atCeilingSince = since
             if Double(now &- since) / 1e9 >= probeAfter {

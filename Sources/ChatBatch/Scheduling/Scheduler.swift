@@ -317,6 +317,7 @@ struct Scheduler: Sendable {
     mutating func rateLimited(_ job: ScheduledJob, wait: Double?, hint: RateLimitHint?, now: UInt64) -> Double {
         let r = job.route
         lanes[r].rateLimits += 1
+        lanes[r].acceptedAtLast429 = lanes[r].inflight
         let since = lanes[r].rateLimitedSince ?? now
         lanes[r].rateLimitedSince = since
         lanes[r].heard(hint, now: now)
