@@ -37,7 +37,7 @@ struct PostgresFleetTests {
     }
 
     func worker(_ scratch: Scratch, log: String) throws -> Process {
-        FileManager.default.createFile(atPath: scratch.file(log), contents: nil)
+        _ = FileManager.default.createFile(atPath: scratch.file(log), contents: nil)
         return try launch(
             chatbatchBinary(), ["run", scratch.file("job.yaml"), "--quiet"], environment: try environment,
             stderr: FileHandle(forWritingAtPath: scratch.file(log)))

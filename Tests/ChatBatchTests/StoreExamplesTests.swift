@@ -82,7 +82,7 @@ struct StoreExamplesTests {
             "CHATBATCH_STORE": "postgres://\(PostgresServer.user)@127.0.0.1:\(server.port)/postgres",
             "PGPASSWORD": server.password, "CHATBATCH_JOB": "slurm-\(UUID().uuidString.prefix(8))"
         ]
-        FileManager.default.createFile(atPath: scratch.file("task0.log"), contents: nil)
+        _ = FileManager.default.createFile(atPath: scratch.file("task0.log"), contents: nil)
         let tasks = try (0..<3).map { i in
             // As slurmstepd starts a task: its own session, and the test process's blocked signals cleared.
             try launch(

@@ -14,7 +14,7 @@ import Foundation
 /// shared.
 final class PostgresConnection: @unchecked Sendable {
     let address: PostgresAddress
-    private let handle: OpaquePointer
+    let handle: OpaquePointer
     /// The SQLSTATE of the last statement that failed (`40001`, a serialization failure, is worth running again).
     private(set) var lastState: String? = nil
 
@@ -138,6 +138,23 @@ final class PostgresConnection: @unchecked Sendable {
         guard status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK || status == PGRES_EMPTY_QUERY else {
             throw failure(sql, result)
         }
+    }
+
+    /// Starts a `COPY … FROM STDIN`: the server waits for its data (`PQputCopyData`, then `PQputCopyEnd`).
+    func begin(_ copy: String) throws(ChatBatchError) {
+        guard let result = PQexec(handle, copy) else { throw failure(copy, nil) }
+        defer { PQclear(result) }
+        guard PQresultStatus(result) == PGRES_COPY_IN else { throw failure(copy, result) }
+    }
+
+    /// Reads what the server said of a `COPY`'s data, to its last result.
+    func end(_ copy: String) throws(ChatBatchError) {
+        var failed: ChatBatchError? = nil
+        while let result = PQgetResult(handle) {
+            if PQresultStatus(result) != PGRES_COMMAND_OK, failed == nil { failed = failure(copy, result) }
+            PQclear(result)
+        }
+        if let failed { throw failed }
     }
 
     /// Runs `body` inside `BEGIN … COMMIT`; rolls back and rethrows the first error if anything fails.

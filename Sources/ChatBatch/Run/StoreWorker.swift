@@ -54,7 +54,8 @@ final class StoreWorker: @unchecked Sendable {
         gethostname(&host, host.count)
         let registered = try PostgresWorkQueue(
             connection: try PostgresConnection(address), job: name, fingerprint: fingerprint,
-            host: String(cString: host), pid: Int(getpid()), concurrency: config.concurrency)
+            host: String(decoding: host.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self),
+            pid: Int(getpid()), concurrency: config.concurrency)
         runSide = registered
         renewals = try PostgresWorkQueue(sibling: registered)
         source = StoreLineSource(queue: try PostgresWorkQueue(sibling: registered), lease: config.files.leaseSeconds)
