@@ -137,6 +137,7 @@ struct PostgresFleetTests {
         try server.start()
         w.waitUntilExit()
         #expect(w.terminationStatus == 0, "\(scratch.text("w1.log"))")
+        #expect(FileManager.default.fileExists(atPath: scratch.file("out.jsonl")), "\(scratch.text("w1.log"))")
         try expectExactlyOnce(scratch, ids: (1...n).map { String(format: "p%04d", $0) }, gateway: g, checkpoints: [])
         #expect(scratch.lines("out.errors.jsonl").isEmpty)
         #expect(scratch.text("w1.log").contains("cannot be reached"), "\(scratch.text("w1.log"))")

@@ -140,6 +140,28 @@ struct PostgresWorkQueueTests {
         }
     }
 
+    /// A worker's turn is one statement: outcomes kept and sends allowed only under a held lease, the job's spend
+    /// added in the same commit.
+    @Test func aTurnKeepsOnlyWhatItsLeasesHoldAndAddsTheSpend() throws {
+        let name = "job-\(UUID().uuidString)"
+        let a = try Self.worker(name), b = try Self.worker(name)
+        try a.load(Self.lines(4), last: true)
+        let held = try a.claim(limit: 4, lease: 60)
+        try Self.expireLeases(a)
+        let taken = try b.claim(limit: 2, lease: 60)  // lines 1 and 2 are b's now; 3 and 4 are a's, expired
+        #expect(taken.map(\.line) == [1, 2])
+        let late = try a.turn(
+            outcomes: [LineOutcome(claim: held[0], result: [1], failed: false, cost: 0.5)], unsent: [],
+            leaving: [held[2]])
+        #expect(late == TurnRecord(), "a lost lease keeps nothing; an expired one sends nothing")
+        let record = try b.turn(
+            outcomes: [
+                LineOutcome(claim: taken[0], result: Array("ok".utf8), failed: false, promptTokens: 3, cost: 0.25)
+            ], unsent: [], leaving: [taken[1]])
+        #expect(record.kept == [1] && record.allowed == [2] && record.spent == 0.25)
+        #expect(try b.counts()["done"] == 1 && b.totals().prompt == 3)
+    }
+
     @Test func aStoreAtSchemaOneIsUpgradedInPlaceWithItsJobs() throws {
         let server = try Self.shared.get()
         let admin = try PostgresConnection(PostgresAddress(server.url()))

@@ -32,7 +32,7 @@ final class StoreLineSource: LineSource, @unchecked Sendable {
     /// The next claimed line; nil once the job has no line left for this worker (or it was cancelled).
     func next() throws(ChatBatchError) -> RawLine? {
         while readyHead == ready.count {
-            ready = try patiently { () throws(ChatBatchError) in try queue.claim(limit: claimSize, lease: lease) }
+            ready = try patiently { () throws(ChatBatchError) in try claimNext() }
             readyHead = 0
             if !ready.isEmpty { break }
             let state = try patiently { () throws(ChatBatchError) in try queue.openElsewhere() }
@@ -44,6 +44,20 @@ final class StoreLineSource: LineSource, @unchecked Sendable {
         readyHead += 1
         held.withLock { $0[claimed.line] = claimed }
         return RawLine(number: claimed.line, bytes: claimed.request, oversize: claimed.oversize)
+    }
+
+    /// Where this worker's next look for queued lines starts: after its last claim. A look that finds nothing starts
+    /// over from the first line (lines given back by a worker that stopped lie behind it).
+    private var claimFrom = 0
+
+    private func claimNext() throws(ChatBatchError) -> [ClaimedLine] {
+        var claimed = try queue.claim(limit: claimSize, lease: lease, from: claimFrom)
+        if claimed.isEmpty && claimFrom > 0 {
+            claimFrom = 0
+            claimed = try queue.claim(limit: claimSize, lease: lease, from: 0)
+        }
+        if let last = claimed.last { claimFrom = max(claimFrom, last.line + 1) }
+        return claimed
     }
 
     /// A statement tried again while the store cannot be reached, for up to a lease's length: an outage of the
@@ -62,7 +76,7 @@ final class StoreLineSource: LineSource, @unchecked Sendable {
     /// feed hands over what it has read first.
     func hasLineNow() throws(ChatBatchError) -> Bool {
         if readyHead < ready.count { return true }
-        ready = try patiently { () throws(ChatBatchError) in try queue.claim(limit: claimSize, lease: lease) }
+        ready = try patiently { () throws(ChatBatchError) in try claimNext() }
         readyHead = 0
         return !ready.isEmpty
     }

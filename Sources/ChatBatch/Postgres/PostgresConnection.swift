@@ -65,8 +65,19 @@ final class PostgresConnection: @unchecked Sendable {
         try settle()
     }
 
-    /// Session settings this wrapper reads values by: `bytea` in hex (a database may default to `escape`).
-    private func settle() throws(ChatBatchError) { try execute("SET bytea_output = hex") }
+    /// Session settings this wrapper reads values by (`bytea` in hex: a database may default to `escape`), and those
+    /// its user asked to keep (`keep`), set again on every new connection.
+    private func settle() throws(ChatBatchError) {
+        try execute("SET bytea_output = hex")
+        for setting in kept { try execute(setting) }
+    }
+
+    /// Settings (`SET …`) applied now and again after every reconnection.
+    private var kept: [String] = []
+    func keep(_ setting: String) throws(ChatBatchError) {
+        kept.append(setting)
+        try execute(setting)
+    }
 
     deinit { PQfinish(handle) }
 
@@ -96,7 +107,9 @@ final class PostgresConnection: @unchecked Sendable {
             do {
                 return try body()
             } catch {
-                guard !isUp, DispatchTime.now().uptimeNanoseconds < deadline else { throw error }
+                guard error.code == .storeUnreachable, DispatchTime.now().uptimeNanoseconds < deadline else {
+                    throw error
+                }
                 if !told { outage(error) }
                 told = true
                 usleep(UInt32(wait * 1e6))
@@ -177,7 +190,8 @@ final class PostgresConnection: @unchecked Sendable {
         lastState = state
         let message = address.scrub(Self.trimmed(PQerrorMessage(handle)))
         let what = sql.split(whereSeparator: \.isNewline).first.map { String($0.prefix(60)) } ?? ""
-        if !isUp || state.map({ $0.hasPrefix("08") || $0 == "57P01" || $0 == "57P02" || $0 == "57P03" }) == true {
+        // No SQLSTATE at all: libpq itself failed (the server went away mid-statement), whatever PQstatus says yet.
+        if !isUp || state.map({ $0.hasPrefix("08") || $0 == "57P01" || $0 == "57P02" || $0 == "57P03" }) ?? true {
             return ChatBatchError(
                 .storeUnreachable,
                 "store \(address): the connection was lost (\(message)). Nothing committed is lost; run the same "

@@ -24,6 +24,10 @@ enum PostgresSchema {
         ALTER TABLE chatbatch_lines ADD COLUMN IF NOT EXISTS cost float8 NOT NULL DEFAULT 0;
         ALTER TABLE chatbatch_key_users ADD COLUMN IF NOT EXISTS inflight integer NOT NULL DEFAULT 0;
         ALTER TABLE chatbatch_keys ADD COLUMN IF NOT EXISTS learned_at timestamptz;
+        CREATE INDEX IF NOT EXISTS chatbatch_lines_leased ON chatbatch_lines (leased_by) WHERE state = 'leased';
+        CREATE INDEX IF NOT EXISTS chatbatch_lines_queued ON chatbatch_lines (job, line) WHERE state = 'queued';
+        CREATE INDEX IF NOT EXISTS chatbatch_lines_expiring ON chatbatch_lines (job, lease_expires)
+            WHERE state = 'leased';
         """
 
     static let create = """
@@ -61,6 +65,9 @@ enum PostgresSchema {
         CREATE INDEX IF NOT EXISTS chatbatch_lines_open ON chatbatch_lines (job, line)
             WHERE state IN ('queued', 'leased');
         CREATE INDEX IF NOT EXISTS chatbatch_lines_leased ON chatbatch_lines (leased_by) WHERE state = 'leased';
+        CREATE INDEX IF NOT EXISTS chatbatch_lines_queued ON chatbatch_lines (job, line) WHERE state = 'queued';
+        CREATE INDEX IF NOT EXISTS chatbatch_lines_expiring ON chatbatch_lines (job, lease_expires)
+            WHERE state = 'leased';
         CREATE SEQUENCE IF NOT EXISTS chatbatch_lease_tokens;
         CREATE TABLE IF NOT EXISTS chatbatch_workers (
             id bigserial PRIMARY KEY,

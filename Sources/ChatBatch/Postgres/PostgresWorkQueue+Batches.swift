@@ -9,73 +9,70 @@ struct LineOutcome: Sendable {
     var cost = 0.0
 }
 
-/// The statements a running worker makes once per turn, for every line of the turn at once: one round trip for the
-/// claims that are about to leave, one for the outcomes. Each is fenced as the single-line ones are: a line changes
-/// only while the lease named by its token is held.
+/// What the store kept of one turn: the outcomes kept, the lines that may be sent, and the job's spend when the
+/// turn added to it.
+struct TurnRecord: Sendable, Equatable {
+    var kept: Set<Int> = []
+    var allowed: Set<Int> = []
+    var spent: Double? = nil
+}
+
+/// The statement a running worker makes once per turn, for every line of the turn at once: one round trip, one
+/// commit. Each change is fenced as the single-line statements are: a line changes only while the lease named by
+/// its token is held.
 extension PostgresWorkQueue {
-    /// Records that these lines' requests are about to leave (committed before they do). Returns the lines whose
-    /// lease still holds: the others must not be sent (another worker has them, or will).
-    func sending(_ claims: [ClaimedLine]) throws(ChatBatchError) -> Set<Int> {
-        guard !claims.isEmpty else { return [] }
-        return try fencedBatch(
-            "in_flight = true", claims, extra: [], also: "l.lease_expires > now()")
-    }
-
-    /// Commits these lines' outcomes (their output lines; `failed` for the errors file). Returns the lines whose
-    /// outcome was kept; another worker holds the others now, and their outcomes are not kept.
-    func finish(_ outcomes: [LineOutcome]) throws(ChatBatchError) -> Set<Int> {
-        guard !outcomes.isEmpty else { return [] }
-        return try fencedBatch(
-            """
-            state = CASE WHEN v.failed THEN 'failed' ELSE 'done' END, result = v.result, in_flight = false,
-                lease_token = NULL, leased_by = NULL, lease_expires = NULL, finished_at = now(),
-                prompt_tokens = l.prompt_tokens + v.prompt, completion_tokens = l.completion_tokens + v.completion,
-                cost = l.cost + v.cost
-            """, outcomes.map(\.claim),
-            extra: [
-                ("bytea", Self.array(outcomes.map { $0.result.postgresHex })),
-                ("boolean", Self.array(outcomes.map { $0.failed ? "true" : "false" })),
-                ("bigint", Self.array(outcomes.map { String($0.promptTokens) })),
-                ("bigint", Self.array(outcomes.map { String($0.completionTokens) })),
-                ("float8", Self.array(outcomes.map { String($0.cost) }))
-            ], names: ["result", "failed", "prompt", "completion", "cost"])
-    }
-
-    /// Adds `cost` to what the job has spent (in the transaction that commits the outcomes that cost it); returns
-    /// the job's total.
-    func addSpent(_ cost: Double) throws(ChatBatchError) -> Double {
-        try connection.rows(
-            "UPDATE chatbatch_jobs SET spent = spent + $2 WHERE id = $1 RETURNING spent", [String(job), String(cost)]
-        )[0].double("spent") ?? 0
-    }
-
-    /// These lines' requests never left after all (the run stopped first): no longer on the wire.
-    func unsent(_ claims: [ClaimedLine]) throws(ChatBatchError) {
-        guard !claims.isEmpty else { return }
-        _ = try fencedBatch("in_flight = false", claims, extra: [])
-    }
-
-    /// `set` on every line of `claims` whose lease is held, in one statement; `extra` are more arrays (type and
-    /// literal) joined to each line as `v.<name>`.
-    private func fencedBatch(
-        _ set: String, _ claims: [ClaimedLine], extra: [(type: String, array: String)], names: [String] = [],
-        also condition: String = "true"
-    ) throws(ChatBatchError) -> Set<Int> {
-        var columns = ["line", "token"]
-        var arrays = ["$2::bigint[]", "$3::bigint[]"]
-        for (i, e) in extra.enumerated() {
-            columns.append(names[i])
-            arrays.append("$\(i + 4)::\(e.type)[]")
-        }
+    /// Commits one turn: `outcomes` (kept while their leases hold; their cost added to the job's spend), `unsent`
+    /// (requests that never left after all) and `leaving` (requests about to leave, recorded before they do; a line
+    /// whose lease lapsed, even one no one has claimed again, must not be sent).
+    func turn(outcomes: [LineOutcome], unsent: [ClaimedLine], leaving: [ClaimedLine]) throws(ChatBatchError)
+        -> TurnRecord
+    {
+        if outcomes.isEmpty && unsent.isEmpty && leaving.isEmpty { return TurnRecord() }
+        let lines = { (claims: [ClaimedLine]) in Self.array(claims.map { String($0.line) }) }
+        let tokens = { (claims: [ClaimedLine]) in Self.array(claims.map { String($0.token) }) }
+        let fenced = "l.job = $1 AND l.line = v.line AND l.lease_token = v.token AND l.state = 'leased'"
         let rows = try connection.rows(
             """
-            UPDATE chatbatch_lines AS l SET \(set)
-            FROM unnest(\(arrays.joined(separator: ", "))) AS v(\(columns.joined(separator: ", ")))
-            WHERE l.job = $1 AND l.line = v.line AND l.lease_token = v.token AND l.state = 'leased' AND \(condition)
-            RETURNING l.line
+            WITH fin AS (
+                UPDATE chatbatch_lines AS l SET state = CASE WHEN v.failed THEN 'failed' ELSE 'done' END,
+                    result = v.result, in_flight = false, lease_token = NULL, leased_by = NULL, lease_expires = NULL,
+                    finished_at = now(), prompt_tokens = l.prompt_tokens + v.prompt,
+                    completion_tokens = l.completion_tokens + v.completion, cost = l.cost + v.cost
+                FROM unnest($2::bigint[], $3::bigint[], $4::bytea[], $5::boolean[], $6::bigint[], $7::bigint[],
+                    $8::float8[]) AS v(line, token, result, failed, prompt, completion, cost)
+                WHERE \(fenced) RETURNING l.line, v.cost),
+            spend AS (
+                UPDATE chatbatch_jobs SET spent = spent + (SELECT sum(cost) FROM fin)
+                WHERE id = $1 AND (SELECT coalesce(sum(cost), 0) FROM fin) > 0 RETURNING spent),
+            gone AS (
+                UPDATE chatbatch_lines AS l SET in_flight = false
+                FROM unnest($9::bigint[], $10::bigint[]) AS v(line, token) WHERE \(fenced) RETURNING l.line),
+            sent AS (
+                UPDATE chatbatch_lines AS l SET in_flight = true
+                FROM unnest($11::bigint[], $12::bigint[]) AS v(line, token)
+                WHERE \(fenced) AND l.lease_expires > now() RETURNING l.line)
+            SELECT 'kept' AS what, line, NULL::float8 AS spent FROM fin
+            UNION ALL SELECT 'sent', line, NULL FROM sent
+            UNION ALL SELECT 'spent', NULL, spent FROM spend
+            UNION ALL SELECT 'gone', count(*), NULL FROM gone
             """,
-            [String(job), Self.array(claims.map { String($0.line) }), Self.array(claims.map { String($0.token) })]
-                + extra.map(\.array))
-        return Set(rows.compactMap { $0.int("line") })
+            [
+                String(job), lines(outcomes.map(\.claim)), tokens(outcomes.map(\.claim)),
+                Self.array(outcomes.map { $0.result.postgresHex }),
+                Self.array(outcomes.map { $0.failed ? "true" : "false" }),
+                Self.array(outcomes.map { String($0.promptTokens) }),
+                Self.array(outcomes.map { String($0.completionTokens) }), Self.array(outcomes.map { String($0.cost) }),
+                lines(unsent), tokens(unsent), lines(leaving), tokens(leaving)
+            ])
+        var record = TurnRecord()
+        for row in rows {
+            switch row["what"] {
+            case "kept": row.int("line").map { record.kept.insert($0) }
+            case "sent": row.int("line").map { record.allowed.insert($0) }
+            case "spent": record.spent = row.double("spent")
+            default: continue
+            }
+        }
+        return record
     }
 }

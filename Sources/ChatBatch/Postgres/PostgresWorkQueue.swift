@@ -139,10 +139,10 @@ final class PostgresWorkQueue: @unchecked Sendable {
     }
 
     /// Loads input lines (numbered from 1) in one transaction with how far the input is now loaded (`through`, or
-    /// the last line given), and (`last`) that it is whole. Lines are loaded once each, past `lines_loaded`.
+    /// the last line given), and (`last`) that it is whole. A line already there is left as it is.
     func load(_ lines: [InputLineRecord], through: Int = 0, last: Bool) throws(ChatBatchError) {
         try connection.inTransaction { () throws(ChatBatchError) in
-            // Loading resumes after the last committed batch, so no line is there twice: COPY, the fastest way in.
+            // COPY, the fastest way in: no statement per line, the bytes as they are.
             if !lines.isEmpty {
                 var rows = PostgresCopyRows()
                 for line in lines {
@@ -153,8 +153,20 @@ final class PostgresWorkQueue: @unchecked Sendable {
                     rows.bytea(line.request)
                     rows.bigint(line.oversize)
                 }
+                // Into a scratch table first: a line already there (a loader that died after its COPY reached the
+                // server) is left as it is.
+                try connection.execute(
+                    """
+                    CREATE TEMP TABLE IF NOT EXISTS chatbatch_loading
+                        (job bigint, line bigint, custom_id text, request bytea, oversize bigint) ON COMMIT DELETE ROWS
+                    """)
                 try connection.copy(
-                    "COPY chatbatch_lines (job, line, custom_id, request, oversize) FROM STDIN (FORMAT binary)", rows)
+                    "COPY chatbatch_loading (job, line, custom_id, request, oversize) FROM STDIN (FORMAT binary)", rows)
+                try connection.execute(
+                    """
+                    INSERT INTO chatbatch_lines (job, line, custom_id, request, oversize)
+                    SELECT job, line, custom_id, request, oversize FROM chatbatch_loading ON CONFLICT (job, line) DO NOTHING
+                    """)
             }
             try connection.rows(
                 "UPDATE chatbatch_jobs SET lines_loaded = greatest(lines_loaded, $2), loaded = loaded OR $3 WHERE id = $1",
@@ -164,22 +176,29 @@ final class PostgresWorkQueue: @unchecked Sendable {
 
     // MARK: claims and leases
 
-    /// Claims up to `limit` lines, queued or with an expired lease, in line order, each under a new lease of
-    /// `lease` seconds. Never waits for another claimer (`SKIP LOCKED`).
-    func claim(limit: Int, lease: Double) throws(ChatBatchError) -> [ClaimedLine] {
+    /// Claims up to `limit` lines, those whose lease expired first, then queued ones from line `from` on (a worker
+    /// passes the line after its last claim: the index is not walked again over the lines claimed since the job
+    /// began, which linger in it until vacuumed), in line order, each under a new lease of `lease` seconds. Never
+    /// waits for another claimer (`SKIP LOCKED`).
+    func claim(limit: Int, lease: Double, from: Int = 0) throws(ChatBatchError) -> [ClaimedLine] {
         let rows = try connection.rows(
             """
-            WITH picked AS (
+            WITH expired AS (
                 SELECT line, in_flight AS was_in_flight FROM chatbatch_lines
-                WHERE job = $1 AND (state = 'queued' OR (state = 'leased' AND lease_expires < now()))
-                ORDER BY line LIMIT $2 FOR UPDATE SKIP LOCKED)
+                WHERE job = $1 AND state = 'leased' AND lease_expires < now()
+                ORDER BY line LIMIT $2 FOR UPDATE SKIP LOCKED),
+            queued AS (
+                SELECT line, in_flight AS was_in_flight FROM chatbatch_lines
+                WHERE job = $1 AND state = 'queued' AND line >= $5
+                ORDER BY line LIMIT $2 FOR UPDATE SKIP LOCKED),
+            picked AS (SELECT * FROM expired UNION ALL SELECT * FROM queued ORDER BY line LIMIT $2)
             UPDATE chatbatch_lines AS l SET state = 'leased', lease_token = nextval('chatbatch_lease_tokens'),
                 leased_by = $3, lease_expires = now() + make_interval(secs => $4), in_flight = false,
                 claims = l.claims + 1, resent_after_crash = l.resent_after_crash + picked.was_in_flight::int
             FROM picked WHERE l.job = $1 AND l.line = picked.line
             RETURNING l.line, l.custom_id, l.request, l.oversize, l.lease_token, picked.was_in_flight
             """,
-            [String(job), String(limit), String(worker), String(lease)])
+            [String(job), String(limit), String(worker), String(lease), String(from)])
         return rows.map {
             ClaimedLine(
                 line: $0.int("line")!, customID: $0["custom_id"], request: $0.bytes("request") ?? [],

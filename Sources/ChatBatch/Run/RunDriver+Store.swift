@@ -2,6 +2,20 @@ import Dispatch
 
 /// What a run does as one worker of a job in a PostgreSQL store (`--store`), beyond a run on a checkpoint file.
 extension RunDriver {
+    /// Carries out what recording a group of turns in the store decided, on the run queue: the requests leave, and
+    /// the machine hears of lost lines, the job's spend, or a store that cannot be written (nothing then leaves).
+    func storeRecorded(_ record: StoreRecord) {
+        queue.async { [self] in
+            if !record.sends.isEmpty { send(record.sends) }
+            if !record.lost.isEmpty { turn(.leaseLost(record.lost)) }
+            if opened.config.limits.maxCost != nil, let spent = record.spent { turn(.jobSpent(spent)) }
+            if let failure = record.failure {
+                turn(.notSent(record.notSent))
+                turn(.writeFailed(failure.message, outputOnly: false))
+            }
+        }
+    }
+
     /// Every half second, on the store queue: tells the store of this worker's keys and hands the machine what
     /// the other workers made known (a pause, a share of the key's level), until the run finishes.
     func shareKeys(_ worker: StoreWorker) {
@@ -41,6 +55,10 @@ extension RunDriver {
                     "chatbatch: job '\(worker.name)' is complete, but its outputs could not be written (\(error)); "
                         + "`chatbatch export \(worker.address) --job-name \(worker.name)` writes them")
             }
+        } else if let open = worker.openLines, open > 0 {
+            log(
+                "chatbatch: job '\(worker.name)' has \(open) lines still open in the store (held by other workers, or "
+                    + "given back); run a worker again to finish them")
         }
         worker.removeFolder()
     }

@@ -98,6 +98,7 @@ final class RunDriver: Sendable {
             deliver(.control(opened.controlsForThisRun))
         }
         if let worker = opened.storeWorker {
+            worker.recorded = { [self] in storeRecorded($0) }
             worker.startRenewing(log: log)
             shareKeys(worker)
         }
@@ -114,7 +115,7 @@ final class RunDriver: Sendable {
         queue.async { self.turn(event) }
     }
 
-    private func turn(_ event: RunEvent) {
+    func turn(_ event: RunEvent) {
         dispatchPrecondition(condition: .onQueue(queue))
         var pending = [event]
         while !pending.isEmpty {
@@ -127,11 +128,14 @@ final class RunDriver: Sendable {
     /// Does what one turn decided; returns the events its outcome makes (a failed commit).
     private func perform(_ actions: [RunAction], writer: CheckpointWriter) -> [RunEvent] {
         var ops: [CheckpointOp] = []
-        var sends: [ScheduledJob] = []
+        let sends: [ScheduledJob] = actions.compactMap {
+            if case .send(let job) = $0 { return job }
+            return nil
+        }
         for action in actions {
             switch action {
             case .record(let op): ops.append(op)
-            case .send(let job): sends.append(job)
+            case .send: continue
             case .store(let entry): opened.cacheWriter?.submit(entry)
             case .readInput(let limit): read(limit)
             case .wake(let at): queue.asyncAfter(deadline: DispatchTime(uptimeNanoseconds: at)) { self.turn(.timer) }
@@ -149,21 +153,6 @@ final class RunDriver: Sendable {
             }
         }
         var events: [RunEvent] = []
-        if let worker = opened.storeWorker, !ops.isEmpty {
-            do {
-                let lost = try worker.mirror(ops, sends: sends, log: log)
-                // The job's spend as of this turn: the budget holds for the job, not for this worker.
-                if opened.config.limits.maxCost != nil, let spent = worker.jobSpent { events.append(.jobSpent(spent)) }
-                if !lost.isEmpty {
-                    let gone = Set(lost.map(\.request.line))
-                    sends.removeAll { gone.contains($0.request.line) }
-                    events.append(.leaseLost(lost))
-                }
-            } catch {
-                // The store holds none of this turn: its requests must not leave.
-                return [.notSent(sends), .writeFailed(error.message, outputOnly: false)]
-            }
-        }
         if !ops.isEmpty {
             switch writer.commit(ops) {
             case .committed: break
@@ -173,11 +162,17 @@ final class RunDriver: Sendable {
                 return [.notSent(sends), .writeFailed(error.message, outputOnly: false)]
             }
         }
-        if !sends.isEmpty { send(sends) }
+        if let worker = opened.storeWorker {
+            // The store records the turn (with the turns that came while it recorded the last) before its requests
+            // leave: they are sent from `storeRecorded`, on the run queue.
+            if !ops.isEmpty || !sends.isEmpty { worker.submit(ops, sends) }
+        } else if !sends.isEmpty {
+            send(sends)
+        }
         return events
     }
 
-    private func send(_ jobs: [ScheduledJob]) {
+    func send(_ jobs: [ScheduledJob]) {
         let startedAt = Date().timeIntervalSince1970
         let calls = opened.calls
         transport.submit(

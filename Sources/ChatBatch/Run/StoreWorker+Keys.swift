@@ -26,8 +26,9 @@ struct LaneLook: Sendable {
 /// pauses all of them for its wait, and the level the key allows is one figure its live workers divide.
 ///
 /// The level is learnt when a worker is refused: what the key was then serving over all its workers (each says every
-/// half second what it has out, or what it still had out at its last refusal), never below one each. After 30 s at it without a refusal, a
-/// worker looks one higher for all of them (one look per level, whoever makes it).
+/// half second what it has out, or what it still had out at its last refusal), never below one each. After 30 s at
+/// it without a refusal, a worker looks one higher for all of them (one look per level, whoever makes it), less
+/// often each time a look is refused.
 extension StoreWorker {
     /// Names each route's key in the store (a hash of the endpoint and the key, never the key) and registers this
     /// worker as a user of each.

@@ -3,6 +3,18 @@ import Dispatch
 import Foundation
 import Synchronization
 
+/// What came of recording a group of turns in the store.
+struct StoreRecord: Sendable {
+    /// The requests that may leave now.
+    var sends: [ScheduledJob]
+    /// Requests whose lines this worker no longer holds, and requests that must not leave (nothing was recorded).
+    var lost: [ScheduledJob] = []
+    var notSent: [ScheduledJob] = []
+    /// The job's spend after these turns (when they added to it), and why nothing could be recorded.
+    var spent: Double? = nil
+    var failure: ChatBatchError? = nil
+}
+
 /// One worker of a job held in a PostgreSQL store (`--store`): any number of them, on any machines, run one job.
 ///
 /// The store holds the job: its lines, who holds which (a lease renewed here every third of its length), and every
@@ -33,10 +45,21 @@ final class StoreWorker: @unchecked Sendable {
     /// worker last published and heard of each (store queue only).
     var keyHashes: [String] = []
     var keysHeard = KeysHeard()
-    /// Claims whose requests are on the wire, by custom_id (run queue only).
+    /// Where each turn's changes are recorded in the store, one statement for every turn that came meanwhile.
+    let recordQueue = DispatchQueue(label: "chatbatch.store.record")
+    /// Turns waiting for the record queue, and whether it is at work on them.
+    private let waiting = Mutex<(turns: [(ops: [CheckpointOp], sends: [ScheduledJob])], busy: Bool)>(([], false))
+    /// What the run does once a group of turns is recorded (set by the driver): send what may leave, and hear of
+    /// lines lost, the job's spend, or a store that cannot be written.
+    var recorded: (@Sendable (StoreRecord) -> Void)? = nil
+    /// Claims whose requests are on the wire, by custom_id (record queue only).
     private var onWire: [String: ClaimedLine] = [:]
     /// What the whole job has spent, as of this worker's last outcome (run queue only; nil until then).
     private(set) var jobSpent: Double? = nil
+    /// Lines of the job still open in the store when this worker stopped.
+    private(set) var openLines: Int? = nil
+    /// Said to the run (the driver's `log`).
+    private let log: @Sendable (String) -> Void
     /// Where the job's results and errors files go when a worker finds the job complete (the user's paths).
     private(set) var results = "", errors = ""
     /// Outcomes another worker's claim replaced (this worker lost the lease first), said once and counted.
@@ -45,6 +68,7 @@ final class StoreWorker: @unchecked Sendable {
     /// Connects to the store, registers this worker on the job `config.files.jobName` (checking that a job loaded
     /// before was loaded from this input, when this worker has it) and makes the private folder.
     init(_ config: RunConfiguration, store: String, log: @escaping @Sendable (String) -> Void) throws(ChatBatchError) {
+        self.log = log
         address = try PostgresAddress(store)
         name = config.files.jobName
         lease = config.files.leaseSeconds
@@ -58,7 +82,10 @@ final class StoreWorker: @unchecked Sendable {
             pid: Int(getpid()), concurrency: config.concurrency)
         runSide = registered
         renewals = try PostgresWorkQueue(sibling: registered)
-        source = StoreLineSource(queue: try PostgresWorkQueue(sibling: registered), lease: config.files.leaseSeconds)
+        // A claim a quarter of the worker's concurrency at a time (16 at least): few round trips, few lines held idle.
+        source = StoreLineSource(
+            queue: try PostgresWorkQueue(sibling: registered), claimSize: min(256, max(16, config.concurrency / 4)),
+            lease: config.files.leaseSeconds)
         let base = ProcessInfo.processInfo.environment["TMPDIR"].flatMap { $0.isEmpty ? nil : $0 } ?? "/tmp"
         var template = Array((base + "/chatbatch-worker-XXXXXX").utf8CString)
         guard let made = mkdtemp(&template) else {
@@ -119,6 +146,42 @@ final class StoreWorker: @unchecked Sendable {
         }
     }
 
+    /// Hands one turn's changes (and the requests that may leave once they are recorded) to the record queue.
+    func submit(_ ops: [CheckpointOp], _ sends: [ScheduledJob]) {
+        let start = waiting.withLock { w -> Bool in
+            w.turns.append((ops, sends))
+            defer { w.busy = true }
+            return !w.busy
+        }
+        if start { recordQueue.async { self.recordWaiting() } }
+    }
+
+    /// Records every waiting turn in one statement, and says what came of it, until none is waiting.
+    private func recordWaiting() {
+        while true {
+            let turns = waiting.withLock { w -> [(ops: [CheckpointOp], sends: [ScheduledJob])] in
+                defer { w.turns = [] }
+                if w.turns.isEmpty { w.busy = false }
+                return w.turns
+            }
+            if turns.isEmpty { return }
+            let sends = turns.flatMap(\.sends)
+            var record = StoreRecord(sends: sends)
+            do {
+                let lost = try mirror(turns.flatMap(\.ops), sends: sends, log: log)
+                let gone = Set(lost.map(\.request.line))
+                record.sends = sends.filter { !gone.contains($0.request.line) }
+                record.lost = lost
+                record.spent = jobSpent
+            } catch {
+                record.sends = []
+                record.notSent = sends
+                record.failure = error
+            }
+            recorded?(record)
+        }
+    }
+
     /// Mirrors one turn's changes to the store before they are committed locally: outcomes (kept while their
     /// leases hold), requests that never left, and claims about to leave. Returns the jobs whose lease was lost:
     /// they must not be sent. A lost connection is tried again for up to a lease's length (nothing is sent
@@ -150,15 +213,11 @@ final class StoreWorker: @unchecked Sendable {
             }
         }
         if outcomes.isEmpty && unsent.isEmpty && leaving.isEmpty { return [] }
-        let (kept, allowed) = try retrying(log: log) { () throws(ChatBatchError) -> (Set<Int>, Set<Int>) in
-            try runSide.connection.inTransaction { () throws(ChatBatchError) -> (Set<Int>, Set<Int>) in
-                let kept = try runSide.finish(outcomes)
-                let cost = outcomes.filter { kept.contains($0.claim.line) }.reduce(0) { $0 + $1.cost }
-                if cost > 0 { jobSpent = try runSide.addSpent(cost) }
-                try runSide.unsent(unsent)
-                return (kept, try runSide.sending(leaving))
-            }
+        let record = try retrying(log: log) { () throws(ChatBatchError) -> TurnRecord in
+            try runSide.turn(outcomes: outcomes, unsent: unsent, leaving: leaving)
         }
+        let kept = record.kept, allowed = record.allowed
+        if let spent = record.spent { jobSpent = spent }
         for outcome in outcomes where !kept.contains(outcome.claim.line) {
             outcomesNotKept += 1
             if outcomesNotKept <= 3 {
@@ -195,10 +254,12 @@ final class StoreWorker: @unchecked Sendable {
         stopped.withLock { $0 = true }
         source.cancel()
         storeQueue.sync {}
+        recordQueue.sync {}
         _ = try? retrying(log: { _ in }) { () throws(ChatBatchError) in try runSide.stopWorker() }
         let counts = (try? runSide.counts()) ?? [:]
         let loaded = (try? runSide.loaded().all) ?? false
-        return loaded && (counts["queued"] ?? 0) == 0 && (counts["leased"] ?? 0) == 0
+        openLines = (counts["queued"] ?? 0) + (counts["leased"] ?? 0)
+        return loaded && openLines == 0
     }
 
     /// Removes the private folder.
