@@ -153,20 +153,32 @@ final class PostgresWorkQueue: @unchecked Sendable {
                     rows.bytea(line.request)
                     rows.bigint(line.oversize)
                 }
-                // Into a scratch table first: a line already there (a loader that died after its COPY reached the
-                // server) is left as it is.
-                try connection.execute(
-                    """
-                    CREATE TEMP TABLE IF NOT EXISTS chatbatch_loading
-                        (job bigint, line bigint, custom_id text, request bytea, oversize bigint) ON COMMIT DELETE ROWS
-                    """)
-                try connection.copy(
-                    "COPY chatbatch_loading (job, line, custom_id, request, oversize) FROM STDIN (FORMAT binary)", rows)
-                try connection.execute(
-                    """
-                    INSERT INTO chatbatch_lines (job, line, custom_id, request, oversize)
-                    SELECT job, line, custom_id, request, oversize FROM chatbatch_loading ON CONFLICT (job, line) DO NOTHING
-                    """)
+                // Straight into the table (the loader starts past what is loaded, so no line is there yet); should one
+                // be (a caller loading again), through a scratch table that leaves the lines already there alone.
+                try connection.execute("SAVEPOINT chatbatch_copy")
+                do throws(ChatBatchError) {
+                    try connection.copy(
+                        "COPY chatbatch_lines (job, line, custom_id, request, oversize) FROM STDIN (FORMAT binary)",
+                        rows)
+                    try connection.execute("RELEASE SAVEPOINT chatbatch_copy")
+                } catch  where connection.lastState == "23505" {
+                    try connection.execute("ROLLBACK TO SAVEPOINT chatbatch_copy")
+                    try connection.execute(
+                        """
+                        CREATE TEMP TABLE IF NOT EXISTS chatbatch_loading
+                            (job bigint, line bigint, custom_id text, request bytea, oversize bigint)
+                            ON COMMIT DELETE ROWS
+                        """)
+                    try connection.copy(
+                        "COPY chatbatch_loading (job, line, custom_id, request, oversize) FROM STDIN (FORMAT binary)",
+                        rows)
+                    try connection.execute(
+                        """
+                        INSERT INTO chatbatch_lines (job, line, custom_id, request, oversize)
+                        SELECT job, line, custom_id, request, oversize FROM chatbatch_loading
+                        ON CONFLICT (job, line) DO NOTHING
+                        """)
+                }
             }
             try connection.rows(
                 "UPDATE chatbatch_jobs SET lines_loaded = greatest(lines_loaded, $2), loaded = loaded OR $3 WHERE id = $1",
