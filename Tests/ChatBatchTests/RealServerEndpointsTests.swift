@@ -72,8 +72,8 @@ struct RealServerEndpointsTests {
         defer { fake.shutdown() }
         let requests: [(String, JSON)] = [
             ("/embeddings", ["model": "tiny", "input": ["hello", "world"]]),
-            ("/completions", ["model": "tiny", "prompt": "hello", "max_tokens": 4]),
-            ("/responses", ["model": "tiny", "input": "hello", "max_output_tokens": 4])
+            ("/completions", ["model": "tiny", "prompt": "hello", "max_tokens": 4, "temperature": 0]),
+            ("/responses", ["model": "tiny", "input": "hello", "max_output_tokens": 4, "temperature": 0])
         ]
         for (path, body) in requests {
             let real = Self.shape(path, Self.post(server.baseURL, path, body))
@@ -82,7 +82,7 @@ struct RealServerEndpointsTests {
         // Streamed: the text comes in pieces, and the whole answer (with usage) is there by the end. (With room for
         // text past the fake's reasoning: a response cut inside its reasoning has no text to stream.)
         let streamedCompletion: JSON = [
-            "model": "tiny", "prompt": "hello", "max_tokens": 4, "stream": true,
+            "model": "tiny", "prompt": "hello", "max_tokens": 4, "stream": true, "temperature": 0,
             "stream_options": ["include_usage": true]
         ]
         for base in [server.baseURL, fake.baseURL] {
@@ -90,7 +90,8 @@ struct RealServerEndpointsTests {
             #expect(events.contains { $0["choices"]?.arrayValue?.first?["text"]?.stringValue != nil }, "\(base)")
             #expect(events.contains { $0["usage"]?["completion_tokens"]?.intValue != nil }, "\(base)")
             let response = Self.post(
-                base, "/responses", ["model": "tiny", "input": "hello", "max_output_tokens": 48, "stream": true])
+                base, "/responses",
+                ["model": "tiny", "input": "hello", "max_output_tokens": 48, "stream": true, "temperature": 0])
             let typed = Self.payloads(response)
             let seen =
                 "\(base): \(response.status) \(response.failure.map { "\($0)" } ?? "") "
