@@ -79,6 +79,8 @@ struct ProviderOptions: ParsableArguments {
     @Option(parsing: .unconditional, help: "Input price, USD per million tokens.") var priceInput: Double?
     @Option(parsing: .unconditional, help: "Output price, USD per million tokens (reasoning is output).")
     var priceOutput: Double?
+    @Option(parsing: .unconditional, help: "Embeddings price, USD per million input tokens (unknown: counted as $0).")
+    var priceEmbeddings: Double?
     @Option(parsing: .unconditional, help: "The model's maximum output tokens (pre-flight check).") var maxOutputTokens:
         Int?
     @Option(parsing: .unconditional, help: "The model's context in tokens (pre-flight check).") var contextTokens: Int?
@@ -104,11 +106,12 @@ struct ProviderOptions: ParsableArguments {
             }
             flags.headers = (job.headers ?? [:]).merging(h) { $1 }
         }
-        if priceInput != nil || priceOutput != nil {
+        if priceInput != nil || priceOutput != nil || priceEmbeddings != nil {
             let base = job.prices ?? (job.provider ?? .default).profile.prices
             flags.prices = Prices(
                 inputPerMillion: priceInput ?? base.inputPerMillion,
-                outputPerMillion: priceOutput ?? base.outputPerMillion)
+                outputPerMillion: priceOutput ?? base.outputPerMillion,
+                embeddingsPerMillion: priceEmbeddings ?? base.embeddingsPerMillion)
         }
         if maxOutputTokens != nil || contextTokens != nil {
             let base = job.limits ?? (job.provider ?? .default).profile.limits

@@ -22,7 +22,7 @@ struct InputValidationTests {
         (#"{"custom_id":"h","prompt":17}"#, "`prompt` must be a string"),
         (#"{"custom_id":["x"],"prompt":"x"}"#, "custom_id must be"),
         (#"{"custom_id":"i","method":"GET","url":"/v1/chat/completions","body":{}}"#, "unsupported method"),
-        (#"{"custom_id":"j","method":"POST","url":"/v1/embeddings","body":{"input":"x"}}"#, "unsupported url"),
+        (#"{"custom_id":"j","method":"POST","url":"/v1/images/generations","body":{"prompt":"x"}}"#, "unsupported url"),
         (
             #"{"custom_id":"k","method":"POST","url":"/v1/chat/completions","body":"text"}"#,
             "`body` must be a JSON object"

@@ -103,4 +103,70 @@ struct RealServerEndpointsTests {
             #expect(typed.last?["response"]?["usage"]?["output_tokens"]?.intValue != nil, "\(base)")
         }
     }
+
+    /// `chatbatch run` on a mixed file against llama.cpp: every endpoint plain and streamed, with the server's own
+    /// usage; then against a server started without `--embeddings`, which answers those lines 501: one request, the
+    /// lines in the errors file, the others answered.
+    @Test func chatbatchRunsEveryEndpointAgainstLlamaCppAndOneWithoutEmbeddingsRefusesThem() throws {
+        let lines = [0].flatMap { _ -> [String] in
+            (1...3).flatMap { i -> [String] in
+                [
+                    EndpointRunTests.line("e\(i)", "/v1/embeddings", ["model": "tiny", "input": .string("words \(i)")]),
+                    EndpointRunTests.line(
+                        "t\(i)", "/v1/completions",
+                        ["model": "tiny", "prompt": .string("count \(i)"), "max_tokens": 6, "temperature": 0]),
+                    EndpointRunTests.line(
+                        "ts\(i)", "/v1/completions",
+                        ["model": "tiny", "prompt": .string("again \(i)"), "max_tokens": 6, "stream": true]),
+                    EndpointRunTests.line(
+                        "r\(i)", "/v1/responses",
+                        ["model": "tiny", "input": .string("hello \(i)"), "max_output_tokens": 6, "temperature": 0]),
+                    EndpointRunTests.line(
+                        "rs\(i)", "/v1/responses",
+                        ["model": "tiny", "input": .string("there \(i)"), "max_output_tokens": 6, "stream": true])
+                ]
+            }
+        }
+        let ids = lines.compactMap { try? JSON.parse($0)["custom_id"]?.stringValue }
+        for embeddings in [true, false] {
+            guard
+                let server = try LlamaServer.start(
+                    slots: 4, extra: embeddings ? ["--embeddings", "--pooling", "mean"] : [])
+            else { return }
+            defer { server.stop() }
+            let scratch = Scratch()
+            scratch.write("in.jsonl", lines: lines)
+            var s = JobSettings()
+            s.input = scratch.file("in.jsonl")
+            s.output = scratch.file("out.jsonl")
+            s.provider = .openAICompatible
+            s.baseURL = server.baseURL
+            s.concurrency = 4
+            s.timeout = 60
+            s.prices = Prices(inputPerMillion: 1, outputPerMillion: 2, embeddingsPerMillion: 0.5)
+            let (summary, messages) = try runJob(s, key: nil)
+            let results = Dictionary(
+                uniqueKeysWithValues: scratch.lines("out.jsonl").map { ($0["custom_id"]?.stringValue ?? "", $0) })
+            let errors = scratch.lines("out.errors.jsonl").compactMap { $0["custom_id"]?.stringValue }
+            #expect(Set(results.keys).union(errors) == Set(ids) && results.count + errors.count == ids.count)
+            #expect(summary.usageEstimated == 0, "\(summary.text)")
+            for id in ids where !id.hasPrefix("e") {
+                let body = results[id]?["response"]?["body"]
+                #expect(
+                    body?["object"] == (id.hasPrefix("t") ? "text_completion" : "response"), "\(id) \(body ?? .null)")
+            }
+            if embeddings {
+                #expect(summary.exit == .allDone && errors.isEmpty, "\(summary.text)\n\(messages)")
+                #expect(
+                    results["e1"]?["response"]?["body"]?["data"]?.arrayValue?.first?["embedding"]?.arrayValue?.count
+                        == 64)
+            } else {
+                #expect(summary.exit == .doneWithFailures && errors.sorted() == ["e1", "e2", "e3"], "\(summary.text)")
+                let sent = try SQLiteDatabase(path: scratch.file("out.jsonl.checkpoint"), readOnly: true).query(
+                    "SELECT count(*) FROM attempts WHERE custom_id IN ('e1', 'e2', 'e3')")
+                #expect(sent.first?.first?.int == 1, "one request for the three embeddings lines")
+                #expect(messages.contains { $0.contains("/v1/embeddings (model tiny) refused") }, "\(messages)")
+            }
+        }
+    }
 }

@@ -44,7 +44,10 @@ struct RequestBuilderTests {
         let b = try Self.builder()
         for (text, words) in [
             ("{broken", "not valid JSON"), (#"{"custom_id":"a"}"#, "prompt"),
-            (#"{"custom_id":"a","method":"POST","url":"/v1/embeddings","body":{"input":"x"}}"#, "/v1/embeddings")
+            (
+                #"{"custom_id":"a","method":"POST","url":"/v1/embeddings","body":{"input":""}}"#,
+                "`input` is an empty string"
+            )
         ] {
             guard case .invalid(let key, _, let line, let reason) = Self.parse(b, text, line: 3) else {
                 Issue.record("not invalid: \(text)")

@@ -1,6 +1,7 @@
 import ChatBatchCore
 
-/// What a 2xx answer's bytes turned out to hold: a chat completion, or why it is not one.
+/// What a 2xx answer's bytes turned out to hold: its endpoint's answer (a chat completion, embeddings, a text
+/// completion, a response), or why it is not one.
 ///
 /// A server may ignore `stream: true` and answer with plain JSON (accepted once, as the answer), send an
 /// `error` inside a 200 or inside a stream, send no `choices`, or send bytes that are not JSON at all: none of
@@ -19,10 +20,13 @@ struct AnswerReading {
     /// How much of an unreadable answer the errors file keeps.
     static let keptBytes = 4096
 
-    init(status: Int, headers: [String: String], bytes: [UInt8], askedToStream: Bool) {
+    init(
+        status: Int, headers: [String: String], bytes: [UInt8], askedToStream: Bool, endpoint: APIEndpoint = .chat
+    ) {
         if askedToStream && !Self.looksLikeJSON(headers: headers, bytes: bytes) {
             wasStreamed = true
-            let assembled = StreamAssembler.assemble(bytes)
+            let assembled =
+                endpoint == .responses ? ResponsesStreamAssembler.assemble(bytes) : StreamAssembler.assemble(bytes)
             repaired = assembled.repaired
             if let error = assembled.error {
                 problem = ("error_in_answer", "the stream carried an error: \(Self.describe(error))")
@@ -30,7 +34,8 @@ struct AnswerReading {
                 return
             }
             guard assembled.complete else {
-                problem = ("stream_cut", "stream cut off before [DONE]")
+                let end = endpoint == .responses ? "response.completed" : "[DONE]"
+                problem = ("stream_cut", "stream cut off before \(end)")
                 return
             }
             guard assembled.chunks > 0 else {
@@ -61,8 +66,8 @@ struct AnswerReading {
         guard let body else { return }
         if let error = body["error"], !error.isNull {
             problem = ("error_in_answer", "HTTP \(status) carrying an error: \(Self.describe(error))")
-        } else if body["choices"]?.arrayValue?.first?["message"]?.objectValue == nil {
-            problem = ("no_choices", "HTTP \(status) with no choices in the answer")
+        } else if let missing = endpoint.missingAnswer(body) {
+            problem = ("no_choices", "HTTP \(status) with \(missing) in the answer")
         }
     }
 
@@ -88,23 +93,19 @@ struct AnswerReading {
     }
 
     /// Usage as the server reported it, or estimated (chatbatch's token estimate) where it sent none.
-    static func usage(_ body: JSON, promptEstimate: Int) -> (prompt: Int, completion: Int, estimated: Bool) {
-        let reported = body["usage"]
-        let prompt = reported?["prompt_tokens"]?.intValue
-        let completion = reported?["completion_tokens"]?.intValue
+    static func usage(
+        _ body: JSON, promptEstimate: Int, endpoint: APIEndpoint = .chat
+    ) -> (prompt: Int, completion: Int, estimated: Bool) {
+        let (prompt, completion) = endpoint.reportedUsage(body)
         if let prompt, let completion { return (prompt, completion, false) }
-        return (prompt ?? promptEstimate, completion ?? completionEstimate(body), true)
+        return (prompt ?? promptEstimate, completion ?? completionEstimate(body, endpoint: endpoint), true)
     }
 
     /// Tokens of what the answer wrote: content, reasoning and tool-call arguments.
-    static func completionEstimate(_ body: JSON) -> Int {
-        let message = body["choices"]?.arrayValue?.first?["message"] ?? .null
-        var text =
-            (message["content"]?.stringValue ?? "")
-            + (message["reasoning"]?.stringValue ?? message["reasoning_content"]?.stringValue ?? "")
-        for call in message["tool_calls"]?.arrayValue ?? [] {
-            text += (call["function"]?["name"]?.stringValue ?? "") + (call["function"]?["arguments"]?.stringValue ?? "")
-        }
+    static func completionEstimate(_ body: JSON, endpoint: APIEndpoint = .chat) -> Int {
+        let written = endpoint.written(body)
+        var text = (written.text ?? "") + (written.reasoning ?? "")
+        for call in written.toolCalls { text += call.name + call.arguments }
         return TokenEstimate.tokens(text)
     }
 

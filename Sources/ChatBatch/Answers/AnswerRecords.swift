@@ -91,6 +91,13 @@ struct ModelRefusal: Sendable, Equatable {
     /// The server's message.
     var message: String
 
+    /// What was refused, as messages name it: `model gpt-x`, or `/v1/embeddings (model e5)` for an endpoint the
+    /// provider does not serve (`model` is then `PreparedRequest.refusalKey`).
+    var subject: String {
+        guard model.hasPrefix("/v1/"), let space = model.firstIndex(of: " ") else { return "model \(model)" }
+        return "\(model[..<space]) (model \(model[model.index(after: space)...]))"
+    }
+
     init(model: String, status: Int, code: String, message: String) {
         self.model = model
         self.status = status

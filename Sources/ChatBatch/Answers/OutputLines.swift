@@ -57,32 +57,29 @@ enum OutputLines {
     }
 
     /// The flat shape of a result line: custom_id, content, reasoning, tool_calls, finish_reason, usage, cost,
-    /// attempts, latency_ms, request_id.
+    /// attempts, latency_ms, request_id. An embeddings answer gives `embedding` (one input) or `embeddings` (several)
+    /// instead of the text fields, a moderation `results`; a response's finish_reason is its `status`.
     static func flat(canonical: JSON, _ facts: LineFacts) -> JSON {
         let response = canonical["response"] ?? .null
         let body = response["body"] ?? .null
-        let choice = body["choices"]?.arrayValue?.first ?? .null
-        let message = choice["message"] ?? .null
         var out: JSON = ["custom_id": canonical["custom_id"] ?? .null]
-        out["content"] = message["content"] ?? .null
-        if let text = message["content"]?.stringValue, let value = try? JSON.parse(text),
-            value.objectValue != nil || value.arrayValue != nil
-        {
-            out["parsed"] = value
+        switch body["object"]?.stringValue {
+        case "list" where body["data"]?.arrayValue != nil:
+            let vectors = (body["data"]?.arrayValue ?? []).map { $0["embedding"] ?? .null }
+            if vectors.count == 1 { out["embedding"] = vectors[0] } else { out["embeddings"] = .array(vectors) }
+        case _ where body["results"]?.arrayValue != nil:
+            out["results"] = body["results"]
+        case "text_completion":
+            flatText(
+                APIEndpoint.completions.written(body), finish: body["choices"]?.arrayValue?.first?["finish_reason"],
+                into: &out)
+        case "response":
+            flatText(APIEndpoint.responses.written(body), finish: body["status"], into: &out)
+        default:
+            flatText(
+                APIEndpoint.chat.written(body), finish: body["choices"]?.arrayValue?.first?["finish_reason"], into: &out
+            )
         }
-        out["reasoning"] = message["reasoning"] ?? message["reasoning_content"] ?? .null
-        out["tool_calls"] =
-            message["tool_calls"]?.arrayValue.map { calls in
-                JSON.array(
-                    calls.map { call -> JSON in
-                        let arguments = call["function"]?["arguments"]?.stringValue ?? ""
-                        return [
-                            "id": call["id"] ?? .null, "name": call["function"]?["name"] ?? .null,
-                            "arguments": (try? JSON.parse(arguments)) ?? .string(arguments)
-                        ]
-                    })
-            } ?? .null
-        out["finish_reason"] = choice["finish_reason"] ?? .null
         out["usage"] = body["usage"] ?? .null
         out["cost"] = .double(facts.cost)
         out["attempts"] = .int(facts.attempts)
@@ -95,6 +92,28 @@ enum OutputLines {
         if facts.repaired { out["text_repaired"] = true }
         if let error = canonical["error"], !error.isNull { out["error"] = error }
         return out
+    }
+
+    /// The text fields of the flat shape: content (and `parsed` when it is JSON), reasoning, tool calls, finish_reason.
+    private static func flatText(_ written: WrittenAnswer, finish: JSON?, into out: inout JSON) {
+        out["content"] = written.text.map(JSON.string) ?? .null
+        if let text = written.text, let value = try? JSON.parse(text),
+            value.objectValue != nil || value.arrayValue != nil
+        {
+            out["parsed"] = value
+        }
+        out["reasoning"] = written.reasoning.map(JSON.string) ?? .null
+        out["tool_calls"] =
+            written.toolCalls.isEmpty
+            ? .null
+            : .array(
+                written.toolCalls.map { call in
+                    [
+                        "id": call.id, "name": .string(call.name),
+                        "arguments": (try? JSON.parse(call.arguments)) ?? .string(call.arguments)
+                    ]
+                })
+        out["finish_reason"] = finish ?? .null
     }
 
     /// The bytes written for one finished row, newline included.

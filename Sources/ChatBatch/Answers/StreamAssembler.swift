@@ -1,7 +1,8 @@
 import ChatBatchCore
 
 /// Puts a streamed answer (SSE `chat.completion.chunk`s) back together into the `chat.completion` body
-/// a non-streamed call returns: content, reasoning, tool calls joined by index, finish_reason and usage.
+/// a non-streamed call returns: content, reasoning, tool calls joined by index, finish_reason and usage. A stream of
+/// `text_completion` chunks (`/v1/completions`, their `choices[].text`) becomes the `text_completion` body.
 enum StreamAssembler {
     struct Assembled {
         var body: JSON
@@ -22,6 +23,7 @@ enum StreamAssembler {
         var id: JSON = .null, created: JSON = .null, model: JSON = .null
         var content = ""
         var sawContent = false
+        var isText = false
         var reasoning = ""
         var reasoningField: String? = nil
         var calls: [Int: (id: JSON, type: JSON, name: String, arguments: String)] = [:]
@@ -70,6 +72,10 @@ enum StreamAssembler {
             if let u = chunk["usage"], !u.isNull { usage = u }
             for choice in chunk["choices"]?.arrayValue ?? [] {
                 if let f = choice["finish_reason"], !f.isNull { finishReason = f }
+                if let t = choice["text"]?.stringValue {
+                    content += t
+                    isText = true
+                }
                 guard let delta = choice["delta"] else { continue }
                 if let c = delta["content"]?.stringValue {
                     content += c
@@ -109,6 +115,10 @@ enum StreamAssembler {
             "id": id, "object": "chat.completion", "created": created, "model": model,
             "choices": [["index": 0, "message": message, "logprobs": nil, "finish_reason": finishReason]]
         ]
+        if isText {
+            body["object"] = "text_completion"
+            body["choices"] = [["index": 0, "text": .string(content), "logprobs": nil, "finish_reason": finishReason]]
+        }
         if let usage { body["usage"] = usage }
         return Assembled(
             body: body, complete: complete, error: error, repaired: repaired, chunks: chunks, unreadable: unreadable,

@@ -202,15 +202,15 @@ enum AnswerCheck {
     /// `truncated` when a structured answer or a tool call stopped at max_tokens; `invalid_json` when its content
     /// (or a tool call's arguments) does not parse; `schema_mismatch` when it does not satisfy the request's
     /// json_schema.
-    static func problem(responseFormat: JSON?, body: JSON) -> AnswerProblem? {
-        let choice = body["choices"]?.arrayValue?.first
-        let cut = choice?["finish_reason"]?.stringValue == "length"
-        for (i, call) in (choice?["message"]?["tool_calls"]?.arrayValue ?? []).enumerated() {
-            let arguments = call["function"]?["arguments"]?.stringValue ?? ""
+    static func problem(responseFormat: JSON?, body: JSON, endpoint: APIEndpoint = .chat) -> AnswerProblem? {
+        let written = endpoint.written(body)
+        let cut = written.cut
+        for (i, call) in written.toolCalls.enumerated() {
+            let arguments = call.arguments
             guard !arguments.trimmingCharacters(in: .whitespaces).isEmpty, (try? JSON.parse(arguments)) == nil else {
                 continue
             }
-            let name = call["function"]?["name"]?.stringValue ?? "?"
+            let name = call.name
             if cut {
                 return AnswerProblem(
                     code: "truncated",
@@ -230,7 +230,7 @@ enum AnswerCheck {
                 code: "truncated",
                 message: "the answer stopped at max_tokens before its JSON was complete; raise max_tokens")
         }
-        guard let content = choice?["message"]?["content"]?.stringValue else {
+        guard let content = written.text else {
             return AnswerProblem(code: "invalid_json", message: "the answer has no content")
         }
         let value: JSON
@@ -252,15 +252,8 @@ enum AnswerCheck {
         return nil
     }
 
-    /// The body without `reasoning` / `reasoning_content` (`--drop-reasoning`).
-    static func droppingReasoning(_ body: JSON) -> JSON {
-        guard var choices = body["choices"]?.arrayValue else { return body }
-        for i in choices.indices {
-            choices[i]["message"]?["reasoning"] = nil
-            choices[i]["message"]?["reasoning_content"] = nil
-        }
-        var out = body
-        out["choices"] = .array(choices)
-        return out
+    /// The body without its reasoning (`--drop-reasoning`).
+    static func droppingReasoning(_ body: JSON, endpoint: APIEndpoint = .chat) -> JSON {
+        endpoint.droppingReasoning(body)
     }
 }

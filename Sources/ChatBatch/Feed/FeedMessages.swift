@@ -20,9 +20,14 @@ enum FeedMessages {
             + (guess.map { " (did you mean \($0)?)" } ?? "") + "; it is sent as given"
     }
 
-    static func unknownField(_ place: String, field: String, guess: String?) -> String {
-        "chatbatch: warning: \(place): `\(field)` is not a Chat Completions field"
+    static func unknownField(_ place: String, field: String, guess: String?, endpoint: APIEndpoint = .chat) -> String {
+        "chatbatch: warning: \(place): `\(field)` is not a \(endpoint == .chat ? "Chat Completions" : endpoint.rawValue) field"
             + (guess.map { " (did you mean \($0)?)" } ?? "") + "; it is sent as given"
+    }
+
+    static func unpricedEmbeddings(_ place: String) -> String {
+        "chatbatch: warning: \(place): /v1/embeddings lines are counted at $0: no embeddings price is known; set "
+            + "prices.embeddings in the job (USD per million input tokens) or pass --price-embeddings"
     }
 
     static func otherEndpoint(_ place: String, customID: String, endpoint: String) -> String {

@@ -54,6 +54,8 @@ final class InputFeed {
     /// Reasons already said, with how many more lines had the same one (said as one count at the end).
     private var repeats: [String: Int] = [:]
     private var unknownFields: Set<String> = []
+    /// The first embeddings line without a price was said.
+    private var saidUnpriced = false
     private var fakeResends = 0
     /// Warnings to give with the first batch (request defaults with fields that are not Chat Completions fields).
     private var startWarnings: [String] = []
@@ -140,7 +142,13 @@ final class InputFeed {
                     unknownFields.insert(field)
                     batch.messages.append(
                         FeedMessages.unknownField(
-                            "\(path):\(request.line)", field: field, guess: RequestFields.suggestion(for: field)))
+                            "\(path):\(request.line)", field: field,
+                            guess: RequestFields.suggestion(for: field, in: request.endpoint),
+                            endpoint: request.endpoint))
+                }
+                if request.endpoint == .embeddings && !saidUnpriced && !config.embeddingsPriced {
+                    saidUnpriced = true
+                    batch.messages.append(FeedMessages.unpricedEmbeddings("\(path):\(request.line)"))
                 }
                 var request = request
                 request.unknownFields = nil

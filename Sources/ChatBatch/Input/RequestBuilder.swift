@@ -19,8 +19,16 @@ struct PreparedRequest: Sendable {
     var hasRow = false
     /// The response cache's key (only with `--cache`).
     var cacheKey: String? = nil
-    /// Body fields that are not Chat Completions fields (a typo such as `max_token`), for a warning.
+    /// Body fields that are not fields of its endpoint (a typo such as `max_token`), for a warning.
     var unknownFields: [String]? = nil
+    /// The endpoint the line names (`url`); chat unless it names another.
+    var endpoint: APIEndpoint = .chat
+
+    /// What a provider's refusal is keyed by: the model for chat; the endpoint and model for the others, so that a
+    /// provider without `/v1/embeddings` refuses those lines after one request and goes on with the rest.
+    var refusalKey: String? {
+        endpoint == .chat ? model : endpoint.rawValue + " " + (model ?? "(no model)")
+    }
 }
 
 /// What one input line became.
@@ -59,8 +67,6 @@ struct RequestBuilder: Sendable {
         templateFields = config.shape.template.map(RequestFields.templateFields) ?? []
     }
 
-    static let chatPaths: Set<String> = ["/v1/chat/completions", "/chat/completions"]
-
     func parse(_ raw: RawLine, file: String) -> ParsedLine {
         let key = "line-\(raw.number)"
         func invalid(_ reason: String, id: String? = nil) -> ParsedLine {
@@ -90,16 +96,19 @@ struct RequestBuilder: Sendable {
             }
         }
         var body: JSON
+        var endpoint = APIEndpoint.chat
         if object["body"] != nil || object["url"] != nil || object["method"] != nil {
             // OpenAI Batch API input shape.
             let method = object["method"]?.stringValue ?? "POST"
             guard method.uppercased() == "POST" else {
                 return invalid("unsupported method '\(method)': only POST", id: id)
             }
-            let url = object["url"]?.stringValue ?? "/v1/chat/completions"
-            guard Self.chatPaths.contains(url) else {
-                return invalid("unsupported url '\(url)': only /v1/chat/completions", id: id)
+            let url = object["url"]?.stringValue ?? APIEndpoint.chat.rawValue
+            guard let named = APIEndpoint(url: url) else {
+                let known = APIEndpoint.allCases.map(\.rawValue).joined(separator: ", ")
+                return invalid("unsupported url '\(url)': chatbatch runs \(known)", id: id)
             }
+            endpoint = named
             guard let b = object["body"], b.objectValue != nil else {
                 return invalid("`body` must be a JSON object", id: id)
             }
@@ -154,29 +163,22 @@ struct RequestBuilder: Sendable {
                 id: customID)
         }
 
-        // Messages must make sense before anything is merged into them.
-        guard let messages = body["messages"]?.arrayValue else {
-            return invalid("`messages` must be an array of messages", id: customID)
+        if endpoint == .chat {
+            if let problem = Self.shapeChat(&body, config: config) { return invalid(problem, id: customID) }
+        } else if let problem = endpoint.problem(body) {
+            return invalid(problem, id: customID)
         }
-        if messages.isEmpty { return invalid("`messages` is empty", id: customID) }
-        for (i, m) in messages.enumerated() {
-            guard m.objectValue != nil else { return invalid("messages[\(i)] must be an object", id: customID) }
-            guard m["role"]?.stringValue != nil else {
-                return invalid("messages[\(i)].role must be a string", id: customID)
-            }
-            if let c = m["content"], c.stringValue == nil, c.arrayValue == nil, !c.isNull {
-                return invalid("messages[\(i)].content must be a string or an array of parts", id: customID)
-            }
+        if endpoint == .embeddings, !config.embeddingsPriced,
+            config.limits.maxCost != nil || config.routes.contains(where: { $0.maxCost != nil })
+        {
+            return invalid(
+                "max_cost is set but no embeddings price is known, so the budget could not count this line; set prices.embeddings in the job (USD per million input tokens) or pass --price-embeddings",
+                id: customID)
         }
-
-        // Defaults fill what the line leaves out; the job's model, when set, replaces the line's.
-        for (k, v) in config.shape.requestDefaults where body[k] == nil { body[k] = v }
-        if let system = config.shape.system, messages.first?["role"]?.stringValue != "system" {
-            body["messages"] = .array([["role": "system", "content": .string(system)]] + messages)
-        }
-        if let model = config.shape.model {
+        // The job's model replaces the line's where the endpoint writes with it; an embedding model is the line's own.
+        if let model = config.shape.model, endpoint.generates {
             body["model"] = .string(model)
-        } else if body["model"] == nil, let model = config.shape.defaultModel {
+        } else if body["model"] == nil, let model = config.shape.model ?? config.shape.defaultModel {
             body["model"] = .string(model)
         }
         guard let m = body["model"] else {
@@ -185,17 +187,17 @@ struct RequestBuilder: Sendable {
                 id: customID)
         }
         if m.stringValue == nil { return invalid("`model` must be a string", id: customID) }
-        if config.shape.stream { body["stream"] = true }
+        if config.shape.stream && endpoint.generates { body["stream"] = true }
         let stream = body["stream"]?.boolValue == true
-        if stream {
+        if stream && (endpoint == .chat || endpoint == .completions) {
             var options = body["stream_options"]?.objectValue ?? JSONObject()
             options["include_usage"] = true
             body["stream_options"] = .object(options)
         }
 
         // Pre-flight checks against the model's limits: such a line would only earn a 400.
-        var maxTokens: Int? = nil
-        for k in ["max_tokens", "max_completion_tokens"] {
+        var maxTokens: Int? = endpoint.generates ? nil : 0
+        for k in endpoint.maxTokensFields {
             guard let v = body[k], !v.isNull else { continue }
             guard let n = v.intValue, n >= 1 else {
                 return invalid("`\(k)` must be a positive whole number", id: customID)
@@ -207,22 +209,46 @@ struct RequestBuilder: Sendable {
             }
             maxTokens = n
         }
-        let promptTokens = TokenEstimate.promptTokens(body: body)
-        if promptTokens + (maxTokens ?? 0) > config.shape.modelLimits.contextTokens {
+        let promptTokens = endpoint.promptTokens(body)
+        if endpoint.generates, promptTokens + (maxTokens ?? 0) > config.shape.modelLimits.contextTokens {
             return invalid(
                 "about \(promptTokens) prompt tokens plus max_tokens \(maxTokens ?? 0) exceed the model's context of \(config.shape.modelLimits.contextTokens) tokens",
                 id: customID)
         }
         var bytes = [UInt8]()
         body.write(to: &bytes)
-        let unknown = body.objectValue?.keys.filter { !RequestFields.known.contains($0) } ?? []
+        let known = RequestFields.known(for: endpoint)
+        let unknown = body.objectValue?.keys.filter { !known.contains($0) } ?? []
+        // Chat keeps the hash and cache key it always had; another endpoint's are its path and the body.
+        let hashed = endpoint == .chat ? bytes : Array((endpoint.rawValue + "\n").utf8) + bytes
+        let keyed: JSON = endpoint == .chat ? body : ["url": .string(endpoint.rawValue), "body": body]
         return .request(
             PreparedRequest(
-                customID: customID, line: raw.number, body: bytes, bodyHash: StableHash.hex(StableHash.of(bytes)),
+                customID: customID, line: raw.number, body: bytes, bodyHash: StableHash.hex(StableHash.of(hashed)),
                 model: body["model"]?.stringValue, maxTokens: maxTokens, promptTokens: promptTokens, stream: stream,
-                responseFormat: body["response_format"],
-                cacheKey: config.cache.path == nil ? nil : CacheKey.of(body, fake: config.endpoint.fake),
-                unknownFields: unknown.isEmpty ? nil : unknown))
+                responseFormat: endpoint.responseFormat(body),
+                cacheKey: config.cache.path == nil ? nil : CacheKey.of(keyed, fake: config.endpoint.fake),
+                unknownFields: unknown.isEmpty ? nil : unknown, endpoint: endpoint))
+    }
+
+    /// Checks a chat body's messages (they must make sense before anything is merged into them), then merges the
+    /// job's request defaults and system prompt; returns why the line is refused, or nil.
+    static func shapeChat(_ body: inout JSON, config: RunConfiguration) -> String? {
+        guard let messages = body["messages"]?.arrayValue else { return "`messages` must be an array of messages" }
+        if messages.isEmpty { return "`messages` is empty" }
+        for (i, m) in messages.enumerated() {
+            guard m.objectValue != nil else { return "messages[\(i)] must be an object" }
+            guard m["role"]?.stringValue != nil else { return "messages[\(i)].role must be a string" }
+            if let c = m["content"], c.stringValue == nil, c.arrayValue == nil, !c.isNull {
+                return "messages[\(i)].content must be a string or an array of parts"
+            }
+        }
+        // Defaults fill what the line leaves out.
+        for (k, v) in config.shape.requestDefaults where body[k] == nil { body[k] = v }
+        if let system = config.shape.system, messages.first?["role"]?.stringValue != "system" {
+            body["messages"] = .array([["role": "system", "content": .string(system)]] + messages)
+        }
+        return nil
     }
 
     /// A JSON value as the nested dictionaries and arrays Mustache renders.

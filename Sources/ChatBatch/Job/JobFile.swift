@@ -187,9 +187,12 @@ public enum JobFile {
         func prices(_ key: String) throws(ChatBatchError) -> Prices? {
             guard value(key) != nil else { return nil }
             guard let input = try number(key + ".input"), let output = try number(key + ".output") else {
-                throw bad(key, "needs input and output, in USD per million tokens")
+                throw bad(
+                    key,
+                    "needs input and output, in USD per million tokens (and embeddings, if the input has such lines)")
             }
-            return Prices(inputPerMillion: input, outputPerMillion: output)
+            return Prices(
+                inputPerMillion: input, outputPerMillion: output, embeddingsPerMillion: try number(key + ".embeddings"))
         }
 
         func limits(_ key: String) throws(ChatBatchError) -> ModelLimits? {

@@ -20,6 +20,9 @@ public struct RunConfiguration: Sendable {
     /// Every provider's prices are known: costs, `max_cost` and the cost series mean something.
     public var pricesKnown: Bool { routes.allSatisfy(\.pricesKnown) }
 
+    /// Every provider has an embeddings price (else `/v1/embeddings` lines are counted at $0, and said so).
+    public var embeddingsPriced: Bool { routes.allSatisfy { $0.prices.embeddingsPerMillion != nil } }
+
     /// Requests in flight at most, over every provider.
     public var concurrency: Int { routes.reduce(0) { $0 + $1.concurrency } }
 
@@ -28,8 +31,8 @@ public struct RunConfiguration: Sendable {
 
     /// The most a request can cost at a provider's prices: its estimated prompt, and `completionBound` tokens of
     /// answer.
-    func worstCost(promptTokens: Int, maxTokens: Int?, prices: Prices) -> Double {
-        prices.cost(prompt: promptTokens, completion: completionBound(maxTokens))
+    func worstCost(promptTokens: Int, maxTokens: Int?, prices: Prices, endpoint: APIEndpoint = .chat) -> Double {
+        prices.cost(prompt: promptTokens, completion: completionBound(maxTokens), endpoint: endpoint)
     }
 }
 

@@ -327,7 +327,7 @@ extension RunMachine {
         record.cached = true
         record.savedTokens = answer.promptTokens + answer.completionTokens
         record.savedCost = config.routes[0].prices.cost(
-            prompt: answer.promptTokens, completion: answer.completionTokens)
+            prompt: answer.promptTokens, completion: answer.completionTokens, endpoint: request.endpoint)
         summary.done += 1
         summary.cacheHits += 1
         summary.tokensSaved += record.savedTokens

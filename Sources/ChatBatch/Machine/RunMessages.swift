@@ -82,9 +82,9 @@ enum RunMessages {
     static func modelRefused(_ r: ModelRefusal, at: At, provider: String, everywhere: Bool) -> String {
         let what = "(HTTP \(r.status) \(r.code): \(r.message))"
         return everywhere
-            ? "chatbatch: model \(r.model) refused\(at) \(what); its other lines are not sent and go to the errors file "
+            ? "chatbatch: \(r.subject) refused\(at) \(what); its other lines are not sent and go to the errors file "
                 + "(run again with --retry-failed once the key may use it)"
-            : "chatbatch: model \(r.model) refused at \(provider) \(what); its lines go to the other providers"
+            : "chatbatch: \(r.subject) refused at \(provider) \(what); its lines go to the other providers"
     }
 
     static func providerStopped(_ name: String, reason: String) -> String {

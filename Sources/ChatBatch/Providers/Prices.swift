@@ -1,10 +1,14 @@
-/// Prices in US dollars per million tokens; reasoning tokens are billed as output.
+/// Prices in US dollars per million tokens; reasoning tokens are billed as output. Embeddings have a price of their
+/// own (input tokens only), unknown until a profile or the job gives it.
 public struct Prices: Sendable, Equatable, Codable {
     public var inputPerMillion: Double
     public var outputPerMillion: Double
-    public init(inputPerMillion: Double, outputPerMillion: Double) {
+    /// USD per million input tokens of `/v1/embeddings` (nil: unknown; such lines are counted at $0 and said so).
+    public var embeddingsPerMillion: Double?
+    public init(inputPerMillion: Double, outputPerMillion: Double, embeddingsPerMillion: Double? = nil) {
         self.inputPerMillion = inputPerMillion
         self.outputPerMillion = outputPerMillion
+        self.embeddingsPerMillion = embeddingsPerMillion
     }
     public func cost(prompt: Int, completion: Int) -> Double {
         (Double(prompt) * inputPerMillion + Double(completion) * outputPerMillion) / 1_000_000

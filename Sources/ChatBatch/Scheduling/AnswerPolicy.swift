@@ -107,10 +107,15 @@ enum AnswerPolicy {
             return effect(.cancelled)
         }
         var verdict = c.retry.verdict(for: response, attempt: job.attempt, asked: asked, random: &random)
+        if r.endpoint != .chat, [404, 405, 501].contains(response.status), response.failure == nil {
+            // A provider without this endpoint: its lines are refused after one request, as a refused model's are.
+            verdict = .blockModel
+        }
         var reading: AnswerReading? = nil
         if verdict == .success {
             let read = AnswerReading(
-                status: response.status, headers: response.headers, bytes: response.body, askedToStream: r.stream)
+                status: response.status, headers: response.headers, bytes: response.body, askedToStream: r.stream,
+                endpoint: r.endpoint)
             reading = read
             requestID = AnswerReading.requestID(
                 headers: response.headers, body: read.body, profileHeaders: c.route.endpoint.profile.requestIDHeaders)
@@ -196,10 +201,15 @@ enum AnswerPolicy {
             let server = ServerError(status: response.status, body: response.body)
             let model = r.model ?? "(none)"
             let refusal = ModelRefusal(
-                model: model, status: response.status, code: errorCode(response), message: server.message)
+                model: r.refusalKey ?? model, status: response.status, code: errorCode(response),
+                message: server.message)
+            let what =
+                r.endpoint == .chat
+                ? "model '\(model)' refused"
+                : "\(r.endpoint.rawValue) (model '\(model)') refused by this provider (HTTP \(response.status))"
             let record = failedRecord(
                 job, code: refusal.code,
-                message: "\(c.config.files.input):\(r.line): model '\(model)' refused: \(server.message)",
+                message: "\(c.config.files.input):\(r.line): \(what): \(server.message)",
                 response: response,
                 requestID: requestID)
             return effect(.refuseModel(refusal, record))
@@ -213,10 +223,11 @@ enum AnswerPolicy {
         context c: Context, random: inout some RandomNumberGenerator
     ) -> AnswerEffect {
         let r = job.request
-        let tokens = AnswerReading.usage(body, promptEstimate: r.promptTokens)
+        let tokens = AnswerReading.usage(body, promptEstimate: r.promptTokens, endpoint: r.endpoint)
         let usage = Usage(
             promptTokens: tokens.prompt, completionTokens: tokens.completion,
-            cost: c.route.prices.cost(prompt: tokens.prompt, completion: tokens.completion), estimated: tokens.estimated
+            cost: c.route.prices.cost(prompt: tokens.prompt, completion: tokens.completion, endpoint: r.endpoint),
+            estimated: tokens.estimated
         )
         // Everything this prompt was billed for, earlier invalid answers included.
         var paid = job
@@ -225,8 +236,8 @@ enum AnswerPolicy {
         paid.paidCost += usage.cost
         paid.usageEstimated = paid.usageEstimated || usage.estimated
         let ttft = r.stream ? response.firstByteSeconds * 1000 : nil
-        let kept = c.config.files.dropReasoning ? AnswerCheck.droppingReasoning(body) : body
-        if let problem = AnswerCheck.problem(responseFormat: r.responseFormat, body: body) {
+        let kept = c.config.files.dropReasoning ? AnswerCheck.droppingReasoning(body, endpoint: r.endpoint) : body
+        if let problem = AnswerCheck.problem(responseFormat: r.responseFormat, body: body, endpoint: r.endpoint) {
             if problem.code != "truncated" && paid.invalidRetries < c.config.retry.retryInvalid {
                 paid.invalidRetries += 1
                 attempt.error = problem.code
@@ -300,7 +311,7 @@ enum AnswerPolicy {
     static func refusedUnsentRecord(_ job: ScheduledJob, _ refusal: ModelRefusal, input: String) -> FinishedRecord {
         let r = job.request
         let message =
-            "\(input):\(r.line): not sent: model '\(refusal.model)' was refused (HTTP \(refusal.status) \(refusal.code): \(refusal.message))"
+            "\(input):\(r.line): not sent: \(refusal.subject) was refused (HTTP \(refusal.status) \(refusal.code): \(refusal.message))"
         let output = OutputLines.error(customID: r.customID, code: refusal.code, message: message)
         return FinishedRecord(
             customID: r.customID, line: r.line, bodyHash: r.bodyHash, model: r.model, state: .failed,

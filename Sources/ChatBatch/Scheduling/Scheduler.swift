@@ -128,7 +128,7 @@ struct Scheduler: Sendable {
             let fromRetry = !due.isEmpty
             guard fromRetry || freshHead < fresh.count else { return .wait(until: wake) }
             let job = fromRetry ? due[0] : ScheduledJob(request: fresh[freshHead])
-            let model = job.request.model
+            let model = job.request.refusalKey
             // Refused by every provider that is still sending: refused unsent.
             let live = lanes.filter { $0.stopped == nil }
             if let model, !live.isEmpty, live.allSatisfy({ $0.refusedModels[model] != nil }) {
@@ -158,7 +158,7 @@ struct Scheduler: Sendable {
                 }
                 let worst = config.worstCost(
                     promptTokens: job.request.promptTokens, maxTokens: job.request.maxTokens,
-                    prices: lanes[r].settings.prices)
+                    prices: lanes[r].settings.prices, endpoint: job.request.endpoint)
                 if !budget.allows(worst) { return .overBudget }
                 if !lanes[r].budget.allows(worst) { continue }  // its share is spent: the others may take it
                 if let bucketWait = bucketWait(job, lane: r, now: now) {
@@ -188,7 +188,8 @@ struct Scheduler: Sendable {
         var job = job
         let prices = lanes[r].settings.prices
         job.worst = config.worstCost(
-            promptTokens: job.request.promptTokens, maxTokens: job.request.maxTokens, prices: prices)
+            promptTokens: job.request.promptTokens, maxTokens: job.request.maxTokens, prices: prices,
+            endpoint: job.request.endpoint)
         job.estimate =
             Double(job.request.promptTokens + config.completionBound(job.request.maxTokens)) * lanes[r].tokenRatio
         lanes[r].requestBucket?.take(1)
@@ -207,7 +208,7 @@ struct Scheduler: Sendable {
         } else {
             job.probe = false
         }
-        if job.modelProbeRoute == nil, let model = job.request.model, config.limits.warmup,
+        if job.modelProbeRoute == nil, let model = job.request.refusalKey, config.limits.warmup,
             !lanes[r].provenModels.contains(model),
             !lanes[r].probingModels.contains(model)
         {
@@ -367,7 +368,7 @@ struct Scheduler: Sendable {
     /// Settles a model's first request at its lane; returns the held jobs that must now be refused unsent (refused
     /// by every provider); the others go back to the queue.
     mutating func settleModelProbe(_ job: ScheduledJob, _ outcome: ModelProbeOutcome) -> [ScheduledJob] {
-        guard let r = job.modelProbeRoute, let model = job.request.model else { return [] }
+        guard let r = job.modelProbeRoute, let model = job.request.refusalKey else { return [] }
         lanes[r].probingModels.remove(model)
         let jobs = held.removeValue(forKey: Self.heldKey(r, model)) ?? []
         heldCount -= jobs.count

@@ -3,7 +3,9 @@ import ChatBatchCore
 /// How every request of a run is sent: the URL, the headers (the key among them), timeouts, trust and proxy, and
 /// the redactor that takes the key back out of whatever comes back.
 struct RequestCall: Sendable {
+    /// The chat URL; the other endpoints' URLs are derived from it (`APIEndpoint.url(chatURL:)`).
     let url: String
+    private let urls: [APIEndpoint: String]
     let headers: [String]
     let connectTimeout: Double
     let timeout: Double
@@ -29,6 +31,7 @@ struct RequestCall: Sendable {
         if let authorization { h.append(authorization) }
         for (name, value) in extra.sorted(by: { $0.key < $1.key }) { h.append("\(name): \(value)") }
         self.url = url
+        urls = Dictionary(uniqueKeysWithValues: APIEndpoint.allCases.map { ($0, $0.url(chatURL: url)) })
         headers = h
         self.connectTimeout = connectTimeout
         self.timeout = timeout
@@ -42,7 +45,7 @@ struct RequestCall: Sendable {
     /// control character never gets this far: the request builder refuses the line).
     func request(for prepared: PreparedRequest) -> HTTPRequest {
         var body = prepared.body
-        if let model, model != prepared.model, var json = try? JSON.parse(body) {
+        if let model, model != prepared.model, prepared.endpoint.generates, var json = try? JSON.parse(body) {
             // Another provider's name for the same model: the logical body (what the checkpoint and cache key on)
             // stays as it is; the copy sent here names the model as this provider does.
             json["model"] = .string(model)
@@ -50,7 +53,8 @@ struct RequestCall: Sendable {
             json.write(to: &body)
         }
         var r = HTTPRequest(
-            url: url, headers: headers + ["X-Client-Request-Id: \(prepared.customID)"], body: body,
+            url: urls[prepared.endpoint] ?? url, headers: headers + ["X-Client-Request-Id: \(prepared.customID)"],
+            body: body,
             connectTimeout: connectTimeout, timeout: timeout)
         r.connection = connection
         r.maxResponseBytes = maxResponseBytes
