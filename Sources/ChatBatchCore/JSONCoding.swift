@@ -53,7 +53,7 @@ extension JSON {
                     out.append(contentsOf: String(Int(d)).utf8)
                     out.append(contentsOf: ".0".utf8)
                 } else {
-                    out.append(contentsOf: "\(d)".utf8)
+                    out.append(contentsOf: d.description.utf8)  // a small string: no allocation, unlike "\(d)"
                 }
             } else {
                 out.append(contentsOf: "null".utf8)
@@ -254,37 +254,6 @@ struct JSONParser {
         depth -= 1
         return .array(items)
     }
-
-    mutating func parseNumber() throws(JSONParseError) -> JSON {
-        let start = i
-        var isInteger = true
-        if bytes[i] == UInt8(ascii: "-") { i += 1 }
-        guard i < bytes.count, isDigit(bytes[i]) else { throw fail("invalid number") }
-        if bytes[i] == UInt8(ascii: "0") {
-            i += 1
-        } else {
-            while i < bytes.count && isDigit(bytes[i]) { i += 1 }
-        }
-        if i < bytes.count && bytes[i] == UInt8(ascii: ".") {
-            isInteger = false
-            i += 1
-            guard i < bytes.count, isDigit(bytes[i]) else { throw fail("invalid number") }
-            while i < bytes.count && isDigit(bytes[i]) { i += 1 }
-        }
-        if i < bytes.count && (bytes[i] == UInt8(ascii: "e") || bytes[i] == UInt8(ascii: "E")) {
-            isInteger = false
-            i += 1
-            if i < bytes.count && (bytes[i] == UInt8(ascii: "+") || bytes[i] == UInt8(ascii: "-")) { i += 1 }
-            guard i < bytes.count, isDigit(bytes[i]) else { throw fail("invalid number") }
-            while i < bytes.count && isDigit(bytes[i]) { i += 1 }
-        }
-        let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<i]), as: UTF8.self)
-        if isInteger, let v = Int(text) { return .int(v) }
-        guard let d = Double(text) else { throw JSONParseError(offset: start, reason: "invalid number") }
-        return .double(d)
-    }
-
-    func isDigit(_ b: UInt8) -> Bool { b >= UInt8(ascii: "0") && b <= UInt8(ascii: "9") }
 
     mutating func parseString() throws(JSONParseError) -> String {
         i += 1  // opening quote

@@ -23,4 +23,31 @@ struct JSONTests {
         }
         #expect(throws: JSONParseError.self) { try JSON.parse([0x22, 0xC3, 0x28, 0x22]) }  // invalid UTF-8
     }
+
+    /// Decimals parse to exactly the Double `strtod` gives, on the fast path (up to 15 digits, scale up to 22) and past
+    /// it: an embedding written back byte for byte is a second concern; the numbers read must be the numbers sent.
+    @Test func decimalsParseToTheSameDoubleAsStrtod() throws {
+        var rng = SplitMix64(seed: 7)
+        var texts = [
+            "0.5", "-0.0", "0.1", "-0.746528", "123456789012345.5", "0.0000000000000000000001", "1.7976931348623157",
+            "9007199254740993.0", "0.30000000000000004", "1e-7", "2.5E+3", "-12.000"
+        ]
+        for _ in 0..<20_000 {
+            let digits = Int(rng.next() % 17) + 1
+            var text = rng.next() % 2 == 0 ? "-" : ""
+            var body = String(rng.next() % 9 + 1)
+            for _ in 1..<digits { body += String(rng.next() % 10) }
+            let point = Int(rng.next() % UInt64(digits + 8))
+            if point >= digits {
+                text += "0." + String(repeating: "0", count: point - digits) + body
+            } else {
+                text += body.prefix(max(1, point)) + "." + body.dropFirst(max(1, point)) + (point == 0 ? "0" : "")
+            }
+            texts.append(text)
+        }
+        for text in texts {
+            let parsed = try JSON.parse("[\(text)]").arrayValue?.first?.doubleValue
+            #expect(parsed?.bitPattern == Double(text)?.bitPattern, "\(text)")
+        }
+    }
 }

@@ -17,7 +17,7 @@ enum OutputLines {
     /// The same line as `result`, with the server's body bytes spliced in unchanged when they are
     /// single-line JSON (they were parsed already): no second serialisation on the hot path.
     static func result(customID: String, status: Int, requestID: String?, rawBody: [UInt8], parsed: JSON) -> String {
-        guard !rawBody.contains(0x0A), !rawBody.contains(0x0D) else {
+        guard !rawBody.containsLineBreak else {
             return result(customID: customID, status: status, requestID: requestID, body: parsed).serialized()
         }
         var out = [UInt8]()

@@ -291,7 +291,7 @@ extension RunMachine {
     mutating func answerFromCache(_ request: PreparedRequest, _ answer: CachedAnswer, _ now: Moment) -> [RunAction] {
         var out: [RunAction] = []
         var record: FinishedRecord
-        if !config.files.dropReasoning && !answer.body.contains(0x0A) && !answer.body.contains(0x0D) {
+        if !config.files.dropReasoning && !answer.body.containsLineBreak {
             // It passed its checks for this very body (the key covers response_format) and is one line: its bytes
             // are spliced into the output line as they are, as for a live answer.
             let r = request

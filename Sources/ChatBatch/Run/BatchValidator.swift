@@ -26,6 +26,8 @@ public struct ValidationReport: Sendable {
     /// With several providers: the same range at each one's prices (every line sent there).
     public var costByProvider: [(name: String, least: Double, most: Double)] = []
     public var problems: [String] = []
+    /// Lines to send by endpoint path, when any is not chat (empty for an all-chat file).
+    public var toSendByEndpoint: [String: Int] = [:]
 
     public var json: JSON {
         [
@@ -39,7 +41,9 @@ public struct ValidationReport: Sendable {
                 costByProvider.map {
                     ["name": .string($0.name), "cost_usd_least": .double($0.least), "cost_usd_most": .double($0.most)]
                 }),
-            "problems": .array(problems.prefix(100).map(JSON.string))
+            "problems": .array(problems.prefix(100).map(JSON.string)),
+            "to_send_by_endpoint": .object(
+                JSONObject(toSendByEndpoint.sorted { $0.key < $1.key }.map { ($0, .int($1)) }))
         ]
     }
 
@@ -54,6 +58,12 @@ public struct ValidationReport: Sendable {
                 + (changed > 0 ? ", \(changed) changed since answered (sent only with --force)" : "")
                 + (otherEndpoint > 0
                     ? ", \(otherEndpoint) answered by another endpoint (see --other-endpoint-answers)" : ""))
+        if !toSendByEndpoint.isEmpty {
+            out.append(
+                "endpoints  "
+                    + toSendByEndpoint.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(
+                        separator: ", "))
+        }
         if cacheHits > 0 {
             out.append(
                 "cache      \(cacheHits) more answered from the cache (not sent; the counts below leave them out)")
@@ -109,6 +119,8 @@ public enum BatchValidator {
             recountsInvalid: true)
         defer { feed.close() }
         var report = ValidationReport()
+        var tokens: [APIEndpoint: (prompt: Int, completion: Int)] = [:]
+        var byEndpoint: [APIEndpoint: Int] = [:]
         while !feed.done {
             let batch = try feed.next(limit: 4096)
             report.lines += batch.linesRead
@@ -123,19 +135,32 @@ public enum BatchValidator {
                 report.toSend += 1
                 report.promptTokens += r.promptTokens
                 report.maxCompletionTokens += config.completionBound(r.maxTokens)
+                tokens[r.endpoint, default: (0, 0)].prompt += r.promptTokens
+                tokens[r.endpoint, default: (0, 0)].completion += config.completionBound(r.maxTokens)
+                byEndpoint[r.endpoint, default: 0] += 1
+            }
+        }
+        if byEndpoint.keys.contains(where: { $0 != .chat }) {
+            report.toSendByEndpoint = Dictionary(uniqueKeysWithValues: byEndpoint.map { ($0.key.rawValue, $0.value) })
+        }
+        // The range at a provider's prices, each endpoint priced as it bills.
+        func range(_ prices: Prices) -> (least: Double, most: Double) {
+            tokens.reduce((0, 0)) { sum, entry in
+                (
+                    sum.0 + prices.cost(prompt: entry.value.prompt, completion: 0, endpoint: entry.key),
+                    sum.1
+                        + prices.cost(
+                            prompt: entry.value.prompt, completion: entry.value.completion, endpoint: entry.key)
+                )
             }
         }
         report.valid = report.lines - report.invalid
         report.priceKnown = config.pricesKnown
-        report.costLeast = config.routes[0].prices.cost(prompt: report.promptTokens, completion: 0)
-        report.costMost = config.routes[0].prices.cost(
-            prompt: report.promptTokens, completion: report.maxCompletionTokens)
+        (report.costLeast, report.costMost) = range(config.routes[0].prices)
         if config.routes.count > 1 {
             report.costByProvider = config.routes.map { route in
-                (
-                    route.name, route.prices.cost(prompt: report.promptTokens, completion: 0),
-                    route.prices.cost(prompt: report.promptTokens, completion: report.maxCompletionTokens)
-                )
+                let r = range(route.prices)
+                return (route.name, r.least, r.most)
             }
         }
         return report

@@ -260,7 +260,7 @@ enum AnswerPolicy {
                 parsed: body)
             : OutputLines.result(customID: r.customID, status: response.status, requestID: requestID, body: kept)
                 .serialized()
-        let oneLine = verbatim && !response.body.contains(0x0A) && !response.body.contains(0x0D)
+        let oneLine = verbatim && !response.body.containsLineBreak
         let answer = oneLine ? response.body : Array(body.serialized().utf8)
         var record = FinishedRecord(
             customID: r.customID, line: r.line, bodyHash: r.bodyHash, model: r.model, state: .done,
