@@ -206,7 +206,9 @@ struct FaultTests {
             return
         }
         let scratch = Scratch()
-        let g = try FakeGateway.start()
+        // Long answers fill the checkpoint file past the limit before the log, which is folded back from 16 MB on
+        // (`WALCheckpointer.backstopPages`), does.
+        let g = try FakeGateway.start { $0.answerTokens = 700 }
         defer { g.shutdown() }
         let n = 9000
         scratch.write(
@@ -223,7 +225,7 @@ struct FaultTests {
         // A file size limit stands in for a full disk: the write-ahead log can be rewritten in place, the checkpoint
         // file cannot grow, so folding the log back into it stops half way.
         let limited = try runToEnd(
-            prlimit, ["--fsize=6291456", chatbatchBinary(), "run", scratch.file("job.yaml"), "--quiet"])
+            prlimit, ["--fsize=\(20 << 20)", chatbatchBinary(), "run", scratch.file("job.yaml"), "--quiet"])
         guard limited.0 == 4 else {
             Issue.record("the limited run: \(limited)")
             return

@@ -65,6 +65,8 @@ final class CheckpointWriter {
     private var unreplaced = Set<UInt64>()
     /// The attempt row written at each claim not yet answered, by custom_id (a line is in flight once at a time).
     private var openAttempts: [String: Int] = [:]
+    /// Folds the log into the file off the commit path (nil: SQLite's automatic checkpoint does, inside commits).
+    private let walCheckpointer: WALCheckpointer?
 
     struct Statements {
         let claim, finish, requeue, openAttempt, settleAttempt, dropAttempt, forget, sample, answered: SQLiteStatement
@@ -77,6 +79,7 @@ final class CheckpointWriter {
         self.runID = runID
         self.endpointIDs = endpointIDs
         needsRebuild = (try? store.outputNeedsRebuild()) ?? false
+        walCheckpointer = try? WALCheckpointer(path: store.path, writer: store.db)
     }
 
     private func prepareStatements() throws(ChatBatchError) -> Statements {
@@ -172,6 +175,7 @@ final class CheckpointWriter {
             failure = failure ?? error
             return .checkpointFailed(error)
         }
+        walCheckpointer?.committed()
         sink.markRecorded(positions)
         guard !written.isEmpty, !outputFailed else { return .committed }
         do {
@@ -354,6 +358,7 @@ final class CheckpointWriter {
     func close(exitCode: Int32, summary: JSON) {
         if failure == nil { try? store.endRun(id: runID, exitCode: exitCode, summary: summary) }
         statements = nil
+        walCheckpointer?.close()
         store.closeAndUnlock()
     }
 }
