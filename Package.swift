@@ -8,6 +8,7 @@ let package = Package(
         .executable(name: "chatbatch", targets: ["chatbatch"]),
         .library(name: "ChatBatch", targets: ["ChatBatch"]),
         .library(name: "FakeGateway", targets: ["FakeGateway"]),
+        .library(name: "BatchService", targets: ["BatchService"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -53,10 +54,20 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ]
         ),
+        // `chatbatch serve`: OpenAI's Files and Batch APIs over the runner, on SwiftNIO as the fake gateway is.
+        .target(
+            name: "BatchService",
+            dependencies: [
+                "ChatBatch", "ChatBatchCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]
+        ),
         .executableTarget(
             name: "chatbatch",
             dependencies: [
-                "ChatBatch", "FakeGateway", "CTerminal",
+                "ChatBatch", "FakeGateway", "BatchService", "CTerminal",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -66,7 +77,8 @@ let package = Package(
         .testTarget(name: "FakeGatewayTests", dependencies: ["FakeGateway", "ChatBatchCore", "ChatBatch", "TestSupport"]),
         // Fixtures: checkpoints written by the binary of each released schema (read by SchemaFixtureTests).
         .testTarget(
-            name: "ChatBatchTests", dependencies: ["ChatBatch", "FakeGateway", "ChatBatchCore", "TestSupport"],
+            name: "ChatBatchTests",
+            dependencies: ["ChatBatch", "FakeGateway", "BatchService", "ChatBatchCore", "TestSupport"],
             exclude: ["Fixtures"]),
     ]
 )

@@ -12,7 +12,8 @@ struct ChatBatchCommand: ParsableCommand {
         version: ChatBatchVersion.current,
         subcommands: [
             RunCommand.self, DemoCommand.self, ValidateCommand.self, ExportCommand.self, StatusCommand.self,
-            ReportCommand.self, ControlCommand.self, MergeCommand.self, CacheCommand.self, FakeGatewayCommand.self
+            ReportCommand.self, ControlCommand.self, MergeCommand.self, CacheCommand.self, FakeGatewayCommand.self,
+            ServeCommand.self
         ])
 }
 

@@ -97,7 +97,14 @@ struct EndpointTests {
         #expect(bad.ledger.count == FirstFailures.limit && scratch.lines("out.errors.jsonl").isEmpty)
         // The cause fixed (the same endpoint answers now): a plain rerun sends them all, without --retry-failed.
         bad.shutdown()
-        let good = try FakeGateway.start { $0.port = bad.port }
+        // The port can be held a moment longer (see the outage test): the gateway comes back when it can have it.
+        var restarted: FakeGateway? = nil
+        #expect(
+            eventually(timeout: 20) {
+                restarted = try? FakeGateway.start { $0.port = bad.port }
+                return restarted != nil
+            })
+        let good = try #require(restarted)
         defer { good.shutdown() }
         let (again, text) = try run(scratch)
         #expect(again == 0 && scratch.lines("out.jsonl").count == 40, "\(text)")

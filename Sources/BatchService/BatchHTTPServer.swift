@@ -1,0 +1,135 @@
+import ChatBatchCore
+import Dispatch
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// The HTTP side of `chatbatch serve`: SwiftNIO, as the fake gateway uses (no second HTTP stack in the package).
+/// Each request is read whole (up to the file limit plus the multipart framing: a larger one gets a 413 before its
+/// body is read), handed to `BatchService` off the event loop, and answered with its status and body.
+public final class BatchHTTPServer: Sendable {
+    public let port: Int
+    let group: MultiThreadedEventLoopGroup
+    let channel: any Channel
+
+    public init(service: BatchService, host: String, port: Int) throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        self.group = group
+        let limit = service.settings.maxFileBytes + (1 << 20)
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                    try channel.pipeline.syncOperations.addHandler(ServiceHandler(service: service, limit: limit))
+                }
+            }
+        do {
+            channel = try bootstrap.bind(host: host, port: port).wait()
+        } catch {
+            try? group.syncShutdownGracefully()
+            throw error
+        }
+        self.port = channel.localAddress?.port ?? port
+    }
+
+    /// Stops listening and closes every connection.
+    public func shutdown() {
+        try? channel.close().wait()
+        try? group.syncShutdownGracefully()
+    }
+}
+
+/// One connection: collects a request, asks the service, writes the answer.
+final class ServiceHandler: ChannelInboundHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    let service: BatchService
+    let limit: Int
+    private var head: HTTPRequestHead?
+    private var body: ByteBuffer?
+    /// The request was answered early (too large): its remaining parts are dropped.
+    private var refused = false
+
+    init(service: BatchService, limit: Int) {
+        self.service = service
+        self.limit = limit
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let h):
+            head = h
+            body = nil
+            refused = false
+            if let length = h.headers.first(name: "content-length").flatMap(Int.init), length > limit {
+                refuse(context)
+            }
+        case .body(var chunk):
+            guard !refused else { return }
+            if body == nil { body = chunk } else { body!.writeBuffer(&chunk) }
+            if (body?.readableBytes ?? 0) > limit { refuse(context) }
+        case .end:
+            guard !refused, let h = head else { return }
+            head = nil
+            let request = Self.request(h, body: body.map { Array($0.readableBytesView) } ?? [])
+            body = nil
+            let keepAlive = h.isKeepAlive
+            let loop = context.eventLoop
+            let bound = NIOLoopBound((self, context), eventLoop: loop)
+            let service = service
+            DispatchQueue.global().async {
+                let response = service.handle(request)
+                loop.execute {
+                    let (handler, context) = bound.value
+                    handler.write(context, response, keepAlive: keepAlive)
+                }
+            }
+        }
+    }
+
+    private func refuse(_ context: ChannelHandlerContext) {
+        refused = true
+        let error = APIError(
+            413, "The request is larger than the \(service.settings.maxFileBytes)-byte file limit.",
+            code: "file_too_large")
+        write(context, .json(error.json, status: 413), keepAlive: false)
+    }
+
+    func write(_ context: ChannelHandlerContext, _ response: ServiceResponse, keepAlive: Bool) {
+        var h = HTTPHeaders()
+        h.add(name: "content-type", value: response.contentType)
+        h.add(name: "content-length", value: String(response.body.count))
+        if !keepAlive { h.add(name: "connection", value: "close") }
+        let head = HTTPResponseHead(
+            version: .http1_1, status: HTTPResponseStatus(statusCode: response.status), headers: h)
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        context.write(
+            wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: response.body)))), promise: nil)
+        let done = context.eventLoop.makePromise(of: Void.self)
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: done)
+        if !keepAlive {
+            done.futureResult.whenComplete { [channel = context.channel] _ in channel.close(promise: nil) }
+        }
+    }
+
+    static func request(_ h: HTTPRequestHead, body: [UInt8]) -> ServiceRequest {
+        let uri = h.uri
+        let q = uri.firstIndex(of: "?")
+        let path = String(q.map { uri[..<$0] } ?? uri[...])
+        var query: [String: String] = [:]
+        if let q {
+            for pair in uri[uri.index(after: q)...].split(separator: "&") {
+                let kv = pair.split(separator: "=", maxSplits: 1)
+                query[String(kv[0])] = kv.count > 1 ? String(kv[1]).removingPercentEncoding ?? String(kv[1]) : ""
+            }
+        }
+        var headers: [String: String] = [:]
+        for (name, value) in h.headers { headers[name.lowercased()] = value }
+        return ServiceRequest(method: h.method.rawValue, path: path, query: query, headers: headers, body: body)
+    }
+}

@@ -1,0 +1,117 @@
+import ChatBatch
+import ChatBatchCore
+import Foundation
+
+/// The Files API: upload (multipart, `purpose=batch`, every line checked), list, read, download, delete.
+extension BatchService {
+    func uploadFile(_ r: ServiceRequest) throws -> ServiceResponse {
+        guard let boundary = r.headers["content-type"].flatMap(MultipartForm.boundary(contentType:)),
+            let form = MultipartForm(body: r.body, boundary: boundary)
+        else {
+            throw APIError(400, "Expected a multipart/form-data body with the fields 'purpose' and 'file'.")
+        }
+        let purpose = form.part("purpose").map { String(decoding: $0.body, as: UTF8.self) } ?? ""
+        guard purpose == "batch" else {
+            throw APIError(
+                400, "'purpose' must be 'batch' (this server holds batch input files only), not '\(purpose)'.",
+                param: "purpose")
+        }
+        guard let part = form.part("file") else {
+            throw APIError(400, "Missing the 'file' field.", param: "file")
+        }
+        guard part.body.count <= settings.maxFileBytes else {
+            throw APIError(
+                413, "The file is \(part.body.count) bytes; at most \(settings.maxFileBytes) are allowed.",
+                code: "file_too_large")
+        }
+        let filename = part.filename ?? "upload.jsonl"
+        let id = BatchFolder.newID("file-")
+        let upload = folder.uploadPath(id)
+        guard FileManager.default.createFile(atPath: upload, contents: Data(part.body)) else {
+            throw APIError(500, "cannot write the upload into the data folder", type: "server_error")
+        }
+        defer { try? FileManager.default.removeItem(atPath: upload) }
+        let lines = try check(upload, name: filename)
+        try FileManager.default.moveItem(atPath: upload, toPath: folder.filePath(id))
+        let record = FileRecord(
+            id: id, bytes: part.body.count, createdAt: Self.now(), filename: filename, purpose: "batch", lines: lines)
+        try register(record)
+        return .json(record.json)
+    }
+
+    /// Checks every line of an uploaded file as the Batch API does and as `chatbatch validate` does; returns its
+    /// number of lines, or a 400 that names the first bad line (and how many more there are).
+    func check(_ path: String, name: String) throws -> Int {
+        var lines = 0
+        var problems: [String] = []
+        var ids = Set<String>()
+        let text = try String(contentsOfFile: path, encoding: .utf8)
+        for (i, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let line = raw.trimmingCharacters(in: .whitespacesAndNewlines)
+            if line.isEmpty { continue }
+            lines += 1
+            let place = "\(name):\(i + 1)"
+            guard let object = (try? JSON.parse(line))?.objectValue else {
+                problems.append("\(place): not a JSON object")
+                continue
+            }
+            guard let id = object["custom_id"]?.stringValue, !id.isEmpty else {
+                problems.append("\(place): every line needs a custom_id (a non-empty string)")
+                continue
+            }
+            if !ids.insert(id).inserted { problems.append("\(place): custom_id '\(id)' is used by an earlier line") }
+            if object["method"]?.stringValue != "POST" || object["url"]?.stringValue == nil || object["body"] == nil {
+                problems.append("\(place): every line needs \"method\": \"POST\", a url and a body")
+            }
+        }
+        guard lines > 0 else { throw APIError(400, "\(name): the file holds no request lines.") }
+        guard lines <= settings.maxLines else {
+            throw APIError(400, "\(name): \(lines) lines; a batch file holds at most \(settings.maxLines).")
+        }
+        if problems.isEmpty {
+            var job = settings.job
+            job.input = path
+            job.output = path + ".validate.jsonl"
+            let report = try BatchValidator.validate(job.resolve(), useCheckpoint: false)
+            if report.invalid > 0 {
+                // Warnings (an unknown field) do not refuse a file; invalid lines do.
+                problems = report.problems.filter { !$0.contains("warning:") }.map {
+                    $0.replacingOccurrences(of: path, with: name)
+                }
+            }
+        }
+        if let first = problems.first {
+            let more = problems.count > 1 ? " (and \(problems.count - 1) more problems)" : ""
+            throw APIError(400, first + more, code: "invalid_file")
+        }
+        return lines
+    }
+
+    func listFiles() -> ServiceResponse {
+        let files = state.withLock { Array($0.files.values) }.sorted { ($0.createdAt, $0.id) > ($1.createdAt, $1.id) }
+        return .json(["object": "list", "data": .array(files.map(\.json)), "has_more": false])
+    }
+
+    func content(_ id: String) throws -> ServiceResponse {
+        let f = try file(id)
+        guard let data = FileManager.default.contents(atPath: f.path ?? folder.filePath(id)) else {
+            throw APIError.notFound("file content", id)
+        }
+        return ServiceResponse(status: 200, body: Array(data), contentType: "application/octet-stream")
+    }
+
+    func deleteFile(_ id: String) throws -> ServiceResponse {
+        let f = try file(id)
+        let inUse = state.withLock { s in s.batches.values.contains { $0.inputFileID == id && $0.status.isActive } }
+        guard !inUse else {
+            throw APIError(409, "File \(id) is the input of a batch that is running; cancel it first.")
+        }
+        if f.path == nil {
+            folder.remove(file: id)
+        } else {
+            try? FileManager.default.removeItem(atPath: folder.root + "/files/\(id).json")
+        }
+        state.withLock { _ = $0.files.removeValue(forKey: id) }
+        return .json(["id": .string(id), "object": "file", "deleted": true])
+    }
+}

@@ -1,0 +1,295 @@
+import ChatBatchCore
+import FakeGateway
+import Foundation
+import Synchronization
+import TestSupport
+import Testing
+
+@testable import ChatBatch
+
+/// The official `openai` Python SDK, installed from PyPI into a virtual environment made once per machine: the
+/// Batch API client of these tests, unchanged but for `base_url`. nil (with why) when it cannot be had.
+enum OpenAISDK {
+    static let venv = FileManager.default.temporaryDirectory.appendingPathComponent("chatbatch-openai-sdk-venv").path
+    static let python: Result<String, SetupFailure> = {
+        let python = venv + "/bin/python"
+        func works() -> Bool { (try? runToEnd(python, ["-c", "import openai"]))?.0 == 0 }
+        if works() { return .success(python) }
+        try? FileManager.default.removeItem(atPath: venv)
+        guard let made = try? runToEnd("/usr/bin/python3", ["-m", "venv", venv]), made.0 == 0 else {
+            return .failure(SetupFailure(why: "python3 -m venv failed (Debian's python3-venv)"))
+        }
+        let pip = try? runToEnd(venv + "/bin/pip", ["install", "-q", "openai"])
+        guard works() else {
+            return .failure(SetupFailure(why: "pip install openai failed: \(pip?.1.suffix(300) ?? "")"))
+        }
+        return .success(python)
+    }()
+
+    struct SetupFailure: Error { var why: String }
+}
+
+/// `chatbatch serve` driven by the official openai SDK: upload, create, poll, download, compared with `chatbatch run`
+/// on the same file; a bad file; idempotent creates; two batches; cancel; SIGKILL and restart; wrong key and id.
+@Suite(
+    "The Batch API served, with the official openai SDK as the client", .serialized,
+    needs("the openai SDK could not be installed from PyPI into a venv") {
+        (try? OpenAISDK.python.get()) != nil
+    })
+struct BatchServeTests {
+    /// The client: each command prints one JSON object.
+    static let client = #"""
+        import json, sys, time, openai
+        base, command = sys.argv[1], sys.argv[2]
+        c = openai.OpenAI(base_url=base, api_key="sk-serve", max_retries=0)
+        def wait(batch_id, until=("completed", "failed", "cancelled", "expired")):
+            for _ in range(1200):
+                b = c.batches.retrieve(batch_id)
+                if b.status in until:
+                    return b
+                time.sleep(0.1)
+            raise SystemExit("batch %s stuck in %s" % (batch_id, b.status))
+        def out(b):
+            text = c.files.content(b.output_file_id).text if b.output_file_id else ""
+            errors = c.files.content(b.error_file_id).text if b.error_file_id else ""
+            return {"id": b.id, "status": b.status, "counts": b.request_counts.model_dump(),
+                    "output": text, "errors": errors, "usage": b.usage.model_dump() if b.usage else None}
+        if command == "roundtrip":
+            f = c.files.create(file=open(sys.argv[3], "rb"), purpose="batch")
+            b = c.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h",
+                                 metadata={"job": "nightly"})
+            r = out(wait(b.id))
+            r["first_status"] = b.status
+            r["metadata"] = c.batches.retrieve(b.id).metadata
+            r["listed"] = [x.id for x in c.batches.list(limit=10).data]
+            r["file"] = {"id": f.id, "purpose": f.purpose, "filename": f.filename}
+            print(json.dumps(r))
+        elif command == "bad":
+            try:
+                c.files.create(file=open(sys.argv[3], "rb"), purpose="batch")
+                print(json.dumps({"status": 200}))
+            except openai.APIStatusError as e:
+                print(json.dumps({"status": e.status_code, "message": e.message}))
+        elif command == "idempotent":
+            f = c.files.create(file=open(sys.argv[3], "rb"), purpose="batch")
+            args = dict(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h",
+                        extra_headers={"Idempotency-Key": "nightly-2026-12-02"})
+            first, second = c.batches.create(**args), c.batches.create(**args)
+            wait(first.id)
+            other = c.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
+            done = wait(other.id)
+            print(json.dumps({"first": first.id, "second": second.id, "other": other.id,
+                              "other_counts": done.request_counts.model_dump()}))
+        elif command == "two":
+            f1 = c.files.create(file=open(sys.argv[3], "rb"), purpose="batch")
+            f2 = c.files.create(file=open(sys.argv[4], "rb"), purpose="batch")
+            b1 = c.batches.create(input_file_id=f1.id, endpoint="/v1/chat/completions", completion_window="24h")
+            b2 = c.batches.create(input_file_id=f2.id, endpoint="/v1/chat/completions", completion_window="24h")
+            print(json.dumps([out(wait(b1.id)), out(wait(b2.id))]))
+        elif command == "start":
+            f = c.files.create(file=open(sys.argv[3], "rb"), purpose="batch")
+            b = c.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
+            print(json.dumps({"id": b.id}))
+        elif command == "cancel":
+            b = c.batches.cancel(sys.argv[3])
+            print(json.dumps({"status": b.status, **out(wait(b.id))}))
+        elif command == "finish":
+            print(json.dumps(out(wait(sys.argv[3]))))
+        elif command == "refusals":
+            r = {}
+            try:
+                openai.OpenAI(base_url=base, api_key="sk-wrong", max_retries=0).files.list()
+            except openai.APIStatusError as e:
+                r["wrong_key"] = e.status_code
+            try:
+                c.batches.retrieve("batch_nope")
+            except openai.APIStatusError as e:
+                r["unknown_batch"] = e.status_code
+            try:
+                c.batches.create(input_file_id="file-nope", endpoint="/v1/chat/completions", completion_window="24h")
+            except openai.APIStatusError as e:
+                r["unknown_file"] = e.status_code
+            try:
+                c.files.create(file=open(sys.argv[3], "rb"), purpose="batch")
+            except openai.APIStatusError as e:
+                r["too_large"] = e.status_code
+            print(json.dumps(r))
+        """#
+
+    /// A running `chatbatch serve` on the gateway, with its data folder in `scratch`.
+    final class Server {
+        let process: Process
+        let base: String
+        init(_ scratch: Scratch, extra: [String] = []) throws {
+            let out = Pipe()
+            let process = try launch(
+                chatbatchBinary(),
+                ["serve", scratch.file("serve.yaml"), "--data", scratch.file("data"), "--port", "0"] + extra,
+                environment: ["CHATBATCH_SERVE_KEY": "sk-serve"], stdout: out)
+            let line = Mutex("")
+            let reader = out.fileHandleForReading
+            _ = eventually(timeout: 20) {
+                let data = reader.availableData
+                line.withLock { $0 += String(decoding: data, as: UTF8.self) }
+                return line.withLock { $0.contains("\n") } || !process.isRunning
+            }
+            self.process = process
+            base = line.withLock { $0 }.split(separator: "\n").first.map(String.init) ?? ""
+        }
+        func stop(_ signal: Int32 = SIGTERM) -> Int32 {
+            kill(process.processIdentifier, signal)
+            process.waitUntilExit()
+            return process.terminationStatus
+        }
+    }
+
+    static func setUp(_ g: FakeGateway, concurrency: Int = 8) -> Scratch {
+        let scratch = Scratch()
+        let yaml = [
+            "provider: openai-compatible", "base_url: \(g.baseURL)", "model: openai/gpt-oss-120b",
+            "concurrency: \(concurrency)", "api_key_env: CB_TEST_KEY", "retry: {base_delay: 0.01, max_delay: 0.2}"
+        ]
+        _ = FileManager.default.createFile(
+            atPath: scratch.file("serve.yaml"), contents: Data(yaml.joined(separator: "\n").utf8))
+        _ = FileManager.default.createFile(atPath: scratch.file("client.py"), contents: Data(client.utf8))
+        return scratch
+    }
+
+    static func batchLines(_ n: Int, prefix: String = "r") -> [String] {
+        (1...n).map { i in
+            EndpointRunTests.line(
+                "\(prefix)\(i)", "/v1/chat/completions",
+                [
+                    "model": "openai/gpt-oss-120b",
+                    "messages": [["role": "user", "content": .string("Question \(i)?")]],
+                    "max_tokens": 60
+                ])
+        }
+    }
+
+    static func call(_ scratch: Scratch, _ server: Server, _ args: [String]) throws -> JSON {
+        let python = try OpenAISDK.python.get()
+        let (code, text) = try runToEnd(python, [scratch.file("client.py"), server.base] + args, captureStdout: true)
+        #expect(code == 0, "\(args[0]): \(text)")
+        let last = text.split(separator: "\n").last.map(String.init) ?? ""
+        return (try? JSON.parse(last)) ?? .string(text)
+    }
+
+    static func byID(_ jsonl: String) -> [String: JSON] {
+        var out: [String: JSON] = [:]
+        for line in jsonl.split(separator: "\n") {
+            if let j = try? JSON.parse(String(line)), let id = j["custom_id"]?.stringValue { out[id] = j }
+        }
+        return out
+    }
+
+    @Test func theSDKUploadsCreatesPollsAndDownloadsWhatChatbatchRunWrites() throws {
+        let g = try FakeGateway.start()
+        defer { g.shutdown() }
+        let scratch = Self.setUp(g)
+        scratch.write("in.jsonl", lines: Self.batchLines(60))
+        let server = try Server(scratch)
+        let r = try Self.call(scratch, server, ["roundtrip", scratch.file("in.jsonl")])
+        #expect(server.stop() == 0)
+        #expect(r["status"] == "completed" && r["first_status"] == "validating", "\(r)")
+        #expect(r["counts"] == ["completed": 60, "failed": 0, "total": 60] && r["errors"] == "")
+        #expect(r["metadata"] == ["job": "nightly"] && r["file"]?["purpose"] == "batch")
+        #expect(r["usage"]?["input_tokens"]?.intValue ?? 0 > 0)
+        let served = Self.byID(r["output"]?.stringValue ?? "")
+        // The same file through `chatbatch run`: the same lines, the same answers.
+        var s = settings(scratch, g)
+        s.provider = .openAICompatible
+        let (summary, _) = try runJob(s)
+        #expect(summary.exit == .allDone)
+        let ran = Self.byID(try String(contentsOfFile: scratch.file("out.jsonl"), encoding: .utf8))
+        #expect(Set(served.keys) == Set(ran.keys) && served.count == 60)
+        for (id, line) in ran {
+            let content = { (j: JSON?) in j?["response"]?["body"]?["choices"]?.arrayValue?.first?["message"]?["content"]
+            }
+            #expect(content(served[id]) == content(line), "\(id)")
+            #expect(served[id]?["response"]?["status_code"] == 200 && served[id]?["error"] == .null)
+        }
+        // 60 lines served, 60 run: each billed once per way.
+        #expect(g.ledger.billedCounts().values.allSatisfy { $0 == 2 })
+    }
+
+    @Test func aBadFileIsA400NamingItsLineAndRefusalsAreOpenAIsShapes() throws {
+        let g = try FakeGateway.start()
+        defer { g.shutdown() }
+        let scratch = Self.setUp(g)
+        var lines = Self.batchLines(5)
+        lines[2] = #"{"custom_id":"r3","method":"POST","url":"/v1/chat/completions","body":{"messages":"hi"}}"#
+        scratch.write("bad.jsonl", lines: lines)
+        scratch.write("big.jsonl", lines: Self.batchLines(200))
+        let server = try Server(scratch, extra: ["--max-file-bytes", "10000"])
+        let bad = try Self.call(scratch, server, ["bad", scratch.file("bad.jsonl")])
+        let refusals = try Self.call(scratch, server, ["refusals", scratch.file("big.jsonl")])
+        #expect(server.stop() == 0)
+        #expect(bad["status"] == 400, "\(bad)")
+        #expect(bad["message"]?.stringValue?.contains("bad.jsonl:3: `messages` must be an array") == true, "\(bad)")
+        #expect(refusals == ["wrong_key": 401, "unknown_batch": 404, "unknown_file": 404, "too_large": 413])
+        #expect(g.ledger.count == 0)
+    }
+
+    @Test func aRetriedCreateWithOneIdempotencyKeyIsOneBatchAndTwoBatchesBothFinish() throws {
+        let g = try FakeGateway.start { $0.latencyMilliseconds = 5 }
+        defer { g.shutdown() }
+        let scratch = Self.setUp(g)
+        scratch.write("a.jsonl", lines: Self.batchLines(30, prefix: "a"))
+        scratch.write("b.jsonl", lines: Self.batchLines(40, prefix: "b"))
+        let server = try Server(scratch)
+        let same = try Self.call(scratch, server, ["idempotent", scratch.file("a.jsonl")])
+        let two = try Self.call(scratch, server, ["two", scratch.file("a.jsonl"), scratch.file("b.jsonl")])
+        #expect(server.stop() == 0)
+        #expect(same["first"] == same["second"] && same["other"] != same["first"], "\(same)")
+        #expect(same["other_counts"]?["completed"] == 30)
+        let batches = two.arrayValue ?? []
+        #expect(batches.map { $0["status"] } == ["completed", "completed"], "\(two)")
+        #expect(Set(Self.byID(batches.first?["output"]?.stringValue ?? "").keys) == Set((1...30).map { "a\($0)" }))
+        #expect(Set(Self.byID(batches.last?["output"]?.stringValue ?? "").keys) == Set((1...40).map { "b\($0)" }))
+    }
+
+    @Test func cancelStopsSendingAndTheOutputHoldsWhatWasDone() throws {
+        let g = try FakeGateway.start { $0.latencyMilliseconds = 100 }
+        defer { g.shutdown() }
+        let scratch = Self.setUp(g, concurrency: 4)
+        scratch.write("in.jsonl", lines: Self.batchLines(400))
+        let server = try Server(scratch)
+        let started = try Self.call(scratch, server, ["start", scratch.file("in.jsonl")])
+        let id = started["id"]?.stringValue ?? ""
+        #expect(eventually(timeout: 30) { g.ledger.count >= 20 })
+        let cancelled = try Self.call(scratch, server, ["cancel", id])
+        #expect(server.stop() == 0)
+        #expect(cancelled["status"] == "cancelled" || cancelled["status"] == "cancelling", "\(cancelled)")
+        let done = Self.byID(cancelled["output"]?.stringValue ?? "")
+        let sent = g.ledger.count
+        #expect(sent < 400 && done.count == sent, "sent \(sent), in the output \(done.count)")
+        #expect(cancelled["counts"]?["completed"]?.intValue == done.count)
+        #expect(done.values.allSatisfy { $0["response"]?["status_code"] == 200 })
+    }
+
+    @Test func aServerKilledMidBatchResumesItWhenStartedAgainAndPaysOnce() throws {
+        let g = try FakeGateway.start {
+            $0.latencyMilliseconds = 20
+            $0.jitterMilliseconds = 20
+        }
+        defer { g.shutdown() }
+        let scratch = Self.setUp(g, concurrency: 8)
+        scratch.write("in.jsonl", lines: Self.batchLines(300))
+        let first = try Server(scratch)
+        let id = try Self.call(scratch, first, ["start", scratch.file("in.jsonl")])["id"]?.stringValue ?? ""
+        #expect(eventually(timeout: 30) { g.ledger.count >= 60 })
+        #expect(first.stop(SIGKILL) == SIGKILL)
+        let second = try Server(scratch)
+        let r = try Self.call(scratch, second, ["finish", id])
+        #expect(second.stop() == 0)
+        #expect(r["status"] == "completed" && r["counts"]?["completed"] == 300, "\(r)")
+        let lines = Self.byID(r["output"]?.stringValue ?? "")
+        #expect(Set(lines.keys) == Set((1...300).map { "r\($0)" }))
+        // Every line billed more than once is one the checkpoint counts as possibly billed twice.
+        let ambiguous = try ambiguousCounts(scratch.file("data/batches/\(id)/checkpoint"))
+        for (custom, billed) in g.ledger.billedCounts() where billed > 1 + (ambiguous[custom] ?? 0) {
+            Issue.record("\(custom) billed \(billed) times, \(ambiguous[custom] ?? 0) counted")
+        }
+    }
+}
