@@ -14,6 +14,8 @@ final class BatchRunner: Sendable {
         var running: String? = nil
         var stopping = false
         var stopped = false
+        /// The running batch reached its `expires_at`: it drains, and ends `expired`.
+        var expiring: String? = nil
     }
 
     private let queue = Mutex(Queue())
@@ -127,6 +129,16 @@ final class BatchRunner: Sendable {
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         let log = FileHandle(forWritingAtPath: logPath)
         defer { try? log?.close() }
+        // Its window ends while it runs: it stops sending, and what was done is its output (as OpenAI's expire).
+        let left = Double(b.expiresAt) - Date().timeIntervalSince1970
+        DispatchQueue.global().asyncAfter(deadline: .now() + max(0, left)) { [self] in
+            let expire = queue.withLock { q -> Bool in
+                guard q.running == id else { return false }
+                q.expiring = id
+                return true
+            }
+            if expire { drainRun(id, service) }
+        }
         let summary: RunSummary
         do {
             let config = try job.resolve()
@@ -137,11 +149,17 @@ final class BatchRunner: Sendable {
             return fail(&b, service, code: "run_refused", message: "\(error)")
         }
         let cancelling = (try? service.batch(id))?.status == .cancelling
+        let expiring = queue.withLock { q in
+            defer { q.expiring = nil }
+            return q.expiring == id
+        }
         switch summary.exit {
         case .allDone, .doneWithFailures:
             finish(id, service, cancelled: cancelling)
         case .interrupted where cancelling:
             finish(id, service, cancelled: true)
+        case .interrupted where expiring:
+            finish(id, service, cancelled: false, expired: true)
         case .interrupted:
             if !queue.withLock({ $0.stopping }) { enqueue(id, service) }  // a drain given from outside: carry on
         case .stoppedEarly:

@@ -5,6 +5,8 @@ import Foundation
 /// The Batch API: create (with `Idempotency-Key`), retrieve, list, cancel.
 extension BatchService {
     static let completionWindow = "24h"
+    /// How long a create without `Idempotency-Key` that repeats an earlier one is taken as its retry, in seconds.
+    static let retryWindow = 600
 
     func createBatch(_ r: ServiceRequest) throws -> ServiceResponse {
         guard let body = (try? JSON.parse(r.body))?.objectValue else {
@@ -45,9 +47,20 @@ extension BatchService {
             id: BatchFolder.newID("batch_"), endpoint: endpoint, inputFileID: input,
             completionWindow: Self.completionWindow, status: .validating, createdAt: now, expiresAt: now + 86_400,
             metadata: metadata, idempotencyKey: key, total: file.lines ?? 0)
-        // Two creates with one key at once: the first to be recorded wins, and the second gets it.
+        // Two creates with one key at once: the first to be recorded wins, and the second gets it. Without a key, a
+        // create that repeats one made in the last `retryWindow` seconds (same file, endpoint and metadata, not
+        // failed or cancelled) is taken as its retry: SDKs resend a create that timed out without a key of their own.
         let kept: BatchRecord = state.withLock { s in
             if let key, let earlier = s.batches.values.first(where: { $0.idempotencyKey == key }) { return earlier }
+            if key == nil,
+                let earlier = s.batches.values.filter({
+                    $0.idempotencyKey == nil && $0.inputFileID == input && $0.endpoint == endpoint
+                        && $0.metadata == metadata && $0.createdAt >= now - Self.retryWindow
+                        && ![.failed, .cancelled, .cancelling, .expired].contains($0.status)
+                }).max(by: { $0.createdAt < $1.createdAt })
+            {
+                return earlier
+            }
             s.batches[batch.id] = batch
             return batch
         }

@@ -76,6 +76,7 @@ public final class BatchService: Sendable {
     public func drain() { runner.drain(self) }
 
     func handle(_ r: ServiceRequest) -> ServiceResponse {
+        if r.method == "GET" && r.path == "/metrics" { return metrics() }
         guard authorized(r) else { return .json(APIError.unauthorized.json, status: 401) }
         do {
             return try route(r)

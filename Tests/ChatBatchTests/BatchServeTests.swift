@@ -76,9 +76,12 @@ struct BatchServeTests {
                         extra_headers={"Idempotency-Key": "nightly-2026-12-02"})
             first, second = c.batches.create(**args), c.batches.create(**args)
             wait(first.id)
+            plain = dict(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h",
+                         metadata={"try": "1"})
+            retried = [c.batches.create(**plain).id, c.batches.create(**plain).id]
             other = c.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
             done = wait(other.id)
-            print(json.dumps({"first": first.id, "second": second.id, "other": other.id,
+            print(json.dumps({"first": first.id, "second": second.id, "other": other.id, "retried": retried,
                               "other_counts": done.request_counts.model_dump()}))
         elif command == "two":
             f1 = c.files.create(file=open(sys.argv[3], "rb"), purpose="batch")
@@ -190,7 +193,16 @@ struct BatchServeTests {
         scratch.write("in.jsonl", lines: Self.batchLines(60))
         let server = try Server(scratch)
         let r = try Self.call(scratch, server, ["roundtrip", scratch.file("in.jsonl")])
-        #expect(server.stop() == 0)
+        var get = HTTPRequest(
+            url: server.base.replacingOccurrences(of: "/v1", with: "/metrics"), headers: [], body: [], timeout: 10)
+        get.method = "GET"
+        let metrics = CurlTransport(maxConnections: 1).send(get)
+        let text = String(decoding: metrics.body, as: UTF8.self)
+        #expect(server.stop(SIGINT) == 0)
+        #expect(metrics.status == 200 && text.contains(#"chatbatch_serve_batches{status="completed"} 1"#), "\(text)")
+        #expect(text.contains(#"chatbatch_serve_lines{outcome="completed"} 60"#))
+        try text.write(toFile: scratch.file("serve.prom"), atomically: true, encoding: .utf8)
+        #expect(try Metrics.check(scratch.file("serve.prom")) != false)
         #expect(r["status"] == "completed" && r["first_status"] == "validating", "\(r)")
         #expect(r["counts"] == ["completed": 60, "failed": 0, "total": 60] && r["errors"] == "")
         #expect(r["metadata"] == ["job": "nightly"] && r["file"]?["purpose"] == "batch")
@@ -242,6 +254,9 @@ struct BatchServeTests {
         let two = try Self.call(scratch, server, ["two", scratch.file("a.jsonl"), scratch.file("b.jsonl")])
         #expect(server.stop() == 0)
         #expect(same["first"] == same["second"] && same["other"] != same["first"], "\(same)")
+        // Without a key, the same create again within ten minutes is its retry: one batch.
+        let retried = same["retried"]?.arrayValue ?? []
+        #expect(retried.count == 2 && retried[0] == retried[1] && retried[0] != same["other"], "\(same)")
         #expect(same["other_counts"]?["completed"] == 30)
         let batches = two.arrayValue ?? []
         #expect(batches.map { $0["status"] } == ["completed", "completed"], "\(two)")
@@ -282,7 +297,7 @@ struct BatchServeTests {
         #expect(first.stop(SIGKILL) == SIGKILL)
         let second = try Server(scratch)
         let r = try Self.call(scratch, second, ["finish", id])
-        #expect(second.stop() == 0)
+        #expect(second.stop(SIGHUP) == 0)
         #expect(r["status"] == "completed" && r["counts"]?["completed"] == 300, "\(r)")
         let lines = Self.byID(r["output"]?.stringValue ?? "")
         #expect(Set(lines.keys) == Set((1...300).map { "r\($0)" }))
@@ -291,5 +306,57 @@ struct BatchServeTests {
         for (custom, billed) in g.ledger.billedCounts() where billed > 1 + (ambiguous[custom] ?? 0) {
             Issue.record("\(custom) billed \(billed) times, \(ambiguous[custom] ?? 0) counted")
         }
+    }
+
+    /// `jobs/serve-nginx.conf` as written, its names and paths changed for loopback: a client reaches the server
+    /// through nginx over TLS, an upload included.
+    @Test(needs("nginx, openssl and curl") { installed("nginx") != nil && installed("openssl") != nil })
+    func theNginxExampleServesItOverTLS() throws {
+        let g = try FakeGateway.start()
+        defer { g.shutdown() }
+        let scratch = Self.setUp(g)
+        scratch.write("in.jsonl", lines: Self.batchLines(3))
+        let server = try Server(scratch)
+        defer { _ = server.stop() }
+        let dir = scratch.file("nginx")
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        chmod(scratch.path, 0o755)
+        chmod(dir, 0o777)
+        let certificates = try TestCertificates(in: dir)
+        let example = try String(
+            contentsOf: FirstHourTests.repository.appendingPathComponent("jobs/serve-nginx.conf"), encoding: .utf8)
+        let serverPort = URLComponents(string: server.base)?.port ?? 0
+        let port = freeLoopbackPort()
+        let site = example.replacingOccurrences(of: "127.0.0.1:8080", with: "127.0.0.1:\(serverPort)")
+            .replacingOccurrences(of: "listen 443", with: "listen 127.0.0.1:\(port)")
+            .replacingOccurrences(of: "/etc/ssl/certs/batch.example.com.pem", with: certificates.cert)
+            .replacingOccurrences(of: "/etc/ssl/private/batch.example.com.key", with: certificates.key)
+        try site.write(toFile: dir + "/site.conf", atomically: true, encoding: .utf8)
+        let conf = """
+            worker_processes 1;
+            pid \(dir)/nginx.pid;
+            error_log \(dir)/error.log info;
+            events { worker_connections 64; }
+            http {
+                client_body_temp_path \(dir)/body; proxy_temp_path \(dir)/proxy; fastcgi_temp_path \(dir)/fcgi;
+                uwsgi_temp_path \(dir)/uwsgi; scgi_temp_path \(dir)/scgi;
+                access_log off;
+                include \(dir)/site.conf;
+            }
+            """
+        try conf.write(toFile: dir + "/nginx.conf", atomically: true, encoding: .utf8)
+        let nginx = try launch(
+            installed("nginx") ?? "/usr/sbin/nginx", ["-p", dir, "-c", dir + "/nginx.conf", "-g", "daemon off;"])
+        defer { stopProcess(nginx) }
+        #expect(eventually(timeout: 10) { isListening(port) })
+        let curl = installed("curl") ?? "/usr/bin/curl"
+        let base = "https://127.0.0.1:\(port)/v1"
+        let auth = ["--cacert", certificates.ca, "-s", "-H", "Authorization: Bearer sk-serve"]
+        let (uploaded, file) = try runToEnd(
+            curl, auth + ["-F", "purpose=batch", "-F", "file=@" + scratch.file("in.jsonl"), base + "/files"],
+            captureStdout: true)
+        #expect(uploaded == 0 && file.contains(#""object":"file""#) && file.contains(#""bytes":"#), "\(file)")
+        let (listed, list) = try runToEnd(curl, auth + [base + "/files"], captureStdout: true)
+        #expect(listed == 0 && list.contains(#""object":"list""#) && list.contains("in.jsonl"), "\(list)")
     }
 }

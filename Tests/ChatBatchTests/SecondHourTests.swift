@@ -87,6 +87,10 @@ struct SecondHourTests {
             let (code, text) = try user.run("set -e\n" + block)
             #expect(code == 0, "\(block)\n---\n\(text)")
             #expect(!text.contains("invalid") || text.contains("0 invalid"), "\(block)\n---\n\(text)")
+            if block.contains("chatbatch serve") {
+                let served = (try? String(contentsOfFile: user.home + "/served.jsonl", encoding: .utf8)) ?? ""
+                #expect(served.split(separator: "\n").count == 3 && served.contains(#""status_code":200"#), "\(text)")
+            }
             if block.contains("--output again/demo.jsonl") {
                 #expect(text.contains("200 answered from the cache, 0 sent"), "\(text)")
                 #expect(
