@@ -52,6 +52,8 @@ final class ServiceHandler: ChannelInboundHandler {
     let limit: Int
     private var head: HTTPRequestHead?
     private var body: ByteBuffer?
+    /// An upload's body goes to this file as it arrives (memory does not grow with the file's size).
+    private var spool: (path: String, handle: FileHandle, bytes: Int)?
     /// The request was answered early (too large): its remaining parts are dropped.
     private var refused = false
 
@@ -66,30 +68,82 @@ final class ServiceHandler: ChannelInboundHandler {
             head = h
             body = nil
             refused = false
+            dropSpool()
             if let length = h.headers.first(name: "content-length").flatMap(Int.init), length > limit {
                 refuse(context)
+                return
+            }
+            if h.method == .POST && h.uri.split(separator: "?").first == "/v1/files" {
+                // The key is checked before the body is taken: no one without it fills the disk.
+                guard service.authorized(Self.request(h, body: [])) else {
+                    refused = true
+                    write(context, .json(APIError.unauthorized.json, status: 401), keepAlive: false)
+                    return
+                }
+                let path = service.folder.uploadPath(BatchFolder.newID("spool-"))
+                if FileManager.default.createFile(atPath: path, contents: nil),
+                    let handle = FileHandle(forWritingAtPath: path)
+                {
+                    spool = (path, handle, 0)
+                }
+            }
+            if h.headers.first(name: "expect")?.lowercased() == "100-continue" {
+                // curl asks before sending a large body, and waits a second for this when no answer comes.
+                let proceed = HTTPResponseHead(version: h.version, status: .continue)
+                context.writeAndFlush(wrapOutboundOut(.head(proceed)), promise: nil)
             }
         case .body(var chunk):
             guard !refused else { return }
+            if var s = spool {
+                s.bytes += chunk.readableBytes
+                spool = s
+                guard s.bytes <= limit else {
+                    dropSpool()
+                    return refuse(context)
+                }
+                try? s.handle.write(contentsOf: Data(chunk.readableBytesView))
+                return
+            }
             if body == nil { body = chunk } else { body!.writeBuffer(&chunk) }
             if (body?.readableBytes ?? 0) > limit { refuse(context) }
         case .end:
             guard !refused, let h = head else { return }
             head = nil
-            let request = Self.request(h, body: body.map { Array($0.readableBytesView) } ?? [])
+            var request = Self.request(h, body: body.map { Array($0.readableBytesView) } ?? [])
             body = nil
+            let spooled = spool?.path
+            if let s = spool {
+                try? s.handle.close()
+                request.spool = s.path
+                spool = nil
+            }
             let keepAlive = h.isKeepAlive
+            let asked = request
             let loop = context.eventLoop
             let bound = NIOLoopBound((self, context), eventLoop: loop)
             let service = service
             DispatchQueue.global().async {
-                let response = service.handle(request)
+                let response = service.handle(asked)
+                if let spooled { try? FileManager.default.removeItem(atPath: spooled) }
                 loop.execute {
                     let (handler, context) = bound.value
                     handler.write(context, response, keepAlive: keepAlive)
                 }
             }
         }
+    }
+
+    /// Closes and removes an upload's spool file (a refused or abandoned upload).
+    private func dropSpool() {
+        guard let s = spool else { return }
+        try? s.handle.close()
+        try? FileManager.default.removeItem(atPath: s.path)
+        spool = nil
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        dropSpool()
+        context.fireChannelInactive()
     }
 
     private func refuse(_ context: ChannelHandlerContext) {

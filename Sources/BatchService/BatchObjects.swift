@@ -10,6 +10,8 @@ struct FileRecord: Codable, Sendable {
     var purpose: String
     /// Request lines, for an input file.
     var lines: Int?
+    /// The distinct `url`s its lines name, for an input file (a batch whose endpoint is the only one skips a scan).
+    var urls: [String]? = nil
     /// Where its bytes are, when not in the files folder (a batch's output and errors stay in the batch's folder).
     var path: String? = nil
 

@@ -176,21 +176,28 @@ final class BatchRunner: Sendable {
     /// (deleting the file later does not take it from the batch) and the batch is `in_progress`.
     private func validate(_ b: inout BatchRecord, _ service: BatchService) -> Bool {
         let source = service.folder.filePath(b.inputFileID)
-        guard let text = try? String(contentsOfFile: source, encoding: .utf8) else {
-            fail(&b, service, code: "file_missing", message: "the input file \(b.inputFileID) is gone")
+        var problems: [LineProblem] = []
+        let endpoint = b.endpoint
+        let named = (try? service.file(b.inputFileID))?.urls
+        do {
+            // The upload noted the urls its lines name: when the batch's endpoint is the only one, no line is read.
+            if named != [endpoint] {
+                try JSONLines.forEach(source) { number, bytes in
+                    guard problems.count < 100, let url = (try? JSON.parse(bytes))?["url"]?.stringValue, url != endpoint
+                    else { return }
+                    problems.append(
+                        LineProblem(
+                            code: "mismatched_endpoint",
+                            message: "line \(number) names \(url); every line of this batch must name \(endpoint)",
+                            line: number))
+                }
+            }
+        } catch {
+            fail(&b, service, code: "file_missing", message: "the input file \(b.inputFileID) cannot be read")
             return false
         }
-        var problems: [LineProblem] = []
-        for (i, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            guard let url = (try? JSON.parse(String(line)))?["url"]?.stringValue, url != b.endpoint else { continue }
-            problems.append(
-                LineProblem(
-                    code: "mismatched_endpoint",
-                    message: "line \(i + 1) names \(url); every line of this batch must name \(b.endpoint)",
-                    line: i + 1))
-        }
         if !problems.isEmpty {
-            b.errors = Array(problems.prefix(100))
+            b.errors = problems
             fail(&b, service, code: nil, message: nil)
             return false
         }

@@ -5,61 +5,57 @@ import Foundation
 /// The Files API: upload (multipart, `purpose=batch`, every line checked), list, read, download, delete.
 extension BatchService {
     func uploadFile(_ r: ServiceRequest) throws -> ServiceResponse {
-        guard let boundary = r.headers["content-type"].flatMap(MultipartForm.boundary(contentType:)),
-            let form = MultipartForm(body: r.body, boundary: boundary)
+        let id = BatchFolder.newID("file-")
+        let upload = folder.uploadPath(id)
+        defer { try? FileManager.default.removeItem(atPath: upload) }
+        guard let boundary = r.headers["content-type"].flatMap(MultipartUpload.boundary(contentType:)),
+            let spool = r.spool,
+            let form = try MultipartUpload(spool: spool, boundary: boundary, filePath: upload)
         else {
             throw APIError(400, "Expected a multipart/form-data body with the fields 'purpose' and 'file'.")
         }
-        let purpose = form.part("purpose").map { String(decoding: $0.body, as: UTF8.self) } ?? ""
+        let purpose = form.fields["purpose"] ?? ""
         guard purpose == "batch" else {
             throw APIError(
                 400, "'purpose' must be 'batch' (this server holds batch input files only), not '\(purpose)'.",
                 param: "purpose")
         }
-        guard let part = form.part("file") else {
-            throw APIError(400, "Missing the 'file' field.", param: "file")
-        }
-        guard part.body.count <= settings.maxFileBytes else {
+        guard form.fileBytes <= settings.maxFileBytes else {
             throw APIError(
-                413, "The file is \(part.body.count) bytes; at most \(settings.maxFileBytes) are allowed.",
+                413, "The file is \(form.fileBytes) bytes; at most \(settings.maxFileBytes) are allowed.",
                 code: "file_too_large")
         }
-        let filename = part.filename ?? "upload.jsonl"
-        let id = BatchFolder.newID("file-")
-        let upload = folder.uploadPath(id)
-        guard FileManager.default.createFile(atPath: upload, contents: Data(part.body)) else {
-            throw APIError(500, "cannot write the upload into the data folder", type: "server_error")
-        }
-        defer { try? FileManager.default.removeItem(atPath: upload) }
-        let lines = try check(upload, name: filename)
+        let filename = form.filename ?? "upload.jsonl"
+        let (lines, urls) = try check(upload, name: filename)
         try FileManager.default.moveItem(atPath: upload, toPath: folder.filePath(id))
         let record = FileRecord(
-            id: id, bytes: part.body.count, createdAt: Self.now(), filename: filename, purpose: "batch", lines: lines)
+            id: id, bytes: form.fileBytes, createdAt: Self.now(), filename: filename, purpose: "batch", lines: lines,
+            urls: urls.sorted())
         try register(record)
         return .json(record.json)
     }
 
     /// Checks every line of an uploaded file as the Batch API does and as `chatbatch validate` does; returns its
-    /// number of lines, or a 400 that names the first bad line (and how many more there are).
-    func check(_ path: String, name: String) throws -> Int {
+    /// number of lines and the urls they name, or a 400 that names the first bad line (and how many more there are).
+    func check(_ path: String, name: String) throws -> (lines: Int, urls: Set<String>) {
         var lines = 0
         var problems: [String] = []
         var ids = Set<String>()
-        let text = try String(contentsOfFile: path, encoding: .utf8)
-        for (i, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            let line = raw.trimmingCharacters(in: .whitespacesAndNewlines)
-            if line.isEmpty { continue }
+        var urls = Set<String>()
+        try JSONLines.forEach(path) { number, bytes in
             lines += 1
-            let place = "\(name):\(i + 1)"
-            guard let object = (try? JSON.parse(line))?.objectValue else {
+            let place = "\(name):\(number)"
+            guard problems.count < 100 else { return }
+            guard let object = (try? JSON.parse(bytes))?.objectValue else {
                 problems.append("\(place): not a JSON object")
-                continue
+                return
             }
             guard let id = object["custom_id"]?.stringValue, !id.isEmpty else {
                 problems.append("\(place): every line needs a custom_id (a non-empty string)")
-                continue
+                return
             }
             if !ids.insert(id).inserted { problems.append("\(place): custom_id '\(id)' is used by an earlier line") }
+            if let url = object["url"]?.stringValue { urls.insert(url) }
             if object["method"]?.stringValue != "POST" || object["url"]?.stringValue == nil || object["body"] == nil {
                 problems.append("\(place): every line needs \"method\": \"POST\", a url and a body")
             }
@@ -84,7 +80,7 @@ extension BatchService {
             let more = problems.count > 1 ? " (and \(problems.count - 1) more problems)" : ""
             throw APIError(400, first + more, code: "invalid_file")
         }
-        return lines
+        return (lines, urls)
     }
 
     func listFiles() -> ServiceResponse {

@@ -11,6 +11,8 @@ struct ServiceRequest: Sendable {
     var query: [String: String]
     var headers: [String: String]
     var body: [UInt8]
+    /// Where an upload's body was written as it arrived (`POST /v1/files`), instead of `body`.
+    var spool: String? = nil
 }
 
 /// What the service answers: a status, a body and its type.
@@ -88,7 +90,7 @@ public final class BatchService: Sendable {
     }
 
     /// The client's key, compared in constant time.
-    private func authorized(_ r: ServiceRequest) -> Bool {
+    func authorized(_ r: ServiceRequest) -> Bool {
         guard let header = r.headers["authorization"], header.hasPrefix("Bearer ") else { return false }
         let given = Array(header.dropFirst(7).utf8)
         let expected = Array(settings.clientKey.utf8)

@@ -5,6 +5,7 @@ import Synchronization
 import TestSupport
 import Testing
 
+@testable import BatchService
 @testable import ChatBatch
 
 /// The official `openai` Python SDK, installed from PyPI into a virtual environment made once per machine: the
@@ -98,6 +99,10 @@ struct BatchServeTests {
             print(json.dumps({"status": b.status, **out(wait(b.id))}))
         elif command == "finish":
             print(json.dumps(out(wait(sys.argv[3]))))
+        elif command == "mismatch":
+            f = c.files.create(file=open(sys.argv[3], "rb"), purpose="batch")
+            b = wait(c.batches.create(input_file_id=f.id, endpoint="/v1/embeddings", completion_window="24h").id)
+            print(json.dumps({"status": b.status, "errors": [e.model_dump() for e in b.errors.data]}))
         elif command == "refusals":
             r = {}
             try:
@@ -236,10 +241,16 @@ struct BatchServeTests {
         let server = try Server(scratch, extra: ["--max-file-bytes", "10000"])
         let bad = try Self.call(scratch, server, ["bad", scratch.file("bad.jsonl")])
         let refusals = try Self.call(scratch, server, ["refusals", scratch.file("big.jsonl")])
+        scratch.write("chat.jsonl", lines: Self.batchLines(3))
+        let mismatch = try Self.call(scratch, server, ["mismatch", scratch.file("chat.jsonl")])
         #expect(server.stop() == 0)
         #expect(bad["status"] == 400, "\(bad)")
         #expect(bad["message"]?.stringValue?.contains("bad.jsonl:3: `messages` must be an array") == true, "\(bad)")
         #expect(refusals == ["wrong_key": 401, "unknown_batch": 404, "unknown_file": 404, "too_large": 413])
+        // Lines that name another endpoint than the batch's: the batch fails validation, each line named.
+        let errors = mismatch["errors"]?.arrayValue ?? []
+        #expect(mismatch["status"] == "failed" && errors.count == 3, "\(mismatch)")
+        #expect(errors.first?["code"] == "mismatched_endpoint" && errors.first?["line"] == 1)
         #expect(g.ledger.count == 0)
     }
 
@@ -358,5 +369,33 @@ struct BatchServeTests {
         #expect(uploaded == 0 && file.contains(#""object":"file""#) && file.contains(#""bytes":"#), "\(file)")
         let (listed, list) = try runToEnd(curl, auth + [base + "/files"], captureStdout: true)
         #expect(listed == 0 && list.contains(#""object":"list""#) && list.contains("in.jsonl"), "\(list)")
+    }
+
+    /// An upload is read from its spool a megabyte at a time: a file part of several megabytes, full of near-misses of
+    /// the boundary (CRLF, dashes), comes out byte for byte whatever chunk edge the delimiter falls on.
+    @Test(arguments: [0, 1, 7, 1 << 20])
+    func aMultipartUploadIsSplitFromItsSpoolByteForByte(shift: Int) throws {
+        let scratch = Scratch()
+        let boundary = "----formdata-chatbatch-7"
+        var rng = SplitMix64(seed: UInt64(shift))
+        var file = [UInt8](repeating: 0x61, count: shift)
+        let pieces: [[UInt8]] = [Array("\r\n--".utf8), Array("\r\n------formdata".utf8), Array("-".utf8), [0x0D]]
+        while file.count < 3 << 20 {
+            file += Array("{\"custom_id\":\"x\"}".utf8) + pieces[Int(rng.next() % 4)]
+        }
+        var body = Array(
+            "preamble\r\n--\(boundary)\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch".utf8)
+        body += Array(
+            "\r\n--\(boundary)\r\nContent-Disposition: form-data; name=\"file\"; filename=\"in.jsonl\"\r\n".utf8)
+        body += Array("Content-Type: application/octet-stream\r\n\r\n".utf8) + file
+        body += Array("\r\n--\(boundary)--\r\n".utf8)
+        let spool = scratch.file("spool")
+        _ = FileManager.default.createFile(atPath: spool, contents: Data(body))
+        let form = try #require(try MultipartUpload(spool: spool, boundary: boundary, filePath: scratch.file("out")))
+        #expect(form.fields["purpose"] == "batch" && form.filename == "in.jsonl" && form.fileBytes == file.count)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: scratch.file("out"))) == Data(file))
+        // Without its closing delimiter the body was cut: refused.
+        _ = FileManager.default.createFile(atPath: spool, contents: Data(body.dropLast(boundary.count + 8)))
+        #expect(try MultipartUpload(spool: spool, boundary: boundary, filePath: scratch.file("out")) == nil)
     }
 }
