@@ -313,10 +313,17 @@ struct BatchServeTests {
         let lines = Self.byID(r["output"]?.stringValue ?? "")
         #expect(Set(lines.keys) == Set((1...300).map { "r\($0)" }))
         // Every line billed more than once is one the checkpoint counts as possibly billed twice.
-        let ambiguous = try ambiguousCounts(scratch.file("data/batches/\(id)/checkpoint"))
+        let checkpoint = scratch.file("data/batches/\(id)/checkpoint")
+        let ambiguous = try ambiguousCounts(checkpoint)
         for (custom, billed) in g.ledger.billedCounts() where billed > 1 + (ambiguous[custom] ?? 0) {
             Issue.record("\(custom) billed \(billed) times, \(ambiguous[custom] ?? 0) counted")
         }
+        // A batch's checkpoint is read by status and report as any other.
+        let (statusCode, status) = try runToEnd(chatbatchBinary(), ["status", checkpoint], captureStdout: true)
+        #expect(statusCode == 0 && status.contains("300"), "\(status)")
+        let (reportCode, report) = try runToEnd(
+            chatbatchBinary(), ["report", checkpoint, "--html", scratch.file("batch.html")], captureStdout: true)
+        #expect(reportCode == 0 && FileManager.default.fileExists(atPath: scratch.file("batch.html")), "\(report)")
     }
 
     /// `jobs/serve-nginx.conf` as written, its names and paths changed for loopback: a client reaches the server

@@ -20,9 +20,10 @@ struct StoreRecord: Sendable {
 /// The store holds the job: its lines, who holds which (a lease renewed here every third of its length), and every
 /// outcome. The worker runs the same machine, transport and checkpoint writer as a run on a checkpoint file, with
 /// its lines claimed from the store (`StoreLineSource`) and a private checkpoint of its own in a temporary folder
-/// (its attempts, for this run's summary; removed at the end). Each turn's changes are mirrored to the store before
-/// the turn's local commit: a claim about to leave is committed there first, fenced by its lease (a line whose lease
-/// was lost is not sent), and an outcome is kept only while its lease holds.
+/// (its attempts, for this run's summary; removed at the end). Each turn is committed locally, then recorded in the
+/// store (with the turns that came meanwhile, in one statement) before its requests leave: a claim about to leave is
+/// committed there fenced by its lease (a line whose lease was lost is not sent), and an outcome is kept only while
+/// its lease holds.
 ///
 /// It uses three connections, one per serial queue: the input queue's (claims), the run queue's (the turn's
 /// statements) and its own queue's (renewals); a fourth loads the input while the others work.
@@ -182,8 +183,8 @@ final class StoreWorker: @unchecked Sendable {
         }
     }
 
-    /// Mirrors one turn's changes to the store before they are committed locally: outcomes (kept while their
-    /// leases hold), requests that never left, and claims about to leave. Returns the jobs whose lease was lost:
+    /// Records turns already committed locally in the store, before their requests leave: outcomes (kept while
+    /// their leases hold), requests that never left, and claims about to leave. Returns the jobs whose lease was lost:
     /// they must not be sent. A lost connection is tried again for up to a lease's length (nothing is sent
     /// meanwhile); past that the error is thrown and the run stops, resumable.
     func mirror(_ ops: [CheckpointOp], sends: [ScheduledJob], log: (String) -> Void) throws(ChatBatchError)
