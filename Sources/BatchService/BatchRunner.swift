@@ -3,26 +3,31 @@ import ChatBatchCore
 import Foundation
 import Synchronization
 
-/// Runs the server's batches one at a time, in the order they were created, each through `RunSession` on a
-/// checkpoint of its own in the batch's folder: limits, retries, the envelope, the cache and resume are `chatbatch
-/// run`'s. A server killed mid-batch resumes it on its next start, and the checkpoint counts what was in flight as
-/// possibly billed twice. One at a time: two runs on one key would each learn its limits alone (the fleet's problem),
-/// so a second batch waits in `in_progress`, as OpenAI's queue does.
+/// Runs the server's batches, each through `RunSession` on a checkpoint of its own in the batch's folder: limits,
+/// retries, the envelope, the cache and resume are `chatbatch run`'s. A server killed mid-batch resumes it on its
+/// next start, and the checkpoint counts what was in flight as possibly billed twice.
+///
+/// Up to `parallel` batches run at once, in the order they were created, and share the job's concurrency equally:
+/// a batch that starts or ends gives every other running batch its new share (`chatbatch control … set
+/// concurrency`), so a small batch behind a large one is not held for hours, and together they never have more in
+/// flight than the job allows. (A job with several providers runs one batch at a time: its concurrency is per
+/// provider.) The rest wait in `in_progress`, as OpenAI's queue does.
 final class BatchRunner: Sendable {
     struct Queue {
         var waiting: [String] = []
-        var running: String? = nil
+        var running: Set<String> = []
         var stopping = false
-        var stopped = false
-        /// The running batch reached its `expires_at`: it drains, and ends `expired`.
-        var expiring: String? = nil
+        /// Running batches that reached their `expires_at`: they drain, and end `expired`.
+        var expiring: Set<String> = []
     }
 
     private let queue = Mutex(Queue())
-    private let wake = DispatchSemaphore(value: 0)
-    private let ended = DispatchSemaphore(value: 0)
+    /// Every run's thread is in it until its batch settles: a drain waits on it.
+    private let runs = DispatchGroup()
     /// How long a batch whose run stopped early (provider unreachable, key refused) waits before it is run again.
     static let retryAfter = 30.0
+    /// The most batches that run at once.
+    static let parallel = 4
 
     static func checkpoint(_ folder: BatchFolder, _ id: String) -> String { folder.batchFolder(id) + "/checkpoint" }
     static func output(_ folder: BatchFolder, _ id: String) -> String { folder.batchFolder(id) + "/output.jsonl" }
@@ -33,12 +38,12 @@ final class BatchRunner: Sendable {
 
     func start(_ service: BatchService, resuming: [String]) {
         queue.withLock { $0.waiting = resuming }
-        Thread { [self] in loop(service) }.start()
+        schedule(service)
     }
 
     func enqueue(_ id: String, _ service: BatchService) {
         queue.withLock { $0.waiting.append(id) }
-        wake.signal()
+        schedule(service)
     }
 
     func cancelQueued(_ id: String) { queue.withLock { $0.waiting.removeAll { $0 == id } } }
@@ -46,7 +51,7 @@ final class BatchRunner: Sendable {
     /// Asks the run of batch `id` to stop sending (what is in flight finishes); a batch still waiting is settled.
     func cancelRunning(_ id: String, _ service: BatchService) {
         let running = queue.withLock { q -> Bool in
-            if q.running == id { return true }
+            if q.running.contains(id) { return true }
             q.waiting.removeAll { $0 == id }
             return false
         }
@@ -57,15 +62,15 @@ final class BatchRunner: Sendable {
         }
     }
 
-    /// Stops the loop: the batch running now drains (it stays `in_progress`, resumed at the next start).
+    /// Stops: no batch starts, every running one drains (it stays `in_progress`, resumed at the next start), and
+    /// this returns once they have.
     func drain(_ service: BatchService) {
-        let running = queue.withLock { q -> String? in
+        let running = queue.withLock { q -> Set<String> in
             q.stopping = true
             return q.running
         }
-        if let running { drainRun(running, service) }
-        wake.signal()
-        ended.wait()
+        for id in running { drainRun(id, service) }
+        runs.wait()
     }
 
     private func drainRun(_ id: String, _ service: BatchService) {
@@ -79,26 +84,82 @@ final class BatchRunner: Sendable {
         }
     }
 
-    private func loop(_ service: BatchService) {
-        while true {
-            let next = queue.withLock { q -> String?? in
-                if q.stopping { return .some(nil) }
-                guard !q.waiting.isEmpty else { return nil }
-                let id = q.waiting.removeFirst()
-                q.running = id
-                return .some(id)
+    /// The concurrency each of `running` batches gets: the job's, divided equally.
+    private func share(_ service: BatchService, running: Int) -> Int {
+        max(1, (service.settings.job.concurrency ?? 64) / max(1, running))
+    }
+
+    /// Starts waiting batches while fewer than `parallel` run, each on a thread of its own, and gives the batches
+    /// already running their new share.
+    private func schedule(_ service: BatchService) {
+        let single = !(service.settings.job.providers ?? []).isEmpty
+        let (started, _) = queue.withLock { q -> ([String], [String]) in
+            guard !q.stopping else { return ([], []) }
+            var started: [String] = []
+            var index = 0
+            while q.running.count < (single ? 1 : Self.parallel), index < q.waiting.count {
+                let id = q.waiting[index]
+                // A batch given back while its run ends waits until that run has.
+                guard !q.running.contains(id) else {
+                    index += 1
+                    continue
+                }
+                q.waiting.remove(at: index)
+                q.running.insert(id)
+                started.append(id)
             }
-            switch next {
-            case .some(nil):
-                queue.withLock { $0.stopped = true }
-                ended.signal()
-                return
-            case .some(let id?):
+            return (started, [])
+        }
+        for id in started {
+            runs.enter()
+            Thread { [self] in
+                makeRoom(for: id, service)
                 run(id, service)
-                queue.withLock { $0.running = nil }
-            case nil:
-                wake.wait()
+                let left = queue.withLock { q -> [String] in
+                    q.running.remove(id)
+                    q.expiring.remove(id)
+                    return Array(q.running)
+                }
+                rebalance(left, service)
+                schedule(service)
+                runs.leave()
+            }.start()
+        }
+    }
+
+    /// Before batch `id` starts: the batches running give up their share of the concurrency for it, and it waits
+    /// (up to a minute) until what they have in flight fits in the rest, so that together they never have more in
+    /// flight than the job allows.
+    private func makeRoom(for id: String, _ service: BatchService) {
+        guard (service.settings.job.providers ?? []).isEmpty else { return }
+        let others = queue.withLock { Array($0.running.subtracting([id])) }
+        guard !others.isEmpty else { return }
+        let total = service.settings.job.concurrency ?? 64
+        let each = share(service, running: others.count + 1)
+        for other in others {
+            _ = try? JobControl.give(
+                .set(.concurrency, Double(each)), provider: nil, checkpoint: Self.checkpoint(service.folder, other),
+                nextRun: false, wait: 2)
+        }
+        for _ in 0..<600 {
+            let inflight = others.reduce(0) { sum, other in
+                sum
+                    + ((try? CheckpointProgress.read(checkpoint: Self.checkpoint(service.folder, other)))?.inflight ?? 0)
             }
+            if inflight <= total - each { return }
+            usleep(100_000)
+        }
+    }
+
+    /// Gives each of `running` batches its share of the job's concurrency (a run not yet holding its checkpoint
+    /// takes its share when it starts).
+    private func rebalance(_ running: [String], _ service: BatchService) {
+        guard !running.isEmpty, (service.settings.job.providers ?? []).isEmpty else { return }
+        let each = Double(share(service, running: queue.withLock { $0.running.count }))
+        for id in running {
+            _ = try? JobControl.give(
+                .set(.concurrency, each), provider: nil, checkpoint: Self.checkpoint(service.folder, id),
+                nextRun: false, wait: 0)
         }
     }
 
@@ -121,6 +182,9 @@ final class BatchRunner: Sendable {
             return finish(id, service, cancelled: false, expired: true)
         }
         var job = service.settings.job
+        if (job.providers ?? []).isEmpty {
+            job.concurrency = share(service, running: queue.withLock { $0.running.count })
+        }
         job.input = Self.input(folder, id)
         job.inputLabel = (try? service.file(b.inputFileID))?.filename ?? "input.jsonl"
         job.output = Self.output(folder, id)
@@ -133,8 +197,8 @@ final class BatchRunner: Sendable {
         let left = Double(b.expiresAt) - Date().timeIntervalSince1970
         DispatchQueue.global().asyncAfter(deadline: .now() + max(0, left)) { [self] in
             let expire = queue.withLock { q -> Bool in
-                guard q.running == id else { return false }
-                q.expiring = id
+                guard q.running.contains(id) else { return false }
+                q.expiring.insert(id)
                 return true
             }
             if expire { drainRun(id, service) }
@@ -149,10 +213,7 @@ final class BatchRunner: Sendable {
             return fail(&b, service, code: "run_refused", message: "\(error)")
         }
         let cancelling = (try? service.batch(id))?.status == .cancelling
-        let expiring = queue.withLock { q in
-            defer { q.expiring = nil }
-            return q.expiring == id
-        }
+        let expiring = queue.withLock { q in q.expiring.remove(id) != nil }
         switch summary.exit {
         case .allDone, .doneWithFailures:
             finish(id, service, cancelled: cancelling)

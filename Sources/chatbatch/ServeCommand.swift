@@ -11,7 +11,7 @@ struct ServeCommand: ParsableCommand {
         discussion: """
             JOB is a job file that says where the lines go (provider, base_url, the provider's key, concurrency, prices, retries); each batch's input and outputs are its own. Clients send the key in --client-key-env (default CHATBATCH_SERVE_KEY) as 'Authorization: Bearer KEY'. Prints its base URL (http://HOST:PORT/v1) as its first line.
             Routes: POST /v1/files (multipart, purpose=batch), GET /v1/files, GET /v1/files/{id}, GET /v1/files/{id}/content, DELETE /v1/files/{id}, POST /v1/batches (Idempotency-Key honoured), GET /v1/batches, GET /v1/batches/{id}, POST /v1/batches/{id}/cancel.
-            Batches run one at a time, in the order they were created, each on a checkpoint of its own under --data. SIGTERM, SIGINT or SIGHUP: the listener closes, the running batch stops sending and lets what is in flight finish, and the server exits 0; started again on the same --data, it takes every batch up where it stood.
+            Up to four batches run at once, in the order they were created, sharing the job's concurrency equally, each on a checkpoint of its own under --data. SIGTERM, SIGINT or SIGHUP: the listener closes, the running batch stops sending and lets what is in flight finish, and the server exits 0; started again on the same --data, it takes every batch up where it stood.
             """)
 
     @Argument(help: "The job file: provider, base_url, the provider's key, concurrency, prices.") var job: String

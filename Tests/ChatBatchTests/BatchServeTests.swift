@@ -90,6 +90,18 @@ struct BatchServeTests {
             b1 = c.batches.create(input_file_id=f1.id, endpoint="/v1/chat/completions", completion_window="24h")
             b2 = c.batches.create(input_file_id=f2.id, endpoint="/v1/chat/completions", completion_window="24h")
             print(json.dumps([out(wait(b1.id)), out(wait(b2.id))]))
+        elif command == "fair":
+            big = c.files.create(file=open(sys.argv[3], "rb"), purpose="batch")
+            small = c.files.create(file=open(sys.argv[4], "rb"), purpose="batch")
+            b1 = c.batches.create(input_file_id=big.id, endpoint="/v1/chat/completions", completion_window="24h")
+            time.sleep(0.5)
+            b2 = c.batches.create(input_file_id=small.id, endpoint="/v1/chat/completions", completion_window="24h")
+            done_small = wait(b2.id)
+            big_then = c.batches.retrieve(b1.id)
+            done_big = wait(b1.id)
+            print(json.dumps({"small": done_small.status, "big_when_small_done": big_then.status,
+                              "big_done_then": big_then.request_counts.completed, "big": done_big.status,
+                              "big_counts": done_big.request_counts.model_dump()}))
         elif command == "start":
             f = c.files.create(file=open(sys.argv[3], "rb"), purpose="batch")
             b = c.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
@@ -404,5 +416,35 @@ struct BatchServeTests {
         // Without its closing delimiter the body was cut: refused.
         _ = FileManager.default.createFile(atPath: spool, contents: Data(body.dropLast(boundary.count + 8)))
         #expect(try MultipartUpload(spool: spool, boundary: boundary, filePath: scratch.file("out")) == nil)
+    }
+
+    /// Batches run side by side, sharing the job's concurrency: a small batch created after a large one finishes
+    /// while the large one runs, and the two together never have more in flight than the job allows.
+    @Test func aSmallBatchBehindALargeOneIsNotHeldForIt() throws {
+        let g = try FakeGateway.start { $0.latencyMilliseconds = 100 }
+        defer { g.shutdown() }
+        let scratch = Self.setUp(g, concurrency: 8)
+        scratch.write("big.jsonl", lines: Self.batchLines(320, prefix: "big"))
+        scratch.write("small.jsonl", lines: Self.batchLines(12, prefix: "small"))
+        let server = try Server(scratch)
+        let r = try Self.call(scratch, server, ["fair", scratch.file("big.jsonl"), scratch.file("small.jsonl")])
+        #expect(server.stop() == 0)
+        #expect(r["small"] == "completed" && r["big_when_small_done"] == "in_progress", "\(r)")
+        #expect((r["big_done_then"]?.intValue ?? 320) < 320 && r["big"] == "completed", "\(r)")
+        #expect(r["big_counts"]?["completed"] == 320)
+        // The most requests the gateway had at once, from its ledger: each request from its arrival to its answer.
+        var edges: [(at: Double, step: Int)] = []
+        for e in g.ledger.snapshot() {
+            edges.append((e.receivedAt, 1))
+            edges.append((e.respondedAt, -1))
+        }
+        edges.sort { a, b in a.at < b.at || (a.at == b.at && a.step < b.step) }
+        var now = 0
+        var peak = 0
+        for (_, step) in edges {
+            now += step
+            peak = max(peak, now)
+        }
+        #expect(peak <= 8, "in flight at once: \(peak)")
     }
 }

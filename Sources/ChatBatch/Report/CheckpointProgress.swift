@@ -3,6 +3,8 @@
 public struct CheckpointProgress: Sendable, Equatable {
     public var done = 0
     public var failed = 0
+    /// Lines claimed and not yet answered: requests in flight (or, after a crash, possibly billed).
+    public var inflight = 0
     public var promptTokens = 0
     public var completionTokens = 0
     public var cost = 0.0
@@ -14,7 +16,8 @@ public struct CheckpointProgress: Sendable, Equatable {
         let counts = try store.stateCounts()
         let totals = try store.totals()
         return CheckpointProgress(
-            done: counts[.done] ?? 0, failed: counts[.failed] ?? 0, promptTokens: totals.prompt,
+            done: counts[.done] ?? 0, failed: counts[.failed] ?? 0, inflight: counts[.inflight] ?? 0,
+            promptTokens: totals.prompt,
             completionTokens: totals.completion, cost: totals.cost)
     }
 }
