@@ -21,6 +21,14 @@ struct BatchFolder: Sendable {
         }
     }
 
+    /// Uploads and spools a killed server left half written: nothing refers to them.
+    func clearUploads() {
+        let folder = root + "/uploads"
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? [] {
+            try? FileManager.default.removeItem(atPath: folder + "/" + name)
+        }
+    }
+
     func filePath(_ id: String) -> String { root + "/files/\(id).jsonl" }
     func batchFolder(_ id: String) -> String { root + "/batches/\(id)" }
     /// Where an upload is written while it is checked (moved into `files/` once it is good).

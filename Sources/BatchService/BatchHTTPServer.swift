@@ -56,6 +56,10 @@ final class ServiceHandler: ChannelInboundHandler {
     private var spool: (path: String, handle: FileHandle, bytes: Int)?
     /// The request was answered early (too large): its remaining parts are dropped.
     private var refused = false
+    /// The most a request's body may hold: an upload's `limit`, any other `requestLimit`.
+    private var bodyLimit = 0
+    /// The most a request other than an upload may send (a batch's create is a few hundred bytes).
+    static let requestLimit = 1 << 20
 
     init(service: BatchService, limit: Int) {
         self.service = service
@@ -69,17 +73,20 @@ final class ServiceHandler: ChannelInboundHandler {
             body = nil
             refused = false
             dropSpool()
-            if let length = h.headers.first(name: "content-length").flatMap(Int.init), length > limit {
+            let asked = Self.request(h, body: [])
+            let upload = h.method == .POST && asked.path.split(separator: "/") == ["v1", "files"]
+            bodyLimit = upload ? limit : Self.requestLimit
+            if let length = h.headers.first(name: "content-length").flatMap(Int.init), length > bodyLimit {
                 refuse(context)
                 return
             }
-            if h.method == .POST && h.uri.split(separator: "?").first == "/v1/files" {
-                // The key is checked before the body is taken: no one without it fills the disk.
-                guard service.authorized(Self.request(h, body: [])) else {
-                    refused = true
-                    write(context, .json(APIError.unauthorized.json, status: 401), keepAlive: false)
-                    return
-                }
+            // The key is checked before any body is taken: no one without it fills the memory or the disk.
+            if asked.path != "/metrics" && !service.authorized(asked) {
+                refused = true
+                write(context, .json(APIError.unauthorized.json, status: 401), keepAlive: false)
+                return
+            }
+            if upload {
                 let path = service.folder.uploadPath(BatchFolder.newID("spool-"))
                 if FileManager.default.createFile(atPath: path, contents: nil),
                     let handle = FileHandle(forWritingAtPath: path)
@@ -105,7 +112,7 @@ final class ServiceHandler: ChannelInboundHandler {
                 return
             }
             if body == nil { body = chunk } else { body!.writeBuffer(&chunk) }
-            if (body?.readableBytes ?? 0) > limit { refuse(context) }
+            if (body?.readableBytes ?? 0) > bodyLimit { refuse(context) }
         case .end:
             guard !refused, let h = head else { return }
             head = nil
@@ -148,26 +155,43 @@ final class ServiceHandler: ChannelInboundHandler {
 
     private func refuse(_ context: ChannelHandlerContext) {
         refused = true
-        let error = APIError(
-            413, "The request is larger than the \(service.settings.maxFileBytes)-byte file limit.",
-            code: "file_too_large")
+        let error =
+            bodyLimit == limit
+            ? APIError(
+                413, "The request is larger than the \(service.settings.maxFileBytes)-byte file limit.",
+                code: "file_too_large")
+            : APIError(413, "The request body is larger than \(Self.requestLimit) bytes.", code: "request_too_large")
         write(context, .json(error.json, status: 413), keepAlive: false)
     }
 
     func write(_ context: ChannelHandlerContext, _ response: ServiceResponse, keepAlive: Bool) {
         var h = HTTPHeaders()
         h.add(name: "content-type", value: response.contentType)
-        h.add(name: "content-length", value: String(response.body.count))
+        // A file goes from disk as a file region (sendfile): an output of gigabytes takes no memory.
+        var handle: NIOFileHandle? = nil
+        if let file = response.file {
+            handle = try? NIOFileHandle(_deprecatedPath: file.path)
+        }
+        let length = handle != nil ? response.file?.size ?? 0 : response.body.count
+        h.add(name: "content-length", value: String(length))
         if !keepAlive { h.add(name: "connection", value: "close") }
-        let head = HTTPResponseHead(
-            version: .http1_1, status: HTTPResponseStatus(statusCode: response.status), headers: h)
+        let status =
+            response.file != nil && handle == nil ? HTTPResponseStatus.notFound : .init(statusCode: response.status)
+        let head = HTTPResponseHead(version: .http1_1, status: status, headers: h)
         context.write(wrapOutboundOut(.head(head)), promise: nil)
-        context.write(
-            wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: response.body)))), promise: nil)
+        if let handle {
+            let region = FileRegion(fileHandle: handle, readerIndex: 0, endIndex: length)
+            context.write(wrapOutboundOut(.body(.fileRegion(region))), promise: nil)
+        } else {
+            context.write(
+                wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: response.body)))),
+                promise: nil)
+        }
         let done = context.eventLoop.makePromise(of: Void.self)
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: done)
-        if !keepAlive {
-            done.futureResult.whenComplete { [channel = context.channel] _ in channel.close(promise: nil) }
+        done.futureResult.whenComplete { [channel = context.channel] _ in
+            try? handle?.close()
+            if !keepAlive { channel.close(promise: nil) }
         }
     }
 
@@ -178,8 +202,9 @@ final class ServiceHandler: ChannelInboundHandler {
         var query: [String: String] = [:]
         if let q {
             for pair in uri[uri.index(after: q)...].split(separator: "&") {
-                let kv = pair.split(separator: "=", maxSplits: 1)
-                query[String(kv[0])] = kv.count > 1 ? String(kv[1]).removingPercentEncoding ?? String(kv[1]) : ""
+                let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+                guard let name = kv.first, !name.isEmpty else { continue }
+                query[String(name)] = kv.count > 1 ? String(kv[1]).removingPercentEncoding ?? String(kv[1]) : ""
             }
         }
         var headers: [String: String] = [:]

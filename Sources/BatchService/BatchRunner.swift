@@ -46,17 +46,16 @@ final class BatchRunner: Sendable {
         schedule(service)
     }
 
-    func cancelQueued(_ id: String) { queue.withLock { $0.waiting.removeAll { $0 == id } } }
-
-    /// Asks the run of batch `id` to stop sending (what is in flight finishes); a batch still waiting is settled.
-    func cancelRunning(_ id: String, _ service: BatchService) {
+    /// A batch now `cancelling`: one still waiting is settled at once; a running one is drained (what is in
+    /// flight finishes) and its run's thread settles it.
+    func cancel(_ id: String, _ service: BatchService) {
         let running = queue.withLock { q -> Bool in
             if q.running.contains(id) { return true }
             q.waiting.removeAll { $0 == id }
             return false
         }
         if running {
-            drainRun(id, service)
+            DispatchQueue.global().async { [self] in drainRun(id, service) }
         } else {
             finish(id, service, cancelled: true)
         }
@@ -73,11 +72,13 @@ final class BatchRunner: Sendable {
         runs.wait()
     }
 
+    /// Gives the run of batch `id` a drain (it stops sending; what is in flight finishes), trying until its run
+    /// holds the checkpoint or the batch no longer runs. It never takes the checkpoint itself (a run starting then
+    /// would find it held).
     private func drainRun(_ id: String, _ service: BatchService) {
         let checkpoint = Self.checkpoint(service.folder, id)
-        // The run reads controls four times a second; until its checkpoint exists it has not started sending.
-        for _ in 0..<200 {
-            if (try? JobControl.give(.drain, provider: nil, checkpoint: checkpoint, nextRun: true, wait: 0)) != nil {
+        while queue.withLock({ $0.running.contains(id) }) {
+            if (try? JobControl.give(.drain, provider: nil, checkpoint: checkpoint, nextRun: false, wait: 0)) != nil {
                 return
             }
             usleep(50_000)
@@ -106,12 +107,12 @@ final class BatchRunner: Sendable {
                 }
                 q.waiting.remove(at: index)
                 q.running.insert(id)
+                runs.enter()  // under the lock: a drain that saw it running waits for it
                 started.append(id)
             }
             return (started, [])
         }
         for id in started {
-            runs.enter()
             Thread { [self] in
                 makeRoom(for: id, service)
                 run(id, service)
@@ -164,11 +165,11 @@ final class BatchRunner: Sendable {
     }
 
     private func run(_ id: String, _ service: BatchService) {
-        guard var b = try? service.batch(id) else { return }
+        guard let first = try? service.batch(id) else { return }
         let folder = service.folder
-        switch b.status {
+        switch first.status {
         case .validating:
-            guard validate(&b, service) else { return }
+            guard validate(id, service) else { return finish(id, service, cancelled: true, onlyIfCancelling: true) }
         case .finalizing:
             return finish(id, service, cancelled: false)
         case .cancelling:
@@ -178,6 +179,11 @@ final class BatchRunner: Sendable {
         case .failed, .completed, .expired, .cancelled:
             return
         }
+        guard let b = try? service.batch(id), b.status == .inProgress else {
+            return finish(id, service, cancelled: true, onlyIfCancelling: true)
+        }
+        // A drain (SIGTERM) came meanwhile: the batch stays `in_progress` for the next start.
+        guard !queue.withLock({ $0.stopping }) else { return }
         if Int(Date().timeIntervalSince1970) > b.expiresAt {
             return finish(id, service, cancelled: false, expired: true)
         }
@@ -210,7 +216,7 @@ final class BatchRunner: Sendable {
                 try? log?.write(contentsOf: Data((line + "\n").utf8))
             }
         } catch {
-            return fail(&b, service, code: "run_refused", message: "\(error)")
+            return fail(id, service, code: "run_refused", message: "\(error)")
         }
         let cancelling = (try? service.batch(id))?.status == .cancelling
         let expiring = queue.withLock { q in q.expiring.remove(id) != nil }
@@ -223,100 +229,18 @@ final class BatchRunner: Sendable {
             finish(id, service, cancelled: false, expired: true)
         case .interrupted:
             if !queue.withLock({ $0.stopping }) { enqueue(id, service) }  // a drain given from outside: carry on
+        case .stoppedEarly where cancelling:
+            finish(id, service, cancelled: true)
+        case .checkpointBusy:
+            // Another process holds its checkpoint a moment (a `chatbatch control`, `status`): run it again soon.
+            DispatchQueue.global().asyncAfter(deadline: .now() + 1) { [self] in enqueue(id, service) }
         case .stoppedEarly:
             service.settings.log(
                 "chatbatch serve: batch \(id) stopped early (\(summary.stopReason ?? "")); run again in "
                     + "\(Int(Self.retryAfter)) s")
             DispatchQueue.global().asyncAfter(deadline: .now() + Self.retryAfter) { [self] in enqueue(id, service) }
-        case .usageOrInput, .checkpointBusy:
-            fail(&b, service, code: "run_refused", message: summary.stopReason ?? "the run was refused")
+        case .usageOrInput:
+            fail(id, service, code: "run_refused", message: summary.stopReason ?? "the run was refused")
         }
-    }
-
-    /// `validating`: every line must name the batch's endpoint; then the input is linked into the batch's folder
-    /// (deleting the file later does not take it from the batch) and the batch is `in_progress`.
-    private func validate(_ b: inout BatchRecord, _ service: BatchService) -> Bool {
-        let source = service.folder.filePath(b.inputFileID)
-        var problems: [LineProblem] = []
-        let endpoint = b.endpoint
-        let named = (try? service.file(b.inputFileID))?.urls
-        do {
-            // The upload noted the urls its lines name: when the batch's endpoint is the only one, no line is read.
-            if named != [endpoint] {
-                try JSONLines.forEach(source) { number, bytes in
-                    guard problems.count < 100, let url = (try? JSON.parse(bytes))?["url"]?.stringValue, url != endpoint
-                    else { return }
-                    problems.append(
-                        LineProblem(
-                            code: "mismatched_endpoint",
-                            message: "line \(number) names \(url); every line of this batch must name \(endpoint)",
-                            line: number))
-                }
-            }
-        } catch {
-            fail(&b, service, code: "file_missing", message: "the input file \(b.inputFileID) cannot be read")
-            return false
-        }
-        if !problems.isEmpty {
-            b.errors = problems
-            fail(&b, service, code: nil, message: nil)
-            return false
-        }
-        let input = Self.input(service.folder, b.id)
-        try? FileManager.default.createDirectory(
-            atPath: service.folder.batchFolder(b.id), withIntermediateDirectories: true)
-        if !FileManager.default.fileExists(atPath: input) {
-            if link(source, input) != 0 { try? FileManager.default.copyItem(atPath: source, toPath: input) }
-        }
-        b.status = .inProgress
-        b.inProgressAt = BatchService.now()
-        service.update(b)
-        return true
-    }
-
-    private func fail(_ b: inout BatchRecord, _ service: BatchService, code: String?, message: String?) {
-        if let code, let message { b.errors = (b.errors ?? []) + [LineProblem(code: code, message: message)] }
-        b.status = .failed
-        b.failedAt = BatchService.now()
-        service.update(b)
-    }
-
-    /// `finalizing`, then `completed` (or `cancelled`, `expired`): the output and errors files become file objects
-    /// (each only when it holds a line), and the counts are the checkpoint's.
-    func finish(_ id: String, _ service: BatchService, cancelled: Bool, expired: Bool = false) {
-        guard var b = try? service.batch(id) else { return }
-        let folder = service.folder
-        if !cancelled && !expired {
-            b.status = .finalizing
-            b.finalizingAt = BatchService.now()
-            service.update(b)
-        }
-        if let p = try? CheckpointProgress.read(checkpoint: Self.checkpoint(folder, id)) {
-            b.completed = p.done
-            b.failed = p.failed
-            b.inputTokens = p.promptTokens
-            b.outputTokens = p.completionTokens
-        }
-        for (path, isOutput) in [(Self.output(folder, id), true), (Self.errors(folder, id), false)] {
-            let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
-            guard size > 0 else { continue }
-            let file = FileRecord(
-                id: "file-" + id.dropFirst(6) + (isOutput ? "out" : "err"), bytes: size, createdAt: BatchService.now(),
-                filename: "\(id)_\(isOutput ? "output" : "error").jsonl", purpose: "batch_output", path: path)
-            try? service.register(file)
-            if isOutput { b.outputFileID = file.id } else { b.errorFileID = file.id }
-        }
-        let now = BatchService.now()
-        if expired {
-            b.status = .expired
-            b.expiredAt = now
-        } else if cancelled {
-            b.status = .cancelled
-            b.cancelledAt = now
-        } else {
-            b.status = .completed
-            b.completedAt = now
-        }
-        service.update(b)
     }
 }

@@ -14,6 +14,13 @@ extension BatchService {
         }
         let key = r.headers["idempotency-key"].flatMap { $0.isEmpty ? nil : $0 }
         if let key, let earlier = state.withLock({ s in s.batches.values.first { $0.idempotencyKey == key } }) {
+            guard body["input_file_id"]?.stringValue == earlier.inputFileID,
+                body["endpoint"]?.stringValue == earlier.endpoint
+            else {
+                throw APIError(
+                    409, "Idempotency-Key '\(key)' was used for batch \(earlier.id) of another file or endpoint.",
+                    code: "idempotency_key_reused")
+            }
             return .json(earlier.json(progress: progress(earlier)))
         }
         guard let input = body["input_file_id"]?.stringValue else {
@@ -61,13 +68,13 @@ extension BatchService {
             {
                 return earlier
             }
+            do { try folder.save(batch) } catch {
+                settings.log("chatbatch serve: cannot save batch \(batch.id): \(error)")
+            }
             s.batches[batch.id] = batch
             return batch
         }
-        if kept.id == batch.id {
-            update(batch)
-            runner.enqueue(batch.id, self)
-        }
+        if kept.id == batch.id { runner.enqueue(batch.id, self) }
         return .json(kept.json(progress: progress(kept)))
     }
 
@@ -96,25 +103,29 @@ extension BatchService {
     /// Cancels: a batch not yet running is cancelled at once; a running one stops sending, lets what is in flight
     /// finish, and its output file holds what was done.
     func cancel(_ id: String) throws -> ServiceResponse {
-        var b = try batch(id)
-        switch b.status {
-        case .validating:
-            b.status = .cancelled
-            b.cancellingAt = Self.now()
-            b.cancelledAt = b.cancellingAt
-            update(b)
-            runner.cancelQueued(id)
-        case .inProgress:
-            b.status = .cancelling
-            b.cancellingAt = Self.now()
-            update(b)
-            runner.cancelRunning(id, self)
-        case .cancelling, .cancelled:
-            break
-        case .failed, .finalizing, .completed, .expired:
-            throw APIError(409, "Batch \(id) is \(b.status.rawValue) and cannot be cancelled.")
-        }
-        return .json(try batchJSON(id))
+        let now = Self.now()
+        var refused: BatchStatus?
+        guard
+            let (b, changed) = transition(
+                id,
+                { b in
+                    switch b.status {
+                    case .validating, .inProgress:
+                        // The runner settles it: at once when it has not started, after a drain when it runs.
+                        b.status = .cancelling
+                        b.cancellingAt = now
+                        return true
+                    case .cancelling, .cancelled:
+                        return false
+                    case .failed, .finalizing, .completed, .expired:
+                        refused = b.status
+                        return false
+                    }
+                })
+        else { throw APIError.notFound("batch", id) }
+        if let refused { throw APIError(409, "Batch \(id) is \(refused.rawValue) and cannot be cancelled.") }
+        if changed { runner.cancel(id, self) }
+        return .json(b.json(progress: progress(b)))
     }
 
     /// Lines answered and failed so far, from the checkpoint of a batch that is running.

@@ -90,10 +90,11 @@ extension BatchService {
 
     func content(_ id: String) throws -> ServiceResponse {
         let f = try file(id)
-        guard let data = FileManager.default.contents(atPath: f.path ?? folder.filePath(id)) else {
+        let path = f.path ?? folder.filePath(id)
+        guard let size = (try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? Int else {
             throw APIError.notFound("file content", id)
         }
-        return ServiceResponse(status: 200, body: Array(data), contentType: "application/octet-stream")
+        return ServiceResponse(status: 200, body: [], contentType: "application/octet-stream", file: (path, size))
     }
 
     func deleteFile(_ id: String) throws -> ServiceResponse {

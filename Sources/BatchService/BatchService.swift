@@ -20,6 +20,8 @@ struct ServiceResponse: Sendable {
     var status: Int
     var body: [UInt8]
     var contentType = "application/json"
+    /// A file sent as the body instead, from disk as it is (an output can be gigabytes).
+    var file: (path: String, size: Int)? = nil
 
     static func json(_ value: JSON, status: Int = 200) -> ServiceResponse {
         ServiceResponse(status: status, body: Array(value.serialized().utf8))
@@ -65,6 +67,7 @@ public final class BatchService: Sendable {
     public init(_ settings: Settings) throws {
         self.settings = settings
         folder = try BatchFolder(root: settings.dataFolder)
+        folder.clearUploads()
         let loaded = folder.load()
         var s = State()
         for f in loaded.files { s.files[f.id] = f }
@@ -127,9 +130,17 @@ public final class BatchService: Sendable {
     }
 
     /// Saves `batch` to the folder, then to memory.
-    func update(_ batch: BatchRecord) {
-        do { try folder.save(batch) } catch { settings.log("chatbatch serve: cannot save batch \(batch.id): \(error)") }
-        state.withLock { $0.batches[batch.id] = batch }
+    /// Changes batch `id` as it stands now, under the lock (so that a cancel and the runner never write over each
+    /// other's change), and saves it: `change` returns false to leave it as it is. Returns the batch as it then is.
+    @discardableResult
+    func transition(_ id: String, _ change: (inout BatchRecord) -> Bool) -> (batch: BatchRecord, changed: Bool)? {
+        state.withLock { s -> (batch: BatchRecord, changed: Bool)? in
+            guard var b = s.batches[id] else { return nil }
+            guard change(&b) else { return (b, false) }
+            do { try folder.save(b) } catch { settings.log("chatbatch serve: cannot save batch \(id): \(error)") }
+            s.batches[id] = b
+            return (b, true)
+        }
     }
 
     func register(_ file: FileRecord) throws {

@@ -80,7 +80,9 @@ struct MultipartUpload {
                 name = partName
                 inPart = true
                 field = []
-                if partName == "file" {
+                if partName == "file" && filename != nil {
+                    field = nil  // a second file: its bytes are dropped, the first is the upload
+                } else if partName == "file" {
                     filename = partFile ?? "upload.jsonl"
                     guard FileManager.default.createFile(atPath: filePath, contents: nil),
                         let handle = FileHandle(forWritingAtPath: filePath)

@@ -447,4 +447,31 @@ struct BatchServeTests {
         }
         #expect(peak <= 8, "in flight at once: \(peak)")
     }
+
+    /// What a hostile client sends gets an answer, never a crash, and nothing is read before the key is checked.
+    @Test func oddRequestsAreAnsweredAndTheServerStaysUp() throws {
+        let g = try FakeGateway.start()
+        defer { g.shutdown() }
+        let scratch = Self.setUp(g)
+        let server = try Server(scratch)
+        let transport = CurlTransport(maxConnections: 2)
+        func send(_ method: String, _ path: String, key: String? = "sk-serve", body: [UInt8] = []) -> HTTPResponse {
+            var r = HTTPRequest(
+                url: server.base.replacingOccurrences(of: "/v1", with: "") + path,
+                headers: (key.map { ["Authorization: Bearer \($0)"] } ?? []) + ["Content-Type: application/json"],
+                body: body, timeout: 10)
+            r.method = method
+            return transport.send(r)
+        }
+        #expect(send("GET", "/metrics?=&=x&a").status == 200)
+        #expect(send("GET", "/v1/batches?=&after=&limit=x").status == 200)
+        #expect(send("POST", "/v1/files", key: nil, body: [UInt8](repeating: 0x61, count: 3 << 20)).status == 401)
+        #expect(send("POST", "/v1/batches", body: [UInt8](repeating: 0x20, count: 2 << 20)).status == 413)
+        #expect(send("POST", "/v1/batches", body: Array("{not json".utf8)).status == 400)
+        #expect(send("GET", "/v1/files/..%2F..%2Fetc%2Fpasswd/content").status == 404)
+        #expect(send("DELETE", "/v1/batches/x").status == 404)
+        #expect(send("GET", "/v1/files").status == 200)
+        #expect(server.process.isRunning)
+        #expect(server.stop() == 0)
+    }
 }
