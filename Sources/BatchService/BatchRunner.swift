@@ -144,8 +144,8 @@ final class BatchRunner: Sendable {
         }
         for _ in 0..<600 {
             let inflight = others.reduce(0) { sum, other in
-                sum
-                    + ((try? CheckpointProgress.read(checkpoint: Self.checkpoint(service.folder, other)))?.inflight ?? 0)
+                let progress = try? CheckpointProgress.read(checkpoint: Self.checkpoint(service.folder, other))
+                return sum + (progress?.inflight ?? 0)
             }
             if inflight <= total - each { return }
             usleep(100_000)

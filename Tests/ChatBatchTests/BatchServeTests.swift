@@ -142,10 +142,13 @@ struct BatchServeTests {
         let base: String
         init(_ scratch: Scratch, extra: [String] = []) throws {
             let out = Pipe()
+            let log = scratch.file("serve-\(UUID().uuidString).log")
+            _ = FileManager.default.createFile(atPath: log, contents: nil)
             let process = try launch(
                 chatbatchBinary(),
                 ["serve", scratch.file("serve.yaml"), "--data", scratch.file("data"), "--port", "0"] + extra,
-                environment: ["CHATBATCH_SERVE_KEY": "sk-serve"], stdout: out)
+                environment: ["CHATBATCH_SERVE_KEY": "sk-serve"], stderr: FileHandle(forWritingAtPath: log),
+                stdout: out)
             let line = Mutex("")
             let reader = out.fileHandleForReading
             _ = eventually(timeout: 20) {
@@ -224,6 +227,15 @@ struct BatchServeTests {
         #expect(r["counts"] == ["completed": 60, "failed": 0, "total": 60] && r["errors"] == "")
         #expect(r["metadata"] == ["job": "nightly"] && r["file"]?["purpose"] == "batch")
         #expect(r["usage"]?["input_tokens"]?.intValue ?? 0 > 0)
+        // Neither key is in anything the server wrote (its data folder, its log) or answered, in any encoding.
+        let secrets = ["sk-fake", "sk-serve"].flatMap { [$0, Data($0.utf8).base64EncodedString()] }
+        let written = FileManager.default.enumerator(atPath: scratch.path)?.compactMap { $0 as? String } ?? []
+        for name in written where !name.hasSuffix(".py") && !name.hasSuffix(".yaml") && name != "in.jsonl" {
+            let bytes = FileManager.default.contents(atPath: scratch.file(name)) ?? Data()
+            let text = String(decoding: bytes, as: UTF8.self)
+            for secret in secrets { #expect(!text.contains(secret), "\(secret) in \(name)") }
+        }
+        for secret in secrets { #expect(!r.serialized().contains(secret)) }
         let served = Self.byID(r["output"]?.stringValue ?? "")
         // The same file through `chatbatch run`: the same lines, the same answers.
         var s = settings(scratch, g)
