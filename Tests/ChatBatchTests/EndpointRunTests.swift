@@ -113,6 +113,12 @@ struct EndpointRunTests {
         }
         #expect(!messages.contains { $0.contains("warning") }, "\(messages)")
         #expect(summary.promptTokens == rows.reduce(0) { $0 + ($1[1].int ?? 0) })
+        // The report, its page and the metrics file read a mixed checkpoint as any other.
+        let report = try CheckpointReport.report(checkpoint: scratch.file("out.jsonl.checkpoint"))
+        #expect(report["prompt_tokens"]?.intValue == summary.promptTokens)
+        #expect(report["answers_by_status"]?["200"]?.intValue == 40, "\(report)")
+        let page = try HTMLReport.render(checkpoint: scratch.file("out.jsonl.checkpoint"))
+        #expect(page.contains("<svg") && page.contains("40"))
     }
 
     @Test func theFlatFormatGivesVectorsAndTextsPerEndpoint() throws {
