@@ -168,7 +168,7 @@ struct EndpointRequestTests {
             AnswerCheck.problem(
                 responseFormat: schema, body: response(#"{"a"#, status: "incomplete"), endpoint: .responses)?
                 .code == "truncated")
-        let dropped = AnswerCheck.droppingReasoning(response("x"), endpoint: .responses)
+        let dropped = APIEndpoint.responses.droppingReasoning(response("x"))
         #expect(dropped["output"]?.arrayValue?.map { $0["type"] } == ["message"])
         let text: JSON = ["object": "text_completion", "choices": [["text": "ab", "finish_reason": "stop"]]]
         #expect(AnswerReading.usage(text, promptEstimate: 5, endpoint: .completions) == (5, 1, true))

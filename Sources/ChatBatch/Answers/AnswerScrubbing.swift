@@ -55,7 +55,7 @@ extension Redactor {
 
     /// True when `bytes`, once its line breaks are taken out, holds a secret.
     func heldAcrossLines(_ bytes: [UInt8]) -> Bool {
-        guard bytes.contains(0x0A) || bytes.contains(0x0D) else { return false }
+        guard bytes.containsLineBreak else { return false }
         let joined = bytes.filter { $0 != 0x0A && $0 != 0x0D }
         return plain.contains { Self.find($0, in: joined, from: 0) != nil }
     }

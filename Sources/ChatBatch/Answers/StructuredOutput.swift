@@ -251,9 +251,4 @@ enum AnswerCheck {
         }
         return nil
     }
-
-    /// The body without its reasoning (`--drop-reasoning`).
-    static func droppingReasoning(_ body: JSON, endpoint: APIEndpoint = .chat) -> JSON {
-        endpoint.droppingReasoning(body)
-    }
 }

@@ -75,9 +75,10 @@ public enum APIEndpoint: String, Sendable, CaseIterable {
             if self == .embeddings, let i = items.firstIndex(where: { $0.stringValue == "" }) {
                 return "input[\(i)] is an empty string"
             }
-            if self == .embeddings && promptTokens(body) > Self.maxEmbeddingTokens {
+            let tokens = self == .embeddings ? promptTokens(body) : 0
+            if tokens > Self.maxEmbeddingTokens {
                 return
-                    "`input` holds about \(promptTokens(body)) tokens; an embeddings request takes at most \(Self.maxEmbeddingTokens)"
+                    "`input` holds about \(tokens) tokens; an embeddings request takes at most \(Self.maxEmbeddingTokens)"
             }
             return nil
         case .completions:

@@ -106,11 +106,8 @@ enum AnswerPolicy {
             attempt.ambiguous = true
             return effect(.cancelled)
         }
-        var verdict = c.retry.verdict(for: response, attempt: job.attempt, asked: asked, random: &random)
-        if r.endpoint != .chat, [404, 405, 501].contains(response.status), response.failure == nil {
-            // A provider without this endpoint: its lines are refused after one request, as a refused model's are.
-            verdict = .blockModel
-        }
+        var verdict = c.retry.verdict(
+            for: response, attempt: job.attempt, asked: asked, endpoint: r.endpoint, random: &random)
         var reading: AnswerReading? = nil
         if verdict == .success {
             let read = AnswerReading(
@@ -236,7 +233,7 @@ enum AnswerPolicy {
         paid.paidCost += usage.cost
         paid.usageEstimated = paid.usageEstimated || usage.estimated
         let ttft = r.stream ? response.firstByteSeconds * 1000 : nil
-        let kept = c.config.files.dropReasoning ? AnswerCheck.droppingReasoning(body, endpoint: r.endpoint) : body
+        let kept = c.config.files.dropReasoning ? r.endpoint.droppingReasoning(body) : body
         if let problem = AnswerCheck.problem(responseFormat: r.responseFormat, body: body, endpoint: r.endpoint) {
             if problem.code != "truncated" && paid.invalidRetries < c.config.retry.retryInvalid {
                 paid.invalidRetries += 1

@@ -16,7 +16,8 @@ enum AttemptVerdict: Equatable {
     /// 401 (or an authentication error by its body), or a refused TLS certificate: every other request would
     /// fail the same way; stop the run, leave the rest pending.
     case stopRun
-    /// 403 `permission_error` or 404 `model_not_found`: this model cannot be used with this key.
+    /// 403 `permission_error` or 404 `model_not_found`: this model cannot be used with this key. Also a 404, 405 or
+    /// 501 at an endpoint besides chat: the provider does not serve it (its lines are refused after one request).
     case blockModel
     /// 404 or 405 that does not name the model: the URL is wrong.
     case wrongRoute
@@ -40,9 +41,10 @@ struct RetryPolicy: Sendable {
         verdict(for: response, attempt: attempt, asked: Self.askedWait(response.headers, now: now), random: &random)
     }
 
-    /// Decides for an attempt whose asked wait (`askedWait`) is read already.
+    /// Decides for an attempt whose asked wait (`askedWait`) is read already, to `endpoint`.
     func verdict(
-        for response: HTTPResponse, attempt: Int, asked: Double?, random: inout some RandomNumberGenerator
+        for response: HTTPResponse, attempt: Int, asked: Double?, endpoint: APIEndpoint = .chat,
+        random: inout some RandomNumberGenerator
     ) -> AttemptVerdict {
         if let failure = response.failure {
             switch failure.kind {
@@ -56,6 +58,7 @@ struct RetryPolicy: Sendable {
         }
         let status = response.status
         if (200..<300).contains(status) { return .success }
+        if endpoint != .chat && [404, 405, 501].contains(status) { return .blockModel }
         let server = ServerError(status: status, body: response.body)
         let after = asked ?? backoff(attempt, &random)
         switch response.headers["x-should-retry"]?.lowercased() {
