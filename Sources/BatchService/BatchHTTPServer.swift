@@ -50,7 +50,8 @@ final class ServiceHandler: ChannelInboundHandler {
 
     let service: BatchService
     let limit: Int
-    private var head: HTTPRequestHead?
+    /// The request being read (its head parsed; the body added at its end), and whether its connection stays open.
+    private var pending: (request: ServiceRequest, keepAlive: Bool)?
     private var body: ByteBuffer?
     /// An upload's body goes to this file as it arrives (memory does not grow with the file's size).
     private var spool: (path: String, handle: FileHandle, bytes: Int)?
@@ -69,11 +70,11 @@ final class ServiceHandler: ChannelInboundHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(let h):
-            head = h
             body = nil
             refused = false
             dropSpool()
             let asked = Self.request(h, body: [])
+            pending = (asked, h.isKeepAlive)
             let upload = h.method == .POST && asked.path.split(separator: "/") == ["v1", "files"]
             bodyLimit = upload ? limit : Self.requestLimit
             if let length = h.headers.first(name: "content-length").flatMap(Int.init), length > bodyLimit {
@@ -114,24 +115,21 @@ final class ServiceHandler: ChannelInboundHandler {
             if body == nil { body = chunk } else { body!.writeBuffer(&chunk) }
             if (body?.readableBytes ?? 0) > bodyLimit { refuse(context) }
         case .end:
-            guard !refused, let h = head else { return }
-            head = nil
-            var request = Self.request(h, body: body.map { Array($0.readableBytesView) } ?? [])
+            guard !refused, var (asked, keepAlive) = pending else { return }
+            pending = nil
+            asked.body = body.map { Array($0.readableBytesView) } ?? []
             body = nil
-            let spooled = spool?.path
             if let s = spool {
                 try? s.handle.close()
-                request.spool = s.path
+                asked.spool = s.path
                 spool = nil
             }
-            let keepAlive = h.isKeepAlive
-            let asked = request
             let loop = context.eventLoop
             let bound = NIOLoopBound((self, context), eventLoop: loop)
             let service = service
-            DispatchQueue.global().async {
+            DispatchQueue.global().async { [asked] in
                 let response = service.handle(asked)
-                if let spooled { try? FileManager.default.removeItem(atPath: spooled) }
+                if let spooled = asked.spool { try? FileManager.default.removeItem(atPath: spooled) }
                 loop.execute {
                     let (handler, context) = bound.value
                     handler.write(context, response, keepAlive: keepAlive)

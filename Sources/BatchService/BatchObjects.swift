@@ -1,3 +1,4 @@
+import ChatBatch
 import ChatBatchCore
 
 /// A file the server holds: an uploaded input (`purpose: batch`) or a batch's output or errors
@@ -69,9 +70,8 @@ struct BatchRecord: Codable, Sendable {
     var inputTokens = 0
     var outputTokens = 0
 
-    func json(progress: CheckpointCounts?) -> JSON {
-        let done = progress?.done ?? completed
-        let failedLines = progress?.failed ?? failed
+    /// The batch in OpenAI's shape, with its lines and tokens `counts` (`BatchService.counts`).
+    func json(counts: CheckpointProgress) -> JSON {
         func time(_ t: Int?) -> JSON { t.map(JSON.int) ?? .null }
         var out: JSON = [
             "id": .string(id), "object": "batch", "endpoint": .string(endpoint), "errors": nil,
@@ -81,11 +81,10 @@ struct BatchRecord: Codable, Sendable {
             "in_progress_at": time(inProgressAt), "expires_at": .int(expiresAt), "finalizing_at": time(finalizingAt),
             "completed_at": time(completedAt), "failed_at": time(failedAt), "expired_at": time(expiredAt),
             "cancelling_at": time(cancellingAt), "cancelled_at": time(cancelledAt),
-            "request_counts": ["total": .int(total), "completed": .int(done), "failed": .int(failedLines)],
+            "request_counts": ["total": .int(total), "completed": .int(counts.done), "failed": .int(counts.failed)],
             "usage": [
-                "input_tokens": .int(progress?.prompt ?? inputTokens),
-                "output_tokens": .int(progress?.completion ?? outputTokens),
-                "total_tokens": .int((progress?.prompt ?? inputTokens) + (progress?.completion ?? outputTokens)),
+                "input_tokens": .int(counts.promptTokens), "output_tokens": .int(counts.completionTokens),
+                "total_tokens": .int(counts.promptTokens + counts.completionTokens),
                 "input_tokens_details": ["cached_tokens": 0], "output_tokens_details": ["reasoning_tokens": 0]
             ],
             "metadata": metadata.map { m in .object(JSONObject(m.sorted { $0.key < $1.key }.map { ($0, .string($1)) }))
@@ -106,12 +105,4 @@ struct BatchRecord: Codable, Sendable {
         }
         return out
     }
-}
-
-/// Lines answered and failed, and tokens, of a batch while it runs (read from its checkpoint).
-struct CheckpointCounts: Sendable {
-    var done: Int
-    var failed: Int
-    var prompt: Int
-    var completion: Int
 }

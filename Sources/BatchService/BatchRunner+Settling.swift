@@ -17,15 +17,16 @@ extension BatchRunner {
         do {
             // The upload noted the urls its lines name: when the batch's endpoint is the only one, no line is read.
             if named != [endpoint] {
-                try JSONLines.forEach(source) { number, bytes in
-                    guard problems.count < 100, let url = (try? JSON.parse(bytes))?["url"]?.stringValue,
-                        url != endpoint
-                    else { return }
+                let reader = try LineReader(path: source)
+                while let line = try reader.next(), problems.count < 100 {
+                    guard let url = (try? JSON.parse(line.bytes))?["url"]?.stringValue, url != endpoint else {
+                        continue
+                    }
                     problems.append(
                         LineProblem(
                             code: "mismatched_endpoint",
-                            message: "line \(number) names \(url); every line of this batch must name \(endpoint)",
-                            line: number))
+                            message: "line \(line.number) names \(url); every line of this batch must name \(endpoint)",
+                            line: line.number))
                 }
             }
         } catch {

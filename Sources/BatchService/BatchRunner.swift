@@ -93,7 +93,7 @@ final class BatchRunner: Sendable {
     /// Starts waiting batches while fewer than `parallel` run, each on a thread of its own, and gives the batches
     /// already running their new share.
     private func schedule(_ service: BatchService) {
-        let single = !(service.settings.job.providers ?? []).isEmpty
+        let single = !Self.splitsConcurrency(service)
         let (started, _) = queue.withLock { q -> ([String], [String]) in
             guard !q.stopping else { return ([], []) }
             var started: [String] = []
@@ -132,16 +132,12 @@ final class BatchRunner: Sendable {
     /// (up to a minute) until what they have in flight fits in the rest, so that together they never have more in
     /// flight than the job allows.
     private func makeRoom(for id: String, _ service: BatchService) {
-        guard (service.settings.job.providers ?? []).isEmpty else { return }
+        guard Self.splitsConcurrency(service) else { return }
         let others = queue.withLock { Array($0.running.subtracting([id])) }
         guard !others.isEmpty else { return }
         let total = service.settings.job.concurrency ?? 64
         let each = share(service, running: others.count + 1)
-        for other in others {
-            _ = try? JobControl.give(
-                .set(.concurrency, Double(each)), provider: nil, checkpoint: Self.checkpoint(service.folder, other),
-                nextRun: false, wait: 2)
-        }
+        give(each, to: others, wait: 2, service)
         for _ in 0..<600 {
             let inflight = others.reduce(0) { sum, other in
                 let progress = try? CheckpointProgress.read(checkpoint: Self.checkpoint(service.folder, other))
@@ -152,17 +148,25 @@ final class BatchRunner: Sendable {
         }
     }
 
-    /// Gives each of `running` batches its share of the job's concurrency (a run not yet holding its checkpoint
-    /// takes its share when it starts).
+    /// Gives each of `running` batches its share of the job's concurrency, after one ended.
     private func rebalance(_ running: [String], _ service: BatchService) {
-        guard !running.isEmpty, (service.settings.job.providers ?? []).isEmpty else { return }
-        let each = Double(share(service, running: queue.withLock { $0.running.count }))
-        for id in running {
+        guard !running.isEmpty, Self.splitsConcurrency(service) else { return }
+        give(share(service, running: queue.withLock { $0.running.count }), to: running, wait: 0, service)
+    }
+
+    /// Sets the concurrency of each of `ids` batches' runs to `each`, waiting up to `wait` seconds for each run to
+    /// take it (a run not yet holding its checkpoint takes its share when it starts).
+    private func give(_ each: Int, to ids: [String], wait: Double, _ service: BatchService) {
+        for id in ids {
             _ = try? JobControl.give(
-                .set(.concurrency, each), provider: nil, checkpoint: Self.checkpoint(service.folder, id),
-                nextRun: false, wait: 0)
+                .set(.concurrency, Double(each)), provider: nil, checkpoint: Self.checkpoint(service.folder, id),
+                nextRun: false, wait: wait)
         }
     }
+
+    /// Batches divide the job's concurrency between them; a job with several providers (whose concurrency is per
+    /// provider) runs one batch at a time instead.
+    static func splitsConcurrency(_ service: BatchService) -> Bool { (service.settings.job.providers ?? []).isEmpty }
 
     private func run(_ id: String, _ service: BatchService) {
         guard let first = try? service.batch(id) else { return }
@@ -188,7 +192,7 @@ final class BatchRunner: Sendable {
             return finish(id, service, cancelled: false, expired: true)
         }
         var job = service.settings.job
-        if (job.providers ?? []).isEmpty {
+        if Self.splitsConcurrency(service) {
             job.concurrency = share(service, running: queue.withLock { $0.running.count })
         }
         job.input = Self.input(folder, id)

@@ -21,7 +21,7 @@ extension BatchService {
                     409, "Idempotency-Key '\(key)' was used for batch \(earlier.id) of another file or endpoint.",
                     code: "idempotency_key_reused")
             }
-            return .json(earlier.json(progress: progress(earlier)))
+            return .json(earlier.json(counts: counts(earlier)))
         }
         guard let input = body["input_file_id"]?.stringValue else {
             throw APIError(400, "Missing required parameter: 'input_file_id'.", param: "input_file_id")
@@ -68,14 +68,11 @@ extension BatchService {
             {
                 return earlier
             }
-            do { try folder.save(batch) } catch {
-                settings.log("chatbatch serve: cannot save batch \(batch.id): \(error)")
-            }
-            s.batches[batch.id] = batch
+            keep(batch, in: &s)
             return batch
         }
         if kept.id == batch.id { runner.enqueue(batch.id, self) }
-        return .json(kept.json(progress: progress(kept)))
+        return .json(kept.json(counts: counts(kept)))
     }
 
     func listBatches(_ r: ServiceRequest) -> ServiceResponse {
@@ -88,7 +85,7 @@ extension BatchService {
         let limit = min(100, max(1, Int(r.query["limit"] ?? "") ?? 20))
         let page = Array(batches.prefix(limit))
         return .json([
-            "object": "list", "data": .array(page.map { $0.json(progress: progress($0)) }),
+            "object": "list", "data": .array(page.map { $0.json(counts: counts($0)) }),
             "first_id": page.first.map { .string($0.id) } ?? .null,
             "last_id": page.last.map { .string($0.id) } ?? .null,
             "has_more": .bool(batches.count > limit)
@@ -97,7 +94,7 @@ extension BatchService {
 
     func batchJSON(_ id: String) throws -> JSON {
         let b = try batch(id)
-        return b.json(progress: progress(b))
+        return b.json(counts: counts(b))
     }
 
     /// Cancels: a batch not yet running is cancelled at once; a running one stops sending, lets what is in flight
@@ -125,16 +122,20 @@ extension BatchService {
         else { throw APIError.notFound("batch", id) }
         if let refused { throw APIError(409, "Batch \(id) is \(refused.rawValue) and cannot be cancelled.") }
         if changed { runner.cancel(id, self) }
-        return .json(b.json(progress: progress(b)))
+        return .json(b.json(counts: counts(b)))
     }
 
-    /// Lines answered and failed so far, from the checkpoint of a batch that is running.
-    func progress(_ b: BatchRecord) -> CheckpointCounts? {
-        guard b.status == .inProgress || b.status == .cancelling || b.status == .finalizing else { return nil }
+    /// Lines answered and failed and tokens of `b`: from its checkpoint while it runs, else as recorded when it
+    /// settled.
+    func counts(_ b: BatchRecord) -> CheckpointProgress {
+        let live = b.status == .inProgress || b.status == .cancelling || b.status == .finalizing
         let checkpoint = BatchRunner.checkpoint(folder, b.id)
-        guard FileManager.default.fileExists(atPath: checkpoint),
+        if live, FileManager.default.fileExists(atPath: checkpoint),
             let p = try? CheckpointProgress.read(checkpoint: checkpoint)
-        else { return nil }
-        return CheckpointCounts(done: p.done, failed: p.failed, prompt: p.promptTokens, completion: p.completionTokens)
+        {
+            return p
+        }
+        return CheckpointProgress(
+            done: b.completed, failed: b.failed, promptTokens: b.inputTokens, completionTokens: b.outputTokens)
     }
 }

@@ -42,17 +42,23 @@ extension BatchService {
         var problems: [String] = []
         var ids = Set<String>()
         var urls = Set<String>()
-        try JSONLines.forEach(path) { number, bytes in
+        let reader = try LineReader(path: path)
+        while let line = try reader.next() {
+            if line.isBlank { continue }
             lines += 1
-            let place = "\(name):\(number)"
-            guard problems.count < 100 else { return }
-            guard let object = (try? JSON.parse(bytes))?.objectValue else {
+            let place = "\(name):\(line.number)"
+            guard problems.count < 100 else { continue }
+            if let size = line.oversize {
+                problems.append("\(place): line is \(size) bytes, more than a line may hold")
+                continue
+            }
+            guard let object = (try? JSON.parse(line.bytes))?.objectValue else {
                 problems.append("\(place): not a JSON object")
-                return
+                continue
             }
             guard let id = object["custom_id"]?.stringValue, !id.isEmpty else {
                 problems.append("\(place): every line needs a custom_id (a non-empty string)")
-                return
+                continue
             }
             if !ids.insert(id).inserted { problems.append("\(place): custom_id '\(id)' is used by an earlier line") }
             if let url = object["url"]?.stringValue { urls.insert(url) }

@@ -13,11 +13,11 @@ extension BatchService {
         var output = 0
         for b in batches {
             byStatus[b.status.rawValue, default: 0] += 1
-            let p = progress(b)
-            completed += p?.done ?? b.completed
-            failed += p?.failed ?? b.failed
-            input += p?.prompt ?? b.inputTokens
-            output += p?.completion ?? b.outputTokens
+            let c = counts(b)
+            completed += c.done
+            failed += c.failed
+            input += c.promptTokens
+            output += c.completionTokens
         }
         var text = """
             # HELP chatbatch_serve_batches Batches the server holds, by status.

@@ -137,10 +137,16 @@ public final class BatchService: Sendable {
         state.withLock { s -> (batch: BatchRecord, changed: Bool)? in
             guard var b = s.batches[id] else { return nil }
             guard change(&b) else { return (b, false) }
-            do { try folder.save(b) } catch { settings.log("chatbatch serve: cannot save batch \(id): \(error)") }
-            s.batches[id] = b
+            keep(b, in: &s)
             return (b, true)
         }
+    }
+
+    /// Saves `batch` to the folder and to `state` (under its lock); a save that fails is said, and the batch is kept
+    /// in memory.
+    func keep(_ batch: BatchRecord, in state: inout State) {
+        do { try folder.save(batch) } catch { settings.log("chatbatch serve: cannot save batch \(batch.id): \(error)") }
+        state.batches[batch.id] = batch
     }
 
     func register(_ file: FileRecord) throws {

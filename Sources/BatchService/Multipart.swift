@@ -46,6 +46,17 @@ struct MultipartUpload {
         defer { try? output?.close() }
         var field: [UInt8]?
         var name: String?
+        var written = 0
+        /// A piece of the current part: the file's bytes to its file, a field's kept up to 4 KB past which it is
+        /// dropped (nil: a part whose bytes are dropped).
+        func emit(_ piece: ArraySlice<UInt8>) throws {
+            if let output {
+                try output.write(contentsOf: piece)
+                written += piece.count
+            } else if (field?.count ?? 0) <= 4096 {
+                field?.append(contentsOf: piece)
+            }
+        }
         var sawEnd = false
         var pos = 0
         // Before the first delimiter: the preamble, dropped.
@@ -53,9 +64,7 @@ struct MultipartUpload {
         while !sawEnd {
             if let found = Self.find(delimiter, in: buffer, from: pos) {
                 if inPart {
-                    let piece = buffer[pos..<found]
-                    if let output { try output.write(contentsOf: piece) } else { field?.append(contentsOf: piece) }
-                    if output != nil { fileBytes += piece.count }
+                    try emit(buffer[pos..<found])
                     if let name, let value = field, output == nil, value.count <= 4096 {
                         fields[name] = String(decoding: value, as: UTF8.self)
                     }
@@ -96,21 +105,14 @@ struct MultipartUpload {
             } else {
                 // Everything but a possible start of the delimiter belongs to the part; keep that tail.
                 let keep = max(pos, buffer.count - delimiter.count + 1)
-                if inPart {
-                    let piece = buffer[pos..<keep]
-                    if let output {
-                        try output.write(contentsOf: piece)
-                    } else if (field?.count ?? 0) <= 4096 {
-                        field?.append(contentsOf: piece)
-                    }
-                    if output != nil { fileBytes += piece.count }
-                }
+                if inPart { try emit(buffer[pos..<keep]) }
                 buffer.removeSubrange(..<keep)
                 pos = 0
                 try fill()
             }
         }
         guard filename != nil else { return nil }
+        fileBytes = written
     }
 
     /// The `name` and `filename` of a part's `Content-Disposition: form-data; …` header.

@@ -1,22 +1,22 @@
 import Foundation
 
 /// One physical line of a JSONL file: its 1-based number and its bytes (no line end).
-struct RawLine {
-    var number: Int
-    var bytes: [UInt8]
+public struct RawLine {
+    public var number: Int
+    public var bytes: [UInt8]
     /// Set when the line was longer than the limit: its real size; `bytes` is then empty.
-    var oversize: Int?
+    public var oversize: Int?
 
     /// Spaces and tabs only (or nothing): no line at all, in a file or a store.
-    var isBlank: Bool { oversize == nil && bytes.allSatisfy { $0 == 0x20 || $0 == 0x09 } }
+    public var isBlank: Bool { oversize == nil && bytes.allSatisfy { $0 == 0x20 || $0 == 0x09 } }
 }
 
 /// Reads a file line by line with a fixed buffer, so memory does not grow with the file.
 ///
 /// Accepts LF and CRLF line ends, drops a UTF-8 byte-order mark at the start, and reports (without
 /// keeping) lines longer than `maxLineBytes`.
-final class LineReader {
-    static let defaultMaxLineBytes = 8 << 20
+public final class LineReader {
+    public static let defaultMaxLineBytes = 8 << 20
 
     let path: String
     let maxLineBytes: Int
@@ -29,7 +29,7 @@ final class LineReader {
     private var partial: [UInt8] = []
     private var partialOversize = 0
 
-    init(path: String, maxLineBytes: Int = LineReader.defaultMaxLineBytes) throws(ChatBatchError) {
+    public init(path: String, maxLineBytes: Int = LineReader.defaultMaxLineBytes) throws(ChatBatchError) {
         self.path = path
         self.maxLineBytes = maxLineBytes
         var st = stat()
@@ -71,7 +71,7 @@ final class LineReader {
     }
 
     /// The next line, or nil at the end of the file.
-    func next() throws(ChatBatchError) -> RawLine? {
+    public func next() throws(ChatBatchError) -> RawLine? {
         while true {
             if let nl = buffer[start..<end].firstIndex(of: 0x0A) {
                 var line: [UInt8]

@@ -9,6 +9,18 @@ public struct CheckpointProgress: Sendable, Equatable {
     public var completionTokens = 0
     public var cost = 0.0
 
+    public init(
+        done: Int = 0, failed: Int = 0, inflight: Int = 0, promptTokens: Int = 0, completionTokens: Int = 0,
+        cost: Double = 0
+    ) {
+        self.done = done
+        self.failed = failed
+        self.inflight = inflight
+        self.promptTokens = promptTokens
+        self.completionTokens = completionTokens
+        self.cost = cost
+    }
+
     /// Reads the checkpoint at `path` without taking it from the run that holds it.
     public static func read(checkpoint path: String) throws(ChatBatchError) -> CheckpointProgress {
         let store = try CheckpointStore(path: path, create: false, lock: false)
