@@ -16,7 +16,7 @@ struct EndpointTests {
 
     @Test func anOutageOfSecondsFailsNoLineAndPaysNothingTwiceUncounted() throws {
         let scratch = Scratch()
-        let first = try FakeGateway.start { $0.latencyMilliseconds = 40 }
+        let first = try startRestartableGateway { $0.latencyMilliseconds = 40 }
         let port = first.port
         let n = 300
         scratch.write("in.jsonl", lines: promptLines(n))
@@ -29,8 +29,7 @@ struct EndpointTests {
         #expect(eventually(timeout: 20) { first.ledger.count >= 80 })
         first.shutdown()  // the gateway goes away: connections refused
         usleep(2_500_000)  // the outage itself lasts a couple of seconds (not a wait for anything)
-        // The port can be held a moment longer (a client's connection to it, retried while nothing listened, may
-        // have been given that very port as its own end): the gateway comes back as soon as it can have it.
+        // The gateway comes back on its port (one no other suite can be given: see startRestartableGateway).
         var restarted: FakeGateway? = nil
         #expect(
             eventually(timeout: 20) {
@@ -89,7 +88,7 @@ struct EndpointTests {
         let scratch = Scratch()
         var script: [String: [ScriptedAction]] = [:]
         for i in 1...40 { script[String(format: "p%04d", i)] = [.badRequest] }
-        let bad = try FakeGateway.start { $0.script = script }
+        let bad = try startRestartableGateway { $0.script = script }
         scratch.write("in.jsonl", lines: promptLines(40))
         writeJob(scratch, bad)
         let (code, stderr) = try run(scratch)
@@ -97,7 +96,7 @@ struct EndpointTests {
         #expect(bad.ledger.count == FirstFailures.limit && scratch.lines("out.errors.jsonl").isEmpty)
         // The cause fixed (the same endpoint answers now): a plain rerun sends them all, without --retry-failed.
         bad.shutdown()
-        // The port can be held a moment longer (see the outage test): the gateway comes back when it can have it.
+        // The gateway comes back on its port (one no other suite can be given: see startRestartableGateway).
         var restarted: FakeGateway? = nil
         #expect(
             eventually(timeout: 20) {

@@ -6,22 +6,46 @@ import Testing
 
 @testable import ChatBatch
 
-/// A free TCP port on loopback (bound, read, released).
+/// A free TCP port on loopback (bound, released), chosen below the kernel's ephemeral range (32768 and up on
+/// Linux). A server the tests stop and start again on its port (a gateway, PostgreSQL, serve) must find it free:
+/// a port from the ephemeral range could meanwhile be given to a server another suite bound to port 0, or to a
+/// client's own end of a connection, and held for the rest of that test.
 func freeLoopbackPort() -> Int {
+    for _ in 0..<200 {
+        let port = Int.random(in: 20_000..<32_000)
+        if canBind(port) { return port }
+    }
+    return 0
+}
+
+/// True when a TCP socket can be bound to the loopback port now.
+private func canBind(_ port: Int) -> Bool {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     defer { close(fd) }
     var addr = sockaddr_in()
     addr.sin_family = sa_family_t(AF_INET)
     addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-    addr.sin_port = 0
-    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-    _ = withUnsafeMutablePointer(to: &addr) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) }
+    addr.sin_port = in_port_t(UInt16(port).bigEndian)
+    return withUnsafePointer(to: &addr) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+        }
+    } == 0
+}
+
+/// A gateway that a test stops and starts again on the same port: the port comes from `freeLoopbackPort`, so no
+/// other suite can be given it while the gateway is down.
+func startRestartableGateway(
+    _ configure: (inout FakeGatewayConfiguration) -> Void = { _ in }
+) throws -> FakeGateway {
+    func start() throws -> FakeGateway {
+        try FakeGateway.start {
+            configure(&$0)
+            $0.port = freeLoopbackPort()
+        }
     }
-    _ = withUnsafeMutablePointer(to: &addr) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
-    }
-    return Int(UInt16(bigEndian: addr.sin_port))
+    for _ in 0..<19 { if let gateway = try? start() { return gateway } }
+    return try start()
 }
 
 /// True when something accepts connections on the loopback port.

@@ -68,7 +68,7 @@ struct RefusedModelTests {
 
     @Test func retryFailedSendsTheRefusedLinesAgainOnceTheModelIsServed() throws {
         let scratch = Scratch()
-        let g = try FakeGateway.start()
+        let g = try startRestartableGateway()
         defer { g.shutdown() }
         scratch.write("in.jsonl", lines: mixedModelLines())
         var s = settings(scratch, g)
