@@ -39,7 +39,7 @@ struct StatusCommand: ParsableCommand {
     }
 }
 
-/// `chatbatch report`: latency, answers, retries, money and throughput of a job, from its checkpoint.
+/// `chatbatch report`: latency, answers, retries, money and throughput of a job, from its checkpoint or its store.
 struct ReportCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "report",
@@ -47,14 +47,25 @@ struct ReportCommand: ParsableCommand {
             "Latency p50/p90/p99/max, answers by status, retries, ambiguous sends, tokens, cost, and throughput over time; --html for a page with charts."
     )
 
-    @Argument(help: "A checkpoint file or a job file.") var target: String
+    @Argument(help: "A checkpoint file, a job file, or a store (postgres://…).") var target: String
     @Option(help: "What {date} in the job file's paths becomes (default: today, YYYY-MM-DD).") var date: String?
+    @Option(help: "The job in the store (default: the job file's, or the store's only job).") var jobName: String?
     @Flag(help: "Print JSON.") var json = false
     @Option(
         help: "Write the report as one self-contained HTML page (charts as inline SVG, nothing fetched) to this file.")
     var html: String?
 
     func run() throws {
+        if let (store, job) = try storeTarget(target, date: date, jobName: jobName) {
+            if let html {
+                try HTMLReport.write(store: store, job: job, to: html)
+                print("wrote \(html)")
+            } else {
+                let report = try CheckpointReport.report(store: store, job: job)
+                print(json ? report.serialized() : CheckpointReport.reportText(report))
+            }
+            return
+        }
         let checkpoint = try checkpointPath(target, date: date)
         if let html {
             try HTMLReport.write(checkpoint: checkpoint, to: html)

@@ -169,19 +169,34 @@ struct PostgresWorkQueueTests {
         try admin.execute("CREATE DATABASE \(old)")
         let first = try Self.worker("kept", database: old)
         try first.load(Self.lines(3), last: true)
-        // As schema 1 left it: none of the columns schema 2 added.
+        // As schema 1 left it: none of the columns schema 2 added, nor the report's tables and columns of schema 3.
         let db = try PostgresConnection(PostgresAddress(server.url(database: old)))
         try db.execute(
             """
             ALTER TABLE chatbatch_jobs DROP COLUMN spent, DROP COLUMN results_path, DROP COLUMN errors_path;
-            ALTER TABLE chatbatch_lines DROP COLUMN prompt_tokens, DROP COLUMN completion_tokens, DROP COLUMN cost;
+            ALTER TABLE chatbatch_lines DROP COLUMN prompt_tokens, DROP COLUMN completion_tokens, DROP COLUMN cost,
+                DROP COLUMN model, DROP COLUMN error_code, DROP COLUMN latency_ms, DROP COLUMN endpoint;
             ALTER TABLE chatbatch_key_users DROP COLUMN inflight;
+            ALTER TABLE chatbatch_workers DROP COLUMN settings, DROP COLUMN summary;
+            DROP TABLE chatbatch_attempts, chatbatch_samples;
             UPDATE chatbatch_meta SET value = '1' WHERE key = 'schema'
             """)
+        // A reader of this build refuses the report of an older store with what to do, and changes nothing.
+        do {
+            _ = try PostgresJobHistory(store: server.url(database: old), job: "kept")
+            Issue.record("the report read a store older than its columns")
+        } catch let error as ChatBatchError {
+            #expect(error.code == .unknownSchema && error.message.contains("upgrades them"), "\(error)")
+        }
         let again = try Self.worker("kept", database: old)
         #expect(try again.counts()["queued"] == 3)
         #expect(try again.jobRow().double("spent") == 0)
-        #expect(try db.rows("SELECT value FROM chatbatch_meta WHERE key = 'schema'")[0]["value"] == "2")
+        let schema = try db.rows("SELECT value FROM chatbatch_meta WHERE key = 'schema'")[0]["value"]
+        #expect(schema == String(PostgresSchema.version))
+        try again.recordHistory(
+            attempts: [AttemptHistory(line: 1, startedAt: 1, latencyMs: 5, status: 200, endpoint: "a")], lines: [],
+            samples: [])
+        #expect(try PostgresJobHistory(store: server.url(database: old), job: "kept").attemptCounts() == (1, 1))
     }
 
     @Test func aJobNameLoadedFromAnotherInputIsRefused() throws {

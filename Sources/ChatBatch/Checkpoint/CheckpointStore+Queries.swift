@@ -1,26 +1,34 @@
 import ChatBatchCore
 
 /// What `status`, `report` and the report page read from a checkpoint: each a named method with named columns, so
-/// that no SQL lives outside the store (`Report/` asks for values, never for rows).
-extension CheckpointStore {
-    /// One run of the job.
-    struct RunRow: Sendable {
-        var id: Int
-        var startedAt: Double
-        var endedAt: Double?
-        var exitCode: Int?
-        /// The summary it recorded as it ended (JSON text), nil for one that did not end.
-        var summary: String?
-    }
+/// that no SQL lives outside the store (`Report/` asks for values, never for rows). The checkpoint's backend of
+/// `JobHistory` (a PostgreSQL store's is `PostgresJobHistory`).
+extension CheckpointStore: JobHistory {
+    var title: String { path }
 
     /// Every run, oldest first.
-    func runs() throws(ChatBatchError) -> [RunRow] {
+    func runs() throws(ChatBatchError) -> [HistoryRun] {
         try db.rows("SELECT id, started_at, ended_at, exit_code, summary FROM runs ORDER BY id").map { row in
-            RunRow(
+            HistoryRun(
                 id: row["id"].int ?? 0, startedAt: row["started_at"].double ?? 0, endedAt: row["ended_at"].double,
                 exitCode: row["exit_code"].int, summary: row["summary"].text)
         }
     }
+
+    func runSettings(_ run: Int) throws(ChatBatchError) -> JSON? {
+        try meta("run.\(run).settings").flatMap { try? JSON.parse($0) }
+    }
+
+    func lineCounts() throws(ChatBatchError) -> (done: Int, failed: Int, pending: Int, inflight: Int) {
+        let counts = try stateCounts()
+        return (counts[.done] ?? 0, counts[.failed] ?? 0, counts[.pending] ?? 0, counts[.inflight] ?? 0)
+    }
+
+    func endpointLabels() throws(ChatBatchError) -> [(id: Int, label: String)] {
+        try endpoints().map { ($0.id, $0.label) }
+    }
+
+    func release() { db.close() }
 
     /// Each attempt as it ended (its start plus its latency), with its status (nil: no answer) and latency.
     func attemptEnds() throws(ChatBatchError) -> [(t: Double, status: Int?, latencyMs: Double)] {
@@ -122,19 +130,8 @@ extension CheckpointStore {
         ).map { ($0["custom_id"].text ?? "", $0["line"].int ?? 0, $0["error_message"].text ?? "") }
     }
 
-    /// Lines, answers, failures, tokens, cost and mean latency of one model (or of one provider's answers).
-    struct Breakdown: Sendable {
-        var name = ""
-        var lines = 0
-        var done = 0
-        var failed = 0
-        var tokens = 0
-        var cost = 0.0
-        var meanLatencyMs: Double? = nil
-    }
-
     /// A breakdown per model, the model with most lines first.
-    func byModel() throws(ChatBatchError) -> [Breakdown] {
+    func byModel() throws(ChatBatchError) -> [HistoryBreakdown] {
         try db.rows(
             """
             SELECT coalesce(model, '(none)') AS model, count(*) AS lines, sum(state='done') AS done,
@@ -143,7 +140,7 @@ extension CheckpointStore {
             FROM requests GROUP BY 1 ORDER BY 2 DESC
             """
         ).map { row in
-            Breakdown(
+            HistoryBreakdown(
                 name: row["model"].text ?? "", lines: row["lines"].int ?? 0, done: row["done"].int ?? 0,
                 failed: row["failed"].int ?? 0, tokens: row["tokens"].int ?? 0, cost: row["cost"].double ?? 0,
                 meanLatencyMs: row["latency"].double)
@@ -151,7 +148,9 @@ extension CheckpointStore {
     }
 
     /// What one endpoint did: requests and 429s among its attempts; lines answered and failed, tokens and cost.
-    func endpointTotals(_ id: Int) throws(ChatBatchError) -> (requests: Int, rateLimited: Int, lines: Breakdown) {
+    func endpointTotals(_ id: Int) throws(ChatBatchError) -> (
+        requests: Int, rateLimited: Int, lines: HistoryBreakdown
+    ) {
         let a = try db.rows(
             "SELECT count(*) AS n, coalesce(sum(status=429), 0) AS limited FROM attempts WHERE endpoint_id=:id",
             ["id": .int(id)]
@@ -163,7 +162,7 @@ extension CheckpointStore {
             FROM requests WHERE endpoint_id=:id
             """, ["id": .int(id)]
         ).first
-        let lines = Breakdown(
+        let lines = HistoryBreakdown(
             done: r?["done"].int ?? 0, failed: r?["failed"].int ?? 0, tokens: r?["tokens"].int ?? 0,
             cost: r?["cost"].double ?? 0)
         return (a?["n"].int ?? 0, a?["limited"].int ?? 0, lines)

@@ -10,11 +10,15 @@
 /// - `chatbatch_workers`: one row per worker process: host, pid, concurrency, heartbeat.
 /// - `chatbatch_keys`: the state of a provider's key shared by every worker that uses it, named by the key's
 ///   SHA-256 (never the key); `chatbatch_key_users`: which workers use which key.
+/// - `chatbatch_attempts` and `chatbatch_samples`: what `report` and its page draw: every request a worker made, and
+///   each worker's in-flight limit over time (written about once a second beside the work, never in its way).
 enum PostgresSchema {
     /// The schema this build writes; a store with a newer one is refused, an older one upgraded.
-    static let version = 2
+    static let version = 3
 
-    /// What schema 1 (the store's parts before `--store` ran jobs) lacks; run after `create` on an older store.
+    /// The columns added since schema 1 (the store's parts before `--store` ran jobs), which `create` leaves out: run
+    /// after `create` on every store, new or older. Schema 3 added what the report reads: each finished line's model,
+    /// error, latency, time to first token, cache savings and endpoint; each worker's settings, exit and summary.
     static let upgrade = """
         ALTER TABLE chatbatch_jobs ADD COLUMN IF NOT EXISTS spent float8 NOT NULL DEFAULT 0;
         ALTER TABLE chatbatch_jobs ADD COLUMN IF NOT EXISTS results_path text;
@@ -28,6 +32,18 @@ enum PostgresSchema {
         CREATE INDEX IF NOT EXISTS chatbatch_lines_queued ON chatbatch_lines (job, line) WHERE state = 'queued';
         CREATE INDEX IF NOT EXISTS chatbatch_lines_expiring ON chatbatch_lines (job, lease_expires)
             WHERE state = 'leased';
+        ALTER TABLE chatbatch_lines ADD COLUMN IF NOT EXISTS model text;
+        ALTER TABLE chatbatch_lines ADD COLUMN IF NOT EXISTS error_code text;
+        ALTER TABLE chatbatch_lines ADD COLUMN IF NOT EXISTS error_message text;
+        ALTER TABLE chatbatch_lines ADD COLUMN IF NOT EXISTS latency_ms float8;
+        ALTER TABLE chatbatch_lines ADD COLUMN IF NOT EXISTS ttft_ms float8;
+        ALTER TABLE chatbatch_lines ADD COLUMN IF NOT EXISTS cached boolean NOT NULL DEFAULT false;
+        ALTER TABLE chatbatch_lines ADD COLUMN IF NOT EXISTS saved_tokens bigint NOT NULL DEFAULT 0;
+        ALTER TABLE chatbatch_lines ADD COLUMN IF NOT EXISTS saved_cost float8 NOT NULL DEFAULT 0;
+        ALTER TABLE chatbatch_lines ADD COLUMN IF NOT EXISTS endpoint text;
+        ALTER TABLE chatbatch_workers ADD COLUMN IF NOT EXISTS settings text;
+        ALTER TABLE chatbatch_workers ADD COLUMN IF NOT EXISTS exit_code integer;
+        ALTER TABLE chatbatch_workers ADD COLUMN IF NOT EXISTS summary text;
         """
 
     static let create = """
@@ -89,5 +105,22 @@ enum PostgresSchema {
             worker bigint NOT NULL REFERENCES chatbatch_workers (id),
             inflight integer NOT NULL DEFAULT 0,
             PRIMARY KEY (key_hash, worker));
+        CREATE TABLE IF NOT EXISTS chatbatch_attempts (
+            job bigint NOT NULL REFERENCES chatbatch_jobs (id),
+            worker bigint NOT NULL,
+            line bigint NOT NULL,
+            started_at float8 NOT NULL,
+            latency_ms float8 NOT NULL,
+            status integer,
+            ambiguous boolean NOT NULL DEFAULT false,
+            endpoint text NOT NULL);
+        CREATE INDEX IF NOT EXISTS chatbatch_attempts_job ON chatbatch_attempts (job);
+        CREATE TABLE IF NOT EXISTS chatbatch_samples (
+            job bigint NOT NULL REFERENCES chatbatch_jobs (id),
+            worker bigint NOT NULL,
+            t float8 NOT NULL,
+            endpoint text NOT NULL,
+            "window" integer NOT NULL);
+        CREATE INDEX IF NOT EXISTS chatbatch_samples_job ON chatbatch_samples (job, t);
         """
 }

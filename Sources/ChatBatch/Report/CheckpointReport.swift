@@ -69,13 +69,13 @@ public enum CheckpointReport {
     }
 
     /// A row per endpoint that answered (with several): requests, 429s, answers, failures, tokens, cost, latency.
-    static func providerRows(_ store: CheckpointStore) throws -> [JSON] {
-        let endpoints = try store.endpoints()
+    static func providerRows(_ history: any JobHistory) throws -> [JSON] {
+        let endpoints = try history.endpointLabels()
         guard endpoints.count > 1 else { return [] }
         var rows: [JSON] = []
         for e in endpoints {
-            let (requests, rateLimited, lines) = try store.endpointTotals(e.id)
-            let latencies = try store.answerLatencies(endpointID: e.id)
+            let (requests, rateLimited, lines) = try history.endpointTotals(e.id)
+            let latencies = try history.answerLatencies(endpointID: e.id)
             func at(_ p: Double) -> JSON { latencies.nearestRank(p).map { .double(($0 * 10).rounded() / 10) } ?? .null }
             rows.append([
                 "name": .string(e.label), "requests": .int(requests), "rate_limited": .int(rateLimited),
@@ -140,7 +140,20 @@ public enum CheckpointReport {
     /// Latency percentiles, answers by status, retries, ambiguous sends, tokens, cost, throughput over time.
     public static func report(checkpoint: String, buckets: Int = 40) throws -> JSON {
         let store = try CheckpointStore(path: checkpoint, create: false, lock: false)
-        let latencies = try store.answerLatencies()
+        defer { store.release() }
+        return try report(store, source: ("checkpoint", checkpoint), buckets: buckets)
+    }
+
+    /// The report of job `name` (nil: the store's only job) in the PostgreSQL store at `address`: every worker's
+    /// requests and lines together.
+    public static func report(store address: String, job name: String?, buckets: Int = 40) throws -> JSON {
+        let history = try PostgresJobHistory(store: address, job: name)
+        return try report(history, source: ("store", history.title), buckets: buckets)
+    }
+
+    /// The report of `store`, headed by `source` (what it is: `checkpoint` or `store`, and its name).
+    static func report(_ store: any JobHistory, source: (key: String, name: String), buckets: Int) throws -> JSON {
+        let latencies = try store.answerLatencies(endpointID: nil)
         func percentile(_ p: Double) -> JSON {
             latencies.nearestRank(p / 100).map { .double(($0 * 10).rounded() / 10) } ?? .null
         }
@@ -165,7 +178,7 @@ public enum CheckpointReport {
             for t in ends { series[min(buckets - 1, Int((t - first) / sliceSeconds))] += 1 }
         }
         return [
-            "checkpoint": .string(checkpoint),
+            source.key: .string(source.name),
             "latency_ms": [
                 "p50": percentile(50), "p90": percentile(90), "p99": percentile(99),
                 "max": latencies.last.map(JSON.double) ?? .null
@@ -186,7 +199,7 @@ public enum CheckpointReport {
     public static func reportText(_ r: JSON) -> String {
         let l = r["latency_ms"] ?? .null
         func ms(_ v: JSON?) -> String { v?.doubleValue.map { String(format: "%.1f", $0) } ?? "-" }
-        var lines = ["\(r["checkpoint"]?.stringValue ?? "")"]
+        var lines = ["\(r["checkpoint"]?.stringValue ?? r["store"]?.stringValue ?? "")"]
         lines.append(
             "  latency ms   p50 \(ms(l["p50"]))  p90 \(ms(l["p90"]))  p99 \(ms(l["p99"]))  max \(ms(l["max"]))")
         let statuses = (r["answers_by_status"]?.objectValue ?? JSONObject()).map {
@@ -224,7 +237,7 @@ public enum CheckpointReport {
     }
 
     /// Lines answered from the response cache, and the tokens and dollars they would have cost.
-    static func cacheSavings(_ store: CheckpointStore) throws -> JSON {
+    static func cacheSavings(_ store: any JobHistory) throws -> JSON {
         let saved = try store.cacheSavings()
         return ["hits": .int(saved.hits), "tokens_saved": .int(saved.tokens), "cost_saved_usd": .double(saved.cost)]
     }

@@ -2,15 +2,25 @@ import ChatBatchCore
 import Foundation
 
 /// `chatbatch report --html`: one self-contained page (inline SVG and CSS, nothing fetched, no script) about a
-/// checkpoint's runs, finished or still running: answers over time with the in-flight limit, 429s and run starts;
-/// latency (and time to first token); answers by status over time; cost and tokens against the budget; failures with
-/// examples; a row per model and per provider; each run's settings and exit.
+/// job's runs (a checkpoint's, or a store's workers), finished or still running: answers over time with the
+/// in-flight limit, 429s and run starts; latency (and time to first token); answers by status over time; cost and
+/// tokens against the budget; failures with examples; a row per model and per provider; each run's settings and exit.
 public enum HTMLReport {
     /// What every report page holds, and what marks a file as one (a report is only ever replaced by a report).
     static let title = "<title>chatbatch report</title>"
 
     /// Renders the report of `checkpoint` into `path`, replacing it only if it is an earlier report.
     public static func write(checkpoint: String, to path: String) throws {
+        try write(try CheckpointStore(path: checkpoint, create: false, lock: false), to: path)
+    }
+
+    /// Renders the report of job `name` (nil: the store's only job) in the PostgreSQL store at `address` into `path`:
+    /// every worker's requests and lines on one page, each worker a run.
+    public static func write(store address: String, job name: String?, to path: String) throws {
+        try write(try PostgresJobHistory(store: address, job: name), to: path)
+    }
+
+    static func write(_ history: any JobHistory, to path: String) throws {
         if let existing = FileHandle(forReadingAtPath: path) {
             let head = String(decoding: existing.readData(ofLength: 512), as: UTF8.self)
             try? existing.close()
@@ -20,15 +30,18 @@ public enum HTMLReport {
                     "\(path) exists and is not a chatbatch report: choose another --html file (it was left as it is)")
             }
         }
-        let page = try render(checkpoint: checkpoint)
+        let page = try render(history)
         let folder = (path as NSString).deletingLastPathComponent
         makeFolders(folder, mode: 0o755)  // a report page is made to be shared
         try OutputFiles.replace(path, with: Array(page.utf8), mode: 0o644)
     }
 
     public static func render(checkpoint: String) throws -> String {
-        let store = try CheckpointStore(path: checkpoint, create: false, lock: false)
-        defer { store.db.close() }
+        try render(try CheckpointStore(path: checkpoint, create: false, lock: false))
+    }
+
+    static func render(_ store: any JobHistory) throws -> String {
+        defer { store.release() }
         let runs = try store.runs()
         let attempts = try store.attemptEnds().map { (t: $0.t, status: $0.status, latency: $0.latencyMs) }
         let answered = try store.answeredLines()
@@ -125,9 +138,7 @@ public enum HTMLReport {
             ]))
 
         // 4. Cost and tokens against the budget.
-        let settings = (try? store.meta("run.\(runs.last?.id ?? 0).settings")).flatMap { $0 }.flatMap {
-            try? JSON.parse($0)
-        }
+        let settings = (try? store.runSettings(runs.last?.id ?? 0)).flatMap { $0 }
         let cap = settings?["max_cost"]?.doubleValue
         let priced = try store.pricesKnown()
         var spent = SVGChart(
@@ -157,8 +168,7 @@ public enum HTMLReport {
         let input = (settings?["input"]?.stringValue).map { ($0 as NSString).lastPathComponent } ?? "line"
         sections.append(try tables(store, input: input))
         sections.append(runsTable(runs, store))
-        return page(
-            checkpoint: checkpoint, summary: try CheckpointReport.status(checkpoint: checkpoint), sections: sections)
+        return try page(store, runs: runs.count, sections: sections)
     }
 
     /// A latency histogram (40 bins up to a little past p99) with p50, p90 and p99 marked.
@@ -182,7 +192,7 @@ public enum HTMLReport {
     }
 
     /// Failures by code with a few example lines, and a row per model and per provider.
-    static func tables(_ store: CheckpointStore, input: String) throws -> String {
+    static func tables(_ store: any JobHistory, input: String) throws -> String {
         var html = "<h2>Failures</h2>"
         let codes = try store.failuresByCode()
         if codes.isEmpty {
@@ -190,7 +200,7 @@ public enum HTMLReport {
         } else {
             html += "<table><tr><th>code</th><th>lines</th><th>examples (custom_id, file:line, message)</th></tr>"
             for (code, lines) in codes {
-                let examples = try store.failedExamples(code: code).map {
+                let examples = try store.failedExamples(code: code, limit: 3).map {
                     "<div><code>\(SVGChart.escape($0.customID))</code> \(SVGChart.escape(input)):\($0.line): "
                         + "\(SVGChart.escape(String($0.message.prefix(200))))</div>"
                 }
@@ -225,16 +235,15 @@ public enum HTMLReport {
     }
 
     /// Each run: when, how it ended, and the settings it ran with.
-    static func runsTable(_ runs: [CheckpointStore.RunRow], _ store: CheckpointStore) -> String {
+    static func runsTable(_ runs: [HistoryRun], _ store: any JobHistory) -> String {
         var html =
             "<h2>Runs</h2><table><tr><th>run</th><th>started</th><th>ended</th><th>exit</th><th>what happened</th><th>settings</th></tr>"
         for run in runs {
             let summary = run.summary.flatMap { try? JSON.parse($0) }
-            let settings =
-                (try? store.meta("run.\(run.id).settings")).flatMap { $0 }.flatMap { try? JSON.parse($0) }.map(
-                    settingsText) ?? ""
+            let settings = (try? store.runSettings(run.id)).flatMap { $0 }.map(settingsText) ?? ""
+            let place = run.place.map { "<br>\(SVGChart.escape($0))" } ?? ""
             html +=
-                "<tr><td>\(run.id)</td><td>\(CheckpointReport.isoDate(run.startedAt).stringValue ?? "")</td>"
+                "<tr><td>\(run.id)\(place)</td><td>\(CheckpointReport.isoDate(run.startedAt).stringValue ?? "")</td>"
                 + "<td>\(CheckpointReport.isoDate(run.endedAt).stringValue ?? "not ended")</td>"
                 + "<td>\(run.exitCode.map(String.init) ?? "-")</td>"
                 + "<td>\(SVGChart.escape(summary?["headline"]?.stringValue ?? summary?["exit"]?.stringValue ?? ""))</td>"
@@ -260,15 +269,13 @@ public enum HTMLReport {
         }.joined(separator: "<br>")
     }
 
-    static func page(checkpoint: String, summary: JSON, sections: [String]) -> String {
-        let p = summary["prompts"] ?? .null
+    static func page(_ store: any JobHistory, runs: Int, sections: [String]) throws -> String {
+        let lines = try store.lineCounts()
+        let totals = try store.totals()
         let facts = [
-            ("answered", "\(p["done"]?.intValue ?? 0)"), ("failed", "\(p["failed"]?.intValue ?? 0)"),
-            ("pending", "\(p["pending"]?.intValue ?? 0)"),
-            ("in flight", "\(p["inflight"]?.intValue ?? 0)"),
-            ("tokens", "\((summary["prompt_tokens"]?.intValue ?? 0) + (summary["completion_tokens"]?.intValue ?? 0))"),
-            ("spent", String(format: "$%.6f", summary["cost_usd"]?.doubleValue ?? 0)),
-            ("runs", "\(summary["runs"]?.intValue ?? 0)")
+            ("answered", "\(lines.done)"), ("failed", "\(lines.failed)"), ("pending", "\(lines.pending)"),
+            ("in flight", "\(lines.inflight)"), ("tokens", "\(totals.prompt + totals.completion)"),
+            ("spent", String(format: "$%.6f", totals.cost)), ("runs", "\(runs)")
         ].map {
             "<div class=\"fact\"><div class=\"v\">\(SVGChart.escape($0.1))</div><div class=\"k\">\($0.0)</div></div>"
         }.joined()
@@ -302,7 +309,7 @@ public enum HTMLReport {
             code { font: 12px Menlo, Consolas, monospace; word-break: break-all; }
             @media print { body { margin: 0; } * { -webkit-print-color-adjust: exact; print-color-adjust: exact; } tr { break-inside: avoid; } }
             </style></head><body>
-            <h1>chatbatch report</h1><div class="sub">\(SVGChart.escape(checkpoint))</div>
+            <h1>chatbatch report</h1><div class="sub">\(SVGChart.escape(store.title))</div>
             <div class="facts">\(facts)</div>
             \(sections.joined(separator: "\n"))
             </body></html>

@@ -1,3 +1,4 @@
+import ChatBatchCore
 import Dispatch
 
 /// What a run does as one worker of a job in a PostgreSQL store (`--store`), beyond a run on a checkpoint file.
@@ -43,8 +44,10 @@ extension RunDriver {
 
     /// This worker leaves the job: its unsent claims go back, and when every line of the job is settled, the job's
     /// output files are written from the store (by each worker that finds it so: the files are whole either way).
-    func finishInStore(_ worker: StoreWorker) {
-        if worker.stop() {
+    func finishInStore(_ worker: StoreWorker, exitCode: Int32, summary: JSON) {
+        let complete = worker.stop()
+        try? worker.runSide.recordEnd(exitCode: Int(exitCode), summary: summary.serialized())
+        if complete {
             do {
                 let n = try StoreExport.write(worker.runSide, results: worker.results, errors: worker.errors)
                 log(

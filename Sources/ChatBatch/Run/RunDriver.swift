@@ -299,7 +299,9 @@ final class RunDriver: Sendable {
             inputLines: inputLines, ceilings: machine.learntCeilings)
         let summary = machine.conclude(ending, unread: unread, now: Self.now())
         writer.close(exitCode: summary.exit.rawValue, summary: summary.json)
-        if let worker = opened.storeWorker { finishInStore(worker) }
+        if let worker = opened.storeWorker {
+            finishInStore(worker, exitCode: summary.exit.rawValue, summary: summary.json)
+        }
         if let path = opened.config.files.metricsFile {
             if summary.keeps(fileThatExisted: metricsBefore.existed) {
                 log("chatbatch: \(path) kept as the last run that did some work wrote it (this run had nothing to do)")

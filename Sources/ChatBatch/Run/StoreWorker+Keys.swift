@@ -37,6 +37,7 @@ extension StoreWorker {
             SHA256.hex("chatbatch-key-v1\n" + route.endpoint.url + "\n" + (key ?? ""))
         }
         for hash in Set(keyHashes) { try runSide.useKey(hash) }
+        history.name(routes: routes.map(\.name))
     }
 
     /// Each route's share of its key's level as the store knows it now (nil where none is learnt): the level a new

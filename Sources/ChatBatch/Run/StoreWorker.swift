@@ -65,6 +65,8 @@ final class StoreWorker: @unchecked Sendable {
     private(set) var results = "", errors = ""
     /// Outcomes another worker's claim replaced (this worker lost the lease first), said once and counted.
     private(set) var outcomesNotKept = 0
+    /// What `report` reads, written beside the turns.
+    let history: StoreHistory
 
     /// Connects to the store, registers this worker on the job `config.files.jobName` (checking that a job loaded
     /// before was loaded from this input, when this worker has it) and makes the private folder.
@@ -83,6 +85,11 @@ final class StoreWorker: @unchecked Sendable {
             pid: Int(getpid()), concurrency: config.concurrency)
         runSide = registered
         renewals = try PostgresWorkQueue(sibling: registered)
+        history = StoreHistory { () throws(ChatBatchError) in try PostgresWorkQueue(sibling: registered) }
+        // The report's row for this worker: its settings, with the outputs the user named.
+        var settings = PreparedRun.settings(config)
+        settings["prices_unknown"] = .array(config.routes.filter { !$0.pricesKnown }.map { .string($0.name) })
+        try registered.recordSettings(settings.serialized())
         // A claim a quarter of the worker's concurrency at a time (16 at least): few round trips, few lines held idle.
         source = StoreLineSource(
             queue: try PostgresWorkQueue(sibling: registered), claimSize: min(256, max(16, config.concurrency / 4)),
@@ -213,11 +220,15 @@ final class StoreWorker: @unchecked Sendable {
             default: continue
             }
         }
-        if outcomes.isEmpty && unsent.isEmpty && leaving.isEmpty { return [] }
+        if outcomes.isEmpty && unsent.isEmpty && leaving.isEmpty {
+            history.gather(ops, kept: [])  // a retry's attempt, a sample: nothing of the turn's own statement
+            return []
+        }
         let record = try retrying(log: log) { () throws(ChatBatchError) -> TurnRecord in
             try runSide.turn(outcomes: outcomes, unsent: unsent, leaving: leaving)
         }
         let kept = record.kept, allowed = record.allowed
+        history.gather(ops, kept: kept)
         if let spent = record.spent { jobSpent = spent }
         for outcome in outcomes where !kept.contains(outcome.claim.line) {
             outcomesNotKept += 1
@@ -256,6 +267,7 @@ final class StoreWorker: @unchecked Sendable {
         source.cancel()
         storeQueue.sync {}
         recordQueue.sync {}
+        history.finish()
         _ = try? retrying(log: { _ in }) { () throws(ChatBatchError) in try runSide.stopWorker() }
         let counts = (try? runSide.counts()) ?? [:]
         let loaded = (try? runSide.loaded().all) ?? false

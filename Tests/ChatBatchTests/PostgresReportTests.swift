@@ -1,0 +1,79 @@
+import ChatBatchCore
+import FakeGateway
+import Foundation
+import TestSupport
+import Testing
+
+@testable import ChatBatch
+
+/// `report` and `report --html` on a job in a store: every worker's requests and lines, told by the gateway's
+/// ledger.
+extension PostgresFleetTests {
+    func report(_ scratch: Scratch, _ arguments: [String]) throws -> (Int32, String) {
+        try runToEnd(
+            chatbatchBinary(), ["report", scratch.file("job.yaml")] + arguments, environment: try environment,
+            captureStdout: true)
+    }
+
+    @Test func theReportOfAStoresJobCountsEveryWorkersRequestsAsTheGatewayDid() throws {
+        let scratch = Scratch()
+        let g = try FakeGateway.start {
+            $0.latencyMilliseconds = 30
+            $0.fail429Rate = 0.08
+            $0.fail500Rate = 0.05
+            $0.retryAfterSeconds = 0
+            $0.script = ["p0007": [.badRequest], "p0042": [.badRequest]]
+        }
+        defer { g.shutdown() }
+        let n = 240
+        scratch.write("in.jsonl", lines: promptLines(n))
+        let job = "report-\(UUID().uuidString.prefix(8))"
+        try writeJob(scratch, g, job: job)
+        // Before any worker: the job is not in the store yet (nor, maybe, any table), and the report says so.
+        let (early, said) = try report(scratch, [])
+        #expect(early != 0 && (said.contains(job) || said.contains("no chatbatch tables")), "\(said)")
+        let workers = try (1...2).map { try worker(scratch, log: "w\($0).log") }
+        #expect(eventually(timeout: 30) { g.ledger.count >= 20 })
+        // While the workers run, the report reads what they have written so far.
+        let (during, duringText) = try report(scratch, [])
+        #expect(during == 0 && duringText.contains("latency ms"), "\(duringText)")
+        for w in workers { w.waitUntilExit() }
+        // Each worker's exit is its own lines': done (0), or done with the failed lines it held (1).
+        #expect(workers.allSatisfy { [0, 1].contains($0.terminationStatus) }, "\(scratch.text("w1.log"))")
+        #expect(workers.contains { $0.terminationStatus == 1 })
+
+        let (code, text) = try report(scratch, ["--json"])
+        #expect(code == 0, "\(text)")
+        let r = try JSON.parse(text.split(separator: "\n").first { $0.hasPrefix("{") }.map(String.init) ?? "")
+        let ledger = g.ledger.snapshot()
+        func answered(_ status: Int) -> Int { ledger.filter { $0.status == status }.count }
+        #expect(r["attempts"]?.intValue == ledger.count, "\(r)")
+        #expect(r["retries"]?.intValue == ledger.count - n, "\(r)")
+        let statuses = r["answers_by_status"] ?? .null
+        for status in [200, 429, 500, 400] {
+            #expect(statuses[String(status)]?.intValue ?? 0 == answered(status), "\(status): \(statuses)")
+        }
+        #expect(r["failures_by_code"]?.objectValue?.map(\.value.intValue).reduce(0) { $0 + ($1 ?? 0) } == 2, "\(r)")
+        let billed = ledger.filter { $0.status == 200 }
+        #expect(r["prompt_tokens"]?.intValue == billed.reduce(0) { $0 + $1.promptTokens }, "\(r)")
+        #expect(r["completion_tokens"]?.intValue == billed.reduce(0) { $0 + $1.completionTokens }, "\(r)")
+        #expect((r["cost_usd"]?.doubleValue ?? 0) > 0 && r["latency_ms"]?["p50"]?.doubleValue != nil, "\(r)")
+        let password = try Self.shared.get().password
+        #expect(r["store"]?.stringValue?.contains(job) == true && !text.contains(password))
+
+        // The page: both workers as runs (host and pid), the failures with their lines, nothing of the password.
+        let (made, madeText) = try report(scratch, ["--html", scratch.file("report.html")])
+        #expect(made == 0, "\(madeText)")
+        let page = scratch.text("report.html")
+        #expect(page.contains("<title>chatbatch report</title>") && page.contains(job))
+        #expect(page.components(separatedBy: " pid ").count - 1 == 2, "two workers, two runs")
+        #expect(page.contains("p0007") && page.contains("p0042") && page.contains("openai/gpt-oss-120b"))
+        #expect(page.contains("<svg") && !page.contains(password))
+        // The same page on the store's address and the job's name, as a machine without the job file has it.
+        let (again, againText) = try runToEnd(
+            chatbatchBinary(),
+            ["report", try Self.shared.get().url(), "--job-name", job, "--html", scratch.file("again.html")],
+            captureStdout: true)
+        #expect(again == 0 && scratch.text("again.html").contains(job), "\(againText)")
+    }
+}
