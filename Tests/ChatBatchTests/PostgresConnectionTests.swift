@@ -118,6 +118,25 @@ struct PostgresConnectionTests {
         try server.start()
         try db.reset()
         #expect(try db.rows("SELECT id FROM kept").map { $0.int("id") } == [1])
+        // A statement with parameters, prepared in the session before the restart, is prepared again in the new one.
+        #expect(try db.rows("SELECT id FROM kept WHERE id = $1", ["1"]).count == 1)
+    }
+
+    /// A statement with parameters is prepared once a session and run many times, each time with its own values; a
+    /// statement that fails to prepare is the server's error, and the next one works.
+    @Test func aPreparedStatementRunsAgainWithNewValues() throws {
+        let server = try Self.shared.get()
+        let db = try PostgresConnection(PostgresAddress(server.url()))
+        for i in 0..<5 {
+            let row = try db.rows("SELECT $1::int * 2 AS twice, $2::text AS name", [String(i), "n\(i)"])[0]
+            #expect(row.int("twice") == i * 2 && row["name"] == "n\(i)")
+        }
+        #expect(throws: ChatBatchError.self) {
+            try db.rows("SELECT no_such_column FROM kept_nowhere WHERE x = $1", ["1"])
+        }
+        #expect(try db.rows("SELECT $1::text AS t", ["after"])[0]["t"] == "after")
+        let bytes = (0..<4096).map { UInt8($0 % 256) }
+        #expect(try db.rows("SELECT $1::bytea AS b", [bytes.postgresHex])[0].bytes("b") == bytes)
     }
 }
 

@@ -19,7 +19,7 @@ final class StoreLineSource: LineSource, @unchecked Sendable {
     /// Claims handed to the feed and not yet settled, by line number (the feed adds on the input queue, the run
     /// settles on its own).
     private let held = Mutex<[Int: ClaimedLine]>([:])
-    private let wake = DispatchSemaphore(value: 0)
+    private let looking = DispatchSemaphore(value: 0)
     private let cancelled = Mutex(false)
 
     init(queue: PostgresWorkQueue, claimSize: Int = 16, lease: Double = 60, poll: Double = 1) {
@@ -38,7 +38,7 @@ final class StoreLineSource: LineSource, @unchecked Sendable {
             let state = try patiently { () throws(ChatBatchError) in try queue.openElsewhere() }
             if state.loaded && state.open == 0 { return nil }
             if cancelled.withLock({ $0 }) { return nil }
-            _ = wake.wait(timeout: .now() + poll)
+            _ = looking.wait(timeout: .now() + poll)
         }
         let claimed = ready[readyHead]
         readyHead += 1
@@ -66,10 +66,13 @@ final class StoreLineSource: LineSource, @unchecked Sendable {
         try queue.connection.retrying(for: lease, body)
     }
 
+    /// Looks for lines now rather than at the end of the wait (this worker's loader committed some).
+    func wake() { looking.signal() }
+
     /// Stops waiting for lines (the run is stopping): `next()` returns nil at its next look.
     func cancel() {
         cancelled.withLock { $0 = true }
-        wake.signal()
+        looking.signal()
     }
 
     /// False when `next()` would wait for lines (other workers hold the rest, or the input is still loading): the

@@ -12,9 +12,10 @@ import ChatBatchCore
 enum StoreLoader {
     /// Loads `path` into `queue`'s job from where loading stopped, when this worker takes the loading lock and the
     /// input is not loaded yet. Returns the lines this call loaded, or nil when another worker holds the lock.
-    static func load(_ path: String, into queue: PostgresWorkQueue, batchSize: Int = 1000) throws(ChatBatchError)
-        -> Int?
-    {
+    /// `committed` is called after each batch is committed (this worker's feed need not wait for its next look).
+    static func load(
+        _ path: String, into queue: PostgresWorkQueue, batchSize: Int = 1000, committed: () -> Void = {}
+    ) throws(ChatBatchError) -> Int? {
         let state = try queue.loaded()
         if state.all { return 0 }
         guard try queue.takeLoading() else { return nil }
@@ -41,12 +42,14 @@ enum StoreLoader {
             // A batch is bounded in bytes too: lines of up to 8 MiB each must not make one parameter of gigabytes.
             if batch.count == batchSize || bytes >= Self.batchBytes {
                 try queue.load(batch, through: through, last: false)
+                committed()
                 loaded += batch.count
                 batch.removeAll(keepingCapacity: true)
                 bytes = 0
             }
         }
         try queue.load(batch, through: through, last: true)
+        committed()
         return loaded + batch.count
     }
 

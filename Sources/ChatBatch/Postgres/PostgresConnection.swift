@@ -87,6 +87,7 @@ final class PostgresConnection: @unchecked Sendable {
     /// Connects again on the same address after the server went away.
     func reset() throws(ChatBatchError) {
         PQreset(handle)
+        prepared = [:]  // a new session: its statements are prepared again as they are used
         guard isUp else {
             throw ChatBatchError(
                 .storeUnreachable,
@@ -124,12 +125,17 @@ final class PostgresConnection: @unchecked Sendable {
     @discardableResult
     func rows(_ sql: String, _ parameters: [String?] = []) throws(ChatBatchError) -> [PostgresRow] {
         // A text parameter ends at its first NUL byte, which PostgreSQL's text cannot hold anyway.
-        if parameters.contains(where: { $0?.utf8.contains(0) == true }) {
+        if parameters.contains(where: { value in
+            guard var value else { return false }
+            return value.withUTF8 { $0.isEmpty ? false : memchr($0.baseAddress!, 0, $0.count) != nil }
+        }) {
             throw ChatBatchError(
                 .storeError, "store \(address): a value holds a NUL byte, which PostgreSQL text cannot")
         }
+        let name = parameters.isEmpty ? nil : try prepare(sql, parameters: parameters.count)
         let result = Self.withOptionalCStrings(parameters) { p in
-            PQexecParams(handle, sql, Int32(parameters.count), nil, p, nil, nil, 0)
+            if let name { return PQexecPrepared(handle, name, Int32(parameters.count), p, nil, nil, 0) }
+            return PQexecParams(handle, sql, 0, nil, p, nil, nil, 0)
         }
         guard let result else { throw failure(sql, nil) }
         defer { PQclear(result) }
@@ -141,6 +147,22 @@ final class PostgresConnection: @unchecked Sendable {
         default:
             throw failure(sql, result)
         }
+    }
+
+    /// Statements prepared on this connection, by their text (`chatbatch_1`, …): a statement with parameters is
+    /// parsed and planned once a session, not at every run (a worker's turn statement runs hundreds of times a
+    /// second). Forgotten when the connection is made again.
+    private var prepared: [String: String] = [:]
+
+    /// The name `sql` is prepared under in this session, preparing it on its first use.
+    private func prepare(_ sql: String, parameters: Int) throws(ChatBatchError) -> String {
+        if let name = prepared[sql] { return name }
+        let name = "chatbatch_\(prepared.count + 1)"
+        guard let made = PQprepare(handle, name, sql, Int32(parameters), nil) else { throw failure(sql, nil) }
+        defer { PQclear(made) }
+        guard PQresultStatus(made) == PGRES_COMMAND_OK else { throw failure(sql, made) }
+        prepared[sql] = name
+        return name
     }
 
     /// Runs statements that take no parameters and return no rows (a schema, `BEGIN`), several at once if need be.
@@ -249,13 +271,21 @@ struct PostgresRow: Sendable {
     func double(_ column: String) -> Double? { self[column].flatMap { Double($0) } }
     func bool(_ column: String) -> Bool? { self[column].map { $0 == "t" } }
 
-    /// A `bytea` column (libpq's text form `\x` followed by hex digits).
+    /// A `bytea` column (libpq's text form `\x` followed by hex digits), read straight from the text's bytes: a
+    /// worker reads every line it claims this way.
     func bytes(_ column: String) -> [UInt8]? {
-        guard let text = self[column] else { return nil }
-        let hex = Array(text.utf8.dropFirst(2))
-        guard text.hasPrefix("\\x"), hex.count % 2 == 0 else { return nil }
-        func nibble(_ c: UInt8) -> UInt8 { c <= 57 ? c - 48 : (c | 0x20) - 87 }
-        return stride(from: 0, to: hex.count, by: 2).map { nibble(hex[$0]) << 4 | nibble(hex[$0 + 1]) }
+        guard var text = self[column] else { return nil }
+        return text.withUTF8 { u -> [UInt8]? in
+            guard u.count >= 2, u[0] == UInt8(ascii: "\\"), u[1] == UInt8(ascii: "x"), u.count % 2 == 0 else {
+                return nil
+            }
+            func nibble(_ c: UInt8) -> UInt8 { c <= 57 ? c &- 48 : (c | 0x20) &- 87 }
+            let n = (u.count - 2) / 2
+            return [UInt8](unsafeUninitializedCapacity: n) { out, count in
+                for i in 0..<n { out[i] = nibble(u[2 + 2 * i]) << 4 | nibble(u[3 + 2 * i]) }
+                count = n
+            }
+        }
     }
 }
 

@@ -126,12 +126,13 @@ final class StoreWorker: @unchecked Sendable {
     /// Loads the input into the store on a connection of its own, when no other worker is loading it; the lines
     /// are claimed (here and elsewhere) as they are committed.
     private func startLoading(_ input: String, log: @escaping @Sendable (String) -> Void) {
-        let address = address, name = name, runSide = runSide
+        let address = address, name = name, runSide = runSide, source = source
         DispatchQueue(label: "chatbatch.store.load").async {
             do throws(ChatBatchError) {
                 let loader = PostgresWorkQueue(
                     connection: try PostgresConnection(address), job: runSide.job, worker: runSide.worker)
-                if let n = try StoreLoader.load(input, into: loader), n > 0 {
+                // The first lines are claimed as soon as they are committed, not at the feed's next look.
+                if let n = try StoreLoader.load(input, into: loader, committed: { source.wake() }), n > 0 {
                     log("chatbatch: loaded \(n) lines of \(input) into job '\(name)' in the store \(address)")
                 }
             } catch {
