@@ -188,6 +188,29 @@ struct PostgresFleetTests {
         #expect(spent > 0 && spent <= cap + worstInFlight, "spent \(spent)")
     }
 
+    /// A worker holds what its window may send, not its concurrency's worth: on a key that allows 4 in flight, a
+    /// worker set to 64 keeps few lines from the others (and, at the end of a job, does not sit on a queue of them).
+    @Test func aWorkerOnASmallKeyHoldsWhatItsWindowMaySendNotItsConcurrency() throws {
+        let scratch = Scratch()
+        let g = try FakeGateway.start {
+            $0.latencyMilliseconds = 100
+            $0.maxInflightPerKey = 4
+        }
+        defer { g.shutdown() }
+        scratch.write("in.jsonl", lines: promptLines(400))
+        try writeJob(scratch, g, job: "held-\(UUID().uuidString.prefix(8))", concurrency: 64)
+        let w = try worker(scratch, log: "w1.log")
+        defer { stopProcess(w) }
+        #expect(eventually(timeout: 30) { g.ledger.count >= 80 })
+        var most = 0
+        for _ in 0..<5 {
+            let held = try status(scratch)["workers"]?.arrayValue?.first?["held"]?.intValue ?? 0
+            most = max(most, held)
+        }
+        // Its window on this key stays near 4 (a few more while it looks above it), plus a claim's few lines.
+        #expect(most > 0 && most <= 40, "the worker held \(most) lines at once")
+    }
+
     @Test func aWrongPasswordOrAStoreThatIsNotChatbatchsIsRefusedWithoutThePassword() throws {
         let scratch = Scratch()
         let server = try Self.shared.get()

@@ -107,6 +107,7 @@ final class InputFeed {
         // Lines the cache answers and invalid lines count too: an input the cache answers whole, or one whose every
         // line
         // is invalid (a missing setting), is not one batch the size of the input held in memory.
+        reader.expect(limit)
         while batch.requests.count + batch.cached.count + batch.settled.count < limit {
             // Lines another worker holds may take minutes: what is read goes now, not after them.
             if batch.linesRead > 0, try !reader.hasLineNow() { break }

@@ -42,6 +42,7 @@ final class StoreLineSource: LineSource, @unchecked Sendable {
         }
         let claimed = ready[readyHead]
         readyHead += 1
+        expected -= 1
         held.withLock { $0[claimed.line] = claimed }
         return RawLine(number: claimed.line, bytes: claimed.request, oversize: claimed.oversize)
     }
@@ -50,11 +51,18 @@ final class StoreLineSource: LineSource, @unchecked Sendable {
     /// over from the first line (lines given back by a worker that stopped lie behind it).
     private var claimFrom = 0
 
+    /// Lines the feed still means to read in its current read: no more are claimed (held idle here, they are lines
+    /// other workers cannot have).
+    private var expected = Int.max
+
+    func expect(_ lines: Int) { expected = lines }
+
     private func claimNext() throws(ChatBatchError) -> [ClaimedLine] {
-        var claimed = try queue.claim(limit: claimSize, lease: lease, from: claimFrom)
+        let limit = min(claimSize, max(1, expected))
+        var claimed = try queue.claim(limit: limit, lease: lease, from: claimFrom)
         if claimed.isEmpty && claimFrom > 0 {
             claimFrom = 0
-            claimed = try queue.claim(limit: claimSize, lease: lease, from: 0)
+            claimed = try queue.claim(limit: limit, lease: lease, from: 0)
         }
         if let last = claimed.last { claimFrom = max(claimFrom, last.line + 1) }
         return claimed

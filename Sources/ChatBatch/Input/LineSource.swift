@@ -8,10 +8,13 @@ protocol LineSource: AnyObject {
     func hasLineNow() throws(ChatBatchError) -> Bool
     /// A request for the line was on the wire when its last holder lost it: sending it again may bill it twice.
     func resentAfterCrash(line: Int) -> Bool
+    /// The feed is about to read up to `lines` lines: a source that claims its lines claims no more than that.
+    func expect(_ lines: Int)
 }
 
 extension LineReader: LineSource {
     func hasLineNow() -> Bool { true }
+    func expect(_ lines: Int) {}
     /// A file's line knows nothing of earlier sends (the checkpoint does).
     func resentAfterCrash(line: Int) -> Bool { false }
 }

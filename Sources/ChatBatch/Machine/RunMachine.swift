@@ -215,8 +215,13 @@ struct RunMachine: Sendable {
         return out
     }
 
-    /// Fresh lines kept queued: the most that may be in flight (a control may raise it above the job's).
-    var readAhead: Int { max(config.concurrency, scheduler.lanes.reduce(0) { $0 + $1.limiter.maximum }) }
+    /// Fresh lines kept queued: the most that may be in flight (a control may raise it above the job's). A worker on a
+    /// store keeps what its windows may send now: a line it holds queued is one the other workers cannot have, and
+    /// at the end of a job a worker sending a small share of its key must not hold a concurrency's worth of lines.
+    var readAhead: Int {
+        if config.files.store != nil { return max(1, scheduler.lanes.reduce(0) { $0 + $1.limiter.limit }) }
+        return max(config.concurrency, scheduler.lanes.reduce(0) { $0 + $1.limiter.maximum })
+    }
 
     /// Asks for `.timer` at `deadline` (a pause, a rate bucket refilling, a retry coming due).
     mutating func wake(at deadline: UInt64) -> [RunAction] {
