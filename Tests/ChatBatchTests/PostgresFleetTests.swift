@@ -211,6 +211,30 @@ struct PostgresFleetTests {
         #expect(most > 0 && most <= 40, "the worker held \(most) lines at once")
     }
 
+    /// Lines repeating an earlier line's custom_id are refused by whichever worker claims them, as a run on a file
+    /// refuses them: never sent, each in the errors file, the first line answered.
+    @Test func aDuplicateCustomIDIsRefusedWhicheverWorkerClaimsIt() throws {
+        let scratch = Scratch()
+        let g = try FakeGateway.start { $0.latencyMilliseconds = 20 }
+        defer { g.shutdown() }
+        var lines = promptLines(200)
+        for (later, earlier) in [(150, 3), (181, 4), (199, 3)] {
+            lines[later - 1] = promptLines(earlier)[earlier - 1]
+        }
+        scratch.write("in.jsonl", lines: lines)
+        try writeJob(scratch, g, job: "dup-\(UUID().uuidString.prefix(8))")
+        let workers = try (1...2).map { try worker(scratch, log: "w\($0).log") }
+        for w in workers { w.waitUntilExit() }
+        let results = scratch.lines("out.jsonl").compactMap { $0["custom_id"]?.stringValue }
+        let errors = scratch.lines("out.errors.jsonl")
+        #expect(results.count == 197 && Set(results).count == 197, "\(results.count)")
+        #expect(errors.count == 3, "\(errors)")
+        #expect(errors.allSatisfy { $0.serialized().contains("duplicate custom_id") }, "\(errors)")
+        for id in ["p0003", "p0004"] {
+            #expect(g.ledger.snapshot().filter { $0.clientRequestID == id }.count == 1, "\(id) sent more than once")
+        }
+    }
+
     @Test func aWrongPasswordOrAStoreThatIsNotChatbatchsIsRefusedWithoutThePassword() throws {
         let scratch = Scratch()
         let server = try Self.shared.get()

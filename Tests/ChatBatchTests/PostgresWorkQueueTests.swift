@@ -199,6 +199,21 @@ struct PostgresWorkQueueTests {
         #expect(try PostgresJobHistory(store: server.url(database: old), job: "kept").attemptCounts() == (1, 1))
     }
 
+    /// A line whose custom_id an earlier line has is claimed with that line's number, whichever worker holds the
+    /// earlier one, so every worker refuses the duplicate as a run on a file does.
+    @Test func aClaimedLineKnowsAnEarlierLineWithItsCustomID() throws {
+        let name = "job-\(UUID().uuidString)"
+        let a = try Self.worker(name), b = try Self.worker(name)
+        var lines = Self.lines(8)
+        lines[6] = InputLineRecord(line: 7, customID: "c3", request: lines[6].request)  // line 7 repeats line 3's id
+        try a.load(lines, last: true)
+        let first = try a.claim(limit: 4, lease: 60)
+        let second = try b.claim(limit: 4, lease: 60)
+        #expect(first.map(\.line) == [1, 2, 3, 4] && first.allSatisfy { $0.earlierLine == nil })
+        #expect(second.map(\.line) == [5, 6, 7, 8])
+        #expect(second.map(\.earlierLine) == [nil, nil, 3, nil])
+    }
+
     @Test func aJobNameLoadedFromAnotherInputIsRefused() throws {
         let name = "job-\(UUID().uuidString)"
         _ = try Self.worker(name, fingerprint: "aaaa")

@@ -131,7 +131,8 @@ final class InputFeed {
                 try recordInvalid(key: key, customID: customID, line: line, reason: reason, into: &batch)
             case .request(let request):
                 let h = StableHash.of(request.customID)
-                if seen.contains(h) {
+                // An earlier line has the id: read here, or (a store's job) held by any worker.
+                if seen.contains(h) || reader.earlierLine(sameIDAs: request.line) != nil {
                     try recordInvalid(
                         key: "line-\(request.line)", customID: request.customID, line: request.line,
                         reason: FeedMessages.duplicateCustomID("\(path):\(request.line)", customID: request.customID),

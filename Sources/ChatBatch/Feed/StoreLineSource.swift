@@ -94,6 +94,8 @@ final class StoreLineSource: LineSource, @unchecked Sendable {
 
     func resentAfterCrash(line: Int) -> Bool { claim(line: line)?.resentAfterCrash == true }
 
+    func earlierLine(sameIDAs line: Int) -> Int? { claim(line: line)?.earlierLine }
+
     /// The claim that holds `line`, while it is held here.
     func claim(line: Int) -> ClaimedLine? { held.withLock { $0[line] } }
 

@@ -10,11 +10,15 @@ protocol LineSource: AnyObject {
     func resentAfterCrash(line: Int) -> Bool
     /// The feed is about to read up to `lines` lines: a source that claims its lines claims no more than that.
     func expect(_ lines: Int)
+    /// An earlier line with the same custom_id that the feed has not read (another worker's): `line` is a duplicate.
+    func earlierLine(sameIDAs line: Int) -> Int?
 }
 
 extension LineReader: LineSource {
     func hasLineNow() -> Bool { true }
     func expect(_ lines: Int) {}
+    /// A file's feed reads every line itself, and knows its earlier custom_ids.
+    func earlierLine(sameIDAs line: Int) -> Int? { nil }
     /// A file's line knows nothing of earlier sends (the checkpoint does).
     func resentAfterCrash(line: Int) -> Bool { false }
 }

@@ -44,6 +44,7 @@ enum PostgresSchema {
         ALTER TABLE chatbatch_workers ADD COLUMN IF NOT EXISTS settings text;
         ALTER TABLE chatbatch_workers ADD COLUMN IF NOT EXISTS exit_code integer;
         ALTER TABLE chatbatch_workers ADD COLUMN IF NOT EXISTS summary text;
+        CREATE INDEX IF NOT EXISTS chatbatch_lines_custom_id ON chatbatch_lines (job, custom_id);
         """
 
     static let create = """

@@ -20,6 +20,9 @@ struct ClaimedLine: Sendable, Equatable {
     /// A request for it was on the wire when its last holder lost the lease (killed, cut off): the provider may
     /// have answered and billed it, and it is sent again (counted as possibly billed twice, never silently).
     let resentAfterCrash: Bool
+    /// An earlier line of the job has the same custom_id (whichever worker holds it): this one is a duplicate,
+    /// refused as a run on a file refuses it.
+    var earlierLine: Int? = nil
 }
 
 /// One job's lines in a PostgreSQL store, claimed by any number of workers on any machines, as the best work queues
@@ -191,7 +194,8 @@ final class PostgresWorkQueue: @unchecked Sendable {
     /// Claims up to `limit` lines, those whose lease expired first, then queued ones from line `from` on (a worker
     /// passes the line after its last claim: the index is not walked again over the lines claimed since the job
     /// began, which linger in it until vacuumed), in line order, each under a new lease of `lease` seconds. Never
-    /// waits for another claimer (`SKIP LOCKED`).
+    /// waits for another claimer (`SKIP LOCKED`). Each comes with the first earlier line that has its custom_id, if
+    /// any (lines are loaded in order, so every earlier line is in the store by then).
     func claim(limit: Int, lease: Double, from: Int = 0) throws(ChatBatchError) -> [ClaimedLine] {
         let rows = try connection.rows(
             """
@@ -208,14 +212,17 @@ final class PostgresWorkQueue: @unchecked Sendable {
                 leased_by = $3, lease_expires = now() + make_interval(secs => $4), in_flight = false,
                 claims = l.claims + 1, resent_after_crash = l.resent_after_crash + picked.was_in_flight::int
             FROM picked WHERE l.job = $1 AND l.line = picked.line
-            RETURNING l.line, l.custom_id, l.request, l.oversize, l.lease_token, picked.was_in_flight
+            RETURNING l.line, l.custom_id, l.request, l.oversize, l.lease_token, picked.was_in_flight,
+                (SELECT min(d.line) FROM chatbatch_lines d
+                 WHERE d.job = $1 AND d.custom_id = l.custom_id AND d.line < l.line) AS earlier
             """,
             [String(job), String(limit), String(worker), String(lease), String(from)])
         return rows.map {
             ClaimedLine(
                 line: $0.int("line")!, customID: $0["custom_id"], request: $0.bytes("request") ?? [],
                 oversize: $0.int("oversize"),
-                token: $0.int("lease_token")!, resentAfterCrash: $0.bool("was_in_flight") == true)
+                token: $0.int("lease_token")!, resentAfterCrash: $0.bool("was_in_flight") == true,
+                earlierLine: $0.int("earlier"))
         }.sorted { $0.line < $1.line }
     }
 
