@@ -115,7 +115,8 @@ final class ServiceHandler: ChannelInboundHandler {
             if body == nil { body = chunk } else { body!.writeBuffer(&chunk) }
             if (body?.readableBytes ?? 0) > bodyLimit { refuse(context) }
         case .end:
-            guard !refused, var (asked, keepAlive) = pending else { return }
+            guard !refused, let (request, keepAlive) = pending else { return }
+            var asked = request
             pending = nil
             asked.body = body.map { Array($0.readableBytesView) } ?? []
             body = nil
@@ -166,10 +167,7 @@ final class ServiceHandler: ChannelInboundHandler {
         var h = HTTPHeaders()
         h.add(name: "content-type", value: response.contentType)
         // A file goes from disk as a file region (sendfile): an output of gigabytes takes no memory.
-        var handle: NIOFileHandle? = nil
-        if let file = response.file {
-            handle = try? NIOFileHandle(_deprecatedPath: file.path)
-        }
+        let handle = response.file.flatMap { try? NIOFileHandle(_deprecatedPath: $0.path) }
         let length = handle != nil ? response.file?.size ?? 0 : response.body.count
         h.add(name: "content-length", value: String(length))
         if !keepAlive { h.add(name: "connection", value: "close") }
