@@ -6,8 +6,8 @@ import Testing
 
 @testable import ChatBatch
 
-/// `report` and `report --html` on a job in a store: every worker's requests and lines, told by the gateway's
-/// ledger.
+/// `report`, `report --html` and `validate` on a job in a store: every worker's requests and lines, told by the
+/// gateway's ledger; what a worker would still send.
 extension PostgresFleetTests {
     func report(_ scratch: Scratch, _ arguments: [String]) throws -> (Int32, String) {
         try runToEnd(
@@ -75,5 +75,44 @@ extension PostgresFleetTests {
             ["report", try Self.shared.get().url(), "--job-name", job, "--html", scratch.file("again.html")],
             captureStdout: true)
         #expect(again == 0 && scratch.text("again.html").contains(job), "\(againText)")
+    }
+
+    func validate(_ scratch: Scratch, environment extra: [String: String]? = nil) throws -> JSON {
+        let (code, text) = try runToEnd(
+            chatbatchBinary(), ["validate", scratch.file("job.yaml"), "--json"],
+            environment: try extra ?? environment, captureStdout: true)
+        #expect(code == 0, "\(text)")
+        return try JSON.parse(text.split(separator: "\n").first { $0.hasPrefix("{") }.map(String.init) ?? "")
+    }
+
+    @Test func validateCountsWhatTheStoreSettledAsNotToSend() throws {
+        let scratch = Scratch()
+        let g = try FakeGateway.start {
+            $0.latencyMilliseconds = 30
+            $0.script = ["p0005": [.badRequest]]
+        }
+        defer { g.shutdown() }
+        let n = 300
+        scratch.write("in.jsonl", lines: promptLines(n))
+        try writeJob(scratch, g, job: "validate-\(UUID().uuidString.prefix(8))")
+        // No worker yet: the store holds no such job, and every line is to send.
+        let before = try validate(scratch)
+        #expect(before["to_send"]?.intValue == n && before["already_done"]?.intValue == 0, "\(before)")
+        // A worker stopped part way: what it settled is not to send; the rest is.
+        let w = try worker(scratch, log: "w1.log")
+        #expect(eventually(timeout: 30) { g.ledger.count >= 60 })
+        kill(w.processIdentifier, SIGTERM)
+        w.waitUntilExit()
+        let stored = try status(scratch)
+        let done = stored["done"]?.intValue ?? -1, failed = stored["failed"]?.intValue ?? -1
+        #expect(done > 0 && failed == 1 && done + failed < n, "\(stored)")
+        let after = try validate(scratch)
+        #expect(after["already_done"]?.intValue == done && after["already_failed"]?.intValue == failed, "\(after)")
+        #expect(after["to_send"]?.intValue == n - done - failed, "\(after)")
+        // A store that refuses the password: said, and every line counted; the password nowhere.
+        let refused = try validate(scratch, environment: ["PGPASSWORD": "Wrong-Secret-456"])
+        #expect(refused["to_send"]?.intValue == n, "\(refused)")
+        let problems = refused["problems"]?.serialized() ?? ""
+        #expect(problems.contains("could not be read") && !problems.contains("Wrong-Secret-456"), "\(problems)")
     }
 }

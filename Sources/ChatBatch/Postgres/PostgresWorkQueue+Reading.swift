@@ -59,6 +59,30 @@ extension PostgresWorkQueue {
         }
     }
 
+    /// The job's settled lines by line number, for `validate`: 1 answered, 2 failed, 0 not settled (or past the
+    /// last settled line). Read through a cursor; a byte a line.
+    func settledLines() throws(ChatBatchError) -> [UInt8] {
+        var settled: [UInt8] = []
+        try connection.inTransaction { () throws(ChatBatchError) in
+            try connection.rows(
+                """
+                DECLARE chatbatch_settled NO SCROLL CURSOR FOR SELECT line, state = 'failed' AS failed
+                FROM chatbatch_lines WHERE job = $1 AND state IN ('done', 'failed')
+                """, [String(job)])
+            while true {
+                let rows = try connection.rows("FETCH 10000 FROM chatbatch_settled")
+                for row in rows {
+                    guard let line = row.int("line"), line >= 0 else { continue }
+                    if line >= settled.count { settled += [UInt8](repeating: 0, count: line + 1 - settled.count) }
+                    settled[line] = row.bool("failed") == true ? 2 : 1
+                }
+                if rows.count < 10000 { break }
+            }
+            try connection.execute("CLOSE chatbatch_settled")
+        }
+        return settled
+    }
+
     /// Records where the job's outputs were written (a later worker may replace those files, and no others).
     func recordOutputs(results: String, errors: String) throws(ChatBatchError) {
         try connection.rows(

@@ -110,6 +110,9 @@ public enum BatchValidator {
             claims.runIsFake = config.endpoint.fake
             store.closeAndUnlock()
         }
+        var report = ValidationReport()
+        // A job on a store: what its workers settled is not sent again.
+        let settled = useCheckpoint ? storeSettled(config, problems: &report.problems) : []
         var cache: ResponseCache? = nil
         if let path = config.cache.path, config.cache.mode.reads, FileManager.default.fileExists(atPath: path) {
             cache = try ResponseCache(path: path, create: false)
@@ -118,7 +121,6 @@ public enum BatchValidator {
             config: config, checkpoint: reader, hasInvalidRows: false, cache: cache, endpoints: claims,
             recountsInvalid: true)
         defer { feed.close() }
-        var report = ValidationReport()
         var tokens: [APIEndpoint: (prompt: Int, completion: Int)] = [:]
         var byEndpoint: [APIEndpoint: Int] = [:]
         while !feed.done {
@@ -132,6 +134,10 @@ public enum BatchValidator {
             report.problems += batch.messages
             report.cacheHits += batch.cached.count
             for r in batch.requests {
+                if r.line < settled.count, settled[r.line] != 0 {
+                    if settled[r.line] == 1 { report.alreadyDone += 1 } else { report.alreadyFailed += 1 }
+                    continue
+                }
                 report.toSend += 1
                 report.promptTokens += r.promptTokens
                 report.maxCompletionTokens += config.completionBound(r.maxTokens)
@@ -164,5 +170,20 @@ public enum BatchValidator {
             }
         }
         return report
+    }
+
+    /// The lines the job's store holds settled (see `PostgresWorkQueue.settledLines`); none when the job has no
+    /// store, or the store holds no such job yet. A store that cannot be read is said, and every line counted.
+    static func storeSettled(_ config: RunConfiguration, problems: inout [String]) -> [UInt8] {
+        guard let store = config.files.store else { return [] }
+        do throws(ChatBatchError) {
+            let queue = try PostgresWorkQueue.reading(try PostgresAddress(store), job: config.files.jobName)
+            return try queue.settledLines()
+        } catch {
+            if [.missingCheckpoint, .notACheckpoint].contains(error.code) { return [] }
+            problems.append(
+                "the store could not be read (\(error)): every line is counted as still to send")
+            return []
+        }
     }
 }
