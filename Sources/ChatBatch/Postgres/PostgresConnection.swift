@@ -192,6 +192,23 @@ final class PostgresConnection: @unchecked Sendable {
         if let failed { throw failed }
     }
 
+    /// Hands `body` every row of `select` (with `parameters`), read through a cursor `fetching` rows at a time in
+    /// one transaction: memory stays flat in the result's size.
+    func eachRow(
+        _ select: String, _ parameters: [String?], fetching: Int = 1000,
+        _ body: (PostgresRow) throws(ChatBatchError) -> Void
+    ) throws(ChatBatchError) {
+        try inTransaction { () throws(ChatBatchError) in
+            try rows("DECLARE chatbatch_rows NO SCROLL CURSOR FOR " + select, parameters)
+            while true {
+                let batch = try rows("FETCH \(fetching) FROM chatbatch_rows")
+                for row in batch { try body(row) }
+                if batch.count < fetching { break }
+            }
+            try execute("CLOSE chatbatch_rows")
+        }
+    }
+
     /// Runs `body` inside `BEGIN … COMMIT`; rolls back and rethrows the first error if anything fails.
     func inTransaction<T>(_ body: () throws(ChatBatchError) -> T) throws(ChatBatchError) -> T {
         try execute("BEGIN")

@@ -44,41 +44,26 @@ extension PostgresWorkQueue {
     /// Hands `body` every finished line's output line, in input order: the answered ones, or (`failed`) the failed
     /// ones. Read through a cursor, a thousand at a time: memory stays flat in the job's size.
     func eachOutput(failed: Bool, _ body: ([UInt8]) throws(ChatBatchError) -> Void) throws(ChatBatchError) {
-        try connection.inTransaction { () throws(ChatBatchError) in
-            try connection.rows(
-                """
-                DECLARE chatbatch_outputs NO SCROLL CURSOR FOR SELECT result FROM chatbatch_lines
-                WHERE job = $1 AND state = $2 ORDER BY line
-                """, [String(job), failed ? "failed" : "done"])
-            while true {
-                let rows = try connection.rows("FETCH 1000 FROM chatbatch_outputs")
-                for row in rows { try body(row.bytes("result") ?? []) }
-                if rows.count < 1000 { break }
-            }
-            try connection.execute("CLOSE chatbatch_outputs")
-        }
+        try connection.eachRow(
+            "SELECT result FROM chatbatch_lines WHERE job = $1 AND state = $2 ORDER BY line",
+            [String(job), failed ? "failed" : "done"]
+        ) { (row) throws(ChatBatchError) in try body(row.bytes("result") ?? []) }
     }
 
     /// The job's settled lines by line number, for `validate`: 1 answered, 2 failed, 0 not settled (or past the
     /// last settled line). Read through a cursor; a byte a line.
     func settledLines() throws(ChatBatchError) -> [UInt8] {
         var settled: [UInt8] = []
-        try connection.inTransaction { () throws(ChatBatchError) in
-            try connection.rows(
-                """
-                DECLARE chatbatch_settled NO SCROLL CURSOR FOR SELECT line, state = 'failed' AS failed
-                FROM chatbatch_lines WHERE job = $1 AND state IN ('done', 'failed')
-                """, [String(job)])
-            while true {
-                let rows = try connection.rows("FETCH 10000 FROM chatbatch_settled")
-                for row in rows {
-                    guard let line = row.int("line"), line >= 0 else { continue }
-                    if line >= settled.count { settled += [UInt8](repeating: 0, count: line + 1 - settled.count) }
-                    settled[line] = row.bool("failed") == true ? 2 : 1
-                }
-                if rows.count < 10000 { break }
-            }
-            try connection.execute("CLOSE chatbatch_settled")
+        try connection.eachRow(
+            """
+            SELECT line, state = 'failed' AS failed FROM chatbatch_lines
+            WHERE job = $1 AND state IN ('done', 'failed')
+            """,
+            [String(job)], fetching: 10_000
+        ) { row in
+            guard let line = row.int("line"), line >= 0 else { return }
+            if line >= settled.count { settled += [UInt8](repeating: 0, count: line + 1 - settled.count) }
+            settled[line] = row.bool("failed") == true ? 2 : 1
         }
         return settled
     }
