@@ -43,13 +43,17 @@ struct PostgresFleetTests {
             stderr: FileHandle(forWritingAtPath: scratch.file(log)))
     }
 
-    func status(_ scratch: Scratch) throws -> JSON {
+    /// `chatbatch COMMAND job.yaml --json` (status, report, validate) with the store's password, as JSON; it must
+    /// exit 0.
+    func json(_ command: String, _ scratch: Scratch, environment extra: [String: String]? = nil) throws -> JSON {
         let (code, text) = try runToEnd(
-            chatbatchBinary(), ["status", scratch.file("job.yaml"), "--json"], environment: try environment,
+            chatbatchBinary(), [command, scratch.file("job.yaml"), "--json"], environment: try extra ?? environment,
             captureStdout: true)
         #expect(code == 0, "\(text)")
         return try JSON.parse(text.split(separator: "\n").first { $0.hasPrefix("{") }.map(String.init) ?? "")
     }
+
+    func status(_ scratch: Scratch) throws -> JSON { try json("status", scratch) }
 
     /// Per custom_id, how often the store sent a line again after its holder died with it in flight.
     func resentCounts(_ job: String) throws -> [String: Int] {

@@ -42,9 +42,7 @@ extension PostgresFleetTests {
         #expect(workers.allSatisfy { [0, 1].contains($0.terminationStatus) }, "\(scratch.text("w1.log"))")
         #expect(workers.contains { $0.terminationStatus == 1 })
 
-        let (code, text) = try report(scratch, ["--json"])
-        #expect(code == 0, "\(text)")
-        let r = try JSON.parse(text.split(separator: "\n").first { $0.hasPrefix("{") }.map(String.init) ?? "")
+        let r = try json("report", scratch)
         let ledger = g.ledger.snapshot()
         func answered(_ status: Int) -> Int { ledger.filter { $0.status == status }.count }
         #expect(r["attempts"]?.intValue == ledger.count, "\(r)")
@@ -59,7 +57,7 @@ extension PostgresFleetTests {
         #expect(r["completion_tokens"]?.intValue == billed.reduce(0) { $0 + $1.completionTokens }, "\(r)")
         #expect((r["cost_usd"]?.doubleValue ?? 0) > 0 && r["latency_ms"]?["p50"]?.doubleValue != nil, "\(r)")
         let password = try Self.shared.get().password
-        #expect(r["store"]?.stringValue?.contains(job) == true && !text.contains(password))
+        #expect(r["store"]?.stringValue?.contains(job) == true && !r.serialized().contains(password))
 
         // The page: both workers as runs (host and pid), the failures with their lines, nothing of the password.
         let (made, madeText) = try report(scratch, ["--html", scratch.file("report.html")])
@@ -77,14 +75,6 @@ extension PostgresFleetTests {
         #expect(again == 0 && scratch.text("again.html").contains(job), "\(againText)")
     }
 
-    func validate(_ scratch: Scratch, environment extra: [String: String]? = nil) throws -> JSON {
-        let (code, text) = try runToEnd(
-            chatbatchBinary(), ["validate", scratch.file("job.yaml"), "--json"],
-            environment: try extra ?? environment, captureStdout: true)
-        #expect(code == 0, "\(text)")
-        return try JSON.parse(text.split(separator: "\n").first { $0.hasPrefix("{") }.map(String.init) ?? "")
-    }
-
     @Test func validateCountsWhatTheStoreSettledAsNotToSend() throws {
         let scratch = Scratch()
         let g = try FakeGateway.start {
@@ -96,7 +86,7 @@ extension PostgresFleetTests {
         scratch.write("in.jsonl", lines: promptLines(n))
         try writeJob(scratch, g, job: "validate-\(UUID().uuidString.prefix(8))")
         // No worker yet: the store holds no such job, and every line is to send.
-        let before = try validate(scratch)
+        let before = try json("validate", scratch)
         #expect(before["to_send"]?.intValue == n && before["already_done"]?.intValue == 0, "\(before)")
         // A worker stopped part way: what it settled is not to send; the rest is.
         let w = try worker(scratch, log: "w1.log")
@@ -106,11 +96,11 @@ extension PostgresFleetTests {
         let stored = try status(scratch)
         let done = stored["done"]?.intValue ?? -1, failed = stored["failed"]?.intValue ?? -1
         #expect(done > 0 && failed == 1 && done + failed < n, "\(stored)")
-        let after = try validate(scratch)
+        let after = try json("validate", scratch)
         #expect(after["already_done"]?.intValue == done && after["already_failed"]?.intValue == failed, "\(after)")
         #expect(after["to_send"]?.intValue == n - done - failed, "\(after)")
         // A store that refuses the password: said, and every line counted; the password nowhere.
-        let refused = try validate(scratch, environment: ["PGPASSWORD": "Wrong-Secret-456"])
+        let refused = try json("validate", scratch, environment: ["PGPASSWORD": "Wrong-Secret-456"])
         #expect(refused["to_send"]?.intValue == n, "\(refused)")
         let problems = refused["problems"]?.serialized() ?? ""
         #expect(problems.contains("could not be read") && !problems.contains("Wrong-Secret-456"), "\(problems)")

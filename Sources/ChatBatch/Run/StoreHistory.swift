@@ -119,8 +119,8 @@ final class StoreHistory: @unchecked Sendable {
         }
     }
 
-    /// Writes what is left now (the worker stops), one try; returns how many rows were given up on.
-    @discardableResult
+    /// Writes what is left now (the worker stops), one try; returns how many rows were never written (given up on
+    /// while the store was away, or left by this last try).
     func finish() -> Int {
         queue.sync { write() }
         return gathered.withLock { $0.dropped + $0.attempts.count + $0.lines.count + $0.samples.count }

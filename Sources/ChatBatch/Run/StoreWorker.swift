@@ -268,7 +268,12 @@ final class StoreWorker: @unchecked Sendable {
         source.cancel()
         storeQueue.sync {}
         recordQueue.sync {}
-        history.finish()
+        let unwritten = history.finish()
+        if unwritten > 0 {
+            log(
+                "chatbatch: \(unwritten) rows of what `report` reads of this worker could not be written to the store "
+                    + "(its answers and costs are there; only the report misses them)")
+        }
         _ = try? retrying(log: { _ in }) { () throws(ChatBatchError) in try runSide.stopWorker() }
         let counts = (try? runSide.counts()) ?? [:]
         let loaded = (try? runSide.loaded().all) ?? false
