@@ -67,8 +67,8 @@ extension PostgresWorkQueue {
         var record = TurnRecord()
         for row in rows {
             switch row["what"] {
-            case "kept": row.int("line").map { record.kept.insert($0) }
-            case "sent": row.int("line").map { record.allowed.insert($0) }
+            case "kept": if let line = row.int("line") { record.kept.insert(line) }
+            case "sent": if let line = row.int("line") { record.allowed.insert(line) }
             case "spent": record.spent = row.double("spent")
             default: continue
             }
