@@ -151,4 +151,50 @@ struct StoreLoaderTests {
         #expect(try source.next() == nil, "nothing is open anywhere")
         #expect(try b.finish(source.settled(line: 2)!, result: [1], failed: false))
     }
+
+    /// A job loaded a moment ago is not in the planner's statistics until autovacuum comes (a minute or more later)
+    /// unless the loader brings them up to date: its claims and turns then read only the rows they name, never every
+    /// earlier line of the job (a claim near the end of a million lines would read a million rows for each line it
+    /// takes). Counted by the server's own row counters for the transaction.
+    @Test func aJobJustLoadedIsClaimedAndAnsweredReadingOnlyTheRowsNamed() throws {
+        let (path, _) = try Self.input(20_000)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let a = try PostgresWorkQueueTests.worker("job-\(UUID().uuidString)")
+        // The statistics as they were before this job: it is not in them.
+        try a.connection.execute("ANALYZE chatbatch_lines")
+        #expect(try StoreLoader.load(path, into: a) == 20_000 - 40)
+        // The server's counters for this session (what it has not yet published), before and after `body`, in one
+        // transaction (they are published only between transactions).
+        let rowsRead = { (body: () throws(ChatBatchError) -> Void) throws(ChatBatchError) -> Int in
+            let read = { () throws(ChatBatchError) -> Int in
+                try a.connection.rows(
+                    """
+                    SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0) AS n
+                    FROM pg_stat_xact_user_tables WHERE relname = 'chatbatch_lines'
+                    """
+                ).first?.int("n") ?? 0
+            }
+            return try a.connection.inTransaction { () throws(ChatBatchError) -> Int in
+                let before = try read()
+                try body()
+                return try read() - before
+            }
+        }
+        // Enough statements that the server may have moved to its generic plans (after five of each).
+        var held: [ClaimedLine] = []
+        for _ in 0..<8 { held += try a.claim(limit: 256, lease: 60, from: 17_000) }
+        var last: [ClaimedLine] = []
+        let claimRead = try rowsRead { () throws(ChatBatchError) in
+            last = try a.claim(limit: 16, lease: 60, from: 19_100)
+        }
+        #expect(last.count == 16 && last.allSatisfy { $0.line >= 19_100 })
+        #expect(claimRead >= 16 && claimRead < 200, "a claim of 16 lines read \(claimRead) rows")
+        for _ in 0..<6 { _ = try a.turn(outcomes: [], unsent: [], leaving: [held.removeLast()]) }
+        let turnRead = try rowsRead { () throws(ChatBatchError) in
+            let outcomes = held.suffix(16).map { LineOutcome(claim: $0, result: [1], failed: false) }
+            let record = try a.turn(outcomes: outcomes, unsent: [], leaving: last)
+            #expect(record.kept.count == 16 && record.allowed.count == 16)
+        }
+        #expect(turnRead >= 32 && turnRead < 300, "a turn of 32 lines, with 2,000 held, read \(turnRead) rows")
+    }
 }

@@ -43,6 +43,8 @@ enum StoreLoader {
             if batch.count == batchSize || bytes >= Self.batchBytes {
                 try queue.load(batch, through: through, last: false)
                 committed()
+                // The planner learns of the job as the first lines come in, and again when all of them are in.
+                if loaded == 0 { queue.analyzeLines() }
                 loaded += batch.count
                 batch.removeAll(keepingCapacity: true)
                 bytes = 0
@@ -50,6 +52,7 @@ enum StoreLoader {
         }
         try queue.load(batch, through: through, last: true)
         committed()
+        queue.analyzeLines()
         return loaded + batch.count
     }
 

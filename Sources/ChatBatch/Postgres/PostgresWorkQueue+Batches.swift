@@ -30,7 +30,15 @@ extension PostgresWorkQueue {
         if outcomes.isEmpty && unsent.isEmpty && leaving.isEmpty { return TurnRecord() }
         let lines = { (claims: [ClaimedLine]) in Self.array(claims.map { String($0.line) }) }
         let tokens = { (claims: [ClaimedLine]) in Self.array(claims.map { String($0.token) }) }
-        let fenced = "l.job = $1 AND l.line = v.line AND l.lease_token = v.token AND l.state = 'leased'"
+        // A line is found by the primary key (`l.line = ANY (…)` beside the join), whatever the planner believes of
+        // the job's size (a job loaded a moment ago is not in its statistics yet), and fenced by its token alone: the
+        // table's check holds a token exactly while the line is leased, and a `state = 'leased'` here would let the
+        // planner walk the leased lines' index instead. A part with no lines is not run at all (an empty list would
+        // let any index serve, and one was seen walking every leased line of the job for nothing).
+        let fenced = { (lines: String) in
+            "cardinality(\(lines)::bigint[]) > 0 AND l.job = $1 AND l.line = ANY (\(lines)::bigint[]) "
+                + "AND l.line = v.line AND l.lease_token = v.token"
+        }
         let rows = try connection.rows(
             """
             WITH fin AS (
@@ -40,17 +48,17 @@ extension PostgresWorkQueue {
                     completion_tokens = l.completion_tokens + v.completion, cost = l.cost + v.cost
                 FROM unnest($2::bigint[], $3::bigint[], $4::bytea[], $5::boolean[], $6::bigint[], $7::bigint[],
                     $8::float8[]) AS v(line, token, result, failed, prompt, completion, cost)
-                WHERE \(fenced) RETURNING l.line, v.cost),
+                WHERE \(fenced("$2")) RETURNING l.line, v.cost),
             spend AS (
                 UPDATE chatbatch_jobs SET spent = spent + (SELECT sum(cost) FROM fin)
                 WHERE id = $1 AND (SELECT coalesce(sum(cost), 0) FROM fin) > 0 RETURNING spent),
             gone AS (
                 UPDATE chatbatch_lines AS l SET in_flight = false
-                FROM unnest($9::bigint[], $10::bigint[]) AS v(line, token) WHERE \(fenced) RETURNING l.line),
+                FROM unnest($9::bigint[], $10::bigint[]) AS v(line, token) WHERE \(fenced("$9")) RETURNING l.line),
             sent AS (
                 UPDATE chatbatch_lines AS l SET in_flight = true
                 FROM unnest($11::bigint[], $12::bigint[]) AS v(line, token)
-                WHERE \(fenced) AND l.lease_expires > now() RETURNING l.line)
+                WHERE \(fenced("$11")) AND l.lease_expires > now() RETURNING l.line)
             SELECT 'kept' AS what, line, NULL::float8 AS spent FROM fin
             UNION ALL SELECT 'sent', line, NULL FROM sent
             UNION ALL SELECT 'spent', NULL, spent FROM spend

@@ -43,34 +43,42 @@ extension PostgresWorkQueue {
     {
         if attempts.isEmpty && lines.isEmpty && samples.isEmpty { return }
         let a = Self.array, text = { (v: Double?) in v.map { String($0) } }
-        try connection.rows(
-            """
-            WITH tried AS (
-                INSERT INTO chatbatch_attempts (job, worker, line, started_at, latency_ms, status, ambiguous, endpoint)
-                SELECT $1, $2, v.* FROM unnest($3::bigint[], $4::float8[], $5::float8[], $6::integer[],
-                    $7::boolean[], $8::text[]) AS v),
-            settled AS (
-                UPDATE chatbatch_lines AS l SET model = v.model, error_code = v.code, error_message = v.message,
-                    latency_ms = v.latency, ttft_ms = v.ttft, cached = v.cached, saved_tokens = v.saved_tokens,
-                    saved_cost = v.saved_cost, endpoint = v.endpoint
-                FROM unnest($9::bigint[], $10::text[], $11::text[], $12::text[], $13::float8[], $14::float8[],
-                    $15::boolean[], $16::bigint[], $17::float8[], $18::text[])
-                    AS v(line, model, code, message, latency, ttft, cached, saved_tokens, saved_cost, endpoint)
-                WHERE l.job = $1 AND l.line = v.line AND l.state IN ('done', 'failed'))
-            INSERT INTO chatbatch_samples (job, worker, t, endpoint, "window")
-            SELECT $1, $2, v.* FROM unnest($19::float8[], $20::text[], $21::integer[]) AS v
-            """,
-            [
-                String(job), String(worker), a(attempts.map { String($0.line) }),
-                a(attempts.map { String($0.startedAt) }), a(attempts.map { String($0.latencyMs) }),
-                a(attempts.map { $0.status.map(String.init) }), a(attempts.map { String($0.ambiguous) }),
-                a(attempts.map(\.endpoint)),
-                a(lines.map { String($0.line) }), a(lines.map(\.model)), a(lines.map(\.errorCode)),
-                a(lines.map(\.errorMessage)), a(lines.map { text($0.latencyMs) }), a(lines.map { text($0.ttftMs) }),
-                a(lines.map { String($0.cached) }), a(lines.map { String($0.savedTokens) }),
-                a(lines.map { String($0.savedCost) }), a(lines.map(\.endpoint)),
-                a(samples.map { String($0.t) }), a(samples.map(\.endpoint)), a(samples.map { String($0.window) })
-            ])
+        // A second's lines are a thousand or more: found by the primary key and joined to their rows by a hash, not a
+        // loop over the array for each row (the planner takes the array for ten elements and the job for a few rows
+        // while its statistics lag); a batch with no lines reads none.
+        try connection.inTransaction { () throws(ChatBatchError) in
+            try connection.execute("SET LOCAL enable_nestloop = off")
+            try connection.rows(
+                """
+                WITH tried AS (
+                    INSERT INTO chatbatch_attempts
+                        (job, worker, line, started_at, latency_ms, status, ambiguous, endpoint)
+                    SELECT $1, $2, v.* FROM unnest($3::bigint[], $4::float8[], $5::float8[], $6::integer[],
+                        $7::boolean[], $8::text[]) AS v),
+                settled AS (
+                    UPDATE chatbatch_lines AS l SET model = v.model, error_code = v.code, error_message = v.message,
+                        latency_ms = v.latency, ttft_ms = v.ttft, cached = v.cached, saved_tokens = v.saved_tokens,
+                        saved_cost = v.saved_cost, endpoint = v.endpoint
+                    FROM unnest($9::bigint[], $10::text[], $11::text[], $12::text[], $13::float8[], $14::float8[],
+                        $15::boolean[], $16::bigint[], $17::float8[], $18::text[])
+                        AS v(line, model, code, message, latency, ttft, cached, saved_tokens, saved_cost, endpoint)
+                    WHERE cardinality($9::bigint[]) > 0 AND l.job = $1 AND l.line = ANY ($9::bigint[])
+                        AND l.line = v.line AND l.state IN ('done', 'failed'))
+                INSERT INTO chatbatch_samples (job, worker, t, endpoint, "window")
+                SELECT $1, $2, v.* FROM unnest($19::float8[], $20::text[], $21::integer[]) AS v
+                """,
+                [
+                    String(job), String(worker), a(attempts.map { String($0.line) }),
+                    a(attempts.map { String($0.startedAt) }), a(attempts.map { String($0.latencyMs) }),
+                    a(attempts.map { $0.status.map(String.init) }), a(attempts.map { String($0.ambiguous) }),
+                    a(attempts.map(\.endpoint)),
+                    a(lines.map { String($0.line) }), a(lines.map(\.model)), a(lines.map(\.errorCode)),
+                    a(lines.map(\.errorMessage)), a(lines.map { text($0.latencyMs) }), a(lines.map { text($0.ttftMs) }),
+                    a(lines.map { String($0.cached) }), a(lines.map { String($0.savedTokens) }),
+                    a(lines.map { String($0.savedCost) }), a(lines.map(\.endpoint)),
+                    a(samples.map { String($0.t) }), a(samples.map(\.endpoint)), a(samples.map { String($0.window) })
+                ])
+        }
     }
 
     /// Records the settings this worker runs with (JSON), shown on the report page's row for it.
