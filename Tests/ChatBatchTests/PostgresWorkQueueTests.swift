@@ -234,13 +234,15 @@ struct PostgresWorkQueueTests {
         let a = try Self.worker(name), b = try Self.worker(name)
         try a.useKey(key)
         try b.useKey(key)
-        // A worker with nothing out and no line held is not counted: it takes no share.
+        // A worker with nothing out and no line held is not counted: it takes no share (but it ramps up beside the
+        // others as one of the key's users).
         #expect(try b.keyState(key, liveWithin: 60).liveWorkers == 0)
+        #expect(try b.keyState(key, liveWithin: 60).users == 2)
         try a.sayInflight(key, 3)
         try b.sayInflight(key, 4)
         #expect(
             try b.keyState(key, liveWithin: 60)
-                == SharedKeyState(pausedFor: 0, learnedLimit: nil, liveWorkers: 2, inflight: 7))
+                == SharedKeyState(pausedFor: 0, learnedLimit: nil, liveWorkers: 2, inflight: 7, users: 2))
         try a.pauseKey(key, seconds: 30)
         try a.pauseKey(key, seconds: 1)
         let paused = try b.keyState(key, liveWithin: 60).pausedFor
@@ -252,6 +254,7 @@ struct PostgresWorkQueueTests {
         #expect(try a.keyState(key, liveWithin: 60).share == 8)
         try b.stopWorker()
         #expect(try a.keyState(key, liveWithin: 60).share == 16)
+        #expect(try a.keyState(key, liveWithin: 60).users == 1)
         let rows = try a.workers()
         #expect(rows.map(\.id) == [a.worker, b.worker] && rows.map(\.stopped) == [false, true])
         #expect(rows.allSatisfy { $0.host == "test" && $0.pid == Int(getpid()) && $0.concurrency == 8 })

@@ -175,6 +175,30 @@ struct SchedulingTests {
         #expect(next.limit == 16 && next.throttled)
     }
 
+    /// Workers of a store starting together on a key no one has learnt: each starts at its part of the usual start
+    /// and doubles per round trip (one more per success) rather than ×5, so that together they ramp up as one run.
+    @Test func aKeySharedByWorkersRampsUpAsOneRunWould() {
+        var alone = AdaptiveLimit(maximum: 64, adaptive: true)
+        alone.startShared(workers: 1)
+        var shared = AdaptiveLimit(maximum: 64, adaptive: true)
+        shared.startShared(workers: 4)
+        #expect(alone.limit == 8 && shared.limit == 2)
+        for _ in 0..<2 {
+            alone.succeeded(now: Self.t0, inflight: 1)
+            shared.succeeded(now: Self.t0, inflight: 1)
+        }
+        #expect(alone.limit == 16 && shared.limit == 4)
+        // The first 429 ends the ramp either way; a level learnt already is where a worker starts instead.
+        shared.rateLimited(sentEpoch: shared.epoch, inflight: 5)
+        #expect(shared.limit == 4 && shared.throttled)
+        var remembered = AdaptiveLimit(maximum: 64, adaptive: true, remembered: 5)
+        remembered.startShared(workers: 4)
+        #expect(remembered.limit == 5)
+        var fixed = AdaptiveLimit(maximum: 64, adaptive: false)
+        fixed.startShared(workers: 4)
+        #expect(fixed.limit == 64)
+    }
+
     @Test func a429AtALevelTheKeyHasAnsweredIsNotConcurrencyAndCostsAStepNotTheWindow() {
         var w = AdaptiveLimit(maximum: 64, adaptive: true, remembered: 40)
         w.succeeded(now: Self.t0, inflight: 40)  // the key has answered 40 at once

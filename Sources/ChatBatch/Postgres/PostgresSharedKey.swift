@@ -10,6 +10,9 @@ struct SharedKeyState: Sendable, Equatable {
     let liveWorkers: Int
     /// What the key's live workers have in flight together, as each last said.
     var inflight = 0
+    /// Workers using the key whose heartbeat is recent, with work or not (a worker starting counts those it ramps
+    /// up beside).
+    var users = 0
 
     /// This worker's share of the learnt level (at least 1), nil while none is learnt.
     var share: Int? { learnedLimit.map { max(1, $0 / max(1, liveWorkers)) } }
@@ -85,7 +88,10 @@ extension PostgresWorkQueue {
         let row = try connection.rows(
             """
             SELECT greatest(extract(epoch FROM k.paused_until - now()), 0)::float8 AS paused_for, k.learned_limit,
-                live.n AS live, live.inflight
+                live.n AS live, live.inflight, (
+                    SELECT count(*) FROM chatbatch_key_users u JOIN chatbatch_workers w ON w.id = u.worker
+                    WHERE u.key_hash = k.key_hash AND w.stopped_at IS NULL
+                      AND w.heartbeat_at > now() - make_interval(secs => $2)) AS users
             FROM chatbatch_keys k, LATERAL (
                 SELECT count(*) AS n, coalesce(sum(u.inflight), 0) AS inflight
                 FROM chatbatch_key_users u JOIN chatbatch_workers w ON w.id = u.worker
@@ -98,7 +104,7 @@ extension PostgresWorkQueue {
         ).first
         return SharedKeyState(
             pausedFor: row?.double("paused_for") ?? 0, learnedLimit: row?.int("learned_limit"),
-            liveWorkers: row?.int("live") ?? 0, inflight: row?.int("inflight") ?? 0)
+            liveWorkers: row?.int("live") ?? 0, inflight: row?.int("inflight") ?? 0, users: row?.int("users") ?? 0)
     }
 
     /// The job's workers, for `status`: host, pid, concurrency, lines held, seconds since the last heartbeat (at the

@@ -213,6 +213,7 @@ struct PreparedRun: Sendable {
             finishedInput: opened.finishedInput, crashRecovered: opened.crashRecovered,
             now: DispatchTime.now().uptimeNanoseconds)
         machine.jobSpentAtStart = jobSpent
+        if let worker { machine.scheduler.startShared(workers: worker.keyUsers()) }
         self.machine = machine
     }
 }

@@ -46,6 +46,11 @@ extension StoreWorker {
         keyHashes.map { hash in try? renewals.keyState(hash, liveWithin: lease).share }.map { $0 ?? nil }
     }
 
+    /// How many workers use each route's key now, this one included (1 where the store cannot say).
+    func keyUsers() -> [Int] {
+        keyHashes.map { hash in max(1, (try? renewals.keyState(hash, liveWithin: lease).users) ?? 1) }
+    }
+
     /// Publishes this worker's news (what it has out, a pause its own 429 started, a refusal) and returns what the
     /// store knows beyond it: a longer pause, a new share. On the store queue; a store that cannot be reached tells
     /// nothing (renewals say so).

@@ -1,8 +1,9 @@
 /// A provider's in-flight limit: it finds the level the key allows and stays there, paying little to look higher.
 ///
 /// After the warm-up it starts at `min(8, maximum)` (or at the level a run before learnt, `remembered`) and, until
-/// the key has answered a 429, grows by four per success (about ×5 per round trip: 8 to 128 in two). What a 429 means
-/// depends on how many were in flight when its request left:
+/// the key has answered a 429, grows by four per success (about ×5 per round trip: 8 to 128 in two); a worker of a
+/// store whose key other workers use starts at its part of 8 and doubles per round trip (`startShared`). What a 429
+/// means depends on how many were in flight when its request left:
 /// - more than the key has ever answered at (`proven`): concurrency. The key allows fewer than that, so the limit goes
 ///   to one below that level (the ceiling) rather than halving; the round's other 429s only lower it to where they
 ///   came.
@@ -46,6 +47,9 @@ struct AdaptiveLimit: Sendable {
     static let disproof = 3
     /// The level comes from the workers of a store together (`adopt`): looking higher is theirs to do, as one.
     private var shared = false
+    /// What the limit grows by per success until the first 429: 4 (about ×5 a round trip), or 1 (×2) on a key
+    /// other workers ramp up on too (`startShared`).
+    private var rampStep = 4
 
     init(maximum: Int, adaptive: Bool, remembered: Int? = nil) {
         self.maximum = maximum
@@ -58,6 +62,16 @@ struct AdaptiveLimit: Sendable {
             limit = adaptive ? min(8, maximum) : maximum
         }
         lowest = limit
+    }
+
+    /// The key is used by `workers` workers of a store (this one included) and no level is learnt yet: this worker
+    /// starts at its part of the usual start and doubles per round trip rather than ×5, so that together they ramp
+    /// up as one run would, and the key's first refusals are a few, not a burst from every worker at once.
+    mutating func startShared(workers: Int) {
+        guard adaptive, !throttled, workers > 1 else { return }
+        rampStep = 1
+        limit = max(1, min(8, maximum) / workers)
+        lowest = min(lowest, limit)
     }
 
     /// The most it may reach from now on (`chatbatch control … set concurrency=N`): lowered, the limit drops to it at
@@ -125,7 +139,7 @@ struct AdaptiveLimit: Sendable {
             }
             return
         }
-        limit = min(maximum, ceiling, limit + (throttled ? 1 : 4))
+        limit = min(maximum, ceiling, limit + (throttled ? 1 : rampStep))
     }
 
     /// A 429 for a request sent in `sentEpoch` when `inflight` requests (itself included) were out at this provider.

@@ -56,6 +56,11 @@ struct Scheduler: Sendable {
         }
     }
 
+    /// Each route's key is used by that many workers of a store: a limit not yet learnt ramps up as their part.
+    mutating func startShared(workers: [Int]) {
+        for (r, n) in workers.enumerated() where r < lanes.count { lanes[r].limiter.startShared(workers: n) }
+    }
+
     // MARK: queues
 
     /// Fresh requests from the input, sent after any retries that are due.
