@@ -105,4 +105,42 @@ extension PostgresFleetTests {
         let problems = refused["problems"]?.serialized() ?? ""
         #expect(problems.contains("could not be read") && !problems.contains("Wrong-Secret-456"), "\(problems)")
     }
+
+    /// `--retry-failed` on a store: the job's failed lines go back to the queue and are sent once more, whichever
+    /// worker has the flag; the outputs written from the store then have them among the results. `--force` is
+    /// refused with the reason (a changed input is another job).
+    @Test func retryFailedSendsTheJobsFailedLinesAgainOnce() throws {
+        let scratch = Scratch()
+        let g = try FakeGateway.start {
+            $0.latencyMilliseconds = 10
+            $0.script = ["p0005": [.badRequest], "p0031": [.badRequest]]
+        }
+        defer { g.shutdown() }
+        let n = 60
+        scratch.write("in.jsonl", lines: promptLines(n))
+        try writeJob(scratch, g, job: "retry-\(UUID().uuidString.prefix(8))")
+        let first = try worker(scratch, log: "w1.log")
+        first.waitUntilExit()
+        #expect(first.terminationStatus == 1, "\(scratch.text("w1.log"))")
+        #expect(scratch.lines("out.errors.jsonl").count == 2 && scratch.lines("out.jsonl").count == n - 2)
+        let (code, text) = try runToEnd(
+            chatbatchBinary(), ["run", scratch.file("job.yaml"), "--retry-failed", "--quiet"],
+            environment: try environment)
+        #expect(code == 0, "\(text)")
+        #expect(text.contains("2 failed lines of job"), "\(text)")
+        #expect(scratch.lines("out.errors.jsonl").isEmpty)
+        let results = scratch.lines("out.jsonl").compactMap { $0["custom_id"]?.stringValue }
+        #expect(results.count == n && Set(results).count == n)
+        let sent = g.ledger.snapshot().map(\.clientRequestID)
+        #expect(sent.filter { $0 == "p0005" }.count == 2 && sent.filter { $0 == "p0031" }.count == 2)
+        #expect(sent.count == n + 2, "every other line once")
+        // Nothing failed is left: the flag again sends nothing.
+        let (again, againText) = try runToEnd(
+            chatbatchBinary(), ["run", scratch.file("job.yaml"), "--retry-failed", "--quiet"],
+            environment: try environment)
+        #expect(again == 0 && g.ledger.count == n + 2, "\(againText)")
+        let (forced, forcedText) = try runToEnd(
+            chatbatchBinary(), ["run", scratch.file("job.yaml"), "--force"], environment: try environment)
+        #expect(forced == 2 && forcedText.contains("--force and --store do not go together"), "\(forcedText)")
+    }
 }

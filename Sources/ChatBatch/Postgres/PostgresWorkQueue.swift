@@ -203,6 +203,18 @@ final class PostgresWorkQueue: @unchecked Sendable {
         }
     }
 
+    /// `--retry-failed`: the job's failed lines go back to the queue, to be sent again by whichever worker claims
+    /// them; what they cost is kept (it was paid), what they said is cleared. Returns how many.
+    func requeueFailed() throws(ChatBatchError) -> Int {
+        try connection.rows(
+            """
+            UPDATE chatbatch_lines SET state = 'queued', result = NULL, finished_at = NULL, model = NULL,
+                error_code = NULL, error_message = NULL, latency_ms = NULL, ttft_ms = NULL
+            WHERE job = $1 AND state = 'failed' RETURNING line
+            """, [String(job)]
+        ).count
+    }
+
     // MARK: claims and leases
 
     /// Claims up to `limit` lines, those whose lease expired first, then queued ones from line `from` on (a worker

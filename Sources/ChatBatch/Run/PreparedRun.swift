@@ -77,6 +77,12 @@ struct PreparedRun: Sendable {
         guard config.files.format == .batch else {
             throw ChatBatchError(.badChoice, "--store writes the Batch output shape only (--format batch)")
         }
+        guard !config.choices.force else {
+            throw ChatBatchError(
+                .badChoice,
+                "--force and --store do not go together: a store's job is its input as first loaded, and a changed "
+                    + "input is refused rather than sent again; give the changed input another --job-name")
+        }
         let worker = try StoreWorker(config, store: store, log: log)
         do {
             try StoreExport.checkTargets(

@@ -86,6 +86,12 @@ final class StoreWorker: @unchecked Sendable {
         runSide = registered
         renewals = try PostgresWorkQueue(sibling: registered)
         history = StoreHistory { () throws(ChatBatchError) in try PostgresWorkQueue(sibling: registered) }
+        if config.choices.retryFailed {
+            let n = try registered.requeueFailed()
+            if n > 0 {
+                log("chatbatch: --retry-failed: \(n) failed lines of job '\(name)' are queued to be sent again")
+            }
+        }
         // The report's row for this worker: its settings, with the outputs the user named.
         var settings = PreparedRun.settings(config)
         settings["prices_unknown"] = .array(config.routes.filter { !$0.pricesKnown }.map { .string($0.name) })
