@@ -23,9 +23,12 @@ struct ControlCommand: ParsableCommand {
             A control holds for the run it is given to; the job file decides the next run (or give the control \
             with --next-run while no run holds the checkpoint). Exit 0 when the run applied it (or has not taken it \
             within --wait), 2 when it was refused or no run holds the checkpoint.
+            On a store (a job file with store:, or postgres://… --job-name NAME), every worker running the job \
+            takes it (concurrency, rpm and tpm are each worker's own; max_cost is the job's) and the answer says \
+            what each made of it; a worker that starts later runs with the job's settings.
             """)
 
-    @Argument(help: "A checkpoint file or a job file.") var target: String
+    @Argument(help: "A checkpoint file, a job file, or a store (postgres://…).") var target: String
     @Argument(help: "pause | resume | drain | set KEY=VALUE") var words: [String] = []
     @Option(help: "Only this provider of a several-provider job (its name in the job's providers list).")
     var provider: String?
@@ -33,9 +36,20 @@ struct ControlCommand: ParsableCommand {
     var nextRun = false
     @Option(help: "Seconds to wait for the run to take the control.") var wait: Double = 5
     @Option(help: "What {date} in the job file's paths becomes (default: today, YYYY-MM-DD).") var date: String?
+    @Option(help: "The job in the store (default: the job file's, or the store's only job).") var jobName: String?
 
     func run() throws {
         let action = try ControlAction(words: words)
+        if let (store, job) = try storeTarget(target, date: date, jobName: jobName) {
+            guard !nextRun else {
+                throw ChatBatchError(
+                    .badControl,
+                    "--next-run is for a checkpoint file: on a store, a worker that starts later runs with the job's "
+                        + "settings; change them in the job file")
+            }
+            print(try JobControl.give(action, provider: provider, store: store, job: job, wait: wait))
+            return
+        }
         let message = try JobControl.give(
             action, provider: provider, checkpoint: try checkpointPath(target, date: date), nextRun: nextRun,
             wait: wait)

@@ -193,6 +193,9 @@ struct PostgresWorkQueueTests {
         #expect(try again.jobRow().double("spent") == 0)
         let schema = try db.rows("SELECT value FROM chatbatch_meta WHERE key = 'schema'")[0]["value"]
         #expect(schema == String(PostgresSchema.version))
+        // Schema 4's controls: a control given to the upgraded job reaches its worker.
+        let given = try again.giveControl(action: "pause", provider: nil, host: "h", pid: 1, at: 1, liveWithin: 60)
+        #expect(try given.map { g throws(ChatBatchError) in try again.controls(after: 0).map(\.id) == [g.id] } == true)
         try again.recordHistory(
             attempts: [AttemptHistory(line: 1, startedAt: 1, latencyMs: 5, status: 200, endpoint: "a")], lines: [],
             samples: [])

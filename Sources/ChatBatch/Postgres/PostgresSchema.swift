@@ -12,13 +12,17 @@
 ///   SHA-256 (never the key); `chatbatch_key_users`: which workers use which key.
 /// - `chatbatch_attempts` and `chatbatch_samples`: what `report` and its page draw: every request a worker made, and
 ///   each worker's in-flight limit over time (written about once a second beside the work, never in its way).
+/// - `chatbatch_controls` and `chatbatch_control_outcomes`: the controls given to a job's workers, and what each
+///   worker made of each.
 enum PostgresSchema {
     /// The schema this build writes; a store with a newer one is refused, an older one upgraded.
-    static let version = 3
+    static let version = 4
 
     /// The columns added since schema 1 (the store's parts before `--store` ran jobs), which `create` leaves out: run
     /// after `create` on every store, new or older. Schema 3 added what the report reads: each finished line's model,
     /// error, latency, time to first token, cache savings and endpoint; each worker's settings, exit and summary.
+    /// Schema 4 added the controls given to a job's workers (`chatbatch control` on a store) and what each made of
+    /// them.
     static let upgrade = """
         ALTER TABLE chatbatch_jobs ADD COLUMN IF NOT EXISTS spent float8 NOT NULL DEFAULT 0;
         ALTER TABLE chatbatch_jobs ADD COLUMN IF NOT EXISTS results_path text;
@@ -45,6 +49,21 @@ enum PostgresSchema {
         ALTER TABLE chatbatch_workers ADD COLUMN IF NOT EXISTS exit_code integer;
         ALTER TABLE chatbatch_workers ADD COLUMN IF NOT EXISTS summary text;
         CREATE INDEX IF NOT EXISTS chatbatch_lines_custom_id ON chatbatch_lines (job, custom_id);
+        CREATE TABLE IF NOT EXISTS chatbatch_controls (
+            id bigserial PRIMARY KEY,
+            job bigint NOT NULL REFERENCES chatbatch_jobs (id),
+            given_at float8 NOT NULL,
+            host text NOT NULL,
+            pid integer NOT NULL,
+            action text NOT NULL,
+            provider text);
+        CREATE INDEX IF NOT EXISTS chatbatch_controls_job ON chatbatch_controls (job, id);
+        CREATE TABLE IF NOT EXISTS chatbatch_control_outcomes (
+            control bigint NOT NULL REFERENCES chatbatch_controls (id),
+            worker bigint NOT NULL REFERENCES chatbatch_workers (id),
+            applied_at float8 NOT NULL,
+            outcome text NOT NULL,
+            PRIMARY KEY (control, worker));
         """
 
     static let create = """

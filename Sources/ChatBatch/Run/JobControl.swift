@@ -12,13 +12,6 @@ public enum JobControl {
     public static func give(
         _ action: ControlAction, provider: String?, checkpoint: String, nextRun: Bool, wait: Double
     ) throws(ChatBatchError) -> String {
-        let lower = checkpoint.lowercased()
-        if lower.hasPrefix("postgres://") || lower.hasPrefix("postgresql://") {
-            throw ChatBatchError(
-                .badControl,
-                "this chatbatch keeps a job in a checkpoint file; a PostgreSQL store is not supported yet: give the "
-                    + "checkpoint file or the job file")
-        }
         guard FileManager.default.fileExists(atPath: checkpoint) else {
             throw ChatBatchError(
                 .missingCheckpoint,
@@ -82,5 +75,66 @@ public enum JobControl {
             }
             usleep(20_000)
         }
+    }
+
+    /// Gives `action` to every worker that runs job `job` (nil: the store's only job) in the store at `address` now,
+    /// and waits up to `wait` seconds for each to take it; returns what they made of it. A worker that joins later
+    /// starts from the job's settings. Refused (nothing recorded) when no worker runs the job.
+    public static func give(
+        _ action: ControlAction, provider: String?, store address: String, job: String?, wait: Double
+    ) throws(ChatBatchError) -> String {
+        let queue = try PostgresWorkQueue.reading(try PostgresAddress(address), job: job)
+        let name = try queue.jobRow()["name"] ?? ""
+        // A worker renews its heartbeat every third of its lease; two minutes covers the default lease twice over.
+        let liveWithin = 120.0
+        guard
+            let given = try queue.giveControl(
+                action: action.text, provider: provider, host: CheckpointStore.hostName, pid: Int(getpid()),
+                at: Date().timeIntervalSince1970, liveWithin: liveWithin)
+        else {
+            throw ChatBatchError(
+                .notRunning,
+                "no worker runs job '\(name)' in the store \(queue.connection.address) now: nothing changed (a worker "
+                    + "that starts later runs with the job's settings)")
+        }
+        let deadline = Date().addingTimeInterval(max(0, wait))
+        while true {
+            let outcomes = try queue.controlOutcomes(id: given.id)
+            let taken = Set(outcomes.map(\.worker))
+            // A worker that stopped (or was killed) before taking it is not waited for.
+            var waiting: [Int] = []
+            for w in given.workers where !taken.contains(w) {
+                if try queue.isLive(worker: w, liveWithin: liveWithin) { waiting.append(w) }
+            }
+            if waiting.isEmpty || Date() >= deadline {
+                return try storeOutcome(action, id: given.id, job: name, outcomes: outcomes, waiting: waiting.count)
+            }
+            usleep(50_000)
+        }
+    }
+
+    /// What the workers made of a control, said as one answer: refused when every worker that took it refused it.
+    private static func storeOutcome(
+        _ action: ControlAction, id: Int, job: String,
+        outcomes: [(worker: Int, host: String, pid: Int, outcome: String)], waiting: Int
+    ) throws(ChatBatchError) -> String {
+        let refused = outcomes.filter { $0.outcome.hasPrefix("refused") }
+        if !outcomes.isEmpty && refused.count == outcomes.count && waiting == 0 {
+            throw ChatBatchError(.badControl, "control #\(id) '\(action.text)' \(refused[0].outcome)")
+        }
+        let each = outcomes.map { o -> String in
+            let what = o.outcome.hasPrefix("applied: ") ? String(o.outcome.dropFirst("applied: ".count)) : o.outcome
+            return "\(o.host) pid \(o.pid): \(what)"
+        }
+        var text =
+            "control #\(id) '\(action.text)' for job '\(job)': taken by \(outcomes.count) "
+            + (outcomes.count == 1 ? "worker" : "workers")
+        if !each.isEmpty { text += " (" + each.joined(separator: "; ") + ")" }
+        if waiting > 0 {
+            text +=
+                "; \(waiting) not yet (a worker reads controls four times a second; `chatbatch status` lists "
+                + "the workers)"
+        }
+        return text
     }
 }

@@ -253,14 +253,16 @@ final class RunDriver: Sendable {
                 controls.withLock { $0.db?.close() }
                 return
             }
-            let found = controls.withLock { c -> [ControlRequest] in
-                if c.db == nil { c.db = try? SQLiteDatabase(path: opened.writer.store.path, readOnly: true) }
-                guard let db = c.db, let list = try? CheckpointStore.pendingControls(in: db, after: c.after) else {
-                    return []
+            let found =
+                opened.storeWorker?.pendingControls()
+                ?? controls.withLock { c -> [ControlRequest] in
+                    if c.db == nil { c.db = try? SQLiteDatabase(path: opened.writer.store.path, readOnly: true) }
+                    guard let db = c.db, let list = try? CheckpointStore.pendingControls(in: db, after: c.after) else {
+                        return []
+                    }
+                    c.after = list.map(\.id).max() ?? c.after
+                    return list
                 }
-                c.after = list.map(\.id).max() ?? c.after
-                return list
-            }
             if !found.isEmpty { deliver(.control(found)) }
             watchControls()
         }

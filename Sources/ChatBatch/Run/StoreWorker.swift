@@ -67,6 +67,8 @@ final class StoreWorker: @unchecked Sendable {
     private(set) var outcomesNotKept = 0
     /// What `report` reads, written beside the turns.
     let history: StoreHistory
+    /// The last control read from the store (store queue only): a worker applies those given after it joined.
+    private var controlsAfter = 0
 
     /// Connects to the store, registers this worker on the job `config.files.jobName` (checking that a job loaded
     /// before was loaded from this input, when this worker has it) and makes the private folder.
@@ -96,6 +98,7 @@ final class StoreWorker: @unchecked Sendable {
         var settings = PreparedRun.settings(config)
         settings["prices_unknown"] = .array(config.routes.filter { !$0.pricesKnown }.map { .string($0.name) })
         try registered.recordSettings(settings.serialized())
+        controlsAfter = try registered.lastControl()
         // A claim a quarter of the worker's concurrency at a time (16 at least): few round trips, few lines held idle.
         source = StoreLineSource(
             queue: try PostgresWorkQueue(sibling: registered), claimSize: min(256, max(16, config.concurrency / 4)),
@@ -207,8 +210,10 @@ final class StoreWorker: @unchecked Sendable {
         var outcomes: [LineOutcome] = []
         var unsent: [ClaimedLine] = []
         var leaving: [ClaimedLine] = []
+        var controls: [(id: Int, outcome: String)] = []
         for op in ops {
             switch op {
+            case .controlSettled(let id, let outcome): controls.append((id, outcome))
             case .claim(let id, let line, _, _, _, _):
                 if let claim = source.claim(line: line) {
                     leaving.append(claim)
@@ -226,6 +231,11 @@ final class StoreWorker: @unchecked Sendable {
                         cost: record.cost))
             default: continue
             }
+        }
+        if !controls.isEmpty {
+            // Rare, and said in the log as well: a store that cannot take them now does not hold the turn up.
+            let at = Date().timeIntervalSince1970
+            for c in controls { try? runSide.settleControl(id: c.id, outcome: c.outcome, at: at) }
         }
         if outcomes.isEmpty && unsent.isEmpty && leaving.isEmpty {
             history.gather(ops, kept: [])  // a retry's attempt, a sample: nothing of the turn's own statement
@@ -285,6 +295,21 @@ final class StoreWorker: @unchecked Sendable {
         let loaded = (try? runSide.loaded().all) ?? false
         openLines = (counts["queued"] ?? 0) + (counts["leased"] ?? 0)
         return loaded && openLines == 0
+    }
+
+    /// Controls given to the job since the last look (`chatbatch control` on a store), oldest first; none while the
+    /// store cannot be read (the next look reads them).
+    func pendingControls() -> [ControlRequest] {
+        storeQueue.sync {
+            guard let rows = try? renewals.controls(after: controlsAfter) else { return [] }
+            controlsAfter = rows.map(\.id).max() ?? controlsAfter
+            return rows.compactMap { row in
+                ControlAction(recorded: row.action).map {
+                    ControlRequest(
+                        id: row.id, action: $0, provider: row.provider, host: row.host, pid: row.pid, at: row.givenAt)
+                }
+            }
+        }
     }
 
     /// Removes the private folder.
