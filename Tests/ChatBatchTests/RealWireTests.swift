@@ -182,11 +182,14 @@ struct RealWireTests {
         #expect(summary.exit == .allDone && summary.done == n, "\(summary.text)")
         let log = nginx.accessLog()
         let connections = Set(log.map(\.connection)).count
-        // On failure, say what each connection carried (it was seen once, under load, at 36): requests and protocol.
+        // On failure, say what each connection carried: requests and protocol.
         let carried = Dictionary(grouping: log, by: \.connection).map {
             "\($0.key):\($0.value.count) \($0.value[0].proto)"
         }
-        #expect(connections <= 8, "\(connections) connections over the run: \(carried.sorted())")
+        // What must not happen is a connection per waiting request (128). Under load, nginx's old worker was seen
+        // taking new connections for a moment after the reload and closing each after one request (30 and 36
+        // connections, 8 at a time, most carrying one request): a few rounds of the 8 allowed, not one each.
+        #expect(connections <= 64, "\(connections) connections over the run: \(carried.sorted())")
         try expectExactlyOnce(scratch, ids: (1...n).map { String(format: "p%04d", $0) }, gateway: g)
     }
 
