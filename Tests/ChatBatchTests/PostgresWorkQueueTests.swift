@@ -245,7 +245,7 @@ struct PostgresWorkQueueTests {
         try b.sayInflight(key, 4)
         #expect(
             try b.keyState(key, liveWithin: 60)
-                == SharedKeyState(pausedFor: 0, learnedLimit: nil, liveWorkers: 2, inflight: 7, users: 2))
+                == SharedKeyState(pausedFor: 0, learnedLimit: nil, liveWorkers: 2, inflight: 7, users: 2, rank: 1))
         try a.pauseKey(key, seconds: 30)
         try a.pauseKey(key, seconds: 1)
         let paused = try b.keyState(key, liveWithin: 60).pausedFor
@@ -255,8 +255,14 @@ struct PostgresWorkQueueTests {
         try a.learnLimit(key, 16)
         try b.learnLimit(key, 10)
         #expect(try a.keyState(key, liveWithin: 60).share == 8)
+        // A look one higher: the shares add up to the level (9 and 8, not twice 8), and no other worker looks again
+        // until the quiet time has passed.
+        try a.raiseLimit(key, from: 16, quiet: 30)
+        try b.raiseLimit(key, from: 17, quiet: 30)
+        #expect(try a.keyState(key, liveWithin: 60).learnedLimit == 17)
+        #expect(try a.keyState(key, liveWithin: 60).share == 9 && b.keyState(key, liveWithin: 60).share == 8)
         try b.stopWorker()
-        #expect(try a.keyState(key, liveWithin: 60).share == 16)
+        #expect(try a.keyState(key, liveWithin: 60).share == 17)
         #expect(try a.keyState(key, liveWithin: 60).users == 1)
         let rows = try a.workers()
         #expect(rows.map(\.id) == [a.worker, b.worker] && rows.map(\.stopped) == [false, true])

@@ -13,9 +13,17 @@ struct SharedKeyState: Sendable, Equatable {
     /// Workers using the key whose heartbeat is recent, with work or not (a worker starting counts those it ramps
     /// up beside).
     var users = 0
+    /// Live workers before this one (by when they joined): the first `level % liveWorkers` of them take one more.
+    var rank = 0
 
-    /// This worker's share of the learnt level (at least 1), nil while none is learnt.
-    var share: Int? { learnedLimit.map { max(1, $0 / max(1, liveWorkers)) } }
+    /// This worker's share of the learnt level (at least 1), nil while none is learnt. The shares add up to the
+    /// level: a key of 15 over four workers is 4, 4, 4 and 3, not four times 3.
+    var share: Int? {
+        learnedLimit.map { level in
+            let n = max(1, liveWorkers)
+            return max(1, level / n + (rank < level % n ? 1 : 0))
+        }
+    }
 }
 
 /// One worker of a job as `status` lists it.
@@ -67,13 +75,15 @@ extension PostgresWorkQueue {
             """, [hash, String(limit)])
     }
 
-    /// The key's level was `from` and no worker has been refused at it for a while: look one higher.
-    func raiseLimit(_ hash: String, from: Int) throws(ChatBatchError) {
+    /// The key's level was `from` and no worker has been refused at it for a while: look one higher, unless any
+    /// worker looked in the last `quiet` seconds (one look for all of them, not one each).
+    func raiseLimit(_ hash: String, from: Int, quiet: Double) throws(ChatBatchError) {
         try connection.rows(
             """
-            UPDATE chatbatch_keys SET learned_limit = learned_limit + 1, updated_at = now()
+            UPDATE chatbatch_keys SET learned_limit = learned_limit + 1, looked_at = now(), updated_at = now()
             WHERE key_hash = $1 AND learned_limit = $2
-            """, [hash, String(from)])
+              AND (looked_at IS NULL OR looked_at < now() - make_interval(secs => $3))
+            """, [hash, String(from), String(quiet)])
     }
 
     /// This worker has `inflight` requests out on the key (said every half second).
@@ -88,23 +98,25 @@ extension PostgresWorkQueue {
         let row = try connection.rows(
             """
             SELECT greatest(extract(epoch FROM k.paused_until - now()), 0)::float8 AS paused_for, k.learned_limit,
-                live.n AS live, live.inflight, (
+                live.n AS live, live.inflight, live.before, (
                     SELECT count(*) FROM chatbatch_key_users u JOIN chatbatch_workers w ON w.id = u.worker
                     WHERE u.key_hash = k.key_hash AND w.stopped_at IS NULL
                       AND w.heartbeat_at > now() - make_interval(secs => $2)) AS users
             FROM chatbatch_keys k, LATERAL (
-                SELECT count(*) AS n, coalesce(sum(u.inflight), 0) AS inflight
+                SELECT count(*) AS n, coalesce(sum(u.inflight), 0) AS inflight,
+                    count(*) FILTER (WHERE u.worker < $3) AS before
                 FROM chatbatch_key_users u JOIN chatbatch_workers w ON w.id = u.worker
                 WHERE u.key_hash = k.key_hash AND w.stopped_at IS NULL
                   AND w.heartbeat_at > now() - make_interval(secs => $2)
                   AND (u.inflight > 0 OR EXISTS (
                       SELECT 1 FROM chatbatch_lines l WHERE l.leased_by = w.id AND l.state = 'leased'))) AS live
             WHERE k.key_hash = $1
-            """, [hash, String(liveWithin)]
+            """, [hash, String(liveWithin), String(worker)]
         ).first
         return SharedKeyState(
             pausedFor: row?.double("paused_for") ?? 0, learnedLimit: row?.int("learned_limit"),
-            liveWorkers: row?.int("live") ?? 0, inflight: row?.int("inflight") ?? 0, users: row?.int("users") ?? 0)
+            liveWorkers: row?.int("live") ?? 0, inflight: row?.int("inflight") ?? 0, users: row?.int("users") ?? 0,
+            rank: row?.int("before") ?? 0)
     }
 
     /// The job's workers, for `status`: host, pid, concurrency, lines held, seconds since the last heartbeat (at the

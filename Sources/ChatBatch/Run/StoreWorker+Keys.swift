@@ -80,7 +80,7 @@ extension StoreWorker {
                 } else if let level = state.learnedLimit, state.pausedFor == 0,
                     Double(now &- keysHeard.quietSince[r, default: now]) / 1e9 > keysHeard.raiseAfter[r, default: 30]
                 {
-                    try renewals.raiseLimit(hash, from: level)
+                    try renewals.raiseLimit(hash, from: level, quiet: keysHeard.raiseAfter[r, default: 30])
                     keysHeard.quietSince[r] = now
                     keysHeard.raisedAt[r] = now
                     state = try renewals.keyState(hash, liveWithin: lease)
