@@ -250,10 +250,15 @@ struct PostgresWorkQueueTests {
         try a.pauseKey(key, seconds: 1)
         let paused = try b.keyState(key, liveWithin: 60).pausedFor
         #expect(paused > 25 && paused <= 30, "\(paused)")
-        // One round of refusals: each report is part of the picture, and the round's level is the most any saw.
-        try b.learnLimit(key, 12)
-        try a.learnLimit(key, 16)
-        try b.learnLimit(key, 10)
+        // One round of refusals: b is refused with 9 out; what a said before the round (3) counts for nothing, what
+        // it says in the round (7) adds up with b's; a lower report later in the round lowers nothing.
+        try b.learnLimit(key, inflight: 9, workers: 2, liveWithin: 60)
+        #expect(try a.keyState(key, liveWithin: 60).learnedLimit == 9)
+        #expect(try a.keyState(key, liveWithin: 60).roundOpen)
+        try a.sayInflight(key, 7)
+        try a.learnLimit(key, inflight: 7, workers: 2, liveWithin: 60)
+        try b.learnLimit(key, inflight: 2, workers: 2, liveWithin: 60)
+        #expect(try a.keyState(key, liveWithin: 60).learnedLimit == 16)
         #expect(try a.keyState(key, liveWithin: 60).share == 8)
         // A look one higher: the shares add up to the level (9 and 8, not twice 8), and no other worker looks again
         // until the quiet time has passed.

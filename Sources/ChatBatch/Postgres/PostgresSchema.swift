@@ -22,7 +22,7 @@ enum PostgresSchema {
     /// after `create` on every store, new or older. Schema 3 added what the report reads: each finished line's model,
     /// error, latency, time to first token, cache savings and endpoint; each worker's settings, exit and summary.
     /// Schema 4 added the controls given to a job's workers (`chatbatch control` on a store) and what each made of
-    /// them, and when a worker last looked above a key's level.
+    /// them, when a worker last looked above a key's level, and when each worker last said what it had out.
     static let upgrade = """
         ALTER TABLE chatbatch_jobs ADD COLUMN IF NOT EXISTS spent float8 NOT NULL DEFAULT 0;
         ALTER TABLE chatbatch_jobs ADD COLUMN IF NOT EXISTS results_path text;
@@ -50,6 +50,7 @@ enum PostgresSchema {
         ALTER TABLE chatbatch_workers ADD COLUMN IF NOT EXISTS summary text;
         CREATE INDEX IF NOT EXISTS chatbatch_lines_custom_id ON chatbatch_lines (job, custom_id);
         ALTER TABLE chatbatch_keys ADD COLUMN IF NOT EXISTS looked_at timestamptz;
+        ALTER TABLE chatbatch_key_users ADD COLUMN IF NOT EXISTS said_at timestamptz;
         CREATE TABLE IF NOT EXISTS chatbatch_controls (
             id bigserial PRIMARY KEY,
             job bigint NOT NULL REFERENCES chatbatch_jobs (id),

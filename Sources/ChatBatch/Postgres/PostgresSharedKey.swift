@@ -15,6 +15,8 @@ struct SharedKeyState: Sendable, Equatable {
     var users = 0
     /// Live workers before this one (by when they joined): the first `level % liveWorkers` of them take one more.
     var rank = 0
+    /// A round of refusals is open (its first was under two seconds ago): every worker says what it has out.
+    var roundOpen = false
 
     /// This worker's share of the learnt level (at least 1), nil while none is learnt. The shares add up to the
     /// level: a key of 15 over four workers is 4, 4, 4 and 3, not four times 3.
@@ -61,18 +63,31 @@ extension PostgresWorkQueue {
             """, [hash, String(seconds)])
     }
 
-    /// The key allows `limit` requests in flight over all its workers. The workers' reports of one round of
-    /// refusals (within two seconds of its first) are each a part of the picture, taken at different moments: the
-    /// round's level is the most any of them saw.
-    func learnLimit(_ hash: String, _ limit: Int) throws(ChatBatchError) {
+    /// The key refused a request here, or a round of refusals is open and this worker says what it has out: the
+    /// key's level is what its live workers had out then. A round is the two seconds after its first refusal; its
+    /// level is the most that this worker's `inflight` and the other live workers' reports made since the round
+    /// began add up to (at least `workers`, one each). Reports from before the round count for nothing: up to half a
+    /// second old, from a ramp that doubles every round trip, they said far less than the key was serving (a level
+    /// of 12 was learnt on a key of 16 that way).
+    func learnLimit(_ hash: String, inflight: Int, workers: Int, liveWithin: Double) throws(ChatBatchError) {
         try connection.rows(
             """
-            UPDATE chatbatch_keys SET updated_at = now(),
-                learned_limit = CASE WHEN learned_at > now() - interval '2 seconds'
-                    THEN greatest(learned_limit, $2) ELSE $2 END,
-                learned_at = CASE WHEN learned_at > now() - interval '2 seconds' THEN learned_at ELSE now() END
-            WHERE key_hash = $1
-            """, [hash, String(limit)])
+            WITH k AS (
+                SELECT learned_at > now() - interval '2 seconds' AS open, learned_limit,
+                    CASE WHEN learned_at > now() - interval '2 seconds' THEN learned_at ELSE now() END AS round_at
+                FROM chatbatch_keys WHERE key_hash = $1),
+            me AS (
+                UPDATE chatbatch_key_users SET inflight = $3, said_at = now() WHERE key_hash = $1 AND worker = $2),
+            others AS (
+                SELECT coalesce(sum(u.inflight), 0) AS inflight
+                FROM chatbatch_key_users u JOIN chatbatch_workers w ON w.id = u.worker, k
+                WHERE u.key_hash = $1 AND u.worker <> $2 AND u.said_at >= k.round_at AND w.stopped_at IS NULL
+                  AND w.heartbeat_at > now() - make_interval(secs => $5))
+            UPDATE chatbatch_keys SET updated_at = now(), learned_at = k.round_at,
+                learned_limit = greatest($4::integer, CASE WHEN k.open
+                    THEN greatest(k.learned_limit, $3 + others.inflight) ELSE $3 + others.inflight END)
+            FROM k, others WHERE key_hash = $1
+            """, [hash, String(worker), String(inflight), String(workers), String(liveWithin)])
     }
 
     /// The key's level was `from` and no worker has been refused at it for a while: look one higher, unless any
@@ -86,10 +101,10 @@ extension PostgresWorkQueue {
             """, [hash, String(from), String(quiet)])
     }
 
-    /// This worker has `inflight` requests out on the key (said every half second).
+    /// This worker has `inflight` requests out on the key (said every half second, and when).
     func sayInflight(_ hash: String, _ inflight: Int) throws(ChatBatchError) {
         try connection.rows(
-            "UPDATE chatbatch_key_users SET inflight = $3 WHERE key_hash = $1 AND worker = $2",
+            "UPDATE chatbatch_key_users SET inflight = $3, said_at = now() WHERE key_hash = $1 AND worker = $2",
             [hash, String(worker), String(inflight)])
     }
 
@@ -98,6 +113,7 @@ extension PostgresWorkQueue {
         let row = try connection.rows(
             """
             SELECT greatest(extract(epoch FROM k.paused_until - now()), 0)::float8 AS paused_for, k.learned_limit,
+                coalesce(k.learned_at > now() - interval '2 seconds', false) AS round_open,
                 live.n AS live, live.inflight, live.before, (
                     SELECT count(*) FROM chatbatch_key_users u JOIN chatbatch_workers w ON w.id = u.worker
                     WHERE u.key_hash = k.key_hash AND w.stopped_at IS NULL
@@ -116,7 +132,7 @@ extension PostgresWorkQueue {
         return SharedKeyState(
             pausedFor: row?.double("paused_for") ?? 0, learnedLimit: row?.int("learned_limit"),
             liveWorkers: row?.int("live") ?? 0, inflight: row?.int("inflight") ?? 0, users: row?.int("users") ?? 0,
-            rank: row?.int("before") ?? 0)
+            rank: row?.int("before") ?? 0, roundOpen: row?.bool("round_open") == true)
     }
 
     /// The job's workers, for `status`: host, pid, concurrency, lines held, seconds since the last heartbeat (at the

@@ -25,10 +25,10 @@ struct LaneLook: Sendable {
 /// A provider key's limits shared by every worker of a store that uses it, whatever its job: a 429 at one worker
 /// pauses all of them for its wait, and the level the key allows is one figure its live workers divide.
 ///
-/// The level is learnt when a worker is refused: what the key was then serving over all its workers (each says every
-/// half second what it has out, or what it still had out at its last refusal), never below one each. After 30 s at
-/// it without a refusal, a worker looks one higher for all of them (one look per level, whoever makes it), less
-/// often each time a look is refused.
+/// The level is learnt when a worker is refused: what the key was then serving over all its workers, from what each
+/// says in the two seconds after (what it has out, or what it still had out at its refusal), never below one each;
+/// the shares add up to it. After 30 s at it without a refusal, a worker looks one higher for all of them (one look
+/// at a time, whoever makes it), less often each time a look is refused.
 extension StoreWorker {
     /// Names each route's key in the store (a hash of the endpoint and the key, never the key) and registers this
     /// worker as a user of each.
@@ -62,20 +62,24 @@ extension StoreWorker {
             do throws(ChatBatchError) {
                 // Refused since the last look: what the key was still serving here when it refused, else what is out.
                 let refused = lane.rateLimits > keysHeard.rateLimits[r, default: 0]
-                try renewals.sayInflight(hash, refused ? lane.acceptedAtLast429 : lane.inflight)
+                let said = refused ? lane.acceptedAtLast429 : lane.inflight
+                try renewals.sayInflight(hash, said)
                 if lane.pausedUntil > now, lane.pausedUntil > keysHeard.pausedUntil[r, default: 0] + slack {
                     try renewals.pauseKey(hash, seconds: Double(lane.pausedUntil - now) / 1e9)
                     keysHeard.pausedUntil[r] = lane.pausedUntil
                 }
                 var state = try renewals.keyState(hash, liveWithin: lease)
-                if refused {
-                    // The key was serving what every worker had out when it refused here: that is its level.
-                    keysHeard.rateLimits[r] = lane.rateLimits
-                    keysHeard.quietSince[r] = now
-                    if let raised = keysHeard.raisedAt[r], now &- raised < 5_000_000_000 {
-                        keysHeard.raiseAfter[r] = min(3600, keysHeard.raiseAfter[r, default: 30] * 2)
+                if refused || state.roundOpen {
+                    // The key was serving what every worker had out when it refused (here or at another worker):
+                    // that is its level, from what each says in the round.
+                    if refused {
+                        keysHeard.rateLimits[r] = lane.rateLimits
+                        keysHeard.quietSince[r] = now
+                        if let raised = keysHeard.raisedAt[r], now &- raised < 5_000_000_000 {
+                            keysHeard.raiseAfter[r] = min(3600, keysHeard.raiseAfter[r, default: 30] * 2)
+                        }
                     }
-                    try renewals.learnLimit(hash, max(state.liveWorkers, state.inflight))
+                    try renewals.learnLimit(hash, inflight: said, workers: state.liveWorkers, liveWithin: lease)
                     state = try renewals.keyState(hash, liveWithin: lease)
                 } else if let level = state.learnedLimit, state.pausedFor == 0,
                     Double(now &- keysHeard.quietSince[r, default: now]) / 1e9 > keysHeard.raiseAfter[r, default: 30]
