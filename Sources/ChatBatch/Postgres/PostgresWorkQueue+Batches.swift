@@ -30,15 +30,9 @@ extension PostgresWorkQueue {
         if outcomes.isEmpty && unsent.isEmpty && leaving.isEmpty { return TurnRecord() }
         let lines = { (claims: [ClaimedLine]) in Self.array(claims.map { String($0.line) }) }
         let tokens = { (claims: [ClaimedLine]) in Self.array(claims.map { String($0.token) }) }
-        // A line is found by the primary key (`l.line = ANY (…)` beside the join), whatever the planner believes of
-        // the job's size (a job loaded a moment ago is not in its statistics yet), and fenced by its token alone: the
-        // table's check holds a token exactly while the line is leased, and a `state = 'leased'` here would let the
-        // planner walk the leased lines' index instead. A part with no lines is not run at all (an empty list would
-        // let any index serve, and one was seen walking every leased line of the job for nothing).
-        let fenced = { (lines: String) in
-            "cardinality(\(lines)::bigint[]) > 0 AND l.job = $1 AND l.line = ANY (\(lines)::bigint[]) "
-                + "AND l.line = v.line AND l.lease_token = v.token"
-        }
+        // A line named by the turn, fenced by its token alone: the table's check holds a token exactly while the
+        // line is leased, and a `state = 'leased'` here would let the planner walk the leased lines' index instead.
+        let fenced = { (lines: String) in Self.named(lines) + " AND l.lease_token = v.token" }
         let rows = try connection.rows(
             """
             WITH fin AS (

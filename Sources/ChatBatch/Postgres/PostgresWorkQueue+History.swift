@@ -43,9 +43,8 @@ extension PostgresWorkQueue {
     {
         if attempts.isEmpty && lines.isEmpty && samples.isEmpty { return }
         let a = Self.array, text = { (v: Double?) in v.map { String($0) } }
-        // A second's lines are a thousand or more: found by the primary key and joined to their rows by a hash, not a
-        // loop over the array for each row (the planner takes the array for ten elements and the job for a few rows
-        // while its statistics lag); a batch with no lines reads none.
+        // A second's lines are a thousand or more: joined to their rows by a hash, not a loop over the array for each
+        // row (the planner takes the array for ten elements and the job for a few rows while its statistics lag).
         try connection.inTransaction { () throws(ChatBatchError) in
             try connection.execute("SET LOCAL enable_nestloop = off")
             try connection.rows(
@@ -62,8 +61,7 @@ extension PostgresWorkQueue {
                     FROM unnest($9::bigint[], $10::text[], $11::text[], $12::text[], $13::float8[], $14::float8[],
                         $15::boolean[], $16::bigint[], $17::float8[], $18::text[])
                         AS v(line, model, code, message, latency, ttft, cached, saved_tokens, saved_cost, endpoint)
-                    WHERE cardinality($9::bigint[]) > 0 AND l.job = $1 AND l.line = ANY ($9::bigint[])
-                        AND l.line = v.line AND l.state IN ('done', 'failed'))
+                    WHERE \(Self.named("$9")) AND l.state IN ('done', 'failed'))
                 INSERT INTO chatbatch_samples (job, worker, t, endpoint, "window")
                 SELECT $1, $2, v.* FROM unnest($19::float8[], $20::text[], $21::integer[]) AS v
                 """,

@@ -193,9 +193,8 @@ final class PostgresWorkQueue: @unchecked Sendable {
     /// minute or more later) the planner takes the job for the few rows it had seen of it. The work's statements
     /// are written to stay bounded whatever it believes, but their plans are better with the truth (a turn took
     /// about a third longer without it). Only the columns the statements select on are sampled, never the requests
-    /// or answers. A role
-    /// that does not own the table is only warned by the server, and a table being vacuumed by hand is left alone
-    /// after a second: a failure here is not the load's.
+    /// or answers. A role that does not own the table is only warned by the server, and a table being vacuumed by
+    /// hand is left alone after a second: a failure here is not the load's.
     func analyzeLines() {
         try? connection.inTransaction { () throws(ChatBatchError) in
             try connection.execute("SET LOCAL lock_timeout = '1s'")
@@ -331,6 +330,15 @@ final class PostgresWorkQueue: @unchecked Sendable {
                 + " WHERE job = $1 AND line = $2 AND lease_token = $3 AND state = 'leased' AND \(condition) RETURNING line",
             [String(job), String(claimed.line), String(claimed.token)] + extra)
         return rows.count == 1
+    }
+
+    /// The condition on the rows `l` a batch statement names in its array parameter `lines` (the job is `$1`; the
+    /// array is unnested `AS v` beside it): found by the primary key (`l.line = ANY (…)` beside the join), whatever
+    /// the planner believes of the job's size (a job loaded a moment ago is not in its statistics yet). An empty
+    /// array reads nothing: with no lines any index would serve, and one was seen walking every leased line of the
+    /// job for nothing.
+    static func named(_ lines: String) -> String {
+        "cardinality(\(lines)::bigint[]) > 0 AND l.job = $1 AND l.line = ANY (\(lines)::bigint[]) AND l.line = v.line"
     }
 
     /// A PostgreSQL array literal of text elements (NULL for nil), for `unnest`: each element quoted, with its
