@@ -114,18 +114,17 @@ extension PostgresWorkQueue {
             """
             SELECT greatest(extract(epoch FROM k.paused_until - now()), 0)::float8 AS paused_for, k.learned_limit,
                 coalesce(k.learned_at > now() - interval '2 seconds', false) AS round_open,
-                live.n AS live, live.inflight, live.before, (
-                    SELECT count(*) FROM chatbatch_key_users u JOIN chatbatch_workers w ON w.id = u.worker
-                    WHERE u.key_hash = k.key_hash AND w.stopped_at IS NULL
-                      AND w.heartbeat_at > now() - make_interval(secs => $2)) AS users
+                live.n AS live, live.inflight, live.before, live.users
             FROM chatbatch_keys k, LATERAL (
-                SELECT count(*) AS n, coalesce(sum(u.inflight), 0) AS inflight,
-                    count(*) FILTER (WHERE u.worker < $3) AS before
-                FROM chatbatch_key_users u JOIN chatbatch_workers w ON w.id = u.worker
-                WHERE u.key_hash = k.key_hash AND w.stopped_at IS NULL
-                  AND w.heartbeat_at > now() - make_interval(secs => $2)
-                  AND (u.inflight > 0 OR EXISTS (
-                      SELECT 1 FROM chatbatch_lines l WHERE l.leased_by = w.id AND l.state = 'leased'))) AS live
+                SELECT count(*) FILTER (WHERE x.working) AS n,
+                    coalesce(sum(x.inflight) FILTER (WHERE x.working), 0) AS inflight,
+                    count(*) FILTER (WHERE x.working AND x.worker < $3) AS before, count(*) AS users
+                FROM (
+                    SELECT u.worker, u.inflight, u.inflight > 0 OR EXISTS (
+                        SELECT 1 FROM chatbatch_lines l WHERE l.leased_by = w.id AND l.state = 'leased') AS working
+                    FROM chatbatch_key_users u JOIN chatbatch_workers w ON w.id = u.worker
+                    WHERE u.key_hash = k.key_hash AND w.stopped_at IS NULL
+                      AND w.heartbeat_at > now() - make_interval(secs => $2)) AS x) AS live
             WHERE k.key_hash = $1
             """, [hash, String(liveWithin), String(worker)]
         ).first

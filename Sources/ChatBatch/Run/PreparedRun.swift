@@ -209,17 +209,18 @@ struct PreparedRun: Sendable {
                 redactor: Redactor(secrets: secrets))
         }
         let jobSpent = try worker.map { w throws(ChatBatchError) in try w.runSide.jobRow().double("spent") ?? 0 } ?? 0
+        let keys = worker?.startingKeys()
         var machine = RunMachine(
             config: config,
             spent: opened.endpoints.map { opened.spentByEndpoint[$0.id] ?? 0 } + [
                 max(0, opened.spent - opened.spentByEndpoint.values.reduce(0, +)) + jobSpent
             ],
             refusedModels: opened.refusedModels, proven: opened.endpoints.map(\.proven),
-            remembered: worker?.startingShares() ?? opened.ceilings,
+            remembered: keys?.map(\.share) ?? opened.ceilings,
             finishedInput: opened.finishedInput, crashRecovered: opened.crashRecovered,
             now: DispatchTime.now().uptimeNanoseconds)
         machine.jobSpentAtStart = jobSpent
-        if let worker { machine.scheduler.startShared(workers: worker.keyUsers()) }
+        if let keys { machine.scheduler.startShared(workers: keys.map(\.users)) }
         self.machine = machine
     }
 }

@@ -40,15 +40,14 @@ extension StoreWorker {
         history.name(routes: routes.map(\.name))
     }
 
-    /// Each route's share of its key's level as the store knows it now (nil where none is learnt): the level a new
-    /// worker starts at, rather than looking for it again.
-    func startingShares() -> [Int?] {
-        keyHashes.map { hash in try? renewals.keyState(hash, liveWithin: lease).share }.map { $0 ?? nil }
-    }
-
-    /// How many workers use each route's key now, this one included (1 where the store cannot say).
-    func keyUsers() -> [Int] {
-        keyHashes.map { hash in max(1, (try? renewals.keyState(hash, liveWithin: lease).users) ?? 1) }
+    /// Each route's key as the store knows it as this worker starts: this worker's share of the level learnt (where
+    /// a new worker starts, rather than looking for it again; nil where none is learnt), and how many workers use the
+    /// key, this one included (1 where the store cannot say), which a limit not yet learnt ramps up beside.
+    func startingKeys() -> [(share: Int?, users: Int)] {
+        keyHashes.map { hash in
+            let state = try? renewals.keyState(hash, liveWithin: lease)
+            return (state?.share, max(1, state?.users ?? 1))
+        }
     }
 
     /// Publishes this worker's news (what it has out, a pause its own 429 started, a refusal) and returns what the
