@@ -19,21 +19,14 @@ extension PostgresWorkQueue {
     func giveControl(action: String, provider: String?, host: String, pid: Int, at: Double, liveWithin: Double)
         throws(ChatBatchError) -> (id: Int, workers: [Int])?
     {
-        guard try connection.rows("SELECT to_regclass('chatbatch_controls') IS NOT NULL AS ok")[0].bool("ok") == true
-        else {
+        guard try hasControls() else {
             throw ChatBatchError(
                 .notRunning,
                 "store \(connection.address): its workers are an older chatbatch that takes no controls (schema "
                     + "before \(PostgresSchema.version)): nothing changed")
         }
         return try connection.inTransaction { () throws(ChatBatchError) -> (id: Int, workers: [Int])? in
-            let live = try connection.rows(
-                """
-                SELECT id FROM chatbatch_workers
-                WHERE job = $1 AND stopped_at IS NULL AND heartbeat_at > now() - make_interval(secs => $2)
-                ORDER BY id
-                """, [String(job), String(liveWithin)]
-            ).compactMap { $0.int("id") }
+            let live = try liveWorkers(within: liveWithin)
             if live.isEmpty { return nil }
             let id = try connection.rows(
                 """
@@ -47,8 +40,7 @@ extension PostgresWorkQueue {
 
     /// The newest control given to the job (0: none): a worker applies only those given after it joined.
     func lastControl() throws(ChatBatchError) -> Int {
-        guard try connection.rows("SELECT to_regclass('chatbatch_controls') IS NOT NULL AS ok")[0].bool("ok") == true
-        else { return 0 }
+        guard try hasControls() else { return 0 }
         return try connection.rows(
             "SELECT coalesce(max(id), 0) AS id FROM chatbatch_controls WHERE job = $1", [String(job)]
         ).first?.int("id") ?? 0
@@ -87,13 +79,19 @@ extension PostgresWorkQueue {
         ).map { ($0.int("worker") ?? 0, $0["host"] ?? "", $0.int("pid") ?? 0, $0["outcome"] ?? "") }
     }
 
-    /// Whether worker `id` still runs (not stopped, a heartbeat in the last `liveWithin` seconds).
-    func isLive(worker id: Int, liveWithin: Double) throws(ChatBatchError) -> Bool {
+    /// The job's workers that run now (not stopped, a heartbeat in the last `liveWithin` seconds), by id.
+    func liveWorkers(within liveWithin: Double) throws(ChatBatchError) -> [Int] {
         try connection.rows(
             """
-            SELECT 1 FROM chatbatch_workers
-            WHERE id = $1 AND stopped_at IS NULL AND heartbeat_at > now() - make_interval(secs => $2)
-            """, [String(id), String(liveWithin)]
-        ).isEmpty == false
+            SELECT id FROM chatbatch_workers
+            WHERE job = $1 AND stopped_at IS NULL AND heartbeat_at > now() - make_interval(secs => $2)
+            ORDER BY id
+            """, [String(job), String(liveWithin)]
+        ).compactMap { $0.int("id") }
+    }
+
+    /// Whether the store has the controls' tables (its workers are schema 4 or newer).
+    private func hasControls() throws(ChatBatchError) -> Bool {
+        try connection.rows("SELECT to_regclass('chatbatch_controls') IS NOT NULL AS ok")[0].bool("ok") == true
     }
 }

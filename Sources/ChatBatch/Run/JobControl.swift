@@ -60,8 +60,7 @@ public enum JobControl {
                 let by =
                     (outcome.runID.map { " by run #\($0)" } ?? "")
                     + (outcome.appliedAt.map { " at " + RunMachine.clockTime($0) + "Z" } ?? "")
-                let what = text.hasPrefix("applied: ") ? String(text.dropFirst("applied: ".count)) : text
-                return "control #\(id) '\(action.text)' applied\(by): \(what)"
+                return "control #\(id) '\(action.text)' applied\(by): \(applied(text))"
             }
             if !CheckpointStore.isHeld(path: checkpoint) {
                 // The run ended before it took the control: it is marked so and never applied by a later run.
@@ -102,10 +101,8 @@ public enum JobControl {
             let outcomes = try queue.controlOutcomes(id: given.id)
             let taken = Set(outcomes.map(\.worker))
             // A worker that stopped (or was killed) before taking it is not waited for.
-            var waiting: [Int] = []
-            for w in given.workers where !taken.contains(w) {
-                if try queue.isLive(worker: w, liveWithin: liveWithin) { waiting.append(w) }
-            }
+            let live = Set(try queue.liveWorkers(within: liveWithin))
+            let waiting = given.workers.filter { !taken.contains($0) && live.contains($0) }
             if waiting.isEmpty || Date() >= deadline {
                 return try storeOutcome(action, id: given.id, job: name, outcomes: outcomes, waiting: waiting.count)
             }
@@ -122,10 +119,7 @@ public enum JobControl {
         if !outcomes.isEmpty && refused.count == outcomes.count && waiting == 0 {
             throw ChatBatchError(.badControl, "control #\(id) '\(action.text)' \(refused[0].outcome)")
         }
-        let each = outcomes.map { o -> String in
-            let what = o.outcome.hasPrefix("applied: ") ? String(o.outcome.dropFirst("applied: ".count)) : o.outcome
-            return "\(o.host) pid \(o.pid): \(what)"
-        }
+        let each = outcomes.map { "\($0.host) pid \($0.pid): \(applied($0.outcome))" }
         var text =
             "control #\(id) '\(action.text)' for job '\(job)': taken by \(outcomes.count) "
             + (outcomes.count == 1 ? "worker" : "workers")
@@ -136,5 +130,10 @@ public enum JobControl {
                 + "the workers)"
         }
         return text
+    }
+
+    /// What a run said it did with a control, without its `applied: ` (a refusal is said as it is).
+    private static func applied(_ outcome: String) -> String {
+        outcome.hasPrefix("applied: ") ? String(outcome.dropFirst("applied: ".count)) : outcome
     }
 }
