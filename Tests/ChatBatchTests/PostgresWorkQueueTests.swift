@@ -171,6 +171,9 @@ struct PostgresWorkQueueTests {
         try first.load(Self.lines(3), last: true)
         // As schema 1 left it: none of the columns schema 2 added, nor the report's tables and columns of schema 3.
         let db = try PostgresConnection(PostgresAddress(server.url(database: old)))
+        // A fresh store's lines run no trigger as they are loaded (a foreign key's check is one statement per row).
+        let linesTriggers = "SELECT count(*) AS n FROM pg_trigger WHERE tgrelid = 'chatbatch_lines'::regclass"
+        #expect(try db.rows(linesTriggers)[0].int("n") == 0)
         try db.execute(
             """
             ALTER TABLE chatbatch_jobs DROP COLUMN spent, DROP COLUMN results_path, DROP COLUMN errors_path;
@@ -179,8 +182,10 @@ struct PostgresWorkQueueTests {
             ALTER TABLE chatbatch_key_users DROP COLUMN inflight;
             ALTER TABLE chatbatch_workers DROP COLUMN settings, DROP COLUMN summary;
             DROP TABLE chatbatch_attempts, chatbatch_samples;
+            ALTER TABLE chatbatch_lines ADD FOREIGN KEY (job) REFERENCES chatbatch_jobs (id);
             UPDATE chatbatch_meta SET value = '1' WHERE key = 'schema'
             """)
+        #expect(try db.rows(linesTriggers)[0].int("n") ?? 0 > 0)
         // A reader of this build refuses the report of an older store with what to do, and changes nothing.
         do {
             _ = try PostgresJobHistory(store: server.url(database: old), job: "kept")
@@ -193,6 +198,7 @@ struct PostgresWorkQueueTests {
         #expect(try again.jobRow().double("spent") == 0)
         let schema = try db.rows("SELECT value FROM chatbatch_meta WHERE key = 'schema'")[0]["value"]
         #expect(schema == String(PostgresSchema.version))
+        #expect(try db.rows(linesTriggers)[0].int("n") == 0)  // schema 5 dropped the lines' foreign key
         // Schema 4's controls: a control given to the upgraded job reaches its worker.
         let given = try again.giveControl(action: "pause", provider: nil, host: "h", pid: 1, at: 1, liveWithin: 60)
         #expect(try given.map { g throws(ChatBatchError) in try again.controls(after: 0).map(\.id) == [g.id] } == true)
