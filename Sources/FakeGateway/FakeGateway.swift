@@ -88,6 +88,9 @@ public final class FakeGateway: Sendable {
         return rootURL + "/project/p-\(id)/genai/gpt_oss_120b/v1/chat/completions?project_id=\(id)"
     }
 
+    /// Requests received and not answered yet.
+    public var inFlight: Int { core.state.inflight }
+
     /// Stops listening and closes every connection.
     public func shutdown() {
         guard stopOnce() else { return }

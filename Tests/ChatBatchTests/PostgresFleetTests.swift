@@ -127,6 +127,41 @@ struct PostgresFleetTests {
         #expect(scratch.text("w2.log").contains("resent after a crash"))
     }
 
+    /// A worker records a few of its lines ahead as about to leave, so that their requests leave at once: one stopped
+    /// by SIGTERM gives back the lines it recorded so and never sent, and the worker that takes them over sends them
+    /// once and counts none of them as resent after a crash.
+    @Test func aStoppedWorkerGivesBackTheLinesItRecordedAheadAndNoneCountsAsResent() throws {
+        let scratch = Scratch()
+        let g = try FakeGateway.start { $0.latencyMilliseconds = 200 }
+        defer { g.shutdown() }
+        let n = 600
+        scratch.write("in.jsonl", lines: promptLines(n))
+        let job = "ahead-\(UUID().uuidString.prefix(8))"
+        try writeJob(scratch, g, job: job, lease: 2, concurrency: 64)
+        let first = try worker(scratch, log: "w1.log")
+        let db = try PostgresConnection(PostgresAddress(try Self.shared.get().url()))
+        let inFlight = """
+            SELECT count(*) AS n FROM chatbatch_lines l JOIN chatbatch_jobs j ON j.id = l.job
+            WHERE j.name = $1 AND l.state = 'leased' AND l.in_flight
+            """
+        // More lines recorded as leaving than the gateway has: some were recorded ahead of their sends.
+        #expect(
+            eventually(timeout: 30) {
+                let gateway = g.inFlight
+                return (try? db.rows(inFlight, [job]))?.first?.int("n") ?? 0 > gateway + 2
+            }, "no line was recorded ahead of its send")
+        kill(first.processIdentifier, SIGTERM)
+        first.waitUntilExit()
+        #expect(first.terminationStatus == 4, "\(scratch.text("w1.log"))")
+        #expect(try db.rows(inFlight, [job]).first?.int("n") == 0, "the stopped worker left lines recorded as leaving")
+        let second = try worker(scratch, log: "w2.log")
+        second.waitUntilExit()
+        #expect(second.terminationStatus == 0, "\(scratch.text("w2.log"))")
+        let ids = (1...n).map { String(format: "p%04d", $0) }
+        try expectExactlyOnce(scratch, ids: ids, gateway: g, checkpoints: [])
+        #expect(try resentCounts(job).isEmpty)
+    }
+
     @Test func theStoreRestartedUnderARunningWorkerIsAnOutageNotAFailure() throws {
         let scratch = Scratch()
         let server = try Self.shared.get()

@@ -160,6 +160,10 @@ struct PostgresWorkQueueTests {
             ], unsent: [], leaving: [taken[1]])
         #expect(record.kept == [1] && record.allowed == [2] && record.spent == 0.25)
         #expect(try b.counts()["done"] == 1 && b.totals().prompt == 3)
+        // A line is recorded as leaving only while its lease holds for more than the margin the worker asks for (it
+        // may send it until then without asking again): a lease of 60 s holds for 30 s more, not for 90.
+        #expect(try b.turn(outcomes: [], unsent: [], leaving: [taken[1]], margin: 90) == TurnRecord())
+        #expect(try b.turn(outcomes: [], unsent: [], leaving: [taken[1]], margin: 30).allowed == [2])
     }
 
     @Test func aStoreAtSchemaOneIsUpgradedInPlaceWithItsJobs() throws {

@@ -102,6 +102,9 @@ final class StoreLineSource: LineSource, @unchecked Sendable {
     /// How many claims are held here.
     var heldCount: Int { held.withLock { $0.count } }
 
+    /// The lines whose claims are held here.
+    var heldLines: [Int] { held.withLock { Array($0.keys) } }
+
     /// The line's claim is settled (its outcome committed, or given back): it is no longer held here.
     func settled(line: Int) -> ClaimedLine? { held.withLock { $0.removeValue(forKey: line) } }
 }

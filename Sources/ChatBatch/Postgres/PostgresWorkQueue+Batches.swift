@@ -23,9 +23,10 @@ struct TurnRecord: Sendable, Equatable {
 extension PostgresWorkQueue {
     /// Commits one turn: `outcomes` (kept while their leases hold; their cost added to the job's spend), `unsent`
     /// (requests that never left after all) and `leaving` (requests about to leave, recorded before they do; a line
-    /// whose lease lapsed, even one no one has claimed again, must not be sent).
-    func turn(outcomes: [LineOutcome], unsent: [ClaimedLine], leaving: [ClaimedLine]) throws(ChatBatchError)
-        -> TurnRecord
+    /// whose lease lapsed, even one no one has claimed again, must not be sent). A line is recorded as leaving only
+    /// while its lease holds for more than `margin` seconds: it may leave until then.
+    func turn(outcomes: [LineOutcome], unsent: [ClaimedLine], leaving: [ClaimedLine], margin: Double = 0)
+        throws(ChatBatchError) -> TurnRecord
     {
         if outcomes.isEmpty && unsent.isEmpty && leaving.isEmpty { return TurnRecord() }
         let lines = { (claims: [ClaimedLine]) in Self.array(claims.map { String($0.line) }) }
@@ -52,7 +53,8 @@ extension PostgresWorkQueue {
             sent AS (
                 UPDATE chatbatch_lines AS l SET in_flight = true
                 FROM unnest($11::bigint[], $12::bigint[]) AS v(line, token)
-                WHERE \(fenced("$11")) AND l.lease_expires > now() RETURNING l.line)
+                WHERE \(fenced("$11")) AND l.lease_expires > now() + make_interval(secs => $13)
+                RETURNING l.line)
             SELECT 'kept' AS what, line, NULL::float8 AS spent FROM fin
             UNION ALL SELECT 'sent', line, NULL FROM sent
             UNION ALL SELECT 'spent', NULL, spent FROM spend
@@ -64,7 +66,7 @@ extension PostgresWorkQueue {
                 Self.array(outcomes.map { $0.failed ? "true" : "false" }),
                 Self.array(outcomes.map { String($0.promptTokens) }),
                 Self.array(outcomes.map { String($0.completionTokens) }), Self.array(outcomes.map { String($0.cost) }),
-                lines(unsent), tokens(unsent), lines(leaving), tokens(leaving)
+                lines(unsent), tokens(unsent), lines(leaving), tokens(leaving), String(margin)
             ])
         var record = TurnRecord()
         for row in rows {

@@ -99,6 +99,7 @@ final class RunDriver: Sendable {
         }
         if let worker = opened.storeWorker {
             worker.recorded = { [self] in storeRecorded($0) }
+            worker.window = { [self] in room.withLock { $0.machine.readAhead } }
             worker.startRenewing(log: log)
             shareKeys(worker)
         }
@@ -165,7 +166,11 @@ final class RunDriver: Sendable {
         if let worker = opened.storeWorker {
             // The store records the turn (with the turns that came while it recorded the last) before its requests
             // leave: they are sent from `storeRecorded`, on the run queue.
-            if !ops.isEmpty || !sends.isEmpty { worker.submit(ops, sends) }
+            // A request whose line was recorded ahead as about to leave leaves now (see `SendReserve`).
+            let now = worker.leavingNow(sends)
+            let later = now.isEmpty ? sends : sends.filter { s in !now.contains { $0.request.line == s.request.line } }
+            if !ops.isEmpty || !sends.isEmpty { worker.submit(ops, later, sentAhead: now) }
+            if !now.isEmpty { send(now) }
         } else if !sends.isEmpty {
             send(sends)
         }

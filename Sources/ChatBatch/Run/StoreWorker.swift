@@ -3,6 +3,14 @@ import Dispatch
 import Foundation
 import Synchronization
 
+/// One turn handed to the store worker: its changes, the requests that leave once they are recorded, and the lines
+/// of the requests that left at once (recorded ahead).
+struct StoreTurn: Sendable {
+    var ops: [CheckpointOp]
+    var sends: [ScheduledJob]
+    var sentAhead: Set<Int>
+}
+
 /// What came of recording a group of turns in the store.
 struct StoreRecord: Sendable {
     /// The requests that may leave now.
@@ -48,8 +56,13 @@ final class StoreWorker: @unchecked Sendable {
     var keysHeard = KeysHeard()
     /// Where each turn's changes are recorded in the store, one statement for every turn that came meanwhile.
     let recordQueue = DispatchQueue(label: "chatbatch.store.record")
-    /// Turns waiting for the record queue, and whether it is at work on them.
-    private let waiting = Mutex<(turns: [(ops: [CheckpointOp], sends: [ScheduledJob])], busy: Bool)>(([], false))
+    /// Turns waiting for the record queue (their changes, the requests that wait for them, the lines of those that
+    /// left at once), and whether it is at work on them.
+    private let waiting = Mutex<(turns: [StoreTurn], busy: Bool)>(([], false))
+    /// Lines recorded as about to leave ahead of their sends (taken on the run queue, made on the record queue).
+    let reserve: Mutex<SendReserve>
+    /// The run's window now (set by the driver): an eighth of it is reserved ahead.
+    var window: (@Sendable () -> Int)? = nil
     /// What the run does once a group of turns is recorded (set by the driver): send what may leave, and hear of
     /// lines lost, the job's spend, or a store that cannot be written.
     var recorded: (@Sendable (StoreRecord) -> Void)? = nil
@@ -77,6 +90,7 @@ final class StoreWorker: @unchecked Sendable {
         address = try PostgresAddress(store)
         name = config.files.jobName
         lease = config.files.leaseSeconds
+        reserve = Mutex(SendReserve(validitySeconds: config.files.leaseSeconds / 4))
         let input = config.files.input
         let fingerprint = FileManager.default.isReadableFile(atPath: input) ? Self.fingerprint(input) : nil
         var host = [CChar](repeating: 0, count: 256)
@@ -164,10 +178,17 @@ final class StoreWorker: @unchecked Sendable {
         }
     }
 
-    /// Hands one turn's changes (and the requests that may leave once they are recorded) to the record queue.
-    func submit(_ ops: [CheckpointOp], _ sends: [ScheduledJob]) {
+    /// Of a turn's requests, those recorded ahead as about to leave, whose reservations still hold: they leave now.
+    func leavingNow(_ sends: [ScheduledJob]) -> [ScheduledJob] {
+        let now = DispatchTime.now().uptimeNanoseconds
+        return reserve.withLock { r in sends.filter { r.take($0.request.line, now: now) } }
+    }
+
+    /// Hands one turn's changes to the record queue, with the requests that leave once they are recorded and those
+    /// that left at once (`sentAhead`: recorded before).
+    func submit(_ ops: [CheckpointOp], _ sends: [ScheduledJob], sentAhead: [ScheduledJob] = []) {
         let start = waiting.withLock { w -> Bool in
-            w.turns.append((ops, sends))
+            w.turns.append(StoreTurn(ops: ops, sends: sends, sentAhead: Set(sentAhead.map(\.request.line))))
             defer { w.busy = true }
             return !w.busy
         }
@@ -177,7 +198,7 @@ final class StoreWorker: @unchecked Sendable {
     /// Records every waiting turn in one statement, and says what came of it, until none is waiting.
     private func recordWaiting() {
         while true {
-            let turns = waiting.withLock { w -> [(ops: [CheckpointOp], sends: [ScheduledJob])] in
+            let turns = waiting.withLock { w -> [StoreTurn] in
                 defer { w.turns = [] }
                 if w.turns.isEmpty { w.busy = false }
                 return w.turns
@@ -186,7 +207,8 @@ final class StoreWorker: @unchecked Sendable {
             let sends = turns.flatMap(\.sends)
             var record = StoreRecord(sends: sends)
             do {
-                let lost = try mirror(turns.flatMap(\.ops), sends: sends, log: log)
+                let sentAhead = turns.reduce(into: Set<Int>()) { $0.formUnion($1.sentAhead) }
+                let lost = try mirror(turns.flatMap(\.ops), sends: sends, sentAhead: sentAhead, log: log)
                 let gone = Set(lost.map(\.request.line))
                 record.sends = sends.filter { !gone.contains($0.request.line) }
                 record.lost = lost
@@ -204,9 +226,9 @@ final class StoreWorker: @unchecked Sendable {
     /// their leases hold), requests that never left, and claims about to leave. Returns the jobs whose lease was lost:
     /// they must not be sent. A lost connection is tried again for up to a lease's length (nothing is sent
     /// meanwhile); past that the error is thrown and the run stops, resumable.
-    func mirror(_ ops: [CheckpointOp], sends: [ScheduledJob], log: (String) -> Void) throws(ChatBatchError)
-        -> [ScheduledJob]
-    {
+    func mirror(
+        _ ops: [CheckpointOp], sends: [ScheduledJob], sentAhead: Set<Int> = [], log: (String) -> Void
+    ) throws(ChatBatchError) -> [ScheduledJob] {
         var outcomes: [LineOutcome] = []
         var unsent: [ClaimedLine] = []
         var leaving: [ClaimedLine] = []
@@ -215,13 +237,15 @@ final class StoreWorker: @unchecked Sendable {
             switch op {
             case .controlSettled(let id, let outcome): controls.append((id, outcome))
             case .claim(let id, let line, _, _, _, _):
+                reserve.withLock { $0.drop(line) }
                 if let claim = source.claim(line: line) {
-                    leaving.append(claim)
+                    if !sentAhead.contains(line) { leaving.append(claim) }
                     onWire[id] = claim
                 }
             case .unsent(let id):
                 if let claim = onWire.removeValue(forKey: id) { unsent.append(claim) }
             case .finish(let record, _):
+                reserve.withLock { $0.drop(record.line) }
                 onWire.removeValue(forKey: record.customID)
                 guard let claim = source.settled(line: record.line) else { continue }
                 outcomes.append(
@@ -237,14 +261,18 @@ final class StoreWorker: @unchecked Sendable {
             let at = Date().timeIntervalSince1970
             for c in controls { try? runSide.settleControl(id: c.id, outcome: c.outcome, at: at) }
         }
-        if outcomes.isEmpty && unsent.isEmpty && leaving.isEmpty {
+        // The statement records the next few lines as about to leave too (see `SendReserve`).
+        let ahead = reserveAhead(besides: leaving)
+        if outcomes.isEmpty && unsent.isEmpty && leaving.isEmpty && ahead.isEmpty {
             history.gather(ops, kept: [])  // a retry's attempt, a sample: nothing of the turn's own statement
             return []
         }
+        let sentAt = DispatchTime.now().uptimeNanoseconds
         let record = try retrying(log: log) { () throws(ChatBatchError) -> TurnRecord in
-            try runSide.turn(outcomes: outcomes, unsent: unsent, leaving: leaving)
+            try runSide.turn(outcomes: outcomes, unsent: unsent, leaving: leaving + ahead, margin: lease / 4)
         }
         let kept = record.kept, allowed = record.allowed
+        reserve.withLock { $0.reserved(ahead.map(\.line).filter(allowed.contains), sentAt: sentAt) }
         history.gather(ops, kept: kept)
         if let spent = record.spent { jobSpent = spent }
         for outcome in outcomes where !kept.contains(outcome.claim.line) {
@@ -261,6 +289,20 @@ final class StoreWorker: @unchecked Sendable {
             _ = source.settled(line: job.request.line)
         }
         return lost
+    }
+
+    /// The lines to record as about to leave ahead of their sends: the lowest held lines not on the wire, not
+    /// recorded as leaving in this statement, and not reserved already, up to an eighth of the run's window.
+    private func reserveAhead(besides leaving: [ClaimedLine]) -> [ClaimedLine] {
+        let busy = Set(onWire.values.map(\.line)).union(leaving.map(\.line))
+        let candidates = source.heldLines.filter { !busy.contains($0) }
+        let size = max(1, (window?() ?? 8) / 8)
+        let now = DispatchTime.now().uptimeNanoseconds
+        let lines = reserve.withLock { r in
+            r.size = size
+            return r.wanted(from: candidates, now: now)
+        }
+        return lines.compactMap { source.claim(line: $0) }
     }
 
     /// Runs `body` on the run queue's connection, connecting again while the store cannot be reached, for up to a
@@ -289,6 +331,13 @@ final class StoreWorker: @unchecked Sendable {
             log(
                 "chatbatch: \(unwritten) rows of what `report` reads of this worker could not be written to the store "
                     + "(its answers and costs are there; only the report misses them)")
+        }
+        // Lines recorded as about to leave that never did go back as not sent: no one paid for them.
+        let reserved = reserve.withLock { $0.removeAll() }.compactMap { source.claim(line: $0) }
+        if !reserved.isEmpty {
+            _ = try? retrying(log: { _ in }) { () throws(ChatBatchError) in
+                try runSide.turn(outcomes: [], unsent: reserved, leaving: [])
+            }
         }
         _ = try? retrying(log: { _ in }) { () throws(ChatBatchError) in try runSide.stopWorker() }
         let counts = (try? runSide.counts()) ?? [:]
