@@ -256,18 +256,23 @@ struct PostgresWorkQueueTests {
         #expect(
             try b.keyState(key, liveWithin: 60)
                 == SharedKeyState(pausedFor: 0, learnedLimit: nil, liveWorkers: 2, inflight: 7, users: 2, rank: 1))
+        #expect(try !a.keyState(key, liveWithin: 60).roundOpen)
         try a.pauseKey(key, seconds: 30)
         try a.pauseKey(key, seconds: 1)
         let paused = try b.keyState(key, liveWithin: 60).pausedFor
         #expect(paused > 25 && paused <= 30, "\(paused)")
-        // One round of refusals: b is refused with 9 out; what a said before the round (3) counts for nothing, what
-        // it says in the round (7) adds up with b's; a lower report later in the round lowers nothing.
-        try b.learnLimit(key, inflight: 9, workers: 2, liveWithin: 60)
-        #expect(try a.keyState(key, liveWithin: 60).learnedLimit == 9)
-        #expect(try a.keyState(key, liveWithin: 60).roundOpen)
-        try a.sayInflight(key, 7)
-        try a.learnLimit(key, inflight: 7, workers: 2, liveWithin: 60)
-        try b.learnLimit(key, inflight: 2, workers: 2, liveWithin: 60)
+        // One round of refusals, opened by b's refused request sent at 1000.5 s: a, refused later, joins it and
+        // counts from b's moment too. b was serving 9 then; what a said before the round (3) counts for nothing,
+        // what it counts in the round (7) adds up with b's; each worker's latest count is the one that holds (b's
+        // first count took a request still out for one served: it was refused after).
+        #expect(try b.openRound(key, refusedAt: 1000.5) == 1000.5)
+        try b.learnLimit(key, serving: 10, workers: 2, liveWithin: 60)
+        #expect(try a.keyState(key, liveWithin: 60).learnedLimit == 10)
+        #expect(try a.keyState(key, liveWithin: 60).roundOpen && a.keyState(key, liveWithin: 60).refusedAt == 1000.5)
+        #expect(try a.openRound(key, refusedAt: 1000.9) == 1000.5)
+        try a.learnLimit(key, serving: 7, workers: 2, liveWithin: 60)
+        #expect(try a.keyState(key, liveWithin: 60).learnedLimit == 17)
+        try b.learnLimit(key, serving: 9, workers: 2, liveWithin: 60)
         #expect(try a.keyState(key, liveWithin: 60).learnedLimit == 16)
         #expect(try a.keyState(key, liveWithin: 60).share == 8)
         // A look one higher: the shares add up to the level (9 and 8, not twice 8), and no other worker looks again

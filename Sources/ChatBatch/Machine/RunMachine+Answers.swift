@@ -10,7 +10,7 @@ extension RunMachine {
         let response = answer.response
         let lane = job.route
         let route = config.routes[lane]
-        scheduler.returned(job)
+        scheduler.returned(job, answeredAt: now.uptime)
         let r = job.request
         let heard = scheduler.lanes[lane].exchanged(response)
         if response.status > 0 { summary.statusCounts[response.status, default: 0] += 1 }

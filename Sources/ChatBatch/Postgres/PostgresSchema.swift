@@ -23,7 +23,8 @@ enum PostgresSchema {
     /// error, latency, time to first token, cache savings and endpoint; each worker's settings, exit and summary.
     /// Schema 4 added the controls given to a job's workers (`chatbatch control` on a store) and what each made of
     /// them, when a worker last looked above a key's level, and when each worker last said what it had out. Schema 5
-    /// dropped the lines' foreign key to their job (see `create`).
+    /// dropped the lines' foreign key to their job (see `create`) and keeps when a round of refusals' first refused
+    /// request was sent.
     static let upgrade = """
         ALTER TABLE chatbatch_jobs ADD COLUMN IF NOT EXISTS spent float8 NOT NULL DEFAULT 0;
         ALTER TABLE chatbatch_jobs ADD COLUMN IF NOT EXISTS results_path text;
@@ -68,6 +69,7 @@ enum PostgresSchema {
             outcome text NOT NULL,
             PRIMARY KEY (control, worker));
         ALTER TABLE chatbatch_lines DROP CONSTRAINT IF EXISTS chatbatch_lines_job_fkey;
+        ALTER TABLE chatbatch_keys ADD COLUMN IF NOT EXISTS refused_at float8;
         """
 
     /// The tables as this build creates them. The lines have no foreign key to their job, unlike the other tables:
@@ -127,6 +129,7 @@ enum PostgresSchema {
             paused_until timestamptz,
             learned_limit integer,
             learned_at timestamptz,
+            refused_at float8,
             updated_at timestamptz NOT NULL DEFAULT now());
         CREATE TABLE IF NOT EXISTS chatbatch_key_users (
             key_hash text NOT NULL REFERENCES chatbatch_keys (key_hash),

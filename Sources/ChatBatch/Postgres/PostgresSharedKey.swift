@@ -15,8 +15,10 @@ struct SharedKeyState: Sendable, Equatable {
     var users = 0
     /// Live workers before this one (by when they joined): the first `level % liveWorkers` of them take one more.
     var rank = 0
-    /// A round of refusals is open (its first was under two seconds ago): every worker says what it has out.
+    /// A round of refusals is open (its first was under two seconds ago): every worker says what it was serving when
+    /// the round's first refused request was sent (`refusedAt`, seconds since 1970).
     var roundOpen = false
+    var refusedAt: Double? = nil
 
     /// This worker's share of the learnt level (at least 1), nil while none is learnt. The shares add up to the
     /// level: a key of 15 over four workers is 4, 4, 4 and 3, not four times 3.
@@ -63,31 +65,42 @@ extension PostgresWorkQueue {
             """, [hash, String(seconds)])
     }
 
-    /// The key refused a request here, or a round of refusals is open and this worker says what it has out: the
-    /// key's level is what its live workers had out then. A round is the two seconds after its first refusal; its
-    /// level is the most that this worker's `inflight` and the other live workers' reports made since the round
-    /// began add up to (at least `workers`, one each). Reports from before the round count for nothing: up to half a
-    /// second old, from a ramp that doubles every round trip, they said far less than the key was serving (a level
-    /// of 12 was learnt on a key of 16 that way).
-    func learnLimit(_ hash: String, inflight: Int, workers: Int, liveWithin: Double) throws(ChatBatchError) {
+    /// The key refused a request of this worker's, the first of them sent at `refusedAt` (seconds since 1970): a round
+    /// of refusals opens, unless one is open (its first two seconds). Returns when the round's first refused request
+    /// was sent, whoever's it was: every worker counts what it had out then.
+    func openRound(_ hash: String, refusedAt: Double) throws(ChatBatchError) -> Double {
+        let row = try connection.rows(
+            """
+            UPDATE chatbatch_keys SET updated_at = now(),
+                refused_at = CASE WHEN learned_at > now() - interval '2 seconds' THEN refused_at ELSE $2 END,
+                learned_at = CASE WHEN learned_at > now() - interval '2 seconds' THEN learned_at ELSE now() END
+            WHERE key_hash = $1 RETURNING refused_at
+            """, [hash, String(refusedAt)]
+        ).first
+        return row?.double("refused_at") ?? refusedAt
+    }
+
+    /// In a round of refusals: this worker was serving `serving` requests on the key when the round's first refused
+    /// request was sent. The key's level is what the live workers' counts made in the round add up to (at least
+    /// `workers`, one each), each worker's latest (a count made before its answers were in takes a request the key
+    /// then refused for one it served). Counts from before the round count for nothing. Outside a round it only
+    /// records what this worker said.
+    func learnLimit(_ hash: String, serving: Int, workers: Int, liveWithin: Double) throws(ChatBatchError) {
         try connection.rows(
             """
             WITH k AS (
-                SELECT learned_at > now() - interval '2 seconds' AS open, learned_limit,
-                    CASE WHEN learned_at > now() - interval '2 seconds' THEN learned_at ELSE now() END AS round_at
-                FROM chatbatch_keys WHERE key_hash = $1),
+                SELECT learned_at AS round_at FROM chatbatch_keys
+                WHERE key_hash = $1 AND learned_at > now() - interval '2 seconds'),
             me AS (
                 UPDATE chatbatch_key_users SET inflight = $3, said_at = now() WHERE key_hash = $1 AND worker = $2),
             others AS (
-                SELECT coalesce(sum(u.inflight), 0) AS inflight
+                SELECT coalesce(sum(u.inflight), 0) AS serving
                 FROM chatbatch_key_users u JOIN chatbatch_workers w ON w.id = u.worker, k
                 WHERE u.key_hash = $1 AND u.worker <> $2 AND u.said_at >= k.round_at AND w.stopped_at IS NULL
                   AND w.heartbeat_at > now() - make_interval(secs => $5))
-            UPDATE chatbatch_keys SET updated_at = now(), learned_at = k.round_at,
-                learned_limit = greatest($4::integer, CASE WHEN k.open
-                    THEN greatest(k.learned_limit, $3 + others.inflight) ELSE $3 + others.inflight END)
+            UPDATE chatbatch_keys SET updated_at = now(), learned_limit = greatest($4::integer, $3 + others.serving)
             FROM k, others WHERE key_hash = $1
-            """, [hash, String(worker), String(inflight), String(workers), String(liveWithin)])
+            """, [hash, String(worker), String(serving), String(workers), String(liveWithin)])
     }
 
     /// The key's level was `from` and no worker has been refused at it for a while: look one higher, unless any
@@ -113,7 +126,7 @@ extension PostgresWorkQueue {
         let row = try connection.rows(
             """
             SELECT greatest(extract(epoch FROM k.paused_until - now()), 0)::float8 AS paused_for, k.learned_limit,
-                coalesce(k.learned_at > now() - interval '2 seconds', false) AS round_open,
+                coalesce(k.learned_at > now() - interval '2 seconds', false) AS round_open, k.refused_at,
                 live.n AS live, live.inflight, live.before, live.users
             FROM chatbatch_keys k, LATERAL (
                 SELECT count(*) FILTER (WHERE x.working) AS n,
@@ -131,7 +144,8 @@ extension PostgresWorkQueue {
         return SharedKeyState(
             pausedFor: row?.double("paused_for") ?? 0, learnedLimit: row?.int("learned_limit"),
             liveWorkers: row?.int("live") ?? 0, inflight: row?.int("inflight") ?? 0, users: row?.int("users") ?? 0,
-            rank: row?.int("before") ?? 0, roundOpen: row?.bool("round_open") == true)
+            rank: row?.int("before") ?? 0, roundOpen: row?.bool("round_open") == true,
+            refusedAt: row?.double("refused_at"))
     }
 
     /// The job's workers, for `status`: host, pid, concurrency, lines held, seconds since the last heartbeat (at the

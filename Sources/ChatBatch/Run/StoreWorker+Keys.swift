@@ -1,5 +1,6 @@
 import ChatBatchCore
 import Dispatch
+import Foundation
 
 /// What a worker last told the store of its keys, and last heard, by route.
 struct KeysHeard {
@@ -11,22 +12,25 @@ struct KeysHeard {
     var quietSince: [Int: UInt64] = [:]
     var raiseAfter: [Int: Double] = [:]
     var raisedAt: [Int: UInt64] = [:]
+    /// The send time of the latest refused request already told (uptime).
+    var refusedUpTo: [Int: UInt64] = [:]
 }
 
-/// One lane as the machine has it, for sharing its key: its pause (uptime), requests out, window, and 429s so far.
+/// One lane as the machine has it, for sharing its key: its pause (uptime), requests out, window, 429s so far, and
+/// what the key served it over the last few seconds.
 struct LaneLook: Sendable {
     let pausedUntil: UInt64
     let inflight: Int
     let window: Int
     let rateLimits: Int
-    let acceptedAtLast429: Int
+    let serving: ServingLog
 }
 
 /// A provider key's limits shared by every worker of a store that uses it, whatever its job: a 429 at one worker
 /// pauses all of them for its wait, and the level the key allows is one figure its live workers divide.
 ///
-/// The level is learnt when a worker is refused: what the key was then serving over all its workers, from what each
-/// says in the two seconds after (what it has out, or what it still had out at its refusal), never below one each;
+/// The level is learnt when a worker is refused: what the key was serving over all its workers when the first refused
+/// request was sent, from what each counts of its own in the two seconds after (`ServingLog`), never below one each;
 /// the shares add up to it. After 30 s at it without a refusal, a worker looks one higher for all of them (one look
 /// at a time, whoever makes it), less often each time a look is refused.
 extension StoreWorker {
@@ -56,38 +60,45 @@ extension StoreWorker {
     func shareKeys(_ lanes: [LaneLook], now: UInt64) -> [SharedKeyNews] {
         var news: [SharedKeyNews] = []
         let slack: UInt64 = 50_000_000
+        let wall = Date().timeIntervalSince1970
         for (r, hash) in keyHashes.enumerated() where r < lanes.count {
             let lane = lanes[r]
             do throws(ChatBatchError) {
-                // Refused since the last look: what the key was still serving here when it refused, else what is out.
-                let refused = lane.rateLimits > keysHeard.rateLimits[r, default: 0]
-                let said = refused ? lane.acceptedAtLast429 : lane.inflight
-                try renewals.sayInflight(hash, said)
+                var state = try renewals.keyState(hash, liveWithin: lease)
+                var round = state.roundOpen ? state.refusedAt : nil
+                // Refused since the last look: a round opens (or this worker joins the open one).
+                let fresh = lane.serving.refused.filter { $0 > keysHeard.refusedUpTo[r, default: 0] }
+                if let first = fresh.min(), let last = fresh.max() {
+                    keysHeard.refusedUpTo[r] = last
+                    keysHeard.quietSince[r] = now
+                    if let raised = keysHeard.raisedAt[r], now &- raised < 5_000_000_000 {
+                        keysHeard.raiseAfter[r] = min(3600, keysHeard.raiseAfter[r, default: 30] * 2)
+                    }
+                    round = try renewals.openRound(hash, refusedAt: wall - Double(now &- first) / 1e9)
+                }
+                if let round {
+                    // What this worker was serving when the round's first refused request was sent (at any worker).
+                    let at = now &- UInt64(max(0, wall - round) * 1e9)
+                    let serving = lane.serving.serving(at: at)
+                    try renewals.learnLimit(hash, serving: serving, workers: state.liveWorkers, liveWithin: lease)
+                } else {
+                    try renewals.sayInflight(hash, lane.inflight)
+                }
+                var changed = round != nil
                 if lane.pausedUntil > now, lane.pausedUntil > keysHeard.pausedUntil[r, default: 0] + slack {
                     try renewals.pauseKey(hash, seconds: Double(lane.pausedUntil - now) / 1e9)
                     keysHeard.pausedUntil[r] = lane.pausedUntil
+                    changed = true
                 }
-                var state = try renewals.keyState(hash, liveWithin: lease)
-                if refused || state.roundOpen {
-                    // The key was serving what every worker had out when it refused (here or at another worker):
-                    // that is its level, from what each says in the round.
-                    if refused {
-                        keysHeard.rateLimits[r] = lane.rateLimits
-                        keysHeard.quietSince[r] = now
-                        if let raised = keysHeard.raisedAt[r], now &- raised < 5_000_000_000 {
-                            keysHeard.raiseAfter[r] = min(3600, keysHeard.raiseAfter[r, default: 30] * 2)
-                        }
-                    }
-                    try renewals.learnLimit(hash, inflight: said, workers: state.liveWorkers, liveWithin: lease)
-                    state = try renewals.keyState(hash, liveWithin: lease)
-                } else if let level = state.learnedLimit, state.pausedFor == 0,
+                if round == nil, let level = state.learnedLimit, state.pausedFor == 0,
                     Double(now &- keysHeard.quietSince[r, default: now]) / 1e9 > keysHeard.raiseAfter[r, default: 30]
                 {
                     try renewals.raiseLimit(hash, from: level, quiet: keysHeard.raiseAfter[r, default: 30])
                     keysHeard.quietSince[r] = now
                     keysHeard.raisedAt[r] = now
-                    state = try renewals.keyState(hash, liveWithin: lease)
+                    changed = true
                 }
+                if changed { state = try renewals.keyState(hash, liveWithin: lease) }
                 if keysHeard.quietSince[r] == nil { keysHeard.quietSince[r] = now }
                 let pauseEnd = now + UInt64(state.pausedFor * 1e9)
                 let known = max(lane.pausedUntil, keysHeard.pausedUntil[r, default: 0])

@@ -36,8 +36,8 @@ struct Lane: Sendable {
     /// What happened here, for the summary's row.
     var sent = 0
     var rateLimits = 0
-    /// Requests still out (accepted) when the last 429 came back: what the key was serving for this run then.
-    var acceptedAtLast429 = 0
+    /// What the key served here over the last few seconds (a store's workers learn the key's level from it).
+    var serving = ServingLog()
     var done = 0
     var failed = 0
     var promptTokens = 0

@@ -221,6 +221,7 @@ struct Scheduler: Sendable {
             lanes[r].probingModels.insert(model)
         }
         job.attempt += 1
+        lanes[r].serving.sent(at: now)
         lanes[r].inflight += 1
         lanes[r].sent += 1
         job.sentLaneInflight = lanes[r].inflight
@@ -264,9 +265,11 @@ struct Scheduler: Sendable {
 
     // MARK: answers
 
-    /// A sent job came back, whatever the answer: it no longer holds a place in flight.
-    mutating func returned(_ job: ScheduledJob) {
+    /// A sent job came back, whatever the answer (at `answeredAt`; nil: it never left): it no longer holds a place in
+    /// flight.
+    mutating func returned(_ job: ScheduledJob, answeredAt: UInt64? = nil) {
         let r = job.route
+        lanes[r].serving.returned(sent: job.sentAt, at: answeredAt)
         lanes[r].inflight -= 1
         budget.inflightWorst -= job.worst
         lanes[r].budget.inflightWorst -= job.worst
@@ -323,7 +326,7 @@ struct Scheduler: Sendable {
     mutating func rateLimited(_ job: ScheduledJob, wait: Double?, hint: RateLimitHint?, now: UInt64) -> Double {
         let r = job.route
         lanes[r].rateLimits += 1
-        lanes[r].acceptedAtLast429 = lanes[r].inflight
+        lanes[r].serving.refused(sent: job.sentAt)
         let since = lanes[r].rateLimitedSince ?? now
         lanes[r].rateLimitedSince = since
         lanes[r].heard(hint, now: now)
