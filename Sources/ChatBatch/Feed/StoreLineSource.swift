@@ -6,7 +6,7 @@ import Synchronization
 /// line number, for the statements that later commit the line under its lease.
 ///
 /// The input ends for this worker only when the whole input is loaded and no line is open elsewhere: while another
-/// worker loads, or holds lines it may yet die with, this one waits (`poll` seconds between looks, or until
+/// worker loads, or holds lines it may yet die with, this one waits (up to `poll` seconds between looks, or until
 /// `cancel()`), so that the last worker standing finishes a job whatever became of the others.
 final class StoreLineSource: LineSource, @unchecked Sendable {
     let queue: PostgresWorkQueue
@@ -31,6 +31,10 @@ final class StoreLineSource: LineSource, @unchecked Sendable {
 
     /// The next claimed line; nil once the job has no line left for this worker (or it was cancelled).
     func next() throws(ChatBatchError) -> RawLine? {
+        // While the lines open elsewhere change (the job's last ones being answered) this worker looks every tenth
+        // of a second, so that it ends with the job rather than up to `poll` after; while they do not, less often.
+        var wait = min(0.1, poll)
+        var openBefore = -1
         while readyHead == ready.count {
             ready = try patiently { () throws(ChatBatchError) in try claimNext() }
             readyHead = 0
@@ -38,7 +42,9 @@ final class StoreLineSource: LineSource, @unchecked Sendable {
             let state = try patiently { () throws(ChatBatchError) in try queue.openElsewhere() }
             if state.loaded && state.open == 0 { return nil }
             if cancelled.withLock({ $0 }) { return nil }
-            _ = looking.wait(timeout: .now() + poll)
+            wait = state.open != openBefore ? min(0.1, poll) : min(poll, wait * 2)
+            openBefore = state.open
+            _ = looking.wait(timeout: .now() + wait)
         }
         let claimed = ready[readyHead]
         readyHead += 1
