@@ -275,14 +275,26 @@ struct PostgresWorkQueueTests {
         try b.learnLimit(key, serving: 9, workers: 2, liveWithin: 60)
         #expect(try a.keyState(key, liveWithin: 60).learnedLimit == 16)
         #expect(try a.keyState(key, liveWithin: 60).share == 8)
-        // A look one higher: the shares add up to the level (9 and 8, not twice 8), and no other worker looks again
+        // A refusal sent more than a second after the round's first (after its pause) opens the next round, at the
+        // level learnt: it is lowered by what was refused in the round (what was offered above it), by one at least
+        // and a quarter at most, whatever the counts of what was served say.
+        #expect(try a.openRound(key, refusedAt: 1001.6) == 1001.6)
+        try a.learnLimit(key, serving: 3, refused: 1, workers: 2, liveWithin: 60)
+        #expect(try a.keyState(key, liveWithin: 60).learnedLimit == 15)
+        try b.learnLimit(key, serving: 30, refused: 1, workers: 2, liveWithin: 60)
+        #expect(try a.keyState(key, liveWithin: 60).learnedLimit == 14)
+        try b.learnLimit(key, serving: 2, refused: 9, workers: 2, liveWithin: 60)
+        #expect(try a.keyState(key, liveWithin: 60).learnedLimit == 12)
+        try b.learnLimit(key, serving: 12, refused: 0, workers: 2, liveWithin: 60)
+        #expect(try a.keyState(key, liveWithin: 60).learnedLimit == 15)
+        // The shares add up to the level (8 and 7, not twice 7). A look one higher, and no other worker looks again
         // until the quiet time has passed.
-        try a.raiseLimit(key, from: 16, quiet: 30)
-        try b.raiseLimit(key, from: 17, quiet: 30)
-        #expect(try a.keyState(key, liveWithin: 60).learnedLimit == 17)
-        #expect(try a.keyState(key, liveWithin: 60).share == 9 && b.keyState(key, liveWithin: 60).share == 8)
+        #expect(try a.keyState(key, liveWithin: 60).share == 8 && b.keyState(key, liveWithin: 60).share == 7)
+        try a.raiseLimit(key, from: 15, quiet: 30)
+        try b.raiseLimit(key, from: 16, quiet: 30)
+        #expect(try a.keyState(key, liveWithin: 60).learnedLimit == 16)
         try b.stopWorker()
-        #expect(try a.keyState(key, liveWithin: 60).share == 17)
+        #expect(try a.keyState(key, liveWithin: 60).share == 16)
         #expect(try a.keyState(key, liveWithin: 60).users == 1)
         let rows = try a.workers()
         #expect(rows.map(\.id) == [a.worker, b.worker] && rows.map(\.stopped) == [false, true])

@@ -24,7 +24,7 @@ enum PostgresSchema {
     /// Schema 4 added the controls given to a job's workers (`chatbatch control` on a store) and what each made of
     /// them, when a worker last looked above a key's level, and when each worker last said what it had out. Schema 5
     /// dropped the lines' foreign key to their job (see `create`) and keeps when a round of refusals' first refused
-    /// request was sent.
+    /// request was sent, the level it began at, and what each worker saw refused in it.
     static let upgrade = """
         ALTER TABLE chatbatch_jobs ADD COLUMN IF NOT EXISTS spent float8 NOT NULL DEFAULT 0;
         ALTER TABLE chatbatch_jobs ADD COLUMN IF NOT EXISTS results_path text;
@@ -70,6 +70,8 @@ enum PostgresSchema {
             PRIMARY KEY (control, worker));
         ALTER TABLE chatbatch_lines DROP CONSTRAINT IF EXISTS chatbatch_lines_job_fkey;
         ALTER TABLE chatbatch_keys ADD COLUMN IF NOT EXISTS refused_at float8;
+        ALTER TABLE chatbatch_keys ADD COLUMN IF NOT EXISTS round_from integer;
+        ALTER TABLE chatbatch_key_users ADD COLUMN IF NOT EXISTS refused integer NOT NULL DEFAULT 0;
         """
 
     /// The tables as this build creates them. The lines have no foreign key to their job, unlike the other tables:
@@ -130,6 +132,7 @@ enum PostgresSchema {
             learned_limit integer,
             learned_at timestamptz,
             refused_at float8,
+            round_from integer,
             updated_at timestamptz NOT NULL DEFAULT now());
         CREATE TABLE IF NOT EXISTS chatbatch_key_users (
             key_hash text NOT NULL REFERENCES chatbatch_keys (key_hash),

@@ -66,15 +66,21 @@ extension PostgresWorkQueue {
     }
 
     /// The key refused a request of this worker's, the first of them sent at `refusedAt` (seconds since 1970): a round
-    /// of refusals opens, unless one is open (its first two seconds). Returns when the round's first refused request
-    /// was sent, whoever's it was: every worker counts what it had out then.
+    /// of refusals opens, with the level the key had then, unless one is open (its first two seconds) whose first
+    /// refusal was under a second before (the same burst; a refusal after it, once the round's pause has ended, is
+    /// news of the level the round learnt, and opens the next). Returns when the round's first refused request was
+    /// sent, whoever's it was: every worker counts what it had out then.
     func openRound(_ hash: String, refusedAt: Double) throws(ChatBatchError) -> Double {
         let row = try connection.rows(
             """
+            WITH k AS (
+                SELECT coalesce(learned_at > now() - interval '2 seconds' AND $2 < refused_at + 1, false) AS joins
+                FROM chatbatch_keys WHERE key_hash = $1)
             UPDATE chatbatch_keys SET updated_at = now(),
-                refused_at = CASE WHEN learned_at > now() - interval '2 seconds' THEN refused_at ELSE $2 END,
-                learned_at = CASE WHEN learned_at > now() - interval '2 seconds' THEN learned_at ELSE now() END
-            WHERE key_hash = $1 RETURNING refused_at
+                refused_at = CASE WHEN k.joins THEN refused_at ELSE $2 END,
+                round_from = CASE WHEN k.joins THEN round_from ELSE learned_limit END,
+                learned_at = CASE WHEN k.joins THEN learned_at ELSE now() END
+            FROM k WHERE key_hash = $1 RETURNING refused_at
             """, [hash, String(refusedAt)]
         ).first
         return row?.double("refused_at") ?? refusedAt
@@ -83,24 +89,35 @@ extension PostgresWorkQueue {
     /// In a round of refusals: this worker was serving `serving` requests on the key when the round's first refused
     /// request was sent. The key's level is what the live workers' counts made in the round add up to (at least
     /// `workers`, one each), each worker's latest (a count made before its answers were in takes a request the key
-    /// then refused for one it served). Counts from before the round count for nothing. Outside a round it only
-    /// records what this worker said.
-    func learnLimit(_ hash: String, serving: Int, workers: Int, liveWithin: Double) throws(ChatBatchError) {
+    /// then refused for one it served). Counts from before the round count for nothing.
+    ///
+    /// A round opened at a level already learnt lowers it by what the workers say was refused in the round's first
+    /// second (`refused`: what was offered above the level), by one at least and a quarter at most. The counts of
+    /// what was served are least sure there, in the burst of every worker resuming together after a pause (a key of
+    /// 16 was counted as 11), where the refusals are exactly the excess. Outside a round it only records what this
+    /// worker said.
+    func learnLimit(_ hash: String, serving: Int, refused: Int = 0, workers: Int, liveWithin: Double)
+        throws(ChatBatchError)
+    {
         try connection.rows(
             """
             WITH k AS (
                 SELECT learned_at AS round_at FROM chatbatch_keys
                 WHERE key_hash = $1 AND learned_at > now() - interval '2 seconds'),
             me AS (
-                UPDATE chatbatch_key_users SET inflight = $3, said_at = now() WHERE key_hash = $1 AND worker = $2),
+                UPDATE chatbatch_key_users SET inflight = $3, refused = $6, said_at = now()
+                WHERE key_hash = $1 AND worker = $2),
             others AS (
-                SELECT coalesce(sum(u.inflight), 0) AS serving
+                SELECT coalesce(sum(u.inflight), 0) AS serving, coalesce(sum(u.refused), 0) AS refused
                 FROM chatbatch_key_users u JOIN chatbatch_workers w ON w.id = u.worker, k
                 WHERE u.key_hash = $1 AND u.worker <> $2 AND u.said_at >= k.round_at AND w.stopped_at IS NULL
                   AND w.heartbeat_at > now() - make_interval(secs => $5))
-            UPDATE chatbatch_keys SET updated_at = now(), learned_limit = greatest($4::integer, $3 + others.serving)
+            UPDATE chatbatch_keys SET updated_at = now(), learned_limit = greatest($4::integer, CASE
+                WHEN round_from IS NULL THEN $3 + others.serving
+                ELSE least(round_from - 1, greatest(round_from - greatest(1, round_from / 4),
+                    round_from - $6 - others.refused)) END)
             FROM k, others WHERE key_hash = $1
-            """, [hash, String(worker), String(serving), String(workers), String(liveWithin)])
+            """, [hash, String(worker), String(serving), String(workers), String(liveWithin), String(refused)])
     }
 
     /// The key's level was `from` and no worker has been refused at it for a while: look one higher, unless any

@@ -80,7 +80,9 @@ extension StoreWorker {
                     // What this worker was serving when the round's first refused request was sent (at any worker).
                     let at = now &- UInt64(max(0, wall - round) * 1e9)
                     let serving = lane.serving.serving(at: at)
-                    try renewals.learnLimit(hash, serving: serving, workers: state.liveWorkers, liveWithin: lease)
+                    let refused = lane.serving.refused.filter { $0 >= at && $0 &- at < 1_000_000_000 }.count
+                    try renewals.learnLimit(
+                        hash, serving: serving, refused: refused, workers: state.liveWorkers, liveWithin: lease)
                 } else {
                     try renewals.sayInflight(hash, lane.inflight)
                 }
