@@ -13,6 +13,8 @@
 struct SendReserve: Sendable {
     /// Line → when its reservation lapses (uptime, nanoseconds).
     private(set) var lines: [Int: UInt64] = [:]
+    /// Lines taken to leave whose sends the store worker has not seen yet: not to be reserved again meanwhile.
+    private(set) var leaving = Set<Int>()
     /// How long a reservation holds (nanoseconds), and the most lines reserved at once.
     let validity: UInt64
     var size = 1
@@ -25,15 +27,18 @@ struct SendReserve: Sendable {
     /// used up either way.
     mutating func take(_ line: Int, now: UInt64) -> Bool {
         guard let until = lines.removeValue(forKey: line) else { return false }
+        leaving.insert(line)
         return until > now
     }
 
-    /// The lines to reserve now: the lowest of `candidates` (lines held and not on the wire) not reserved yet, up to
-    /// `size` reservations that hold at `now`.
+    /// The lines to reserve now: once fewer than half of `size` reservations hold at `now`, the lowest of
+    /// `candidates` (lines held and not on the wire) not reserved yet, up to `size` (a statement made for the
+    /// reservations alone is a statement a turn would have made anyway a little later).
     func wanted(from candidates: [Int], now: UInt64) -> [Int] {
         let holding = lines.values.filter { $0 > now }.count
-        guard holding < size else { return [] }
-        return Array(candidates.filter { lines[$0].map { $0 <= now } ?? true }.sorted().prefix(size - holding))
+        guard holding * 2 < size || holding == 0 else { return [] }
+        let free = candidates.filter { lines[$0].map { $0 <= now } ?? !leaving.contains($0) }
+        return Array(free.sorted().prefix(size - holding))
     }
 
     /// `reserved` were recorded as about to leave by a statement sent at `sentAt`.
@@ -44,11 +49,15 @@ struct SendReserve: Sendable {
     /// `line` left, or was settled without leaving: it is no longer reserved.
     mutating func drop(_ line: Int) {
         lines[line] = nil
+        leaving.remove(line)
     }
 
     /// Every line still reserved (the worker stops: they go back unsent), and none is after.
     mutating func removeAll() -> [Int] {
-        defer { lines = [:] }
+        defer {
+            lines = [:]
+            leaving = []
+        }
         return lines.keys.sorted()
     }
 }
