@@ -84,7 +84,7 @@ final class ServiceHandler: ChannelInboundHandler {
             // The key is checked before any body is taken: no one without it fills the memory or the disk.
             if asked.path != "/metrics" && !service.authorized(asked) {
                 refused = true
-                write(context, .json(APIError.unauthorized.json, status: 401), keepAlive: false)
+                write(context, .json(APIError.unauthorized.json, status: 401), keepAlive: false, linger: true)
                 return
             }
             if upload {
@@ -115,7 +115,9 @@ final class ServiceHandler: ChannelInboundHandler {
             if body == nil { body = chunk } else { body!.writeBuffer(&chunk) }
             if (body?.readableBytes ?? 0) > bodyLimit { refuse(context) }
         case .end:
-            guard !refused, let (request, keepAlive) = pending else { return }
+            // A refused request's body is in: the connection may close now without losing the answer to a reset.
+            if refused { return context.close(promise: nil) }
+            guard let (request, keepAlive) = pending else { return }
             var asked = request
             pending = nil
             asked.body = body.map { Array($0.readableBytesView) } ?? []
@@ -160,10 +162,14 @@ final class ServiceHandler: ChannelInboundHandler {
                 413, "The request is larger than the \(service.settings.maxFileBytes)-byte file limit.",
                 code: "file_too_large")
             : APIError(413, "The request body is larger than \(Self.requestLimit) bytes.", code: "request_too_large")
-        write(context, .json(error.json, status: 413), keepAlive: false)
+        write(context, .json(error.json, status: 413), keepAlive: false, linger: true)
     }
 
-    func write(_ context: ChannelHandlerContext, _ response: ServiceResponse, keepAlive: Bool) {
+    /// Writes `response`; without `keepAlive` the connection closes once it is written. With `linger` (a request
+    /// refused before its body was read) only the sending side closes then: the body the client is still sending is
+    /// read and dropped until it ends (or ten seconds pass), since closing with unread bytes resets the connection
+    /// and the client can lose the answer (curl saw a 413 as a failed transfer that way).
+    func write(_ context: ChannelHandlerContext, _ response: ServiceResponse, keepAlive: Bool, linger: Bool = false) {
         var h = HTTPHeaders()
         h.add(name: "content-type", value: response.contentType)
         // A file goes from disk as a file region (sendfile): an output of gigabytes takes no memory.
@@ -187,7 +193,12 @@ final class ServiceHandler: ChannelInboundHandler {
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: done)
         done.futureResult.whenComplete { [channel = context.channel] _ in
             try? handle?.close()
-            if !keepAlive { channel.close(promise: nil) }
+            if linger {
+                channel.close(mode: .output, promise: nil)
+                channel.eventLoop.scheduleTask(in: .seconds(10)) { channel.close(promise: nil) }
+            } else if !keepAlive {
+                channel.close(promise: nil)
+            }
         }
     }
 
