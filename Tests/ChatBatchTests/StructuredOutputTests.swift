@@ -182,7 +182,9 @@ struct StructuredOutputTests {
 
     @Test func streamCutOffMidwayIsRetriedAndCountedAsPossiblyBilled() throws {
         let scratch = Scratch()
-        let g = try FakeGateway.start { $0.streamChunkDelayMilliseconds = 150 }
+        // Chunks far apart against the 0.8 s timeout: even a short answer cannot end in time on a loaded machine (at
+        // 150 ms a short one did, once, in CI).
+        let g = try FakeGateway.start { $0.streamChunkDelayMilliseconds = 500 }
         defer { g.shutdown() }
         scratch.write("in.jsonl", lines: promptLines(2))
         var s = settings(scratch, g)
