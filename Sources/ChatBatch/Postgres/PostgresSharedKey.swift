@@ -65,6 +65,9 @@ extension PostgresWorkQueue {
             """, [hash, String(seconds)])
     }
 
+    /// A round of refusals is open on the key: its first was recorded under two seconds ago.
+    static let roundOpen = "learned_at > now() - interval '2 seconds'"
+
     /// The key refused a request of this worker's, the first of them sent at `refusedAt` (seconds since 1970): a round
     /// of refusals opens, with the level the key had then, unless one is open (its first two seconds) whose first
     /// refusal was under a second before (the same burst; a refusal after it, once the round's pause has ended, is
@@ -74,7 +77,7 @@ extension PostgresWorkQueue {
         let row = try connection.rows(
             """
             WITH k AS (
-                SELECT coalesce(learned_at > now() - interval '2 seconds' AND $2 < refused_at + 1, false) AS joins
+                SELECT coalesce(\(Self.roundOpen) AND $2 < refused_at + 1, false) AS joins
                 FROM chatbatch_keys WHERE key_hash = $1)
             UPDATE chatbatch_keys SET updated_at = now(),
                 refused_at = CASE WHEN k.joins THEN refused_at ELSE $2 END,
@@ -103,7 +106,7 @@ extension PostgresWorkQueue {
             """
             WITH k AS (
                 SELECT learned_at AS round_at FROM chatbatch_keys
-                WHERE key_hash = $1 AND learned_at > now() - interval '2 seconds'),
+                WHERE key_hash = $1 AND \(Self.roundOpen)),
             me AS (
                 UPDATE chatbatch_key_users SET inflight = $3, refused = $6, said_at = now()
                 WHERE key_hash = $1 AND worker = $2),
@@ -143,7 +146,7 @@ extension PostgresWorkQueue {
         let row = try connection.rows(
             """
             SELECT greatest(extract(epoch FROM k.paused_until - now()), 0)::float8 AS paused_for, k.learned_limit,
-                coalesce(k.learned_at > now() - interval '2 seconds', false) AS round_open, k.refused_at,
+                coalesce(k.\(Self.roundOpen), false) AS round_open, k.refused_at,
                 live.n AS live, live.inflight, live.before, live.users
             FROM chatbatch_keys k, LATERAL (
                 SELECT count(*) FILTER (WHERE x.working) AS n,

@@ -27,7 +27,7 @@ extension RunDriver {
                     r.machine.scheduler.lanes.map {
                         LaneLook(
                             pausedUntil: $0.pausedUntil, inflight: $0.inflight, window: $0.limiter.limit,
-                            rateLimits: $0.rateLimits, serving: $0.serving)
+                            serving: $0.serving)
                     }, r.machine.finished
                 )
             }

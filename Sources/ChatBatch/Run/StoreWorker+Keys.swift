@@ -6,7 +6,6 @@ import Foundation
 struct KeysHeard {
     var pausedUntil: [Int: UInt64] = [:]
     var share: [Int: Int] = [:]
-    var rateLimits: [Int: Int] = [:]
     /// When this worker last saw the key refuse (or raised its level): the level is looked above after `raiseAfter`
     /// seconds quiet (30 s at first, doubled each time a look is refused, as a run's own looks are).
     var quietSince: [Int: UInt64] = [:]
@@ -22,7 +21,6 @@ struct LaneLook: Sendable {
     let pausedUntil: UInt64
     let inflight: Int
     let window: Int
-    let rateLimits: Int
     let serving: ServingLog
 }
 
